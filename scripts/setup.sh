@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Installs what building and testing need on a fresh machine, idempotently:
+# Debian packages, the musl Rust target, and the real etcd binaries (scripts/fetch-etcd.sh).
+set -euo pipefail
+repo=$(cd "$(dirname "$0")/.." && pwd)
+
+# musl-tools: musl-gcc for ring's C in static builds. prometheus: promtool and a real server
+# to scrape the monitor. file: tests check that our binaries are static.
+packages=(musl-tools prometheus file)
+
+missing=()
+for p in "${packages[@]}"; do
+    dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+    echo "setup: installing ${missing[*]}" >&2
+    sudo_cmd=""
+    [ "$(id -u)" -eq 0 ] || sudo_cmd=sudo
+    $sudo_cmd apt-get update -qq >&2
+    DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
+fi
+
+if ! rustup target list --installed | grep -qx x86_64-unknown-linux-musl; then
+    echo "setup: adding the x86_64-unknown-linux-musl target" >&2
+    rustup target add x86_64-unknown-linux-musl >&2
+fi
+
+"$repo/scripts/fetch-etcd.sh" >/dev/null

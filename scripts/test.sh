@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Runs every test, unit and integration, after setting up a fresh machine (scripts/setup.sh).
+set -euo pipefail
+repo=$(cd "$(dirname "$0")/.." && pwd)
+cd "$repo"
+./scripts/setup.sh
+ETCD_BIN_DIR=$(./scripts/fetch-etcd.sh)
+export ETCD_BIN_DIR
+# The static binaries are what the image ships; tests of the rootfs and the demo use them.
+STATIC_BIN_DIR=$(./scripts/build-static.sh)
+export STATIC_BIN_DIR
+cargo test --locked --all-targets 2>&1

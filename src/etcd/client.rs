@@ -1,0 +1,229 @@
+//! A small blocking HTTP client for etcd's plain HTTP endpoints and its grpc-gateway JSON API.
+//! Plain `http://` and `https://` with an optional CA and client certificate (kubeadm's etcd
+//! requires client certificates on its client port).
+
+use std::fmt;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use ureq::tls::{Certificate, ClientCert, PemItem, PrivateKey, RootCerts, TlsConfig};
+
+/// Largest body we accept from etcd unless a caller says otherwise.
+pub const DEFAULT_BODY_LIMIT: u64 = 64 * 1024 * 1024;
+
+/// Files for TLS towards etcd. All optional: with none, `https://` uses the bundled web roots.
+#[derive(Debug, Clone, Default)]
+pub struct TlsFiles {
+    pub ca: Option<PathBuf>,
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+}
+
+#[derive(Debug)]
+pub enum ClientError {
+    /// A TLS file could not be read or holds no usable PEM item.
+    TlsFile { path: PathBuf, reason: String },
+    /// `--cert` without `--key` or the other way round.
+    TlsPairing,
+    /// The request failed before a response arrived (refused, timeout, TLS handshake).
+    Transport { url: String, reason: String },
+    /// A response arrived with a non-2xx status.
+    Status {
+        url: String,
+        status: u16,
+        body: String,
+    },
+    /// The body was larger than the limit.
+    TooLarge { url: String, limit: u64 },
+    /// The body was not what we expected (not UTF-8, not JSON, missing field).
+    Body { url: String, reason: String },
+}
+
+impl fmt::Display for ClientError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ClientError::TlsFile { path, reason } => write!(f, "{}: {reason}", path.display()),
+            ClientError::TlsPairing => write!(f, "--cert and --key must be given together"),
+            ClientError::Transport { url, reason } => write!(f, "GET/POST {url} failed: {reason}"),
+            ClientError::Status { url, status, body } => {
+                write!(f, "{url} answered HTTP {status}: {}", body.trim())
+            }
+            ClientError::TooLarge { url, limit } => {
+                write!(f, "{url}: response body larger than {limit} bytes")
+            }
+            ClientError::Body { url, reason } => write!(f, "{url}: {reason}"),
+        }
+    }
+}
+
+impl std::error::Error for ClientError {}
+
+/// A reusable client (connection pool inside). Cheap to clone, safe to share across threads.
+#[derive(Clone)]
+pub struct HttpClient {
+    agent: ureq::Agent,
+}
+
+impl HttpClient {
+    /// A client for plain HTTP and for HTTPS with the given files.
+    pub fn new(tls: &TlsFiles) -> Result<Self, ClientError> {
+        let mut tls_config = TlsConfig::builder();
+        if let Some(ca) = &tls.ca {
+            let certs = read_certs(ca)?;
+            tls_config = tls_config.root_certs(RootCerts::new_with_certs(&certs));
+        }
+        match (&tls.cert, &tls.key) {
+            (Some(cert), Some(key)) => {
+                let certs = read_certs(cert)?;
+                let key = read_key(key)?;
+                tls_config = tls_config.client_cert(Some(ClientCert::new_with_certs(&certs, key)));
+            }
+            (None, None) => {}
+            _ => return Err(ClientError::TlsPairing),
+        }
+        let config = ureq::Agent::config_builder()
+            .tls_config(tls_config.build())
+            .http_status_as_error(false)
+            .user_agent("etcd-image-tools")
+            .build();
+        Ok(HttpClient {
+            agent: config.into(),
+        })
+    }
+
+    /// A plain-HTTP client with no TLS files.
+    pub fn plain() -> Self {
+        // TlsFiles::default() reads no file, so this cannot fail.
+        match Self::new(&TlsFiles::default()) {
+            Ok(c) => c,
+            Err(e) => unreachable!("no TLS files given, yet: {e}"),
+        }
+    }
+
+    /// GET `url` and return the body as text, within `timeout`, refusing bodies over `limit`.
+    pub fn get_text(
+        &self,
+        url: &str,
+        timeout: Duration,
+        limit: u64,
+    ) -> Result<String, ClientError> {
+        let response = self
+            .agent
+            .get(url)
+            .config()
+            .timeout_global(Some(timeout))
+            .build()
+            .call()
+            .map_err(|e| transport(url, e))?;
+        read_body(url, response, limit)
+    }
+
+    /// POST a JSON body to `url` (etcd's grpc-gateway) and decode the JSON answer.
+    pub fn post_json(
+        &self,
+        url: &str,
+        body: &serde_json::Value,
+        timeout: Duration,
+    ) -> Result<serde_json::Value, ClientError> {
+        let response = self
+            .agent
+            .post(url)
+            .config()
+            .timeout_global(Some(timeout))
+            .build()
+            .header("Content-Type", "application/json")
+            .send(body.to_string().as_bytes())
+            .map_err(|e| transport(url, e))?;
+        let text = read_body(url, response, DEFAULT_BODY_LIMIT)?;
+        serde_json::from_str(&text).map_err(|e| ClientError::Body {
+            url: url.to_string(),
+            reason: format!("invalid JSON: {e}"),
+        })
+    }
+}
+
+fn transport(url: &str, e: ureq::Error) -> ClientError {
+    ClientError::Transport {
+        url: url.to_string(),
+        reason: e.to_string(),
+    }
+}
+
+fn read_body(
+    url: &str,
+    response: ureq::http::Response<ureq::Body>,
+    limit: u64,
+) -> Result<String, ClientError> {
+    let status = response.status().as_u16();
+    let mut bytes = Vec::new();
+    response
+        .into_body()
+        .into_reader()
+        .take(limit + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| ClientError::Transport {
+            url: url.to_string(),
+            reason: e.to_string(),
+        })?;
+    if bytes.len() as u64 > limit {
+        return Err(ClientError::TooLarge {
+            url: url.to_string(),
+            limit,
+        });
+    }
+    let text = String::from_utf8(bytes).map_err(|e| ClientError::Body {
+        url: url.to_string(),
+        reason: format!("body is not UTF-8 (byte {})", e.utf8_error().valid_up_to()),
+    })?;
+    if !(200..300).contains(&status) {
+        let mut body = text;
+        body.truncate(200);
+        return Err(ClientError::Status {
+            url: url.to_string(),
+            status,
+            body,
+        });
+    }
+    Ok(text)
+}
+
+fn read_pem(path: &Path) -> Result<Vec<PemItem<'static>>, ClientError> {
+    let tls_err = |reason: String| ClientError::TlsFile {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let data = std::fs::read(path).map_err(|e| tls_err(e.to_string()))?;
+    let items: Result<Vec<_>, _> = ureq::tls::parse_pem(&data).collect();
+    items.map_err(|e| tls_err(format!("invalid PEM: {e}")))
+}
+
+fn read_certs(path: &Path) -> Result<Vec<Certificate<'static>>, ClientError> {
+    let certs: Vec<_> = read_pem(path)?
+        .into_iter()
+        .filter_map(|item| match item {
+            PemItem::Certificate(c) => Some(c),
+            _ => None,
+        })
+        .collect();
+    if certs.is_empty() {
+        return Err(ClientError::TlsFile {
+            path: path.to_path_buf(),
+            reason: "no CERTIFICATE block found".into(),
+        });
+    }
+    Ok(certs)
+}
+
+fn read_key(path: &Path) -> Result<PrivateKey<'static>, ClientError> {
+    read_pem(path)?
+        .into_iter()
+        .find_map(|item| match item {
+            PemItem::PrivateKey(k) => Some(k),
+            _ => None,
+        })
+        .ok_or_else(|| ClientError::TlsFile {
+            path: path.to_path_buf(),
+            reason: "no PRIVATE KEY block found".into(),
+        })
+}

@@ -1,0 +1,585 @@
+//! Starting and stopping etcd, etcdctl and etcdutl: the one place that knows how.
+//!
+//! Children start with a cleared environment plus a short allow-list, because etcd 3.4+ exits
+//! when an `ETCD_*` variable duplicates a flag (and a pod's environment often carries some).
+//! Their output goes to our log with a prefix, and the last lines are kept for error messages.
+//! A started etcd never outlives us: `PR_SET_PDEATHSIG` kills it when the spawning thread
+//! dies (also on SIGKILL of our process), and `Drop` stops it on every other path.
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::io::{BufRead, BufReader, Read};
+use std::net::TcpListener;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use super::client::HttpClient;
+
+/// How often readiness is polled. etcd is usually ready within a few hundred ms.
+pub const POLL_INTERVAL: Duration = Duration::from_millis(50);
+/// How many of a child's last output lines we keep for error messages.
+const KEPT_LINES: usize = 40;
+
+/// Environment variables a child may inherit; everything else is dropped.
+const ENV_ALLOW_LIST: &[&str] = &["PATH", "TZ", "LD_LIBRARY_PATH", "TMPDIR"];
+
+#[derive(Debug)]
+pub enum ProcessError {
+    /// The binary could not be started at all.
+    Spawn {
+        binary: PathBuf,
+        reason: String,
+    },
+    /// The process exited while we waited for it to become ready.
+    ExitedEarly {
+        name: String,
+        status: String,
+        output: Vec<String>,
+    },
+    /// The process did not become ready in time.
+    NotReady {
+        name: String,
+        url: String,
+        waited: Duration,
+        last_error: String,
+        output: Vec<String>,
+    },
+    /// A tool (etcdctl, etcdutl) ran and failed.
+    ToolFailed {
+        command: String,
+        status: String,
+        output: Vec<String>,
+    },
+    /// A tool did not finish in time and was killed.
+    ToolTimedOut {
+        command: String,
+        timeout: Duration,
+        output: Vec<String>,
+    },
+    Io {
+        what: String,
+        reason: String,
+    },
+}
+
+impl fmt::Display for ProcessError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fn tail(f: &mut fmt::Formatter<'_>, output: &[String]) -> fmt::Result {
+            if !output.is_empty() {
+                write!(f, "; its last output:")?;
+                for line in output.iter().rev().take(20).rev() {
+                    write!(f, "\n    {line}")?;
+                }
+            }
+            Ok(())
+        }
+        match self {
+            ProcessError::Spawn { binary, reason } => {
+                write!(f, "cannot start {}: {reason}", binary.display())
+            }
+            ProcessError::ExitedEarly {
+                name,
+                status,
+                output,
+            } => {
+                write!(f, "{name} exited before it was ready ({status})")?;
+                tail(f, output)
+            }
+            ProcessError::NotReady {
+                name,
+                url,
+                waited,
+                last_error,
+                output,
+            } => {
+                write!(
+                    f,
+                    "{name} not ready at {url} after {waited:?}: {last_error}"
+                )?;
+                tail(f, output)
+            }
+            ProcessError::ToolFailed {
+                command,
+                status,
+                output,
+            } => {
+                write!(f, "`{command}` failed ({status})")?;
+                tail(f, output)
+            }
+            ProcessError::ToolTimedOut {
+                command,
+                timeout,
+                output,
+            } => {
+                write!(
+                    f,
+                    "`{command}` did not finish within {timeout:?} and was killed"
+                )?;
+                tail(f, output)
+            }
+            ProcessError::Io { what, reason } => write!(f, "{what}: {reason}"),
+        }
+    }
+}
+
+impl std::error::Error for ProcessError {}
+
+/// Everything needed to start one etcd member. URLs are used for both listen and advertise.
+#[derive(Debug, Clone)]
+pub struct EtcdSpec {
+    pub binary: PathBuf,
+    pub name: String,
+    pub data_dir: PathBuf,
+    /// Client URLs (listen = advertise). The first one is polled for readiness.
+    pub client_urls: Vec<String>,
+    /// Peer URL (listen = initial-advertise).
+    pub peer_url: String,
+    /// `--initial-cluster`; `None` means just this member at `peer_url`.
+    pub initial_cluster: Option<String>,
+    /// `--initial-cluster-state` (`new` or `existing`); `None` leaves etcd's default.
+    pub initial_cluster_state: Option<String>,
+    /// Further flags, passed as given (each element is one argv entry).
+    pub extra_args: Vec<String>,
+}
+
+impl EtcdSpec {
+    /// A single member on 127.0.0.1 with the given ports.
+    pub fn single(
+        binary: &Path,
+        name: &str,
+        data_dir: &Path,
+        client_port: u16,
+        peer_port: u16,
+    ) -> Self {
+        EtcdSpec {
+            binary: binary.to_path_buf(),
+            name: name.to_string(),
+            data_dir: data_dir.to_path_buf(),
+            client_urls: vec![format!("http://127.0.0.1:{client_port}")],
+            peer_url: format!("http://127.0.0.1:{peer_port}"),
+            initial_cluster: None,
+            initial_cluster_state: None,
+            extra_args: Vec::new(),
+        }
+    }
+
+    /// The argv (without the binary) etcd is started with.
+    pub fn args(&self) -> Vec<String> {
+        let client_urls = self.client_urls.join(",");
+        let initial_cluster = self
+            .initial_cluster
+            .clone()
+            .unwrap_or_else(|| format!("{}={}", self.name, self.peer_url));
+        let mut args = vec![
+            format!("--name={}", self.name),
+            format!("--data-dir={}", self.data_dir.display()),
+            format!("--listen-client-urls={client_urls}"),
+            format!("--advertise-client-urls={client_urls}"),
+            format!("--listen-peer-urls={}", self.peer_url),
+            format!("--initial-advertise-peer-urls={}", self.peer_url),
+            format!("--initial-cluster={initial_cluster}"),
+        ];
+        if let Some(state) = &self.initial_cluster_state {
+            args.push(format!("--initial-cluster-state={state}"));
+        }
+        args.extend(self.extra_args.iter().cloned());
+        args
+    }
+
+    pub fn client_url(&self) -> &str {
+        self.client_urls.first().map(String::as_str).unwrap_or("")
+    }
+}
+
+/// The first and last lines a child printed, shared with the threads that read its pipes.
+/// Both ends matter: etcd prints a flag error first and then pages of usage.
+#[derive(Clone, Default)]
+struct OutputTail(Arc<Mutex<(Vec<String>, VecDeque<String>)>>);
+
+const KEPT_HEAD_LINES: usize = 5;
+
+impl OutputTail {
+    fn push(&self, line: String) {
+        if let Ok(mut kept) = self.0.lock() {
+            let (head, tail) = &mut *kept;
+            if head.len() < KEPT_HEAD_LINES {
+                head.push(line);
+                return;
+            }
+            if tail.len() == KEPT_LINES {
+                tail.pop_front();
+            }
+            tail.push_back(line);
+        }
+    }
+
+    /// The first lines, then (after a `...` marker if lines were dropped) the last ones.
+    fn lines(&self) -> Vec<String> {
+        let Ok(kept) = self.0.lock() else {
+            return Vec::new();
+        };
+        let (head, tail) = &*kept;
+        let mut lines = head.clone();
+        if tail.len() > 10 {
+            lines.push("...".into());
+        }
+        lines.extend(tail.iter().skip(tail.len().saturating_sub(10)).cloned());
+        lines
+    }
+}
+
+/// A command with a cleared environment (plus the allow-list and `extra_env`) that dies with
+/// the thread that spawns it.
+pub fn clean_command(binary: &Path, extra_env: &[(&str, &str)]) -> Command {
+    let mut cmd = Command::new(binary);
+    cmd.env_clear();
+    for key in ENV_ALLOW_LIST {
+        if let Some(value) = std::env::var_os(key) {
+            cmd.env(key, value);
+        }
+    }
+    for (key, value) in extra_env {
+        cmd.env(key, value);
+    }
+    cmd.stdin(Stdio::null());
+    // SAFETY: prctl is async-signal-safe and touches no memory of ours.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::prctl(
+                libc::PR_SET_PDEATHSIG,
+                libc::SIGKILL as libc::c_ulong,
+                0,
+                0,
+                0,
+            );
+            Ok(())
+        });
+    }
+    cmd
+}
+
+/// Spawns `cmd` with its stdout and stderr logged line by line under `prefix`.
+fn spawn_logged(
+    mut cmd: Command,
+    binary: &Path,
+    prefix: &str,
+) -> Result<(Child, OutputTail, Vec<thread::JoinHandle<()>>), ProcessError> {
+    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = cmd.spawn().map_err(|e| ProcessError::Spawn {
+        binary: binary.to_path_buf(),
+        reason: e.to_string(),
+    })?;
+    let tail = OutputTail::default();
+    let mut readers = Vec::new();
+    let pipes: Vec<Box<dyn Read + Send>> = [
+        child
+            .stdout
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+        child
+            .stderr
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    for pipe in pipes {
+        let tail = tail.clone();
+        let prefix = prefix.to_string();
+        readers.push(thread::spawn(move || {
+            for line in BufReader::new(pipe).split(b'\n').map_while(Result::ok) {
+                let line = String::from_utf8_lossy(&line).into_owned();
+                log::debug!("[{prefix}] {line}");
+                tail.push(line);
+            }
+        }));
+    }
+    Ok((child, tail, readers))
+}
+
+fn describe(status: ExitStatus) -> String {
+    match (status.code(), status.signal()) {
+        (Some(code), _) => format!("exit code {code}"),
+        (None, Some(sig)) => format!("killed by signal {sig}"),
+        _ => status.to_string(),
+    }
+}
+
+/// A running etcd. Dropping it stops it.
+pub struct EtcdProcess {
+    child: Option<Child>,
+    spec: EtcdSpec,
+    tail: OutputTail,
+    readers: Vec<thread::JoinHandle<()>>,
+}
+
+impl EtcdProcess {
+    /// Starts etcd; does not wait for it to serve (see [`EtcdProcess::wait_ready`]).
+    pub fn start(spec: &EtcdSpec) -> Result<Self, ProcessError> {
+        let mut cmd = clean_command(&spec.binary, &[]);
+        cmd.args(spec.args());
+        let prefix = format!("etcd {}", spec.name);
+        log::info!(
+            "starting {} {}",
+            spec.binary.display(),
+            spec.args().join(" ")
+        );
+        let (child, tail, readers) = spawn_logged(cmd, &spec.binary, &prefix)?;
+        Ok(EtcdProcess {
+            child: Some(child),
+            spec: spec.clone(),
+            tail,
+            readers,
+        })
+    }
+
+    pub fn spec(&self) -> &EtcdSpec {
+        &self.spec
+    }
+
+    pub fn client_url(&self) -> &str {
+        self.spec.client_url()
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// The last lines etcd printed.
+    pub fn recent_output(&self) -> Vec<String> {
+        self.tail.lines()
+    }
+
+    /// Polls `/health` and then a linearizable read over the JSON gateway until both succeed.
+    /// Writes nothing into the keyspace. Returns how long it took.
+    pub fn wait_ready(
+        &mut self,
+        client: &HttpClient,
+        timeout: Duration,
+    ) -> Result<Duration, ProcessError> {
+        let started = Instant::now();
+        let base = self.client_url().trim_end_matches('/').to_string();
+        loop {
+            if let Some(child) = self.child.as_mut() {
+                if let Ok(Some(status)) = child.try_wait() {
+                    self.join_readers();
+                    return Err(ProcessError::ExitedEarly {
+                        name: format!("etcd {}", self.spec.name),
+                        status: describe(status),
+                        output: self.tail.lines(),
+                    });
+                }
+            }
+            let last_error = match probe_ready(client, &base) {
+                Ok(()) => return Ok(started.elapsed()),
+                Err(e) => e,
+            };
+            if started.elapsed() >= timeout {
+                return Err(ProcessError::NotReady {
+                    name: format!("etcd {}", self.spec.name),
+                    url: base,
+                    waited: started.elapsed(),
+                    last_error,
+                    output: self.tail.lines(),
+                });
+            }
+            thread::sleep(POLL_INTERVAL);
+        }
+    }
+
+    /// SIGTERM, then SIGKILL if etcd has not exited within `grace`. Returns etcd's exit status.
+    pub fn stop(mut self, grace: Duration) -> Result<ExitStatus, ProcessError> {
+        self.stop_inner(grace)
+    }
+
+    /// SIGKILL at once, without a graceful shutdown (for crash tests).
+    pub fn kill(mut self) -> Result<ExitStatus, ProcessError> {
+        self.stop_inner(Duration::ZERO)
+    }
+
+    fn stop_inner(&mut self, grace: Duration) -> Result<ExitStatus, ProcessError> {
+        let Some(mut child) = self.child.take() else {
+            return Err(ProcessError::Io {
+                what: "stop etcd".into(),
+                reason: "already stopped".into(),
+            });
+        };
+        let io = |e: std::io::Error| ProcessError::Io {
+            what: format!("stop etcd {}", self.spec.name),
+            reason: e.to_string(),
+        };
+        if let Ok(Some(status)) = child.try_wait() {
+            self.join_readers();
+            return Ok(status);
+        }
+        if !grace.is_zero() {
+            // SAFETY: plain syscall on our own child's pid, which has not been reaped yet.
+            unsafe {
+                libc::kill(child.id() as libc::pid_t, libc::SIGTERM);
+            }
+            let deadline = Instant::now() + grace;
+            while Instant::now() < deadline {
+                if let Some(status) = child.try_wait().map_err(io)? {
+                    self.join_readers();
+                    return Ok(status);
+                }
+                thread::sleep(Duration::from_millis(10));
+            }
+            log::warn!(
+                "etcd {} did not stop within {grace:?} of SIGTERM; killing it",
+                self.spec.name
+            );
+        }
+        child.kill().map_err(io)?;
+        let status = child.wait().map_err(io)?;
+        self.join_readers();
+        Ok(status)
+    }
+
+    fn join_readers(&mut self) {
+        for reader in self.readers.drain(..) {
+            let _ = reader.join();
+        }
+    }
+}
+
+impl Drop for EtcdProcess {
+    fn drop(&mut self) {
+        if self.child.is_some() {
+            let _ = self.stop_inner(Duration::from_secs(10));
+        }
+    }
+}
+
+/// One readiness probe: `/health` says true, then a linearizable range over the gateway works.
+fn probe_ready(client: &HttpClient, base: &str) -> Result<(), String> {
+    let timeout = Duration::from_secs(2);
+    let health = client
+        .get_text(&format!("{base}/health"), timeout, 1 << 16)
+        .map_err(|e| e.to_string())?;
+    let json: serde_json::Value =
+        serde_json::from_str(&health).map_err(|e| format!("/health: invalid JSON: {e}"))?;
+    if json.get("health").and_then(|h| h.as_str()) != Some("true") {
+        return Err(format!("/health answered {}", health.trim()));
+    }
+    // A linearizable read of one key (the empty range at "\0") proves a leader serves reads.
+    client
+        .post_json(
+            &format!("{base}/v3/kv/range"),
+            &serde_json::json!({"key": "AA=="}),
+            timeout,
+        )
+        .map_err(|e| e.to_string())?;
+    Ok(())
+}
+
+/// Output of a finished tool run.
+#[derive(Debug)]
+pub struct ToolOutput {
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Runs a tool (etcdctl, etcdutl) with a cleared environment plus `env`, within `timeout`,
+/// logging its output under its file name. Non-zero exit is an error carrying its output.
+pub fn run_tool(
+    binary: &Path,
+    args: &[String],
+    env: &[(&str, &str)],
+    timeout: Duration,
+) -> Result<ToolOutput, ProcessError> {
+    let command = format!("{} {}", binary.display(), args.join(" "));
+    log::info!("running {command}");
+    let mut cmd = clean_command(binary, env);
+    cmd.args(args).stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = cmd.spawn().map_err(|e| ProcessError::Spawn {
+        binary: binary.to_path_buf(),
+        reason: e.to_string(),
+    })?;
+    let collect = |pipe: Option<Box<dyn Read + Send>>| {
+        thread::spawn(move || {
+            let mut buf = Vec::new();
+            if let Some(mut p) = pipe {
+                let _ = p.read_to_end(&mut buf);
+            }
+            String::from_utf8_lossy(&buf).into_owned()
+        })
+    };
+    let out = collect(
+        child
+            .stdout
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    );
+    let err = collect(
+        child
+            .stderr
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    );
+    let deadline = Instant::now() + timeout;
+    let io = |e: std::io::Error| ProcessError::Io {
+        what: command.clone(),
+        reason: e.to_string(),
+    };
+    let status = loop {
+        if let Some(status) = child.try_wait().map_err(io)? {
+            break Some(status);
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        thread::sleep(Duration::from_millis(5));
+    };
+    let stdout = out.join().unwrap_or_default();
+    let stderr = err.join().unwrap_or_default();
+    let name = binary
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    for line in stdout.lines().chain(stderr.lines()) {
+        log::debug!("[{name}] {line}");
+    }
+    let output: Vec<String> = stderr
+        .lines()
+        .chain(stdout.lines())
+        .map(String::from)
+        .collect();
+    match status {
+        None => Err(ProcessError::ToolTimedOut {
+            command,
+            timeout,
+            output,
+        }),
+        Some(s) if !s.success() => Err(ProcessError::ToolFailed {
+            command,
+            status: describe(s),
+            output,
+        }),
+        Some(_) => Ok(ToolOutput { stdout, stderr }),
+    }
+}
+
+/// `n` distinct TCP ports on 127.0.0.1 that were free a moment ago (the OS picks them; all are
+/// held open together so none is handed out twice).
+pub fn free_ports(n: usize) -> Result<Vec<u16>, ProcessError> {
+    let io = |e: std::io::Error| ProcessError::Io {
+        what: "find a free port on 127.0.0.1".into(),
+        reason: e.to_string(),
+    };
+    let listeners = (0..n)
+        .map(|_| TcpListener::bind("127.0.0.1:0"))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(io)?;
+    listeners
+        .iter()
+        .map(|l| l.local_addr().map(|a| a.port()).map_err(io))
+        .collect()
+}

@@ -1,0 +1,16 @@
+//! Tools that live in a minimal etcd container image and keep an etcd member healthy
+//! across version changes. The binaries in `src/bin/` only parse flags and call into here.
+//!
+//! - [`prom`]: the Prometheus text model (parse, rewrite, write).
+//! - [`monitor`]: `etcd-version-monitor`, the exporter.
+//! - [`etcd`]: talking to a running etcd over HTTP, and starting/stopping etcd processes.
+//! - [`storage`]: etcd's files, one module per format (WAL, snap, bbolt, mvcc, v2 store).
+//! - [`inspect`]: what `etcd-inspect` prints, on top of `storage`.
+//! - [`version`], [`datadir`], [`migrate`]: `version.txt`, the data dir, the migration plan
+//!   (pure) and its executor.
+//! - [`rollback`]: `rollback2`, v3 data dir -> v2 store, on top of `storage`.
+
+pub mod duration;
+pub mod etcd;
+pub mod logging;
+pub mod storage;

@@ -1,0 +1,49 @@
+//! etcd's files, one module per format. Readers never trust a length field: every length is
+//! checked against the bytes that are there, and every error names the file and byte offset.
+
+use std::fmt;
+use std::path::PathBuf;
+
+/// Something wrong found at a place in a file: what integrity checks report, and what format
+/// errors carry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Finding {
+    pub file: PathBuf,
+    /// Byte offset in `file`, when the problem has one.
+    pub offset: Option<u64>,
+    pub problem: String,
+}
+
+impl Finding {
+    pub fn at(file: impl Into<PathBuf>, offset: u64, problem: impl Into<String>) -> Finding {
+        Finding {
+            file: file.into(),
+            offset: Some(offset),
+            problem: problem.into(),
+        }
+    }
+
+    pub fn in_file(file: impl Into<PathBuf>, problem: impl Into<String>) -> Finding {
+        Finding {
+            file: file.into(),
+            offset: None,
+            problem: problem.into(),
+        }
+    }
+}
+
+impl fmt::Display for Finding {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.offset {
+            Some(offset) => write!(
+                f,
+                "{}: offset {offset}: {}",
+                self.file.display(),
+                self.problem
+            ),
+            None => write!(f, "{}: {}", self.file.display(), self.problem),
+        }
+    }
+}
+
+impl std::error::Error for Finding {}

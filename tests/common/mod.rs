@@ -1,0 +1,204 @@
+//! Shared harness for integration tests: real etcd binaries from `scripts/fetch-etcd.sh`,
+//! temp dirs, and members/clusters on 127.0.0.1 with free ports that stop when dropped.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use etcdtools::etcd::client::HttpClient;
+use etcdtools::etcd::process::{free_ports, EtcdProcess, EtcdSpec};
+
+/// The etcd versions this machine can have (see scripts/fetch-etcd.sh).
+pub const V3_4: &str = "3.4.23";
+pub const V3_5_0: &str = "3.5.0";
+pub const V3_5_1: &str = "3.5.1";
+
+/// The dir holding `etcd-<v>`, `etcdctl-<v>`, `etcdutl-<v>`: `$ETCD_BIN_DIR` or `.cache/etcd-bin`.
+pub fn etcd_bin_dir() -> PathBuf {
+    let dir = std::env::var_os("ETCD_BIN_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join(".cache/etcd-bin"));
+    assert!(
+        dir.join(format!("etcd-{V3_4}")).exists(),
+        "no etcd binaries in {}: run ./scripts/fetch-etcd.sh (./scripts/test.sh does)",
+        dir.display()
+    );
+    dir
+}
+
+pub fn etcd_bin(version: &str) -> PathBuf {
+    etcd_bin_dir().join(format!("etcd-{version}"))
+}
+
+pub fn etcdctl_bin(version: &str) -> PathBuf {
+    etcd_bin_dir().join(format!("etcdctl-{version}"))
+}
+
+pub fn etcdutl_bin(version: &str) -> PathBuf {
+    etcd_bin_dir().join(format!("etcdutl-{version}"))
+}
+
+/// A directory under the system temp dir, removed on drop (kept when `KEEP_TEST_DIRS` is set).
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    pub fn new(label: &str) -> TempDir {
+        static COUNTER: AtomicU64 = AtomicU64::new(0);
+        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+        let path =
+            std::env::temp_dir().join(format!("etcdtools-{label}-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&path);
+        std::fs::create_dir_all(&path).expect("create temp dir");
+        TempDir(path)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        if std::env::var_os("KEEP_TEST_DIRS").is_none() {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
+pub const READY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// One real etcd member on 127.0.0.1 with a temp data dir (unless given one). Stops on drop.
+pub struct TestEtcd {
+    pub process: Option<EtcdProcess>,
+    pub version: String,
+    pub client_url: String,
+    pub peer_url: String,
+    pub data_dir: PathBuf,
+    _temp: Option<TempDir>,
+}
+
+impl TestEtcd {
+    /// Starts etcd `version` with a fresh data dir and waits until it serves.
+    pub fn start(version: &str, extra_args: &[&str]) -> TestEtcd {
+        let temp = TempDir::new(&format!("etcd-{version}"));
+        let data_dir = temp.path().join("data");
+        let mut etcd = TestEtcd::start_on(version, &data_dir, "default", extra_args);
+        etcd._temp = Some(temp);
+        etcd
+    }
+
+    /// Starts etcd `version` on `data_dir` (created by etcd if missing) as member `name`.
+    pub fn start_on(version: &str, data_dir: &Path, name: &str, extra_args: &[&str]) -> TestEtcd {
+        let ports = free_ports(2).expect("free ports");
+        let mut spec = EtcdSpec::single(&etcd_bin(version), name, data_dir, ports[0], ports[1]);
+        spec.extra_args = extra_args.iter().map(|s| s.to_string()).collect();
+        Self::start_spec(version, spec)
+    }
+
+    pub fn start_spec(version: &str, spec: EtcdSpec) -> TestEtcd {
+        let mut process = EtcdProcess::start(&spec).expect("start etcd");
+        process
+            .wait_ready(&HttpClient::plain(), READY_TIMEOUT)
+            .unwrap_or_else(|e| panic!("etcd {version} did not get ready: {e}"));
+        TestEtcd {
+            client_url: spec.client_url().to_string(),
+            peer_url: spec.peer_url.clone(),
+            data_dir: spec.data_dir.clone(),
+            process: Some(process),
+            version: version.to_string(),
+            _temp: None,
+        }
+    }
+
+    /// `host:port` of the client URL, for `etcdctl --endpoints`.
+    pub fn endpoint(&self) -> &str {
+        &self.client_url
+    }
+
+    /// Stops etcd gracefully (SIGTERM) and keeps the data dir for inspection by the test.
+    pub fn stop(&mut self) {
+        if let Some(p) = self.process.take() {
+            p.stop(Duration::from_secs(20)).expect("stop etcd");
+        }
+    }
+}
+
+impl Drop for TestEtcd {
+    fn drop(&mut self) {
+        self.stop_quietly();
+    }
+}
+
+impl TestEtcd {
+    fn stop_quietly(&mut self) {
+        if let Some(p) = self.process.take() {
+            let _ = p.stop(Duration::from_secs(20));
+        }
+    }
+}
+
+/// A cluster of `n` members of one version on loopback, all started together.
+pub struct TestCluster {
+    pub members: Vec<TestEtcd>,
+    _temp: TempDir,
+}
+
+impl TestCluster {
+    pub fn start(version: &str, n: usize, extra_args: &[&str]) -> TestCluster {
+        let temp = TempDir::new(&format!("cluster-{version}"));
+        let ports = free_ports(2 * n).expect("free ports");
+        let names: Vec<String> = (0..n).map(|i| format!("m{i}")).collect();
+        let initial_cluster = names
+            .iter()
+            .enumerate()
+            .map(|(i, name)| format!("{name}=http://127.0.0.1:{}", ports[2 * i + 1]))
+            .collect::<Vec<_>>()
+            .join(",");
+        // Start every process first: a member only becomes ready once a quorum is up.
+        let mut started = Vec::new();
+        for (i, name) in names.iter().enumerate() {
+            let mut spec = EtcdSpec::single(
+                &etcd_bin(version),
+                name,
+                &temp.path().join(name),
+                ports[2 * i],
+                ports[2 * i + 1],
+            );
+            spec.initial_cluster = Some(initial_cluster.clone());
+            spec.extra_args = extra_args.iter().map(|s| s.to_string()).collect();
+            spec.extra_args
+                .push("--initial-cluster-token=test-cluster".into());
+            started.push((EtcdProcess::start(&spec).expect("start etcd"), spec));
+        }
+        let client = HttpClient::plain();
+        let members = started
+            .into_iter()
+            .map(|(mut process, spec)| {
+                process
+                    .wait_ready(&client, READY_TIMEOUT)
+                    .unwrap_or_else(|e| panic!("cluster member {} not ready: {e}", spec.name));
+                TestEtcd {
+                    client_url: spec.client_url().to_string(),
+                    peer_url: spec.peer_url.clone(),
+                    data_dir: spec.data_dir.clone(),
+                    process: Some(process),
+                    version: version.to_string(),
+                    _temp: None,
+                }
+            })
+            .collect();
+        TestCluster {
+            members,
+            _temp: temp,
+        }
+    }
+
+    pub fn endpoints(&self) -> String {
+        self.members
+            .iter()
+            .map(|m| m.client_url.as_str())
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+}
