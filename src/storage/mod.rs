@@ -47,3 +47,6 @@ impl fmt::Display for Finding {
 }
 
 impl std::error::Error for Finding {}
+
+pub mod proto;
+pub mod protowire;
