@@ -50,3 +50,5 @@ impl std::error::Error for Finding {}
 
 pub mod proto;
 pub mod protowire;
+pub mod snap;
+pub mod wal;
