@@ -51,4 +51,5 @@ impl std::error::Error for Finding {}
 pub mod proto;
 pub mod protowire;
 pub mod snap;
+pub mod v2store;
 pub mod wal;
