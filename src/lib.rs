@@ -12,5 +12,6 @@
 
 pub mod duration;
 pub mod etcd;
+pub mod inspect;
 pub mod logging;
 pub mod storage;

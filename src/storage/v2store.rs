@@ -12,7 +12,9 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use super::proto::{ConfChange, ConfChangeType, V2Request};
+use super::proto::{
+    ConfChange, ConfChangeType, Entry, EntryPayload, EntryType, V2Request, V3Request,
+};
 
 /// Go's zero `time.Time` in RFC 3339: a permanent node.
 pub const ZERO_TIME: &str = "0001-01-01T00:00:00Z";
@@ -919,6 +921,89 @@ impl Store {
             fail(&mut self.stats)
         };
         *c += 1;
+    }
+}
+
+/// What replaying WAL entries into a v2 store did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReplayStats {
+    /// v2 requests and conf changes applied.
+    pub applied: usize,
+    /// Requests etcd would have answered with an error (they change nothing).
+    pub refused: usize,
+    /// v3 requests (not part of the v2 store) and no-ops.
+    pub skipped: usize,
+    /// Entries whose data could not be decoded: (index, problem).
+    pub undecodable: Vec<(u64, String)>,
+}
+
+impl Store {
+    /// Replays committed WAL entries after a snapshot into this store, as etcd does on start:
+    /// v2 requests, conf changes (membership under `/0`), and 3.6's cluster version and member
+    /// attribute requests. `now_nanos` is used for conf changes (no TTL involved).
+    pub fn replay_entries(&mut self, entries: &[Entry], now_nanos: i64) -> ReplayStats {
+        let mut stats = ReplayStats::default();
+        for e in entries {
+            let result = match e.entry_type {
+                EntryType::ConfChange => match ConfChange::decode(&e.data) {
+                    Ok(cc) => self.apply_conf_change(&cc, now_nanos),
+                    Err(err) => {
+                        stats.undecodable.push((e.index, err.to_string()));
+                        continue;
+                    }
+                },
+                EntryType::Normal => match EntryPayload::decode(&e.data) {
+                    Ok(EntryPayload::V2(req)) => self.apply_v2_request(&req),
+                    Ok(EntryPayload::V3(irr)) => match irr.request {
+                        V3Request::ClusterVersionSet { version } => {
+                            self.set("/0/version", &version, None, now_nanos).map(drop)
+                        }
+                        V3Request::ClusterMemberAttrSet {
+                            member_id,
+                            name,
+                            client_urls,
+                        } => {
+                            let mut attrs = serde_json::Map::new();
+                            if !name.is_empty() {
+                                attrs.insert("name".into(), name.into());
+                            }
+                            if !client_urls.is_empty() {
+                                attrs.insert("clientURLs".into(), client_urls.into());
+                            }
+                            let value = serde_json::Value::Object(attrs).to_string();
+                            self.set(
+                                &format!("/0/members/{member_id:x}/attributes"),
+                                &value,
+                                None,
+                                now_nanos,
+                            )
+                            .map(drop)
+                        }
+                        _ => {
+                            stats.skipped += 1;
+                            continue;
+                        }
+                    },
+                    Ok(EntryPayload::Noop) => {
+                        stats.skipped += 1;
+                        continue;
+                    }
+                    Err(err) => {
+                        stats.undecodable.push((e.index, err.to_string()));
+                        continue;
+                    }
+                },
+                _ => {
+                    stats.skipped += 1;
+                    continue;
+                }
+            };
+            match result {
+                Ok(()) => stats.applied += 1,
+                Err(_) => stats.refused += 1,
+            }
+        }
+        stats
     }
 }
 
