@@ -13,4 +13,6 @@
 pub mod duration;
 pub mod etcd;
 pub mod logging;
+pub mod monitor;
+pub mod prom;
 pub mod storage;
