@@ -14,4 +14,6 @@ pub mod duration;
 pub mod etcd;
 pub mod inspect;
 pub mod logging;
+pub mod monitor;
+pub mod prom;
 pub mod storage;
