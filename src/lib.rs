@@ -10,7 +10,10 @@
 //!   (pure) and its executor.
 //! - [`rollback`]: `rollback2`, v3 data dir -> v2 store, on top of `storage`.
 
+pub mod datadir;
 pub mod duration;
 pub mod etcd;
 pub mod logging;
+pub mod migrate;
 pub mod storage;
+pub mod version;
