@@ -159,7 +159,7 @@ fn main() -> ExitCode {
         .and_then(|cfg| run(&cfg).map_err(|e| e.to_string()));
     match result {
         Ok(outcome) => {
-            log::info!("Migration finished ({outcome:?})");
+            log::info!("Migration finished: {outcome}");
             ExitCode::SUCCESS
         }
         Err(e) => {

@@ -183,7 +183,13 @@ pub fn recover(data: &DataDir) -> Result<(), MigrateError> {
         );
         rename_synced(&restore, data.path())?;
     }
-    for leftover in [restore.clone(), data.backup_tmp_path(), discard_path(data)] {
+    // A leftover snapshot is only ever an input of an unfinished downgrade, which redoes it.
+    for leftover in [
+        restore.clone(),
+        data.backup_tmp_path(),
+        discard_path(data),
+        data.snapshot_path(),
+    ] {
         if leftover.exists() {
             log::info!(
                 "removing leftover {} of an interrupted run",
@@ -207,6 +213,19 @@ pub enum Outcome {
         steps: usize,
     },
     DryRun,
+}
+
+impl fmt::Display for Outcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Outcome::Initialized => f.write_str("empty data dir initialized"),
+            Outcome::AlreadyAtTarget => f.write_str("already at the target"),
+            Outcome::Migrated { from, steps } => {
+                write!(f, "migrated from {from} in {steps} step(s)")
+            }
+            Outcome::DryRun => f.write_str("dry run, nothing changed"),
+        }
+    }
 }
 
 /// Runs migrate with a resolved config.
@@ -874,7 +893,7 @@ fn copy_dir(from: &Path, to: &Path) -> Result<(), MigrateError> {
 }
 
 /// Standard base64 with padding, as etcd's JSON gateway uses for keys and values.
-mod b64 {
+pub mod b64 {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 
     pub fn encode(data: &[u8]) -> String {
