@@ -321,14 +321,17 @@ pub struct EtcdProcess {
 impl EtcdProcess {
     /// Starts etcd; does not wait for it to serve (see [`EtcdProcess::wait_ready`]).
     pub fn start(spec: &EtcdSpec) -> Result<Self, ProcessError> {
+        Self::start_with_args(spec, spec.args())
+    }
+
+    /// Starts `spec.binary` with exactly `args` instead of [`EtcdSpec::args`] (for callers that
+    /// must reproduce another tool's argv, e.g. migrate's separate listen/advertise peer URLs).
+    /// `spec` still names the member and gives the client URL polled by `wait_ready`.
+    pub fn start_with_args(spec: &EtcdSpec, args: Vec<String>) -> Result<Self, ProcessError> {
         let mut cmd = clean_command(&spec.binary, &[]);
-        cmd.args(spec.args());
+        cmd.args(&args);
         let prefix = format!("etcd {}", spec.name);
-        log::info!(
-            "starting {} {}",
-            spec.binary.display(),
-            spec.args().join(" ")
-        );
+        log::info!("starting {} {}", spec.binary.display(), args.join(" "));
         let (child, tail, readers) = spawn_logged(cmd, &spec.binary, &prefix)?;
         Ok(EtcdProcess {
             child: Some(child),
