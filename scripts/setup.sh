@@ -6,7 +6,8 @@ repo=$(cd "$(dirname "$0")/.." && pwd)
 
 # musl-tools: musl-gcc for ring's C in static builds. prometheus: promtool and a real server
 # to scrape the monitor. file: tests check that our binaries are static.
-packages=(musl-tools prometheus file)
+# time, bc: scripts/bench-db.sh measures max RSS with /usr/bin/time -v and computes ratios.
+packages=(musl-tools prometheus file time bc)
 
 missing=()
 for p in "${packages[@]}"; do
