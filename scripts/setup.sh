@@ -4,10 +4,15 @@
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 
-# musl-tools: musl-gcc for ring's C in static builds. prometheus: promtool and a real server
-# to scrape the monitor. file: tests check that our binaries are static. openssl: the
-# monitor's TLS test makes a CA and certificates with its CLI.
-packages=(musl-tools prometheus file openssl)
+# One package a line, each with why (keeps merges clean).
+packages=(
+    musl-tools # musl-gcc for ring's C in static builds
+    prometheus # promtool and a real Prometheus server that scrapes the monitor in tests
+    file       # tests check that our binaries are static
+    openssl    # the monitor's TLS test makes a CA and certificates with its CLI
+    time       # bench scripts measure max RSS with /usr/bin/time -v
+    bc         # bench scripts compute ratios
+)
 
 missing=()
 for p in "${packages[@]}"; do
