@@ -2,6 +2,7 @@
 //! data dir and writes text (default) or JSON lines to a `Write`.
 
 pub mod check;
+pub mod db;
 pub mod dbfacts;
 pub mod output;
 pub mod snap;

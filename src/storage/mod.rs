@@ -48,6 +48,8 @@ impl fmt::Display for Finding {
 
 impl std::error::Error for Finding {}
 
+pub mod bolt;
+pub mod mvcc;
 pub mod proto;
 pub mod protowire;
 pub mod snap;
