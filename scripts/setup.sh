@@ -6,7 +6,9 @@ repo=$(cd "$(dirname "$0")/.." && pwd)
 
 # musl-tools: musl-gcc for ring's C in static builds. prometheus: promtool and a real server
 # to scrape the monitor. file: tests check that our binaries are static.
-packages=(musl-tools prometheus file)
+# busybox-static: the image's shell for scripts/rootfs.sh. qemu-user-static: runs the cross
+# builds in tests. curl: scripts/demo.sh. Cross compilers: scripts/setup-cross.sh below.
+packages=(musl-tools prometheus file busybox-static qemu-user-static curl)
 
 missing=()
 for p in "${packages[@]}"; do
@@ -26,3 +28,8 @@ if ! rustup target list --installed | grep -qx x86_64-unknown-linux-musl; then
 fi
 
 "$repo/scripts/fetch-etcd.sh" >/dev/null
+
+# The Rust targets and cross C compilers for the arches scripts/test.sh builds (scripts/arch.sh).
+# shellcheck source=arch.sh
+. "$repo/scripts/arch.sh"
+"$repo/scripts/setup-cross.sh" amd64 $CI_CROSS_ARCHES
