@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Builds our binaries as static musl executables for ARCH and prints the dir that holds them.
-# Usage: scripts/build-static.sh [ARCH]   ARCH: amd64 (default), arm64, arm, ppc64le.
-# s390x cannot be built here (scripts/arch.sh says why) and fails with that reason.
+# Builds our binaries as static executables for ARCH and prints the dir that holds them.
+# Usage: scripts/build-static.sh [ARCH]   ARCH: amd64 (default), arm64, arm, ppc64le, s390x
+# (musl for amd64/arm64, static glibc for the others: scripts/arch.sh says why).
 # Installs the Rust target and Debian's cross gcc first (scripts/setup-cross.sh).
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)

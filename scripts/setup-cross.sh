@@ -1,8 +1,7 @@
 #!/usr/bin/env bash
 # Installs what a static build for each ARCH needs, idempotently: the Rust musl target
 # (rustup) and Debian's cross C compiler for ring's C code. Also used by Dockerfile.busybox.
-# Usage: scripts/setup-cross.sh ARCH...   (amd64 arm arm64 ppc64le; s390x is refused, see
-# scripts/arch.sh)
+# Usage: scripts/setup-cross.sh ARCH...   (amd64 arm arm64 ppc64le s390x, see scripts/arch.sh)
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 # shellcheck source=arch.sh
