@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Installs what a static build for each ARCH needs, idempotently: the Rust musl target
+# Installs what a static build for each ARCH needs, idempotently: the Rust target
 # (rustup) and Debian's cross C compiler for ring's C code. Also used by Dockerfile.busybox.
 # Usage: scripts/setup-cross.sh ARCH...   (amd64 arm arm64 ppc64le s390x, see scripts/arch.sh)
 set -euo pipefail
