@@ -437,10 +437,8 @@ fn three_member_cluster_upgraded_member_by_member_while_serving() {
     }
 }
 
-#[test]
-fn etcd2_to_etcd3_converts_v2_data_and_leases_ttl_keys() {
-    let site = Site::new("v2v3");
-    // v2 data written by etcd 3.4.23 --enable-v2 through etcdctl's v2 API.
+/// v2 data written by etcd 3.4.23 --enable-v2 through etcdctl's v2 API; version.txt etcd2.
+fn seed_v2(site: &Site) {
     let etcd = TestEtcd::start_spec(V3_4, {
         let mut s = site.spec(V3_4);
         s.extra_args.push("--enable-v2".into());
@@ -462,8 +460,36 @@ fn etcd2_to_etcd3_converts_v2_data_and_leases_ttl_keys() {
     v2(&["set", "/registry/events/e2", "event-2"]);
     drop(etcd);
     fs::write(site.data.join("version.txt"), "3.4.23/etcd2").unwrap();
+}
+
+#[test]
+fn etcd2_to_etcd3_converts_v2_data_and_leases_ttl_keys() {
+    let site = Site::new("v2v3");
+    seed_v2(&site);
+    check_v2_converted(&site, &site.migrate("3.4.23/etcd3"));
+}
+
+/// Killed right after `etcdctl migrate` (before the leases): the rerun restores the backup,
+/// converts again and leases the keys.
+#[test]
+fn etcd2_to_etcd3_interrupted_is_redone_from_the_backup() {
+    let site = Site::new("v2v3-crash");
+    seed_v2(&site);
+    let out = site.migrate_with(
+        "3.4.23/etcd3",
+        &[("ETCDTOOLS_MIGRATE_CRASH_AT", "v2v3-migrated")],
+        &[],
+    );
+    assert_eq!(out.status.signal(), Some(9));
+    assert_eq!(site.version_txt(), "3.4.23/etcd2");
     let out = site.migrate("3.4.23/etcd3");
-    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stderr(&out).contains("restoring the data from its backup"));
+    check_v2_converted(&site, &out);
+    assert!(!site.root().join("var/etcd/data.v2v3-backup").exists());
+}
+
+fn check_v2_converted(site: &Site, out: &Output) {
+    assert!(out.status.success(), "{}", stderr(out));
     assert_eq!(site.version_txt(), "3.4.23/etcd3");
     let d = etcdtools::datadir::DataDir::new(&site.data).unwrap();
     assert_eq!(
@@ -862,6 +888,19 @@ fn wrapper_passes_flags_and_exit_status_through() {
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("migrate "));
     let out = site.migrate_with("3.5.1/etcd3", &[], &["--nope"]);
     assert_eq!(out.status.code(), Some(2));
+    // Without DO_NOT_MOVE_BINARIES=true, etcd-<target>/etcdctl-<target> are copied to
+    // etcd/etcdctl in --bin-dir (here on an empty data dir).
+    let out = site.migrate_with("3.5.1/etcd3", &[("DO_NOT_MOVE_BINARIES", "")], &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    for tool in ["etcd", "etcdctl"] {
+        let copied = fs::read(site.bin.join(tool)).unwrap();
+        assert!(copied == fs::read(site.bin.join(format!("{tool}-3.5.1"))).unwrap());
+        let mode = fs::metadata(site.bin.join(tool))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_ne!(mode & 0o111, 0, "{tool} not executable");
+    }
     // Without a migrate beside it, the script falls back to /usr/local/bin/migrate.
     fs::remove_file(site.script.with_file_name("migrate")).unwrap();
     let out = site.migrate_with("3.5.1/etcd3", &[], &["--version"]);
