@@ -13,7 +13,10 @@
 pub mod datadir;
 pub mod duration;
 pub mod etcd;
+pub mod inspect;
 pub mod logging;
 pub mod migrate;
+pub mod monitor;
+pub mod prom;
 pub mod storage;
 pub mod version;
