@@ -563,16 +563,20 @@ fn etcd3_to_etcd2_is_planned_but_refused_until_rollback2_is_wired() {
     assert_eq!(tree(site.root()), before, "changed");
 }
 
-/// Real data of every version without (or with an empty) version.txt: with the detection not
-/// wired yet, refused with what to write, nothing changed.
+/// Real data of every version without (or with an empty) version.txt. The detection reads the
+/// files through etcd-inspect's db side; while that is not built, migrate must refuse with
+/// what to write and change nothing; once it is, it must detect the right minor and go on.
 #[test]
-fn missing_or_empty_version_txt_is_refused_with_instructions() {
+fn missing_or_empty_version_txt_is_detected_or_refused_with_instructions() {
     let handles: Vec<_> = [V3_4, V3_5_0, V3_5_1]
         .into_iter()
         .map(|v| {
             std::thread::spawn(move || {
                 let site = Site::new(&format!("nover-{v}"));
                 site.seed(v, 2, &[]);
+                let db = site.data.join("member/snap/db");
+                let detectable = etcdtools::inspect::dbfacts::db_facts(&db).is_ok();
+                let minor = &v[..3];
                 for content in [None, Some("")] {
                     match content {
                         None => fs::remove_file(site.data.join("version.txt")).unwrap(),
@@ -580,9 +584,24 @@ fn missing_or_empty_version_txt_is_refused_with_instructions() {
                     }
                     let before = tree(site.root());
                     let out = site.migrate("3.5.1/etcd3");
-                    assert_failed_with(&out, "printf 3.5.1/etcd3 >");
-                    assert!(stderr(&out).contains("version.txt"));
-                    assert_eq!(tree(site.root()), before, "{v}: changed");
+                    if detectable {
+                        assert!(out.status.success(), "{v}: {}", stderr(&out));
+                        assert!(
+                            stderr(&out).contains(&format!("detected etcd {minor} from the files")),
+                            "{v}: {}",
+                            stderr(&out)
+                        );
+                        assert_eq!(site.version_txt(), "3.5.1/etcd3");
+                        if content.is_some() {
+                            // Last round: etcd 3.5.1 serves what was detected and migrated.
+                            let etcd = site.start(V3_5_1);
+                            assert_eq!(all_keys(&etcd.client_url).len(), 3);
+                        }
+                    } else {
+                        assert_failed_with(&out, "printf 3.5.1/etcd3 >");
+                        assert!(stderr(&out).contains("version.txt"));
+                        assert_eq!(tree(site.root()), before, "{v}: changed");
+                    }
                 }
             })
         })
