@@ -234,6 +234,16 @@ pub fn resolve(flags: Flags, env: &dyn Fn(&str) -> Option<String>) -> Result<Con
         .unwrap_or_default();
     let etcd_server_extra_args = split_args(&extra)
         .map_err(|e| ConfigError(format!("--etcd-server-extra-args / ETCD_CREDS: {e}")))?;
+    // Client URLs in the extra args would override ours (etcd takes the last flag), and the
+    // probe then finds nothing on plain http://127.0.0.1:<port>.
+    if let Some(a) = etcd_server_extra_args.iter().find(|a| {
+        let flag = a.trim_start_matches('-');
+        flag.starts_with("listen-client-urls") || flag.starts_with("advertise-client-urls")
+    }) {
+        return fail(format!(
+            "--etcd-server-extra-args / ETCD_CREDS sets {a:?}: migrate sets the client URLs of              the etcd it starts itself (plain {probe_url}; client TLS during migration is not              supported); put extra plain URLs into --listen-client-urls / LISTEN_CLIENT_URLS"
+        ));
+    }
     // 14. bundled versions (default: what --bin-dir holds)
     let bin_dir = PathBuf::from(nonempty(flags.bin_dir).unwrap_or_else(|| DEFAULT_BIN_DIR.into()));
     let bundled = match nonempty(flags.bundled_versions) {
@@ -551,6 +561,10 @@ mod tests {
         assert!(e(f, &[("HOSTNAME", "h")]).contains("not a TCP port"));
         let mut f = base_flags();
         f.listen_client_urls = Some("https://127.0.0.1:18629".into());
+        assert!(e(f, &[("HOSTNAME", "h")]).contains("client TLS during migration"));
+        let mut f = base_flags();
+        f.etcd_server_extra_args =
+            Some("--peer-cert-file=x --listen-client-urls=https://0.0.0.0:2379".into());
         assert!(e(f, &[("HOSTNAME", "h")]).contains("client TLS during migration"));
     }
 

@@ -670,7 +670,20 @@ impl Runner<'_> {
         spec.client_urls = vec![self.client_url()];
         let mut etcd = EtcdProcess::start_with_args(&spec, self.etcd_args())?;
         crash_point("etcd-started");
-        let took = etcd.wait_ready(&self.client, self.cfg.ready_timeout)?;
+        let took = etcd
+            .wait_ready(&self.client, self.cfg.ready_timeout)
+            .map_err(|e| {
+                let members = self.cfg.initial_cluster.split(',').count();
+                if members > 1 {
+                    MigrateError::Other(format!(
+                        "{e}\n(--initial-cluster lists {members} members: an etcd started alone \
+                         for a migration step cannot reach quorum; stop all members and migrate \
+                         each of them, or go one minor at a time with a rolling restart)"
+                    ))
+                } else {
+                    e.into()
+                }
+            })?;
         log::info!(
             "Etcd on port {} is up (etcd {version}, ready after {took:?}).",
             self.cfg.port
