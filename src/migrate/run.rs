@@ -676,9 +676,10 @@ impl Runner<'_> {
                 let members = self.cfg.initial_cluster.split(',').count();
                 if members > 1 {
                     MigrateError::Other(format!(
-                        "{e}\n(--initial-cluster lists {members} members: an etcd started alone \
-                         for a migration step cannot reach quorum; stop all members and migrate \
-                         each of them, or go one minor at a time with a rolling restart)"
+                        "{e}\n(--initial-cluster lists {members} members: the etcd migrate \
+                         starts only gets ready once a quorum of members runs it, so run migrate \
+                         on all members at the same time, or upgrade one minor at a time with \
+                         a rolling restart, which needs no etcd start in migrate)"
                     ))
                 } else {
                     e.into()
