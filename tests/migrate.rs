@@ -932,3 +932,39 @@ fn wrapper_passes_flags_and_exit_status_through() {
         );
     }
 }
+
+/// etcd2 data without a bbolt db (as etcd 2.x leaves it) and without version.txt: the version
+/// comes from the v2 store in the snap + WAL (`/0/version`), and the plan converts it.
+/// The data is the repository's 3.4.23 v2 fixture with its db removed; --dry-run only.
+#[test]
+fn detects_etcd2_data_from_the_v2_store_when_version_txt_is_missing() {
+    let site = Site::new("detect-v2");
+    fs::create_dir_all(site.data.parent().unwrap()).unwrap();
+    let fixture =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/3.4.23/v2-rollback-minimal");
+    assert!(Command::new("cp")
+        .arg("-a")
+        .arg(&fixture)
+        .arg(&site.data)
+        .status()
+        .unwrap()
+        .success());
+    fs::remove_file(site.data.join("member/snap/db")).unwrap();
+    let _ = fs::remove_file(site.data.join("version.txt"));
+    let before = tree(site.root());
+    let out = site.migrate_with("3.4.23/etcd3", &[], &["--dry-run"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out)
+            .contains("detected etcd 3.4 from the files (etcd2 data, v2 store /0/version = 3.4.0)"),
+        "{}",
+        stderr(&out)
+    );
+    let plan = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        plan.contains("current 3.4.23/etcd2, target 3.4.23/etcd3"),
+        "{plan}"
+    );
+    assert!(plan.contains("storage etcd2 -> etcd3 at 3.4.23"), "{plan}");
+    assert_eq!(tree(site.root()), before, "--dry-run changed something");
+}

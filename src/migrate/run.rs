@@ -112,7 +112,16 @@ pub struct Detected {
 pub fn detect_version(data_dir: &Path) -> Result<Detected, String> {
     use crate::inspect::version::detect;
     use crate::inspect::Layout;
-    let found = detect(&Layout::of(data_dir, None)).map_err(|e| e.to_string())?;
+    let layout = Layout::of(data_dir, None);
+    let found = detect(&layout).map_err(|e| e.to_string())?;
+    // Without the db's facts, v2 keys alone do not tell etcd2 data from etcd3 data that was
+    // converted from etcd2 (the v2 store keeps its keys); guessing etcd2 there would convert
+    // again and overwrite newer v3 values.
+    if layout.db.is_file() {
+        if let Err(e) = crate::inspect::dbfacts::db_facts(&layout.db) {
+            return Err(format!("the bbolt db cannot be read: {e}"));
+        }
+    }
     let notes = if found.notes.is_empty() {
         String::new()
     } else {
