@@ -968,3 +968,58 @@ fn detects_etcd2_data_from_the_v2_store_when_version_txt_is_missing() {
     assert!(plan.contains("storage etcd2 -> etcd3 at 3.4.23"), "{plan}");
     assert_eq!(tree(site.root()), before, "--dry-run changed something");
 }
+
+/// One member of a stopped 3-member cluster cannot get a ready etcd alone: the downgrade fails
+/// after --ready-timeout with the quorum hint, kills its etcd and changes nothing.
+#[test]
+fn a_lone_member_of_a_cluster_times_out_with_a_clear_message_and_nothing_changed() {
+    let mut cluster = TestCluster::start(V3_5_1, 3, FAST);
+    let initial_cluster = cluster
+        .members
+        .iter()
+        .enumerate()
+        .map(|(i, m)| format!("m{i}={}", m.peer_url))
+        .collect::<Vec<_>>()
+        .join(",");
+    for m in cluster.members.iter_mut() {
+        m.stop();
+    }
+    let m0 = &cluster.members[0];
+    fs::write(m0.data_dir.join("version.txt"), "3.5.1/etcd3").unwrap();
+    let site = Site::new("lone");
+    let data = m0.data_dir.display().to_string();
+    let before = tree(&m0.data_dir);
+    let started = Instant::now();
+    let out = site.migrate_with(
+        "3.4.23/etcd3",
+        &[
+            ("ETCD_NAME", "m0"),
+            ("DATA_DIRECTORY", &data),
+            ("INITIAL_CLUSTER", &initial_cluster),
+            ("LISTEN_PEER_URLS", &m0.peer_url),
+            ("INITIAL_ADVERTISE_PEER_URLS", &m0.peer_url),
+        ],
+        &["--ready-timeout", "2s"],
+    );
+    assert_failed_with(&out, "not ready at");
+    assert!(stderr(&out).contains("lists 3 members"), "{}", stderr(&out));
+    assert!(started.elapsed() < Duration::from_secs(20));
+    assert!(port_is_free(site.client_port), "etcd left running");
+    // etcd itself may touch its WAL/db while it runs; what matters is that migrate did not
+    // swap anything: same version.txt, no .restore/.bak/.snapshot.db beside the data dir.
+    assert_eq!(
+        fs::read_to_string(m0.data_dir.join("version.txt")).unwrap(),
+        "3.5.1/etcd3"
+    );
+    let parent = m0.data_dir.parent().unwrap();
+    for suffix in [".bak", ".restore", ".snapshot.db", ".restore.complete"] {
+        assert!(
+            !parent.join(format!("m0{suffix}")).exists(),
+            "{suffix} left behind"
+        );
+    }
+    assert_eq!(
+        tree(&m0.data_dir).keys().collect::<Vec<_>>(),
+        before.keys().collect::<Vec<_>>()
+    );
+}
