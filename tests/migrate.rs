@@ -545,21 +545,50 @@ fn check_v2_converted(site: &Site, out: &Output) {
     assert_eq!(granted, 3600);
 }
 
+/// etcd3 -> etcd2 is rollback2's job (3.x data -> an etcd 2.2.1/2.3.7 dir). No etcd 2.x exists
+/// here: `etcd-2.2.1`/`etcdctl-2.2.1` are stand-in scripts that only satisfy the bundle check
+/// and must never run. Until rollback2 is wired, the step is planned, shown by --dry-run and
+/// refused in pre-flight with nothing changed.
 #[test]
 fn etcd3_to_etcd2_is_planned_but_refused_until_rollback2_is_wired() {
     let site = Site::new("v3v2");
     site.seed(V3_4, 3, &[]);
-    let dry = site.migrate_with("3.4.23/etcd2", &[], &["--dry-run"]);
-    assert!(dry.status.success());
+    let ran = site.root().join("stand-in-ran");
+    for tool in ["etcd-2.2.1", "etcdctl-2.2.1"] {
+        let p = site.bin.join(tool);
+        fs::write(
+            &p,
+            format!("#!/bin/sh\ntouch '{}'\nexit 1\n", ran.display()),
+        )
+        .unwrap();
+        fs::set_permissions(&p, fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let bundle = ["--bundled-versions", "2.2.1,3.4.23"];
+    let dry = site.migrate_with("2.2.1/etcd2", &[], &[&bundle[..], &["--dry-run"]].concat());
+    assert!(dry.status.success(), "{}", stderr(&dry));
     let plan = String::from_utf8_lossy(&dry.stdout).into_owned();
-    assert!(plan.contains("storage etcd3 -> etcd2"), "{plan}");
     assert!(
-        plan.contains("rollback2 library is not available"),
+        plan.contains("storage etcd3 -> etcd2: rollback2 converts 3.4.23"),
         "{plan}"
     );
     let before = tree(site.root());
+    let out = site.migrate_with("2.2.1/etcd2", &[], &bundle);
+    if etcdtools::migrate::run::rollback_v3_to_v2().is_none() {
+        assert!(
+            plan.contains("rollback2 library is not available"),
+            "{plan}"
+        );
+        assert_failed_with(&out, "not available in this build");
+        assert_eq!(tree(site.root()), before, "changed");
+    } else {
+        assert!(out.status.success(), "{}", stderr(&out));
+        assert_eq!(site.version_txt(), "2.2.1/etcd2");
+    }
+    assert!(!ran.exists(), "a stand-in 2.2.1 binary ran");
+    // A 3.x target with etcd2 storage is nothing rollback2 makes: refused, nothing changed.
+    let before = tree(site.root());
     let out = site.migrate("3.4.23/etcd2");
-    assert_failed_with(&out, "not available in this build");
+    assert_failed_with(&out, "etcd 2.x data only");
     assert_eq!(tree(site.root()), before, "changed");
 }
 

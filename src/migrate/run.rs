@@ -221,6 +221,12 @@ fn restore_marker(data: &DataDir) -> PathBuf {
     PathBuf::from(p)
 }
 
+fn sibling(data: &DataDir, suffix: &str) -> PathBuf {
+    let mut p = data.path().as_os_str().to_owned();
+    p.push(suffix);
+    PathBuf::from(p)
+}
+
 fn discard_path(data: &DataDir) -> PathBuf {
     let mut p = data.path().as_os_str().to_owned();
     p.push(".discard");
@@ -252,6 +258,16 @@ pub fn recover(data: &DataDir) -> Result<(), MigrateError> {
         rename_synced(&restore, data.path())?;
     }
     // A leftover snapshot is only ever an input of an unfinished downgrade, which redoes it.
+    // rollback2's own swap (DIR.rollback.new complete, DIR renamed to DIR.rollback.backup):
+    // finish it here too, or the missing data dir below would be recreated empty.
+    let rb_new = sibling(data, ".rollback.new");
+    if !data.exists() && rb_new.is_dir() && sibling(data, ".rollback.backup").is_dir() {
+        log::warn!(
+            "an earlier rollback2 was interrupted in the middle of its swap: moving {} into place",
+            rb_new.display()
+        );
+        rename_synced(&rb_new, data.path())?;
+    }
     for leftover in [
         restore.clone(),
         data.backup_tmp_path(),
@@ -1102,6 +1118,18 @@ mod tests {
             fs::read_to_string(data.path().join("version.txt")).unwrap(),
             "3.4.23/etcd3"
         );
+        // rollback2 interrupted between its two renames: its complete result goes into place.
+        let rb_new = sibling(&data, ".rollback.new");
+        let rb_backup = sibling(&data, ".rollback.backup");
+        fs::rename(data.path(), &rb_backup).unwrap();
+        fs::create_dir_all(&rb_new).unwrap();
+        fs::write(rb_new.join("version.txt"), "2.2.1/etcd2").unwrap();
+        recover(&data).unwrap();
+        assert_eq!(
+            fs::read_to_string(data.path().join("version.txt")).unwrap(),
+            "2.2.1/etcd2"
+        );
+        assert!(rb_backup.exists() && !rb_new.exists());
         fs::remove_dir_all(&t).unwrap();
     }
 }
