@@ -850,6 +850,19 @@ fn copy_data(from: &Site, to: &Site) {
 fn a_second_concurrent_run_is_refused() {
     let site = Site::new("concurrent");
     let kv = site.seed(V3_5_1, 10, &[]);
+    // The real etcd 3.5.1 behind a 2 s delay, so the first run surely holds the lock while
+    // the second one tries.
+    let slow = site.bin.join("etcd-3.5.1");
+    fs::remove_file(&slow).unwrap();
+    fs::write(
+        &slow,
+        format!(
+            "#!/bin/sh\nsleep 2\nexec '{}' \"$@\"\n",
+            etcd_bin(V3_5_1).display()
+        ),
+    )
+    .unwrap();
+    fs::set_permissions(&slow, fs::Permissions::from_mode(0o755)).unwrap();
     let mut first = site
         .command("3.4.23/etcd3", &[], &[])
         .stderr(Stdio::piped())
@@ -866,8 +879,10 @@ fn a_second_concurrent_run_is_refused() {
             break;
         }
     }
+    let t0 = Instant::now();
     let second = site.migrate_with("3.4.23/etcd3", &[], &["--lock-timeout", "300ms"]);
     assert_failed_with(&second, "another migrate is working on");
+    assert!(t0.elapsed() >= Duration::from_millis(300));
     for _ in lines {}
     assert!(first.wait().unwrap().success());
     assert_eq!(site.version_txt(), "3.4.23/etcd3");
