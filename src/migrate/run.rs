@@ -972,25 +972,7 @@ fn prefix_end(prefix: &[u8]) -> Vec<u8> {
 }
 
 fn copy_dir(from: &Path, to: &Path) -> Result<(), MigrateError> {
-    // Reuse the backup copy logic through a throwaway DataDir-less path: plain recursion.
-    fn rec(from: &Path, to: &Path) -> std::io::Result<()> {
-        let meta = fs::symlink_metadata(from)?;
-        if meta.is_dir() {
-            fs::create_dir(to)?;
-            for e in fs::read_dir(from)? {
-                let e = e?;
-                rec(&e.path(), &to.join(e.file_name()))?;
-            }
-            fs::set_permissions(to, meta.permissions())?;
-        } else if meta.file_type().is_symlink() {
-            std::os::unix::fs::symlink(fs::read_link(from)?, to)?;
-        } else {
-            fs::copy(from, to)?;
-            fs::File::open(to)?.sync_all()?;
-        }
-        Ok(())
-    }
-    rec(from, to).map_err(|e| {
+    crate::datadir::copy_tree(from, to).map_err(|e| {
         MigrateError::Other(format!(
             "cannot copy {} to {}: {e}",
             from.display(),
