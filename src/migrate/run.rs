@@ -345,6 +345,8 @@ pub fn run(cfg: &Config) -> Result<Outcome, MigrateError> {
     if steps.is_empty() {
         log::info!("data is already at the target {}", cfg.target);
         move_binaries(cfg)?;
+        // A detected version is recorded, so the next run need not detect again.
+        write_version_file(data.path(), &cfg.target)?;
         finish_v2v3_journal(&data)?;
         return Ok(Outcome::AlreadyAtTarget);
     }
