@@ -446,7 +446,7 @@ fn three_member_cluster_upgraded_member_by_member_while_serving() {
 }
 
 /// v2 data written by etcd 3.4.23 --enable-v2 through etcdctl's v2 API; version.txt etcd2.
-fn seed_v2(site: &Site) {
+fn seed_v2(site: &Site) -> Kv {
     let etcd = TestEtcd::start_spec(V3_4, {
         let mut s = site.spec(V3_4);
         s.extra_args.push("--enable-v2".into());
@@ -466,15 +466,43 @@ fn seed_v2(site: &Site) {
     v2(&["set", "/registry/pods/p1", "pod-1"]);
     v2(&["set", "/registry/events/e1", "event-1", "--ttl", "3600"]);
     v2(&["set", "/registry/events/e2", "event-2"]);
+    let mut expect: Kv = [
+        ("/registry/events/e1", "event-1"),
+        ("/registry/events/e2", "event-2"),
+        ("/registry/pods/p1", "pod-1"),
+    ]
+    .iter()
+    .map(|(k, v)| (k.as_bytes().to_vec(), v.as_bytes().to_vec()))
+    .collect();
+    // More events than one lease page (1000) and batch (100): in-order keys through the v2
+    // HTTP API (POST on the dir; the value in the query string, as Go's FormValue reads it).
+    for i in 0..1234 {
+        let r = http()
+            .post_json(
+                &format!(
+                    "{}/v2/keys/registry/events?value=ev-{i}&ttl=3600",
+                    etcd.client_url
+                ),
+                &serde_json::json!({}),
+                Duration::from_secs(10),
+            )
+            .unwrap();
+        let node = &r["node"];
+        expect.insert(
+            node["key"].as_str().unwrap().as_bytes().to_vec(),
+            node["value"].as_str().unwrap().as_bytes().to_vec(),
+        );
+    }
     drop(etcd);
     fs::write(site.data.join("version.txt"), "3.4.23/etcd2").unwrap();
+    expect
 }
 
 #[test]
 fn etcd2_to_etcd3_converts_v2_data_and_leases_ttl_keys() {
     let site = Site::new("v2v3");
-    seed_v2(&site);
-    check_v2_converted(&site, &site.migrate("3.4.23/etcd3"));
+    let expect = seed_v2(&site);
+    check_v2_converted(&site, &site.migrate("3.4.23/etcd3"), &expect);
 }
 
 /// Killed right after `etcdctl migrate` (before the leases): the rerun restores the backup,
@@ -482,7 +510,7 @@ fn etcd2_to_etcd3_converts_v2_data_and_leases_ttl_keys() {
 #[test]
 fn etcd2_to_etcd3_interrupted_is_redone_from_the_backup() {
     let site = Site::new("v2v3-crash");
-    seed_v2(&site);
+    let expect = seed_v2(&site);
     let out = site.migrate_with(
         "3.4.23/etcd3",
         &[("ETCDTOOLS_MIGRATE_CRASH_AT", "v2v3-migrated")],
@@ -492,11 +520,11 @@ fn etcd2_to_etcd3_interrupted_is_redone_from_the_backup() {
     assert_eq!(site.version_txt(), "3.4.23/etcd2");
     let out = site.migrate("3.4.23/etcd3");
     assert!(stderr(&out).contains("restoring the data from its backup"));
-    check_v2_converted(&site, &out);
+    check_v2_converted(&site, &out, &expect);
     assert!(!site.root().join("var/etcd/data.v2v3-backup").exists());
 }
 
-fn check_v2_converted(site: &Site, out: &Output) {
+fn check_v2_converted(site: &Site, out: &Output, expect: &Kv) {
     assert!(out.status.success(), "{}", stderr(out));
     assert_eq!(site.version_txt(), "3.4.23/etcd3");
     let d = etcdtools::datadir::DataDir::new(&site.data).unwrap();
@@ -506,16 +534,8 @@ fn check_v2_converted(site: &Site, out: &Output) {
     );
     let etcd = site.start(V3_4);
     let kv = all_keys(&etcd.client_url);
-    let expect: Kv = [
-        ("/registry/events/e1", "event-1"),
-        ("/registry/events/e2", "event-2"),
-        ("/registry/pods/p1", "pod-1"),
-    ]
-    .iter()
-    .map(|(k, v)| (k.as_bytes().to_vec(), v.as_bytes().to_vec()))
-    .collect();
-    assert_eq!(kv, expect);
-    // Both event keys share one lease of ~1 h; the pod key has none.
+    assert_eq!(&kv, expect);
+    // Every event key shares one lease of 1 h; the pod key has none.
     let r = http()
         .post_json(
             &format!("{}/v3/kv/range", etcd.client_url),
@@ -541,7 +561,15 @@ fn check_v2_converted(site: &Site, out: &Output) {
     assert_eq!(leases["/registry/pods/p1"], "0");
     let lease = &leases["/registry/events/e1"];
     assert_ne!(lease, "0");
-    assert_eq!(&leases["/registry/events/e2"], lease);
+    let events: Vec<_> = leases
+        .iter()
+        .filter(|(k, _)| k.starts_with("/registry/events/"))
+        .collect();
+    assert_eq!(events.len(), 1236);
+    assert!(
+        events.iter().all(|(_, l)| *l == lease),
+        "an event key without the lease"
+    );
     let ttl = http()
         .post_json(
             &format!("{}/v3/lease/timetolive", etcd.client_url),

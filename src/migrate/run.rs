@@ -881,9 +881,13 @@ impl Runner<'_> {
         Ok(())
     }
 
-    /// One lease of 1 h on every key under `--ttl-keys-directory`, each put checking the
-    /// previous value (the original's `AttachLease`, without its nil dereference).
+    /// One lease of 1 h on every key under `--ttl-keys-directory` (the original's
+    /// `AttachLease`, without its nil dereference). Pages of 1000 keys; each batch of 100 is
+    /// one txn that re-puts the keys with the lease only if every value is still the one read,
+    /// so a concurrent writer is detected, as the original's previous-value check did.
     fn attach_leases(&self) -> Result<usize, MigrateError> {
+        const PAGE: u64 = 1000;
+        const BATCH: usize = 100;
         let base = self.client_url();
         let timeout = Duration::from_secs(30);
         let post = |path: &str, body: serde_json::Value| {
@@ -891,58 +895,97 @@ impl Runner<'_> {
                 .post_json(&format!("{base}{path}"), &body, timeout)
                 .map_err(|e| MigrateError::Other(format!("attaching leases: {e}")))
         };
+        let field = |kv: &serde_json::Value, name: &str| {
+            kv.get(name)
+                .and_then(|v| v.as_str())
+                .unwrap_or_default()
+                .to_string()
+        };
+        let show =
+            |s: &str| String::from_utf8_lossy(&b64::decode(s).unwrap_or_default()).into_owned();
         let mut prefix = self.cfg.ttl_keys_directory.clone().into_bytes();
         if !prefix.ends_with(b"/") {
             prefix.push(b'/');
         }
-        let range = post(
-            "/v3/kv/range",
-            json!({"key": b64::encode(&prefix), "range_end": b64::encode(&prefix_end(&prefix))}),
-        )?;
-        let kvs = range
-            .get("kvs")
-            .and_then(|k| k.as_array())
-            .cloned()
-            .unwrap_or_default();
-        if kvs.is_empty() {
-            return Ok(0);
-        }
-        let grant = post("/v3/lease/grant", json!({"TTL": TTL_LEASE_SECONDS}))?;
-        let id = grant
-            .get("ID")
-            .and_then(|i| i.as_str())
-            .ok_or_else(|| MigrateError::Other(format!("lease grant answered {grant}")))?
-            .to_string();
-        log::info!(
-            "Lease with TTL: {TTL_LEASE_SECONDS} created; attaching lease to {} entries",
-            kvs.len()
-        );
-        for kv in &kvs {
-            let key = kv.get("key").and_then(|k| k.as_str()).unwrap_or_default();
-            let value = kv.get("value").and_then(|v| v.as_str()).unwrap_or_default();
-            let put = post(
-                "/v3/kv/put",
-                json!({"key": key, "value": value, "lease": id, "prev_kv": true}),
+        let end = b64::encode(&prefix_end(&prefix));
+        let mut from = b64::encode(&prefix);
+        let mut lease: Option<String> = None;
+        let mut attached = 0;
+        loop {
+            let page = post(
+                "/v3/kv/range",
+                json!({"key": from, "range_end": end, "limit": PAGE}),
             )?;
-            let prev = put
-                .get("prev_kv")
-                .and_then(|p| p.get("value"))
-                .and_then(|v| v.as_str())
+            let kvs = page
+                .get("kvs")
+                .and_then(|k| k.as_array())
+                .cloned()
                 .unwrap_or_default();
-            if prev != value {
-                let show = |s: &str| {
-                    String::from_utf8_lossy(&b64::decode(s).unwrap_or_default()).into_owned()
-                };
-                return Err(MigrateError::Other(format!(
-                    "concurrent access to key detected when setting lease on {}, expected \
-                     previous value of {:?} but got {:?}",
-                    show(key),
-                    show(value),
-                    show(prev)
-                )));
+            let Some(last) = kvs.last() else { break };
+            let id = match &lease {
+                Some(id) => id.clone(),
+                None => {
+                    let grant = post("/v3/lease/grant", json!({"TTL": TTL_LEASE_SECONDS}))?;
+                    let id = grant
+                        .get("ID")
+                        .and_then(|i| i.as_str())
+                        .ok_or_else(|| {
+                            MigrateError::Other(format!("lease grant answered {grant}"))
+                        })?
+                        .to_string();
+                    log::info!("Lease with TTL: {TTL_LEASE_SECONDS} created");
+                    lease = Some(id.clone());
+                    id
+                }
+            };
+            for chunk in kvs.chunks(BATCH) {
+                let compare: Vec<_> = chunk
+                    .iter()
+                    .map(|kv| json!({"key": field(kv, "key"), "result": "EQUAL", "target": "VALUE", "value": field(kv, "value")}))
+                    .collect();
+                let success: Vec<_> = chunk
+                    .iter()
+                    .map(|kv| json!({"request_put": {"key": field(kv, "key"), "value": field(kv, "value"), "lease": id}}))
+                    .collect();
+                let r = post(
+                    "/v3/kv/txn",
+                    json!({"compare": compare, "success": success}),
+                )?;
+                if r.get("succeeded").and_then(|v| v.as_bool()) != Some(true) {
+                    // Name the key that changed, as the original did.
+                    for kv in chunk {
+                        let now = post("/v3/kv/range", json!({"key": field(kv, "key")}))?;
+                        let current = now
+                            .get("kvs")
+                            .and_then(|k| k.as_array())
+                            .and_then(|a| a.first())
+                            .map(|c| field(c, "value"))
+                            .unwrap_or_default();
+                        if current != field(kv, "value") {
+                            return Err(MigrateError::Other(format!(
+                                "concurrent access to key detected when setting lease on {}, \
+                                 expected previous value of {:?} but got {:?}",
+                                show(&field(kv, "key")),
+                                show(&field(kv, "value")),
+                                show(&current)
+                            )));
+                        }
+                    }
+                    return Err(MigrateError::Other(format!(
+                        "concurrent access detected while setting leases under {}",
+                        self.cfg.ttl_keys_directory
+                    )));
+                }
             }
+            attached += kvs.len();
+            if page.get("more").and_then(|m| m.as_bool()) != Some(true) {
+                break;
+            }
+            let mut next = b64::decode(&field(last, "key")).unwrap_or_default();
+            next.push(0);
+            from = b64::encode(&next);
         }
-        Ok(kvs.len())
+        Ok(attached)
     }
 }
 
