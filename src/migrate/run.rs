@@ -273,6 +273,7 @@ pub fn recover(data: &DataDir) -> Result<(), MigrateError> {
         data.backup_tmp_path(),
         discard_path(data),
         data.snapshot_path(),
+        data.path().join(crate::version::VERSION_FILE_NEXT),
     ] {
         if leftover.exists() {
             log::info!(
@@ -1130,11 +1131,14 @@ mod tests {
             "3.4.23/etcd3"
         );
         assert!(!restore_marker(&data).exists() && !data.restore_path().exists());
-        // An unmarked (incomplete) restore is dropped; the data dir stays.
+        // An unmarked (incomplete) restore is dropped; the data dir stays; a torn
+        // version.txt-next goes.
         fs::create_dir_all(data.restore_path()).unwrap();
+        fs::write(data.path().join("version.txt-next"), "3.5").unwrap();
         fs::create_dir_all(data.backup_tmp_path()).unwrap();
         recover(&data).unwrap();
         assert!(!data.restore_path().exists() && !data.backup_tmp_path().exists());
+        assert!(!data.path().join("version.txt-next").exists());
         assert!(data.path().join("version.txt").exists());
         // Marked restore while the data dir still exists: not swapped, dropped.
         fs::create_dir_all(data.restore_path()).unwrap();
