@@ -559,6 +559,7 @@ fn damaged_leaf_pages_are_reported() {
 #[test]
 fn truncation_is_reported_and_a_clear_error() {
     let (_dir, path, bytes) = copy_db("truncated");
+    let whole = live_json(&path).unwrap();
     for keep in [bytes.len() / 2, bytes.len() - 1, 2 * PAGE as usize + 100] {
         std::fs::write(&path, &bytes[..keep]).unwrap();
         let findings = assert_reported(&path, keep as u64, 1);
@@ -566,9 +567,18 @@ fn truncation_is_reported_and_a_clear_error() {
             findings.iter().any(|f| f.contains("truncated")),
             "{findings:?}"
         );
-        let err = assert_clear_error(&path, live_json(&path));
-        assert!(err.contains("truncated"), "{err}");
+        // Reading fails clearly once it needs a missing page; the last page may be a freed one
+        // that no tree reaches, and then the data is all there.
+        match live_json(&path) {
+            Ok(text) => assert_eq!(text, whole, "cut at {keep}"),
+            Err(e) => {
+                let err = assert_clear_error(&path, Err(e));
+                assert!(err.contains("truncated"), "{err}");
+            }
+        }
     }
+    std::fs::write(&path, &bytes[..2 * PAGE as usize + 100]).unwrap();
+    assert_clear_error(&path, live_json(&path));
     for keep in [0, 50, 4000] {
         std::fs::write(&path, &bytes[..keep]).unwrap();
         let err = BoltDb::open(&path).unwrap_err().to_string();
@@ -633,7 +643,7 @@ fn random_damage_never_panics_or_hangs() {
         seed ^= seed << 17;
         seed
     };
-    for _ in 0..150 {
+    for _ in 0..100 {
         let mut damaged = bytes.clone();
         for _ in 0..1 + next() % 8 {
             let at = (next() % damaged.len() as u64) as usize;

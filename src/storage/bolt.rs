@@ -458,6 +458,13 @@ impl BoltDb {
                     ),
                 ));
             }
+            if m.pgid.checked_mul(page_size as u64).is_none() {
+                return Err(Finding::at(
+                    path,
+                    offset + PAGE_HEADER as u64 + 40,
+                    format!("meta page {page}: impossible page count {}", m.pgid),
+                ));
+            }
             if m.pgid < 2 || m.root < 2 || m.root >= m.pgid {
                 return Err(Finding::at(
                     path,
@@ -531,6 +538,14 @@ impl BoltDb {
     /// Both meta pages as read; `Err` holds why one is invalid.
     pub fn metas(&self) -> &[Result<Meta, Finding>; 2] {
         &self.metas
+    }
+
+    /// Pages that can be read: the used ones, as far as the file holds them. Sizes per-walk
+    /// state, so a meta claiming absurdly many pages cannot make us allocate for them.
+    fn pages(&self) -> u64 {
+        self.meta
+            .pgid
+            .min(self.size.div_ceil(self.page_size as u64))
     }
 
     fn corrupt(&self, offset: u64, problem: impl Into<String>) -> BoltError {
@@ -905,7 +920,7 @@ impl BoltDb {
         start: Option<&[u8]>,
         f: &mut dyn FnMut(&LeafItem<'_>) -> Result<ControlFlow<()>, BoltError>,
     ) -> Result<ControlFlow<()>, BoltError> {
-        let mut visited = Visited::new(self.meta.pgid);
+        let mut visited = Visited::new(self.pages());
         let page = self.root_page(&bucket.root)?;
         if page.id != 0 {
             visited.mark(page.id);
@@ -1030,7 +1045,7 @@ impl BoltDb {
         }
         let mut checker = Checker {
             db: self,
-            visited: Visited::new(self.meta.pgid),
+            visited: Visited::new(self.pages()),
             findings,
         };
         if let Some(fl) = self.meta.freelist {
@@ -1146,8 +1161,14 @@ impl Checker<'_> {
         if let Err(e) = self.db.check_elements(page) {
             return self.report(e);
         }
-        for p in page.id + 1..=page.id + page.overflow() as u64 {
-            if page.id != 0 && !self.visited.mark(p) {
+        // Overflow pages of a real page (bounded by read_page); inline pages have none.
+        let overflow = if page.id == 0 {
+            0
+        } else {
+            page.overflow() as u64
+        };
+        for p in page.id + 1..=page.id + overflow {
+            if !self.visited.mark(p) {
                 let e = self.db.corrupt(
                     page.offset + 12,
                     format!("page {}: overflow page {p} is also used elsewhere", page.id),

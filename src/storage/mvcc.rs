@@ -350,32 +350,56 @@ pub struct MetaInfo {
     pub finished_compact_rev: Option<i64>,
 }
 
-fn be_u64(db: &BoltDb, what: &str, bytes: &[u8]) -> Result<u64, BoltError> {
-    let arr: [u8; 8] = bytes.try_into().map_err(|_| {
-        BoltError::Corrupt(Finding::in_file(
-            db.path(),
-            format!("bucket meta: {what} is {} bytes, expected 8", bytes.len()),
-        ))
+/// A value of a small bucket with the file offset it was read at.
+struct Located {
+    bytes: Vec<u8>,
+    offset: u64,
+}
+
+fn get_located(db: &BoltDb, bucket: &Bucket, key: &[u8]) -> Result<Option<Located>, BoltError> {
+    let found = db.get_item(bucket, key, &mut |item| {
+        Ok((!item.is_bucket()).then(|| Located {
+            bytes: item.value.to_vec(),
+            offset: item.value_offset,
+        }))
+    })?;
+    Ok(found.flatten())
+}
+
+fn bad_value(db: &BoltDb, v: &Located, problem: String) -> BoltError {
+    BoltError::Corrupt(Finding::at(db.path(), v.offset, problem))
+}
+
+fn be_u64(db: &BoltDb, what: &str, v: &Located) -> Result<u64, BoltError> {
+    let arr: [u8; 8] = v.bytes.as_slice().try_into().map_err(|_| {
+        bad_value(
+            db,
+            v,
+            format!("{what} is {} bytes, expected 8", v.bytes.len()),
+        )
     })?;
     Ok(u64::from_be_bytes(arr))
 }
 
-fn compact_rev(db: &BoltDb, what: &str, bytes: &[u8]) -> Result<i64, BoltError> {
-    match Revision::from_key(bytes) {
+fn compact_rev(db: &BoltDb, what: &str, v: &Located) -> Result<i64, BoltError> {
+    match Revision::from_key(&v.bytes) {
         Some((rev, false)) => Ok(rev.main),
-        _ => Err(BoltError::Corrupt(Finding::in_file(
-            db.path(),
-            format!(
-                "bucket meta: {what} is not a 17-byte revision ({} bytes)",
-                bytes.len()
-            ),
-        ))),
+        _ => Err(bad_value(
+            db,
+            v,
+            format!("{what} is not a 17-byte revision ({} bytes)", v.bytes.len()),
+        )),
     }
 }
 
-fn text(db: &BoltDb, what: &str, bytes: Vec<u8>) -> Result<String, BoltError> {
-    String::from_utf8(bytes).map_err(|_| {
-        BoltError::Corrupt(Finding::in_file(db.path(), format!("{what} is not UTF-8")))
+fn text(db: &BoltDb, what: &str, v: Located) -> Result<String, BoltError> {
+    let offset = v.offset;
+    String::from_utf8(v.bytes).map_err(|_| {
+        BoltError::Corrupt(Finding::at(
+            db.path(),
+            offset,
+            format!("{what} is not UTF-8"),
+        ))
     })
 }
 
@@ -385,23 +409,24 @@ pub fn read_meta(db: &BoltDb) -> Result<MetaInfo, BoltError> {
     let Some(bucket) = db.bucket(META_BUCKET)? else {
         return Ok(info);
     };
-    if let Some(v) = db.get(&bucket, b"consistent_index")? {
-        info.consistent_index = Some(be_u64(db, "consistent_index", &v)?);
+    let get = |key: &[u8]| get_located(db, &bucket, key);
+    if let Some(v) = get(b"consistent_index")? {
+        info.consistent_index = Some(be_u64(db, "bucket meta: consistent_index", &v)?);
     }
-    if let Some(v) = db.get(&bucket, b"term")? {
-        info.term = Some(be_u64(db, "term", &v)?);
+    if let Some(v) = get(b"term")? {
+        info.term = Some(be_u64(db, "bucket meta: term", &v)?);
     }
-    if let Some(v) = db.get(&bucket, b"confState")? {
+    if let Some(v) = get(b"confState")? {
         info.conf_state = Some(text(db, "bucket meta: confState", v)?);
     }
-    if let Some(v) = db.get(&bucket, b"storageVersion")? {
+    if let Some(v) = get(b"storageVersion")? {
         info.storage_version = Some(text(db, "bucket meta: storageVersion", v)?);
     }
-    if let Some(v) = db.get(&bucket, b"scheduledCompactRev")? {
-        info.scheduled_compact_rev = Some(compact_rev(db, "scheduledCompactRev", &v)?);
+    if let Some(v) = get(b"scheduledCompactRev")? {
+        info.scheduled_compact_rev = Some(compact_rev(db, "bucket meta: scheduledCompactRev", &v)?);
     }
-    if let Some(v) = db.get(&bucket, b"finishedCompactRev")? {
-        info.finished_compact_rev = Some(compact_rev(db, "finishedCompactRev", &v)?);
+    if let Some(v) = get(b"finishedCompactRev")? {
+        info.finished_compact_rev = Some(compact_rev(db, "bucket meta: finishedCompactRev", &v)?);
     }
     Ok(info)
 }
@@ -505,7 +530,7 @@ pub fn cluster_version(db: &BoltDb) -> Result<Option<String>, BoltError> {
     let Some(bucket) = db.bucket(CLUSTER_BUCKET)? else {
         return Ok(None);
     };
-    match db.get(&bucket, b"clusterVersion")? {
+    match get_located(db, &bucket, b"clusterVersion")? {
         Some(v) => Ok(Some(text(db, "bucket cluster: clusterVersion", v)?)),
         None => Ok(None),
     }
