@@ -576,39 +576,41 @@ impl BoltDb {
                 ),
             ));
         }
-        let mut header = [0u8; PAGE_HEADER];
-        self.read_at(&mut header, offset)?;
-        let overflow = u32_at(&header, 12) as u64;
-        let header_id = u64_at(&header, 0);
+        // One read for the page itself, a second only when it has overflow pages.
+        let mut data = vec![0u8; ps as usize];
+        self.read_at(&mut data, offset)?;
+        let overflow = u32_at(&data, 12) as u64;
+        let header_id = u64_at(&data, 0);
         if header_id != id {
             return Err(self.corrupt(
                 offset,
                 format!("page {id}: header says page id {header_id}"),
             ));
         }
-        if id + overflow >= self.meta.pgid {
-            return Err(self.corrupt(
-                offset + 12,
-                format!(
-                    "page {id}: {overflow} overflow pages run past the used pages ({})",
-                    self.meta.pgid
-                ),
-            ));
+        if overflow > 0 {
+            if id + overflow >= self.meta.pgid {
+                return Err(self.corrupt(
+                    offset + 12,
+                    format!(
+                        "page {id}: {overflow} overflow pages run past the used pages ({})",
+                        self.meta.pgid
+                    ),
+                ));
+            }
+            let len = (overflow + 1) * ps;
+            if offset + len > self.size {
+                return Err(self.corrupt(
+                    offset + 12,
+                    format!(
+                        "page {id}: {overflow} overflow pages run past the end of the file ({} \
+                         bytes): truncated file",
+                        self.size
+                    ),
+                ));
+            }
+            data.resize(len as usize, 0);
+            self.read_at(&mut data[ps as usize..], offset + ps)?;
         }
-        let len = (overflow + 1) * ps;
-        if offset + len > self.size {
-            return Err(self.corrupt(
-                offset + 12,
-                format!(
-                    "page {id}: {overflow} overflow pages run past the end of the file ({} \
-                     bytes): truncated file",
-                    self.size
-                ),
-            ));
-        }
-        let mut data = vec![0u8; len as usize];
-        data[..PAGE_HEADER].copy_from_slice(&header);
-        self.read_at(&mut data[PAGE_HEADER..], offset + PAGE_HEADER as u64)?;
         Ok(Page { id, offset, data })
     }
 
