@@ -249,12 +249,25 @@ impl Hasher for IdentityHasher {
     }
 }
 
+/// A fast 64-bit hash of a key (8 bytes per step, then a murmur3 finalizer). Its quality only
+/// matters for speed: collisions are resolved exactly by `for_each_live`.
 fn key_hash(key: &[u8]) -> u64 {
-    // SipHash with fixed keys: deterministic, and collisions are handled exactly below.
-    #[allow(deprecated)]
-    let mut h = std::hash::SipHasher::new();
-    h.write(key);
-    h.finish()
+    const K: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut h = (key.len() as u64).wrapping_mul(K);
+    let mut words = key.chunks_exact(8);
+    for w in &mut words {
+        let mut a = [0u8; 8];
+        a.copy_from_slice(w);
+        h = (h ^ u64::from_le_bytes(a)).wrapping_mul(K).rotate_left(29);
+    }
+    let mut last = [0u8; 8];
+    last[..words.remainder().len()].copy_from_slice(words.remainder());
+    h = (h ^ u64::from_le_bytes(last)).wrapping_mul(K);
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    h ^ (h >> 33)
 }
 
 /// Calls `f` on every live key at the latest revision (its newest revision is a put), newest
@@ -628,6 +641,20 @@ mod tests {
         let mut bad = k;
         bad[8] = b'-';
         assert_eq!(Revision::from_key(&bad), None);
+    }
+
+    #[test]
+    fn key_hash_tells_apart_keys_that_differ_in_length_or_padding() {
+        let keys: [&[u8]; 6] = [
+            b"",
+            b"\0",
+            b"a",
+            b"a\0",
+            b"/registry/pods/a",
+            b"/registry/pods/b",
+        ];
+        let hashes: HashSet<u64> = keys.iter().map(|k| key_hash(k)).collect();
+        assert_eq!(hashes.len(), keys.len());
     }
 
     #[test]
