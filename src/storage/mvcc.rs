@@ -327,7 +327,13 @@ fn appears_after(
     key: &[u8],
 ) -> Result<bool, BoltError> {
     let mut found = false;
-    let start = Revision { main, sub: 0 }.to_key();
+    // Within the same txn, start right at `after`: a key repeated many times in one revision
+    // (never written by etcd, but a damaged file might) then costs a seek each, not a rescan.
+    let start = if after.main == main {
+        after.to_key()
+    } else {
+        Revision { main, sub: 0 }.to_key()
+    };
     db.for_each_from(bucket, &start, &mut |item| {
         let Some((rev, _)) = Revision::from_key(item.key) else {
             return Ok(ControlFlow::Continue(()));
