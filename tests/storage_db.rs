@@ -10,7 +10,7 @@ use std::time::Duration;
 use common::*;
 use etcdtools::etcd::client::HttpClient;
 use etcdtools::etcd::process::run_tool;
-use etcdtools::inspect::db::{base64, check_db, print_db, DbError, DbOptions};
+use etcdtools::inspect::db::{base64, check_db, print_db, summarize_db, DbError, DbOptions};
 use etcdtools::storage::bolt::BoltDb;
 use etcdtools::storage::mvcc;
 use serde_json::{json, Value};
@@ -279,6 +279,18 @@ fn check_version(rec: &Recorded, cluster_version: &str) {
         .max()
         .unwrap();
     assert_eq!(mvcc::current_revision(&db).unwrap(), max_mod);
+    let summary = summarize_db(&rec.data_dir).unwrap();
+    assert_eq!(summary.current_revision, max_mod);
+    assert_eq!(summary.cluster_version.as_deref(), Some(cluster_version));
+    assert_eq!(summary.member_ids, vec![members[0].id]);
+    assert_eq!(summary.page_size, 4096);
+    for b in ["key", "meta", "lease", "members", "cluster"] {
+        assert!(
+            summary.buckets.iter().any(|n| n == b),
+            "{:?}",
+            summary.buckets
+        );
+    }
 
     // Every revision: ascending, tombstones included, nothing below the compaction except
     // the newest revision of keys live then; the delete after the compaction is kept.
