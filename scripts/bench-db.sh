@@ -20,30 +20,39 @@ fi
 size=$(stat -c %s "$db")
 cat "$db" >/dev/null # same warm page cache for every contender
 
-# measure NAME CMD...: runs CMD with stdout to /dev/null under /usr/bin/time -v; sets
-# secs and rss_kb.
+# measure NAME CMD...: runs CMD with stdout to /dev/null under /usr/bin/time; prints wall and
+# CPU (user+sys) seconds, MB/s by each, max RSS; sets cpu and rss_kb. CPU time is the fairer
+# figure on a shared machine: wall time includes waiting for the CPU.
 measure() {
     local name=$1; shift
-    local log
+    local log wall user sys
     log=$(mktemp)
-    /usr/bin/time -v "$@" >/dev/null 2>"$log" || { echo "bench-db: $name failed:" >&2; cat "$log" >&2; rm -f "$log"; return 1; }
-    secs=$(awk -F': ' '/Elapsed \(wall clock\)/ {n=split($2,p,":"); s=0; for(i=1;i<=n;i++) s=s*60+p[i]; print s}' "$log")
-    rss_kb=$(awk -F': ' '/Maximum resident set size/ {print $2}' "$log")
-    rm -f "$log"
-    printf '%-34s %8.2f s %9.1f MB/s %8.1f MB max RSS\n' "$name" "$secs" \
-        "$(echo "$size / 1048576 / $secs" | bc -l)" "$(echo "$rss_kb / 1024" | bc -l)"
+    if ! /usr/bin/time -f '%e %U %S %M' -o "$log" "$@" >/dev/null 2>"$log.err"; then
+        echo "bench-db: $name failed:" >&2; cat "$log.err" >&2; rm -f "$log" "$log.err"; return 1
+    fi
+    read -r wall user sys rss_kb <"$log"
+    rm -f "$log" "$log.err"
+    cpu=$(echo "$user + $sys" | bc -l)
+    printf '%-32s wall %6.2f s (%7.1f MB/s)  cpu %6.2f s (%7.1f MB/s)  max RSS %7.1f MB\n' "$name" \
+        "$wall" "$(echo "$size / 1048576 / $wall" | bc -l)" \
+        "$cpu" "$(echo "$size / 1048576 / $cpu" | bc -l)" "$(echo "$rss_kb / 1024" | bc -l)"
+    wall_s=$wall
 }
 
 inspect="$repo/target/release/examples/inspect_db"
 [ -x "$repo/target/release/etcd-inspect" ] && inspect_cmd=("$repo/target/release/etcd-inspect" db) || inspect_cmd=("$inspect")
-echo "bench-db: $db: $(echo "$size / 1048576" | bc) MB, $keys keys"
-measure "etcdutl-3.5.1 snapshot status" "$bins/etcdutl-3.5.1" snapshot status "$db" -w json
-utl_secs=$secs utl_rss=$rss_kb
-measure "ours: db --json (live keys)" "${inspect_cmd[@]}" "$db" --json
-live_secs=$secs live_rss=$rss_kb
-measure "ours: db --json --revisions" "${inspect_cmd[@]}" "$db" --json --revisions
-rev_secs=$secs rev_rss=$rss_kb
-printf 'ratio etcdutl/ours time: live %.2fx, revisions %.2fx (>1 = we are faster)\n' \
-    "$(echo "$utl_secs / $live_secs" | bc -l)" "$(echo "$utl_secs / $rev_secs" | bc -l)"
-printf 'ratio ours/etcdutl RSS: live %.2f, revisions %.2f\n' \
-    "$(echo "$live_rss / $utl_rss" | bc -l)" "$(echo "$rev_rss / $utl_rss" | bc -l)"
+echo "bench-db: $db: $(echo "$size / 1048576" | bc) MB, $keys keys; load average: $(cut -d' ' -f1-3 /proc/loadavg)"
+for round in 1 2; do
+    echo "round $round:"
+    measure "etcdutl-3.5.1 snapshot status" "$bins/etcdutl-3.5.1" snapshot status "$db" -w json
+    utl_cpu=$cpu utl_wall=$wall_s utl_rss=$rss_kb
+    measure "ours: db --json (live keys)" "${inspect_cmd[@]}" "$db" --json
+    live_cpu=$cpu live_wall=$wall_s live_rss=$rss_kb
+    measure "ours: db --json --revisions" "${inspect_cmd[@]}" "$db" --json --revisions
+    rev_cpu=$cpu rev_wall=$wall_s rev_rss=$rss_kb
+    printf '  speed-up over etcdutl (>1 = faster): live keys cpu %.2fx wall %.2fx; revisions cpu %.2fx wall %.2fx\n' \
+        "$(echo "$utl_cpu / $live_cpu" | bc -l)" "$(echo "$utl_wall / $live_wall" | bc -l)" \
+        "$(echo "$utl_cpu / $rev_cpu" | bc -l)" "$(echo "$utl_wall / $rev_wall" | bc -l)"
+    printf '  max RSS ours/etcdutl: live keys %.3f, revisions %.3f\n' \
+        "$(echo "$live_rss / $utl_rss" | bc -l)" "$(echo "$rev_rss / $utl_rss" | bc -l)"
+done

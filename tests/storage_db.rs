@@ -10,7 +10,7 @@ use std::time::Duration;
 use common::*;
 use etcdtools::etcd::client::HttpClient;
 use etcdtools::etcd::process::run_tool;
-use etcdtools::inspect::db::{base64, check_db, print_db, DbError, DbOptions};
+use etcdtools::inspect::db::{base64, check_db, print_db, summarize_db, DbError, DbOptions};
 use etcdtools::storage::bolt::BoltDb;
 use etcdtools::storage::mvcc;
 use serde_json::{json, Value};
@@ -279,6 +279,18 @@ fn check_version(rec: &Recorded, cluster_version: &str) {
         .max()
         .unwrap();
     assert_eq!(mvcc::current_revision(&db).unwrap(), max_mod);
+    let summary = summarize_db(&rec.data_dir).unwrap();
+    assert_eq!(summary.current_revision, max_mod);
+    assert_eq!(summary.cluster_version.as_deref(), Some(cluster_version));
+    assert_eq!(summary.member_ids, vec![members[0].id]);
+    assert_eq!(summary.page_size, 4096);
+    for b in ["key", "meta", "lease", "members", "cluster"] {
+        assert!(
+            summary.buckets.iter().any(|n| n == b),
+            "{:?}",
+            summary.buckets
+        );
+    }
 
     // Every revision: ascending, tombstones included, nothing below the compaction except
     // the newest revision of keys live then; the delete after the compaction is kept.
@@ -559,6 +571,7 @@ fn damaged_leaf_pages_are_reported() {
 #[test]
 fn truncation_is_reported_and_a_clear_error() {
     let (_dir, path, bytes) = copy_db("truncated");
+    let whole = live_json(&path).unwrap();
     for keep in [bytes.len() / 2, bytes.len() - 1, 2 * PAGE as usize + 100] {
         std::fs::write(&path, &bytes[..keep]).unwrap();
         let findings = assert_reported(&path, keep as u64, 1);
@@ -566,9 +579,18 @@ fn truncation_is_reported_and_a_clear_error() {
             findings.iter().any(|f| f.contains("truncated")),
             "{findings:?}"
         );
-        let err = assert_clear_error(&path, live_json(&path));
-        assert!(err.contains("truncated"), "{err}");
+        // Reading fails clearly once it needs a missing page; the last page may be a freed one
+        // that no tree reaches, and then the data is all there.
+        match live_json(&path) {
+            Ok(text) => assert_eq!(text, whole, "cut at {keep}"),
+            Err(e) => {
+                let err = assert_clear_error(&path, Err(e));
+                assert!(err.contains("truncated"), "{err}");
+            }
+        }
     }
+    std::fs::write(&path, &bytes[..2 * PAGE as usize + 100]).unwrap();
+    assert_clear_error(&path, live_json(&path));
     for keep in [0, 50, 4000] {
         std::fs::write(&path, &bytes[..keep]).unwrap();
         let err = BoltDb::open(&path).unwrap_err().to_string();
@@ -633,7 +655,7 @@ fn random_damage_never_panics_or_hangs() {
         seed ^= seed << 17;
         seed
     };
-    for _ in 0..150 {
+    for _ in 0..60 {
         let mut damaged = bytes.clone();
         for _ in 0..1 + next() % 8 {
             let at = (next() % damaged.len() as u64) as usize;

@@ -458,6 +458,13 @@ impl BoltDb {
                     ),
                 ));
             }
+            if m.pgid.checked_mul(page_size as u64).is_none() {
+                return Err(Finding::at(
+                    path,
+                    offset + PAGE_HEADER as u64 + 40,
+                    format!("meta page {page}: impossible page count {}", m.pgid),
+                ));
+            }
             if m.pgid < 2 || m.root < 2 || m.root >= m.pgid {
                 return Err(Finding::at(
                     path,
@@ -533,6 +540,14 @@ impl BoltDb {
         &self.metas
     }
 
+    /// Pages that can be read: the used ones, as far as the file holds them. Sizes per-walk
+    /// state, so a meta claiming absurdly many pages cannot make us allocate for them.
+    fn pages(&self) -> u64 {
+        self.meta
+            .pgid
+            .min(self.size.div_ceil(self.page_size as u64))
+    }
+
     fn corrupt(&self, offset: u64, problem: impl Into<String>) -> BoltError {
         BoltError::Corrupt(Finding::at(&self.path, offset, problem))
     }
@@ -561,39 +576,41 @@ impl BoltDb {
                 ),
             ));
         }
-        let mut header = [0u8; PAGE_HEADER];
-        self.read_at(&mut header, offset)?;
-        let overflow = u32_at(&header, 12) as u64;
-        let header_id = u64_at(&header, 0);
+        // One read for the page itself, a second only when it has overflow pages.
+        let mut data = vec![0u8; ps as usize];
+        self.read_at(&mut data, offset)?;
+        let overflow = u32_at(&data, 12) as u64;
+        let header_id = u64_at(&data, 0);
         if header_id != id {
             return Err(self.corrupt(
                 offset,
                 format!("page {id}: header says page id {header_id}"),
             ));
         }
-        if id + overflow >= self.meta.pgid {
-            return Err(self.corrupt(
-                offset + 12,
-                format!(
-                    "page {id}: {overflow} overflow pages run past the used pages ({})",
-                    self.meta.pgid
-                ),
-            ));
+        if overflow > 0 {
+            if id + overflow >= self.meta.pgid {
+                return Err(self.corrupt(
+                    offset + 12,
+                    format!(
+                        "page {id}: {overflow} overflow pages run past the used pages ({})",
+                        self.meta.pgid
+                    ),
+                ));
+            }
+            let len = (overflow + 1) * ps;
+            if offset + len > self.size {
+                return Err(self.corrupt(
+                    offset + 12,
+                    format!(
+                        "page {id}: {overflow} overflow pages run past the end of the file ({} \
+                         bytes): truncated file",
+                        self.size
+                    ),
+                ));
+            }
+            data.resize(len as usize, 0);
+            self.read_at(&mut data[ps as usize..], offset + ps)?;
         }
-        let len = (overflow + 1) * ps;
-        if offset + len > self.size {
-            return Err(self.corrupt(
-                offset + 12,
-                format!(
-                    "page {id}: {overflow} overflow pages run past the end of the file ({} \
-                     bytes): truncated file",
-                    self.size
-                ),
-            ));
-        }
-        let mut data = vec![0u8; len as usize];
-        data[..PAGE_HEADER].copy_from_slice(&header);
-        self.read_at(&mut data[PAGE_HEADER..], offset + PAGE_HEADER as u64)?;
         Ok(Page { id, offset, data })
     }
 
@@ -905,7 +922,7 @@ impl BoltDb {
         start: Option<&[u8]>,
         f: &mut dyn FnMut(&LeafItem<'_>) -> Result<ControlFlow<()>, BoltError>,
     ) -> Result<ControlFlow<()>, BoltError> {
-        let mut visited = Visited::new(self.meta.pgid);
+        let mut visited = Visited::new(self.pages());
         let page = self.root_page(&bucket.root)?;
         if page.id != 0 {
             visited.mark(page.id);
@@ -1030,7 +1047,7 @@ impl BoltDb {
         }
         let mut checker = Checker {
             db: self,
-            visited: Visited::new(self.meta.pgid),
+            visited: Visited::new(self.pages()),
             findings,
         };
         if let Some(fl) = self.meta.freelist {
@@ -1146,8 +1163,14 @@ impl Checker<'_> {
         if let Err(e) = self.db.check_elements(page) {
             return self.report(e);
         }
-        for p in page.id + 1..=page.id + page.overflow() as u64 {
-            if page.id != 0 && !self.visited.mark(p) {
+        // Overflow pages of a real page (bounded by read_page); inline pages have none.
+        let overflow = if page.id == 0 {
+            0
+        } else {
+            page.overflow() as u64
+        };
+        for p in page.id + 1..=page.id + overflow {
+            if !self.visited.mark(p) {
                 let e = self.db.corrupt(
                     page.offset + 12,
                     format!("page {}: overflow page {p} is also used elsewhere", page.id),

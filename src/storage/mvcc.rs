@@ -249,12 +249,25 @@ impl Hasher for IdentityHasher {
     }
 }
 
+/// A fast 64-bit hash of a key (8 bytes per step, then a murmur3 finalizer). Its quality only
+/// matters for speed: collisions are resolved exactly by `for_each_live`.
 fn key_hash(key: &[u8]) -> u64 {
-    // SipHash with fixed keys: deterministic, and collisions are handled exactly below.
-    #[allow(deprecated)]
-    let mut h = std::hash::SipHasher::new();
-    h.write(key);
-    h.finish()
+    const K: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut h = (key.len() as u64).wrapping_mul(K);
+    let mut words = key.chunks_exact(8);
+    for w in &mut words {
+        let mut a = [0u8; 8];
+        a.copy_from_slice(w);
+        h = (h ^ u64::from_le_bytes(a)).wrapping_mul(K).rotate_left(29);
+    }
+    let mut last = [0u8; 8];
+    last[..words.remainder().len()].copy_from_slice(words.remainder());
+    h = (h ^ u64::from_le_bytes(last)).wrapping_mul(K);
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    h ^ (h >> 33)
 }
 
 /// Calls `f` on every live key at the latest revision (its newest revision is a put), newest
@@ -314,7 +327,13 @@ fn appears_after(
     key: &[u8],
 ) -> Result<bool, BoltError> {
     let mut found = false;
-    let start = Revision { main, sub: 0 }.to_key();
+    // Within the same txn, start right at `after`: a key repeated many times in one revision
+    // (never written by etcd, but a damaged file might) then costs a seek each, not a rescan.
+    let start = if after.main == main {
+        after.to_key()
+    } else {
+        Revision { main, sub: 0 }.to_key()
+    };
     db.for_each_from(bucket, &start, &mut |item| {
         let Some((rev, _)) = Revision::from_key(item.key) else {
             return Ok(ControlFlow::Continue(()));
@@ -350,32 +369,56 @@ pub struct MetaInfo {
     pub finished_compact_rev: Option<i64>,
 }
 
-fn be_u64(db: &BoltDb, what: &str, bytes: &[u8]) -> Result<u64, BoltError> {
-    let arr: [u8; 8] = bytes.try_into().map_err(|_| {
-        BoltError::Corrupt(Finding::in_file(
-            db.path(),
-            format!("bucket meta: {what} is {} bytes, expected 8", bytes.len()),
-        ))
+/// A value of a small bucket with the file offset it was read at.
+struct Located {
+    bytes: Vec<u8>,
+    offset: u64,
+}
+
+fn get_located(db: &BoltDb, bucket: &Bucket, key: &[u8]) -> Result<Option<Located>, BoltError> {
+    let found = db.get_item(bucket, key, &mut |item| {
+        Ok((!item.is_bucket()).then(|| Located {
+            bytes: item.value.to_vec(),
+            offset: item.value_offset,
+        }))
+    })?;
+    Ok(found.flatten())
+}
+
+fn bad_value(db: &BoltDb, v: &Located, problem: String) -> BoltError {
+    BoltError::Corrupt(Finding::at(db.path(), v.offset, problem))
+}
+
+fn be_u64(db: &BoltDb, what: &str, v: &Located) -> Result<u64, BoltError> {
+    let arr: [u8; 8] = v.bytes.as_slice().try_into().map_err(|_| {
+        bad_value(
+            db,
+            v,
+            format!("{what} is {} bytes, expected 8", v.bytes.len()),
+        )
     })?;
     Ok(u64::from_be_bytes(arr))
 }
 
-fn compact_rev(db: &BoltDb, what: &str, bytes: &[u8]) -> Result<i64, BoltError> {
-    match Revision::from_key(bytes) {
+fn compact_rev(db: &BoltDb, what: &str, v: &Located) -> Result<i64, BoltError> {
+    match Revision::from_key(&v.bytes) {
         Some((rev, false)) => Ok(rev.main),
-        _ => Err(BoltError::Corrupt(Finding::in_file(
-            db.path(),
-            format!(
-                "bucket meta: {what} is not a 17-byte revision ({} bytes)",
-                bytes.len()
-            ),
-        ))),
+        _ => Err(bad_value(
+            db,
+            v,
+            format!("{what} is not a 17-byte revision ({} bytes)", v.bytes.len()),
+        )),
     }
 }
 
-fn text(db: &BoltDb, what: &str, bytes: Vec<u8>) -> Result<String, BoltError> {
-    String::from_utf8(bytes).map_err(|_| {
-        BoltError::Corrupt(Finding::in_file(db.path(), format!("{what} is not UTF-8")))
+fn text(db: &BoltDb, what: &str, v: Located) -> Result<String, BoltError> {
+    let offset = v.offset;
+    String::from_utf8(v.bytes).map_err(|_| {
+        BoltError::Corrupt(Finding::at(
+            db.path(),
+            offset,
+            format!("{what} is not UTF-8"),
+        ))
     })
 }
 
@@ -385,23 +428,24 @@ pub fn read_meta(db: &BoltDb) -> Result<MetaInfo, BoltError> {
     let Some(bucket) = db.bucket(META_BUCKET)? else {
         return Ok(info);
     };
-    if let Some(v) = db.get(&bucket, b"consistent_index")? {
-        info.consistent_index = Some(be_u64(db, "consistent_index", &v)?);
+    let get = |key: &[u8]| get_located(db, &bucket, key);
+    if let Some(v) = get(b"consistent_index")? {
+        info.consistent_index = Some(be_u64(db, "bucket meta: consistent_index", &v)?);
     }
-    if let Some(v) = db.get(&bucket, b"term")? {
-        info.term = Some(be_u64(db, "term", &v)?);
+    if let Some(v) = get(b"term")? {
+        info.term = Some(be_u64(db, "bucket meta: term", &v)?);
     }
-    if let Some(v) = db.get(&bucket, b"confState")? {
+    if let Some(v) = get(b"confState")? {
         info.conf_state = Some(text(db, "bucket meta: confState", v)?);
     }
-    if let Some(v) = db.get(&bucket, b"storageVersion")? {
+    if let Some(v) = get(b"storageVersion")? {
         info.storage_version = Some(text(db, "bucket meta: storageVersion", v)?);
     }
-    if let Some(v) = db.get(&bucket, b"scheduledCompactRev")? {
-        info.scheduled_compact_rev = Some(compact_rev(db, "scheduledCompactRev", &v)?);
+    if let Some(v) = get(b"scheduledCompactRev")? {
+        info.scheduled_compact_rev = Some(compact_rev(db, "bucket meta: scheduledCompactRev", &v)?);
     }
-    if let Some(v) = db.get(&bucket, b"finishedCompactRev")? {
-        info.finished_compact_rev = Some(compact_rev(db, "finishedCompactRev", &v)?);
+    if let Some(v) = get(b"finishedCompactRev")? {
+        info.finished_compact_rev = Some(compact_rev(db, "bucket meta: finishedCompactRev", &v)?);
     }
     Ok(info)
 }
@@ -505,7 +549,7 @@ pub fn cluster_version(db: &BoltDb) -> Result<Option<String>, BoltError> {
     let Some(bucket) = db.bucket(CLUSTER_BUCKET)? else {
         return Ok(None);
     };
-    match db.get(&bucket, b"clusterVersion")? {
+    match get_located(db, &bucket, b"clusterVersion")? {
         Some(v) => Ok(Some(text(db, "bucket cluster: clusterVersion", v)?)),
         None => Ok(None),
     }
@@ -603,6 +647,20 @@ mod tests {
         let mut bad = k;
         bad[8] = b'-';
         assert_eq!(Revision::from_key(&bad), None);
+    }
+
+    #[test]
+    fn key_hash_tells_apart_keys_that_differ_in_length_or_padding() {
+        let keys: [&[u8]; 6] = [
+            b"",
+            b"\0",
+            b"a",
+            b"a\0",
+            b"/registry/pods/a",
+            b"/registry/pods/b",
+        ];
+        let hashes: HashSet<u64> = keys.iter().map(|k| key_hash(k)).collect();
+        assert_eq!(hashes.len(), keys.len());
     }
 
     #[test]
