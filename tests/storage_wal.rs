@@ -520,3 +520,94 @@ fn a_snap_written_by_us_reads_back() {
         "overwrote a snap file"
     );
 }
+
+#[test]
+fn a_wal_and_snap_written_by_us_are_accepted_by_etcd_3_4() {
+    // The rollback layout (etcd-observed.md section 6, case A): our .snap at the db's
+    // consistent_index (35) and our unpadded WAL [crc, metadata, snapshot{0,0},
+    // snapshot{35,2}, HardState{2,0,35}], next to the real 3.4.23 db.
+    use etcdtools::storage::v2store::Store;
+    let tmp = common::TempDir::new("written-by-us");
+    let data = tmp.path().join("data");
+    std::fs::create_dir_all(data.join("member/snap")).unwrap();
+    std::fs::copy(
+        fixture("v2-datadir/member/snap/db"),
+        data.join("member/snap/db"),
+    )
+    .unwrap();
+    let old_wal =
+        wal::read_all(&fixture("v2-datadir/member/wal"), &WalSnapshot::new(0, 0)).unwrap();
+    let meta = old_wal.metadata.unwrap();
+    let newest = snap::read_snap_file(&fixture(
+        "v2-datadir/member/snap/0000000000000002-0000000000000021.snap",
+    ))
+    .unwrap();
+    let mut store = Store::load(&newest.data).unwrap();
+    store.set("/1/written/by/us", "yes", None, 0).unwrap();
+    store.delete("/1/v2/key2", false, false).unwrap();
+    store.reset_event_history();
+    let snapshot = RaftSnapshot {
+        data: store.save(),
+        metadata: SnapshotMetadata {
+            conf_state: ConfState {
+                voters: vec![meta.node_id],
+                auto_leave: Some(false),
+                ..ConfState::default()
+            },
+            index: 35,
+            term: 2,
+        },
+    };
+    snap::write_snap(&data.join("member/snap"), &snapshot).unwrap();
+    let mut w =
+        wal::WalWriter::create(&data.join("member/wal"), &meta, wal::FrameStyle::Unpadded).unwrap();
+    w.save_snapshot(&WalSnapshot::new(35, 2)).unwrap();
+    w.save_hard_state(&HardState {
+        term: 2,
+        vote: 0,
+        commit: 35,
+    })
+    .unwrap();
+    w.finish().unwrap();
+
+    let etcd = common::TestEtcd::start_on(common::V3_4, &data, "v2snap", &["--enable-v2"]);
+    let client = etcdtools::etcd::client::HttpClient::plain();
+    let get = |key: &str| {
+        client
+            .get_text(
+                &format!("{}/v2/keys{key}", etcd.client_url),
+                std::time::Duration::from_secs(5),
+                1 << 20,
+            )
+            .unwrap_or_else(|e| format!("{e}"))
+    };
+    assert!(
+        get("/written/by/us").contains("\"value\":\"yes\""),
+        "{}",
+        get("/written/by/us")
+    );
+    assert!(get("/v2/key1").contains("\"value\":\"value1\""));
+    assert!(
+        get("/v2/key2").contains("Key not found"),
+        "{}",
+        get("/v2/key2")
+    );
+    // etcd accepts a v2 write afterwards (the event history and stats are well formed),
+    // and a v3 write (the db's consistent_index equals the snapshot index).
+    let body = ureq::put(&format!("{}/v2/keys/after", etcd.client_url))
+        .send_form([("value", "ok")])
+        .unwrap()
+        .into_body()
+        .read_to_string()
+        .unwrap();
+    assert!(body.contains("\"action\":\"set\""), "{body}");
+    assert!(get("/after").contains("\"value\":\"ok\""));
+    let put = client
+        .post_json(
+            &format!("{}/v3/kv/put", etcd.client_url),
+            &serde_json::json!({"key": "L2E=", "value": "MQ=="}),
+            std::time::Duration::from_secs(10),
+        )
+        .unwrap();
+    assert!(put["header"]["revision"].is_string(), "{put}");
+}
