@@ -522,7 +522,12 @@ fn a_snap_written_by_us_reads_back() {
 }
 
 #[test]
-fn a_wal_and_snap_written_by_us_are_accepted_by_etcd_3_4() {
+fn a_wal_and_snap_written_by_us_are_accepted_by_etcd_3_4_and_3_5() {
+    accepted_by(common::V3_4);
+    accepted_by(common::V3_5_1);
+}
+
+fn accepted_by(version: &str) {
     // The rollback layout (etcd-observed.md section 6, case A): our .snap at the db's
     // consistent_index (35) and our unpadded WAL [crc, metadata, snapshot{0,0},
     // snapshot{35,2}, HardState{2,0,35}], next to the real 3.4.23 db.
@@ -570,7 +575,7 @@ fn a_wal_and_snap_written_by_us_are_accepted_by_etcd_3_4() {
     .unwrap();
     w.finish().unwrap();
 
-    let etcd = common::TestEtcd::start_on(common::V3_4, &data, "v2snap", &["--enable-v2"]);
+    let etcd = common::TestEtcd::start_on(version, &data, "v2snap", &["--enable-v2"]);
     let client = etcdtools::etcd::client::HttpClient::plain();
     let get = |key: &str| {
         client
