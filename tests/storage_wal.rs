@@ -319,6 +319,21 @@ fn zero_tails_end_the_log_and_zeroed_records_are_torn() {
         }
     );
     assert!(wal::check(&dir).is_empty());
+    // A preallocated next segment (`0.tmp`, all zeros) and a `.broken` copy are ignored.
+    std::fs::write(dir.join("0.tmp"), vec![0u8; 4096]).unwrap();
+    std::fs::write(
+        dir.join("0000000000000000-0000000000000000.wal.broken"),
+        b"junk",
+    )
+    .unwrap();
+    assert_eq!(wal::list_segments(&dir).unwrap().len(), 1);
+    assert!(wal::check(&dir).is_empty());
+    assert_eq!(
+        wal::read_all(&dir, &WalSnapshot::new(0, 0))
+            .unwrap()
+            .entries,
+        whole.entries
+    );
     // Junk after the zero marker: etcd ignores it, check reports it.
     bytes[original.len() + 5000] = 1;
     std::fs::write(&file, &bytes).unwrap();
