@@ -793,9 +793,11 @@ impl Store {
 
     /// Applies a v2 request from the WAL as etcd's `applierV2store` does. Failing requests
     /// (etcd answers them with an error) change nothing and are returned as `Err`.
-    pub fn apply_v2_request(&mut self, r: &V2Request) -> Result<(), V2Error> {
+    /// `now_nanos` is the apply time (used for TTLs shown in events) unless the request
+    /// carries its own (`SYNC`).
+    pub fn apply_v2_request(&mut self, r: &V2Request, now_nanos: i64) -> Result<(), V2Error> {
         let expire = (r.expiration != 0).then_some(r.expiration);
-        let now = r.time;
+        let now = if r.time != 0 { r.time } else { now_nanos };
         let has_compare = !r.prev_value.is_empty() || r.prev_index != 0;
         match r.method.as_str() {
             "POST" => self
@@ -838,7 +840,13 @@ impl Store {
                 self.delete_expired(r.time);
                 Ok(())
             }
-            "QGET" | "GET" | "HEAD" => Ok(()),
+            // A quorum read goes through raft and the store counts it.
+            "QGET" => {
+                let found = self.get(&r.path).is_some();
+                self.count(found, |s| &mut s.gets_success, |s| &mut s.gets_fail);
+                Ok(())
+            }
+            "GET" | "HEAD" => Ok(()),
             m => Err(V2Error::Unsupported(format!("unknown v2 method {m:?}"))),
         }
     }
@@ -953,7 +961,7 @@ impl Store {
                     }
                 },
                 EntryType::Normal => match EntryPayload::decode(&e.data) {
-                    Ok(EntryPayload::V2(req)) => self.apply_v2_request(&req),
+                    Ok(EntryPayload::V2(req)) => self.apply_v2_request(&req, now_nanos),
                     Ok(EntryPayload::V3(irr)) => match irr.request {
                         V3Request::ClusterVersionSet { version } => {
                             self.set("/0/version", &version, None, now_nanos).map(drop)
