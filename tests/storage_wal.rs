@@ -691,3 +691,38 @@ fn replaying_the_real_wal_rebuilds_etcds_own_v2_snapshots() {
         assert_eq!(store.stats, stats, "at raft index {index}");
     }
 }
+
+#[test]
+fn recover_uses_the_snapshot_etcd_uses_and_replays_after_it() {
+    use etcdtools::storage::recover::recover;
+    let r = recover(
+        &fixture("v2-datadir/member/wal"),
+        &fixture("v2-datadir/member/snap"),
+        0,
+    )
+    .unwrap();
+    assert_eq!(r.start(), WalSnapshot::new(33, 2));
+    assert_eq!(r.wal.last_index, 35);
+    assert_eq!(r.replay.skipped, 2, "{:?}", r.replay); // two v3 puts
+    assert_eq!(r.store.member_ids(), vec![0x1177386ae0746d8e]);
+    assert_eq!(r.store.get("/1/v2/key25").unwrap().value, "value25");
+    // The crafted rollback layout: WAL {33,2} + HardState{2,0,33}, no entries.
+    let r = recover(
+        &fixture("v2-rollback-minimal/member/wal"),
+        &fixture("v2-rollback-minimal/member/snap"),
+        0,
+    )
+    .unwrap();
+    assert_eq!(r.start(), WalSnapshot::new(33, 2));
+    assert!(r.wal.entries.is_empty());
+    // Without a snap dir: from index 0, everything replayed.
+    let r = recover(
+        &fixture("v2-datadir/member/wal"),
+        &fixture("v2-datadir/member/no-such-dir"),
+        0,
+    )
+    .unwrap();
+    assert_eq!(r.start(), WalSnapshot::new(0, 0));
+    assert_eq!(r.store.get("/1/v2/key25").unwrap().value, "value25");
+    assert_eq!(r.store.current_index, 30);
+}
