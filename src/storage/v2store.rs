@@ -20,6 +20,10 @@ use super::proto::{
 pub const ZERO_TIME: &str = "0001-01-01T00:00:00Z";
 /// The event history etcd keeps (and requires on recovery: exactly this many slots).
 pub const EVENT_HISTORY_CAPACITY: usize = 1000;
+/// Deepest path `set`/`create` accept (components, `/1` counted). serde_json refuses JSON
+/// nested deeper than 128 levels (2 per tree level), so a deeper store could be written but
+/// not read back; refusing it up front keeps every store we write loadable.
+pub const MAX_PATH_DEPTH: usize = 60;
 /// etcd treats an expiry before 2000-01-01 as "permanent".
 const MIN_EXPIRE_UNIX_NANOS: i64 = 946_684_800_000_000_000;
 
@@ -479,6 +483,11 @@ impl Store {
         }
         if is_read_only(&path) {
             return Err(op_err(V2ErrorCode::RootReadOnly, "/"));
+        }
+        if path.split('/').filter(|p| !p.is_empty()).count() > MAX_PATH_DEPTH {
+            return Err(V2Error::Unsupported(format!(
+                "{path}: deeper than {MAX_PATH_DEPTH} levels (the v2 store JSON could not be read back)"
+            )));
         }
         let expire_time = match expire_nanos {
             Some(n) if n >= MIN_EXPIRE_UNIX_NANOS => format_rfc3339_nanos(n),
@@ -1220,6 +1229,18 @@ mod tests {
         assert_eq!(s.watcher_hub.event_history.last_index, 4);
         let json = s.save();
         assert_eq!(Store::load(&json).unwrap(), s);
+    }
+
+    #[test]
+    fn every_store_we_can_build_loads_back() {
+        let deep = |n: usize| format!("/1{}", "/a".repeat(n - 1));
+        let mut s = Store::new();
+        s.set(&deep(MAX_PATH_DEPTH), "v", None, 0).unwrap();
+        assert!(Store::load(&s.save()).is_ok());
+        assert!(matches!(
+            s.set(&deep(MAX_PATH_DEPTH + 1), "v", None, 0),
+            Err(V2Error::Unsupported(_))
+        ));
     }
 
     #[test]
