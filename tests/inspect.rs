@@ -104,7 +104,16 @@ fn make_data_dir(version: &str) -> (TestEtcd, Value) {
     )
     .unwrap();
     let status: Value = serde_json::from_str(&out.stdout).unwrap();
+    // While etcd runs, its WAL is locked and etcd-inspect warns.
+    let newest = wal::list_segments(&etcd.data_dir.join("member/wal"))
+        .unwrap()
+        .pop()
+        .unwrap();
+    assert!(wal::is_locked(&newest.path), "{newest:?}");
+    let (_, _, err) = inspect(&["version", etcd.data_dir.to_str().unwrap()]);
+    assert!(err.contains("etcd is running"), "{err}");
     etcd.stop();
+    assert!(!wal::is_locked(&newest.path));
     (etcd, status[0]["Status"].clone())
 }
 

@@ -874,6 +874,35 @@ pub fn check(dir: &Path) -> Vec<Finding> {
     findings
 }
 
+/// Does another process hold a write lock on `path`? A running etcd 3.x holds an OFD lock on
+/// its WAL segments (flock as a fallback, and 2.x uses flock), so this tells whether the WAL
+/// may change while it is read. Errors count as "not locked".
+pub fn is_locked(path: &Path) -> bool {
+    use std::os::fd::AsRawFd;
+    let Ok(file) = File::open(path) else {
+        return false;
+    };
+    let fd = file.as_raw_fd();
+    // SAFETY: `flock` is a plain C struct; zeroed is a valid value for it.
+    let mut lock: libc::flock = unsafe { std::mem::zeroed() };
+    lock.l_type = libc::F_WRLCK as libc::c_short;
+    lock.l_whence = libc::SEEK_SET as libc::c_short;
+    // SAFETY: fd is open for the duration of the call and `lock` is a valid flock.
+    let r = unsafe { libc::fcntl(fd, libc::F_OFD_GETLK, &mut lock) };
+    if r == 0 && lock.l_type != libc::F_UNLCK as libc::c_short {
+        return true;
+    }
+    // flock locks are invisible to fcntl: probe with a shared, non-blocking flock.
+    // SAFETY: plain syscall on an open fd.
+    let r = unsafe { libc::flock(fd, libc::LOCK_SH | libc::LOCK_NB) };
+    if r != 0 {
+        return io::Error::last_os_error().raw_os_error() == Some(libc::EWOULDBLOCK);
+    }
+    // SAFETY: releases the lock just taken.
+    unsafe { libc::flock(fd, libc::LOCK_UN) };
+    false
+}
+
 // ---------------------------------------------------------------------------------------------
 // Writing
 
