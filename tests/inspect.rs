@@ -301,3 +301,82 @@ fn errors_name_the_file_and_offset_and_exit_non_zero() {
     assert_eq!(code, 1);
     assert!(err.contains("/nonexistent/dir"), "{err}");
 }
+
+#[test]
+fn check_explains_why_etcd_would_ignore_the_snapshot() {
+    // etcd-observed.md case A0: a WAL with the snapshot record but no HardState makes etcd
+    // ignore the .snap and hang; case D: a db behind the snapshot makes it refuse to start.
+    use etcdtools::inspect::{check::check_data_dir, Layout};
+    use etcdtools::storage::proto::{HardState, WalMetadata, WalSnapshot};
+    let fixture =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/3.4.23/v2-rollback-minimal");
+    let tmp = TempDir::new("inspect-a0");
+    let dir = tmp.path().join("d");
+    std::fs::create_dir_all(dir.join("member/snap")).unwrap();
+    for f in ["0000000000000002-0000000000000021.snap", "db"] {
+        std::fs::copy(
+            fixture.join("member/snap").join(f),
+            dir.join("member/snap").join(f),
+        )
+        .unwrap();
+    }
+    let meta = WalMetadata {
+        node_id: 0x1177386ae0746d8e,
+        cluster_id: 0x31a90000e1835586,
+    };
+    let write_wal = |hard_state: Option<HardState>| {
+        let _ = std::fs::remove_dir_all(dir.join("member/wal"));
+        let mut w =
+            wal::WalWriter::create(&dir.join("member/wal"), &meta, wal::FrameStyle::Unpadded)
+                .unwrap();
+        w.save_snapshot(&WalSnapshot::new(33, 2)).unwrap();
+        if let Some(h) = hard_state {
+            w.save_hard_state(&h).unwrap();
+        }
+        w.finish().unwrap();
+    };
+    let layout = Layout::of(&dir, None);
+    write_wal(Some(HardState {
+        term: 2,
+        vote: 0,
+        commit: 33,
+    }));
+    assert_eq!(check_data_dir(&layout).unwrap(), vec![]);
+    write_wal(None);
+    let f = check_data_dir(&layout).unwrap();
+    assert!(
+        f.iter()
+            .any(|f| f.problem.contains("etcd ignores the snapshots")),
+        "{f:?}"
+    );
+    // The db's consistent_index (35) behind a snapshot at 100: etcd would not start.
+    write_wal(Some(HardState {
+        term: 2,
+        vote: 0,
+        commit: 33,
+    }));
+    let snap_bytes =
+        std::fs::read(dir.join("member/snap/0000000000000002-0000000000000021.snap")).unwrap();
+    let mut s = snap::decode_snap_bytes(Path::new("x"), &snap_bytes).unwrap();
+    s.metadata.index = 100;
+    std::fs::remove_file(dir.join("member/snap/0000000000000002-0000000000000021.snap")).unwrap();
+    snap::write_snap(&dir.join("member/snap"), &s).unwrap();
+    let _ = std::fs::remove_dir_all(dir.join("member/wal"));
+    let mut w =
+        wal::WalWriter::create(&dir.join("member/wal"), &meta, wal::FrameStyle::Unpadded).unwrap();
+    w.save_snapshot(&WalSnapshot::new(100, 2)).unwrap();
+    w.save_hard_state(&HardState {
+        term: 2,
+        vote: 0,
+        commit: 100,
+    })
+    .unwrap();
+    w.finish().unwrap();
+    let f = check_data_dir(&layout).unwrap();
+    assert!(
+        f.iter().any(|f| f
+            .problem
+            .contains("consistent_index 35 is below the snapshot index 100")),
+        "{f:?}"
+    );
+}
