@@ -380,3 +380,33 @@ fn check_explains_why_etcd_would_ignore_the_snapshot() {
         "{f:?}"
     );
 }
+
+#[test]
+fn every_member_of_a_3_member_cluster_inspects_cleanly() {
+    let mut cluster = TestCluster::start(V3_5_1, 3, &["--snapshot-count=5"]);
+    for i in 0..12 {
+        put(&cluster.members[i % 3], &format!("/k/{i}"), b"v", None);
+    }
+    for m in &mut cluster.members {
+        m.stop();
+    }
+    let mut member_ids = Vec::new();
+    let mut cluster_ids = Vec::new();
+    for m in &cluster.members {
+        let dir = m.data_dir.to_str().unwrap();
+        let (code, out, err) = inspect(&["check", dir]);
+        assert_eq!(code, 0, "{out}{err}");
+        let (code, out, err) = inspect(&["version", dir, "--json"]);
+        assert_eq!(code, 0, "{err}");
+        let v: Value = serde_json::from_str(out.trim()).unwrap();
+        assert_eq!(v["members"].as_array().unwrap().len(), 3, "{v}");
+        assert_eq!(v["storage"], "etcd3");
+        member_ids.push(v["member_id"].clone());
+        cluster_ids.push(v["cluster_id"].clone());
+        assert!(v["members"].as_array().unwrap().contains(&v["member_id"]));
+    }
+    member_ids.dedup();
+    cluster_ids.dedup();
+    assert_eq!(member_ids.len(), 3);
+    assert_eq!(cluster_ids.len(), 1);
+}
