@@ -564,9 +564,14 @@ impl Store {
         r
     }
 
-    /// `store.Set` of a directory (`mkdir`, or replacing a key by a dir).
-    pub fn set_dir(&mut self, path: &str, now_nanos: i64) -> Result<u64, V2Error> {
-        let r = self.internal_create(path, true, "", false, true, None, "set", now_nanos);
+    /// `store.Set` of a directory (`mkdir`, or replacing a key by a dir), with an optional TTL.
+    pub fn set_dir(
+        &mut self,
+        path: &str,
+        expire_nanos: Option<i64>,
+        now_nanos: i64,
+    ) -> Result<u64, V2Error> {
+        let r = self.internal_create(path, true, "", false, true, expire_nanos, "set", now_nanos);
         self.count(r.is_ok(), |s| &mut s.sets_success, |s| &mut s.sets_fail);
         r
     }
@@ -832,7 +837,7 @@ impl Store {
                         expire,
                         now,
                     ),
-                    None if r.dir => self.set_dir(&r.path, now),
+                    None if r.dir => self.set_dir(&r.path, expire, now),
                     None => self.set(&r.path, &r.val, expire, now),
                 };
                 res.map(drop)
