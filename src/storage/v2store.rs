@@ -1249,6 +1249,75 @@ mod tests {
     }
 
     #[test]
+    fn v2_requests_apply_like_etcds_applier() {
+        let req = |method: &str, path: &str, val: &str| V2Request {
+            method: method.into(),
+            path: path.into(),
+            val: val.into(),
+            ..V2Request::default()
+        };
+        let mut s = Store::new();
+        s.apply_v2_request(&req("PUT", "/1/a", "1"), 0).unwrap();
+        // prevExist=false on an existing key: refused, nothing changes.
+        let mut create = req("PUT", "/1/a", "2");
+        create.prev_exist = Some(false);
+        assert!(s.apply_v2_request(&create, 0).is_err());
+        assert_eq!(s.current_index, 1);
+        // CAS with a wrong prevValue fails, with the right one succeeds.
+        let mut cas = req("PUT", "/1/a", "3");
+        cas.prev_value = "x".into();
+        assert!(s.apply_v2_request(&cas, 0).is_err());
+        cas.prev_value = "1".into();
+        s.apply_v2_request(&cas, 0).unwrap();
+        assert_eq!(s.get("/1/a").unwrap().value, "3");
+        assert_eq!(s.get("/1/a").unwrap().created_index, 1);
+        // POST: in-order key named by the next index, 20 digits.
+        s.apply_v2_request(&req("POST", "/1/q", "job"), 0).unwrap();
+        assert_eq!(s.get("/1/q/00000000000000000003").unwrap().value, "job");
+        // DELETE of a dir needs dir/recursive.
+        assert!(s.apply_v2_request(&req("DELETE", "/1/q", ""), 0).is_err());
+        let mut rm = req("DELETE", "/1/q", "");
+        rm.recursive = true;
+        s.apply_v2_request(&rm, 0).unwrap();
+        assert!(s.get("/1/q").is_none());
+        // A TTL key expires on SYNC.
+        let mut ttl = req("PUT", "/1/t", "v");
+        ttl.expiration = 2_000_000_000_000_000_000;
+        s.apply_v2_request(&ttl, 0).unwrap();
+        let mut sync = req("SYNC", "", "");
+        sync.time = 2_000_000_000_000_000_001;
+        s.apply_v2_request(&sync, 0).unwrap();
+        assert!(s.get("/1/t").is_none());
+        assert_eq!(s.stats.expire_count, 1);
+        assert!(s.apply_v2_request(&req("FROB", "/1/a", ""), 0).is_err());
+    }
+
+    #[test]
+    fn conf_changes_maintain_the_member_tree() {
+        let mut s = Store::new();
+        let add = ConfChange {
+            id: 0,
+            change_type: ConfChangeType::AddNode,
+            node_id: 0xabc,
+            context: br#"{"id":2748,"peerURLs":["http://a:2380"],"name":"m"}"#.to_vec(),
+        };
+        s.apply_conf_change(&add, 0).unwrap();
+        assert_eq!(
+            s.get("/0/members/abc/raftAttributes").unwrap().value,
+            r#"{"peerURLs":["http://a:2380"]}"#
+        );
+        assert_eq!(s.member_ids(), vec![0xabc]);
+        let remove = ConfChange {
+            change_type: ConfChangeType::RemoveNode,
+            context: vec![],
+            ..add
+        };
+        s.apply_conf_change(&remove, 0).unwrap();
+        assert!(s.member_ids().is_empty());
+        assert_eq!(s.get("/0/removed_members/abc").unwrap().value, "");
+    }
+
+    #[test]
     fn event_history_wraps_at_capacity() {
         let mut s = Store::new();
         for i in 0..1005 {
