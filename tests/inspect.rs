@@ -410,3 +410,43 @@ fn every_member_of_a_3_member_cluster_inspects_cleanly() {
     assert_eq!(member_ids.len(), 3);
     assert_eq!(cluster_ids.len(), 1);
 }
+
+#[test]
+fn a_torn_last_record_is_the_documented_recovery() {
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/3.4.23/v2-datadir");
+    let tmp = TempDir::new("inspect-torn");
+    let dir = tmp.path().join("d");
+    for sub in ["member/wal", "member/snap"] {
+        std::fs::create_dir_all(dir.join(sub)).unwrap();
+        for e in std::fs::read_dir(fixture.join(sub)).unwrap() {
+            let e = e.unwrap();
+            std::fs::copy(e.path(), dir.join(sub).join(e.file_name())).unwrap();
+        }
+    }
+    // Cut the last segment inside its last record.
+    let file = dir.join("member/wal/0000000000000000-0000000000000000.wal");
+    let bytes = std::fs::read(&file).unwrap();
+    std::fs::write(&file, &bytes[..bytes.len() - 3]).unwrap();
+    let d = dir.to_str().unwrap();
+    let (code, out, err) = inspect(&["wal", d]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("end: torn last record at "), "{out}");
+    assert!(
+        out.contains("0000000000000000-0000000000000000.wal offset "),
+        "{out}"
+    );
+    let (_, out, _) = inspect(&["wal", d, "--json"]);
+    let end = json_lines(&out).pop().unwrap();
+    assert_eq!(end["tail"], "torn");
+    assert!(end["tail_offset"].as_u64().unwrap() < bytes.len() as u64 - 3);
+    // check reports it, with the offset of the torn record.
+    let (code, out, _) = inspect(&["check", d, "--json"]);
+    assert_eq!(code, 1);
+    let f = json_lines(&out);
+    assert!(
+        f.iter()
+            .any(|f| f["problem"].as_str().unwrap().contains("torn")
+                && f["offset"] == end["tail_offset"]),
+        "{out}"
+    );
+}
