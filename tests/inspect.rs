@@ -104,7 +104,16 @@ fn make_data_dir(version: &str) -> (TestEtcd, Value) {
     )
     .unwrap();
     let status: Value = serde_json::from_str(&out.stdout).unwrap();
+    // While etcd runs, its WAL is locked and etcd-inspect warns.
+    let newest = wal::list_segments(&etcd.data_dir.join("member/wal"))
+        .unwrap()
+        .pop()
+        .unwrap();
+    assert!(wal::is_locked(&newest.path), "{newest:?}");
+    let (_, _, err) = inspect(&["version", etcd.data_dir.to_str().unwrap()]);
+    assert!(err.contains("etcd is running"), "{err}");
     etcd.stop();
+    assert!(!wal::is_locked(&newest.path));
     (etcd, status[0]["Status"].clone())
 }
 
@@ -205,15 +214,13 @@ fn check_inspect_agrees(version: &str) {
     assert_eq!(v["cluster_version_v2"], format!("{minor}.0"));
 
     eprintln!("{version}: inspected in {:?}", t0.elapsed());
-    // check: sound. (The db part is checked by the bbolt reader; see dbfacts.)
-    let (code, out, _) = inspect(&["check", &dir, "--json"]);
-    let db = etcd.data_dir.join("member/snap/db");
-    let problems: Vec<Value> = json_lines(&out)
-        .into_iter()
-        .filter(|f| Path::new(f["file"].as_str().unwrap()) != db)
-        .collect();
-    assert!(problems.is_empty(), "{problems:?}");
-    assert!(code == 0 || out.contains("not part of this build"), "{out}");
+    assert_eq!(v["storage"], "etcd3");
+    assert_eq!(v["cluster_version_db"], format!("{minor}.0"));
+    assert!(v["consistent_index"].as_u64().unwrap() <= raft_index);
+
+    // check: WAL, snap files, v2 store and db all sound.
+    let (code, out, err) = inspect(&["check", &dir, "--json"]);
+    assert_eq!((code, out.as_str()), (0, ""), "{err}");
 }
 
 #[test]
@@ -268,10 +275,178 @@ fn errors_name_the_file_and_offset_and_exit_non_zero() {
         .find(|f| f["problem"].as_str().unwrap().contains("CRC"))
         .unwrap();
     assert!(f["offset"].as_u64().unwrap() < at as u64);
+    // A corrupted db page is reported by check too (file + offset).
+    std::fs::write(
+        &wal_file,
+        std::fs::read(fixture.join("member/wal/0000000000000000-0000000000000000.wal")).unwrap(),
+    )
+    .unwrap();
+    let db = dir.join("member/snap/db");
+    let mut bytes = std::fs::read(&db).unwrap();
+    bytes[16] ^= 0xff; // meta page 0 magic
+    bytes[4096 + 16] ^= 0xff; // meta page 1 magic
+    std::fs::write(&db, &bytes).unwrap();
+    let (code, out, _) = inspect(&["check", d, "--json"]);
+    assert_eq!(code, 1);
+    assert!(
+        json_lines(&out)
+            .iter()
+            .any(|f| f["file"].as_str().unwrap().ends_with("member/snap/db")),
+        "{out}"
+    );
     // Usage errors: 2. Missing dir: 1 with its name.
     assert_eq!(inspect(&["wal"]).0, 2);
     assert_eq!(inspect(&["frobnicate", d]).0, 2);
     let (code, _, err) = inspect(&["wal", "/nonexistent/dir"]);
     assert_eq!(code, 1);
     assert!(err.contains("/nonexistent/dir"), "{err}");
+}
+
+#[test]
+fn check_explains_why_etcd_would_ignore_the_snapshot() {
+    // etcd-observed.md case A0: a WAL with the snapshot record but no HardState makes etcd
+    // ignore the .snap and hang; case D: a db behind the snapshot makes it refuse to start.
+    use etcdtools::inspect::{check::check_data_dir, Layout};
+    use etcdtools::storage::proto::{HardState, WalMetadata, WalSnapshot};
+    let fixture =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/3.4.23/v2-rollback-minimal");
+    let tmp = TempDir::new("inspect-a0");
+    let dir = tmp.path().join("d");
+    std::fs::create_dir_all(dir.join("member/snap")).unwrap();
+    for f in ["0000000000000002-0000000000000021.snap", "db"] {
+        std::fs::copy(
+            fixture.join("member/snap").join(f),
+            dir.join("member/snap").join(f),
+        )
+        .unwrap();
+    }
+    let meta = WalMetadata {
+        node_id: 0x1177386ae0746d8e,
+        cluster_id: 0x31a90000e1835586,
+    };
+    let write_wal = |hard_state: Option<HardState>| {
+        let _ = std::fs::remove_dir_all(dir.join("member/wal"));
+        let mut w =
+            wal::WalWriter::create(&dir.join("member/wal"), &meta, wal::FrameStyle::Unpadded)
+                .unwrap();
+        w.save_snapshot(&WalSnapshot::new(33, 2)).unwrap();
+        if let Some(h) = hard_state {
+            w.save_hard_state(&h).unwrap();
+        }
+        w.finish().unwrap();
+    };
+    let layout = Layout::of(&dir, None);
+    write_wal(Some(HardState {
+        term: 2,
+        vote: 0,
+        commit: 33,
+    }));
+    assert_eq!(check_data_dir(&layout).unwrap(), vec![]);
+    write_wal(None);
+    let f = check_data_dir(&layout).unwrap();
+    assert!(
+        f.iter()
+            .any(|f| f.problem.contains("etcd ignores the snapshots")),
+        "{f:?}"
+    );
+    // The db's consistent_index (35) behind a snapshot at 100: etcd would not start.
+    write_wal(Some(HardState {
+        term: 2,
+        vote: 0,
+        commit: 33,
+    }));
+    let snap_bytes =
+        std::fs::read(dir.join("member/snap/0000000000000002-0000000000000021.snap")).unwrap();
+    let mut s = snap::decode_snap_bytes(Path::new("x"), &snap_bytes).unwrap();
+    s.metadata.index = 100;
+    std::fs::remove_file(dir.join("member/snap/0000000000000002-0000000000000021.snap")).unwrap();
+    snap::write_snap(&dir.join("member/snap"), &s).unwrap();
+    let _ = std::fs::remove_dir_all(dir.join("member/wal"));
+    let mut w =
+        wal::WalWriter::create(&dir.join("member/wal"), &meta, wal::FrameStyle::Unpadded).unwrap();
+    w.save_snapshot(&WalSnapshot::new(100, 2)).unwrap();
+    w.save_hard_state(&HardState {
+        term: 2,
+        vote: 0,
+        commit: 100,
+    })
+    .unwrap();
+    w.finish().unwrap();
+    let f = check_data_dir(&layout).unwrap();
+    assert!(
+        f.iter().any(|f| f
+            .problem
+            .contains("consistent_index 35 is below the snapshot index 100")),
+        "{f:?}"
+    );
+}
+
+#[test]
+fn every_member_of_a_3_member_cluster_inspects_cleanly() {
+    let mut cluster = TestCluster::start(V3_5_1, 3, &["--snapshot-count=5"]);
+    for i in 0..12 {
+        put(&cluster.members[i % 3], &format!("/k/{i}"), b"v", None);
+    }
+    for m in &mut cluster.members {
+        m.stop();
+    }
+    let mut member_ids = Vec::new();
+    let mut cluster_ids = Vec::new();
+    for m in &cluster.members {
+        let dir = m.data_dir.to_str().unwrap();
+        let (code, out, err) = inspect(&["check", dir]);
+        assert_eq!(code, 0, "{out}{err}");
+        let (code, out, err) = inspect(&["version", dir, "--json"]);
+        assert_eq!(code, 0, "{err}");
+        let v: Value = serde_json::from_str(out.trim()).unwrap();
+        assert_eq!(v["members"].as_array().unwrap().len(), 3, "{v}");
+        assert_eq!(v["storage"], "etcd3");
+        member_ids.push(v["member_id"].clone());
+        cluster_ids.push(v["cluster_id"].clone());
+        assert!(v["members"].as_array().unwrap().contains(&v["member_id"]));
+    }
+    member_ids.dedup();
+    cluster_ids.dedup();
+    assert_eq!(member_ids.len(), 3);
+    assert_eq!(cluster_ids.len(), 1);
+}
+
+#[test]
+fn a_torn_last_record_is_the_documented_recovery() {
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/3.4.23/v2-datadir");
+    let tmp = TempDir::new("inspect-torn");
+    let dir = tmp.path().join("d");
+    for sub in ["member/wal", "member/snap"] {
+        std::fs::create_dir_all(dir.join(sub)).unwrap();
+        for e in std::fs::read_dir(fixture.join(sub)).unwrap() {
+            let e = e.unwrap();
+            std::fs::copy(e.path(), dir.join(sub).join(e.file_name())).unwrap();
+        }
+    }
+    // Cut the last segment inside its last record.
+    let file = dir.join("member/wal/0000000000000000-0000000000000000.wal");
+    let bytes = std::fs::read(&file).unwrap();
+    std::fs::write(&file, &bytes[..bytes.len() - 3]).unwrap();
+    let d = dir.to_str().unwrap();
+    let (code, out, err) = inspect(&["wal", d]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("end: torn last record at "), "{out}");
+    assert!(
+        out.contains("0000000000000000-0000000000000000.wal offset "),
+        "{out}"
+    );
+    let (_, out, _) = inspect(&["wal", d, "--json"]);
+    let end = json_lines(&out).pop().unwrap();
+    assert_eq!(end["tail"], "torn");
+    assert!(end["tail_offset"].as_u64().unwrap() < bytes.len() as u64 - 3);
+    // check reports it, with the offset of the torn record.
+    let (code, out, _) = inspect(&["check", d, "--json"]);
+    assert_eq!(code, 1);
+    let f = json_lines(&out);
+    assert!(
+        f.iter()
+            .any(|f| f["problem"].as_str().unwrap().contains("torn")
+                && f["offset"] == end["tail_offset"]),
+        "{out}"
+    );
 }

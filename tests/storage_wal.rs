@@ -319,6 +319,21 @@ fn zero_tails_end_the_log_and_zeroed_records_are_torn() {
         }
     );
     assert!(wal::check(&dir).is_empty());
+    // A preallocated next segment (`0.tmp`, all zeros) and a `.broken` copy are ignored.
+    std::fs::write(dir.join("0.tmp"), vec![0u8; 4096]).unwrap();
+    std::fs::write(
+        dir.join("0000000000000000-0000000000000000.wal.broken"),
+        b"junk",
+    )
+    .unwrap();
+    assert_eq!(wal::list_segments(&dir).unwrap().len(), 1);
+    assert!(wal::check(&dir).is_empty());
+    assert_eq!(
+        wal::read_all(&dir, &WalSnapshot::new(0, 0))
+            .unwrap()
+            .entries,
+        whole.entries
+    );
     // Junk after the zero marker: etcd ignores it, check reports it.
     bytes[original.len() + 5000] = 1;
     std::fs::write(&file, &bytes).unwrap();
@@ -519,4 +534,195 @@ fn a_snap_written_by_us_reads_back() {
         snap::write_snap(&dir, &snapshot).is_err(),
         "overwrote a snap file"
     );
+}
+
+#[test]
+fn a_wal_and_snap_written_by_us_are_accepted_by_etcd_3_4_and_3_5() {
+    accepted_by(common::V3_4);
+    accepted_by(common::V3_5_1);
+}
+
+fn accepted_by(version: &str) {
+    // The rollback layout (etcd-observed.md section 6, case A): our .snap at the db's
+    // consistent_index (35) and our unpadded WAL [crc, metadata, snapshot{0,0},
+    // snapshot{35,2}, HardState{2,0,35}], next to the real 3.4.23 db.
+    use etcdtools::storage::v2store::Store;
+    let tmp = common::TempDir::new("written-by-us");
+    let data = tmp.path().join("data");
+    std::fs::create_dir_all(data.join("member/snap")).unwrap();
+    std::fs::copy(
+        fixture("v2-datadir/member/snap/db"),
+        data.join("member/snap/db"),
+    )
+    .unwrap();
+    let old_wal =
+        wal::read_all(&fixture("v2-datadir/member/wal"), &WalSnapshot::new(0, 0)).unwrap();
+    let meta = old_wal.metadata.unwrap();
+    let newest = snap::read_snap_file(&fixture(
+        "v2-datadir/member/snap/0000000000000002-0000000000000021.snap",
+    ))
+    .unwrap();
+    let mut store = Store::load(&newest.data).unwrap();
+    store.set("/1/written/by/us", "yes", None, 0).unwrap();
+    store.delete("/1/v2/key2", false, false).unwrap();
+    store.reset_event_history();
+    let snapshot = RaftSnapshot {
+        data: store.save(),
+        metadata: SnapshotMetadata {
+            conf_state: ConfState {
+                voters: vec![meta.node_id],
+                auto_leave: Some(false),
+                ..ConfState::default()
+            },
+            index: 35,
+            term: 2,
+        },
+    };
+    snap::write_snap(&data.join("member/snap"), &snapshot).unwrap();
+    let mut w =
+        wal::WalWriter::create(&data.join("member/wal"), &meta, wal::FrameStyle::Unpadded).unwrap();
+    w.save_snapshot(&WalSnapshot::new(35, 2)).unwrap();
+    w.save_hard_state(&HardState {
+        term: 2,
+        vote: 0,
+        commit: 35,
+    })
+    .unwrap();
+    w.finish().unwrap();
+
+    let etcd = common::TestEtcd::start_on(version, &data, "v2snap", &["--enable-v2"]);
+    let client = etcdtools::etcd::client::HttpClient::plain();
+    let get = |key: &str| {
+        client
+            .get_text(
+                &format!("{}/v2/keys{key}", etcd.client_url),
+                std::time::Duration::from_secs(5),
+                1 << 20,
+            )
+            .unwrap_or_else(|e| format!("{e}"))
+    };
+    assert!(
+        get("/written/by/us").contains("\"value\":\"yes\""),
+        "{}",
+        get("/written/by/us")
+    );
+    assert!(get("/v2/key1").contains("\"value\":\"value1\""));
+    assert!(
+        get("/v2/key2").contains("Key not found"),
+        "{}",
+        get("/v2/key2")
+    );
+    // etcd accepts a v2 write afterwards (the event history and stats are well formed),
+    // and a v3 write (the db's consistent_index equals the snapshot index).
+    let body = ureq::put(&format!("{}/v2/keys/after", etcd.client_url))
+        .send_form([("value", "ok")])
+        .unwrap()
+        .into_body()
+        .read_to_string()
+        .unwrap();
+    assert!(body.contains("\"action\":\"set\""), "{body}");
+    assert!(get("/after").contains("\"value\":\"ok\""));
+    let put = client
+        .post_json(
+            &format!("{}/v3/kv/put", etcd.client_url),
+            &serde_json::json!({"key": "L2E=", "value": "MQ=="}),
+            std::time::Duration::from_secs(10),
+        )
+        .unwrap();
+    assert!(put["header"]["revision"].is_string(), "{put}");
+}
+
+#[test]
+fn replaying_the_real_wal_rebuilds_etcds_own_v2_snapshots() {
+    // etcd 3.4.23 wrote snapshots at raft indexes 11, 22 and 33 of this WAL. Replaying the
+    // entries into a fresh store with our v2 store must give the same tree and index.
+    use etcdtools::storage::v2store::Store;
+    let c = wal::read_all(&fixture("v2-datadir/member/wal"), &WalSnapshot::new(0, 0)).unwrap();
+    let mut store = Store::new();
+    let mut done = 0;
+    for (index, name) in [
+        (11, "0000000000000002-000000000000000b.snap"),
+        (22, "0000000000000002-0000000000000016.snap"),
+        (33, "0000000000000002-0000000000000021.snap"),
+    ] {
+        let batch: Vec<Entry> = c
+            .entries
+            .iter()
+            .filter(|e| e.index > done && e.index <= index)
+            .cloned()
+            .collect();
+        let stats = store.replay_entries(&batch, 0);
+        assert!(stats.undecodable.is_empty(), "{stats:?}");
+        done = index;
+        let real =
+            snap::read_snap_file(&fixture(&format!("v2-datadir/member/snap/{name}"))).unwrap();
+        let theirs = Store::load(&real.data).unwrap();
+        assert_eq!(store.current_index, theirs.current_index, "at {index}");
+        assert_eq!(
+            serde_json::to_value(&store.root).unwrap(),
+            serde_json::to_value(&theirs.root).unwrap(),
+            "tree at raft index {index}"
+        );
+        assert_eq!(
+            store.watcher_hub.event_history.last_index,
+            theirs.watcher_hub.event_history.last_index
+        );
+        assert_eq!(
+            store.watcher_hub.event_history.queue.size,
+            theirs.watcher_hub.event_history.queue.size
+        );
+        let ours = &store.watcher_hub.event_history.queue.events;
+        let go = &theirs.watcher_hub.event_history.queue.events;
+        // The TTL shown in an event depends on the apply time, which the WAL does not hold.
+        let no_ttl = |e: &Option<etcdtools::storage::v2store::Event>| {
+            let mut e = e.clone();
+            if let Some(n) = e.as_mut().and_then(|e| e.node.as_mut()) {
+                n.ttl = 0;
+            }
+            serde_json::to_value(e).unwrap()
+        };
+        for (i, (a, b)) in ours.iter().zip(go).enumerate() {
+            assert_eq!(no_ttl(a), no_ttl(b), "event {i} at raft index {index}");
+        }
+        // Local (non-quorum) v2 reads are counted too but never reach the WAL.
+        let mut stats = theirs.stats.clone();
+        stats.gets_success = store.stats.gets_success;
+        stats.gets_fail = store.stats.gets_fail;
+        assert_eq!(store.stats, stats, "at raft index {index}");
+    }
+}
+
+#[test]
+fn recover_uses_the_snapshot_etcd_uses_and_replays_after_it() {
+    use etcdtools::storage::recover::recover;
+    let r = recover(
+        &fixture("v2-datadir/member/wal"),
+        &fixture("v2-datadir/member/snap"),
+        0,
+    )
+    .unwrap();
+    assert_eq!(r.start(), WalSnapshot::new(33, 2));
+    assert_eq!(r.wal.last_index, 35);
+    assert_eq!(r.replay.skipped, 2, "{:?}", r.replay); // two v3 puts
+    assert_eq!(r.store.member_ids(), vec![0x1177386ae0746d8e]);
+    assert_eq!(r.store.get("/1/v2/key25").unwrap().value, "value25");
+    // The crafted rollback layout: WAL {33,2} + HardState{2,0,33}, no entries.
+    let r = recover(
+        &fixture("v2-rollback-minimal/member/wal"),
+        &fixture("v2-rollback-minimal/member/snap"),
+        0,
+    )
+    .unwrap();
+    assert_eq!(r.start(), WalSnapshot::new(33, 2));
+    assert!(r.wal.entries.is_empty());
+    // Without a snap dir: from index 0, everything replayed.
+    let r = recover(
+        &fixture("v2-datadir/member/wal"),
+        &fixture("v2-datadir/member/no-such-dir"),
+        0,
+    )
+    .unwrap();
+    assert_eq!(r.start(), WalSnapshot::new(0, 0));
+    assert_eq!(r.store.get("/1/v2/key25").unwrap().value, "value25");
+    assert_eq!(r.store.current_index, 30);
 }

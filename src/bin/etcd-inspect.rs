@@ -107,6 +107,11 @@ fn main() -> ExitCode {
         }
     };
     let layout = Layout::of(&args.path, args.wal_dir.as_deref());
+    if args.command != "db" {
+        if let Some(w) = inspect::running_etcd_warning(&layout) {
+            eprintln!("etcd-inspect: warning: {w}");
+        }
+    }
     let stdout = io::stdout();
     let mut out = BufWriter::new(stdout.lock());
     let result: Result<bool, InspectError> = match args.command.as_str() {

@@ -41,13 +41,8 @@ pub fn check_data_dir(layout: &Layout) -> Result<Vec<Finding>, InspectError> {
                         }
                         Err(e) => findings.push(Finding::in_file(&l.path, e.to_string())),
                     }
-                } else if snap::list_snap_files(&layout.snap_dir)
-                    .map(|f| !f.is_empty())
-                    .unwrap_or(false)
-                    && !snap::load_newest(&layout.snap_dir)
-                        .map(|c| c.loaded.is_none())
-                        .unwrap_or(true)
-                {
+                } else if snap::load_newest(&layout.snap_dir).is_ok_and(|c| c.loaded.is_some()) {
+                    // A readable .snap exists, but no WAL snapshot record covers it.
                     findings.push(Finding::in_file(
                         &layout.snap_dir,
                         "no .snap file matches a WAL snapshot record covered by the HardState: etcd ignores the snapshots",

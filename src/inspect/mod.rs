@@ -96,6 +96,18 @@ impl Layout {
     }
 }
 
+/// A warning when a running etcd holds the newest WAL segment: the files may change while read.
+pub fn running_etcd_warning(layout: &Layout) -> Option<String> {
+    let segments = walfile::list_segments(&layout.wal_dir).ok()?;
+    let newest = segments.last()?;
+    walfile::is_locked(&newest.path).then(|| {
+        format!(
+            "{} is locked: etcd is running on this data dir, what is read may be incomplete",
+            newest.path.display()
+        )
+    })
+}
+
 /// Where etcd would start: the newest `.snap` that a WAL snapshot record covered by the last
 /// HardState names (etcd 3.4.8+), or (0, 0) without one. Also returns newer snap files that
 /// were skipped because they are broken.

@@ -5,9 +5,9 @@ use std::io::Write;
 
 use super::dbfacts::{db_facts, DbFacts};
 use super::output::JsonLine;
-use super::{now_nanos, start_point, InspectError, Layout};
+use super::{now_nanos, InspectError, Layout};
+use crate::storage::recover::recover;
 use crate::storage::v2store::Store;
-use crate::storage::wal::read_all;
 
 /// Everything `version` finds. `None` where the source is missing or unreadable; the reasons
 /// are in `notes`.
@@ -46,50 +46,26 @@ pub fn detect(layout: &Layout) -> Result<DataVersion, InspectError> {
     }
     let mut members = Vec::new();
     let mut store: Option<Store> = None;
-    match start_point(layout) {
-        Ok((start, loaded, skipped)) => {
-            for s in skipped {
+    match recover(&layout.wal_dir, &layout.snap_dir, now_nanos()) {
+        Ok(r) => {
+            for s in &r.skipped_snaps {
                 v.notes.push(format!("skipped snapshot: {s}"));
             }
-            let mut st = match &loaded {
-                Some(l) => {
-                    members.extend(&l.snapshot.metadata.conf_state.voters);
-                    members.extend(&l.snapshot.metadata.conf_state.learners);
-                    match Store::load(&l.snapshot.data) {
-                        Ok(s) => Some(s),
-                        Err(e) => {
-                            v.notes.push(format!("{}: {e}", l.path.display()));
-                            None
-                        }
-                    }
-                }
-                None => Some(Store::new()),
-            };
-            match read_all(&layout.wal_dir, &start) {
-                Ok(c) => {
-                    v.last_index = Some(c.last_index);
-                    v.last_term = c.last_term().or(Some(start.term));
-                    v.commit = c.hard_state.map(|h| h.commit);
-                    if let Some(m) = c.metadata {
-                        v.member_id = Some(m.node_id);
-                        v.cluster_id = Some(m.cluster_id);
-                    }
-                    if let (Some(st), Some(hs)) = (st.as_mut(), c.hard_state) {
-                        let committed: Vec<_> = c
-                            .entries
-                            .iter()
-                            .filter(|e| e.index <= hs.commit)
-                            .cloned()
-                            .collect();
-                        st.replay_entries(&committed, now_nanos());
-                    }
-                    if c.tail.is_torn() {
-                        v.notes.push(format!("WAL: {:?}", c.tail));
-                    }
-                }
-                Err(e) => v.notes.push(format!("WAL: {e}")),
+            if let Some(l) = &r.snapshot {
+                members.extend(&l.snapshot.metadata.conf_state.voters);
+                members.extend(&l.snapshot.metadata.conf_state.learners);
             }
-            store = st;
+            v.last_index = Some(r.wal.last_index);
+            v.last_term = r.wal.last_term().or(Some(r.start().term));
+            v.commit = r.wal.hard_state.map(|h| h.commit);
+            if let Some(m) = r.wal.metadata {
+                v.member_id = Some(m.node_id);
+                v.cluster_id = Some(m.cluster_id);
+            }
+            if r.wal.tail.is_torn() {
+                v.notes.push(format!("WAL: {:?}", r.wal.tail));
+            }
+            store = Some(r.store);
         }
         Err(e) => v.notes.push(e.to_string()),
     }

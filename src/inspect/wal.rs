@@ -6,7 +6,7 @@ use std::io::Write;
 use super::output::{preview, show_bytes, JsonLine};
 use super::{start_point, InspectError, Layout};
 use crate::storage::proto::{ConfChange, Entry, EntryPayload, EntryType, V3Request, WalSnapshot};
-use crate::storage::wal::{read_all, WalTail};
+use crate::storage::wal::{read_all_with, WalTail};
 
 /// One entry in words, for text output.
 pub fn describe_entry(e: &Entry) -> String {
@@ -161,7 +161,20 @@ pub fn print_wal(
     } else {
         start_point(layout)?
     };
-    let contents = read_all(&layout.wal_dir, &start)?;
+    // Keep only what is printed: a WAL of large values stays out of memory.
+    let contents = read_all_with(&layout.wal_dir, &start, |e| {
+        if json {
+            entry_json(&e)
+        } else {
+            format!(
+                "entry index {} term {} {}: {}\n",
+                e.index,
+                e.term,
+                e.entry_type.name(),
+                describe_entry(&e)
+            )
+        }
+    })?;
     for s in &skipped {
         if json {
             out.write_all(
@@ -211,8 +224,8 @@ pub fn print_wal(
                 .finish()
                 .as_bytes(),
         )?;
-        for e in &contents.entries {
-            out.write_all(entry_json(e).as_bytes())?;
+        for line in &contents.entries {
+            out.write_all(line.as_bytes())?;
         }
         let hs = contents.hard_state.unwrap_or_default();
         out.write_all(
@@ -265,15 +278,8 @@ pub fn print_wal(
         )?,
         None => writeln!(out, "start: index 0 (no snapshot)")?,
     }
-    for e in &contents.entries {
-        writeln!(
-            out,
-            "entry index {} term {} {}: {}",
-            e.index,
-            e.term,
-            e.entry_type.name(),
-            describe_entry(e)
-        )?;
+    for line in &contents.entries {
+        out.write_all(line.as_bytes())?;
     }
     match contents.hard_state {
         Some(hs) => writeln!(

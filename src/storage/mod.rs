@@ -52,6 +52,7 @@ pub mod bolt;
 pub mod mvcc;
 pub mod proto;
 pub mod protowire;
+pub mod recover;
 pub mod snap;
 pub mod v2store;
 pub mod wal;

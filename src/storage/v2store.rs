@@ -20,6 +20,10 @@ use super::proto::{
 pub const ZERO_TIME: &str = "0001-01-01T00:00:00Z";
 /// The event history etcd keeps (and requires on recovery: exactly this many slots).
 pub const EVENT_HISTORY_CAPACITY: usize = 1000;
+/// Deepest path `set`/`create` accept (components, `/1` counted). serde_json refuses JSON
+/// nested deeper than 128 levels (2 per tree level), so a deeper store could be written but
+/// not read back; refusing it up front keeps every store we write loadable.
+pub const MAX_PATH_DEPTH: usize = 60;
 /// etcd treats an expiry before 2000-01-01 as "permanent".
 const MIN_EXPIRE_UNIX_NANOS: i64 = 946_684_800_000_000_000;
 
@@ -480,6 +484,11 @@ impl Store {
         if is_read_only(&path) {
             return Err(op_err(V2ErrorCode::RootReadOnly, "/"));
         }
+        if path.split('/').filter(|p| !p.is_empty()).count() > MAX_PATH_DEPTH {
+            return Err(V2Error::Unsupported(format!(
+                "{path}: deeper than {MAX_PATH_DEPTH} levels (the v2 store JSON could not be read back)"
+            )));
+        }
         let expire_time = match expire_nanos {
             Some(n) if n >= MIN_EXPIRE_UNIX_NANOS => format_rfc3339_nanos(n),
             _ => zero_time(),
@@ -555,9 +564,14 @@ impl Store {
         r
     }
 
-    /// `store.Set` of a directory (`mkdir`, or replacing a key by a dir).
-    pub fn set_dir(&mut self, path: &str, now_nanos: i64) -> Result<u64, V2Error> {
-        let r = self.internal_create(path, true, "", false, true, None, "set", now_nanos);
+    /// `store.Set` of a directory (`mkdir`, or replacing a key by a dir), with an optional TTL.
+    pub fn set_dir(
+        &mut self,
+        path: &str,
+        expire_nanos: Option<i64>,
+        now_nanos: i64,
+    ) -> Result<u64, V2Error> {
+        let r = self.internal_create(path, true, "", false, true, expire_nanos, "set", now_nanos);
         self.count(r.is_ok(), |s| &mut s.sets_success, |s| &mut s.sets_fail);
         r
     }
@@ -793,9 +807,11 @@ impl Store {
 
     /// Applies a v2 request from the WAL as etcd's `applierV2store` does. Failing requests
     /// (etcd answers them with an error) change nothing and are returned as `Err`.
-    pub fn apply_v2_request(&mut self, r: &V2Request) -> Result<(), V2Error> {
+    /// `now_nanos` is the apply time (used for TTLs shown in events) unless the request
+    /// carries its own (`SYNC`).
+    pub fn apply_v2_request(&mut self, r: &V2Request, now_nanos: i64) -> Result<(), V2Error> {
         let expire = (r.expiration != 0).then_some(r.expiration);
-        let now = r.time;
+        let now = if r.time != 0 { r.time } else { now_nanos };
         let has_compare = !r.prev_value.is_empty() || r.prev_index != 0;
         match r.method.as_str() {
             "POST" => self
@@ -821,7 +837,7 @@ impl Store {
                         expire,
                         now,
                     ),
-                    None if r.dir => self.set_dir(&r.path, now),
+                    None if r.dir => self.set_dir(&r.path, expire, now),
                     None => self.set(&r.path, &r.val, expire, now),
                 };
                 res.map(drop)
@@ -838,7 +854,13 @@ impl Store {
                 self.delete_expired(r.time);
                 Ok(())
             }
-            "QGET" | "GET" | "HEAD" => Ok(()),
+            // A quorum read goes through raft and the store counts it.
+            "QGET" => {
+                let found = self.get(&r.path).is_some();
+                self.count(found, |s| &mut s.gets_success, |s| &mut s.gets_fail);
+                Ok(())
+            }
+            "GET" | "HEAD" => Ok(()),
             m => Err(V2Error::Unsupported(format!("unknown v2 method {m:?}"))),
         }
     }
@@ -953,7 +975,7 @@ impl Store {
                     }
                 },
                 EntryType::Normal => match EntryPayload::decode(&e.data) {
-                    Ok(EntryPayload::V2(req)) => self.apply_v2_request(&req),
+                    Ok(EntryPayload::V2(req)) => self.apply_v2_request(&req, now_nanos),
                     Ok(EntryPayload::V3(irr)) => match irr.request {
                         V3Request::ClusterVersionSet { version } => {
                             self.set("/0/version", &version, None, now_nanos).map(drop)
@@ -1212,6 +1234,87 @@ mod tests {
         assert_eq!(s.watcher_hub.event_history.last_index, 4);
         let json = s.save();
         assert_eq!(Store::load(&json).unwrap(), s);
+    }
+
+    #[test]
+    fn every_store_we_can_build_loads_back() {
+        let deep = |n: usize| format!("/1{}", "/a".repeat(n - 1));
+        let mut s = Store::new();
+        s.set(&deep(MAX_PATH_DEPTH), "v", None, 0).unwrap();
+        assert!(Store::load(&s.save()).is_ok());
+        assert!(matches!(
+            s.set(&deep(MAX_PATH_DEPTH + 1), "v", None, 0),
+            Err(V2Error::Unsupported(_))
+        ));
+    }
+
+    #[test]
+    fn v2_requests_apply_like_etcds_applier() {
+        let req = |method: &str, path: &str, val: &str| V2Request {
+            method: method.into(),
+            path: path.into(),
+            val: val.into(),
+            ..V2Request::default()
+        };
+        let mut s = Store::new();
+        s.apply_v2_request(&req("PUT", "/1/a", "1"), 0).unwrap();
+        // prevExist=false on an existing key: refused, nothing changes.
+        let mut create = req("PUT", "/1/a", "2");
+        create.prev_exist = Some(false);
+        assert!(s.apply_v2_request(&create, 0).is_err());
+        assert_eq!(s.current_index, 1);
+        // CAS with a wrong prevValue fails, with the right one succeeds.
+        let mut cas = req("PUT", "/1/a", "3");
+        cas.prev_value = "x".into();
+        assert!(s.apply_v2_request(&cas, 0).is_err());
+        cas.prev_value = "1".into();
+        s.apply_v2_request(&cas, 0).unwrap();
+        assert_eq!(s.get("/1/a").unwrap().value, "3");
+        assert_eq!(s.get("/1/a").unwrap().created_index, 1);
+        // POST: in-order key named by the next index, 20 digits.
+        s.apply_v2_request(&req("POST", "/1/q", "job"), 0).unwrap();
+        assert_eq!(s.get("/1/q/00000000000000000003").unwrap().value, "job");
+        // DELETE of a dir needs dir/recursive.
+        assert!(s.apply_v2_request(&req("DELETE", "/1/q", ""), 0).is_err());
+        let mut rm = req("DELETE", "/1/q", "");
+        rm.recursive = true;
+        s.apply_v2_request(&rm, 0).unwrap();
+        assert!(s.get("/1/q").is_none());
+        // A TTL key expires on SYNC.
+        let mut ttl = req("PUT", "/1/t", "v");
+        ttl.expiration = 2_000_000_000_000_000_000;
+        s.apply_v2_request(&ttl, 0).unwrap();
+        let mut sync = req("SYNC", "", "");
+        sync.time = 2_000_000_000_000_000_001;
+        s.apply_v2_request(&sync, 0).unwrap();
+        assert!(s.get("/1/t").is_none());
+        assert_eq!(s.stats.expire_count, 1);
+        assert!(s.apply_v2_request(&req("FROB", "/1/a", ""), 0).is_err());
+    }
+
+    #[test]
+    fn conf_changes_maintain_the_member_tree() {
+        let mut s = Store::new();
+        let add = ConfChange {
+            id: 0,
+            change_type: ConfChangeType::AddNode,
+            node_id: 0xabc,
+            context: br#"{"id":2748,"peerURLs":["http://a:2380"],"name":"m"}"#.to_vec(),
+        };
+        s.apply_conf_change(&add, 0).unwrap();
+        assert_eq!(
+            s.get("/0/members/abc/raftAttributes").unwrap().value,
+            r#"{"peerURLs":["http://a:2380"]}"#
+        );
+        assert_eq!(s.member_ids(), vec![0xabc]);
+        let remove = ConfChange {
+            change_type: ConfChangeType::RemoveNode,
+            context: vec![],
+            ..add
+        };
+        s.apply_conf_change(&remove, 0).unwrap();
+        assert!(s.member_ids().is_empty());
+        assert_eq!(s.get("/0/removed_members/abc").unwrap().value, "");
     }
 
     #[test]

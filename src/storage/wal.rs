@@ -506,27 +506,30 @@ impl WalReader {
 // ---------------------------------------------------------------------------------------------
 // Reading the log like etcd's ReadAll
 
-/// What a WAL holds after a snapshot: etcd's `ReadAll` result, plus where it ended.
+/// What a WAL holds after a snapshot: etcd's `ReadAll` result, plus where it ended. `E` is
+/// what is kept per entry: the [`Entry`] itself, or a summary (see [`read_all_with`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct WalContents {
+pub struct WalContents<E = Entry> {
     pub metadata: Option<WalMetadata>,
     /// The raw metadata record data (etcd compares it byte for byte across segments).
     pub metadata_bytes: Option<Vec<u8>>,
     pub hard_state: Option<HardState>,
     /// Entries after the start snapshot, raft overwrites applied.
-    pub entries: Vec<Entry>,
+    pub entries: Vec<E>,
     /// Every snapshot record read, in order.
     pub snapshots: Vec<WalSnapshot>,
     /// Index of the last entry (the start index when there is none).
     pub last_index: u64,
+    /// Term of the last entry, if any entry was read.
+    pub last_entry_term: Option<u64>,
     pub tail: WalTail,
     pub segments: Vec<Segment>,
 }
 
-impl WalContents {
+impl<E> WalContents<E> {
     /// Term of the last entry, if any entry was read.
     pub fn last_term(&self) -> Option<u64> {
-        self.entries.last().map(|e| e.term)
+        self.last_entry_term
     }
 }
 
@@ -548,6 +551,16 @@ fn decode_at<T>(
 /// Reads the WAL in `dir` from snapshot `start` (index, term; `(0, 0)` without a snapshot),
 /// as etcd does on start in read mode. A torn last record is reported in `tail`, not an error.
 pub fn read_all(dir: &Path, start: &WalSnapshot) -> Result<WalContents, WalError> {
+    read_all_with(dir, start, |e| e)
+}
+
+/// [`read_all`], keeping `keep(entry)` instead of each entry: memory stays small when only a
+/// summary is needed (e.g. `etcd-inspect wal` on a WAL of large values).
+pub fn read_all_with<E>(
+    dir: &Path,
+    start: &WalSnapshot,
+    mut keep: impl FnMut(Entry) -> E,
+) -> Result<WalContents<E>, WalError> {
     let mut reader = WalReader::open(dir, start.index)?;
     let mut out = WalContents {
         metadata: None,
@@ -556,12 +569,15 @@ pub fn read_all(dir: &Path, start: &WalSnapshot) -> Result<WalContents, WalError
         entries: Vec::new(),
         snapshots: Vec::new(),
         last_index: start.index,
+        last_entry_term: None,
         tail: WalTail::Clean {
             file: dir.to_path_buf(),
             offset: 0,
         },
         segments: reader.segments().to_vec(),
     };
+    // Terms of the kept entries, to know the last term after raft overwrites.
+    let mut terms: Vec<u64> = Vec::new();
     let mut matched = false;
     while let Some(rec) = reader.next_record()? {
         let path = reader.segments()[rec.segment].path.clone();
@@ -582,8 +598,10 @@ pub fn read_all(dir: &Path, start: &WalSnapshot) -> Result<WalContents, WalError
                         ));
                     }
                     out.entries.truncate(up as usize);
+                    terms.truncate(up as usize);
                     out.last_index = e.index;
-                    out.entries.push(e);
+                    terms.push(e.term);
+                    out.entries.push(keep(e));
                 }
             }
             STATE_TYPE => out.hard_state = Some(decode_at(&reader, &rec, HardState::decode)?),
@@ -632,6 +650,7 @@ pub fn read_all(dir: &Path, start: &WalSnapshot) -> Result<WalContents, WalError
     if let Some(tail) = reader.tail() {
         out.tail = tail.clone();
     }
+    out.last_entry_term = terms.last().copied();
     if !matched {
         return Err(WalError::SnapshotNotFound {
             dir: dir.to_path_buf(),
@@ -872,6 +891,35 @@ pub fn check(dir: &Path) -> Vec<Finding> {
         }
     }
     findings
+}
+
+/// Does another process hold a write lock on `path`? A running etcd 3.x holds an OFD lock on
+/// its WAL segments (flock as a fallback, and 2.x uses flock), so this tells whether the WAL
+/// may change while it is read. Errors count as "not locked".
+pub fn is_locked(path: &Path) -> bool {
+    use std::os::fd::AsRawFd;
+    let Ok(file) = File::open(path) else {
+        return false;
+    };
+    let fd = file.as_raw_fd();
+    // SAFETY: `flock` is a plain C struct; zeroed is a valid value for it.
+    let mut lock: libc::flock = unsafe { std::mem::zeroed() };
+    lock.l_type = libc::F_WRLCK as libc::c_short;
+    lock.l_whence = libc::SEEK_SET as libc::c_short;
+    // SAFETY: fd is open for the duration of the call and `lock` is a valid flock.
+    let r = unsafe { libc::fcntl(fd, libc::F_OFD_GETLK, &mut lock) };
+    if r == 0 && lock.l_type != libc::F_UNLCK as libc::c_short {
+        return true;
+    }
+    // flock locks are invisible to fcntl: probe with a shared, non-blocking flock.
+    // SAFETY: plain syscall on an open fd.
+    let r = unsafe { libc::flock(fd, libc::LOCK_SH | libc::LOCK_NB) };
+    if r != 0 {
+        return io::Error::last_os_error().raw_os_error() == Some(libc::EWOULDBLOCK);
+    }
+    // SAFETY: releases the lock just taken.
+    unsafe { libc::flock(fd, libc::LOCK_UN) };
+    false
 }
 
 // ---------------------------------------------------------------------------------------------
