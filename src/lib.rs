@@ -13,4 +13,5 @@
 pub mod duration;
 pub mod etcd;
 pub mod logging;
+pub mod rollback;
 pub mod storage;
