@@ -80,6 +80,7 @@ fn parse() -> Result<Option<Args>, String> {
 }
 
 fn main() -> ExitCode {
+    etcdtools::logging::init(log::LevelFilter::Warn);
     let args = match parse() {
         Ok(Some(a)) => a,
         Ok(None) => return ExitCode::SUCCESS,

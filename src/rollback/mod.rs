@@ -288,7 +288,9 @@ pub fn rollback_data_dir(
         plan.report.dry_run = true;
         return Ok(plan.report);
     }
+    let t0 = std::time::Instant::now();
     write_and_swap(&paths, &mut plan)?;
+    log::debug!("wrote and swapped in {:?}", t0.elapsed());
     drop(lock);
     Ok(plan.report)
 }
@@ -338,7 +340,9 @@ fn plan<'db>(
 ) -> Result<Plan<'db>, RollbackError> {
     let member = paths.dir.join("member");
     let snap_dir = member.join("snap");
+    let t0 = std::time::Instant::now();
     let wal = wal::read(&member.join("wal"))?;
+    log::debug!("read the WAL in {:?}", t0.elapsed());
     let hs = wal.hard_state.ok_or_else(|| {
         refused(
             &member.join("wal"),
@@ -420,6 +424,7 @@ fn plan<'db>(
             format!("no `key` bucket: not an etcd 3 backend ({UNTOUCHED})"),
         ));
     }
+    log::debug!("scanned bucket key in {:?}", t0.elapsed());
     let consistent_index = db
         .get(b"meta", b"consistent_index")?
         .and_then(|v| <[u8; 8]>::try_from(v.as_slice()).ok())
@@ -435,7 +440,9 @@ fn plan<'db>(
             nanos: since.subsec_nanos(),
         },
     };
+    log::debug!("folded {} revisions in {:?}", scan.revisions, t0.elapsed());
     let user = convert::user_tree(&scan.live, &copts).map_err(RollbackError::Convert)?;
+    log::debug!("built the v2 tree in {:?}", t0.elapsed());
 
     // cluster state
     let (source_snapshot, mut zero) = match &chosen {
