@@ -5,8 +5,9 @@ set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 
 # musl-tools: musl-gcc for ring's C in static builds. prometheus: promtool and a real server
-# to scrape the monitor. file: tests check that our binaries are static.
-packages=(musl-tools prometheus file)
+# to scrape the monitor. file: tests check that our binaries are static. openssl: the
+# monitor's TLS test makes a CA and certificates with its CLI.
+packages=(musl-tools prometheus file openssl)
 
 missing=()
 for p in "${packages[@]}"; do

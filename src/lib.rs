@@ -12,6 +12,9 @@
 
 pub mod duration;
 pub mod etcd;
+pub mod inspect;
 pub mod logging;
+pub mod monitor;
+pub mod prom;
 pub mod rollback;
 pub mod storage;
