@@ -386,6 +386,56 @@ fn check_v2(gw: &Gw, made: &Made) {
     assert_eq!(back["node"]["value"], "ok");
 }
 
+/// The result, read by the team's own `storage` readers (independent of rollback's private
+/// ones): checks clean, the WAL's snapshot record and HardState match the .snap, and the v2
+/// store loads with the members and the cluster version.
+fn cross_check_with_storage(dir: &Path, made: &Made) {
+    use etcdtools::storage::{snap, v2store, wal};
+    let wal_dir = dir.join("member/wal");
+    let snap_dir = dir.join("member/snap");
+    assert_eq!(wal::check(&wal_dir), vec![], "storage::wal::check findings");
+    assert_eq!(
+        snap::check(&snap_dir),
+        vec![],
+        "storage::snap::check findings"
+    );
+    let files = snap::list_snap_files(&snap_dir).unwrap();
+    assert_eq!(files.len(), 1);
+    let s = snap::read_snap_file(&files[0]).unwrap();
+    let start = etcdtools::storage::proto::WalSnapshot {
+        index: s.metadata.index,
+        term: s.metadata.term,
+        conf_state: None,
+    };
+    let contents = wal::read_all(&wal_dir, &start).unwrap();
+    let hs = contents.hard_state.unwrap();
+    assert_eq!((hs.term, hs.commit), (s.metadata.term, s.metadata.index));
+    assert!(contents
+        .snapshots
+        .iter()
+        .any(|w| (w.index, w.term) == (s.metadata.index, s.metadata.term)));
+    let store = v2store::Store::load(&s.data).unwrap();
+    assert_eq!(store.problems(), Vec::<String>::new());
+    assert_eq!(store.cluster_version(), Some("2.2.0"));
+    let mut ids: Vec<String> = store
+        .member_ids()
+        .iter()
+        .map(|i| format!("{i:x}"))
+        .collect();
+    ids.sort();
+    let want: Vec<String> = made.members.iter().map(|m| m.0.clone()).collect();
+    assert_eq!(ids, want);
+    let mut voters: Vec<String> = s
+        .metadata
+        .conf_state
+        .voters
+        .iter()
+        .map(|i| format!("{i:x}"))
+        .collect();
+    voters.sort();
+    assert_eq!(voters, want);
+}
+
 fn single_member(version: &str) {
     let temp = TempDir::new(&format!("rb-{version}"));
     let dir = temp.path().join("data");
