@@ -12,7 +12,8 @@ pub struct LiveKey<'a> {
     pub key: &'a [u8],
     pub value: &'a [u8],
     pub lease: i64,
-    pub mod_revision: u64,
+    /// (main, sub) of the newest revision.
+    pub mod_revision: (u64, u64),
 }
 
 /// What the scan of bucket `key` found.
@@ -37,7 +38,7 @@ pub struct BadRecord {
 /// Folds bucket `key` records (revision order) into the newest state of each key.
 #[derive(Default)]
 pub struct Folder<'a> {
-    latest: HashMap<&'a [u8], (u64, Option<(&'a [u8], i64)>)>,
+    latest: HashMap<&'a [u8], ((u64, u64), Option<(&'a [u8], i64)>)>,
     pub revisions: u64,
     pub foreign: u64,
 }
@@ -75,7 +76,7 @@ impl<'a> Folder<'a> {
             Some((value, lease))
         };
         // Bucket order is revision order, so the last record of a key is its newest state.
-        self.latest.insert(key, (main, state));
+        self.latest.insert(key, ((main, sub), state));
         Ok(())
     }
 
@@ -93,7 +94,8 @@ impl<'a> Folder<'a> {
                 None => deleted += 1,
             }
         }
-        live.sort_by(|a, b| a.mod_revision.cmp(&b.mod_revision).then(a.key.cmp(b.key)));
+        // (main, sub) revisions are unique: the bucket order, without comparing keys
+        live.sort_unstable_by_key(|k| k.mod_revision);
         KeyScan {
             live,
             deleted,

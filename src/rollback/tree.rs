@@ -61,23 +61,31 @@ impl<'a> Node<'a> {
     }
 
     /// Sets a file at `parts` below this dir, creating dirs with index `index`.
-    /// Fails (returning the blocking prefix) when a file is in the way or the target is a dir.
+    /// Fails (returning how many leading parts name the blocking node) when a file is in the
+    /// way or the target is a dir.
     pub fn set_file(&mut self, parts: &[&str], file: Node<'a>, index: u64) -> Result<(), usize> {
+        use std::collections::btree_map::Entry;
         let Some((last, dirs)) = parts.split_last() else {
             return Err(0);
         };
         let mut n = self;
         for (i, p) in dirs.iter().enumerate() {
             let ch = n.children_mut().ok_or(i)?;
-            n = ch
-                .entry((*p).to_string())
-                .or_insert_with(|| Node::dir(index));
+            // look up before allocating a name: most keys share their dirs
+            if !ch.contains_key(*p) {
+                ch.insert((*p).to_string(), Node::dir(index));
+            }
+            n = ch.get_mut(*p).ok_or(i)?;
         }
         let ch = n.children_mut().ok_or(dirs.len())?;
-        match ch.get(*last) {
-            Some(Node::Dir { .. }) => Err(parts.len()),
-            _ => {
-                ch.insert((*last).to_string(), file);
+        match ch.entry((*last).to_string()) {
+            Entry::Occupied(o) if o.get().children().is_some() => Err(parts.len()),
+            Entry::Occupied(mut o) => {
+                o.insert(file);
+                Ok(())
+            }
+            Entry::Vacant(v) => {
+                v.insert(file);
                 Ok(())
             }
         }
@@ -227,7 +235,44 @@ fn write_node(w: &mut dyn Write, n: &Node<'_>, path: &mut String) -> io::Result<
     }
 }
 
+/// Bytes that need a look in [`write_go_string`]: controls, `"`, `\\`, `<`, `>`, `&`, and 0xE2
+/// (the lead byte of U+2028/U+2029).
+static SPECIAL: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut i = 0;
+    while i < 0x20 {
+        t[i] = true;
+        i += 1;
+    }
+    t[b'"' as usize] = true;
+    t[b'\\' as usize] = true;
+    t[b'<' as usize] = true;
+    t[b'>' as usize] = true;
+    t[b'&' as usize] = true;
+    t[0xE2] = true;
+    t
+};
+
+/// True when none of the 8 bytes in `x` is special or non-ASCII (SWAR: the usual
+/// "has zero byte" / "has byte less than" tricks, exact for "any").
+#[inline]
+fn plain_ascii8(x: u64) -> bool {
+    const LO: u64 = 0x0101_0101_0101_0101;
+    const HI: u64 = 0x8080_8080_8080_8080;
+    let zero = |v: u64| v.wrapping_sub(LO) & !v & HI;
+    let below_space = x.wrapping_sub(LO * 0x20) & !x & HI;
+    let hit = below_space
+        | (x & HI)
+        | zero(x ^ (LO * u64::from(b'"')))
+        | zero(x ^ (LO * u64::from(b'\\')))
+        | zero(x ^ (LO * u64::from(b'<')))
+        | zero(x ^ (LO * u64::from(b'>')))
+        | zero(x ^ (LO * u64::from(b'&')));
+    hit == 0
+}
+
 /// A JSON string the way Go's encoding/json writes it (HTML-safe, U+2028/9 escaped).
+/// Hot path of the whole tool (every value, twice), hence the table.
 pub fn write_go_string(w: &mut dyn Write, s: &str) -> io::Result<()> {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     w.write_all(b"\"")?;
@@ -235,47 +280,59 @@ pub fn write_go_string(w: &mut dyn Write, s: &str) -> io::Result<()> {
     let mut start = 0;
     let mut i = 0;
     while i < b.len() {
-        let c = b[i];
-        let esc: Option<&[u8]> = match c {
-            b'"' => Some(b"\\\""),
-            b'\\' => Some(b"\\\\"),
-            b'\n' => Some(b"\\n"),
-            b'\r' => Some(b"\\r"),
-            b'\t' => Some(b"\\t"),
-            _ => None,
-        };
-        if let Some(e) = esc {
-            w.write_all(&b[start..i])?;
-            w.write_all(e)?;
-            i += 1;
-            start = i;
-        } else if c < 0x20 || c == b'<' || c == b'>' || c == b'&' {
-            w.write_all(&b[start..i])?;
-            w.write_all(&[
-                b'\\',
-                b'u',
-                b'0',
-                b'0',
-                HEX[(c >> 4) as usize],
-                HEX[(c & 15) as usize],
-            ])?;
-            i += 1;
-            start = i;
-        } else if c == 0xE2
-            && b.get(i + 1) == Some(&0x80)
-            && matches!(b.get(i + 2), Some(0xA8) | Some(0xA9))
-        {
-            w.write_all(&b[start..i])?;
-            w.write_all(if b[i + 2] == 0xA8 {
-                b"\\u2028"
-            } else {
-                b"\\u2029"
-            })?;
-            i += 3;
-            start = i;
-        } else {
-            i += 1;
+        if let Some(chunk) = b.get(i..i + 8) {
+            let mut a = [0u8; 8];
+            a.copy_from_slice(chunk);
+            if plain_ascii8(u64::from_le_bytes(a)) {
+                i += 8;
+                continue;
+            }
         }
+        let c = b[i];
+        if !SPECIAL[c as usize] {
+            i += 1;
+            continue;
+        }
+        let mut skip = 1;
+        let esc: &[u8] = match c {
+            b'"' => b"\\\"",
+            b'\\' => b"\\\\",
+            b'\n' => b"\\n",
+            b'\r' => b"\\r",
+            b'\t' => b"\\t",
+            0xE2 if b.get(i + 1) == Some(&0x80)
+                && matches!(b.get(i + 2), Some(0xA8) | Some(0xA9)) =>
+            {
+                skip = 3;
+                if b[i + 2] == 0xA8 {
+                    b"\\u2028"
+                } else {
+                    b"\\u2029"
+                }
+            }
+            0xE2 => {
+                i += 1;
+                continue;
+            }
+            _ => {
+                w.write_all(&b[start..i])?;
+                w.write_all(&[
+                    b'\\',
+                    b'u',
+                    b'0',
+                    b'0',
+                    HEX[(c >> 4) as usize],
+                    HEX[(c & 15) as usize],
+                ])?;
+                i += 1;
+                start = i;
+                continue;
+            }
+        };
+        w.write_all(&b[start..i])?;
+        w.write_all(esc)?;
+        i += skip;
+        start = i;
     }
     w.write_all(&b[start..])?;
     w.write_all(b"\"")
@@ -322,10 +379,32 @@ mod tests {
     }
 
     #[test]
+    fn swar_agrees_with_the_table() {
+        for c in 0..=255u8 {
+            for pos in 0..8 {
+                let mut a = *b"abcdefgh";
+                a[pos] = c;
+                let want = !(SPECIAL[c as usize] || c >= 0x80);
+                assert_eq!(
+                    plain_ascii8(u64::from_le_bytes(a)),
+                    want,
+                    "byte {c:#x} at {pos}"
+                );
+            }
+        }
+        assert_eq!(
+            json("0123456789abcdef<0123456789\"x"),
+            r#""0123456789abcdef\u003c0123456789\"x""#
+        );
+    }
+
+    #[test]
     fn go_string_escaping() {
         assert_eq!(json("a\"b\\c"), r#""a\"b\\c""#);
         assert_eq!(json("<&>"), r#""\u003c\u0026\u003e""#);
         assert_eq!(json("x\n\u{1}\u{2028}é"), "\"x\\n\\u0001\\u2028é\"");
+        assert_eq!(json("\u{2029}\u{2000}\t\r"), "\"\\u2029\u{2000}\\t\\r\"");
+        assert_eq!(json(""), "\"\"");
     }
 
     #[test]
