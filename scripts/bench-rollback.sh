@@ -71,38 +71,38 @@ db="$src/data/member/snap/db"
 db_mb=$(( $(stat -c %s "$db") / 1000000 ))
 work="$bench/rollback-work"
 
-measure() { # prints "seconds maxrss_kb" of the command; fails when the command fails
+measure() { # prints "wall_s maxrss_kb cpu_s" of the command; fails when the command fails
     local f="$bench/time.out"
-    if ! /usr/bin/time -o "$f" -f '%e %M' "$@" >"$bench/cmd.out" 2>&1; then
+    if ! /usr/bin/time -o "$f" -f '%e %M %U %S' "$@" >"$bench/cmd.out" 2>&1; then
         echo "bench-rollback: failed: $*" >&2; cat "$bench/cmd.out" >&2; exit 1
     fi
-    tail -1 "$f"
+    tail -1 "$f" | awk '{ printf "%s %s %.2f\n", $1, $2, $3 + $4 }'
 }
 
 best() { sort -n | head -1; }
 
-read_t=(); read_m=(); dry_t=(); dry_m=(); full_t=(); full_m=()
+read_t=(); read_m=(); read_c=(); dry_t=(); dry_m=(); dry_c=(); full_t=(); full_m=(); full_c=()
 for r in $(seq "$runs"); do
     rm -rf "$work" "$work.rollback.backup"; mkdir -p "$(dirname "$work")"
     cp -a "$src/data" "$work"
     cat "$work/member/snap/db" "$work"/member/wal/* >/dev/null   # same page-cache state each run
-    x=$(measure cat "$work/member/snap/db"); read -r t m <<<"$x"; read_t+=("$t"); read_m+=("$m")
-    x=$(measure "$bin" --data-dir "$work" --dry-run); read -r t m <<<"$x"; dry_t+=("$t"); dry_m+=("$m")
-    x=$(measure "$bin" --data-dir "$work"); read -r t m <<<"$x"; full_t+=("$t"); full_m+=("$m")
+    x=$(measure cat "$work/member/snap/db"); read -r t m c <<<"$x"; read_t+=("$t"); read_m+=("$m"); read_c+=("$c")
+    x=$(measure "$bin" --data-dir "$work" --dry-run); read -r t m c <<<"$x"; dry_t+=("$t"); dry_m+=("$m"); dry_c+=("$c")
+    x=$(measure "$bin" --data-dir "$work"); read -r t m c <<<"$x"; full_t+=("$t"); full_m+=("$m"); full_c+=("$c")
     grep -q 'Finished successfully' "$bench/cmd.out" || { echo "bench-rollback: no success line" >&2; exit 1; }
     grep -q . "$work"/member/snap/*.snap || { echo "bench-rollback: no result" >&2; exit 1; }
 done
 rm -rf "$work" "$work.rollback.backup"
 
 pick() { printf '%s\n' "$@" | best; }
-rt=$(pick "${read_t[@]}"); rm_=$(pick "${read_m[@]}")
-dt=$(pick "${dry_t[@]}"); dm=$(pick "${dry_m[@]}")
-ft=$(pick "${full_t[@]}"); fm=$(pick "${full_m[@]}")
-echo "rollback2, $keys keys x 500 B, db ${db_mb} MB, best of $runs runs:"
-printf '  %-34s %6.2f s  %7d MB max RSS\n' "read the db (cat > /dev/null)" "$rt" $((rm_ / 1024))
-printf '  %-34s %6.2f s  %7d MB max RSS\n' "rollback2 --dry-run (read+convert)" "$dt" $((dm / 1024))
-printf '  %-34s %6.2f s  %7d MB max RSS\n' "rollback2 (full, writes + swap)" "$ft" $((fm / 1024))
-awk -v f="$ft" -v r="$rt" -v m="$fm" 'BEGIN {
-    if (r > 0) printf "  ratio full / read-db:        %.1fx time\n", f / r;
+rt=$(pick "${read_t[@]}"); rm_=$(pick "${read_m[@]}"); rc=$(pick "${read_c[@]}")
+dt=$(pick "${dry_t[@]}"); dm=$(pick "${dry_m[@]}"); dc=$(pick "${dry_c[@]}")
+ft=$(pick "${full_t[@]}"); fm=$(pick "${full_m[@]}"); fc=$(pick "${full_c[@]}")
+echo "rollback2, $keys keys x 500 B, db ${db_mb} MB, best of $runs runs (load average now: $(cut -d' ' -f1 /proc/loadavg)):"
+printf '  %-36s %6.2f s wall %6.2f s cpu %6d MB max RSS\n' "read the db (cat > /dev/null)" "$rt" "$rc" $((rm_ / 1024))
+printf '  %-36s %6.2f s wall %6.2f s cpu %6d MB max RSS\n' "rollback2 --dry-run (read+convert)" "$dt" "$dc" $((dm / 1024))
+printf '  %-36s %6.2f s wall %6.2f s cpu %6d MB max RSS\n' "rollback2 (full: writes, fsync, swap)" "$ft" "$fc" $((fm / 1024))
+awk -v f="$ft" -v r="$rt" -v m="$fm" -v fc="$fc" -v dc="$dc" -v rc="$rc" 'BEGIN {
+    if (r > 0) printf "  ratio full / read-db: %.1fx wall; dry-run / read-db: %.1fx cpu\n", f / r, (rc > 0 ? dc / rc : 0);
     printf "  vs Go original (3.7-4.4 s, 0.9-1.1 GB): %.1fx faster, %.1fx less memory (midpoints)\n", 4.05 / (f > 0 ? f : 0.01), 1000 / (m / 1024);
     printf "  targets: < 1 s: %s, < 300 MB: %s\n", (f < 1 ? "met" : "MISSED"), (m / 1024 < 300 ? "met" : "MISSED") }'
