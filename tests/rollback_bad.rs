@@ -199,6 +199,28 @@ fn bad_inputs_are_refused_and_nothing_changes() {
         ],
     );
 
+    // A db behind the WAL (as after a crash of 3.4): committed v3 writes it lacks.
+    let d = case("dblag");
+    let db = d.join("member/snap/db");
+    let mut b = std::fs::read(&db).unwrap();
+    let key = b"consistent_index";
+    let hits: Vec<usize> = b
+        .windows(key.len())
+        .enumerate()
+        .filter(|(_, w)| *w == key)
+        .map(|(i, _)| i)
+        .collect();
+    assert!(!hits.is_empty());
+    for at in hits {
+        b[at + key.len()..at + key.len() + 8].copy_from_slice(&5u64.to_be_bytes());
+    }
+    std::fs::write(&db, &b).unwrap();
+    refused(
+        &d,
+        &["--lossy"],
+        &["behind the WAL", "consistent_index 5", "stop it cleanly"],
+    );
+
     // A .snap with a bad CRC.
     let d = case("snapcrc");
     let snap = std::fs::read_dir(d.join("member/snap"))

@@ -429,6 +429,24 @@ fn plan<'db>(
         .get(b"meta", b"consistent_index")?
         .and_then(|v| <[u8; 8]>::try_from(v.as_slice()).ok())
         .map(u64::from_be_bytes);
+    // The db may lag the WAL (3.4 after a crash: up to one uncommitted batch). Committed v3
+    // writes the db does not have yet would be lost: refuse, etcd itself would replay them.
+    let ci = consistent_index.unwrap_or(0);
+    let missing = wal
+        .v3_writes
+        .iter()
+        .filter(|i| **i > ci && **i <= hs.commit)
+        .count();
+    if missing > 0 {
+        return Err(refused(
+            &db_path(paths),
+            format!(
+                "the v3 db is behind the WAL: {missing} committed v3 write(s) after consistent_index {ci} \
+                 (commit {}) are not in it; start etcd on this dir once, stop it cleanly, then rerun ({UNTOUCHED})",
+                hs.commit
+            ),
+        ));
+    }
     let scan = folder.finish();
     let now = opts.now.unwrap_or_else(SystemTime::now);
     let expiry = now + opts.ttl;

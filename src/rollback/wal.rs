@@ -62,6 +62,9 @@ pub struct WalRead {
     /// Lowest entry index found (none when the WAL holds no entries).
     pub first_index: Option<u64>,
     pub last_index: u64,
+    /// Indexes of entries that change v3 keys (put, delete, txn, lease revoke): the db must
+    /// already hold every committed one.
+    pub v3_writes: Vec<u64>,
     pub files: Vec<PathBuf>,
     /// Bytes dropped from the end of the last file as a torn write (etcd does the same).
     pub torn_tail: Option<u64>,
@@ -306,12 +309,23 @@ fn entry(out: &mut WalRead, d: &[u8]) -> Result<(), String> {
         }
     }
     // raft overwrite: a repeated index replaces it and everything after it
-    out.entries.retain(|e| e.index < index);
+    // (both lists are in index order, so truncating is popping)
+    while out.entries.last().is_some_and(|e| e.index >= index) {
+        out.entries.pop();
+    }
+    while out.v3_writes.last().is_some_and(|i| *i >= index) {
+        out.v3_writes.pop();
+    }
     out.first_index = Some(out.first_index.map_or(index, |f| f.min(index)));
     out.last_index = index;
     let change = match typ {
         0 if data.is_empty() => None,
-        0 => normal(data).map_err(|e| format!("entry {index}: {e}"))?,
+        0 => {
+            if v3_write(data) {
+                out.v3_writes.push(index);
+            }
+            normal(data).map_err(|e| format!("entry {index}: {e}"))?
+        }
         1 => Some(conf_change(data).map_err(|e| format!("entry {index}: {e}"))?),
         other => {
             return Err(format!(
@@ -340,6 +354,15 @@ fn conf_change(d: &[u8]) -> Result<ClusterChange, String> {
         node,
         context,
     })
+}
+
+/// An InternalRaftRequest that can change v3 keys: put (4), delete_range (5), txn (6),
+/// lease_revoke (9, deletes the lease's keys).
+fn v3_write(d: &[u8]) -> bool {
+    if pb::fields(d).any(|f| matches!(f, Ok((5, Val::Varint(_))))) {
+        return false; // a v2 Request
+    }
+    pb::fields(d).any(|f| matches!(f, Ok((4 | 5 | 6 | 9, Val::Bytes(_)))))
 }
 
 /// A normal entry: a legacy v2 Request (top-level field 5 is a varint) or an
@@ -566,6 +589,11 @@ mod tests {
         pb::put_bytes(&mut u, 3, b"/1/x");
         pb::put_uint(&mut u, 5, 0);
         assert_eq!(normal(&u).unwrap(), None);
+        assert!(v3_write(&irr));
+        assert!(!v3_write(&r));
+        let mut range = Vec::new();
+        pb::put_bytes(&mut range, 3, b"\x0a\x01a");
+        assert!(!v3_write(&range));
         let mut bad = Vec::new();
         pb::put_bytes(&mut bad, 2, b"FROB");
         pb::put_uint(&mut bad, 5, 0);
