@@ -458,6 +458,10 @@ fn single_member(version: &str) {
     assert!(out.contains("keys: 307 under "), "{out}");
     assert!(out.contains("(1 with a lease"), "{out}");
     assert!(
+        out.contains("leased keys: \"/registry/events/ns/ev1\"\n"),
+        "{out}"
+    );
+    assert!(
         out.contains("skipped keys without a leading '/': 1 (\"compact_rev_key\")"),
         "{out}"
     );

@@ -119,6 +119,8 @@ pub struct UserTree<'a> {
     pub keys: usize,
     pub dirs: usize,
     pub leased: usize,
+    /// The first 10 leased keys (printable), for the plan.
+    pub leased_examples: Vec<String>,
     /// Keys without a leading `/` (e.g. Kubernetes' `compact_rev_key`): not representable in
     /// v2's namespace, skipped as the original did. Printable form.
     pub skipped: Vec<String>,
@@ -217,6 +219,7 @@ pub fn user_tree<'a>(
     let mut tree = Node::dir(0);
     let (mut keys, mut leased, mut lossy_values) = (0, 0, 0);
     let mut skipped = Vec::new();
+    let mut leased_examples = Vec::new();
     let mut not_utf8 = Vec::new();
     let mut bad = Vec::new();
     let mut index = 0u64;
@@ -245,6 +248,9 @@ pub fn user_tree<'a>(
         let expire = (kv.lease != 0).then_some(opts.lease_expiry);
         if kv.lease != 0 {
             leased += 1;
+            if leased_examples.len() < 10 {
+                leased_examples.push(show(kv.key));
+            }
         }
         let file = Node::File {
             value,
@@ -297,6 +303,7 @@ pub fn user_tree<'a>(
         keys,
         dirs,
         leased,
+        leased_examples,
         skipped,
         lossy_values,
         empty_dirs_removed,

@@ -61,6 +61,8 @@ pub struct RollbackReport {
     pub keys: usize,
     pub dirs: usize,
     pub leased: usize,
+    /// The first 10 leased keys (printable).
+    pub leased_examples: Vec<String>,
     /// Live v3 keys without a leading `/` (printable), not written.
     pub skipped: Vec<String>,
     /// Keys whose newest revision is a delete: absent from the result.
@@ -100,6 +102,18 @@ impl fmt::Display for RollbackReport {
             "keys: {} under {} directories ({} with a lease -> ttl)",
             self.keys, self.dirs, self.leased
         )?;
+        if !self.leased_examples.is_empty() {
+            writeln!(
+                f,
+                "leased keys: {}{}",
+                self.leased_examples.join(", "),
+                if self.leased > self.leased_examples.len() {
+                    ", ..."
+                } else {
+                    ""
+                }
+            )?;
+        }
         writeln!(f, "deleted keys left out: {}", self.deleted)?;
         write!(
             f,
@@ -512,6 +526,7 @@ fn plan<'db>(
         keys: user.keys,
         dirs: user.dirs,
         leased: user.leased,
+        leased_examples: user.leased_examples,
         skipped: user.skipped,
         deleted: scan.deleted,
         lossy_values: user.lossy_values,
