@@ -477,6 +477,7 @@ fn single_member(version: &str) {
         before,
         "the backup is not the untouched original"
     );
+    cross_check_with_storage(&dir, &made);
     restore_db_for_3x(&dir);
 
     let mut spec = EtcdSpec::single(&etcd_bin(version), "rb", &dir, port(&client), port(&peer));

@@ -35,10 +35,14 @@ pub struct BadRecord {
     pub problem: String,
 }
 
+/// The newest (main, sub) revision of a key and its state then: value and lease, or None
+/// for a tombstone.
+type Newest<'a> = ((u64, u64), Option<(&'a [u8], i64)>);
+
 /// Folds bucket `key` records (revision order) into the newest state of each key.
 #[derive(Default)]
 pub struct Folder<'a> {
-    latest: HashMap<&'a [u8], ((u64, u64), Option<(&'a [u8], i64)>)>,
+    latest: HashMap<&'a [u8], Newest<'a>>,
     pub revisions: u64,
     pub foreign: u64,
 }

@@ -417,14 +417,8 @@ fn plan<'db>(
 
     // v3 keys
     let mut folder = Folder::default();
-    let mut bad = None;
     let found = db
-        .for_each(b"key", &mut |k, v| {
-            folder.add(k, v).map_err(|e| {
-                bad = Some(e.clone());
-                e
-            })
-        })
+        .for_each(b"key", &mut |k, v| folder.add(k, v))
         .map_err(|e| match e {
             bolt::WalkError::Format(f) => RollbackError::Corrupt(f),
             bolt::WalkError::Visit(b) => RollbackError::Corrupt(Finding::in_file(
