@@ -355,8 +355,23 @@ fn plan<'db>(
     let member = paths.dir.join("member");
     let snap_dir = member.join("snap");
     let t0 = std::time::Instant::now();
-    let wal = wal::read(&member.join("wal"))?;
-    log::debug!("read the WAL in {:?}", t0.elapsed());
+    // The WAL (up to hundreds of MB) is read on a second thread while this one scans the db.
+    let wal_dir = member.join("wal");
+    let (wal, scanned) = std::thread::scope(|scope| {
+        let reader = scope.spawn(|| {
+            let r = wal::read(&wal_dir);
+            log::debug!("read the WAL in {:?}", t0.elapsed());
+            r
+        });
+        let scanned = scan_keys(paths, db);
+        let wal = match reader.join() {
+            Ok(r) => r,
+            Err(_) => Err(Finding::in_file(&wal_dir, "the WAL reader thread failed")),
+        };
+        (wal, scanned)
+    });
+    let wal = wal?;
+    let folder = scanned?;
     let hs = wal.hard_state.ok_or_else(|| {
         refused(
             &member.join("wal"),
@@ -415,23 +430,6 @@ fn plan<'db>(
         .into());
     }
 
-    // v3 keys
-    let mut folder = Folder::default();
-    let found = db
-        .for_each(b"key", &mut |k, v| folder.add(k, v))
-        .map_err(|e| match e {
-            bolt::WalkError::Format(f) => RollbackError::Corrupt(f),
-            bolt::WalkError::Visit(b) => RollbackError::Corrupt(Finding::in_file(
-                db_path(paths),
-                format!("bucket key, revision {}: {}", b.revision, b.problem),
-            )),
-        })?;
-    if !found {
-        return Err(refused(
-            &db_path(paths),
-            format!("no `key` bucket: not an etcd 3 backend ({UNTOUCHED})"),
-        ));
-    }
     log::debug!("scanned bucket key in {:?}", t0.elapsed());
     let consistent_index = db
         .get(b"meta", b"consistent_index")?
@@ -549,6 +547,27 @@ fn plan<'db>(
         report,
         metadata: wal.metadata,
     })
+}
+
+/// Folds bucket `key` of the db into the newest state of every key.
+fn scan_keys<'db>(paths: &Paths, db: &'db bolt::Db) -> Result<Folder<'db>, RollbackError> {
+    let mut folder = Folder::default();
+    let found = db
+        .for_each(b"key", &mut |k, v| folder.add(k, v))
+        .map_err(|e| match e {
+            bolt::WalkError::Format(f) => RollbackError::Corrupt(f),
+            bolt::WalkError::Visit(b) => RollbackError::Corrupt(Finding::in_file(
+                db_path(paths),
+                format!("bucket key, revision {}: {}", b.revision, b.problem),
+            )),
+        })?;
+    if !found {
+        return Err(refused(
+            &db_path(paths),
+            format!("no `key` bucket: not an etcd 3 backend ({UNTOUCHED})"),
+        ));
+    }
+    Ok(folder)
 }
 
 fn db_path(paths: &Paths) -> PathBuf {
