@@ -159,3 +159,47 @@ fn dry_run_changes_nothing() {
     assert_eq!(std::fs::read_dir(&base).unwrap().count(), 1);
     std::fs::remove_dir_all(base).unwrap();
 }
+
+#[test]
+fn command_line() {
+    let run = |args: &[&str]| {
+        let o = std::process::Command::new(env!("CARGO_BIN_EXE_rollback2"))
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            o.status.code(),
+            String::from_utf8_lossy(&o.stdout).into_owned(),
+            String::from_utf8_lossy(&o.stderr).into_owned(),
+        )
+    };
+    let (code, out, _) = run(&["-h"]);
+    assert_eq!(code, Some(0));
+    assert!(out.starts_with("Usage: rollback2 --data-dir DIR"), "{out}");
+    let (code, out, _) = run(&["--version"]);
+    assert_eq!(code, Some(0));
+    assert!(out.starts_with("rollback2 "), "{out}");
+    let (code, _, err) = run(&[]);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("need to set --data-dir"), "{err}");
+    let (code, _, err) = run(&["--data-dir", "/nonexistent/rollback2-test"]);
+    assert_eq!(code, Some(1));
+    assert!(
+        err.contains("/nonexistent/rollback2-test: no such data directory"),
+        "{err}"
+    );
+    // the whole CLI path on a fixture, with the summary on stdout
+    let (base, dir) = fixture("v2-rollback-minimal");
+    let (code, out, err) = run(&[
+        "--data-dir",
+        dir.to_str().unwrap(),
+        "--ttl",
+        "90s",
+        "--target-version",
+        "2.3.7",
+    ]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains("cluster version: 2.3.0"), "{out}");
+    assert!(out.trim_end().ends_with("Finished successfully"), "{out}");
+    std::fs::remove_dir_all(base).unwrap();
+}
