@@ -168,7 +168,7 @@ pub fn show(key: &[u8]) -> String {
         .flat_map(|b| std::ascii::escape_default(*b))
         .map(char::from)
         .collect();
-    format!("{s:?}")
+    format!("\"{s}\"")
 }
 
 /// Bytes to a string the way Go's encoding/json does: each invalid byte becomes U+FFFD.

@@ -260,6 +260,12 @@ struct Plan<'db> {
 
 /// Converts `dir` (an etcd 3.x data dir, etcd stopped) into an etcd 2.x data dir.
 /// This is the one entry point: `rollback2` and `migrate` call it.
+///
+/// On success `dir` holds only `member/{snap,wal}`; the original (with its `db`, any
+/// `version.txt` and anything else) is `<dir>.rollback.backup`. The caller writes the new
+/// `version.txt` (`2.2.1/etcd2`). On error nothing under `dir` was changed (see
+/// [`RollbackError`]); with `opts.dry_run` nothing is written at all. If a previous run was
+/// interrupted between its two final renames, this call finishes it (`report.resumed`).
 pub fn rollback_data_dir(
     dir: &Path,
     opts: &RollbackOptions,
