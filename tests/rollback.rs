@@ -557,10 +557,21 @@ fn three_member_cluster(version: &str) {
     for (p, spec) in procs.iter().zip(&specs) {
         wait_v2(spec.client_url(), p);
     }
+    let mut contents = Vec::new();
     for spec in &specs {
         let gw = Gw::new(spec.client_url());
         assert_eq!(v2_members(&gw), made.members);
+        // values only: a TTL read a second later may be one lower
+        let files: BTreeMap<String, String> = v2_files(&gw)
+            .into_iter()
+            .map(|(k, (v, _))| (k, v))
+            .collect();
+        contents.push(files);
     }
+    assert!(
+        contents.windows(2).all(|w| w[0] == w[1]),
+        "members serve different v2 data"
+    );
     check_v2(&Gw::new(specs[1].client_url()), &made);
     for p in procs {
         p.stop(Duration::from_secs(20)).unwrap();
