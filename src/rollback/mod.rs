@@ -642,3 +642,50 @@ fn sync_parent(p: &Path) -> io::Result<()> {
     };
     fs::File::open(parent)?.sync_all()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sibling_paths() {
+        let p = Paths::of(Path::new("/var/etcd/data/"));
+        assert_eq!(p.dir, PathBuf::from("/var/etcd/data"));
+        assert_eq!(p.backup, PathBuf::from("/var/etcd/data.rollback.backup"));
+        assert_eq!(p.building, PathBuf::from("/var/etcd/data.rollback.tmp"));
+        assert_eq!(p.ready, PathBuf::from("/var/etcd/data.rollback.new"));
+        assert_eq!(
+            Paths::of(Path::new("data")).backup,
+            PathBuf::from("data.rollback.backup")
+        );
+    }
+
+    #[test]
+    fn report_lists_what_matters() {
+        let r = RollbackReport {
+            data_dir: "/d".into(),
+            dry_run: true,
+            keys: 2,
+            dirs: 1,
+            leased: 1,
+            leased_examples: vec!["\"/a/l\"".into()],
+            skipped: vec!["\"compact_rev_key\"".into()],
+            members: vec![0xabc, 0x1],
+            cluster_version: "2.2.0".into(),
+            index: 9,
+            term: 3,
+            ..Default::default()
+        };
+        let s = r.to_string();
+        for want in [
+            "keys: 2 under 1 directories (1 with a lease -> ttl)",
+            "leased keys: \"/a/l\"\n",
+            "skipped keys without a leading '/': 1 (\"compact_rev_key\")",
+            "members: abc, 1",
+            "snapshot index/term: 9/3",
+            "would write",
+        ] {
+            assert!(s.contains(want), "{want:?} not in:\n{s}");
+        }
+    }
+}
