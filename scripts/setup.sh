@@ -4,10 +4,19 @@
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 
-# musl-tools: musl-gcc for ring's C in static builds. prometheus: promtool and a real server
-# to scrape the monitor. file: tests check that our binaries are static. openssl: the
-# monitor's TLS test makes a CA and certificates with its CLI.
-packages=(musl-tools prometheus file openssl)
+# One package a line, each with why (keeps merges clean).
+packages=(
+    musl-tools      # musl-gcc for ring's C in static builds
+    prometheus      # promtool and a real Prometheus server that scrapes the monitor in tests
+    file            # tests check that our binaries are static
+    openssl         # the monitor's TLS test makes a CA and certificates with its CLI
+    time            # bench scripts measure max RSS with /usr/bin/time -v
+    bc              # bench scripts compute ratios
+    busybox-static  # the image's shell for scripts/rootfs.sh
+    qemu-user-static # runs the cross builds in tests
+    curl            # scripts/demo.sh
+)
+# Cross compilers: scripts/setup-cross.sh below.
 
 missing=()
 for p in "${packages[@]}"; do
@@ -27,3 +36,8 @@ if ! rustup target list --installed | grep -qx x86_64-unknown-linux-musl; then
 fi
 
 "$repo/scripts/fetch-etcd.sh" >/dev/null
+
+# The Rust targets and cross C compilers for the arches scripts/test.sh builds (scripts/arch.sh).
+# shellcheck source=arch.sh
+. "$repo/scripts/arch.sh"
+"$repo/scripts/setup-cross.sh" amd64 $CI_CROSS_ARCHES
