@@ -315,6 +315,33 @@ pub fn rollback_data_dir(
     Ok(plan.report)
 }
 
+/// The etcd3 -> etcd2 step of `migrate`, shaped for its seam
+/// (`migrate::run::RollbackFn`): target 2.2.x or 2.3.x, `--ttl 1h` like the Go migrator's
+/// `RollbackV3ToV2(dataDir, time.Hour)`. The plan is logged at info level.
+pub fn rollback_for_migrate(
+    data_dir: &Path,
+    target: &crate::version::EtcdVersion,
+) -> Result<(), String> {
+    let target = match (target.major(), target.minor()) {
+        (2, 2) => TargetVersion::V2_2_1,
+        (2, 3) => TargetVersion::V2_3_7,
+        _ => {
+            return Err(format!(
+                "rollback2 converts to etcd 2.2 or 2.3 only, not {target}"
+            ))
+        }
+    };
+    let opts = RollbackOptions {
+        target,
+        ..RollbackOptions::default()
+    };
+    let report = rollback_data_dir(data_dir, &opts).map_err(|e| e.to_string())?;
+    for line in report.to_string().lines() {
+        log::info!("rollback2: {line}");
+    }
+    Ok(())
+}
+
 /// Finishes an interrupted run: DIR gone, backup and complete result present.
 fn resume(paths: &Paths) -> Result<Option<RollbackReport>, RollbackError> {
     if paths.dir.exists() || !paths.backup.is_dir() || !paths.ready.is_dir() {
@@ -646,6 +673,16 @@ fn sync_parent(p: &Path) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn migrate_seam_refuses_other_targets_before_touching_anything() {
+        let v = crate::version::EtcdVersion::new(3, 4, 0);
+        let e = rollback_for_migrate(Path::new("/nonexistent/x"), &v).unwrap_err();
+        assert!(e.contains("2.2 or 2.3 only"), "{e}");
+        let v = crate::version::EtcdVersion::new(2, 2, 1);
+        let e = rollback_for_migrate(Path::new("/nonexistent/x"), &v).unwrap_err();
+        assert!(e.contains("no such data directory"), "{e}");
+    }
 
     #[test]
     fn sibling_paths() {
