@@ -313,6 +313,51 @@ fn bad_inputs_are_refused_and_nothing_changes() {
     )
     .unwrap();
     refused(&d, &[], &["member/snap/db", "missing"]);
+
+    // The --lossy result served by real etcd: the binary value with U+FFFD for each bad byte.
+    let snap = std::fs::read_dir(d.join("member/snap"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .find(|n| n.ends_with(".snap"))
+        .unwrap();
+    let index = u64::from_str_radix(&snap[17..33], 16).unwrap();
+    let mut db = std::fs::read(temp.path().join("old-backup/member/snap/db")).unwrap();
+    let key = b"consistent_index";
+    let hits: Vec<usize> = db
+        .windows(key.len())
+        .enumerate()
+        .filter(|(_, w)| *w == key)
+        .map(|(i, _)| i)
+        .collect();
+    for at in hits {
+        db[at + key.len()..at + key.len() + 8].copy_from_slice(&index.to_be_bytes());
+    }
+    std::fs::write(d.join("member/snap/db"), db).unwrap();
+    let port = |u: &str| u.rsplit(':').next().unwrap().parse::<u16>().unwrap();
+    let mut spec = etcdtools::etcd::process::EtcdSpec::single(
+        &etcd_bin(V3_4),
+        "bad",
+        &d,
+        port(&etcd.client_url),
+        port(&etcd.peer_url),
+    );
+    spec.extra_args.push("--enable-v2".into());
+    let p = etcdtools::etcd::process::EtcdProcess::start(&spec).unwrap();
+    let url = format!("{}/v2/keys/k8s/pod", spec.client_url());
+    let deadline = std::time::Instant::now() + READY_TIMEOUT;
+    let body = loop {
+        match http.get_text(&url, Duration::from_secs(2), 1 << 20) {
+            Ok(t) if t.contains("\"action\"") => break t,
+            r => assert!(std::time::Instant::now() < deadline, "{r:?}"),
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        v["node"]["value"],
+        "k8s\u{0}\n\u{FFFD}\u{FFFD} binary protobuf"
+    );
+    p.stop(Duration::from_secs(20)).unwrap();
 }
 
 /// chattr +i as root (permissions do not stop root), chmod otherwise.
