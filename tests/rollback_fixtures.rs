@@ -23,7 +23,9 @@ fn copy_tree(from: &Path, to: &Path) {
 }
 
 fn fixture(name: &str) -> (PathBuf, PathBuf) {
-    let base = std::env::temp_dir().join(format!("rb-fixture-{name}-{}", std::process::id()));
+    static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    let base = std::env::temp_dir().join(format!("rb-fixture-{name}-{}-{n}", std::process::id()));
     let _ = std::fs::remove_dir_all(&base);
     let dir = base.join("data");
     copy_tree(
@@ -202,4 +204,81 @@ fn command_line() {
     assert!(out.contains("cluster version: 2.3.0"), "{out}");
     assert!(out.trim_end().ends_with("Finished successfully"), "{out}");
     std::fs::remove_dir_all(base).unwrap();
+}
+
+fn tree_hash(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.push((
+                    p.strip_prefix(dir).unwrap().to_path_buf(),
+                    std::fs::read(&p).unwrap(),
+                ));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// SIGKILL at every point of the write-and-swap: what is left is the untouched original, or
+/// the untouched original as the backup plus a complete result; a rerun always ends with the
+/// complete result and the untouched backup.
+#[test]
+fn a_crash_at_any_point_leaves_original_or_backup_plus_result() {
+    use etcdtools::rollback::CRASH_POINT_ENV;
+    let run = |dir: &Path, crash: Option<&str>| {
+        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_rollback2"));
+        c.arg("--data-dir").arg(dir);
+        if let Some(p) = crash {
+            c.env(CRASH_POINT_ENV, p);
+        }
+        c.output().unwrap()
+    };
+    let (base, reference) = fixture("v2-rollback-minimal");
+    let original = tree_hash(&reference);
+    assert!(run(&reference, None).status.success());
+    let result = tree_hash(&reference);
+    std::fs::remove_dir_all(&base).unwrap();
+    for point in ["snap-written", "built", "ready", "backed-up", "swapped"] {
+        let (base, dir) = fixture("v2-rollback-minimal");
+        let out = run(&dir, Some(point));
+        assert_eq!(
+            std::os::unix::process::ExitStatusExt::signal(&out.status),
+            Some(9),
+            "{point}"
+        );
+        let backup = dir.with_file_name("data.rollback.backup");
+        let ready = dir.with_file_name("data.rollback.new");
+        if dir.exists() && tree_hash(&dir) == original {
+            assert!(!backup.exists(), "{point}");
+        } else {
+            assert_eq!(tree_hash(&backup), original, "{point}: backup");
+            let complete = if dir.exists() { &dir } else { &ready };
+            assert_eq!(tree_hash(complete), result, "{point}: result");
+        }
+        // rerun: finishes (or, after a full swap, refuses because the backup exists)
+        let again = run(&dir, None);
+        if point == "swapped" {
+            assert!(!again.status.success());
+        } else {
+            assert!(
+                again.status.success(),
+                "{point}: {}",
+                String::from_utf8_lossy(&again.stderr)
+            );
+        }
+        assert_eq!(tree_hash(&dir), result, "{point}: final result");
+        assert_eq!(tree_hash(&backup), original, "{point}: final backup");
+        assert!(
+            !ready.exists() && !dir.with_file_name("data.rollback.tmp").exists(),
+            "{point}"
+        );
+        std::fs::remove_dir_all(base).unwrap();
+    }
 }

@@ -632,6 +632,7 @@ fn write_and_swap(paths: &Paths, plan: &mut Plan<'_>) -> Result<(), RollbackErro
         snap::write(&snap_dir, r.term, r.index, &r.members, &|w| {
             store.write_json(w)
         })?;
+        crash_point("snap-written");
         fs::File::open(&snap_dir)?.sync_all()?;
         wal::write_new(&member.join("wal"), &plan.metadata, r.index, r.term)?;
         fs::File::open(&member)?.sync_all()?;
@@ -644,8 +645,10 @@ fn write_and_swap(paths: &Paths, plan: &mut Plan<'_>) -> Result<(), RollbackErro
             e,
         ));
     }
+    crash_point("built");
     fs::rename(tmp, &paths.ready).map_err(io_err("cannot rename", tmp, UNTOUCHED))?;
     sync_parent(&paths.dir).map_err(io_err("cannot fsync parent of", &paths.dir, UNTOUCHED))?;
+    crash_point("ready");
     fs::rename(&paths.dir, &paths.backup).map_err(io_err(
         "cannot move the original to",
         &paths.backup,
@@ -657,9 +660,24 @@ fn write_and_swap(paths: &Paths, plan: &mut Plan<'_>) -> Result<(), RollbackErro
         paths.ready.display()
     );
     sync_parent(&paths.dir).map_err(io_err("cannot fsync parent of", &paths.dir, &state))?;
+    crash_point("backed-up");
     fs::rename(&paths.ready, &paths.dir).map_err(io_err("cannot rename", &paths.ready, &state))?;
     sync_parent(&paths.dir).map_err(io_err("cannot fsync parent of", &paths.dir, &state))?;
+    crash_point("swapped");
     Ok(())
+}
+
+/// Test hook: `ROLLBACK2_CRASH_AT=<point>` SIGKILLs the process at that point, so tests can
+/// check what a crash leaves behind. Does nothing otherwise.
+pub const CRASH_POINT_ENV: &str = "ROLLBACK2_CRASH_AT";
+
+fn crash_point(name: &str) {
+    if std::env::var(CRASH_POINT_ENV).ok().as_deref() == Some(name) {
+        // SAFETY: kill(2) on our own pid; SIGKILL cannot be caught, like a power cut for us.
+        unsafe {
+            libc::kill(libc::getpid(), libc::SIGKILL);
+        }
+    }
 }
 
 fn sync_parent(p: &Path) -> io::Result<()> {
