@@ -693,6 +693,13 @@ mod tests {
     use super::*;
 
     #[test]
+    fn fits_the_migrate_seam() {
+        // wiring is `Some(crate::rollback::rollback_for_migrate)` in migrate::run
+        let f: crate::migrate::run::RollbackFn = rollback_for_migrate;
+        let _ = f;
+    }
+
+    #[test]
     fn migrate_seam_refuses_other_targets_before_touching_anything() {
         let v = crate::version::EtcdVersion::new(3, 4, 0);
         let e = rollback_for_migrate(Path::new("/nonexistent/x"), &v).unwrap_err();
