@@ -71,9 +71,12 @@ pub struct RollbackReport {
     pub revisions: u64,
     pub members: Vec<u64>,
     pub cluster_version: String,
-    /// Raft index and term of the new snapshot (= the old HardState's commit and term).
+    /// Raft index and term of the new snapshot: the old HardState's commit, and the term of
+    /// the entry at that index.
     pub index: u64,
     pub term: u64,
+    /// The member's current term (the old HardState's), kept in the new HardState.
+    pub raft_term: u64,
     /// The v2 snapshot the cluster state came from (None: replayed from the start of the WAL).
     pub source_snapshot: Option<PathBuf>,
     pub consistent_index: Option<u64>,
@@ -140,7 +143,11 @@ impl fmt::Display for RollbackReport {
         let ids: Vec<String> = self.members.iter().map(|m| format!("{m:x}")).collect();
         writeln!(f, "members: {}", ids.join(", "))?;
         writeln!(f, "cluster version: {}", self.cluster_version)?;
-        writeln!(f, "snapshot index/term: {}/{}", self.index, self.term)?;
+        writeln!(
+            f,
+            "snapshot index/term: {}/{} (raft term {})",
+            self.index, self.term, self.raft_term
+        )?;
         if let Some(ci) = self.consistent_index {
             writeln!(f, "v3 consistent_index: {ci}")?;
         }
@@ -510,6 +517,21 @@ fn plan<'db>(
         ),
         None => (None, Node::dir(0)),
     };
+    // raft's snapshot term is the term of the entry at the snapshot index (members at the
+    // same commit agree on it; their current terms, in the HardState, may differ)
+    let snap_term = match wal.entry_term(hs.commit) {
+        Some(t) => t,
+        None => match &chosen {
+            Some((_, b)) if b.index == hs.commit => b.term,
+            _ => {
+                return Err(Finding::in_file(
+                    &wal.files[0],
+                    format!("no entry or snapshot for the committed index {}", hs.commit),
+                )
+                .into())
+            }
+        },
+    };
     let committed: Vec<_> = wal
         .entries
         .iter()
@@ -559,13 +581,14 @@ fn plan<'db>(
         members: members.clone(),
         cluster_version,
         index: hs.commit,
-        term: hs.term,
+        term: snap_term,
+        raft_term: hs.term,
         source_snapshot,
         consistent_index,
         snap_file: paths
             .dir
             .join("member/snap")
-            .join(snap::name(hs.term, hs.commit)),
+            .join(snap::name(snap_term, hs.commit)),
         wal_file: paths
             .dir
             .join("member/wal/0000000000000000-0000000000000000.wal"),
@@ -634,7 +657,13 @@ fn write_and_swap(paths: &Paths, plan: &mut Plan<'_>) -> Result<(), RollbackErro
         })?;
         crash_point("snap-written");
         fs::File::open(&snap_dir)?.sync_all()?;
-        wal::write_new(&member.join("wal"), &plan.metadata, r.index, r.term)?;
+        wal::write_new(
+            &member.join("wal"),
+            &plan.metadata,
+            r.index,
+            r.term,
+            r.raft_term,
+        )?;
         fs::File::open(&member)?.sync_all()?;
         fs::File::open(tmp)?.sync_all()?;
         Ok(())

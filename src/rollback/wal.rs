@@ -65,6 +65,8 @@ pub struct WalRead {
     /// Indexes of entries that change v3 keys (put, delete, txn, lease revoke): the db must
     /// already hold every committed one.
     pub v3_writes: Vec<u64>,
+    /// (first index, term) of each run of entries with the same term, in index order.
+    pub term_runs: Vec<(u64, u64)>,
     pub files: Vec<PathBuf>,
     /// Bytes dropped from the end of the last file as a torn write (etcd does the same).
     pub torn_tail: Option<u64>,
@@ -272,6 +274,20 @@ pub fn read(dir: &Path) -> Result<WalRead, Finding> {
     finish(out, meta_seen)
 }
 
+impl WalRead {
+    /// Term of the entry at `index`, if the WAL holds it.
+    pub fn entry_term(&self, index: u64) -> Option<u64> {
+        if self.first_index.is_none_or(|f| index < f) || index > self.last_index {
+            return None;
+        }
+        self.term_runs
+            .iter()
+            .rev()
+            .find(|(start, _)| *start <= index)
+            .map(|(_, t)| *t)
+    }
+}
+
 fn finish(out: WalRead, meta_seen: bool) -> Result<WalRead, Finding> {
     if !meta_seen {
         let f = out.files.first().cloned().unwrap_or_default();
@@ -299,10 +315,11 @@ fn torn(rec: &[u8], off: u64) -> bool {
 }
 
 fn entry(out: &mut WalRead, d: &[u8]) -> Result<(), String> {
-    let (mut typ, mut index, mut data) = (0, 0, &[][..]);
+    let (mut typ, mut term, mut index, mut data) = (0, 0, 0, &[][..]);
     for f in pb::fields(d) {
         match f.map_err(|_| "malformed raft entry".to_string())? {
             (1, Val::Varint(v)) => typ = v,
+            (2, Val::Varint(v)) => term = v,
             (3, Val::Varint(v)) => index = v,
             (4, Val::Bytes(b)) => data = b,
             _ => {}
@@ -315,6 +332,12 @@ fn entry(out: &mut WalRead, d: &[u8]) -> Result<(), String> {
     }
     while out.v3_writes.last().is_some_and(|i| *i >= index) {
         out.v3_writes.pop();
+    }
+    while out.term_runs.last().is_some_and(|(i, _)| *i >= index) {
+        out.term_runs.pop();
+    }
+    if out.term_runs.last().is_none_or(|(_, t)| *t != term) {
+        out.term_runs.push((index, term));
     }
     out.first_index = Some(out.first_index.map_or(index, |f| f.min(index)));
     out.last_index = index;
@@ -472,9 +495,10 @@ fn frame(out: &mut Vec<u8>, running: &mut u32, typ: u64, data: Option<&[u8]>) {
     out.extend_from_slice(&rec);
 }
 
-/// The bytes of a fresh WAL: crc, metadata, snapshot{0,0}, snapshot{index,term},
-/// HardState{term, 0, commit=index}.
-pub fn new_wal_bytes(metadata: &[u8], index: u64, term: u64) -> Vec<u8> {
+/// The bytes of a fresh WAL: crc, metadata, snapshot{0,0}, snapshot{index, term},
+/// HardState{raft_term, 0, commit=index}. `term` is the term of the entry at `index` (raft's
+/// snapshot term); `raft_term` >= it is the member's current term.
+pub fn new_wal_bytes(metadata: &[u8], index: u64, term: u64, raft_term: u64) -> Vec<u8> {
     let mut out = Vec::new();
     let mut running = 0u32;
     frame(&mut out, &mut running, CRC, None);
@@ -488,7 +512,7 @@ pub fn new_wal_bytes(metadata: &[u8], index: u64, term: u64) -> Vec<u8> {
     frame(&mut out, &mut running, SNAPSHOT, Some(&snap(0, 0)));
     frame(&mut out, &mut running, SNAPSHOT, Some(&snap(index, term)));
     let mut hs = Vec::new();
-    pb::put_uint(&mut hs, 1, term);
+    pb::put_uint(&mut hs, 1, raft_term);
     pb::put_uint(&mut hs, 2, 0);
     pb::put_uint(&mut hs, 3, index);
     frame(&mut out, &mut running, STATE, Some(&hs));
@@ -501,6 +525,7 @@ pub fn write_new(
     metadata: &[u8],
     index: u64,
     term: u64,
+    raft_term: u64,
 ) -> std::io::Result<PathBuf> {
     use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
     fs::DirBuilder::new().mode(0o700).create(wal_dir)?;
@@ -510,7 +535,7 @@ pub fn write_new(
         .create_new(true)
         .mode(0o600)
         .open(&path)?;
-    f.write_all(&new_wal_bytes(metadata, index, term))?;
+    f.write_all(&new_wal_bytes(metadata, index, term, raft_term))?;
     f.sync_all()?;
     File::open(wal_dir)?.sync_all()?;
     Ok(path)
@@ -532,7 +557,7 @@ mod tests {
     #[test]
     fn new_wal_matches_the_reference_bytes() {
         let meta = hex("08c0c0caafc1ba96892e1087d5edba8fd59dc104");
-        let got = new_wal_bytes(&meta, 63, 2);
+        let got = new_wal_bytes(&meta, 63, 2, 2);
         let want = hex("04000000 00000000 08041000
              1d000000 00000000 0801108d9cf9161a1408c0c0caafc1ba96892e1087d5edba8fd59dc104
              0e000000 00000000 080510878cc58d0d1a0408001000
@@ -547,14 +572,14 @@ mod tests {
         let _ = fs::remove_dir_all(&dir);
         fs::create_dir_all(&dir).unwrap();
         let wal = dir.join("wal");
-        let p = write_new(&wal, b"\x08\x01\x10\x02", 33, 2).unwrap();
+        let p = write_new(&wal, b"\x08\x01\x10\x02", 33, 2, 3).unwrap();
         let r = read(&wal).unwrap();
         assert_eq!(r.metadata, b"\x08\x01\x10\x02");
         assert_eq!(r.snapshots, vec![(0, 0), (33, 2)]);
         assert_eq!(
             r.hard_state,
             Some(HardState {
-                term: 2,
+                term: 3,
                 vote: 0,
                 commit: 33
             })
@@ -566,6 +591,45 @@ mod tests {
         let e = read(&wal).unwrap_err();
         assert!(e.problem.contains("CRC mismatch"), "{e}");
         fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn entry_terms_follow_raft_overwrites() {
+        let mut w = WalRead::default();
+        let e = |term: u64, index: u64| {
+            let mut b = Vec::new();
+            pb::put_uint(&mut b, 1, 0);
+            pb::put_uint(&mut b, 2, term);
+            pb::put_uint(&mut b, 3, index);
+            b
+        };
+        for (t, i) in [
+            (1, 1),
+            (1, 2),
+            (2, 3),
+            (2, 4),
+            (2, 5),
+            (3, 4),
+            (3, 5),
+            (3, 6),
+        ] {
+            entry(&mut w, &e(t, i)).unwrap();
+        }
+        assert_eq!(w.term_runs, vec![(1, 1), (3, 2), (4, 3)]);
+        let got: Vec<_> = (0..=7).map(|i| w.entry_term(i)).collect();
+        assert_eq!(
+            got,
+            vec![
+                None,
+                Some(1),
+                Some(1),
+                Some(2),
+                Some(3),
+                Some(3),
+                Some(3),
+                None
+            ]
+        );
     }
 
     #[test]
