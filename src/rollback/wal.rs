@@ -594,6 +594,41 @@ mod tests {
     }
 
     #[test]
+    fn a_torn_last_record_is_tolerated_like_etcd() {
+        let dir = std::env::temp_dir().join(format!("rb-wal-torn-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        let wal = dir.join("wal");
+        let p = write_new(&wal, b"\x08\x01", 5, 1, 1).unwrap();
+        let good = fs::read(&p).unwrap();
+        // a frame that claims 100 bytes but the file ends after 20: a write cut short
+        let mut b = good.clone();
+        b.extend_from_slice(&100u64.to_le_bytes());
+        b.extend_from_slice(&[0x08; 20]);
+        fs::write(&p, &b).unwrap();
+        let r = read(&wal).unwrap();
+        assert_eq!(r.torn_tail, Some(28));
+        assert_eq!(r.hard_state.map(|h| h.commit), Some(5));
+        // a full-length last record whose sector is all zeros (not yet written): torn too
+        let mut b = good.clone();
+        b.extend_from_slice(&600u64.to_le_bytes());
+        b.extend_from_slice(&[0u8; 600]);
+        fs::write(&p, &b).unwrap();
+        assert!(read(&wal).unwrap().torn_tail.is_some());
+        // a bad record with data everywhere is corruption, not a torn write
+        let mut b = good;
+        let mut rec = Vec::new();
+        pb::put_uint(&mut rec, 1, STATE);
+        pb::put_uint(&mut rec, 2, 12345);
+        pb::put_bytes(&mut rec, 3, &[1u8; 40]);
+        b.extend_from_slice(&(rec.len() as u64).to_le_bytes());
+        b.extend_from_slice(&rec);
+        fs::write(&p, &b).unwrap();
+        assert!(read(&wal).unwrap_err().problem.contains("CRC mismatch"));
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
     fn entry_terms_follow_raft_overwrites() {
         let mut w = WalRead::default();
         let e = |term: u64, index: u64| {
