@@ -86,6 +86,8 @@ fn real_dir_with_snapshots_and_wal_after_them() {
         .as_ref()
         .unwrap()
         .ends_with("0000000000000002-0000000000000021.snap"));
+    // the 25 v2 keys and the TTL key of the old v2 store are reported, not carried over
+    assert_eq!((r.old_v2_keys, r.old_v2_writes), (26, 0));
     assert_eq!(
         (r.index, r.term, r.keys, r.members.clone()),
         (35, 2, 3, vec![0x1177386ae0746d8e])

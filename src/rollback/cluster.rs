@@ -154,6 +154,7 @@ pub fn replay(zero: &mut Node<'static>, entries: &[ClusterEntry]) -> Result<(), 
                 zero.set_file(&["version"], file(v.clone()), 0)
                     .map_err(|_| at("cannot set /0/version".into()))?;
             }
+            ClusterChange::UserV2Write => {}
             ClusterChange::MemberAttributes { id, json } => {
                 let hex = format!("{id:x}");
                 zero.set_file(&["members", &hex, "attributes"], file(json.clone()), 0)
@@ -162,6 +163,23 @@ pub fn replay(zero: &mut Node<'static>, entries: &[ClusterEntry]) -> Result<(), 
         }
     }
     Ok(())
+}
+
+/// How many keys (files) a v2 store JSON holds under `/1`: old v2 user data.
+pub fn user_keys_in_store_json(json: &[u8]) -> usize {
+    fn files(v: &serde_json::Value) -> usize {
+        match v.get("Children") {
+            Some(serde_json::Value::Object(ch)) => ch.values().map(files).sum(),
+            _ => 1,
+        }
+    }
+    let Ok(v) = serde_json::from_slice::<serde_json::Value>(json) else {
+        return 0;
+    };
+    match v.pointer("/Root/Children/1/Children") {
+        Some(serde_json::Value::Object(ch)) => ch.values().map(files).sum(),
+        _ => 0,
+    }
 }
 
 /// Member IDs under `/0/members`, sorted. A name that is not hex is an error, like the original.
@@ -280,6 +298,9 @@ mod tests {
         let json = br#"{"Root":{"Path":"/","Children":{"0":{"Path":"/0","Children":{"members":{"Path":"/0/members","Children":{"1177386ae0746d8e":{"Children":{"raftAttributes":{"Value":"{}","Children":null}}}}},"version":{"Value":"3.4.0","Children":null}}},"1":{"Children":{}}}},"CurrentIndex":31}"#;
         let zero = from_store_json(json).unwrap();
         assert_eq!(member_ids(&zero).unwrap(), vec![0x1177386ae0746d8e]);
+        assert_eq!(user_keys_in_store_json(json), 0);
+        let with_user = br#"{"Root":{"Children":{"1":{"Children":{"a":{"Children":null},"d":{"Children":{"b":{"Children":null},"e":{"Children":{}}}}}}}}}"#;
+        assert_eq!(user_keys_in_store_json(with_user), 2);
         let mut bad = Node::dir(0);
         bad.mkdir(&["members", "zz"], 0).unwrap();
         assert!(member_ids(&bad)

@@ -63,6 +63,10 @@ pub struct RollbackReport {
     pub leased: usize,
     /// The first 10 leased keys (printable).
     pub leased_examples: Vec<String>,
+    /// Old v2 user keys (under `/1` of the v2 snapshot) and v2 writes after it: not carried
+    /// over, as in the original (an etcd 3 cluster normally has none).
+    pub old_v2_keys: usize,
+    pub old_v2_writes: usize,
     /// Live v3 keys without a leading `/` (printable), not written.
     pub skipped: Vec<String>,
     /// Keys whose newest revision is a delete: absent from the result.
@@ -118,6 +122,13 @@ impl fmt::Display for RollbackReport {
             )?;
         }
         writeln!(f, "deleted keys left out: {}", self.deleted)?;
+        if self.old_v2_keys + self.old_v2_writes > 0 {
+            writeln!(
+                f,
+                "old v2 data not carried over: {} key(s) in the v2 snapshot, {} v2 write(s) after it",
+                self.old_v2_keys, self.old_v2_writes
+            )?;
+        }
         write!(
             f,
             "skipped keys without a leading '/': {}",
@@ -540,6 +551,13 @@ fn plan<'db>(
         .collect();
     cluster::replay(&mut zero, &committed)
         .map_err(|e| RollbackError::Corrupt(Finding::in_file(member.join("wal"), e)))?;
+    let old_v2_keys = chosen
+        .as_ref()
+        .map_or(0, |(_, b)| cluster::user_keys_in_store_json(&b.data));
+    let old_v2_writes = committed
+        .iter()
+        .filter(|e| e.change == wal::ClusterChange::UserV2Write)
+        .count();
     let cluster_version = opts.target.cluster_version().to_string();
     zero.set_file(
         &["version"],
@@ -574,6 +592,8 @@ fn plan<'db>(
         dirs: user.dirs,
         leased: user.leased,
         leased_examples: user.leased_examples,
+        old_v2_keys,
+        old_v2_writes,
         skipped: user.skipped,
         deleted: scan.deleted,
         lossy_values: user.lossy_values,

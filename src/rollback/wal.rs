@@ -50,6 +50,8 @@ pub enum ClusterChange {
     ClusterVersion(String),
     /// 3.6: cluster_member_attr_set (member id, attributes JSON).
     MemberAttributes { id: u64, json: String },
+    /// A v2 write outside `/0` (old v2 user data): ignored, counted.
+    UserV2Write,
 }
 
 #[derive(Debug, Default)]
@@ -468,7 +470,8 @@ fn v2_request(d: &[u8]) -> Result<Option<ClusterChange>, String> {
         other => return Err(format!("unknown v2 command {other:?}")),
     }
     if path != "/0" && !path.starts_with("/0/") {
-        return Ok(None);
+        // v2 user data: not carried over (as in the original), but counted for the plan
+        return Ok(Some(ClusterChange::UserV2Write));
     }
     Ok(Some(ClusterChange::V2 {
         method,
@@ -726,7 +729,7 @@ mod tests {
         pb::put_bytes(&mut u, 2, b"PUT");
         pb::put_bytes(&mut u, 3, b"/1/x");
         pb::put_uint(&mut u, 5, 0);
-        assert_eq!(normal(&u).unwrap(), None);
+        assert_eq!(normal(&u).unwrap(), Some(ClusterChange::UserV2Write));
         assert!(v3_write(&irr));
         assert!(!v3_write(&r));
         let mut range = Vec::new();
