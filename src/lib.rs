@@ -18,5 +18,6 @@ pub mod logging;
 pub mod migrate;
 pub mod monitor;
 pub mod prom;
+pub mod rollback;
 pub mod storage;
 pub mod version;

@@ -1,0 +1,286 @@
+//! rollback through the library on the recorded etcd 3.4.23 fixtures (no etcd started):
+//! a real dir with three .snap files and a WAL after them, and a fully synthetic one.
+use etcdtools::rollback::{rollback_data_dir, RollbackOptions};
+use etcdtools::storage::{snap, v2store, wal};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, UNIX_EPOCH};
+
+fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let p = e.unwrap().path();
+        let t = to.join(p.file_name().unwrap());
+        if p.is_dir() {
+            copy_tree(&p, &t);
+        } else {
+            std::fs::copy(&p, &t).unwrap();
+            let mut perm = std::fs::metadata(&t).unwrap().permissions();
+            #[allow(clippy::permissions_set_readonly_false)]
+            perm.set_readonly(false);
+            std::fs::set_permissions(&t, perm).unwrap();
+        }
+    }
+}
+
+fn fixture(name: &str) -> (PathBuf, PathBuf) {
+    static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    let base = std::env::temp_dir().join(format!("rb-fixture-{name}-{}-{n}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&base);
+    let dir = base.join("data");
+    copy_tree(
+        &Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/3.4.23")
+            .join(name),
+        &dir,
+    );
+    (base, dir)
+}
+
+fn opts() -> RollbackOptions {
+    RollbackOptions {
+        now: Some(UNIX_EPOCH + Duration::from_secs(1_800_000_000)),
+        ..Default::default()
+    }
+}
+
+/// Reads the result with the team's storage readers and returns the v2 store.
+fn result_store(dir: &Path, index: u64, term: u64) -> v2store::Store {
+    let files = snap::list_snap_files(&dir.join("member/snap")).unwrap();
+    assert_eq!(files.len(), 1, "{files:?}");
+    assert!(files[0].ends_with(format!("{term:016x}-{index:016x}.snap")));
+    let s = snap::read_snap_file(&files[0]).unwrap();
+    assert_eq!((s.metadata.index, s.metadata.term), (index, term));
+    assert_eq!(s.metadata.conf_state.voters, vec![0x1177386ae0746d8e]);
+    assert_eq!(wal::check(&dir.join("member/wal")), vec![]);
+    let start = etcdtools::storage::proto::WalSnapshot {
+        index,
+        term,
+        conf_state: None,
+    };
+    let c = wal::read_all(&dir.join("member/wal"), &start).unwrap();
+    let hs = c.hard_state.unwrap();
+    assert_eq!((hs.term, hs.vote, hs.commit), (term, 0, index));
+    let snaps: Vec<(u64, u64)> = c.snapshots.iter().map(|s| (s.index, s.term)).collect();
+    assert_eq!(snaps, vec![(0, 0), (index, term)]);
+    // unpadded frames only: no length word has its top bit set
+    let bytes =
+        std::fs::read(dir.join("member/wal/0000000000000000-0000000000000000.wal")).unwrap();
+    let mut off = 0;
+    while off < bytes.len() {
+        let len = u64::from_le_bytes(bytes[off..off + 8].try_into().unwrap());
+        assert_eq!(len >> 56, 0, "padded frame at {off}");
+        off += 8 + len as usize;
+    }
+    assert_eq!(off, bytes.len());
+    v2store::Store::load(&s.data).unwrap()
+}
+
+#[test]
+fn real_dir_with_snapshots_and_wal_after_them() {
+    let (base, dir) = fixture("v2-datadir");
+    let r = rollback_data_dir(&dir, &opts()).unwrap();
+    // newest .snap (index 33) confirmed by the WAL, entries up to commit 35 replayed
+    assert!(r
+        .source_snapshot
+        .as_ref()
+        .unwrap()
+        .ends_with("0000000000000002-0000000000000021.snap"));
+    // the 25 v2 keys and the TTL key of the old v2 store are reported, not carried over
+    assert_eq!((r.old_v2_keys, r.old_v2_writes), (26, 0));
+    assert_eq!(
+        (r.index, r.term, r.keys, r.members.clone()),
+        (35, 2, 3, vec![0x1177386ae0746d8e])
+    );
+    let store = result_store(&dir, 35, 2);
+    assert_eq!(store.problems(), Vec::<String>::new());
+    assert_eq!(store.cluster_version(), Some("2.2.0"));
+    assert!(store
+        .get("/0/members/1177386ae0746d8e/raftAttributes")
+        .is_some());
+    assert!(store
+        .get("/0/members/1177386ae0746d8e/attributes")
+        .is_some());
+    // the old v2 user keys are not carried over (documented caveat); only v3 keys are under /1
+    assert!(store.get("/1/v2").is_none());
+    let mut user = Vec::new();
+    store.get("/1").unwrap().walk(&mut |n| {
+        if !n.is_dir() {
+            user.push(n.path.clone());
+        }
+    });
+    assert_eq!(user.len(), 3, "{user:?}");
+    assert!(dir
+        .with_file_name("data.rollback.backup")
+        .join("member/snap/db")
+        .exists());
+    std::fs::remove_dir_all(base).unwrap();
+}
+
+#[test]
+fn synthetic_dir_and_target_2_3_7() {
+    let (base, dir) = fixture("v2-rollback-synthetic");
+    let o = RollbackOptions {
+        target: etcdtools::rollback::convert::TargetVersion::V2_3_7,
+        ..opts()
+    };
+    let r = rollback_data_dir(&dir, &o).unwrap();
+    assert_eq!((r.index, r.term, r.keys), (100, 5, 3));
+    let store = result_store(&dir, 100, 5);
+    assert_eq!(store.cluster_version(), Some("2.3.0"));
+    std::fs::remove_dir_all(base).unwrap();
+}
+
+#[test]
+fn dry_run_changes_nothing() {
+    let (base, dir) = fixture("v2-rollback-minimal");
+    let before: Vec<_> = [
+        "member/snap/db",
+        "member/wal/0000000000000000-0000000000000000.wal",
+    ]
+    .iter()
+    .map(|f| std::fs::read(dir.join(f)).unwrap())
+    .collect();
+    let r = rollback_data_dir(
+        &dir,
+        &RollbackOptions {
+            dry_run: true,
+            ..opts()
+        },
+    )
+    .unwrap();
+    assert!(r.dry_run);
+    assert_eq!((r.index, r.term, r.keys), (33, 2, 3));
+    let after: Vec<_> = [
+        "member/snap/db",
+        "member/wal/0000000000000000-0000000000000000.wal",
+    ]
+    .iter()
+    .map(|f| std::fs::read(dir.join(f)).unwrap())
+    .collect();
+    assert_eq!(before, after);
+    assert!(!dir.with_file_name("data.rollback.backup").exists());
+    assert_eq!(std::fs::read_dir(&base).unwrap().count(), 1);
+    std::fs::remove_dir_all(base).unwrap();
+}
+
+#[test]
+fn command_line() {
+    let run = |args: &[&str]| {
+        let o = std::process::Command::new(env!("CARGO_BIN_EXE_rollback2"))
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            o.status.code(),
+            String::from_utf8_lossy(&o.stdout).into_owned(),
+            String::from_utf8_lossy(&o.stderr).into_owned(),
+        )
+    };
+    let (code, out, _) = run(&["-h"]);
+    assert_eq!(code, Some(0));
+    assert!(out.starts_with("Usage: rollback2 --data-dir DIR"), "{out}");
+    let (code, out, _) = run(&["--version"]);
+    assert_eq!(code, Some(0));
+    assert!(out.starts_with("rollback2 "), "{out}");
+    let (code, _, err) = run(&[]);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("need to set --data-dir"), "{err}");
+    let (code, _, err) = run(&["--data-dir", "/nonexistent/rollback2-test"]);
+    assert_eq!(code, Some(1));
+    assert!(
+        err.contains("/nonexistent/rollback2-test: no such data directory"),
+        "{err}"
+    );
+    // the whole CLI path on a fixture, with the summary on stdout
+    let (base, dir) = fixture("v2-rollback-minimal");
+    let (code, out, err) = run(&[
+        "--data-dir",
+        dir.to_str().unwrap(),
+        "--ttl",
+        "90s",
+        "--target-version",
+        "2.3.7",
+    ]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains("cluster version: 2.3.0"), "{out}");
+    assert!(out.trim_end().ends_with("Finished successfully"), "{out}");
+    std::fs::remove_dir_all(base).unwrap();
+}
+
+fn tree_hash(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.push((
+                    p.strip_prefix(dir).unwrap().to_path_buf(),
+                    std::fs::read(&p).unwrap(),
+                ));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// SIGKILL at every point of the write-and-swap: what is left is the untouched original, or
+/// the untouched original as the backup plus a complete result; a rerun always ends with the
+/// complete result and the untouched backup.
+#[test]
+fn a_crash_at_any_point_leaves_original_or_backup_plus_result() {
+    use etcdtools::rollback::CRASH_POINT_ENV;
+    let run = |dir: &Path, crash: Option<&str>| {
+        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_rollback2"));
+        c.arg("--data-dir").arg(dir);
+        if let Some(p) = crash {
+            c.env(CRASH_POINT_ENV, p);
+        }
+        c.output().unwrap()
+    };
+    let (base, reference) = fixture("v2-rollback-minimal");
+    let original = tree_hash(&reference);
+    assert!(run(&reference, None).status.success());
+    let result = tree_hash(&reference);
+    std::fs::remove_dir_all(&base).unwrap();
+    for point in ["snap-written", "built", "ready", "backed-up", "swapped"] {
+        let (base, dir) = fixture("v2-rollback-minimal");
+        let out = run(&dir, Some(point));
+        assert_eq!(
+            std::os::unix::process::ExitStatusExt::signal(&out.status),
+            Some(9),
+            "{point}"
+        );
+        let backup = dir.with_file_name("data.rollback.backup");
+        let ready = dir.with_file_name("data.rollback.new");
+        if dir.exists() && tree_hash(&dir) == original {
+            assert!(!backup.exists(), "{point}");
+        } else {
+            assert_eq!(tree_hash(&backup), original, "{point}: backup");
+            let complete = if dir.exists() { &dir } else { &ready };
+            assert_eq!(tree_hash(complete), result, "{point}: result");
+        }
+        // rerun: finishes (or, after a full swap, refuses because the backup exists)
+        let again = run(&dir, None);
+        if point == "swapped" {
+            assert!(!again.status.success());
+        } else {
+            assert!(
+                again.status.success(),
+                "{point}: {}",
+                String::from_utf8_lossy(&again.stderr)
+            );
+        }
+        assert_eq!(tree_hash(&dir), result, "{point}: final result");
+        assert_eq!(tree_hash(&backup), original, "{point}: final backup");
+        assert!(
+            !ready.exists() && !dir.with_file_name("data.rollback.tmp").exists(),
+            "{point}"
+        );
+        std::fs::remove_dir_all(base).unwrap();
+    }
+}
