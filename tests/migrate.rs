@@ -201,6 +201,17 @@ fn put(url: &str, key: &[u8], value: &[u8]) {
         .unwrap();
 }
 
+fn delete(url: &str, key: &[u8]) {
+    let r = http()
+        .post_json(
+            &format!("{url}/v3/kv/deleterange"),
+            &serde_json::json!({"key": b64::encode(key)}),
+            Duration::from_secs(10),
+        )
+        .unwrap();
+    assert_eq!(r["deleted"], "1", "{r}");
+}
+
 /// Every key in the keyspace with its value.
 fn all_keys(url: &str) -> Kv {
     let r = http()
@@ -581,14 +592,14 @@ fn check_v2_converted(site: &Site, out: &Output, expect: &Kv) {
     assert_eq!(granted, 3600);
 }
 
-/// etcd3 -> etcd2 is rollback2's job (3.x data -> an etcd 2.2.1/2.3.7 dir). No etcd 2.x exists
-/// here: `etcd-2.2.1`/`etcdctl-2.2.1` are stand-in scripts that only satisfy the bundle check
-/// and must never run. Until rollback2 is wired, the step is planned, shown by --dry-run and
-/// refused in pre-flight with nothing changed.
+/// etcd3 -> etcd2 is rollback2's job (3.x data -> an etcd 2.2.1/2.3.7 dir), run in-process.
+/// No etcd 2.x exists here: `etcd-2.2.1`/`etcdctl-2.2.1` are stand-in scripts that only
+/// satisfy the bundle check and must never run. The result is read back with our v2 store
+/// reader (real etcd reading such a dir is proven in tests/rollback.rs).
 #[test]
-fn etcd3_to_etcd2_is_planned_but_refused_until_rollback2_is_wired() {
+fn etcd3_to_etcd2_converts_with_rollback2_and_refuses_binary_values() {
     let site = Site::new("v3v2");
-    site.seed(V3_4, 3, &[]);
+    let mut kv = site.seed(V3_4, 3, &[]);
     let ran = site.root().join("stand-in-ran");
     for tool in ["etcd-2.2.1", "etcdctl-2.2.1"] {
         let p = site.bin.join(tool);
@@ -607,25 +618,43 @@ fn etcd3_to_etcd2_is_planned_but_refused_until_rollback2_is_wired() {
         plan.contains("storage etcd3 -> etcd2: rollback2 converts 3.4.23"),
         "{plan}"
     );
-    let before = tree(site.root());
-    let out = site.migrate_with("2.2.1/etcd2", &[], &bundle);
-    if etcdtools::migrate::run::rollback_v3_to_v2().is_none() {
-        assert!(
-            plan.contains("rollback2 library is not available"),
-            "{plan}"
-        );
-        assert_failed_with(&out, "not available in this build");
-        assert_eq!(tree(site.root()), before, "changed");
-    } else {
-        assert!(out.status.success(), "{}", stderr(&out));
-        assert_eq!(site.version_txt(), "2.2.1/etcd2");
-    }
-    assert!(!ran.exists(), "a stand-in 2.2.1 binary ran");
+
     // A 3.x target with etcd2 storage is nothing rollback2 makes: refused, nothing changed.
     let before = tree(site.root());
     let out = site.migrate("3.4.23/etcd2");
     assert_failed_with(&out, "etcd 2.x data only");
     assert_eq!(tree(site.root()), before, "changed");
+
+    // The seeded binary value cannot live in a v2 store: refused, naming the key.
+    let member_before = tree(&site.data.join("member"));
+    let out = site.migrate_with("2.2.1/etcd2", &[], &bundle);
+    assert_failed_with(&out, "/registry/bin");
+    assert_eq!(tree(&site.data.join("member")), member_before, "changed");
+    assert_eq!(site.version_txt(), "3.4.23/etcd3");
+
+    // Without it, the conversion runs and the v2 store holds every key under /1.
+    {
+        let etcd = site.start(V3_4);
+        let key = b"/registry/bin\x00\xff".to_vec();
+        delete(&etcd.client_url, &key);
+        kv.remove(&key);
+    }
+    let out = site.migrate_with("2.2.1/etcd2", &[], &bundle);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(site.version_txt(), "2.2.1/etcd2");
+    let member = site.data.join("member");
+    let got =
+        etcdtools::storage::recover::recover(&member.join("wal"), &member.join("snap"), 0).unwrap();
+    for (k, v) in &kv {
+        let path = format!("/1{}", String::from_utf8(k.clone()).unwrap());
+        let node = got
+            .store
+            .get(&path)
+            .unwrap_or_else(|| panic!("{path} missing"));
+        assert_eq!(node.value, std::str::from_utf8(v).unwrap(), "{path}");
+    }
+    assert_eq!(got.store.cluster_version(), Some("2.2.0"));
+    assert!(!ran.exists(), "a stand-in 2.2.1 binary ran");
 }
 
 /// Real data of every version without (or with an empty) version.txt. The detection reads the

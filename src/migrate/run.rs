@@ -49,8 +49,6 @@ pub enum MigrateError {
     VersionFile(VersionFileError),
     Plan(PlanError),
     Process(ProcessError),
-    /// A step needs something this build does not have yet.
-    NotAvailable(String),
     Preflight(String),
     Other(String),
 }
@@ -62,9 +60,7 @@ impl fmt::Display for MigrateError {
             MigrateError::VersionFile(e) => e.fmt(f),
             MigrateError::Plan(e) => e.fmt(f),
             MigrateError::Process(e) => e.fmt(f),
-            MigrateError::NotAvailable(m) | MigrateError::Preflight(m) | MigrateError::Other(m) => {
-                f.write_str(m)
-            }
+            MigrateError::Preflight(m) | MigrateError::Other(m) => f.write_str(m),
         }
     }
 }
@@ -157,14 +153,6 @@ pub fn detect_version(data_dir: &Path) -> Result<Detected, String> {
         pair: VersionPair::new(EtcdVersion::new(first.major(), first.minor(), 0), storage),
         evidence: format!("{storage} data, {}{notes}", evidence.join(", ")),
     })
-}
-
-/// SEAM (rollback2): the converter of etcd3 data to an etcd2 store, in this process. To be
-/// wired to `etcdtools::rollback` (`Some(|dir, target| ...)`); `None` makes the etcd3 -> etcd2
-/// step fail with "not available in this build" before anything is changed.
-pub type RollbackFn = fn(data_dir: &Path, target: &EtcdVersion) -> Result<(), String>;
-pub fn rollback_v3_to_v2() -> Option<RollbackFn> {
-    None
 }
 
 /// SEAM (etcd-inspect check): the integrity check run before a destructive step: WAL
@@ -464,12 +452,6 @@ fn preflight(cfg: &Config, data: &DataDir, steps: &[Step]) -> Result<(), Migrate
             check_executable(&cfg.bin_dir.join(&name))
                 .map_err(|r| MigrateError::Preflight(format!("step '{step}' needs {name}: {r}")))?;
         }
-        if matches!(step, Step::RollbackV3ToV2 { .. }) && rollback_v3_to_v2().is_none() {
-            return Err(MigrateError::NotAvailable(format!(
-                "step '{step}': the etcd3 -> etcd2 conversion (rollback2 library) is not \
-                 available in this build; nothing was changed"
-            )));
-        }
     }
     let destructive = steps.iter().any(|s| {
         matches!(
@@ -599,9 +581,6 @@ fn dry_run(cfg: &Config, data: &DataDir) -> Result<Outcome, MigrateError> {
         for w in writes {
             out.push(format!("  writes {w}"));
         }
-        if matches!(step, Step::RollbackV3ToV2 { .. }) && rollback_v3_to_v2().is_none() {
-            out.push("  NOTE: the rollback2 library is not available in this build: this step would fail".into());
-        }
         out.push(format!("  writes {d}/version.txt = {}", step.result()));
     }
     if cfg.move_binaries {
@@ -641,16 +620,9 @@ impl Runner<'_> {
             Step::Downgrade { current, run, to } => self.downgrade(current, run, to),
             Step::MigrateV2ToV3 { at } => self.v2_to_v3(at),
             Step::RollbackV3ToV2 { from, to } => {
-                let Some(convert) = rollback_v3_to_v2() else {
-                    return Err(MigrateError::NotAvailable(
-                        "the etcd3 -> etcd2 conversion (rollback2 library) is not available in \
-                         this build"
-                            .into(),
-                    ));
-                };
                 log::info!("Backup and remove all existing v2 data (from {from})");
                 self.data.backup_copy()?;
-                convert(self.data.path(), to).map_err(|e| {
+                crate::rollback::rollback_for_migrate(self.data.path(), to).map_err(|e| {
                     MigrateError::Other(format!(
                         "rollback to etcd {to} failed: {e}; the data before it is in {}",
                         self.data.backup_path().display()

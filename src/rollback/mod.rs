@@ -333,8 +333,7 @@ pub fn rollback_data_dir(
     Ok(plan.report)
 }
 
-/// The etcd3 -> etcd2 step of `migrate`, shaped for its seam
-/// (`migrate::run::RollbackFn`): target 2.2.x or 2.3.x, `--ttl 1h` like the Go migrator's
+/// The etcd3 -> etcd2 step of `migrate`: target 2.2.x or 2.3.x, `--ttl 1h` like the Go migrator's
 /// `RollbackV3ToV2(dataDir, time.Hour)`. The plan is logged at info level.
 pub fn rollback_for_migrate(
     data_dir: &Path,
@@ -740,13 +739,6 @@ fn sync_parent(p: &Path) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn fits_the_migrate_seam() {
-        // wiring is `Some(crate::rollback::rollback_for_migrate)` in migrate::run
-        let f: crate::migrate::run::RollbackFn = rollback_for_migrate;
-        let _ = f;
-    }
 
     #[test]
     fn migrate_seam_refuses_other_targets_before_touching_anything() {
