@@ -179,7 +179,10 @@ fn scrapes_etcd_that_requires_client_certificates() {
         // Without the client certificate etcd refuses us; with the wrong CA we refuse etcd.
         let out = once(&all[..1]);
         assert_eq!(out.status.code(), Some(1), "no client cert accepted?");
-        eprintln!("without --cert: {}", String::from_utf8_lossy(&out.stderr).trim());
+        eprintln!(
+            "without --cert: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
         let out = once(&[
             format!("--cacert={}", p("other-ca.crt")),
             all[1].clone(),
