@@ -34,6 +34,8 @@ pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 pub const PROMETHEUS_TIMEOUT_HEADER: &str = "X-Prometheus-Scrape-Timeout-Seconds";
 
 pub const VERSION_INFO: &str = "etcd_version_info";
+/// etcd's own version gauge (etcd >= 3.3), the fallback for `/version`.
+const SERVER_VERSION: &str = "etcd_server_version";
 pub const UP: &str = "etcd_version_monitor_up";
 pub const SCRAPE_DURATION: &str = "etcd_version_monitor_scrape_duration_seconds";
 pub const SCRAPE_ERRORS: &str = "etcd_version_monitor_scrape_errors_total";
@@ -264,7 +266,10 @@ impl Monitor {
                 + 4096,
         );
         let result = fetched.and_then(|text| {
-            let expo = prom::parse(&text).map_err(|error| ScrapeError::Parse {
+            // Only the families the rules and the version need are modelled; the rest is
+            // validated and copied as etcd wrote it.
+            let keep = |name: &str| rewrite::needs_samples(name) || name == SERVER_VERSION;
+            let expo = prom::parse_keeping(&text, &keep).map_err(|error| ScrapeError::Parse {
                 url: self.config.metrics_uri.clone(),
                 error,
             })?;
@@ -327,7 +332,7 @@ impl Monitor {
     /// the `etcd_server_version{server_version}` gauge (the metrics-only port has no /version).
     fn binary_version(&self, expo: &Exposition<'_>, deadline: Instant) -> Option<String> {
         let gauge = expo
-            .family("etcd_server_version")
+            .family(SERVER_VERSION)
             .and_then(|f| {
                 f.samples
                     .iter()
