@@ -27,6 +27,9 @@ fn main() {
         out.clear();
         prom::write_exposition(&expo, &mut out);
         lazy.push(t.elapsed());
+        if std::env::var_os("ONLY_KEEPING").is_some() {
+            continue;
+        }
         let t = Instant::now();
         let expo = rewrite::apply(prom::parse(&text).expect("parse"));
         out.clear();
@@ -37,6 +40,10 @@ fn main() {
         "{path}: {} bytes; parse+rewrite+write median: as the monitor does {:?}, full model {:?}",
         text.len(),
         median(lazy),
-        median(full)
+        median(if full.is_empty() {
+            vec![Duration::ZERO]
+        } else {
+            full
+        })
     );
 }

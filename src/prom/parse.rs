@@ -155,11 +155,11 @@ type LineResult = Result<(), LineError>;
 
 impl<'a> Parser<'a, '_> {
     fn line(&mut self, line: &'a str, start: usize, end: usize, had_cr: bool) -> LineResult {
-        let trimmed = line.trim_start_matches(is_blank);
+        let trimmed = skip_blanks(line);
         if trimmed.is_empty() {
             return Ok(());
         }
-        let idx = if let Some(comment) = trimmed.strip_prefix('#') {
+        let idx = if let Some(comment) = eat(trimmed, b'#') {
             match self.comment(comment)? {
                 Some(idx) => idx,
                 None => return Ok(()),
@@ -190,14 +190,14 @@ impl<'a> Parser<'a, '_> {
 
     /// `# HELP name text`, `# TYPE name type`; any other `#` line is a comment.
     fn comment(&mut self, rest: &'a str) -> Result<Option<usize>, LineError> {
-        let rest = rest.trim_start_matches(is_blank);
+        let rest = skip_blanks(rest);
         let (keyword, rest) = split_token(rest);
         if keyword != "HELP" && keyword != "TYPE" {
             return Ok(None);
         }
         // A new name or TYPE can change which family a sample name belongs to.
         self.last_owner = None;
-        let rest = rest.trim_start_matches(is_blank);
+        let rest = skip_blanks(rest);
         let (name, rest) = split_token(rest);
         if name.is_empty() {
             return Err(format!("{keyword} line without a metric name").into());
@@ -213,7 +213,7 @@ impl<'a> Parser<'a, '_> {
                 return Err(format!("second HELP line for metric name {name:?}").into());
             }
             // Blanks after the name separate; the rest of the line is the text (as expfmt).
-            let text = rest.trim_start_matches(is_blank);
+            let text = skip_blanks(rest);
             family.help = Some(unescape(text, false)?);
         } else {
             if family.kind.is_some() {
@@ -297,7 +297,7 @@ impl<'a> Parser<'a, '_> {
     fn sample_inner(&mut self, line: &'a str) -> Result<usize, String> {
         let name_len = line
             .bytes()
-            .position(|b| !(b.is_ascii_alphanumeric() || b == b'_' || b == b':'))
+            .position(|b| NAME_BYTES[b as usize] == 0)
             .unwrap_or(line.len());
         let name = &line[..name_len];
         if !starts_name(name) {
@@ -314,18 +314,18 @@ impl<'a> Parser<'a, '_> {
             std::mem::take(&mut self.scratch)
         };
         labels.clear();
-        let mut rest = line[name_len..].trim_start_matches(is_blank);
-        if let Some(after) = rest.strip_prefix('{') {
+        let mut rest = skip_blanks(&line[name_len..]);
+        if let Some(after) = eat(rest, b'{') {
             rest = parse_labels(after, &mut labels)?;
         }
-        let rest = rest.trim_start_matches(is_blank);
+        let rest = skip_blanks(rest);
         let (value_text, rest) = split_token(rest);
         if value_text.is_empty() {
             return Err(format!("sample of {name:?} has no value"));
         }
         let number = parse_float(value_text)
             .ok_or_else(|| format!("invalid value {value_text:?} for {name:?}"))?;
-        let rest = rest.trim_start_matches(is_blank);
+        let rest = skip_blanks(rest);
         let (ts_text, rest) = split_token(rest);
         let timestamp = if ts_text.is_empty() {
             None
@@ -388,13 +388,13 @@ impl<'a> Parser<'a, '_> {
 /// Parses `name="value",...}` (the `{` already consumed); returns what follows the `}`.
 fn parse_labels<'a>(mut rest: &'a str, labels: &mut Vec<Label<'a>>) -> Result<&'a str, String> {
     loop {
-        rest = rest.trim_start_matches(is_blank);
-        if let Some(after) = rest.strip_prefix('}') {
+        rest = skip_blanks(rest);
+        if let Some(after) = eat(rest, b'}') {
             return Ok(after);
         }
         let name_len = rest
             .bytes()
-            .position(|b| !(b.is_ascii_alphanumeric() || b == b'_'))
+            .position(|b| NAME_BYTES[b as usize] != WORD)
             .unwrap_or(rest.len());
         let name = &rest[..name_len];
         if !starts_name(name) {
@@ -407,13 +407,10 @@ fn parse_labels<'a>(mut rest: &'a str, labels: &mut Vec<Label<'a>>) -> Result<&'
         if labels.iter().any(|l| l.name == name) {
             return Err(format!("duplicate label {name:?}"));
         }
-        rest = rest[name_len..].trim_start_matches(is_blank);
-        rest = rest
-            .strip_prefix('=')
-            .ok_or_else(|| format!("expected '=' after label name {name:?}"))?;
-        rest = rest.trim_start_matches(is_blank);
-        rest = rest
-            .strip_prefix('"')
+        rest = skip_blanks(&rest[name_len..]);
+        rest = eat(rest, b'=').ok_or_else(|| format!("expected '=' after label name {name:?}"))?;
+        rest = skip_blanks(rest);
+        rest = eat(rest, b'"')
             .ok_or_else(|| format!("expected '\"' to start the value of label {name:?}"))?;
         let (value, after) =
             parse_quoted(rest).ok_or_else(|| format!("unterminated value of label {name:?}"))?;
@@ -421,8 +418,8 @@ fn parse_labels<'a>(mut rest: &'a str, labels: &mut Vec<Label<'a>>) -> Result<&'
             name: Cow::Borrowed(name),
             value: unescape(value, true)?,
         });
-        rest = after.trim_start_matches(is_blank);
-        if let Some(after) = rest.strip_prefix(',') {
+        rest = skip_blanks(after);
+        if let Some(after) = eat(rest, b',') {
             rest = after;
         } else if !rest.starts_with('}') {
             return Err(format!(
@@ -473,7 +470,7 @@ fn unescape(raw: &str, label_value: bool) -> Result<Cow<'_, str>, String> {
 /// Go's `ParseFloat` spellings that Prometheus writes: decimal, exponent, `+Inf`, `-Inf`,
 /// `NaN` (case-insensitive, as Go accepts them).
 pub fn parse_float(s: &str) -> Option<f64> {
-    let unsigned = s.strip_prefix(['+', '-']).unwrap_or(s);
+    let unsigned = eat(s, b'+').or_else(|| eat(s, b'-')).unwrap_or(s);
     if unsigned.eq_ignore_ascii_case("inf") || unsigned.eq_ignore_ascii_case("infinity") {
         return Some(if s.starts_with('-') {
             f64::NEG_INFINITY
@@ -492,6 +489,42 @@ pub fn parse_float(s: &str) -> Option<f64> {
         return None;
     }
     s.parse::<f64>().ok()
+}
+
+/// `s` without its first byte if that is `b` (an ASCII byte, so the cut is a char boundary).
+#[inline]
+fn eat(s: &str, b: u8) -> Option<&str> {
+    if s.as_bytes().first() == Some(&b) {
+        s.get(1..)
+    } else {
+        None
+    }
+}
+
+/// Byte classes for name scanning: 0 = in no name, `COLON` = `:` (metric names only),
+/// `WORD` = `[a-zA-Z0-9_]` (metric and label names).
+const COLON: u8 = 1;
+const WORD: u8 = 2;
+static NAME_BYTES: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        if c.is_ascii_alphanumeric() || c == b'_' {
+            t[b] = WORD;
+        } else if c == b':' {
+            t[b] = COLON;
+        }
+        b += 1;
+    }
+    t
+};
+
+/// `s` without leading blanks (space, tab).
+#[inline]
+fn skip_blanks(s: &str) -> &str {
+    let n = s.bytes().take_while(|b| *b == b' ' || *b == b'\t').count();
+    &s[n..]
 }
 
 fn is_blank(c: char) -> bool {
