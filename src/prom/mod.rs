@@ -17,7 +17,7 @@ pub mod write;
 #[cfg(test)]
 mod tests;
 
-pub use parse::{parse, ParseError};
+pub use parse::{parse, parse_keeping, ParseError};
 pub use write::{write_exposition, write_family};
 
 /// The `# TYPE` of a family.
@@ -139,6 +139,11 @@ pub struct Family<'a> {
     /// `None` when the input had no TYPE line (the family is then untyped).
     pub kind: Option<MetricType>,
     pub samples: Vec<Sample<'a>>,
+    /// The family's exact input text (HELP, TYPE and sample lines), set by
+    /// [`parse::parse_keeping`] when its lines were contiguous; the writer then copies it.
+    /// Whoever changes a family must set this to `None`. Families that `parse_keeping` did not
+    /// keep have no `samples`, only this.
+    pub source: Option<&'a str>,
 }
 
 impl<'a> Family<'a> {
@@ -148,6 +153,7 @@ impl<'a> Family<'a> {
             help: Some(Cow::Borrowed(help)),
             kind: Some(kind),
             samples: Vec::new(),
+            source: None,
         }
     }
 

@@ -33,17 +33,73 @@ impl std::error::Error for ParseError {}
 
 /// Parses a whole exposition. Families keep the order in which their names first appear.
 pub fn parse(text: &str) -> Result<Exposition<'_>, ParseError> {
+    match parse_inner(text, None) {
+        Ok(expo) => Ok(expo),
+        Err(Stop::Parse(e)) => Err(e),
+        Err(Stop::NeedFull) => unreachable!("only the keeping parse stops for a full one"),
+    }
+}
+
+/// Parses for proxying: every line is validated as by [`parse`], but only the families for
+/// which `keep` says yes get their samples in the model. Every family whose lines are
+/// contiguous gets [`Family::source`], its exact text, which the writer copies as is; this
+/// saves building (and allocating) samples nobody looks at. Falls back to [`parse`] when a
+/// family that is not kept is split apart in the input.
+pub fn parse_keeping<'a>(
+    text: &'a str,
+    keep: &dyn Fn(&str) -> bool,
+) -> Result<Exposition<'a>, ParseError> {
+    match parse_inner(text, Some(keep)) {
+        Ok(expo) => Ok(expo),
+        Err(Stop::Parse(e)) => Err(e),
+        Err(Stop::NeedFull) => parse(text),
+    }
+}
+
+enum Stop {
+    Parse(ParseError),
+    NeedFull,
+}
+
+fn parse_inner<'a>(
+    text: &'a str,
+    keep: Option<&dyn Fn(&str) -> bool>,
+) -> Result<Exposition<'a>, Stop> {
     let mut parser = Parser {
         families: Vec::new(),
         by_name: HashMap::new(),
+        aux: Vec::new(),
+        keep,
+        scratch: Vec::new(),
+        current: None,
+        last_owner: None,
     };
+    let mut offset = 0;
     for (i, raw) in text.split('\n').enumerate() {
+        let start = offset;
+        offset += raw.len() + 1;
         let line = raw.strip_suffix('\r').unwrap_or(raw);
-        parser.line(line).map_err(|message| ParseError {
-            line: i + 1,
-            message,
-            excerpt: excerpt(line),
-        })?;
+        let end = (start + raw.len() + 1).min(text.len());
+        match parser.line(line, start, end, raw.len() != line.len()) {
+            Ok(()) => {}
+            Err(LineError::Message(message)) => {
+                return Err(Stop::Parse(ParseError {
+                    line: i + 1,
+                    message,
+                    excerpt: excerpt(line),
+                }))
+            }
+            Err(LineError::NeedFull) => return Err(Stop::NeedFull),
+        }
+    }
+    if keep.is_some() {
+        for (family, aux) in parser.families.iter_mut().zip(&parser.aux) {
+            if aux.contiguous {
+                if let Some((start, end)) = aux.span {
+                    family.source = Some(&text[start..end]);
+                }
+            }
+        }
     }
     Ok(Exposition {
         families: parser.families,
@@ -62,62 +118,116 @@ fn excerpt(line: &str) -> String {
     format!("{}...", &line[..end])
 }
 
-struct Parser<'a> {
+struct Parser<'a, 'k> {
     families: Vec<Family<'a>>,
     by_name: HashMap<&'a str, usize>,
+    /// Per family: where its lines are, whether they are contiguous, whether it has samples.
+    aux: Vec<Aux>,
+    keep: Option<&'k dyn Fn(&str) -> bool>,
+    /// Labels of samples that are validated but not kept; reused to spare allocations.
+    scratch: Vec<Label<'a>>,
+    /// The family of the last HELP/TYPE/sample line.
+    current: Option<usize>,
+    /// The last sample name and its owner.
+    last_owner: Option<(&'a str, (usize, Suffix))>,
 }
 
-type LineResult = Result<(), String>;
+#[derive(Default)]
+struct Aux {
+    span: Option<(usize, usize)>,
+    contiguous: bool,
+    has_samples: bool,
+    kept: bool,
+}
 
-impl<'a> Parser<'a> {
-    fn line(&mut self, line: &'a str) -> LineResult {
-        let trimmed = line.trim_start_matches([' ', '\t']);
+enum LineError {
+    Message(String),
+    NeedFull,
+}
+
+impl From<String> for LineError {
+    fn from(m: String) -> Self {
+        LineError::Message(m)
+    }
+}
+
+type LineResult = Result<(), LineError>;
+
+impl<'a> Parser<'a, '_> {
+    fn line(&mut self, line: &'a str, start: usize, end: usize, had_cr: bool) -> LineResult {
+        let trimmed = skip_blanks(line);
         if trimmed.is_empty() {
             return Ok(());
         }
-        if let Some(comment) = trimmed.strip_prefix('#') {
-            return self.comment(comment);
+        let idx = if let Some(comment) = eat(trimmed, b'#') {
+            match self.comment(comment)? {
+                Some(idx) => idx,
+                None => return Ok(()),
+            }
+        } else {
+            self.sample(trimmed)?
+        };
+        // Track where the family's lines are, for verbatim pass-through.
+        let aux = &mut self.aux[idx];
+        match aux.span {
+            None => {
+                aux.span = Some((start, end));
+                aux.contiguous = !had_cr;
+            }
+            Some((s, _)) => {
+                if self.current != Some(idx) || had_cr {
+                    aux.contiguous = false;
+                }
+                aux.span = Some((s, end));
+            }
         }
-        self.sample(trimmed)
+        if !aux.contiguous && !aux.kept && self.keep.is_some() {
+            return Err(LineError::NeedFull);
+        }
+        self.current = Some(idx);
+        Ok(())
     }
 
     /// `# HELP name text`, `# TYPE name type`; any other `#` line is a comment.
-    fn comment(&mut self, rest: &'a str) -> LineResult {
-        let rest = rest.trim_start_matches([' ', '\t']);
+    fn comment(&mut self, rest: &'a str) -> Result<Option<usize>, LineError> {
+        let rest = skip_blanks(rest);
         let (keyword, rest) = split_token(rest);
         if keyword != "HELP" && keyword != "TYPE" {
-            return Ok(());
+            return Ok(None);
         }
-        let rest = rest.trim_start_matches([' ', '\t']);
+        // A new name or TYPE can change which family a sample name belongs to.
+        self.last_owner = None;
+        let rest = skip_blanks(rest);
         let (name, rest) = split_token(rest);
         if name.is_empty() {
-            return Err(format!("{keyword} line without a metric name"));
+            return Err(format!("{keyword} line without a metric name").into());
         }
         if !is_metric_name(name) {
-            return Err(format!("invalid metric name {name:?}"));
+            return Err(format!("invalid metric name {name:?}").into());
         }
         let idx = self.family_index(name);
+        let has_samples = self.aux[idx].has_samples;
         let family = &mut self.families[idx];
         if keyword == "HELP" {
             if family.help.is_some() {
-                return Err(format!("second HELP line for metric name {name:?}"));
+                return Err(format!("second HELP line for metric name {name:?}").into());
             }
             // Blanks after the name separate; the rest of the line is the text (as expfmt).
-            let text = rest.trim_start_matches([' ', '\t']);
+            let text = skip_blanks(rest);
             family.help = Some(unescape(text, false)?);
         } else {
             if family.kind.is_some() {
-                return Err(format!("second TYPE line for metric name {name:?}"));
+                return Err(format!("second TYPE line for metric name {name:?}").into());
             }
-            if !family.samples.is_empty() {
-                return Err(format!("TYPE line for {name:?} after its samples"));
+            if has_samples {
+                return Err(format!("TYPE line for {name:?} after its samples").into());
             }
-            let token = rest.trim_matches([' ', '\t']);
+            let token = rest.trim_matches(is_blank);
             let kind = MetricType::from_token(token)
                 .ok_or_else(|| format!("unknown metric type {token:?}"))?;
             family.kind = Some(kind);
         }
-        Ok(())
+        Ok(Some(idx))
     }
 
     fn family_index(&mut self, name: &'a str) -> usize {
@@ -129,6 +239,11 @@ impl<'a> Parser<'a> {
             help: None,
             kind: None,
             samples: Vec::new(),
+            source: None,
+        });
+        self.aux.push(Aux {
+            kept: self.keep.is_none_or(|keep| keep(name)),
+            ..Aux::default()
         });
         let i = self.families.len() - 1;
         self.by_name.insert(name, i);
@@ -139,6 +254,18 @@ impl<'a> Parser<'a> {
     /// name first, then the name without `_bucket`/`_sum`/`_count` if that is a TYPE'd
     /// histogram or summary).
     fn owner(&mut self, name: &'a str) -> (usize, Suffix) {
+        // Consecutive samples mostly share a name: skip the hash lookups then.
+        if let Some((last, owner)) = self.last_owner {
+            if last == name {
+                return owner;
+            }
+        }
+        let owner = self.owner_uncached(name);
+        self.last_owner = Some((name, owner));
+        owner
+    }
+
+    fn owner_uncached(&mut self, name: &'a str) -> (usize, Suffix) {
         if let Some(&i) = self.by_name.get(name) {
             return (i, Suffix::None);
         }
@@ -162,30 +289,43 @@ impl<'a> Parser<'a> {
         (self.family_index(name), Suffix::None)
     }
 
-    fn sample(&mut self, line: &'a str) -> LineResult {
+    /// Parses and validates a sample line; returns its family's index.
+    fn sample(&mut self, line: &'a str) -> Result<usize, LineError> {
+        self.sample_inner(line).map_err(LineError::Message)
+    }
+
+    fn sample_inner(&mut self, line: &'a str) -> Result<usize, String> {
         let name_len = line
-            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == ':'))
+            .bytes()
+            .position(|b| NAME_BYTES[b as usize] == 0)
             .unwrap_or(line.len());
         let name = &line[..name_len];
-        if !is_metric_name(name) {
+        if !starts_name(name) {
             return Err(match line.chars().next() {
                 Some(c) if name.is_empty() => format!("expected a metric name, found {c:?}"),
                 _ => format!("invalid metric name {name:?}"),
             });
         }
-        let mut rest = line[name_len..].trim_start_matches([' ', '\t']);
-        let mut labels = Vec::new();
-        if let Some(after) = rest.strip_prefix('{') {
+        let (idx, suffix) = self.owner(name);
+        let kept = self.aux[idx].kept;
+        let mut labels = if kept {
+            Vec::new()
+        } else {
+            std::mem::take(&mut self.scratch)
+        };
+        labels.clear();
+        let mut rest = skip_blanks(&line[name_len..]);
+        if let Some(after) = eat(rest, b'{') {
             rest = parse_labels(after, &mut labels)?;
         }
-        let rest = rest.trim_start_matches([' ', '\t']);
+        let rest = skip_blanks(rest);
         let (value_text, rest) = split_token(rest);
         if value_text.is_empty() {
             return Err(format!("sample of {name:?} has no value"));
         }
         let number = parse_float(value_text)
             .ok_or_else(|| format!("invalid value {value_text:?} for {name:?}"))?;
-        let rest = rest.trim_start_matches([' ', '\t']);
+        let rest = skip_blanks(rest);
         let (ts_text, rest) = split_token(rest);
         let timestamp = if ts_text.is_empty() {
             None
@@ -195,11 +335,11 @@ impl<'a> Parser<'a> {
                 .map_err(|_| format!("invalid timestamp {ts_text:?} for {name:?}"))?;
             Some(Cow::Borrowed(ts_text))
         };
-        if !rest.trim_matches([' ', '\t']).is_empty() {
+        if !rest.trim_matches(is_blank).is_empty() {
             return Err(format!("unexpected text after the sample of {name:?}"));
         }
 
-        let (idx, suffix) = self.owner(name);
+        self.aux[idx].has_samples = true;
         let family = &mut self.families[idx];
         match family.metric_type() {
             MetricType::Histogram => match suffix {
@@ -228,31 +368,36 @@ impl<'a> Parser<'a> {
             }
             _ => {}
         }
-        family.samples.push(Sample {
-            suffix,
-            labels,
-            value: Value {
-                number,
-                text: Some(Cow::Borrowed(value_text)),
-            },
-            timestamp,
-        });
-        Ok(())
+        if kept {
+            family.samples.push(Sample {
+                suffix,
+                labels,
+                value: Value {
+                    number,
+                    text: Some(Cow::Borrowed(value_text)),
+                },
+                timestamp,
+            });
+        } else {
+            self.scratch = labels;
+        }
+        Ok(idx)
     }
 }
 
 /// Parses `name="value",...}` (the `{` already consumed); returns what follows the `}`.
 fn parse_labels<'a>(mut rest: &'a str, labels: &mut Vec<Label<'a>>) -> Result<&'a str, String> {
     loop {
-        rest = rest.trim_start_matches([' ', '\t']);
-        if let Some(after) = rest.strip_prefix('}') {
+        rest = skip_blanks(rest);
+        if let Some(after) = eat(rest, b'}') {
             return Ok(after);
         }
         let name_len = rest
-            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .bytes()
+            .position(|b| NAME_BYTES[b as usize] != WORD)
             .unwrap_or(rest.len());
         let name = &rest[..name_len];
-        if !is_label_name(name) {
+        if !starts_name(name) {
             return Err(if rest.is_empty() {
                 "unterminated label set (missing '}')".to_string()
             } else {
@@ -262,13 +407,10 @@ fn parse_labels<'a>(mut rest: &'a str, labels: &mut Vec<Label<'a>>) -> Result<&'
         if labels.iter().any(|l| l.name == name) {
             return Err(format!("duplicate label {name:?}"));
         }
-        rest = rest[name_len..].trim_start_matches([' ', '\t']);
-        rest = rest
-            .strip_prefix('=')
-            .ok_or_else(|| format!("expected '=' after label name {name:?}"))?;
-        rest = rest.trim_start_matches([' ', '\t']);
-        rest = rest
-            .strip_prefix('"')
+        rest = skip_blanks(&rest[name_len..]);
+        rest = eat(rest, b'=').ok_or_else(|| format!("expected '=' after label name {name:?}"))?;
+        rest = skip_blanks(rest);
+        rest = eat(rest, b'"')
             .ok_or_else(|| format!("expected '\"' to start the value of label {name:?}"))?;
         let (value, after) =
             parse_quoted(rest).ok_or_else(|| format!("unterminated value of label {name:?}"))?;
@@ -276,8 +418,8 @@ fn parse_labels<'a>(mut rest: &'a str, labels: &mut Vec<Label<'a>>) -> Result<&'
             name: Cow::Borrowed(name),
             value: unescape(value, true)?,
         });
-        rest = after.trim_start_matches([' ', '\t']);
-        if let Some(after) = rest.strip_prefix(',') {
+        rest = skip_blanks(after);
+        if let Some(after) = eat(rest, b',') {
             rest = after;
         } else if !rest.starts_with('}') {
             return Err(format!(
@@ -328,7 +470,7 @@ fn unescape(raw: &str, label_value: bool) -> Result<Cow<'_, str>, String> {
 /// Go's `ParseFloat` spellings that Prometheus writes: decimal, exponent, `+Inf`, `-Inf`,
 /// `NaN` (case-insensitive, as Go accepts them).
 pub fn parse_float(s: &str) -> Option<f64> {
-    let unsigned = s.strip_prefix(['+', '-']).unwrap_or(s);
+    let unsigned = eat(s, b'+').or_else(|| eat(s, b'-')).unwrap_or(s);
     if unsigned.eq_ignore_ascii_case("inf") || unsigned.eq_ignore_ascii_case("infinity") {
         return Some(if s.starts_with('-') {
             f64::NEG_INFINITY
@@ -349,14 +491,63 @@ pub fn parse_float(s: &str) -> Option<f64> {
     s.parse::<f64>().ok()
 }
 
+/// `s` without its first byte if that is `b` (an ASCII byte, so the cut is a char boundary).
+#[inline]
+fn eat(s: &str, b: u8) -> Option<&str> {
+    if s.as_bytes().first() == Some(&b) {
+        s.get(1..)
+    } else {
+        None
+    }
+}
+
+/// Byte classes for name scanning: 0 = in no name, `COLON` = `:` (metric names only),
+/// `WORD` = `[a-zA-Z0-9_]` (metric and label names).
+const COLON: u8 = 1;
+const WORD: u8 = 2;
+static NAME_BYTES: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        if c.is_ascii_alphanumeric() || c == b'_' {
+            t[b] = WORD;
+        } else if c == b':' {
+            t[b] = COLON;
+        }
+        b += 1;
+    }
+    t
+};
+
+/// `s` without leading blanks (space, tab).
+#[inline]
+fn skip_blanks(s: &str) -> &str {
+    let n = s.bytes().take_while(|b| *b == b' ' || *b == b'\t').count();
+    &s[n..]
+}
+
+fn is_blank(c: char) -> bool {
+    c == ' ' || c == '\t'
+}
+
 fn split_token(s: &str) -> (&str, &str) {
-    let end = s.find([' ', '\t']).unwrap_or(s.len());
+    let end = s
+        .bytes()
+        .position(|b| b == b' ' || b == b'\t')
+        .unwrap_or(s.len());
     (&s[..end], &s[end..])
 }
 
 fn excerpt_token(s: &str) -> &str {
     let end = s.char_indices().nth(20).map(|(i, _)| i).unwrap_or(s.len());
     &s[..end]
+}
+
+/// For a name already scanned up to the first byte outside its charset: the rest of the
+/// check is non-empty and no leading digit.
+fn starts_name(s: &str) -> bool {
+    s.as_bytes().first().is_some_and(|b| !b.is_ascii_digit())
 }
 
 pub fn is_metric_name(s: &str) -> bool {

@@ -15,6 +15,7 @@
 
 use std::borrow::Cow;
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 
 use super::{Exposition, Family, Label, MetricType, Sample, Suffix, Value};
 
@@ -22,6 +23,14 @@ pub const HANDLED_TOTAL: &str = "grpc_server_handled_total";
 pub const LEGACY_REQUESTS_TOTAL: &str = "etcd_grpc_requests_total";
 pub const LEGACY_UNARY_DURATION: &str = "etcd_grpc_unary_requests_duration_seconds";
 pub const HANDLING_SECONDS: &str = "grpc_server_handling_seconds";
+
+/// The families whose samples the rules read or change; the rest pass through as text.
+pub fn needs_samples(name: &str) -> bool {
+    matches!(
+        name,
+        HANDLED_TOTAL | LEGACY_REQUESTS_TOTAL | LEGACY_UNARY_DURATION
+    )
+}
 
 const LEGACY_REQUESTS_HELP: &str = "Total number of unary gRPC requests handled by etcd, by \
 method and service (etcd 3.0 format, derived from grpc_server_handled_total by \
@@ -54,6 +63,7 @@ pub fn apply(expo: Exposition<'_>) -> Exposition<'_> {
 /// Renames `grpc_method`->`method` and `grpc_service`->`service` in place (keeping label order).
 /// A label already called `method`/`service` is replaced, or the set would hold a name twice.
 fn rename_grpc_labels(mut family: Family<'_>) -> Family<'_> {
+    family.source = None;
     for sample in &mut family.samples {
         rename_labels(&mut sample.labels);
     }
@@ -81,9 +91,11 @@ fn requests_from_handled<'a>(handled: &Family<'a>) -> Family<'a> {
         help: Some(Cow::Borrowed(LEGACY_REQUESTS_HELP)),
         kind: Some(MetricType::Counter),
         samples: Vec::new(),
+        source: None,
     };
     // Label set -> index in `family.samples`, and how many series were added into it.
-    let mut index: HashMap<Vec<Label<'a>>, (usize, usize)> = HashMap::new();
+    let mut index: HashMap<Vec<Label<'a>>, (usize, usize), BuildHasherDefault<Fnv>> =
+        HashMap::default();
     for sample in &handled.samples {
         if sample.suffix != Suffix::None || sample.label("grpc_type") != Some("unary") {
             continue;
@@ -119,6 +131,7 @@ fn requests_from_handled<'a>(handled: &Family<'a>) -> Family<'a> {
 /// 3.0's `etcd_grpc_unary_requests_duration_seconds` as `grpc_server_handling_seconds` with
 /// `grpc_type="unary"` (before `le`, which client_golang writes last).
 fn legacy_histogram(mut family: Family<'_>) -> Family<'_> {
+    family.source = None;
     family.name = Cow::Borrowed(HANDLING_SECONDS);
     for sample in &mut family.samples {
         sample.labels.retain(|l| l.name != "grpc_type");
@@ -130,4 +143,28 @@ fn legacy_histogram(mut family: Family<'_>) -> Family<'_> {
         sample.labels.insert(at, Label::new("grpc_type", "unary"));
     }
     family
+}
+
+/// FNV-1a: the keys are a few short label strings from etcd, where SipHash's DoS resistance
+/// buys nothing and costs most of the rule's time.
+#[derive(Default)]
+struct Fnv(u64);
+
+impl Hasher for Fnv {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        let mut h = if self.0 == 0 {
+            0xcbf2_9ce4_8422_2325
+        } else {
+            self.0
+        };
+        for b in bytes {
+            h ^= u64::from(*b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+        self.0 = h;
+    }
 }

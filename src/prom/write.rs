@@ -12,6 +12,13 @@ pub fn write_exposition(expo: &Exposition<'_>, out: &mut String) {
 
 /// Appends one family to `out`.
 pub fn write_family(family: &Family<'_>, out: &mut String) {
+    if let Some(source) = family.source {
+        out.push_str(source);
+        if !source.ends_with('\n') {
+            out.push('\n');
+        }
+        return;
+    }
     if let Some(help) = &family.help {
         out.push_str("# HELP ");
         out.push_str(&family.name);
@@ -57,7 +64,7 @@ pub fn write_family(family: &Family<'_>, out: &mut String) {
 
 /// Escapes `\` and newline (and `"` in label values).
 fn escape_into(s: &str, label_value: bool, out: &mut String) {
-    if !s.contains(['\\', '\n', '"']) {
+    if !s.bytes().any(|b| matches!(b, b'\\' | b'\n' | b'"')) {
         out.push_str(s);
         return;
     }

@@ -9,10 +9,11 @@
 
 use std::fmt;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::thread;
 use std::time::{Duration, Instant};
+
+pub mod http;
 
 use crate::etcd::client::{ClientError, HttpClient, TlsFiles, DEFAULT_BODY_LIMIT};
 use crate::prom::{self, rewrite, Exposition, Family, Label, MetricType, ParseError};
@@ -22,7 +23,7 @@ pub const DEFAULT_METRICS_PATH: &str = "/metrics";
 pub const DEFAULT_VERSION_URI: &str = "http://localhost:2379/version";
 pub const DEFAULT_METRICS_URI: &str = "http://localhost:2379/metrics";
 pub const DEFAULT_SCRAPE_TIMEOUT: Duration = Duration::from_secs(15);
-/// How many requests are served at once; more wait in tiny_http's queue.
+/// How many requests are handled at once; more wait for a free slot.
 pub const DEFAULT_WORKERS: usize = 8;
 /// `/version` is asked again after this long, or at once when etcd's `etcd_server_version`
 /// gauge changes (a restart with another binary).
@@ -33,6 +34,8 @@ pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 pub const PROMETHEUS_TIMEOUT_HEADER: &str = "X-Prometheus-Scrape-Timeout-Seconds";
 
 pub const VERSION_INFO: &str = "etcd_version_info";
+/// etcd's own version gauge (etcd >= 3.3), the fallback for `/version`.
+const SERVER_VERSION: &str = "etcd_server_version";
 pub const UP: &str = "etcd_version_monitor_up";
 pub const SCRAPE_DURATION: &str = "etcd_version_monitor_scrape_duration_seconds";
 pub const SCRAPE_ERRORS: &str = "etcd_version_monitor_scrape_errors_total";
@@ -263,7 +266,10 @@ impl Monitor {
                 + 4096,
         );
         let result = fetched.and_then(|text| {
-            let expo = prom::parse(&text).map_err(|error| ScrapeError::Parse {
+            // Only the families the rules and the version need are modelled; the rest is
+            // validated and copied as etcd wrote it.
+            let keep = |name: &str| rewrite::needs_samples(name) || name == SERVER_VERSION;
+            let expo = prom::parse_keeping(&text, &keep).map_err(|error| ScrapeError::Parse {
                 url: self.config.metrics_uri.clone(),
                 error,
             })?;
@@ -326,7 +332,7 @@ impl Monitor {
     /// the `etcd_server_version{server_version}` gauge (the metrics-only port has no /version).
     fn binary_version(&self, expo: &Exposition<'_>, deadline: Instant) -> Option<String> {
         let gauge = expo
-            .family("etcd_server_version")
+            .family(SERVER_VERSION)
             .and_then(|f| {
                 f.samples
                     .iter()
@@ -476,131 +482,66 @@ pub fn route(method: &str, url: &str, metrics_path: &str) -> Route {
     }
 }
 
-/// The HTTP side: a tiny_http listener and a fixed set of worker threads.
+/// The HTTP side: our small HTTP/1.1 server ([`http`]) with the monitor as its handler.
 pub struct Server {
-    http: Arc<tiny_http::Server>,
-    stop: Arc<AtomicBool>,
-    workers: Vec<thread::JoinHandle<()>>,
-    addr: Option<SocketAddr>,
+    http: http::HttpServer,
 }
 
 impl Server {
     pub fn start(monitor: Arc<Monitor>) -> Result<Server, MonitorError> {
         let address = normalize_listen_address(&monitor.config.listen_address);
-        let http = tiny_http::Server::http(address.as_str()).map_err(|e| MonitorError::Listen {
-            address: monitor.config.listen_address.clone(),
-            reason: e.to_string(),
-        })?;
-        let addr = http.server_addr().to_ip();
-        let http = Arc::new(http);
-        let stop = Arc::new(AtomicBool::new(false));
-        let workers = (0..monitor.config.workers.max(1))
-            .map(|_| {
-                let (http, stop, monitor) = (http.clone(), stop.clone(), monitor.clone());
-                thread::spawn(move || serve(&http, &stop, &monitor))
-            })
-            .collect();
-        Ok(Server {
-            http,
-            stop,
-            workers,
-            addr,
-        })
+        let workers = monitor.config.workers;
+        let handler = move |request: &http::Request<'_>| handle(request, &monitor);
+        let http =
+            http::HttpServer::bind(address.as_str(), workers, Box::new(handler)).map_err(|e| {
+                MonitorError::Listen {
+                    address: address.clone(),
+                    reason: e.to_string(),
+                }
+            })?;
+        Ok(Server { http })
     }
 
     pub fn local_addr(&self) -> Option<SocketAddr> {
-        self.addr
+        Some(self.http.local_addr())
     }
 
-    /// Blocks until the server stops (it only does after [`Server::shutdown`] from elsewhere).
-    pub fn join(mut self) {
-        for w in self.workers.drain(..) {
-            let _ = w.join();
-        }
+    /// Blocks while the server runs.
+    pub fn join(self) {
+        self.http.join();
     }
 
-    /// Stops the workers after the requests they are serving.
-    pub fn shutdown(mut self) {
-        self.stop_workers();
-    }
-
-    fn stop_workers(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        for _ in 0..self.workers.len() {
-            self.http.unblock();
-        }
-        for w in self.workers.drain(..) {
-            let _ = w.join();
-        }
+    /// Stops accepting connections.
+    pub fn shutdown(self) {
+        self.http.shutdown();
     }
 }
 
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.stop_workers();
-    }
-}
-
-fn serve(http: &tiny_http::Server, stop: &AtomicBool, monitor: &Monitor) {
-    while !stop.load(Ordering::SeqCst) {
-        let request = match http.recv_timeout(Duration::from_millis(500)) {
-            Ok(Some(r)) => r,
-            Ok(None) => continue,
-            Err(e) => {
-                log::debug!("receiving a request failed: {e}");
-                continue;
+fn handle(request: &http::Request<'_>, monitor: &Monitor) -> http::Response {
+    let text = "text/plain; charset=utf-8";
+    let (status, content_type, body) =
+        match route(request.method, request.target, &monitor.config.metrics_path) {
+            Route::Metrics => {
+                let scrape = monitor.scrape(request.header(PROMETHEUS_TIMEOUT_HEADER));
+                (200, CONTENT_TYPE, scrape.body)
             }
-        };
-        handle(request, monitor);
-    }
-}
-
-fn header(value: &str) -> tiny_http::Header {
-    tiny_http::Header {
-        field: "Content-Type"
-            .parse()
-            .unwrap_or_else(|_| unreachable!("a valid header name")),
-        value: value
-            .parse()
-            .unwrap_or_else(|_| unreachable!("an ASCII header value")),
-    }
-}
-
-fn handle(request: tiny_http::Request, monitor: &Monitor) {
-    let method = request.method().as_str().to_string();
-    let url = request.url().to_string();
-    let (status, content_type, body) = match route(&method, &url, &monitor.config.metrics_path) {
-        Route::Metrics => {
-            let timeout = request
-                .headers()
-                .iter()
-                .find(|h| h.field.equiv(PROMETHEUS_TIMEOUT_HEADER))
-                .map(|h| h.value.as_str().to_string());
-            let scrape = monitor.scrape(timeout.as_deref());
-            (200, CONTENT_TYPE, scrape.body)
-        }
-        Route::Healthz => (200, "text/plain; charset=utf-8", "ok\n".to_string()),
-        Route::Index => (
-            200,
-            "text/html; charset=utf-8",
-            format!(
-                "<html><head><title>etcd-version-monitor</title></head><body>\
-                 <h1>etcd-version-monitor</h1><p><a href=\"{0}\">{0}</a></p></body></html>\n",
-                html_escape(&monitor.config.metrics_path)
+            Route::Healthz => (200, text, "ok\n".to_string()),
+            Route::Index => (
+                200,
+                "text/html; charset=utf-8",
+                format!(
+                    "<html><head><title>etcd-version-monitor</title></head><body>\
+                     <h1>etcd-version-monitor</h1><p><a href=\"{0}\">{0}</a></p></body></html>\n",
+                    html_escape(&monitor.config.metrics_path)
+                ),
             ),
-        ),
-        Route::NotFound => (404, "text/plain; charset=utf-8", "not found\n".to_string()),
-        Route::MethodNotAllowed => (
-            405,
-            "text/plain; charset=utf-8",
-            "method not allowed\n".to_string(),
-        ),
-    };
-    let response = tiny_http::Response::from_data(body.into_bytes())
-        .with_status_code(status)
-        .with_header(header(content_type));
-    if let Err(e) = request.respond(response) {
-        log::debug!("answering {method} {url} failed: {e}");
+            Route::NotFound => (404, text, "not found\n".to_string()),
+            Route::MethodNotAllowed => (405, text, "method not allowed\n".to_string()),
+        };
+    http::Response {
+        status,
+        content_type,
+        body: body.into_bytes(),
     }
 }
 

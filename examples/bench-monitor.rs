@@ -1,0 +1,289 @@
+//! Benchmark of etcd-version-monitor against one real etcd (run by scripts/bench-monitor.sh):
+//! scrape latency through the monitor vs straight from etcd (median, p99), throughput with
+//! concurrent clients vs etcd, the monitor's RSS idle and after 1000 scrapes, binary size.
+//! Prints figures and ratios; asserts nothing.
+//!
+//! Usage: bench-monitor --monitor PATH --etcd PATH [--etcd-version V] [--clients N]
+//!        [--seconds S] [--samples N] [--extensive]
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use etcdtools::etcd::client::HttpClient;
+use etcdtools::etcd::process::{clean_command, free_ports, EtcdProcess, EtcdSpec};
+
+struct Opts {
+    monitor: PathBuf,
+    etcd: PathBuf,
+    clients: usize,
+    seconds: u64,
+    samples: usize,
+    extensive: bool,
+}
+
+fn opts() -> Result<Opts, lexopt::Error> {
+    use lexopt::prelude::*;
+    let mut p = lexopt::Parser::from_env();
+    let mut o = Opts {
+        monitor: PathBuf::new(),
+        etcd: PathBuf::new(),
+        clients: 4,
+        seconds: 5,
+        samples: 500,
+        extensive: false,
+    };
+    while let Some(arg) = p.next()? {
+        match arg {
+            Long("monitor") => o.monitor = p.value()?.into(),
+            Long("etcd") => o.etcd = p.value()?.into(),
+            Long("clients") => o.clients = p.value()?.parse()?,
+            Long("seconds") => o.seconds = p.value()?.parse()?,
+            Long("samples") => o.samples = p.value()?.parse()?,
+            Long("extensive") => o.extensive = true,
+            _ => return Err(arg.unexpected()),
+        }
+    }
+    Ok(o)
+}
+
+fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .timeout_global(Some(Duration::from_secs(30)))
+        .build()
+        .into()
+}
+
+/// One full scrape (body read to the end); returns its wall time.
+fn scrape(agent: &ureq::Agent, url: &str) -> Duration {
+    let started = Instant::now();
+    let mut resp = agent.get(url).call().expect("scrape");
+    let body = resp
+        .body_mut()
+        .with_config()
+        .limit(64 << 20)
+        .read_to_vec()
+        .expect("body");
+    assert!(body.len() > 1000);
+    started.elapsed()
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+fn rss_kib(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Requests per second with `clients` threads hammering `url` for `seconds`.
+fn throughput(url: &str, clients: usize, seconds: u64) -> f64 {
+    let stop = Arc::new(AtomicBool::new(false));
+    let done = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let threads: Vec<_> = (0..clients)
+        .map(|_| {
+            let (stop, done, url) = (stop.clone(), done.clone(), url.to_string());
+            std::thread::spawn(move || {
+                let a = agent();
+                while !stop.load(Ordering::Relaxed) {
+                    scrape(&a, &url);
+                    done.fetch_add(1, Ordering::Relaxed);
+                }
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_secs(seconds));
+    stop.store(true, Ordering::Relaxed);
+    for t in threads {
+        t.join().unwrap();
+    }
+    done.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64()
+}
+
+fn verdict(ok: bool) -> &'static str {
+    if ok {
+        "ok"
+    } else {
+        "MISSED"
+    }
+}
+
+fn main() {
+    let o = match opts() {
+        Ok(o) if !o.monitor.as_os_str().is_empty() && !o.etcd.as_os_str().is_empty() => o,
+        Ok(_) => {
+            eprintln!("usage: bench-monitor --monitor PATH --etcd PATH [...]");
+            std::process::exit(2)
+        }
+        Err(e) => {
+            eprintln!("bench-monitor: {e}");
+            std::process::exit(2)
+        }
+    };
+    let temp = std::env::temp_dir().join(format!("bench-monitor-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&temp);
+    let ports = free_ports(3).expect("ports");
+    let mut spec = EtcdSpec::single(&o.etcd, "bench", &temp.join("data"), ports[0], ports[1]);
+    if o.extensive {
+        spec.extra_args.push("--metrics=extensive".into());
+    }
+    let mut etcd = EtcdProcess::start(&spec).expect("start etcd");
+    let client = HttpClient::plain();
+    etcd.wait_ready(&client, Duration::from_secs(30))
+        .expect("etcd ready");
+    // A little traffic so the exposition has non-zero counters, as in real life.
+    for _ in 0..50 {
+        client
+            .post_json(
+                &format!("{}/v3/kv/put", spec.client_url()),
+                &serde_json::json!({"key": "YmVuY2g=", "value": "dg=="}),
+                Duration::from_secs(5),
+            )
+            .expect("put");
+    }
+    let direct = format!("{}/metrics", spec.client_url());
+
+    let mut mon_cmd = clean_command(&o.monitor, &[]);
+    mon_cmd
+        .args([
+            format!("--listen-address=127.0.0.1:{}", ports[2]),
+            format!("--etcd-metrics-scrape-uri={direct}"),
+            format!("--etcd-version-scrape-uri={}/version", spec.client_url()),
+            "--log-level=warn".into(),
+        ])
+        .stdout(Stdio::null());
+    let mut monitor = mon_cmd.spawn().expect("start monitor");
+    let pid = monitor.id();
+    let through = format!("http://127.0.0.1:{}/metrics", ports[2]);
+    let health = format!("http://127.0.0.1:{}/healthz", ports[2]);
+    let a = agent();
+    let started = Instant::now();
+    while a.get(&health).call().is_err() {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "monitor not up"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    let rss_idle = rss_kib(pid, "VmRSS:");
+
+    let body_len = a
+        .get(&direct)
+        .call()
+        .unwrap()
+        .body_mut()
+        .read_to_vec()
+        .unwrap()
+        .len();
+    // Warm-up, then interleaved sequential scrapes so both see the same conditions.
+    let mut monitor_scrapes = 1;
+    for _ in 0..50 {
+        scrape(&a, &direct);
+        scrape(&a, &through);
+        monitor_scrapes += 1;
+    }
+    let (mut d, mut m) = (Vec::new(), Vec::new());
+    for _ in 0..o.samples {
+        d.push(scrape(&a, &direct));
+        m.push(scrape(&a, &through));
+        monitor_scrapes += 1;
+    }
+    while monitor_scrapes < 1000 {
+        scrape(&a, &through);
+        monitor_scrapes += 1;
+    }
+    let rss_1000 = rss_kib(pid, "VmRSS:");
+    d.sort();
+    m.sort();
+    let (d50, d99, m50, m99) = (
+        percentile(&d, 0.5),
+        percentile(&d, 0.99),
+        percentile(&m, 0.5),
+        percentile(&m, 0.99),
+    );
+
+    let tp_direct = throughput(&direct, o.clients, o.seconds);
+    let tp_monitor = throughput(&through, o.clients, o.seconds);
+    let rss_after_load = rss_kib(pid, "VmRSS:");
+    let rss_peak = rss_kib(pid, "VmHWM:");
+    let size = std::fs::metadata(&o.monitor).map(|m| m.len()).unwrap_or(0);
+
+    let _ = monitor.kill();
+    let _ = monitor.wait();
+    let _ = etcd.stop(Duration::from_secs(10));
+    let _ = std::fs::remove_dir_all(&temp);
+
+    let lat_ratio = m50.as_secs_f64() / d50.as_secs_f64();
+    let added = ms(m50) - ms(d50);
+    let tp_ratio = tp_monitor / tp_direct;
+    println!(
+        "etcd {} ({}), /metrics body {} bytes, {} sequential samples each, {} clients x {} s",
+        etcd_version(&o.etcd),
+        if o.extensive { "extensive" } else { "basic" },
+        body_len,
+        o.samples,
+        o.clients,
+        o.seconds
+    );
+    println!(
+        "latency median: direct {:.3} ms, monitor {:.3} ms, added {:.3} ms, ratio {:.2}  (target: added < 1 ms, ratio <= 1.3: {})",
+        ms(d50),
+        ms(m50),
+        added,
+        lat_ratio,
+        verdict(added < 1.0 && lat_ratio <= 1.3)
+    );
+    println!(
+        "latency p99:    direct {:.3} ms, monitor {:.3} ms, ratio {:.2}",
+        ms(d99),
+        ms(m99),
+        m99.as_secs_f64() / d99.as_secs_f64()
+    );
+    println!(
+        "throughput:     direct {:.0} req/s, monitor {:.0} req/s, ratio {:.2}  (target >= 0.80: {})",
+        tp_direct,
+        tp_monitor,
+        tp_ratio,
+        verdict(tp_ratio >= 0.8)
+    );
+    println!(
+        "monitor RSS:    idle {:.1} MB, after 1000 scrapes {:.1} MB, after the throughput run {:.1} MB, peak {:.1} MB  (target <= 5 MB: {})",
+        rss_idle as f64 / 1024.0,
+        rss_1000 as f64 / 1024.0,
+        rss_after_load as f64 / 1024.0,
+        rss_peak as f64 / 1024.0,
+        verdict(rss_1000 <= 5 * 1024)
+    );
+    println!(
+        "binary:         {} {:.2} MB  (target <= 3 MB: {})",
+        o.monitor.display(),
+        size as f64 / 1e6,
+        verdict(size <= 3_000_000)
+    );
+    println!(
+        "Go original (issue 2, same kind of machine): ~10 ms added, 107 vs 683 req/s, RSS 10/16 MB, 9 MB binary"
+    );
+}
+
+fn etcd_version(bin: &Path) -> String {
+    bin.file_name()
+        .and_then(|n| n.to_str())
+        .and_then(|n| n.strip_prefix("etcd-"))
+        .unwrap_or("?")
+        .to_string()
+}

@@ -1,0 +1,137 @@
+//! The monitor's HTTP side on raw sockets: keep-alive, HEAD, Connection: close, HTTP/1.0,
+//! pipelining, 404/405/400/431, Content-Type. etcd is "down" here (port 1 refuses), which
+//! is enough: the answer is then the monitor's own metrics, still 200.
+mod monitor_support;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+use etcdtools::monitor::CONTENT_TYPE;
+use monitor_support::*;
+
+fn down_monitor() -> InProcess {
+    InProcess::start(config_for(
+        "http://127.0.0.1:1/metrics",
+        "http://127.0.0.1:1/version",
+    ))
+}
+
+fn connect(m: &InProcess) -> TcpStream {
+    let s = TcpStream::connect(m.url.trim_start_matches("http://")).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s
+}
+
+/// Reads one response: (status, headers lower-cased, body).
+fn read_response(
+    r: &mut BufReader<TcpStream>,
+    head_only: bool,
+) -> (u16, Vec<(String, String)>, String) {
+    let mut line = String::new();
+    r.read_line(&mut line).unwrap();
+    let status: u16 = line.split(' ').nth(1).unwrap().parse().unwrap();
+    let mut headers = Vec::new();
+    loop {
+        let mut h = String::new();
+        r.read_line(&mut h).unwrap();
+        let h = h.trim_end();
+        if h.is_empty() {
+            break;
+        }
+        let (k, v) = h.split_once(':').unwrap();
+        headers.push((k.to_ascii_lowercase(), v.trim().to_string()));
+    }
+    let len: usize = headers
+        .iter()
+        .find(|(k, _)| k == "content-length")
+        .map(|(_, v)| v.parse().unwrap())
+        .unwrap();
+    let mut body = vec![0; if head_only { 0 } else { len }];
+    r.read_exact(&mut body).unwrap();
+    (status, headers, String::from_utf8(body).unwrap())
+}
+
+fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    headers
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
+}
+
+#[test]
+fn keep_alive_pipelining_head_and_close() {
+    let m = down_monitor();
+    let mut s = connect(&m);
+    // Three requests in one write: answered in order on the same connection.
+    s.write_all(
+        b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n\
+          HEAD /metrics HTTP/1.1\r\nHost: x\r\n\r\n\
+          GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .unwrap();
+    let mut r = BufReader::new(s);
+    let (status, headers, body) = read_response(&mut r, false);
+    assert_eq!(status, 200);
+    assert_eq!(header(&headers, "content-type"), Some(CONTENT_TYPE));
+    assert_eq!(header(&headers, "connection"), None);
+    assert!(body.contains("etcd_version_monitor_up 0\n"));
+    let (status, headers, _) = read_response(&mut r, true);
+    assert_eq!(status, 200);
+    assert!(
+        header(&headers, "content-length")
+            .unwrap()
+            .parse::<usize>()
+            .unwrap()
+            > 100
+    );
+    let (status, headers, body) = read_response(&mut r, false);
+    assert_eq!((status, body.as_str()), (200, "ok\n"));
+    assert_eq!(header(&headers, "connection"), Some("close"));
+    let mut rest = Vec::new();
+    r.read_to_end(&mut rest).unwrap();
+    assert!(rest.is_empty(), "connection not closed");
+}
+
+#[test]
+fn http_1_0_closes_and_errors_are_answered() {
+    let m = down_monitor();
+    let cases: &[(&[u8], u16)] = &[
+        (b"GET /metrics HTTP/1.0\r\n\r\n", 200),
+        (b"GET /nope HTTP/1.1\r\nConnection: close\r\n\r\n", 404),
+        (
+            b"POST /metrics HTTP/1.1\r\nContent-Length: 2\r\n\r\nhi",
+            405,
+        ),
+        (b"NONSENSE\r\n\r\n", 400),
+        (b"GET / HTTP/1.1\r\nno colon here\r\n\r\n", 400),
+    ];
+    for (request, expected) in cases {
+        let mut s = connect(&m);
+        s.write_all(request).unwrap();
+        let mut r = BufReader::new(s);
+        let (status, headers, _) = read_response(&mut r, false);
+        assert_eq!(status, *expected, "{}", String::from_utf8_lossy(request));
+        assert_eq!(header(&headers, "connection"), Some("close"));
+        let mut rest = Vec::new();
+        r.read_to_end(&mut rest).unwrap();
+        assert!(rest.is_empty());
+    }
+    // A head larger than 16 KiB is refused, not buffered without end.
+    let mut s = connect(&m);
+    let mut big = b"GET /metrics HTTP/1.1\r\n".to_vec();
+    big.extend(std::iter::repeat_n(b'a', 20_000));
+    let _ = s.write_all(&big);
+    let mut r = BufReader::new(s);
+    let (status, _, _) = read_response(&mut r, false);
+    assert_eq!(status, 431);
+}
+
+#[test]
+fn custom_metrics_path() {
+    let mut config = config_for("http://127.0.0.1:1/metrics", "http://127.0.0.1:1/version");
+    config.metrics_path = "/etcd".into();
+    let m = InProcess::start(config);
+    assert_eq!(http_get(&format!("{}/etcd", m.url), &[]).status, 200);
+    assert_eq!(http_get(&format!("{}/metrics", m.url), &[]).status, 404);
+}
