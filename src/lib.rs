@@ -10,7 +10,13 @@
 //!   (pure) and its executor.
 //! - [`rollback`]: `rollback2`, v3 data dir -> v2 store, on top of `storage`.
 
+pub mod datadir;
 pub mod duration;
 pub mod etcd;
+pub mod inspect;
 pub mod logging;
+pub mod migrate;
+pub mod monitor;
+pub mod prom;
 pub mod storage;
+pub mod version;

@@ -59,6 +59,13 @@ impl fmt::Display for ClientError {
 
 impl std::error::Error for ClientError {}
 
+/// A text body with the Content-Type it came with.
+#[derive(Debug)]
+pub struct TextResponse {
+    pub body: String,
+    pub content_type: Option<String>,
+}
+
 /// A reusable client (connection pool inside). Cheap to clone, safe to share across threads.
 #[derive(Clone)]
 pub struct HttpClient {
@@ -117,6 +124,33 @@ impl HttpClient {
             .call()
             .map_err(|e| transport(url, e))?;
         read_body(url, response, limit)
+    }
+
+    /// GET `url` with an `Accept` header; returns the body and the response's Content-Type.
+    /// (The monitor asks etcd for text 0.0.4 and checks it got text.)
+    pub fn get_text_accept(
+        &self,
+        url: &str,
+        accept: &str,
+        timeout: Duration,
+        limit: u64,
+    ) -> Result<TextResponse, ClientError> {
+        let response = self
+            .agent
+            .get(url)
+            .config()
+            .timeout_global(Some(timeout))
+            .build()
+            .header("Accept", accept)
+            .call()
+            .map_err(|e| transport(url, e))?;
+        let content_type = response
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let body = read_body(url, response, limit)?;
+        Ok(TextResponse { body, content_type })
     }
 
     /// POST a JSON body to `url` (etcd's grpc-gateway) and decode the JSON answer.

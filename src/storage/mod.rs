@@ -47,3 +47,11 @@ impl fmt::Display for Finding {
 }
 
 impl std::error::Error for Finding {}
+
+pub mod bolt;
+pub mod mvcc;
+pub mod proto;
+pub mod protowire;
+pub mod snap;
+pub mod v2store;
+pub mod wal;

@@ -1,0 +1,145 @@
+//! etcd-inspect: read an etcd data dir without running etcd. See docs/inspect.md.
+//!
+//! Exit codes: 0 ok (for `check`: no problems), 1 the data is unreadable or `check` found
+//! problems, 2 usage error.
+
+use std::io::{self, BufWriter, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use etcdtools::inspect::{self, InspectError, Layout};
+
+const USAGE: &str = "\
+usage: etcd-inspect <command> <data-dir> [options]
+
+commands:
+  wal <data-dir>       WAL metadata, HardState and every entry after the snapshot etcd uses
+  db <data-dir|db>     live keys at the latest revision (like etcdctl get --prefix '')
+                         --revisions     every revision, tombstones included
+                         --bucket NAME   dump one bbolt bucket raw
+  snap <data-dir>      newest usable snapshot: metadata and its v2 store
+  version <data-dir>   what the data is: version.txt, storage, cluster/storage version,
+                       last index/term, members
+  check <data-dir>     integrity of WAL, snap files and db; exit 1 with each problem
+
+options:
+  --json               one JSON object per line (bytes as base64)
+  --wal-dir DIR        WAL directory when etcd ran with --wal-dir
+  -h, --help           this help
+";
+
+struct Args {
+    command: String,
+    path: PathBuf,
+    json: bool,
+    wal_dir: Option<PathBuf>,
+    bucket: Option<String>,
+    revisions: bool,
+}
+
+fn parse() -> Result<Args, String> {
+    use lexopt::prelude::*;
+    let mut parser = lexopt::Parser::from_env();
+    let mut positional: Vec<String> = Vec::new();
+    let (mut json, mut revisions) = (false, false);
+    let (mut wal_dir, mut bucket) = (None, None);
+    while let Some(arg) = parser.next().map_err(|e| e.to_string())? {
+        match arg {
+            Long("json") => json = true,
+            Long("revisions") => revisions = true,
+            Long("wal-dir") => {
+                wal_dir = Some(PathBuf::from(
+                    parser.value().map_err(|e| format!("--wal-dir: {e}"))?,
+                ))
+            }
+            Long("bucket") => {
+                bucket = Some(
+                    parser
+                        .value()
+                        .map_err(|e| format!("--bucket: {e}"))?
+                        .into_string()
+                        .map_err(|_| "--bucket: not UTF-8".to_string())?,
+                )
+            }
+            Short('h') | Long("help") => {
+                print!("{USAGE}");
+                std::process::exit(0);
+            }
+            Value(v) => positional.push(
+                v.into_string()
+                    .map_err(|v| format!("argument {v:?} is not UTF-8"))?,
+            ),
+            other => return Err(other.unexpected().to_string()),
+        }
+    }
+    let mut it = positional.into_iter();
+    let command = it.next().ok_or("missing command")?;
+    let path = it.next().ok_or(format!("{command}: missing <data-dir>"))?;
+    if let Some(extra) = it.next() {
+        return Err(format!("unexpected argument {extra:?}"));
+    }
+    if command != "db" && (bucket.is_some() || revisions) {
+        return Err("--bucket and --revisions only apply to `db`".into());
+    }
+    Ok(Args {
+        command,
+        path: PathBuf::from(path),
+        json,
+        wal_dir,
+        bucket,
+        revisions,
+    })
+}
+
+fn main() -> ExitCode {
+    let args = match parse() {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("etcd-inspect: {e}\n\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    let layout = Layout::of(&args.path, args.wal_dir.as_deref());
+    let stdout = io::stdout();
+    let mut out = BufWriter::new(stdout.lock());
+    let result: Result<bool, InspectError> = match args.command.as_str() {
+        "wal" => layout
+            .require()
+            .and_then(|_| inspect::wal::print_wal(&layout, args.json, &mut out))
+            .map(|_| true),
+        "snap" => inspect::snap::print_snap(&layout, args.json, &mut out).map(|_| true),
+        "version" => inspect::version::print_version(&layout, args.json, &mut out).map(|_| true),
+        "check" => inspect::check::print_check(&layout, args.json, &mut out).map(|n| n == 0),
+        "db" => inspect::dbfacts::print_db(
+            &args.path,
+            args.bucket.clone(),
+            args.revisions,
+            args.json,
+            &mut out,
+        )
+        .map(|_| true)
+        .map_err(InspectError::Db),
+        other => {
+            eprintln!("etcd-inspect: unknown command {other:?}\n\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    let flushed = out.flush();
+    match (result, flushed) {
+        (Err(InspectError::Output(e)), _) | (Ok(_), Err(e))
+            if e.kind() == io::ErrorKind::BrokenPipe =>
+        {
+            ExitCode::SUCCESS // the reader went away (e.g. `| head`)
+        }
+        (Ok(_), Err(e)) => {
+            eprintln!("etcd-inspect: writing output: {e}");
+            ExitCode::from(1)
+        }
+        (Ok(true), Ok(())) => ExitCode::SUCCESS,
+        (Ok(false), Ok(())) => ExitCode::from(1),
+        (Err(e), _) => {
+            eprintln!("etcd-inspect: {e}");
+            ExitCode::from(1)
+        }
+    }
+}

@@ -1,0 +1,121 @@
+//! What `etcd-inspect` prints, on top of `storage`. Each subcommand is a function that reads a
+//! data dir and writes text (default) or JSON lines to a `Write`.
+
+pub mod check;
+pub mod db;
+pub mod dbfacts;
+pub mod output;
+pub mod snap;
+pub mod version;
+pub mod wal;
+
+use std::fmt;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use crate::storage::proto::WalSnapshot;
+use crate::storage::snap::{LoadedSnapshot, SnapError};
+use crate::storage::v2store::V2Error;
+use crate::storage::wal::WalError;
+use crate::storage::{snap as snapfile, wal as walfile};
+
+#[derive(Debug)]
+pub enum InspectError {
+    Wal(WalError),
+    Snap(SnapError),
+    Store {
+        file: PathBuf,
+        error: V2Error,
+    },
+    /// The bbolt db could not be read (message names file and offset).
+    Db(String),
+    NotFound(PathBuf),
+    Output(io::Error),
+}
+
+impl fmt::Display for InspectError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            InspectError::Wal(e) => write!(f, "{e}"),
+            InspectError::Snap(e) => write!(f, "{e}"),
+            InspectError::Store { file, error } => write!(f, "{}: {error}", file.display()),
+            InspectError::Db(e) => write!(f, "{e}"),
+            InspectError::NotFound(p) => write!(f, "{}: not found", p.display()),
+            InspectError::Output(e) => write!(f, "writing output: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for InspectError {}
+
+impl From<WalError> for InspectError {
+    fn from(e: WalError) -> Self {
+        InspectError::Wal(e)
+    }
+}
+
+impl From<SnapError> for InspectError {
+    fn from(e: SnapError) -> Self {
+        InspectError::Snap(e)
+    }
+}
+
+impl From<io::Error> for InspectError {
+    fn from(e: io::Error) -> Self {
+        InspectError::Output(e)
+    }
+}
+
+/// Where the parts of a data dir are.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Layout {
+    pub data_dir: PathBuf,
+    pub wal_dir: PathBuf,
+    pub snap_dir: PathBuf,
+    pub db: PathBuf,
+}
+
+impl Layout {
+    /// `<dir>/member/{wal,snap,snap/db}`; `wal_dir` overrides the WAL location (`--wal-dir`).
+    pub fn of(data_dir: &Path, wal_dir: Option<&Path>) -> Layout {
+        let member = data_dir.join("member");
+        Layout {
+            data_dir: data_dir.to_path_buf(),
+            wal_dir: wal_dir.map_or_else(|| member.join("wal"), Path::to_path_buf),
+            snap_dir: member.join("snap"),
+            db: member.join("snap").join("db"),
+        }
+    }
+
+    /// Fails when `data_dir` has neither a WAL dir nor a snap dir.
+    pub fn require(&self) -> Result<(), InspectError> {
+        if !self.wal_dir.is_dir() && !self.snap_dir.is_dir() {
+            return Err(InspectError::NotFound(self.data_dir.join("member")));
+        }
+        Ok(())
+    }
+}
+
+/// Where etcd would start: the newest `.snap` that a WAL snapshot record covered by the last
+/// HardState names (etcd 3.4.8+), or (0, 0) without one. Also returns newer snap files that
+/// were skipped because they are broken.
+pub fn start_point(
+    layout: &Layout,
+) -> Result<(WalSnapshot, Option<LoadedSnapshot>, Vec<SnapError>), InspectError> {
+    let valid = walfile::valid_snapshots(&layout.wal_dir)?;
+    if !layout.snap_dir.is_dir() {
+        return Ok((WalSnapshot::new(0, 0), None, Vec::new()));
+    }
+    let choice = snapfile::load_newest_available(&layout.snap_dir, &valid)?;
+    let start = choice.loaded.as_ref().map_or(WalSnapshot::new(0, 0), |l| {
+        WalSnapshot::new(l.snapshot.metadata.index, l.snapshot.metadata.term)
+    });
+    Ok((start, choice.loaded, choice.skipped))
+}
+
+/// Current time in unix nanoseconds.
+pub fn now_nanos() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as i64)
+}

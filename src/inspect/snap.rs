@@ -1,0 +1,167 @@
+//! `etcd-inspect snap`: the snapshot etcd would start from (metadata, ConfState) and its v2
+//! store, node by node.
+
+use std::io::Write;
+
+use super::output::{preview, JsonLine};
+use super::{start_point, InspectError, Layout};
+use crate::storage::snap::load_newest;
+use crate::storage::v2store::{Node, Store};
+
+/// Prints the newest usable snapshot. Without a readable WAL, the newest readable `.snap`.
+pub fn print_snap(layout: &Layout, json: bool, out: &mut dyn Write) -> Result<(), InspectError> {
+    if !layout.snap_dir.is_dir() {
+        return Err(InspectError::NotFound(layout.snap_dir.clone()));
+    }
+    let (loaded, skipped) = match start_point(layout) {
+        Ok((_, loaded, skipped)) => (loaded, skipped),
+        Err(InspectError::Wal(e)) => {
+            // Still show the snapshot; say why the WAL was not used to choose it.
+            if json {
+                out.write_all(
+                    JsonLine::new()
+                        .str("record", "warning")
+                        .str(
+                            "problem",
+                            &format!("WAL not used to choose the snapshot: {e}"),
+                        )
+                        .finish()
+                        .as_bytes(),
+                )?;
+            } else {
+                writeln!(out, "warning: WAL not used to choose the snapshot: {e}")?;
+            }
+            let c = load_newest(&layout.snap_dir)?;
+            (c.loaded, c.skipped)
+        }
+        Err(e) => return Err(e),
+    };
+    for s in &skipped {
+        if json {
+            out.write_all(
+                JsonLine::new()
+                    .str("record", "skipped_snapshot")
+                    .str("error", &s.to_string())
+                    .finish()
+                    .as_bytes(),
+            )?;
+        } else {
+            writeln!(out, "skipped snapshot: {s}")?;
+        }
+    }
+    let Some(loaded) = loaded else {
+        if json {
+            out.write_all(
+                JsonLine::new()
+                    .str("record", "no_snapshot")
+                    .finish()
+                    .as_bytes(),
+            )?;
+        } else {
+            writeln!(out, "no usable snapshot in {}", layout.snap_dir.display())?;
+        }
+        return Ok(());
+    };
+    let m = &loaded.snapshot.metadata;
+    let hex = |v: &[u64]| v.iter().map(|id| format!("{id:x}")).collect::<Vec<_>>();
+    let store = Store::load(&loaded.snapshot.data).map_err(|error| InspectError::Store {
+        file: loaded.path.clone(),
+        error,
+    })?;
+    if json {
+        out.write_all(
+            JsonLine::new()
+                .str("record", "snapshot")
+                .str("file", &loaded.path.display().to_string())
+                .num("index", m.index)
+                .num("term", m.term)
+                .strs("voters", &hex(&m.conf_state.voters))
+                .strs("learners", &hex(&m.conf_state.learners))
+                .num("data_bytes", loaded.snapshot.data.len() as u64)
+                .finish()
+                .as_bytes(),
+        )?;
+        out.write_all(
+            JsonLine::new()
+                .str("record", "store")
+                .num("current_index", store.current_index)
+                .num("current_version", store.current_version)
+                .num("events", store.watcher_hub.event_history.queue.size as u64)
+                .opt_str("cluster_version", store.cluster_version())
+                .strs(
+                    "members",
+                    &store
+                        .member_ids()
+                        .iter()
+                        .map(|id| format!("{id:x}"))
+                        .collect::<Vec<_>>(),
+                )
+                .finish()
+                .as_bytes(),
+        )?;
+        let mut result = Ok(());
+        store.root.walk(&mut |n: &Node| {
+            if n.path == "/" || result.is_err() {
+                return;
+            }
+            let line = JsonLine::new()
+                .str("record", "node")
+                .str("key", &n.path)
+                .bool("dir", n.is_dir())
+                .str("value", &n.value)
+                .num("created_index", n.created_index)
+                .num("modified_index", n.modified_index)
+                .opt_str(
+                    "expire_time",
+                    (!n.is_permanent()).then_some(n.expire_time.as_str()),
+                )
+                .finish();
+            result = out.write_all(line.as_bytes());
+        });
+        result?;
+        return Ok(());
+    }
+    writeln!(
+        out,
+        "snapshot {}: index {} term {}, voters [{}], learners [{}], {} bytes of v2 store",
+        loaded.path.display(),
+        m.index,
+        m.term,
+        hex(&m.conf_state.voters).join(" "),
+        hex(&m.conf_state.learners).join(" "),
+        loaded.snapshot.data.len()
+    )?;
+    writeln!(
+        out,
+        "v2 store: current index {}, version {}, {} events in history, cluster version {}",
+        store.current_index,
+        store.current_version,
+        store.watcher_hub.event_history.queue.size,
+        store.cluster_version().unwrap_or("(none)")
+    )?;
+    for p in store.problems() {
+        writeln!(out, "problem: {p}")?;
+    }
+    let mut result = Ok(());
+    store.root.walk(&mut |n: &Node| {
+        if n.path == "/" || result.is_err() {
+            return;
+        }
+        let mut line = if n.is_dir() {
+            format!("{}/ (dir)", n.path)
+        } else {
+            format!("{} = {}", n.path, preview(&n.value, 120))
+        };
+        line.push_str(&format!(
+            " created {} modified {}",
+            n.created_index, n.modified_index
+        ));
+        if !n.is_permanent() {
+            line.push_str(&format!(" expires {}", n.expire_time));
+        }
+        line.push('\n');
+        result = out.write_all(line.as_bytes());
+    });
+    result?;
+    Ok(())
+}

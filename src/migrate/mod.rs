@@ -1,0 +1,9 @@
+//! `migrate`: moves an etcd data dir to the target version before etcd starts.
+//!
+//! - [`config`]: flags + env fallbacks + defaults, in the original's order (pure).
+//! - [`plan`]: (current, target, bundled) -> steps (pure).
+//! - [`run`]: lock, recovery, pre-flight and the steps themselves (files and processes).
+
+pub mod config;
+pub mod plan;
+pub mod run;

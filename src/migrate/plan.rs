@@ -1,0 +1,562 @@
+//! The migration plan: a pure function of (current version.txt, target, bundled versions) to
+//! the steps that move the data there. No file or process is touched here.
+//!
+//! Rules (k8s-etcd-image.md §4.6, with the original's panics and loops turned into errors):
+//! - storage etcd2 -> etcd3 first (`etcdctl migrate` only exists up to 3.4), at the current
+//!   minor (or, for 2.x data, at the lowest bundled 3.0-3.4);
+//! - same minor, or one minor behind the target: only rewrite `version.txt` (the target etcd
+//!   does the last hop itself on start);
+//! - further behind: start the highest bundled patch of every intermediate minor in turn;
+//! - one minor ahead: snapshot downgrade; two or more: refused;
+//! - storage etcd3 -> etcd2 last, by the rollback2 library;
+//! - anything else (another major, a missing intermediate minor): an error naming what is
+//!   missing, never a loop.
+
+use std::fmt;
+
+use super::config::join;
+use crate::version::{EtcdVersion, Storage, VersionPair};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Step {
+    /// Only record `to` in `version.txt`.
+    WriteVersion { to: VersionPair },
+    /// Start `etcd-<to>` on the data, wait until it serves, stop; then `version.txt` := `to`.
+    Upgrade { to: EtcdVersion, storage: Storage },
+    /// One minor down: `etcd-<run>` + `etcdctl-<run> snapshot save`, restore with the target's
+    /// tool into `<dir>.restore`, swap; then `version.txt` := `to/etcd3`. `run` is the bundled
+    /// build of the current minor (the exact current version when bundled).
+    Downgrade {
+        current: EtcdVersion,
+        run: EtcdVersion,
+        to: EtcdVersion,
+    },
+    /// Back up to `<dir>.bak`, `etcdctl-<at> migrate`, start `etcd-<at>`, lease TTL keys;
+    /// then `version.txt` := `at/etcd3`.
+    MigrateV2ToV3 { at: EtcdVersion },
+    /// Back up to `<dir>.bak`, convert v3 -> v2 with the rollback2 library; then
+    /// `version.txt` := `to/etcd2`.
+    RollbackV3ToV2 { from: EtcdVersion, to: EtcdVersion },
+}
+
+impl Step {
+    /// The pair `version.txt` holds once this step is done.
+    pub fn result(&self) -> VersionPair {
+        match self {
+            Step::WriteVersion { to } => to.clone(),
+            Step::Upgrade { to, storage } => VersionPair::new(to.clone(), *storage),
+            Step::Downgrade { to, .. } => VersionPair::new(to.clone(), Storage::Etcd3),
+            Step::MigrateV2ToV3 { at } => VersionPair::new(at.clone(), Storage::Etcd3),
+            Step::RollbackV3ToV2 { to, .. } => VersionPair::new(to.clone(), Storage::Etcd2),
+        }
+    }
+
+    /// File names (in `--bin-dir`) of the binaries this step runs.
+    pub fn binaries(&self) -> Vec<String> {
+        match self {
+            Step::WriteVersion { .. } | Step::RollbackV3ToV2 { .. } => Vec::new(),
+            Step::Upgrade { to, .. } => vec![format!("etcd-{to}")],
+            Step::Downgrade { run, to, .. } => vec![
+                format!("etcd-{run}"),
+                format!("etcdctl-{run}"),
+                restore_tool(to),
+            ],
+            Step::MigrateV2ToV3 { at } => vec![format!("etcdctl-{at}"), format!("etcd-{at}")],
+        }
+    }
+}
+
+/// `etcdctl-<v>` restores up to 3.4; from 3.5 on `etcdutl-<v>` (etcdctl lost it in 3.6).
+pub fn restore_tool(v: &EtcdVersion) -> String {
+    if v.major() > 3 || (v.major() == 3 && v.minor() >= 5) {
+        format!("etcdutl-{v}")
+    } else {
+        format!("etcdctl-{v}")
+    }
+}
+
+impl fmt::Display for Step {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Step::WriteVersion { to } => write!(f, "write {to} to version.txt"),
+            Step::Upgrade { to, storage } => {
+                write!(
+                    f,
+                    "upgrade: start etcd {to} on the data ({storage}), wait until it serves, stop"
+                )
+            }
+            Step::Downgrade { current, run, to } => {
+                write!(
+                    f,
+                    "downgrade {current} -> {to}: snapshot with etcd {run}, restore with {}",
+                    restore_tool(to)
+                )
+            }
+            Step::MigrateV2ToV3 { at } => {
+                write!(
+                    f,
+                    "storage etcd2 -> etcd3 at {at}: etcdctl migrate, then lease the TTL keys"
+                )
+            }
+            Step::RollbackV3ToV2 { from, to } => {
+                write!(
+                    f,
+                    "storage etcd3 -> etcd2: rollback2 converts {from} v3 data for etcd {to}"
+                )
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PlanError {
+    /// Downgrade by more than one minor.
+    TooFarDown {
+        current: VersionPair,
+        target: VersionPair,
+    },
+    /// No bundled build of a minor the plan must run.
+    MinorNotBundled {
+        minor: String,
+        why: String,
+        bundled: Vec<EtcdVersion>,
+    },
+    /// No rule covers this move.
+    NoRule {
+        current: VersionPair,
+        target: VersionPair,
+        why: String,
+    },
+}
+
+impl fmt::Display for PlanError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PlanError::TooFarDown { current, target } => write!(
+                f,
+                "rollback from {current} to {target} not supported, only rollbacks to the \
+                 previous minor version are supported"
+            ),
+            PlanError::MinorNotBundled {
+                minor,
+                why,
+                bundled,
+            } => write!(
+                f,
+                "no etcd {minor}.x is bundled ({why}); bundled versions: {}",
+                join(bundled)
+            ),
+            PlanError::NoRule {
+                current,
+                target,
+                why,
+            } => {
+                write!(f, "cannot migrate from {current} to {target}: {why}")
+            }
+        }
+    }
+}
+
+impl std::error::Error for PlanError {}
+
+/// The steps that take data at `current` to `target` with the `bundled` binaries (sorted).
+/// Empty when the data is already at the target.
+pub fn plan(
+    current: &VersionPair,
+    target: &VersionPair,
+    bundled: &[EtcdVersion],
+) -> Result<Vec<Step>, PlanError> {
+    let mut steps = Vec::new();
+    let mut cur = current.clone();
+    if cur.storage == Storage::Etcd2 && target.storage == Storage::Etcd3 {
+        let at = v2_to_v3_version(&cur, target, bundled)?;
+        steps.push(Step::MigrateV2ToV3 { at: at.clone() });
+        cur = VersionPair::new(at, Storage::Etcd3);
+    }
+    if cur.storage == Storage::Etcd3 && target.storage == Storage::Etcd2 {
+        if cur.version.major() != 3 {
+            return Err(PlanError::NoRule {
+                current: current.clone(),
+                target: target.clone(),
+                why: "etcd3 -> etcd2 rollback needs etcd 3.x data".into(),
+            });
+        }
+        // The v3 data is first moved to the target's version (when it is a 3.x), then converted.
+        let v3_target = if target.version.major() == 3 {
+            VersionPair::new(target.version.clone(), Storage::Etcd3)
+        } else {
+            cur.clone()
+        };
+        steps.extend(version_steps(current, &cur, &v3_target, bundled)?);
+        steps.push(Step::RollbackV3ToV2 {
+            from: v3_target.version,
+            to: target.version.clone(),
+        });
+        return Ok(dedup_writes(steps));
+    }
+    steps.extend(version_steps(current, &cur, target, bundled)?);
+    Ok(dedup_writes(steps))
+}
+
+/// Drops exact repeats (a composed plan can produce the same write twice).
+fn dedup_writes(steps: Vec<Step>) -> Vec<Step> {
+    let mut out: Vec<Step> = Vec::new();
+    for s in steps {
+        if out.last() == Some(&s) {
+            continue;
+        }
+        out.push(s);
+    }
+    out
+}
+
+/// Moves within one storage kind.
+fn version_steps(
+    original: &VersionPair,
+    cur: &VersionPair,
+    target: &VersionPair,
+    bundled: &[EtcdVersion],
+) -> Result<Vec<Step>, PlanError> {
+    let (c, t) = (&cur.version, &target.version);
+    let target = VersionPair::new(t.clone(), cur.storage);
+    if c == t {
+        return Ok(Vec::new());
+    }
+    if c.major() != t.major() {
+        return Err(PlanError::NoRule {
+            current: original.clone(),
+            target,
+            why: format!(
+                "moving between major versions ({} -> {}) is not supported",
+                c.major(),
+                t.major()
+            ),
+        });
+    }
+    if c.minor() == t.minor() || c.minor() + 1 == t.minor() {
+        return Ok(vec![Step::WriteVersion { to: target }]);
+    }
+    if c.minor() < t.minor() {
+        let mut steps = Vec::new();
+        for minor in c.minor() + 1..t.minor() {
+            let v = highest_of_minor(bundled, c.major(), minor).ok_or_else(|| {
+                PlanError::MinorNotBundled {
+                    minor: format!("{}.{minor}", c.major()),
+                    why: format!("needed to step from {c} to {t} one minor at a time"),
+                    bundled: bundled.to_vec(),
+                }
+            })?;
+            steps.push(Step::Upgrade {
+                to: v,
+                storage: cur.storage,
+            });
+        }
+        steps.push(Step::WriteVersion { to: target });
+        return Ok(steps);
+    }
+    if c.minor() == t.minor() + 1 {
+        if cur.storage != Storage::Etcd3 {
+            return Err(PlanError::NoRule {
+                current: original.clone(),
+                target,
+                why: "a minor downgrade (snapshot + restore) needs etcd3 storage".into(),
+            });
+        }
+        let run = if bundled.contains(c) {
+            c.clone()
+        } else {
+            highest_of_minor(bundled, c.major(), c.minor()).ok_or_else(|| {
+                PlanError::MinorNotBundled {
+                    minor: c.minor_string(),
+                    why: format!(
+                        "the downgrade must start etcd {} to take a snapshot",
+                        c.minor_string()
+                    ),
+                    bundled: bundled.to_vec(),
+                }
+            })?
+        };
+        return Ok(vec![Step::Downgrade {
+            current: c.clone(),
+            run,
+            to: t.clone(),
+        }]);
+    }
+    Err(PlanError::TooFarDown {
+        current: cur.clone(),
+        target,
+    })
+}
+
+/// Which version's `etcdctl migrate` converts etcd2 data: the current minor for 3.0-3.4 data,
+/// the lowest bundled 3.0-3.4 for 2.x data.
+fn v2_to_v3_version(
+    cur: &VersionPair,
+    target: &VersionPair,
+    bundled: &[EtcdVersion],
+) -> Result<EtcdVersion, PlanError> {
+    let v = &cur.version;
+    let no_rule = |why: String| PlanError::NoRule {
+        current: cur.clone(),
+        target: target.clone(),
+        why,
+    };
+    match v.major() {
+        3 if v.minor() <= 4 => {
+            if bundled.contains(v) {
+                Ok(v.clone())
+            } else {
+                highest_of_minor(bundled, 3, v.minor()).ok_or_else(|| PlanError::MinorNotBundled {
+                    minor: v.minor_string(),
+                    why: format!("its etcdctl converts the etcd2 data written by etcd {v}"),
+                    bundled: bundled.to_vec(),
+                })
+            }
+        }
+        3 => Err(no_rule(format!(
+            "etcd2 data under etcd {v}: `etcdctl migrate` exists only in etcd 3.0-3.4"
+        ))),
+        2 => bundled
+            .iter()
+            .find(|b| b.major() == 3 && b.minor() <= 4)
+            .cloned()
+            .ok_or_else(|| PlanError::MinorNotBundled {
+                minor: "3.0-3.4".into(),
+                why: "its etcdctl converts etcd2 data".into(),
+                bundled: bundled.to_vec(),
+            }),
+        _ => Err(no_rule(
+            "etcd2 storage is only known for etcd 2.x and 3.x".into(),
+        )),
+    }
+}
+
+fn highest_of_minor(bundled: &[EtcdVersion], major: u64, minor: u64) -> Option<EtcdVersion> {
+    bundled
+        .iter()
+        .filter(|b| b.major() == major && b.minor() == minor && !b.is_prerelease())
+        .max()
+        .cloned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(s: &str) -> VersionPair {
+        s.parse().unwrap()
+    }
+    fn v(s: &str) -> EtcdVersion {
+        s.parse().unwrap()
+    }
+    fn b(list: &str) -> Vec<EtcdVersion> {
+        super::super::config::parse_bundled(list).unwrap()
+    }
+    fn w(s: &str) -> Step {
+        Step::WriteVersion { to: p(s) }
+    }
+    fn up(s: &str) -> Step {
+        Step::Upgrade {
+            to: v(s),
+            storage: Storage::Etcd3,
+        }
+    }
+
+    const BUNDLE: &str = "3.4.23,3.5.0,3.5.1";
+
+    #[test]
+    fn at_target_nothing_to_do() {
+        assert_eq!(
+            plan(&p("3.5.1/etcd3"), &p("3.5.1/etcd3"), &b(BUNDLE)),
+            Ok(vec![])
+        );
+    }
+
+    #[test]
+    fn same_minor_or_one_behind_only_rewrites() {
+        let bundle = b(BUNDLE);
+        for (cur, tgt) in [
+            ("3.5.0/etcd3", "3.5.1/etcd3"),
+            ("3.5.1/etcd3", "3.5.0/etcd3"),
+            ("3.4.23/etcd3", "3.5.1/etcd3"),
+            ("3.4.0/etcd3", "3.5.0/etcd3"),
+            ("3.4.23/etcd2", "3.4.23/etcd2"),
+        ] {
+            let expect = if cur == tgt { vec![] } else { vec![w(tgt)] };
+            assert_eq!(
+                plan(&p(cur), &p(tgt), &bundle),
+                Ok(expect),
+                "{cur} -> {tgt}"
+            );
+        }
+    }
+
+    #[test]
+    fn multi_minor_upgrade_steps_through_highest_patches() {
+        let bundle = b("3.2.32,3.3.10,3.3.17,3.4.18,3.5.15");
+        assert_eq!(
+            plan(&p("3.2.0/etcd3"), &p("3.5.15/etcd3"), &bundle),
+            Ok(vec![up("3.3.17"), up("3.4.18"), w("3.5.15/etcd3")])
+        );
+        // The current minor need not be bundled (the original panicked there).
+        assert_eq!(
+            plan(&p("3.1.0/etcd3"), &p("3.4.18/etcd3"), &bundle),
+            Ok(vec![up("3.2.32"), up("3.3.17"), w("3.4.18/etcd3")])
+        );
+    }
+
+    #[test]
+    fn missing_intermediate_minor_is_an_error() {
+        // 3.3 -> 3.5 only needs 3.4, which is bundled; 3.2 -> 3.5 also needs 3.3.
+        assert!(plan(&p("3.3.0/etcd3"), &p("3.5.1/etcd3"), &b(BUNDLE)).is_ok());
+        let e = plan(&p("3.2.0/etcd3"), &p("3.5.1/etcd3"), &b(BUNDLE)).unwrap_err();
+        assert!(matches!(e, PlanError::MinorNotBundled { ref minor, .. } if minor == "3.3"));
+        assert!(e.to_string().contains("no etcd 3.3.x is bundled"), "{e}");
+    }
+
+    #[test]
+    fn one_minor_down_is_a_snapshot_downgrade() {
+        assert_eq!(
+            plan(&p("3.5.1/etcd3"), &p("3.4.23/etcd3"), &b(BUNDLE)),
+            Ok(vec![Step::Downgrade {
+                current: v("3.5.1"),
+                run: v("3.5.1"),
+                to: v("3.4.23")
+            }])
+        );
+        // Current patch not bundled: the highest bundled patch of that minor takes the snapshot.
+        assert_eq!(
+            plan(&p("3.5.3/etcd3"), &p("3.4.23/etcd3"), &b(BUNDLE)),
+            Ok(vec![Step::Downgrade {
+                current: v("3.5.3"),
+                run: v("3.5.1"),
+                to: v("3.4.23")
+            }])
+        );
+        let e = plan(&p("3.6.0/etcd3"), &p("3.5.1/etcd3"), &b(BUNDLE)).unwrap_err();
+        assert!(matches!(e, PlanError::MinorNotBundled { ref minor, .. } if minor == "3.6"));
+        let s = Step::Downgrade {
+            current: v("3.5.1"),
+            run: v("3.5.1"),
+            to: v("3.4.23"),
+        };
+        assert_eq!(
+            s.binaries(),
+            vec!["etcd-3.5.1", "etcdctl-3.5.1", "etcdctl-3.4.23"]
+        );
+        assert_eq!(restore_tool(&v("3.5.0")), "etcdutl-3.5.0");
+    }
+
+    #[test]
+    fn two_minors_down_is_refused_with_the_original_message() {
+        let e = plan(
+            &p("3.5.1/etcd3"),
+            &p("3.3.0/etcd3"),
+            &b("3.3.0,3.4.23,3.5.1"),
+        )
+        .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "rollback from 3.5.1/etcd3 to 3.3.0/etcd3 not supported, only rollbacks to the \
+             previous minor version are supported"
+        );
+    }
+
+    #[test]
+    fn other_majors_have_no_rule() {
+        let e = plan(&p("3.5.1/etcd3"), &p("4.0.0/etcd3"), &b("3.5.1,4.0.0")).unwrap_err();
+        assert!(matches!(e, PlanError::NoRule { .. }), "{e}");
+        let e = plan(&p("4.0.0/etcd3"), &p("3.5.1/etcd3"), &b("3.5.1,4.0.0")).unwrap_err();
+        assert!(matches!(e, PlanError::NoRule { .. }), "{e}");
+    }
+
+    #[test]
+    fn etcd2_to_etcd3() {
+        let bundle = b(BUNDLE);
+        assert_eq!(
+            plan(&p("3.4.23/etcd2"), &p("3.4.23/etcd3"), &bundle),
+            Ok(vec![Step::MigrateV2ToV3 { at: v("3.4.23") }])
+        );
+        assert_eq!(
+            plan(&p("3.4.23/etcd2"), &p("3.5.1/etcd3"), &bundle),
+            Ok(vec![
+                Step::MigrateV2ToV3 { at: v("3.4.23") },
+                w("3.5.1/etcd3")
+            ])
+        );
+        assert_eq!(
+            plan(&p("3.4.0/etcd2"), &p("3.5.1/etcd3"), &bundle),
+            Ok(vec![
+                Step::MigrateV2ToV3 { at: v("3.4.23") },
+                w("3.5.1/etcd3")
+            ])
+        );
+        assert_eq!(
+            plan(&p("2.2.1/etcd2"), &p("3.5.1/etcd3"), &bundle),
+            Ok(vec![
+                Step::MigrateV2ToV3 { at: v("3.4.23") },
+                w("3.5.1/etcd3")
+            ])
+        );
+        let e = plan(&p("3.5.1/etcd2"), &p("3.5.1/etcd3"), &bundle).unwrap_err();
+        assert!(e.to_string().contains("only in etcd 3.0-3.4"), "{e}");
+        let e = plan(&p("3.3.0/etcd2"), &p("3.5.1/etcd3"), &bundle).unwrap_err();
+        assert!(matches!(e, PlanError::MinorNotBundled { ref minor, .. } if minor == "3.3"));
+    }
+
+    #[test]
+    fn etcd3_to_etcd2() {
+        let bundle = b(BUNDLE);
+        assert_eq!(
+            plan(&p("3.4.23/etcd3"), &p("3.4.23/etcd2"), &bundle),
+            Ok(vec![Step::RollbackV3ToV2 {
+                from: v("3.4.23"),
+                to: v("3.4.23")
+            }])
+        );
+        assert_eq!(
+            plan(&p("3.5.1/etcd3"), &p("3.4.23/etcd2"), &bundle),
+            Ok(vec![
+                Step::Downgrade {
+                    current: v("3.5.1"),
+                    run: v("3.5.1"),
+                    to: v("3.4.23")
+                },
+                Step::RollbackV3ToV2 {
+                    from: v("3.4.23"),
+                    to: v("3.4.23")
+                }
+            ])
+        );
+        assert_eq!(
+            plan(&p("3.0.17/etcd3"), &p("2.2.1/etcd2"), &b("2.2.1,3.0.17")),
+            Ok(vec![Step::RollbackV3ToV2 {
+                from: v("3.0.17"),
+                to: v("2.2.1")
+            }])
+        );
+    }
+
+    #[test]
+    fn every_step_result_chains_to_the_target() {
+        let bundle = b("3.2.32,3.3.17,3.4.18,3.4.23,3.5.0,3.5.1");
+        let all = [
+            "3.2.0/etcd3",
+            "3.3.17/etcd3",
+            "3.4.18/etcd3",
+            "3.4.23/etcd3",
+            "3.5.0/etcd3",
+            "3.5.1/etcd3",
+            "3.4.23/etcd2",
+            "3.3.17/etcd2",
+        ];
+        for cur in all {
+            for tgt in all {
+                if let Ok(steps) = plan(&p(cur), &p(tgt), &bundle) {
+                    let end = steps.last().map(Step::result).unwrap_or_else(|| p(cur));
+                    assert_eq!(end, p(tgt), "{cur} -> {tgt}: {steps:?}");
+                }
+            }
+        }
+    }
+}

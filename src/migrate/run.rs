@@ -1,0 +1,1016 @@
+//! Executes a migration: lock, recover a half-done swap, read (or detect) the current version,
+//! plan, pre-flight, then each step, writing `version.txt` after every one.
+//!
+//! Crash safety (SIGKILL at any instant, then a rerun, ends at the target with every key):
+//! - `version.txt` changes only by temp + fsync + rename, after a step is complete, so a
+//!   rerun redoes at most the interrupted step.
+//! - A started etcd dies with us (`PR_SET_PDEATHSIG`); the lock is a flock, released by the
+//!   kernel.
+//! - A downgrade never modifies the data dir in place: it snapshots it, restores into
+//!   `<dir>.restore`, writes the target `version.txt` there and then creates the marker
+//!   `<dir>.restore.complete`. Only then is the data dir renamed to `<dir>.bak` and the
+//!   restored dir renamed into its place. On start, [`recover`] finishes a swap that has the
+//!   marker and a missing data dir, and discards any other leftover (`.restore`, `.bak.tmp`,
+//!   `.discard`), after which the data dir holds either the old data with the old
+//!   `version.txt` (the downgrade is redone) or the new data with the target.
+//! - etcd2 -> etcd3 backs up to `<dir>.bak` first and records that in `<dir>.v2v3-backup`;
+//!   an interrupted conversion is rolled back from that backup before it is retried.
+
+use std::fmt;
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use super::config::{join, Config};
+use super::plan::{plan, restore_tool, PlanError, Step};
+use crate::datadir::{free_bytes, remove_tree, rename_synced, set_mode, DataDir, DataDirError};
+use crate::etcd::client::HttpClient;
+use crate::etcd::process::{run_tool, EtcdProcess, EtcdSpec, ProcessError};
+use crate::version::{
+    read_version_file, sync_dir, write_version_file, EtcdVersion, Storage, VersionFile,
+    VersionFileError, VersionPair,
+};
+
+/// How long etcdctl/etcdutl may take (snapshot of a large db, restore, migrate).
+const TOOL_TIMEOUT: Duration = Duration::from_secs(600);
+/// Grace period after SIGTERM before SIGKILL (the original waited 2 min after SIGINT).
+const STOP_GRACE: Duration = Duration::from_secs(120);
+/// TTL of the lease attached to the keys under `--ttl-keys-directory` after etcd2 -> etcd3.
+const TTL_LEASE_SECONDS: u64 = 3600;
+/// Test-only hook: when this env var names a crash point, migrate SIGKILLs itself there.
+pub const CRASH_POINT_ENV: &str = "ETCDTOOLS_MIGRATE_CRASH_AT";
+
+#[derive(Debug)]
+pub enum MigrateError {
+    DataDir(DataDirError),
+    VersionFile(VersionFileError),
+    Plan(PlanError),
+    Process(ProcessError),
+    /// A step needs something this build does not have yet.
+    NotAvailable(String),
+    Preflight(String),
+    Other(String),
+}
+
+impl fmt::Display for MigrateError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            MigrateError::DataDir(e) => e.fmt(f),
+            MigrateError::VersionFile(e) => e.fmt(f),
+            MigrateError::Plan(e) => e.fmt(f),
+            MigrateError::Process(e) => e.fmt(f),
+            MigrateError::NotAvailable(m) | MigrateError::Preflight(m) | MigrateError::Other(m) => {
+                f.write_str(m)
+            }
+        }
+    }
+}
+
+impl std::error::Error for MigrateError {}
+
+impl From<DataDirError> for MigrateError {
+    fn from(e: DataDirError) -> Self {
+        MigrateError::DataDir(e)
+    }
+}
+impl From<VersionFileError> for MigrateError {
+    fn from(e: VersionFileError) -> Self {
+        MigrateError::VersionFile(e)
+    }
+}
+impl From<PlanError> for MigrateError {
+    fn from(e: PlanError) -> Self {
+        MigrateError::Plan(e)
+    }
+}
+impl From<ProcessError> for MigrateError {
+    fn from(e: ProcessError) -> Self {
+        MigrateError::Process(e)
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Seams for work of other engineers: each is ONE function, wired by replacing its body.
+// ---------------------------------------------------------------------------------------
+
+/// What [`detect_version`] found in a data dir without a usable `version.txt`.
+#[derive(Debug, Clone)]
+pub struct Detected {
+    pub pair: VersionPair,
+    /// What the decision rests on, for the log (e.g. "bbolt cluster/clusterVersion 3.5.0").
+    pub evidence: String,
+}
+
+/// SEAM (etcd-inspect): the version of a non-empty data dir that has no (or an empty)
+/// `version.txt`, from its files. To be wired to `etcdtools::inspect::version`; must return
+/// an error unless the detection is unambiguous.
+pub fn detect_version(data_dir: &Path) -> Result<Detected, String> {
+    let _ = data_dir;
+    Err(
+        "detecting the version from the data files (etcd-inspect version) is not available \
+         in this build"
+            .into(),
+    )
+}
+
+/// SEAM (rollback2): the converter of etcd3 data to an etcd2 store, in this process. To be
+/// wired to `etcdtools::rollback` (`Some(|dir, target| ...)`); `None` makes the etcd3 -> etcd2
+/// step fail with "not available in this build" before anything is changed.
+pub type RollbackFn = fn(data_dir: &Path, target: &EtcdVersion) -> Result<(), String>;
+pub fn rollback_v3_to_v2() -> Option<RollbackFn> {
+    None
+}
+
+/// SEAM (etcd-inspect check): the integrity check run before a destructive step. To be wired
+/// to the inspect check; `Ok(false)` means "not available, skipped", `Err` a failed check.
+pub fn check_integrity(data_dir: &Path) -> Result<bool, String> {
+    let _ = data_dir;
+    Ok(false)
+}
+
+// ---------------------------------------------------------------------------------------
+
+/// Test hook: SIGKILL ourselves at a named point when `ETCDTOOLS_MIGRATE_CRASH_AT` names it,
+/// so crash tests hit exact points between two effects. Does nothing otherwise.
+fn crash_point(name: &str) {
+    log::debug!("crash point {name}");
+    if std::env::var(CRASH_POINT_ENV).ok().as_deref() == Some(name) {
+        log::warn!("{CRASH_POINT_ENV}={name}: killing myself (test hook)");
+        // SAFETY: plain syscalls on our own pid.
+        unsafe {
+            libc::kill(libc::getpid(), libc::SIGKILL);
+        }
+    }
+}
+
+/// The marker that says `<dir>.restore` is complete and may replace the data dir.
+fn restore_marker(data: &DataDir) -> PathBuf {
+    let mut p = data.restore_path().into_os_string();
+    p.push(".complete");
+    PathBuf::from(p)
+}
+
+fn discard_path(data: &DataDir) -> PathBuf {
+    let mut p = data.path().as_os_str().to_owned();
+    p.push(".discard");
+    PathBuf::from(p)
+}
+
+fn v2v3_journal(data: &DataDir) -> PathBuf {
+    let mut p = data.path().as_os_str().to_owned();
+    p.push(".v2v3-backup");
+    PathBuf::from(p)
+}
+
+/// After the data reached the target, an etcd2 -> etcd3 journal is stale.
+fn finish_v2v3_journal(data: &DataDir) -> Result<(), MigrateError> {
+    remove_tree(&v2v3_journal(data))?;
+    Ok(())
+}
+
+/// Finishes or discards what an interrupted run left beside the data dir (see module doc).
+pub fn recover(data: &DataDir) -> Result<(), MigrateError> {
+    let restore = data.restore_path();
+    let marker = restore_marker(data);
+    if !data.exists() && restore.exists() && marker.exists() {
+        log::warn!(
+            "an earlier run was interrupted in the middle of a swap: moving the complete \
+             restored data {} into place",
+            restore.display()
+        );
+        rename_synced(&restore, data.path())?;
+    }
+    // A leftover snapshot is only ever an input of an unfinished downgrade, which redoes it.
+    for leftover in [
+        restore.clone(),
+        data.backup_tmp_path(),
+        discard_path(data),
+        data.snapshot_path(),
+    ] {
+        if leftover.exists() {
+            log::info!(
+                "removing leftover {} of an interrupted run",
+                leftover.display()
+            );
+            remove_tree(&leftover)?;
+        }
+    }
+    remove_tree(&marker)?;
+    Ok(())
+}
+
+/// What a run ended with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Empty or new data dir: only `version.txt` written.
+    Initialized,
+    AlreadyAtTarget,
+    Migrated {
+        from: VersionPair,
+        steps: usize,
+    },
+    DryRun,
+}
+
+impl fmt::Display for Outcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Outcome::Initialized => f.write_str("empty data dir initialized"),
+            Outcome::AlreadyAtTarget => f.write_str("already at the target"),
+            Outcome::Migrated { from, steps } => {
+                write!(f, "migrated from {from} in {steps} step(s)")
+            }
+            Outcome::DryRun => f.write_str("dry run, nothing changed"),
+        }
+    }
+}
+
+/// Runs migrate with a resolved config.
+pub fn run(cfg: &Config) -> Result<Outcome, MigrateError> {
+    let data = DataDir::new(&cfg.data_dir)?;
+    log::info!("Starting migration to {}", cfg.target);
+    check_bundle(cfg)?;
+    if cfg.dry_run {
+        return dry_run(cfg, &data);
+    }
+    let parent = data.parent();
+    fs::create_dir_all(&parent).map_err(|e| {
+        MigrateError::Other(format!(
+            "cannot create the parent directory {} of the data dir: {e}",
+            parent.display()
+        ))
+    })?;
+    let _lock = data.lock(cfg.lock_timeout)?;
+    recover(&data)?;
+    data.create_if_missing()?;
+    if data.is_empty()? {
+        log::info!(
+            "data directory '{}' is empty, writing target version '{}' to version.txt",
+            data.path().display(),
+            cfg.target
+        );
+        move_binaries(cfg)?;
+        write_version_file(data.path(), &cfg.target)?;
+        return Ok(Outcome::Initialized);
+    }
+    let current = current_version(&data)?;
+    let steps = plan(&current, &cfg.target, &cfg.bundled)?;
+    if steps.is_empty() {
+        log::info!("data is already at the target {}", cfg.target);
+        move_binaries(cfg)?;
+        finish_v2v3_journal(&data)?;
+        return Ok(Outcome::AlreadyAtTarget);
+    }
+    log::info!(
+        "Converging current version '{current}' to target version '{}'",
+        cfg.target
+    );
+    for (i, s) in steps.iter().enumerate() {
+        log::info!("  step {}: {s}", i + 1);
+    }
+    preflight(cfg, &data, &steps)?;
+    move_binaries(cfg)?;
+    let runner = Runner {
+        cfg,
+        data: &data,
+        client: HttpClient::plain(),
+    };
+    for step in &steps {
+        let started = Instant::now();
+        runner.step(step)?;
+        write_version_file(data.path(), &step.result())?;
+        crash_point("after-version-write");
+        log::info!(
+            "done in {:?}: {step}; version.txt is {}",
+            started.elapsed(),
+            step.result()
+        );
+    }
+    finish_v2v3_journal(&data)?;
+    Ok(Outcome::Migrated {
+        from: current,
+        steps: steps.len(),
+    })
+}
+
+/// The current pair: `version.txt`, or for a missing/empty one the detected version.
+fn current_version(data: &DataDir) -> Result<VersionPair, MigrateError> {
+    let file = data.path().join(crate::version::VERSION_FILE);
+    let why = match read_version_file(data.path())? {
+        VersionFile::Parsed(p) => return Ok(p),
+        VersionFile::Missing => "has no version.txt",
+        VersionFile::Empty => {
+            "has an empty version.txt (a disk that filled up while it was written?)"
+        }
+    };
+    match detect_version(data.path()) {
+        Ok(d) => {
+            log::warn!(
+                "data directory '{}' {why}; detected {} from the files ({}); going on with it",
+                data.path().display(),
+                d.pair,
+                d.evidence
+            );
+            Ok(d.pair)
+        }
+        Err(reason) => Err(MigrateError::Other(format!(
+            "existing data directory '{}' {why} and its version cannot be told: {reason}; \
+             write the version of the etcd that last ran on this data into {} (e.g. \
+             `printf 3.5.1/etcd3 > {}`; format <major>.<minor>.<patch>/<etcd2|etcd3>) and rerun",
+            data.path().display(),
+            file.display(),
+            file.display()
+        ))),
+    }
+}
+
+/// `etcd-<v>`, `etcdctl-<v>` (and `etcdutl-<v>` from 3.5) exist and are executable for every
+/// bundled version (the original only checked the first two exist).
+fn check_bundle(cfg: &Config) -> Result<(), MigrateError> {
+    for v in &cfg.bundled {
+        let mut names = vec![format!("etcd-{v}"), format!("etcdctl-{v}")];
+        let tool = restore_tool(v);
+        if !names.contains(&tool) {
+            names.push(tool);
+        }
+        for name in names {
+            check_executable(&cfg.bin_dir.join(&name)).map_err(|reason| {
+                MigrateError::Preflight(format!(
+                    "failed to validate that the binaries of the bundled version {v} are in \
+                     --bin-dir '{}' (bundled: {}): {reason}",
+                    cfg.bin_dir.display(),
+                    join(&cfg.bundled)
+                ))
+            })?;
+        }
+    }
+    Ok(())
+}
+
+fn check_executable(path: &Path) -> Result<(), String> {
+    let meta = fs::metadata(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    if !meta.is_file() {
+        return Err(format!("{} is not a regular file", path.display()));
+    }
+    if meta.permissions().mode() & 0o111 == 0 {
+        return Err(format!("{} is not executable", path.display()));
+    }
+    Ok(())
+}
+
+/// Before anything destructive: binaries, disk space, the integrity check (seam), rollback2.
+fn preflight(cfg: &Config, data: &DataDir, steps: &[Step]) -> Result<(), MigrateError> {
+    for step in steps {
+        for name in step.binaries() {
+            check_executable(&cfg.bin_dir.join(&name))
+                .map_err(|r| MigrateError::Preflight(format!("step '{step}' needs {name}: {r}")))?;
+        }
+        if matches!(step, Step::RollbackV3ToV2 { .. }) && rollback_v3_to_v2().is_none() {
+            return Err(MigrateError::NotAvailable(format!(
+                "step '{step}': the etcd3 -> etcd2 conversion (rollback2 library) is not \
+                 available in this build; nothing was changed"
+            )));
+        }
+    }
+    let destructive = steps.iter().any(|s| {
+        matches!(
+            s,
+            Step::Downgrade { .. } | Step::MigrateV2ToV3 { .. } | Step::RollbackV3ToV2 { .. }
+        )
+    });
+    if !destructive {
+        return Ok(());
+    }
+    // A downgrade writes a snapshot (~db size) and a restored copy; a backup copies the dir.
+    let size = data.size_bytes()?;
+    let need = size.saturating_mul(2).saturating_add(16 << 20);
+    let free = free_bytes(&data.parent())?;
+    if free < need {
+        return Err(MigrateError::Preflight(format!(
+            "not enough free disk space beside {}: {free} bytes free, the backup/snapshot/restore \
+             of {size} bytes of data needs about {need}",
+            data.path().display()
+        )));
+    }
+    match check_integrity(data.path()) {
+        Ok(true) => log::info!("integrity check of {} passed", data.path().display()),
+        Ok(false) => log::warn!(
+            "integrity check of {} is not available in this build; skipped",
+            data.path().display()
+        ),
+        Err(e) => {
+            return Err(MigrateError::Preflight(format!(
+                "integrity check of {} failed: {e}",
+                data.path().display()
+            )))
+        }
+    }
+    Ok(())
+}
+
+/// Unless `DO_NOT_MOVE_BINARIES=true`: `etcd-<target>` -> `etcd`, `etcdctl-<target>` ->
+/// `etcdctl` in --bin-dir (via a temp file and rename, keeping the mode).
+fn move_binaries(cfg: &Config) -> Result<(), MigrateError> {
+    if !cfg.move_binaries {
+        return Ok(());
+    }
+    let v = &cfg.target.version;
+    for (from, to) in [
+        (format!("etcd-{v}"), "etcd"),
+        (format!("etcdctl-{v}"), "etcdctl"),
+    ] {
+        let src = cfg.bin_dir.join(&from);
+        let dst = cfg.bin_dir.join(to);
+        let tmp = cfg.bin_dir.join(format!(".{to}.migrate-tmp"));
+        let fail = |e: std::io::Error| {
+            MigrateError::Other(format!(
+                "Failed to copy {from} to {}: {e} (set DO_NOT_MOVE_BINARIES=true to skip this)",
+                dst.display()
+            ))
+        };
+        fs::copy(&src, &tmp).map_err(fail)?;
+        fs::File::open(&tmp)
+            .and_then(|f| f.sync_all())
+            .map_err(fail)?;
+        fs::rename(&tmp, &dst).map_err(fail)?;
+        log::info!("copied {} to {}", src.display(), dst.display());
+    }
+    Ok(())
+}
+
+/// `--dry-run`: print the plan, change nothing (no lock, no mkdir, no recovery).
+fn dry_run(cfg: &Config, data: &DataDir) -> Result<Outcome, MigrateError> {
+    let mut out = Vec::new();
+    let restore = data.restore_path();
+    if !data.exists() && restore.exists() && restore_marker(data).exists() {
+        out.push(format!(
+            "would finish an interrupted swap: rename {} to {}",
+            restore.display(),
+            data.path().display()
+        ));
+        out.push("then rerun --dry-run to see the plan".into());
+        return print_dry(out);
+    }
+    if data.is_empty()? {
+        out.push(format!(
+            "data directory {} is {}: would write {} to {}",
+            data.path().display(),
+            if data.exists() {
+                "empty"
+            } else {
+                "missing (would create it)"
+            },
+            cfg.target,
+            data.path().join("version.txt").display()
+        ));
+        return print_dry(out);
+    }
+    let current = current_version(data)?;
+    let steps = plan(&current, &cfg.target, &cfg.bundled)?;
+    out.push(format!("current {current}, target {}", cfg.target));
+    if steps.is_empty() {
+        out.push("nothing to do".into());
+    }
+    let bin = |n: &str| cfg.bin_dir.join(n).display().to_string();
+    let d = data.path().display().to_string();
+    for (i, step) in steps.iter().enumerate() {
+        out.push(format!("step {}: {step}", i + 1));
+        for name in step.binaries() {
+            out.push(format!("  runs  {}", bin(&name)));
+        }
+        let writes: Vec<String> = match step {
+            Step::WriteVersion { .. } | Step::Upgrade { .. } => vec![],
+            Step::Downgrade { .. } => vec![
+                data.snapshot_path().display().to_string(),
+                format!("{} (then swapped in)", restore.display()),
+                format!(
+                    "{} (the old data dir, replaced)",
+                    data.backup_path().display()
+                ),
+            ],
+            Step::MigrateV2ToV3 { .. } => vec![
+                format!("{} (backup, replaced)", data.backup_path().display()),
+                format!("{d}/member (converted in place)"),
+            ],
+            Step::RollbackV3ToV2 { .. } => vec![
+                format!("{} (backup, replaced)", data.backup_path().display()),
+                format!("{d}/member (converted by the rollback2 library)"),
+            ],
+        };
+        for w in writes {
+            out.push(format!("  writes {w}"));
+        }
+        if matches!(step, Step::RollbackV3ToV2 { .. }) && rollback_v3_to_v2().is_none() {
+            out.push("  NOTE: the rollback2 library is not available in this build: this step would fail".into());
+        }
+        out.push(format!("  writes {d}/version.txt = {}", step.result()));
+    }
+    if cfg.move_binaries {
+        out.push(format!(
+            "copy {} and {} to {} and {} (DO_NOT_MOVE_BINARIES is not true)",
+            bin(&format!("etcd-{}", cfg.target.version)),
+            bin(&format!("etcdctl-{}", cfg.target.version)),
+            bin("etcd"),
+            bin("etcdctl")
+        ));
+    }
+    print_dry(out)
+}
+
+fn print_dry(lines: Vec<String>) -> Result<Outcome, MigrateError> {
+    for l in lines {
+        println!("{l}");
+    }
+    Ok(Outcome::DryRun)
+}
+
+struct Runner<'a> {
+    cfg: &'a Config,
+    data: &'a DataDir,
+    client: HttpClient,
+}
+
+impl Runner<'_> {
+    fn step(&self, step: &Step) -> Result<(), MigrateError> {
+        match step {
+            Step::WriteVersion { .. } => Ok(()),
+            Step::Upgrade { to, .. } => {
+                log::info!("upgrading etcd to {to}");
+                let etcd = self.start_etcd(to)?;
+                self.stop_etcd(etcd)
+            }
+            Step::Downgrade { current, run, to } => self.downgrade(current, run, to),
+            Step::MigrateV2ToV3 { at } => self.v2_to_v3(at),
+            Step::RollbackV3ToV2 { from, to } => {
+                let Some(convert) = rollback_v3_to_v2() else {
+                    return Err(MigrateError::NotAvailable(
+                        "the etcd3 -> etcd2 conversion (rollback2 library) is not available in \
+                         this build"
+                            .into(),
+                    ));
+                };
+                log::info!("Backup and remove all existing v2 data (from {from})");
+                self.data.backup_copy()?;
+                convert(self.data.path(), to).map_err(|e| {
+                    MigrateError::Other(format!(
+                        "rollback to etcd {to} failed: {e}; the data before it is in {}",
+                        self.data.backup_path().display()
+                    ))
+                })
+            }
+        }
+    }
+
+    fn client_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.cfg.port)
+    }
+
+    /// The original's argv order, without the deprecated `--debug`.
+    fn etcd_args(&self) -> Vec<String> {
+        let c = self.cfg;
+        let mut args = vec![
+            "--name".into(),
+            c.name.clone(),
+            "--initial-cluster".into(),
+            c.initial_cluster.clone(),
+            "--data-dir".into(),
+            self.data.path().display().to_string(),
+            "--listen-client-urls".into(),
+            c.listen_client_urls.clone(),
+            "--advertise-client-urls".into(),
+            self.client_url(),
+            "--listen-peer-urls".into(),
+            c.listen_peer_urls.clone(),
+            "--initial-advertise-peer-urls".into(),
+            c.initial_advertise_peer_urls.clone(),
+        ];
+        args.extend(c.etcd_server_extra_args.iter().cloned());
+        args
+    }
+
+    fn start_etcd(&self, version: &EtcdVersion) -> Result<EtcdProcess, MigrateError> {
+        let mut spec = EtcdSpec::single(
+            &self.cfg.bin_dir.join(format!("etcd-{version}")),
+            &self.cfg.name,
+            self.data.path(),
+            self.cfg.port,
+            self.cfg.peer_port,
+        );
+        spec.client_urls = vec![self.client_url()];
+        let mut etcd = EtcdProcess::start_with_args(&spec, self.etcd_args())?;
+        crash_point("etcd-started");
+        let took = etcd.wait_ready(&self.client, self.cfg.ready_timeout)?;
+        log::info!(
+            "Etcd on port {} is up (etcd {version}, ready after {took:?}).",
+            self.cfg.port
+        );
+        crash_point("etcd-ready");
+        Ok(etcd)
+    }
+
+    fn stop_etcd(&self, etcd: EtcdProcess) -> Result<(), MigrateError> {
+        let status = etcd.stop(STOP_GRACE)?;
+        log::info!("Stopped etcd server {} ({status})", self.cfg.name);
+        crash_point("etcd-stopped");
+        Ok(())
+    }
+
+    fn downgrade(
+        &self,
+        current: &EtcdVersion,
+        run: &EtcdVersion,
+        to: &EtcdVersion,
+    ) -> Result<(), MigrateError> {
+        let data = self.data;
+        let snapshot = data.snapshot_path();
+        let restore = data.restore_path();
+        log::info!("Performing etcd {current} -> {to} rollback");
+        remove_tree(&snapshot).map_err(|e| {
+            MigrateError::Other(format!(
+                "failed to clean snapshot file before rollback: {e}"
+            ))
+        })?;
+        remove_tree(&restore)?;
+        log::info!("Starting etcd version {run} to capture rollback snapshot.");
+        let etcd = self.start_etcd(run).map_err(|e| {
+            MigrateError::Other(format!(
+                "Unable to automatically downgrade etcd: starting etcd version {run} to capture \
+                 rollback snapshot failed: {e}"
+            ))
+        })?;
+        log::info!("Snapshotting etcd {run} to {}", snapshot.display());
+        let tool = self.cfg.bin_dir.join(format!("etcdctl-{run}"));
+        run_tool(
+            &tool,
+            &[
+                "--endpoints".into(),
+                self.client_url(),
+                "snapshot".into(),
+                "save".into(),
+                snapshot.display().to_string(),
+            ],
+            &[("ETCDCTL_API", "3")],
+            TOOL_TIMEOUT,
+        )?;
+        crash_point("snapshot-saved");
+        self.stop_etcd(etcd)?;
+        let mode = data.mode()?;
+        log::info!("Restoring etcd {to} from {}", snapshot.display());
+        let tool_name = restore_tool(to);
+        let mut args = vec![
+            "snapshot".into(),
+            "restore".into(),
+            snapshot.display().to_string(),
+            "--data-dir".into(),
+            restore.display().to_string(),
+            "--name".into(),
+            self.cfg.name.clone(),
+            "--initial-advertise-peer-urls".into(),
+            self.cfg.initial_advertise_peer_urls.clone(),
+            "--initial-cluster".into(),
+            self.cfg.initial_cluster.clone(),
+        ];
+        if let Some(token) = cluster_token(&self.cfg.etcd_server_extra_args) {
+            args.push("--initial-cluster-token".into());
+            args.push(token);
+        }
+        run_tool(
+            &self.cfg.bin_dir.join(&tool_name),
+            &args,
+            &[("ETCDCTL_API", "3")],
+            TOOL_TIMEOUT,
+        )?;
+        crash_point("restored");
+        set_mode(&restore, mode)?;
+        write_version_file(&restore, &VersionPair::new(to.clone(), Storage::Etcd3))?;
+        self.mark_restore_complete()?;
+        crash_point("restore-complete");
+        log::info!(
+            "Backing up data before rolling back: {} -> {}",
+            data.path().display(),
+            data.backup_path().display()
+        );
+        self.swap_in_restore(&data.backup_path())?;
+        remove_tree(&snapshot)?;
+        Ok(())
+    }
+
+    fn mark_restore_complete(&self) -> Result<(), MigrateError> {
+        let marker = restore_marker(self.data);
+        fs::write(&marker, b"")
+            .and_then(|_| sync_dir(&self.data.parent()))
+            .map_err(|e| MigrateError::Other(format!("cannot write {}: {e}", marker.display())))
+    }
+
+    /// data dir -> `old_to`, `<dir>.restore` -> data dir, marker removed. Needs the marker.
+    fn swap_in_restore(&self, old_to: &Path) -> Result<(), MigrateError> {
+        let data = self.data;
+        remove_tree(old_to)?;
+        crash_point("old-backup-removed");
+        rename_synced(data.path(), old_to)?;
+        crash_point("moved-to-backup");
+        rename_synced(&data.restore_path(), data.path())?;
+        crash_point("swapped");
+        remove_tree(&restore_marker(data))?;
+        Ok(())
+    }
+
+    fn v2_to_v3(&self, at: &EtcdVersion) -> Result<(), MigrateError> {
+        let data = self.data;
+        let journal = v2v3_journal(data);
+        if journal.exists() && data.backup_path().exists() {
+            log::warn!(
+                "an earlier etcd2 -> etcd3 migration was interrupted; restoring the data from \
+                 its backup {} before retrying",
+                data.backup_path().display()
+            );
+            let restore = data.restore_path();
+            remove_tree(&restore)?;
+            copy_dir(&data.backup_path(), &restore)?;
+            self.mark_restore_complete()?;
+            self.swap_in_restore(&discard_path(data))?;
+            remove_tree(&discard_path(data))?;
+        } else {
+            log::info!(
+                "Backing up {} to {}",
+                data.path().display(),
+                data.backup_path().display()
+            );
+            data.backup_copy()?;
+            fs::write(&journal, b"")
+                .and_then(|_| sync_dir(&data.parent()))
+                .map_err(|e| {
+                    MigrateError::Other(format!("cannot write {}: {e}", journal.display()))
+                })?;
+        }
+        crash_point("v2v3-backed-up");
+        log::info!("Performing etcd2 -> etcd3 migration");
+        run_tool(
+            &self.cfg.bin_dir.join(format!("etcdctl-{at}")),
+            &[
+                "migrate".into(),
+                "--data-dir".into(),
+                data.path().display().to_string(),
+            ],
+            &[("ETCDCTL_API", "3")],
+            TOOL_TIMEOUT,
+        )?;
+        crash_point("v2v3-migrated");
+        log::info!("Attaching leases to TTL entries");
+        let etcd = self.start_etcd(at)?;
+        let attached = self.attach_leases();
+        let stopped = self.stop_etcd(etcd);
+        let n = attached?;
+        stopped?;
+        log::info!(
+            "attached a {TTL_LEASE_SECONDS} s lease to {n} keys under {}",
+            self.cfg.ttl_keys_directory
+        );
+        Ok(())
+    }
+
+    /// One lease of 1 h on every key under `--ttl-keys-directory`, each put checking the
+    /// previous value (the original's `AttachLease`, without its nil dereference).
+    fn attach_leases(&self) -> Result<usize, MigrateError> {
+        let base = self.client_url();
+        let timeout = Duration::from_secs(30);
+        let post = |path: &str, body: serde_json::Value| {
+            self.client
+                .post_json(&format!("{base}{path}"), &body, timeout)
+                .map_err(|e| MigrateError::Other(format!("attaching leases: {e}")))
+        };
+        let mut prefix = self.cfg.ttl_keys_directory.clone().into_bytes();
+        if !prefix.ends_with(b"/") {
+            prefix.push(b'/');
+        }
+        let range = post(
+            "/v3/kv/range",
+            json!({"key": b64::encode(&prefix), "range_end": b64::encode(&prefix_end(&prefix))}),
+        )?;
+        let kvs = range
+            .get("kvs")
+            .and_then(|k| k.as_array())
+            .cloned()
+            .unwrap_or_default();
+        if kvs.is_empty() {
+            return Ok(0);
+        }
+        let grant = post("/v3/lease/grant", json!({"TTL": TTL_LEASE_SECONDS}))?;
+        let id = grant
+            .get("ID")
+            .and_then(|i| i.as_str())
+            .ok_or_else(|| MigrateError::Other(format!("lease grant answered {grant}")))?
+            .to_string();
+        log::info!(
+            "Lease with TTL: {TTL_LEASE_SECONDS} created; attaching lease to {} entries",
+            kvs.len()
+        );
+        for kv in &kvs {
+            let key = kv.get("key").and_then(|k| k.as_str()).unwrap_or_default();
+            let value = kv.get("value").and_then(|v| v.as_str()).unwrap_or_default();
+            let put = post(
+                "/v3/kv/put",
+                json!({"key": key, "value": value, "lease": id, "prev_kv": true}),
+            )?;
+            let prev = put
+                .get("prev_kv")
+                .and_then(|p| p.get("value"))
+                .and_then(|v| v.as_str())
+                .unwrap_or_default();
+            if prev != value {
+                let show = |s: &str| {
+                    String::from_utf8_lossy(&b64::decode(s).unwrap_or_default()).into_owned()
+                };
+                return Err(MigrateError::Other(format!(
+                    "concurrent access to key detected when setting lease on {}, expected \
+                     previous value of {:?} but got {:?}",
+                    show(key),
+                    show(value),
+                    show(prev)
+                )));
+            }
+        }
+        Ok(kvs.len())
+    }
+}
+
+/// `--initial-cluster-token` among the extra args, so a restore keeps the cluster's IDs.
+fn cluster_token(extra: &[String]) -> Option<String> {
+    let mut it = extra.iter();
+    while let Some(a) = it.next() {
+        let a = a.trim_start_matches('-');
+        if let Some(v) = a.strip_prefix("initial-cluster-token=") {
+            return Some(v.to_string());
+        }
+        if a == "initial-cluster-token" {
+            return it.next().cloned();
+        }
+    }
+    None
+}
+
+/// The end of the range of all keys starting with `prefix` (etcd's `GetPrefixRangeEnd`).
+fn prefix_end(prefix: &[u8]) -> Vec<u8> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    vec![0]
+}
+
+fn copy_dir(from: &Path, to: &Path) -> Result<(), MigrateError> {
+    // Reuse the backup copy logic through a throwaway DataDir-less path: plain recursion.
+    fn rec(from: &Path, to: &Path) -> std::io::Result<()> {
+        let meta = fs::symlink_metadata(from)?;
+        if meta.is_dir() {
+            fs::create_dir(to)?;
+            for e in fs::read_dir(from)? {
+                let e = e?;
+                rec(&e.path(), &to.join(e.file_name()))?;
+            }
+            fs::set_permissions(to, meta.permissions())?;
+        } else if meta.file_type().is_symlink() {
+            std::os::unix::fs::symlink(fs::read_link(from)?, to)?;
+        } else {
+            fs::copy(from, to)?;
+            fs::File::open(to)?.sync_all()?;
+        }
+        Ok(())
+    }
+    rec(from, to).map_err(|e| {
+        MigrateError::Other(format!(
+            "cannot copy {} to {}: {e}",
+            from.display(),
+            to.display()
+        ))
+    })
+}
+
+/// Standard base64 with padding, as etcd's JSON gateway uses for keys and values.
+pub mod b64 {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+    pub fn encode(data: &[u8]) -> String {
+        let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
+        for chunk in data.chunks(3) {
+            let b = [
+                chunk[0],
+                *chunk.get(1).unwrap_or(&0),
+                *chunk.get(2).unwrap_or(&0),
+            ];
+            let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+            for i in 0..4 {
+                if i <= chunk.len() {
+                    out.push(ALPHABET[(n >> (18 - 6 * i)) as usize & 63] as char);
+                } else {
+                    out.push('=');
+                }
+            }
+        }
+        out
+    }
+
+    pub fn decode(s: &str) -> Option<Vec<u8>> {
+        let mut out = Vec::with_capacity(s.len() / 4 * 3);
+        let mut acc = 0u32;
+        let mut bits = 0;
+        for c in s.bytes().filter(|&c| c != b'=') {
+            let v = ALPHABET.iter().position(|&a| a == c)? as u32;
+            acc = (acc << 6) | v;
+            bits += 6;
+            if bits >= 8 {
+                bits -= 8;
+                out.push((acc >> bits) as u8);
+                acc &= (1 << bits) - 1;
+            }
+        }
+        Some(out)
+    }
+
+    #[cfg(test)]
+    mod tests {
+        #[test]
+        fn round_trip() {
+            for s in [
+                &b""[..],
+                b"f",
+                b"fo",
+                b"foo",
+                b"foob",
+                b"/registry/events/",
+                &[0, 255, 128],
+            ] {
+                assert_eq!(super::decode(&super::encode(s)).unwrap(), s);
+            }
+            assert_eq!(super::encode(b"foo"), "Zm9v");
+            assert_eq!(super::encode(b"fo"), "Zm8=");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefix_end_like_etcd() {
+        assert_eq!(prefix_end(b"/a/"), b"/a0");
+        assert_eq!(prefix_end(&[b'a', 0xff]), b"b");
+        assert_eq!(prefix_end(&[0xff]), vec![0]);
+    }
+
+    #[test]
+    fn token_from_extra_args() {
+        let a = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            cluster_token(&a(&["--initial-cluster-token=t1"])),
+            Some("t1".into())
+        );
+        assert_eq!(
+            cluster_token(&a(&["--x", "--initial-cluster-token", "t2"])),
+            Some("t2".into())
+        );
+        assert_eq!(cluster_token(&a(&["--x=1"])), None);
+    }
+
+    #[test]
+    fn recover_finishes_a_marked_swap_and_drops_leftovers() {
+        let t = std::env::temp_dir().join(format!("etcdtools-recover-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&t);
+        fs::create_dir_all(&t).unwrap();
+        let data = DataDir::new(&t.join("data")).unwrap();
+        // Interrupted after data -> .bak: restore complete, data dir missing.
+        fs::create_dir_all(data.restore_path()).unwrap();
+        fs::write(data.restore_path().join("version.txt"), "3.4.23/etcd3").unwrap();
+        fs::write(restore_marker(&data), "").unwrap();
+        fs::create_dir_all(data.backup_path()).unwrap();
+        recover(&data).unwrap();
+        assert_eq!(
+            fs::read_to_string(data.path().join("version.txt")).unwrap(),
+            "3.4.23/etcd3"
+        );
+        assert!(!restore_marker(&data).exists() && !data.restore_path().exists());
+        // An unmarked (incomplete) restore is dropped; the data dir stays.
+        fs::create_dir_all(data.restore_path()).unwrap();
+        fs::create_dir_all(data.backup_tmp_path()).unwrap();
+        recover(&data).unwrap();
+        assert!(!data.restore_path().exists() && !data.backup_tmp_path().exists());
+        assert!(data.path().join("version.txt").exists());
+        // Marked restore while the data dir still exists: not swapped, dropped.
+        fs::create_dir_all(data.restore_path()).unwrap();
+        fs::write(restore_marker(&data), "").unwrap();
+        recover(&data).unwrap();
+        assert!(!data.restore_path().exists());
+        assert_eq!(
+            fs::read_to_string(data.path().join("version.txt")).unwrap(),
+            "3.4.23/etcd3"
+        );
+        fs::remove_dir_all(&t).unwrap();
+    }
+}

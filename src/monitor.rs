@@ -1,0 +1,722 @@
+//! `etcd-version-monitor`: a Prometheus exporter in front of etcd's `/metrics`.
+//!
+//! Each scrape of the metrics path fetches etcd's metrics fresh, parses them strictly,
+//! applies the Go original's rewrite rules ([`crate::prom::rewrite`]), and answers with every
+//! etcd family unchanged plus `etcd_version_info` and the monitor's own metrics. When etcd is
+//! down or answers garbage the answer is still 200 with `etcd_version_monitor_up 0`, so
+//! Prometheus keeps the target's `up` for the monitor and this gauge for etcd; the error is
+//! logged once per change of state, not once per scrape.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crate::etcd::client::{ClientError, HttpClient, TlsFiles, DEFAULT_BODY_LIMIT};
+use crate::prom::{self, rewrite, Exposition, Family, Label, MetricType, ParseError};
+
+pub const DEFAULT_LISTEN_ADDRESS: &str = "localhost:9101";
+pub const DEFAULT_METRICS_PATH: &str = "/metrics";
+pub const DEFAULT_VERSION_URI: &str = "http://localhost:2379/version";
+pub const DEFAULT_METRICS_URI: &str = "http://localhost:2379/metrics";
+pub const DEFAULT_SCRAPE_TIMEOUT: Duration = Duration::from_secs(15);
+/// How many requests are served at once; more wait in tiny_http's queue.
+pub const DEFAULT_WORKERS: usize = 8;
+/// `/version` is asked again after this long, or at once when etcd's `etcd_server_version`
+/// gauge changes (a restart with another binary).
+pub const VERSION_REFRESH: Duration = Duration::from_secs(30);
+/// What we ask etcd for: the text format, never protobuf or OpenMetrics.
+const ACCEPT: &str = "text/plain;version=0.0.4;q=1,*/*;q=0.1";
+pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+pub const PROMETHEUS_TIMEOUT_HEADER: &str = "X-Prometheus-Scrape-Timeout-Seconds";
+
+pub const VERSION_INFO: &str = "etcd_version_info";
+pub const UP: &str = "etcd_version_monitor_up";
+pub const SCRAPE_DURATION: &str = "etcd_version_monitor_scrape_duration_seconds";
+pub const SCRAPE_ERRORS: &str = "etcd_version_monitor_scrape_errors_total";
+const OWN_FAMILIES: [&str; 4] = [VERSION_INFO, UP, SCRAPE_DURATION, SCRAPE_ERRORS];
+
+/// Values of the `reason` label of `etcd_version_monitor_scrape_errors_total`.
+pub const ERROR_REASONS: [&str; 6] = [
+    "timeout",
+    "connect",
+    "http_status",
+    "too_large",
+    "invalid_body",
+    "parse",
+];
+
+#[derive(Debug, Clone)]
+pub struct MonitorConfig {
+    pub listen_address: String,
+    pub metrics_path: String,
+    pub version_uri: String,
+    pub metrics_uri: String,
+    pub scrape_timeout: Duration,
+    pub tls: TlsFiles,
+    /// Largest etcd answer accepted.
+    pub body_limit: u64,
+    pub workers: usize,
+    /// Log scrape failures and recoveries (off for `--once`, which reports the error itself).
+    pub log_state_changes: bool,
+}
+
+impl Default for MonitorConfig {
+    fn default() -> Self {
+        MonitorConfig {
+            listen_address: DEFAULT_LISTEN_ADDRESS.into(),
+            metrics_path: DEFAULT_METRICS_PATH.into(),
+            version_uri: DEFAULT_VERSION_URI.into(),
+            metrics_uri: DEFAULT_METRICS_URI.into(),
+            scrape_timeout: DEFAULT_SCRAPE_TIMEOUT,
+            tls: TlsFiles::default(),
+            body_limit: DEFAULT_BODY_LIMIT,
+            workers: DEFAULT_WORKERS,
+            log_state_changes: true,
+        }
+    }
+}
+
+/// Bad configuration or a listener that cannot be opened.
+#[derive(Debug)]
+pub enum MonitorError {
+    Config { flag: &'static str, reason: String },
+    Tls(ClientError),
+    Listen { address: String, reason: String },
+}
+
+impl fmt::Display for MonitorError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            MonitorError::Config { flag, reason } => write!(f, "{flag}: {reason}"),
+            MonitorError::Tls(e) => write!(f, "TLS set-up: {e}"),
+            MonitorError::Listen { address, reason } => {
+                write!(f, "cannot listen on {address}: {reason}")
+            }
+        }
+    }
+}
+
+impl std::error::Error for MonitorError {}
+
+/// Why one scrape of etcd failed.
+#[derive(Debug)]
+pub enum ScrapeError {
+    Fetch { error: ClientError, timed_out: bool },
+    NotText { url: String, content_type: String },
+    Parse { url: String, error: ParseError },
+}
+
+impl ScrapeError {
+    /// The `reason` label value.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            ScrapeError::Fetch {
+                timed_out: true, ..
+            } => "timeout",
+            ScrapeError::Fetch { error, .. } => match error {
+                ClientError::Status { .. } => "http_status",
+                ClientError::TooLarge { .. } => "too_large",
+                ClientError::Body { .. } => "invalid_body",
+                _ => "connect",
+            },
+            ScrapeError::NotText { .. } => "invalid_body",
+            ScrapeError::Parse { .. } => "parse",
+        }
+    }
+}
+
+impl fmt::Display for ScrapeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ScrapeError::Fetch {
+                error,
+                timed_out: true,
+            } => write!(f, "timed out: {error}"),
+            ScrapeError::Fetch { error, .. } => write!(f, "{error}"),
+            ScrapeError::NotText { url, content_type } => {
+                write!(f, "{url} answered {content_type:?}, not the text format")
+            }
+            ScrapeError::Parse { url, error } => write!(f, "{url}: malformed metrics: {error}"),
+        }
+    }
+}
+
+impl std::error::Error for ScrapeError {}
+
+/// One answer for the metrics path: always a valid exposition; `error` says whether etcd
+/// could be scraped.
+pub struct Scrape {
+    pub body: String,
+    pub error: Option<ScrapeError>,
+}
+
+/// The scrape timeout: the flag, or Prometheus' header minus a margin to answer in, whichever
+/// is smaller. An unusable header is ignored.
+pub fn effective_timeout(flag: Duration, header: Option<&str>) -> Duration {
+    let Some(seconds) = header.and_then(|h| h.trim().parse::<f64>().ok()) else {
+        return flag;
+    };
+    if !seconds.is_finite() || seconds <= 0.0 {
+        return flag;
+    }
+    // Leave 10% (at most 0.5 s, like blackbox_exporter's offset) for our own work.
+    let margin = (seconds * 0.1).min(0.5);
+    let from_header = Duration::from_secs_f64((seconds - margin).min(1e9));
+    flag.min(from_header)
+}
+
+/// Go's `:9101` means every interface; Rust's resolver needs a host.
+pub fn normalize_listen_address(address: &str) -> String {
+    if address.starts_with(':') {
+        format!("0.0.0.0{address}")
+    } else {
+        address.to_string()
+    }
+}
+
+#[derive(Default)]
+struct Health {
+    /// `None` before the first scrape; `Some(None)` when the last one worked.
+    last_error: Option<Option<&'static str>>,
+    failures_since_ok: u64,
+}
+
+#[derive(Default)]
+struct VersionCache {
+    checked_at: Option<Instant>,
+    /// What `/version` said at the last check; `None` when it could not be read.
+    from_endpoint: Option<String>,
+    gauge_at_check: Option<String>,
+}
+
+/// The exporter's state, shared by the serving threads.
+pub struct Monitor {
+    config: MonitorConfig,
+    client: HttpClient,
+    errors: [AtomicU64; ERROR_REASONS.len()],
+    health: Mutex<Health>,
+    version: Mutex<VersionCache>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic elsewhere cannot leave these plain values inconsistent; keep serving.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Monitor {
+    pub fn new(config: MonitorConfig) -> Result<Monitor, MonitorError> {
+        for (flag, uri) in [
+            ("--etcd-metrics-scrape-uri", &config.metrics_uri),
+            ("--etcd-version-scrape-uri", &config.version_uri),
+        ] {
+            if !(uri.starts_with("http://") || uri.starts_with("https://")) {
+                return Err(MonitorError::Config {
+                    flag,
+                    reason: format!("{uri:?} is not an http:// or https:// URL"),
+                });
+            }
+        }
+        if !config.metrics_path.starts_with('/') || config.metrics_path == "/healthz" {
+            return Err(MonitorError::Config {
+                flag: "--metrics-path",
+                reason: format!(
+                    "{:?} must start with '/' and not be /healthz",
+                    config.metrics_path
+                ),
+            });
+        }
+        if config.scrape_timeout.is_zero() {
+            return Err(MonitorError::Config {
+                flag: "--scrape-timeout",
+                reason: "must be more than 0".into(),
+            });
+        }
+        let client = HttpClient::new(&config.tls).map_err(MonitorError::Tls)?;
+        Ok(Monitor {
+            config,
+            client,
+            errors: Default::default(),
+            health: Mutex::default(),
+            version: Mutex::default(),
+        })
+    }
+
+    pub fn config(&self) -> &MonitorConfig {
+        &self.config
+    }
+
+    /// Scrapes etcd once and builds the answer. `prometheus_timeout` is the raw
+    /// `X-Prometheus-Scrape-Timeout-Seconds` header, if any.
+    pub fn scrape(&self, prometheus_timeout: Option<&str>) -> Scrape {
+        let started = Instant::now();
+        let timeout = effective_timeout(self.config.scrape_timeout, prometheus_timeout);
+        let deadline = started + timeout;
+        let fetched = self.fetch_metrics(timeout);
+        let mut body = String::with_capacity(
+            fetched
+                .as_ref()
+                .map(|t| t.len() + t.len() / 16)
+                .unwrap_or(0)
+                + 4096,
+        );
+        let result = fetched.and_then(|text| {
+            let expo = prom::parse(&text).map_err(|error| ScrapeError::Parse {
+                url: self.config.metrics_uri.clone(),
+                error,
+            })?;
+            let mut expo = rewrite::apply(expo);
+            for name in OWN_FAMILIES {
+                if expo.remove(name).is_some() {
+                    log::debug!("etcd exposes {name} itself; answering with ours only");
+                }
+            }
+            let version = self.binary_version(&expo, deadline);
+            prom::write_exposition(&expo, &mut body);
+            if let Some(version) = version {
+                let mut info = Family::new(
+                    VERSION_INFO,
+                    "Etcd server's binary version (1 for the running version).",
+                    MetricType::Gauge,
+                );
+                info.push(vec![Label::new("binary_version", version)], 1.0);
+                prom::write_family(&info, &mut body);
+            }
+            Ok(())
+        });
+        let error = result.err();
+        if let Some(e) = &error {
+            body.clear();
+            if let Some(i) = ERROR_REASONS.iter().position(|r| *r == e.reason()) {
+                self.errors[i].fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        self.note_outcome(error.as_ref());
+        self.write_own_metrics(error.is_none(), started.elapsed(), &mut body);
+        Scrape { body, error }
+    }
+
+    fn fetch_metrics(&self, timeout: Duration) -> Result<String, ScrapeError> {
+        let started = Instant::now();
+        let url = &self.config.metrics_uri;
+        let response = self
+            .client
+            .get_text_accept(url, ACCEPT, timeout, self.config.body_limit)
+            .map_err(|error| {
+                // ureq reports timeouts as transport errors; the clock tells them apart.
+                let timed_out = matches!(error, ClientError::Transport { .. })
+                    && started.elapsed() + Duration::from_millis(5) >= timeout;
+                ScrapeError::Fetch { error, timed_out }
+            })?;
+        if let Some(ct) = &response.content_type {
+            let ct_lower = ct.to_ascii_lowercase();
+            if !(ct_lower.starts_with("text/plain") || ct_lower.is_empty()) {
+                return Err(ScrapeError::NotText {
+                    url: url.clone(),
+                    content_type: ct.clone(),
+                });
+            }
+        }
+        Ok(response.body)
+    }
+
+    /// etcd's binary version: from `/version` (cached, see [`VERSION_REFRESH`]), else from
+    /// the `etcd_server_version{server_version}` gauge (the metrics-only port has no /version).
+    fn binary_version(&self, expo: &Exposition<'_>, deadline: Instant) -> Option<String> {
+        let gauge = expo
+            .family("etcd_server_version")
+            .and_then(|f| {
+                f.samples
+                    .iter()
+                    .find(|s| s.value.number == 1.0)
+                    .or(f.samples.first())
+            })
+            .and_then(|s| s.label("server_version"))
+            .map(str::to_string);
+        {
+            let cache = lock(&self.version);
+            let fresh = cache
+                .checked_at
+                .is_some_and(|t| t.elapsed() < VERSION_REFRESH)
+                && cache.gauge_at_check == gauge;
+            if fresh {
+                return cache.from_endpoint.clone().or(gauge);
+            }
+        }
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        if remaining.is_zero() {
+            return lock(&self.version).from_endpoint.clone().or(gauge);
+        }
+        let fetched = self.fetch_version(remaining.min(Duration::from_secs(5)));
+        let mut cache = lock(&self.version);
+        let had_check = cache.checked_at.is_some();
+        let was_ok = cache.from_endpoint.is_some();
+        match &fetched {
+            Ok(v) if !had_check || !was_ok || cache.from_endpoint.as_ref() != Some(v) => {
+                log::info!("etcd binary version {v} (from {})", self.config.version_uri)
+            }
+            Err(e) if !had_check || was_ok => log::warn!(
+                "cannot read etcd's version: {e}; using etcd_server_version from its metrics \
+                 ({}) until it works",
+                gauge.as_deref().unwrap_or("absent too")
+            ),
+            _ => {}
+        }
+        cache.checked_at = Some(Instant::now());
+        cache.from_endpoint = fetched.ok();
+        cache.gauge_at_check = gauge.clone();
+        cache.from_endpoint.clone().or(gauge)
+    }
+
+    fn fetch_version(&self, timeout: Duration) -> Result<String, String> {
+        let url = &self.config.version_uri;
+        let text = self
+            .client
+            .get_text(url, timeout, 1 << 16)
+            .map_err(|e| e.to_string())?;
+        let json: serde_json::Value =
+            serde_json::from_str(&text).map_err(|e| format!("{url}: invalid JSON: {e}"))?;
+        match json.get("etcdserver").and_then(|v| v.as_str()) {
+            Some(v) if !v.is_empty() => Ok(v.to_string()),
+            _ => Err(format!("{url}: no \"etcdserver\" in {}", text.trim())),
+        }
+    }
+
+    /// Logs when the state changes: first scrape, failure, another kind of failure, recovery.
+    fn note_outcome(&self, error: Option<&ScrapeError>) {
+        if !self.config.log_state_changes {
+            return;
+        }
+        let mut health = lock(&self.health);
+        let now = error.map(ScrapeError::reason);
+        let before = health.last_error;
+        match (before, error) {
+            (Some(Some(prev)), Some(e)) if prev == e.reason() => {
+                health.failures_since_ok += 1;
+                log::debug!("etcd scrape failed again: {e}");
+            }
+            (_, Some(e)) => {
+                health.failures_since_ok += 1;
+                log::error!(
+                    "cannot scrape etcd: {e} (answering with {UP} 0; logged again only when \
+                     this changes)"
+                );
+            }
+            (Some(Some(_)), None) => {
+                log::info!(
+                    "etcd scrape works again after {} failed scrapes",
+                    health.failures_since_ok
+                );
+                health.failures_since_ok = 0;
+            }
+            (None, None) => log::info!("scraping etcd metrics from {}", self.config.metrics_uri),
+            (Some(None), None) => {}
+        }
+        health.last_error = Some(now);
+    }
+
+    fn write_own_metrics(&self, up: bool, took: Duration, out: &mut String) {
+        let mut f = Family::new(
+            UP,
+            "1 when the last scrape of etcd's metrics succeeded, 0 when it failed.",
+            MetricType::Gauge,
+        );
+        f.push(Vec::new(), if up { 1.0 } else { 0.0 });
+        prom::write_family(&f, out);
+        let mut f = Family::new(
+            SCRAPE_DURATION,
+            "How long the last scrape of etcd took, in seconds.",
+            MetricType::Gauge,
+        );
+        f.push(Vec::new(), took.as_secs_f64());
+        prom::write_family(&f, out);
+        let mut f = Family::new(
+            SCRAPE_ERRORS,
+            "Failed scrapes of etcd since the monitor started, by reason.",
+            MetricType::Counter,
+        );
+        for (reason, count) in ERROR_REASONS.iter().zip(&self.errors) {
+            f.push(
+                vec![Label::new("reason", *reason)],
+                count.load(Ordering::Relaxed) as f64,
+            );
+        }
+        prom::write_family(&f, out);
+    }
+}
+
+/// What a request asks for.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Route {
+    Metrics,
+    Healthz,
+    Index,
+    NotFound,
+    MethodNotAllowed,
+}
+
+/// Routes by path (query string ignored) and method.
+pub fn route(method: &str, url: &str, metrics_path: &str) -> Route {
+    let path = url.split(['?', '#']).next().unwrap_or("");
+    let known = if path == metrics_path {
+        Route::Metrics
+    } else if path == "/healthz" {
+        Route::Healthz
+    } else if path == "/" {
+        Route::Index
+    } else {
+        return Route::NotFound;
+    };
+    if method == "GET" || method == "HEAD" {
+        known
+    } else {
+        Route::MethodNotAllowed
+    }
+}
+
+/// The HTTP side: a tiny_http listener and a fixed set of worker threads.
+pub struct Server {
+    http: Arc<tiny_http::Server>,
+    stop: Arc<AtomicBool>,
+    workers: Vec<thread::JoinHandle<()>>,
+    addr: Option<SocketAddr>,
+}
+
+impl Server {
+    pub fn start(monitor: Arc<Monitor>) -> Result<Server, MonitorError> {
+        let address = normalize_listen_address(&monitor.config.listen_address);
+        let http = tiny_http::Server::http(address.as_str()).map_err(|e| MonitorError::Listen {
+            address: monitor.config.listen_address.clone(),
+            reason: e.to_string(),
+        })?;
+        let addr = http.server_addr().to_ip();
+        let http = Arc::new(http);
+        let stop = Arc::new(AtomicBool::new(false));
+        let workers = (0..monitor.config.workers.max(1))
+            .map(|_| {
+                let (http, stop, monitor) = (http.clone(), stop.clone(), monitor.clone());
+                thread::spawn(move || serve(&http, &stop, &monitor))
+            })
+            .collect();
+        Ok(Server {
+            http,
+            stop,
+            workers,
+            addr,
+        })
+    }
+
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        self.addr
+    }
+
+    /// Blocks until the server stops (it only does after [`Server::shutdown`] from elsewhere).
+    pub fn join(mut self) {
+        for w in self.workers.drain(..) {
+            let _ = w.join();
+        }
+    }
+
+    /// Stops the workers after the requests they are serving.
+    pub fn shutdown(mut self) {
+        self.stop_workers();
+    }
+
+    fn stop_workers(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        for _ in 0..self.workers.len() {
+            self.http.unblock();
+        }
+        for w in self.workers.drain(..) {
+            let _ = w.join();
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop_workers();
+    }
+}
+
+fn serve(http: &tiny_http::Server, stop: &AtomicBool, monitor: &Monitor) {
+    while !stop.load(Ordering::SeqCst) {
+        let request = match http.recv_timeout(Duration::from_millis(500)) {
+            Ok(Some(r)) => r,
+            Ok(None) => continue,
+            Err(e) => {
+                log::debug!("receiving a request failed: {e}");
+                continue;
+            }
+        };
+        handle(request, monitor);
+    }
+}
+
+fn header(value: &str) -> tiny_http::Header {
+    tiny_http::Header {
+        field: "Content-Type"
+            .parse()
+            .unwrap_or_else(|_| unreachable!("a valid header name")),
+        value: value
+            .parse()
+            .unwrap_or_else(|_| unreachable!("an ASCII header value")),
+    }
+}
+
+fn handle(request: tiny_http::Request, monitor: &Monitor) {
+    let method = request.method().as_str().to_string();
+    let url = request.url().to_string();
+    let (status, content_type, body) = match route(&method, &url, &monitor.config.metrics_path) {
+        Route::Metrics => {
+            let timeout = request
+                .headers()
+                .iter()
+                .find(|h| h.field.equiv(PROMETHEUS_TIMEOUT_HEADER))
+                .map(|h| h.value.as_str().to_string());
+            let scrape = monitor.scrape(timeout.as_deref());
+            (200, CONTENT_TYPE, scrape.body)
+        }
+        Route::Healthz => (200, "text/plain; charset=utf-8", "ok\n".to_string()),
+        Route::Index => (
+            200,
+            "text/html; charset=utf-8",
+            format!(
+                "<html><head><title>etcd-version-monitor</title></head><body>\
+                 <h1>etcd-version-monitor</h1><p><a href=\"{0}\">{0}</a></p></body></html>\n",
+                html_escape(&monitor.config.metrics_path)
+            ),
+        ),
+        Route::NotFound => (404, "text/plain; charset=utf-8", "not found\n".to_string()),
+        Route::MethodNotAllowed => (
+            405,
+            "text/plain; charset=utf-8",
+            "method not allowed\n".to_string(),
+        ),
+    };
+    let response = tiny_http::Response::from_data(body.into_bytes())
+        .with_status_code(status)
+        .with_header(header(content_type));
+    if let Err(e) = request.respond(response) {
+        log::debug!("answering {method} {url} failed: {e}");
+    }
+}
+
+fn html_escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timeout_follows_prometheus_header_minus_a_margin() {
+        let flag = Duration::from_secs(15);
+        assert_eq!(effective_timeout(flag, None), flag);
+        assert_eq!(
+            effective_timeout(flag, Some("10")),
+            Duration::from_millis(9500)
+        );
+        assert_eq!(
+            effective_timeout(flag, Some("1")),
+            Duration::from_millis(900)
+        );
+        assert_eq!(effective_timeout(flag, Some("60")), flag);
+        for bad in ["", "x", "-1", "0", "NaN", "inf"] {
+            assert_eq!(effective_timeout(flag, Some(bad)), flag, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn routes() {
+        assert_eq!(route("GET", "/metrics", "/metrics"), Route::Metrics);
+        assert_eq!(route("HEAD", "/metrics?x=1", "/metrics"), Route::Metrics);
+        assert_eq!(route("GET", "/healthz", "/metrics"), Route::Healthz);
+        assert_eq!(route("GET", "/", "/metrics"), Route::Index);
+        assert_eq!(route("GET", "/metricsx", "/metrics"), Route::NotFound);
+        assert_eq!(route("GET", "/other", "/metrics"), Route::NotFound);
+        assert_eq!(
+            route("POST", "/metrics", "/metrics"),
+            Route::MethodNotAllowed
+        );
+        assert_eq!(route("GET", "/m", "/m"), Route::Metrics);
+    }
+
+    #[test]
+    fn listen_address_go_style() {
+        assert_eq!(normalize_listen_address(":9101"), "0.0.0.0:9101");
+        assert_eq!(normalize_listen_address("localhost:9101"), "localhost:9101");
+    }
+
+    #[test]
+    fn config_is_checked() {
+        let bad = [
+            MonitorConfig {
+                metrics_uri: "localhost:2379/metrics".into(),
+                ..Default::default()
+            },
+            MonitorConfig {
+                metrics_path: "metrics".into(),
+                ..Default::default()
+            },
+            MonitorConfig {
+                metrics_path: "/healthz".into(),
+                ..Default::default()
+            },
+            MonitorConfig {
+                scrape_timeout: Duration::ZERO,
+                ..Default::default()
+            },
+            MonitorConfig {
+                tls: TlsFiles {
+                    cert: Some("/nonexistent.pem".into()),
+                    ..Default::default()
+                },
+                ..Default::default()
+            },
+        ];
+        for config in bad {
+            assert!(Monitor::new(config).is_err());
+        }
+    }
+
+    #[test]
+    fn own_metrics_when_etcd_is_unreachable() {
+        // Port 1 on loopback refuses connections: no etcd needed to see the down answer.
+        let monitor = Monitor::new(MonitorConfig {
+            metrics_uri: "http://127.0.0.1:1/metrics".into(),
+            version_uri: "http://127.0.0.1:1/version".into(),
+            ..Default::default()
+        })
+        .unwrap();
+        let scrape = monitor.scrape(None);
+        assert_eq!(scrape.error.as_ref().unwrap().reason(), "connect");
+        let expo = prom::parse(&scrape.body).unwrap();
+        let names: Vec<&str> = expo.families.iter().map(|f| f.name.as_ref()).collect();
+        assert_eq!(names, [UP, SCRAPE_DURATION, SCRAPE_ERRORS]);
+        assert_eq!(expo.family(UP).unwrap().samples[0].value.number, 0.0);
+        let errors = expo.family(SCRAPE_ERRORS).unwrap();
+        let connect = errors
+            .samples
+            .iter()
+            .find(|s| s.label("reason") == Some("connect"))
+            .unwrap();
+        assert_eq!(connect.value.number, 1.0);
+        let again = monitor.scrape(None);
+        let expo = prom::parse(&again.body).unwrap();
+        let total: f64 = expo
+            .family(SCRAPE_ERRORS)
+            .unwrap()
+            .samples
+            .iter()
+            .map(|s| s.value.number)
+            .sum();
+        assert_eq!(total, 2.0);
+    }
+}

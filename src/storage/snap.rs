@@ -1,0 +1,306 @@
+//! `member/snap/<term>-<index>.snap`: `snappb.Snapshot{crc, data}` where `crc` is the CRC-32C of
+//! `data` and `data` is a `raftpb.Snapshot` whose own `data` is the v2 store JSON.
+//!
+//! Loading follows etcd: names sorted descending (term, then index), the first that reads
+//! cleanly wins; broken ones are skipped. Unlike etcd's loader we never rename broken files
+//! (`*.broken`): a reader must not change the data dir.
+
+use std::fmt;
+use std::fs::{self, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+use super::proto::{RaftSnapshot, SnapFileMessage, WalSnapshot};
+use super::wal::sync_dir;
+use super::Finding;
+
+#[derive(Debug)]
+pub enum SnapError {
+    Io {
+        path: PathBuf,
+        op: &'static str,
+        source: io::Error,
+    },
+    /// Empty file, empty data or a zero CRC (etcd's `ErrEmptySnapshot`).
+    Empty(PathBuf),
+    /// Undecodable protobuf or a CRC mismatch, at a byte offset in the file.
+    Corrupt(Finding),
+    /// The file name is not `%016x-%016x.snap`, or disagrees with the metadata inside.
+    BadName(Finding),
+}
+
+impl fmt::Display for SnapError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SnapError::Io { path, op, source } => write!(f, "{}: {op}: {source}", path.display()),
+            SnapError::Empty(path) => write!(
+                f,
+                "{}: offset 0: empty snapshot (no data or zero CRC)",
+                path.display()
+            ),
+            SnapError::Corrupt(finding) | SnapError::BadName(finding) => write!(f, "{finding}"),
+        }
+    }
+}
+
+impl std::error::Error for SnapError {}
+
+impl SnapError {
+    pub fn to_finding(&self) -> Finding {
+        match self {
+            SnapError::Corrupt(f) | SnapError::BadName(f) => f.clone(),
+            SnapError::Empty(p) => Finding::at(p, 0, "empty snapshot (no data or zero CRC)"),
+            SnapError::Io { path, op, source } => Finding::in_file(path, format!("{op}: {source}")),
+        }
+    }
+}
+
+/// `%016x-%016x.snap` of (term, index): the term comes first.
+pub fn snap_file_name(term: u64, index: u64) -> String {
+    format!("{term:016x}-{index:016x}.snap")
+}
+
+/// (term, index) from a snap file name.
+pub fn parse_snap_name(name: &str) -> Option<(u64, u64)> {
+    let stem = name.strip_suffix(".snap")?;
+    let (a, b) = stem.split_once('-')?;
+    let hex = |s: &str| {
+        if s.len() == 16 && s.bytes().all(|c| c.is_ascii_hexdigit()) {
+            u64::from_str_radix(s, 16).ok()
+        } else {
+            None
+        }
+    };
+    Some((hex(a)?, hex(b)?))
+}
+
+/// A snapshot read from a file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoadedSnapshot {
+    pub path: PathBuf,
+    pub snapshot: RaftSnapshot,
+}
+
+/// Reads and verifies one `.snap` file.
+pub fn read_snap_file(path: &Path) -> Result<RaftSnapshot, SnapError> {
+    let bytes = fs::read(path).map_err(|source| SnapError::Io {
+        path: path.to_path_buf(),
+        op: "read",
+        source,
+    })?;
+    decode_snap_bytes(path, &bytes)
+}
+
+/// Verifies and decodes the bytes of a `.snap` file (`path` is only for messages).
+pub fn decode_snap_bytes(path: &Path, bytes: &[u8]) -> Result<RaftSnapshot, SnapError> {
+    if bytes.is_empty() {
+        return Err(SnapError::Empty(path.to_path_buf()));
+    }
+    let outer = SnapFileMessage::decode(bytes).map_err(|e| {
+        SnapError::Corrupt(Finding::at(
+            path,
+            e.offset as u64,
+            format!("undecodable snapshot: {}", e.problem_text()),
+        ))
+    })?;
+    if outer.data.is_empty() || outer.crc == 0 {
+        return Err(SnapError::Empty(path.to_path_buf()));
+    }
+    // Where `data` starts in the file: after the crc field and the data tag + length.
+    let data_offset = (bytes.len() - outer.data.len()) as u64;
+    let crc = crc32c::crc32c(&outer.data);
+    if crc != outer.crc {
+        return Err(SnapError::Corrupt(Finding::at(
+            path,
+            0,
+            format!(
+                "CRC mismatch: file says {:#010x}, data (from offset {data_offset}) has {crc:#010x}",
+                outer.crc
+            ),
+        )));
+    }
+    RaftSnapshot::decode(&outer.data).map_err(|e| {
+        SnapError::Corrupt(Finding::at(
+            path,
+            data_offset + e.offset as u64,
+            format!("undecodable raft snapshot: {}", e.problem_text()),
+        ))
+    })
+}
+
+/// `*.snap` files in `dir`, newest first (names sorted descending, as etcd does).
+pub fn list_snap_files(dir: &Path) -> Result<Vec<PathBuf>, SnapError> {
+    let mut names = Vec::new();
+    let rd = fs::read_dir(dir).map_err(|source| SnapError::Io {
+        path: dir.to_path_buf(),
+        op: "read dir",
+        source,
+    })?;
+    for dirent in rd {
+        let dirent = dirent.map_err(|source| SnapError::Io {
+            path: dir.to_path_buf(),
+            op: "read dir",
+            source,
+        })?;
+        let name = dirent.file_name();
+        if let Some(name) = name.to_str() {
+            if name.ends_with(".snap") {
+                names.push(name.to_string());
+            }
+        }
+    }
+    names.sort_unstable_by(|a, b| b.cmp(a));
+    Ok(names.into_iter().map(|n| dir.join(n)).collect())
+}
+
+/// The result of choosing a snapshot: the one used (if any) and the newer ones skipped.
+#[derive(Debug)]
+pub struct SnapChoice {
+    pub loaded: Option<LoadedSnapshot>,
+    pub skipped: Vec<SnapError>,
+}
+
+/// The newest readable snapshot in `dir` (etcd's `Load`). `None` when there is none.
+pub fn load_newest(dir: &Path) -> Result<SnapChoice, SnapError> {
+    load_filtered(dir, |_, _| true)
+}
+
+/// The newest readable snapshot whose (term, index) is one of `wal_snaps` (etcd 3.4.8+'s
+/// `LoadNewestAvailable` with `wal::valid_snapshots`): what etcd really starts from.
+pub fn load_newest_available(
+    dir: &Path,
+    wal_snaps: &[WalSnapshot],
+) -> Result<SnapChoice, SnapError> {
+    load_filtered(dir, |term, index| {
+        wal_snaps.iter().any(|s| s.term == term && s.index == index)
+    })
+}
+
+fn load_filtered(dir: &Path, wanted: impl Fn(u64, u64) -> bool) -> Result<SnapChoice, SnapError> {
+    let mut skipped = Vec::new();
+    for path in list_snap_files(dir)? {
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default();
+        let Some((term, index)) = parse_snap_name(name) else {
+            skipped.push(SnapError::BadName(Finding::in_file(
+                &path,
+                "not a <term>-<index>.snap name",
+            )));
+            continue;
+        };
+        if !wanted(term, index) {
+            continue;
+        }
+        match read_snap_file(&path) {
+            Ok(snapshot) => {
+                return Ok(SnapChoice {
+                    loaded: Some(LoadedSnapshot { path, snapshot }),
+                    skipped,
+                })
+            }
+            Err(e) => skipped.push(e),
+        }
+    }
+    Ok(SnapChoice {
+        loaded: None,
+        skipped,
+    })
+}
+
+/// Writes `member/snap/<term>-<index>.snap` for `snapshot` into `dir` (created 0700 if
+/// missing), fsyncs the file and the directory. Refuses to overwrite an existing file.
+pub fn write_snap(dir: &Path, snapshot: &RaftSnapshot) -> Result<PathBuf, SnapError> {
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    let io = |path: &Path, op: &'static str| {
+        let path = path.to_path_buf();
+        move |source| SnapError::Io { path, op, source }
+    };
+    if !dir.exists() {
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(io(dir, "create dir"))?;
+    }
+    let data = snapshot.encode();
+    let bytes = SnapFileMessage {
+        crc: crc32c::crc32c(&data),
+        data,
+    }
+    .encode();
+    let path = dir.join(snap_file_name(
+        snapshot.metadata.term,
+        snapshot.metadata.index,
+    ));
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o644)
+        .open(&path)
+        .map_err(io(&path, "create"))?;
+    file.write_all(&bytes).map_err(io(&path, "write"))?;
+    file.sync_all().map_err(io(&path, "fsync"))?;
+    drop(file);
+    sync_dir(dir).map_err(|e| SnapError::Io {
+        path: dir.to_path_buf(),
+        op: "fsync dir",
+        source: io::Error::other(e.to_string()),
+    })?;
+    Ok(path)
+}
+
+/// Checks every `*.snap` in `dir`: name, CRC, decoding, and that the metadata inside agrees
+/// with the name.
+pub fn check(dir: &Path) -> Vec<Finding> {
+    let files = match list_snap_files(dir) {
+        Ok(f) => f,
+        Err(e) => return vec![e.to_finding()],
+    };
+    let mut findings = Vec::new();
+    for path in files {
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default()
+            .to_string();
+        let Some((term, index)) = parse_snap_name(&name) else {
+            findings.push(Finding::in_file(&path, "not a <term>-<index>.snap name"));
+            continue;
+        };
+        match read_snap_file(&path) {
+            Ok(s) => {
+                if s.metadata.term != term || s.metadata.index != index {
+                    findings.push(Finding::in_file(
+                        &path,
+                        format!(
+                            "metadata says term {} index {}, the name says term {term} index {index}",
+                            s.metadata.term, s.metadata.index
+                        ),
+                    ));
+                }
+            }
+            Err(e) => findings.push(e.to_finding()),
+        }
+    }
+    findings
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names() {
+        assert_eq!(
+            snap_file_name(2, 0x3f),
+            "0000000000000002-000000000000003f.snap"
+        );
+        assert_eq!(
+            parse_snap_name("0000000000000002-000000000000003f.snap"),
+            Some((2, 0x3f))
+        );
+        assert_eq!(parse_snap_name("000000000000003f.snap.db"), None);
+    }
+}

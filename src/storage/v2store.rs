@@ -1,0 +1,1240 @@
+//! The etcd v2 store as it is saved in a `.snap` file: a node tree in Go's JSON shape.
+//!
+//! `Store::load` / `Store::save` read and write the JSON etcd's `store.Recovery` / `store.Save`
+//! use; the mutations (`set`, `create`, `update`, `delete`, ...) follow etcd's v2 store rules:
+//! every successful mutation takes the next store index (store indexes are not raft indexes),
+//! missing parent directories are created with that index, `/`, `/0` and `/1` are read-only,
+//! and each mutation is recorded in the 1000-slot event history the way etcd records it.
+//! Membership lives under `/0`, user keys under `/1`.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use super::proto::{
+    ConfChange, ConfChangeType, Entry, EntryPayload, EntryType, V2Request, V3Request,
+};
+
+/// Go's zero `time.Time` in RFC 3339: a permanent node.
+pub const ZERO_TIME: &str = "0001-01-01T00:00:00Z";
+/// The event history etcd keeps (and requires on recovery: exactly this many slots).
+pub const EVENT_HISTORY_CAPACITY: usize = 1000;
+/// etcd treats an expiry before 2000-01-01 as "permanent".
+const MIN_EXPIRE_UNIX_NANOS: i64 = 946_684_800_000_000_000;
+
+/// etcd v2 error codes (`v2error`), for the mutations that fail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum V2ErrorCode {
+    KeyNotFound = 100,
+    TestFailed = 101,
+    NotFile = 102,
+    NotDir = 104,
+    NodeExist = 105,
+    RootReadOnly = 107,
+    DirNotEmpty = 108,
+    InvalidField = 209,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum V2Error {
+    /// A store operation refused, as etcd would (code, path).
+    Op { code: V2ErrorCode, path: String },
+    /// The JSON is not a v2 store.
+    Json(String),
+    /// A v2 request or conf change this store cannot apply.
+    Unsupported(String),
+}
+
+impl fmt::Display for V2Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            V2Error::Op { code, path } => {
+                let what = match code {
+                    V2ErrorCode::KeyNotFound => "Key not found",
+                    V2ErrorCode::TestFailed => "Compare failed",
+                    V2ErrorCode::NotFile => "Not a file",
+                    V2ErrorCode::NotDir => "Not a directory",
+                    V2ErrorCode::NodeExist => "Key already exists",
+                    V2ErrorCode::RootReadOnly => "Root is read only",
+                    V2ErrorCode::DirNotEmpty => "Directory not empty",
+                    V2ErrorCode::InvalidField => "Invalid field",
+                };
+                write!(f, "v2 store: {what} ({}): {path}", *code as u32)
+            }
+            V2Error::Json(e) => write!(f, "v2 store JSON: {e}"),
+            V2Error::Unsupported(e) => write!(f, "v2 store: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for V2Error {}
+
+fn op_err(code: V2ErrorCode, path: &str) -> V2Error {
+    V2Error::Op {
+        code,
+        path: path.to_string(),
+    }
+}
+
+fn zero_time() -> String {
+    ZERO_TIME.to_string()
+}
+
+/// One node. A directory iff `children` is `Some` (`"Children":{}` when empty, `null` for keys).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Node {
+    #[serde(rename = "Path", default)]
+    pub path: String,
+    #[serde(rename = "CreatedIndex", default)]
+    pub created_index: u64,
+    #[serde(rename = "ModifiedIndex", default)]
+    pub modified_index: u64,
+    /// RFC 3339 (nanoseconds); [`ZERO_TIME`] for a permanent node.
+    #[serde(rename = "ExpireTime", default = "zero_time")]
+    pub expire_time: String,
+    #[serde(rename = "Value", default)]
+    pub value: String,
+    #[serde(rename = "Children", default)]
+    pub children: Option<BTreeMap<String, Node>>,
+}
+
+impl Node {
+    pub fn new_dir(path: &str, index: u64) -> Node {
+        Node {
+            path: path.to_string(),
+            created_index: index,
+            modified_index: index,
+            expire_time: zero_time(),
+            value: String::new(),
+            children: Some(BTreeMap::new()),
+        }
+    }
+
+    pub fn new_key(path: &str, value: &str, index: u64, expire_time: String) -> Node {
+        Node {
+            path: path.to_string(),
+            created_index: index,
+            modified_index: index,
+            expire_time,
+            value: value.to_string(),
+            children: None,
+        }
+    }
+
+    pub fn is_dir(&self) -> bool {
+        self.children.is_some()
+    }
+
+    pub fn is_permanent(&self) -> bool {
+        self.expire_time == ZERO_TIME
+    }
+
+    /// Expiry as unix nanoseconds, `None` for a permanent node (or an unparsable time).
+    pub fn expire_unix_nanos(&self) -> Option<i64> {
+        if self.is_permanent() {
+            None
+        } else {
+            parse_rfc3339_nanos(&self.expire_time)
+        }
+    }
+
+    /// Visits this node and all below it, depth first in name order.
+    pub fn walk<'a>(&'a self, f: &mut dyn FnMut(&'a Node)) {
+        f(self);
+        if let Some(children) = &self.children {
+            for child in children.values() {
+                child.walk(f);
+            }
+        }
+    }
+}
+
+/// `NodeExtern`, the node as events (and the v2 API) show it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct NodeExtern {
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub key: String,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub dir: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nodes: Option<Vec<NodeExtern>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expiration: Option<String>,
+    #[serde(default, skip_serializing_if = "is_zero_i64")]
+    pub ttl: i64,
+    #[serde(rename = "modifiedIndex", default, skip_serializing_if = "is_zero")]
+    pub modified_index: u64,
+    #[serde(rename = "createdIndex", default, skip_serializing_if = "is_zero")]
+    pub created_index: u64,
+}
+
+fn is_zero(v: &u64) -> bool {
+    *v == 0
+}
+
+fn is_zero_i64(v: &i64) -> bool {
+    *v == 0
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Event {
+    pub action: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<NodeExtern>,
+    #[serde(rename = "prevNode", default, skip_serializing_if = "Option::is_none")]
+    pub prev_node: Option<NodeExtern>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub refresh: bool,
+}
+
+impl Event {
+    fn index(&self) -> u64 {
+        self.node.as_ref().map_or(0, |n| n.modified_index)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventQueue {
+    #[serde(rename = "Events", default)]
+    pub events: Vec<Option<Event>>,
+    #[serde(rename = "Size", default)]
+    pub size: usize,
+    #[serde(rename = "Front", default)]
+    pub front: usize,
+    #[serde(rename = "Back", default)]
+    pub back: usize,
+    #[serde(rename = "Capacity", default)]
+    pub capacity: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventHistory {
+    #[serde(rename = "Queue")]
+    pub queue: EventQueue,
+    #[serde(rename = "StartIndex", default)]
+    pub start_index: u64,
+    #[serde(rename = "LastIndex", default)]
+    pub last_index: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WatcherHub {
+    #[serde(rename = "EventHistory")]
+    pub event_history: EventHistory,
+}
+
+impl Default for WatcherHub {
+    fn default() -> Self {
+        WatcherHub {
+            event_history: EventHistory {
+                queue: EventQueue {
+                    events: vec![None; EVENT_HISTORY_CAPACITY],
+                    size: 0,
+                    front: 0,
+                    back: 0,
+                    capacity: EVENT_HISTORY_CAPACITY,
+                },
+                start_index: 0,
+                last_index: 0,
+            },
+        }
+    }
+}
+
+impl WatcherHub {
+    /// Is the queue one etcd can keep inserting into (etcd panics on a short `Events`)?
+    pub fn is_well_formed(&self) -> bool {
+        let q = &self.event_history.queue;
+        q.capacity > 0
+            && q.events.len() == q.capacity
+            && q.front < q.capacity
+            && q.back < q.capacity
+            && q.size <= q.capacity
+    }
+
+    /// etcd's `eventQueue.insert` + `EventHistory.addEvent`.
+    fn add(&mut self, e: Event) {
+        if !self.is_well_formed() {
+            *self = WatcherHub::default();
+        }
+        let h = &mut self.event_history;
+        let q = &mut h.queue;
+        let index = e.index();
+        q.events[q.back] = Some(e);
+        q.back = (q.back + 1) % q.capacity;
+        if q.size == q.capacity {
+            q.front = (q.front + 1) % q.capacity;
+        } else {
+            q.size += 1;
+        }
+        h.last_index = index;
+        h.start_index = q.events[q.front].as_ref().map_or(0, Event::index);
+    }
+}
+
+/// Operation counters, lowerCamel in the JSON.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct Stats {
+    pub gets_success: u64,
+    pub gets_fail: u64,
+    pub sets_success: u64,
+    pub sets_fail: u64,
+    pub delete_success: u64,
+    pub delete_fail: u64,
+    pub update_success: u64,
+    pub update_fail: u64,
+    pub create_success: u64,
+    pub create_fail: u64,
+    pub compare_and_swap_success: u64,
+    pub compare_and_swap_fail: u64,
+    pub compare_and_delete_success: u64,
+    pub compare_and_delete_fail: u64,
+    pub expire_count: u64,
+    pub watchers: u64,
+}
+
+fn fresh_root() -> Node {
+    let mut root = Node::new_dir("/", 0);
+    if let Some(children) = root.children.as_mut() {
+        children.insert("0".into(), Node::new_dir("/0", 0));
+        children.insert("1".into(), Node::new_dir("/1", 0));
+    }
+    root
+}
+
+fn current_version() -> i64 {
+    2
+}
+
+/// The whole store, field order as Go marshals it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Store {
+    #[serde(rename = "Root", default = "fresh_root")]
+    pub root: Node,
+    #[serde(rename = "WatcherHub", default)]
+    pub watcher_hub: WatcherHub,
+    #[serde(rename = "CurrentIndex", default)]
+    pub current_index: u64,
+    #[serde(rename = "Stats", default)]
+    pub stats: Stats,
+    #[serde(rename = "CurrentVersion", default = "current_version")]
+    pub current_version: i64,
+}
+
+impl Default for Store {
+    fn default() -> Self {
+        Store::new()
+    }
+}
+
+/// `path.Clean(path.Join("/", p))`.
+pub fn clean_path(p: &str) -> String {
+    let mut parts: Vec<&str> = Vec::new();
+    for part in p.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => {
+                parts.pop();
+            }
+            other => parts.push(other),
+        }
+    }
+    format!("/{}", parts.join("/"))
+}
+
+fn split_parent(path: &str) -> (&str, &str) {
+    match path.rfind('/') {
+        Some(0) => ("/", &path[1..]),
+        Some(i) => (&path[..i], &path[i + 1..]),
+        None => ("/", path),
+    }
+}
+
+fn is_read_only(path: &str) -> bool {
+    matches!(path, "/" | "/0" | "/1")
+}
+
+impl Store {
+    /// A fresh store with the `/0` and `/1` namespace dirs (etcd's `store.New("/0", "/1")`).
+    pub fn new() -> Store {
+        Store {
+            root: fresh_root(),
+            watcher_hub: WatcherHub::default(),
+            current_index: 0,
+            stats: Stats::default(),
+            current_version: 2,
+        }
+    }
+
+    /// Loads the JSON of a `.snap` file's data, like `store.Recovery` (missing fields keep the
+    /// fresh store's values; `/0` and `/1` always exist afterwards).
+    pub fn load(json: &[u8]) -> Result<Store, V2Error> {
+        let mut store: Store =
+            serde_json::from_slice(json).map_err(|e| V2Error::Json(e.to_string()))?;
+        if !store.root.is_dir() {
+            return Err(V2Error::Json("Root is not a directory".into()));
+        }
+        for ns in ["0", "1"] {
+            if let Some(children) = store.root.children.as_mut() {
+                children
+                    .entry(ns.to_string())
+                    .or_insert_with(|| Node::new_dir(&format!("/{ns}"), 0));
+            }
+        }
+        Ok(store)
+    }
+
+    /// The JSON etcd's `store.Save` would write (one line).
+    pub fn save(&self) -> Vec<u8> {
+        // Serialising these plain structs cannot fail.
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+
+    /// Problems etcd would trip over after loading this store.
+    pub fn problems(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if !self.watcher_hub.is_well_formed() {
+            out.push(format!(
+                "event history has {} slots, capacity {}: etcd panics on the next write",
+                self.watcher_hub.event_history.queue.events.len(),
+                self.watcher_hub.event_history.queue.capacity
+            ));
+        }
+        let mut bad_paths = Vec::new();
+        check_paths(&self.root, "/", &mut bad_paths);
+        out.extend(bad_paths);
+        out
+    }
+
+    /// Replaces the event history by an empty one (what a freshly built store should carry).
+    pub fn reset_event_history(&mut self) {
+        self.watcher_hub = WatcherHub::default();
+    }
+
+    pub fn get(&self, path: &str) -> Option<&Node> {
+        let path = clean_path(path);
+        let mut node = &self.root;
+        for part in path.split('/').filter(|p| !p.is_empty()) {
+            node = node.children.as_ref()?.get(part)?;
+        }
+        Some(node)
+    }
+
+    fn get_mut(&mut self, path: &str) -> Option<&mut Node> {
+        let mut node = &mut self.root;
+        for part in path.split('/').filter(|p| !p.is_empty()) {
+            node = node.children.as_mut()?.get_mut(part)?;
+        }
+        Some(node)
+    }
+
+    /// The parent dir of `path`, creating missing dirs with `index` (etcd's `checkDir` walk).
+    fn parent_dir(&mut self, path: &str, index: u64) -> Result<&mut Node, V2Error> {
+        let (parent, _) = split_parent(path);
+        let mut node = &mut self.root;
+        let mut cur = String::new();
+        for part in parent.split('/').filter(|p| !p.is_empty()) {
+            cur.push('/');
+            cur.push_str(part);
+            let children = node
+                .children
+                .as_mut()
+                .ok_or_else(|| op_err(V2ErrorCode::NotDir, &cur))?;
+            let child = children
+                .entry(part.to_string())
+                .or_insert_with(|| Node::new_dir(&cur, index));
+            if !child.is_dir() {
+                return Err(op_err(V2ErrorCode::NotDir, &cur));
+            }
+            node = child;
+        }
+        Ok(node)
+    }
+
+    fn extern_of(&self, n: &Node, now_nanos: i64) -> NodeExtern {
+        node_extern(n, now_nanos)
+    }
+
+    /// etcd's `internalCreate`. Returns the new node's index.
+    #[allow(clippy::too_many_arguments)]
+    fn internal_create(
+        &mut self,
+        path: &str,
+        dir: bool,
+        value: &str,
+        unique: bool,
+        replace: bool,
+        expire_nanos: Option<i64>,
+        action: &str,
+        now_nanos: i64,
+    ) -> Result<u64, V2Error> {
+        let mut path = clean_path(path);
+        let next = self.current_index + 1;
+        if unique {
+            path = format!("{}/{next:020}", path.trim_end_matches('/'));
+        }
+        if is_read_only(&path) {
+            return Err(op_err(V2ErrorCode::RootReadOnly, "/"));
+        }
+        let expire_time = match expire_nanos {
+            Some(n) if n >= MIN_EXPIRE_UNIX_NANOS => format_rfc3339_nanos(n),
+            _ => zero_time(),
+        };
+        // Check before creating parents so a failure changes nothing.
+        let prev = match self.get(&path) {
+            Some(_) if !replace => return Err(op_err(V2ErrorCode::NodeExist, &path)),
+            Some(n) if n.is_dir() => return Err(op_err(V2ErrorCode::NotFile, &path)),
+            Some(n) => Some(self.extern_of(n, now_nanos)),
+            None => None,
+        };
+        self.check_parents_are_dirs(&path)?;
+        let (_, name) = split_parent(&path);
+        let name = name.to_string();
+        let node = if dir {
+            let mut d = Node::new_dir(&path, next);
+            d.expire_time = expire_time;
+            d
+        } else {
+            Node::new_key(&path, value, next, expire_time)
+        };
+        let ext = node_extern(&node, now_nanos);
+        let parent = self.parent_dir(&path, next)?;
+        if let Some(children) = parent.children.as_mut() {
+            children.insert(name, node);
+        }
+        self.current_index = next;
+        self.watcher_hub.add(Event {
+            action: action.to_string(),
+            node: Some(ext),
+            prev_node: prev,
+            refresh: false,
+        });
+        Ok(next)
+    }
+
+    fn check_parents_are_dirs(&self, path: &str) -> Result<(), V2Error> {
+        let (parent, _) = split_parent(path);
+        let mut node = &self.root;
+        let mut cur = String::new();
+        for part in parent.split('/').filter(|p| !p.is_empty()) {
+            cur.push('/');
+            cur.push_str(part);
+            match node.children.as_ref().and_then(|c| c.get(part)) {
+                Some(child) if child.is_dir() => node = child,
+                Some(_) => return Err(op_err(V2ErrorCode::NotDir, &cur)),
+                None => return Ok(()),
+            }
+        }
+        Ok(())
+    }
+
+    /// `store.Set`: creates or replaces a key (a replaced key gets a new created index, as in
+    /// etcd), creating missing parent dirs. `expire_nanos` is an absolute unix time.
+    pub fn set(
+        &mut self,
+        path: &str,
+        value: &str,
+        expire_nanos: Option<i64>,
+        now_nanos: i64,
+    ) -> Result<u64, V2Error> {
+        let r = self.internal_create(
+            path,
+            false,
+            value,
+            false,
+            true,
+            expire_nanos,
+            "set",
+            now_nanos,
+        );
+        self.count(r.is_ok(), |s| &mut s.sets_success, |s| &mut s.sets_fail);
+        r
+    }
+
+    /// `store.Set` of a directory (`mkdir`, or replacing a key by a dir).
+    pub fn set_dir(&mut self, path: &str, now_nanos: i64) -> Result<u64, V2Error> {
+        let r = self.internal_create(path, true, "", false, true, None, "set", now_nanos);
+        self.count(r.is_ok(), |s| &mut s.sets_success, |s| &mut s.sets_fail);
+        r
+    }
+
+    /// `store.Create`: fails if the node exists; `unique` appends the 20-digit next index.
+    pub fn create(
+        &mut self,
+        path: &str,
+        dir: bool,
+        value: &str,
+        unique: bool,
+        expire_nanos: Option<i64>,
+        now_nanos: i64,
+    ) -> Result<u64, V2Error> {
+        let r = self.internal_create(
+            path,
+            dir,
+            value,
+            unique,
+            false,
+            expire_nanos,
+            "create",
+            now_nanos,
+        );
+        self.count(r.is_ok(), |s| &mut s.create_success, |s| &mut s.create_fail);
+        r
+    }
+
+    /// `store.Update`: changes an existing node's value and TTL, keeping its created index.
+    pub fn update(
+        &mut self,
+        path: &str,
+        value: &str,
+        expire_nanos: Option<i64>,
+        now_nanos: i64,
+    ) -> Result<u64, V2Error> {
+        let r = self.modify(path, None, value, expire_nanos, "update", now_nanos);
+        self.count(r.is_ok(), |s| &mut s.update_success, |s| &mut s.update_fail);
+        r
+    }
+
+    /// `store.CompareAndSwap` (`prev_value` empty and `prev_index` 0 mean "not compared").
+    pub fn compare_and_swap(
+        &mut self,
+        path: &str,
+        prev_value: &str,
+        prev_index: u64,
+        value: &str,
+        expire_nanos: Option<i64>,
+        now_nanos: i64,
+    ) -> Result<u64, V2Error> {
+        let r = self.modify(
+            path,
+            Some((prev_value, prev_index)),
+            value,
+            expire_nanos,
+            "compareAndSwap",
+            now_nanos,
+        );
+        self.count(
+            r.is_ok(),
+            |s| &mut s.compare_and_swap_success,
+            |s| &mut s.compare_and_swap_fail,
+        );
+        r
+    }
+
+    fn modify(
+        &mut self,
+        path: &str,
+        compare: Option<(&str, u64)>,
+        value: &str,
+        expire_nanos: Option<i64>,
+        action: &str,
+        now_nanos: i64,
+    ) -> Result<u64, V2Error> {
+        let path = clean_path(path);
+        if is_read_only(&path) {
+            return Err(op_err(V2ErrorCode::RootReadOnly, "/"));
+        }
+        let next = self.current_index + 1;
+        let (prev, node) = {
+            let Some(n) = self.get(&path) else {
+                return Err(op_err(V2ErrorCode::KeyNotFound, &path));
+            };
+            if n.is_dir() && (compare.is_some() || !value.is_empty()) {
+                return Err(op_err(V2ErrorCode::NotFile, &path));
+            }
+            if let Some((pv, pi)) = compare {
+                if (!pv.is_empty() && pv != n.value) || (pi != 0 && pi != n.modified_index) {
+                    return Err(op_err(V2ErrorCode::TestFailed, &path));
+                }
+            }
+            (node_extern(n, now_nanos), n.clone())
+        };
+        let expire_time = match expire_nanos {
+            Some(n) if n >= MIN_EXPIRE_UNIX_NANOS => format_rfc3339_nanos(n),
+            _ => zero_time(),
+        };
+        let mut updated = node;
+        if !updated.is_dir() {
+            updated.value = value.to_string();
+        }
+        updated.modified_index = next;
+        updated.expire_time = expire_time;
+        let ext = node_extern(&updated, now_nanos);
+        if let Some(n) = self.get_mut(&path) {
+            *n = updated;
+        }
+        self.current_index = next;
+        self.watcher_hub.add(Event {
+            action: action.to_string(),
+            node: Some(ext),
+            prev_node: Some(prev),
+            refresh: false,
+        });
+        Ok(next)
+    }
+
+    /// `store.Delete`: a key, or a dir (`dir`; non-empty only with `recursive`).
+    pub fn delete(&mut self, path: &str, dir: bool, recursive: bool) -> Result<u64, V2Error> {
+        let r = self.internal_delete(path, dir, recursive, None, "delete", 0);
+        self.count(r.is_ok(), |s| &mut s.delete_success, |s| &mut s.delete_fail);
+        r
+    }
+
+    /// `store.CompareAndDelete`.
+    pub fn compare_and_delete(
+        &mut self,
+        path: &str,
+        prev_value: &str,
+        prev_index: u64,
+    ) -> Result<u64, V2Error> {
+        let r = self.internal_delete(
+            path,
+            false,
+            false,
+            Some((prev_value, prev_index)),
+            "compareAndDelete",
+            0,
+        );
+        self.count(
+            r.is_ok(),
+            |s| &mut s.compare_and_delete_success,
+            |s| &mut s.compare_and_delete_fail,
+        );
+        r
+    }
+
+    fn internal_delete(
+        &mut self,
+        path: &str,
+        dir: bool,
+        recursive: bool,
+        compare: Option<(&str, u64)>,
+        action: &str,
+        now_nanos: i64,
+    ) -> Result<u64, V2Error> {
+        let path = clean_path(path);
+        if is_read_only(&path) {
+            return Err(op_err(V2ErrorCode::RootReadOnly, "/"));
+        }
+        let dir = dir || recursive;
+        let next = self.current_index + 1;
+        let prev = {
+            let Some(n) = self.get(&path) else {
+                return Err(op_err(V2ErrorCode::KeyNotFound, &path));
+            };
+            if let Some((pv, pi)) = compare {
+                if n.is_dir() {
+                    return Err(op_err(V2ErrorCode::NotFile, &path));
+                }
+                if (!pv.is_empty() && pv != n.value) || (pi != 0 && pi != n.modified_index) {
+                    return Err(op_err(V2ErrorCode::TestFailed, &path));
+                }
+            }
+            if n.is_dir() {
+                if !dir {
+                    return Err(op_err(V2ErrorCode::NotFile, &path));
+                }
+                if !recursive && n.children.as_ref().is_some_and(|c| !c.is_empty()) {
+                    return Err(op_err(V2ErrorCode::DirNotEmpty, &path));
+                }
+            }
+            node_extern(n, now_nanos)
+        };
+        let (parent, name) = split_parent(&path);
+        if let Some(children) = self.get_mut(parent).and_then(|p| p.children.as_mut()) {
+            children.remove(name);
+        }
+        self.current_index = next;
+        let node = NodeExtern {
+            key: path.clone(),
+            dir: prev.dir,
+            modified_index: next,
+            created_index: prev.created_index,
+            ..NodeExtern::default()
+        };
+        self.watcher_hub.add(Event {
+            action: action.to_string(),
+            node: Some(node),
+            prev_node: Some(prev),
+            refresh: false,
+        });
+        Ok(next)
+    }
+
+    /// `store.DeleteExpiredKeys`: removes every node whose expiry is at or before `now_nanos`.
+    pub fn delete_expired(&mut self, now_nanos: i64) -> usize {
+        let mut expired: Vec<(i64, String)> = Vec::new();
+        self.root.walk(&mut |n| {
+            if let Some(t) = n.expire_unix_nanos() {
+                if t <= now_nanos {
+                    expired.push((t, n.path.clone()));
+                }
+            }
+        });
+        expired.sort();
+        let mut count = 0;
+        for (_, path) in expired {
+            // A parent dir may have expired (and taken this node) first.
+            if self.get(&path).is_some()
+                && self
+                    .internal_delete(&path, true, true, None, "expire", now_nanos)
+                    .is_ok()
+            {
+                self.stats.expire_count += 1;
+                count += 1;
+            }
+        }
+        count
+    }
+
+    /// Applies a v2 request from the WAL as etcd's `applierV2store` does. Failing requests
+    /// (etcd answers them with an error) change nothing and are returned as `Err`.
+    pub fn apply_v2_request(&mut self, r: &V2Request) -> Result<(), V2Error> {
+        let expire = (r.expiration != 0).then_some(r.expiration);
+        let now = r.time;
+        let has_compare = !r.prev_value.is_empty() || r.prev_index != 0;
+        match r.method.as_str() {
+            "POST" => self
+                .create(&r.path, r.dir, &r.val, true, expire, now)
+                .map(drop),
+            "PUT" => {
+                let res = match r.prev_exist {
+                    Some(true) if has_compare => self.compare_and_swap(
+                        &r.path,
+                        &r.prev_value,
+                        r.prev_index,
+                        &r.val,
+                        expire,
+                        now,
+                    ),
+                    Some(true) => self.update(&r.path, &r.val, expire, now),
+                    Some(false) => self.create(&r.path, r.dir, &r.val, false, expire, now),
+                    None if has_compare => self.compare_and_swap(
+                        &r.path,
+                        &r.prev_value,
+                        r.prev_index,
+                        &r.val,
+                        expire,
+                        now,
+                    ),
+                    None if r.dir => self.set_dir(&r.path, now),
+                    None => self.set(&r.path, &r.val, expire, now),
+                };
+                res.map(drop)
+            }
+            "DELETE" => {
+                if has_compare {
+                    self.compare_and_delete(&r.path, &r.prev_value, r.prev_index)
+                        .map(drop)
+                } else {
+                    self.delete(&r.path, r.dir, r.recursive).map(drop)
+                }
+            }
+            "SYNC" => {
+                self.delete_expired(r.time);
+                Ok(())
+            }
+            "QGET" | "GET" | "HEAD" => Ok(()),
+            m => Err(V2Error::Unsupported(format!("unknown v2 method {m:?}"))),
+        }
+    }
+
+    /// Applies a raft conf change to `/0` the way etcd's membership store does (3.x layout).
+    pub fn apply_conf_change(&mut self, cc: &ConfChange, now_nanos: i64) -> Result<(), V2Error> {
+        let id = format!("{:x}", cc.node_id);
+        match cc.change_type {
+            ConfChangeType::AddNode
+            | ConfChangeType::AddLearnerNode
+            | ConfChangeType::UpdateNode => {
+                let member: serde_json::Value = serde_json::from_slice(&cc.context)
+                    .map_err(|e| V2Error::Unsupported(format!("conf change context: {e}")))?;
+                let mut raft = serde_json::Map::new();
+                raft.insert(
+                    "peerURLs".into(),
+                    member
+                        .get("peerURLs")
+                        .cloned()
+                        .unwrap_or(serde_json::Value::Array(vec![])),
+                );
+                let learner = cc.change_type == ConfChangeType::AddLearnerNode
+                    || member.get("isLearner") == Some(&serde_json::Value::Bool(true));
+                if learner {
+                    raft.insert("isLearner".into(), serde_json::Value::Bool(true));
+                }
+                let value = serde_json::Value::Object(raft).to_string();
+                let path = format!("/0/members/{id}/raftAttributes");
+                if cc.change_type == ConfChangeType::UpdateNode {
+                    self.update(&path, &value, None, now_nanos).map(drop)
+                } else {
+                    self.create(&path, false, &value, false, None, now_nanos)
+                        .map(drop)
+                }
+            }
+            ConfChangeType::RemoveNode => {
+                self.delete(&format!("/0/members/{id}"), true, true)?;
+                self.create(
+                    &format!("/0/removed_members/{id}"),
+                    false,
+                    "",
+                    false,
+                    None,
+                    now_nanos,
+                )
+                .map(drop)
+            }
+            ConfChangeType::Other(t) => Err(V2Error::Unsupported(format!("conf change type {t}"))),
+        }
+    }
+
+    /// Member IDs under `/0/members`.
+    pub fn member_ids(&self) -> Vec<u64> {
+        self.get("/0/members")
+            .and_then(|n| n.children.as_ref())
+            .map(|c| {
+                c.keys()
+                    .filter_map(|k| u64::from_str_radix(k, 16).ok())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// `/0/version`, the cluster version, if set.
+    pub fn cluster_version(&self) -> Option<&str> {
+        self.get("/0/version")
+            .filter(|n| !n.is_dir())
+            .map(|n| n.value.as_str())
+    }
+
+    fn count(
+        &mut self,
+        ok: bool,
+        success: fn(&mut Stats) -> &mut u64,
+        fail: fn(&mut Stats) -> &mut u64,
+    ) {
+        let c = if ok {
+            success(&mut self.stats)
+        } else {
+            fail(&mut self.stats)
+        };
+        *c += 1;
+    }
+}
+
+/// What replaying WAL entries into a v2 store did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReplayStats {
+    /// v2 requests and conf changes applied.
+    pub applied: usize,
+    /// Requests etcd would have answered with an error (they change nothing).
+    pub refused: usize,
+    /// v3 requests (not part of the v2 store) and no-ops.
+    pub skipped: usize,
+    /// Entries whose data could not be decoded: (index, problem).
+    pub undecodable: Vec<(u64, String)>,
+}
+
+impl Store {
+    /// Replays committed WAL entries after a snapshot into this store, as etcd does on start:
+    /// v2 requests, conf changes (membership under `/0`), and 3.6's cluster version and member
+    /// attribute requests. `now_nanos` is used for conf changes (no TTL involved).
+    pub fn replay_entries(&mut self, entries: &[Entry], now_nanos: i64) -> ReplayStats {
+        let mut stats = ReplayStats::default();
+        for e in entries {
+            let result = match e.entry_type {
+                EntryType::ConfChange => match ConfChange::decode(&e.data) {
+                    Ok(cc) => self.apply_conf_change(&cc, now_nanos),
+                    Err(err) => {
+                        stats.undecodable.push((e.index, err.to_string()));
+                        continue;
+                    }
+                },
+                EntryType::Normal => match EntryPayload::decode(&e.data) {
+                    Ok(EntryPayload::V2(req)) => self.apply_v2_request(&req),
+                    Ok(EntryPayload::V3(irr)) => match irr.request {
+                        V3Request::ClusterVersionSet { version } => {
+                            self.set("/0/version", &version, None, now_nanos).map(drop)
+                        }
+                        V3Request::ClusterMemberAttrSet {
+                            member_id,
+                            name,
+                            client_urls,
+                        } => {
+                            let mut attrs = serde_json::Map::new();
+                            if !name.is_empty() {
+                                attrs.insert("name".into(), name.into());
+                            }
+                            if !client_urls.is_empty() {
+                                attrs.insert("clientURLs".into(), client_urls.into());
+                            }
+                            let value = serde_json::Value::Object(attrs).to_string();
+                            self.set(
+                                &format!("/0/members/{member_id:x}/attributes"),
+                                &value,
+                                None,
+                                now_nanos,
+                            )
+                            .map(drop)
+                        }
+                        _ => {
+                            stats.skipped += 1;
+                            continue;
+                        }
+                    },
+                    Ok(EntryPayload::Noop) => {
+                        stats.skipped += 1;
+                        continue;
+                    }
+                    Err(err) => {
+                        stats.undecodable.push((e.index, err.to_string()));
+                        continue;
+                    }
+                },
+                _ => {
+                    stats.skipped += 1;
+                    continue;
+                }
+            };
+            match result {
+                Ok(()) => stats.applied += 1,
+                Err(_) => stats.refused += 1,
+            }
+        }
+        stats
+    }
+}
+
+fn check_paths(node: &Node, expected: &str, out: &mut Vec<String>) {
+    if node.path != expected {
+        out.push(format!(
+            "node at {expected} says its Path is {:?}",
+            node.path
+        ));
+    }
+    if let Some(children) = &node.children {
+        for (name, child) in children {
+            let p = if expected == "/" {
+                format!("/{name}")
+            } else {
+                format!("{expected}/{name}")
+            };
+            check_paths(child, &p, out);
+        }
+    }
+}
+
+fn node_extern(n: &Node, now_nanos: i64) -> NodeExtern {
+    let (expiration, ttl) = match n.expire_unix_nanos() {
+        Some(t) => {
+            let left = t.saturating_sub(now_nanos);
+            let mut ttl = left / 1_000_000_000;
+            if left % 1_000_000_000 > 0 {
+                ttl += 1;
+            }
+            (Some(n.expire_time.clone()), ttl)
+        }
+        None => (None, 0),
+    };
+    NodeExtern {
+        key: n.path.clone(),
+        dir: n.is_dir(),
+        value: (!n.is_dir()).then(|| n.value.clone()),
+        nodes: None,
+        expiration,
+        ttl,
+        modified_index: n.modified_index,
+        created_index: n.created_index,
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// RFC 3339 with nanoseconds, UTC, as Go's time.RFC3339Nano writes it.
+
+fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = if y >= 0 { y } else { y - 399 } / 400;
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+fn civil_from_days(z: i64) -> (i64, i64, i64) {
+    let z = z + 719_468;
+    let era = if z >= 0 { z } else { z - 146_096 } / 146_097;
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    (if m <= 2 { y + 1 } else { y }, m, d)
+}
+
+/// Unix nanoseconds as Go's RFC3339Nano in UTC (`2026-11-25T18:14:11.350616914Z`, trailing
+/// zeros of the fraction dropped).
+pub fn format_rfc3339_nanos(unix_nanos: i64) -> String {
+    let secs = unix_nanos.div_euclid(1_000_000_000);
+    let nanos = unix_nanos.rem_euclid(1_000_000_000);
+    let days = secs.div_euclid(86_400);
+    let sod = secs.rem_euclid(86_400);
+    let (y, m, d) = civil_from_days(days);
+    let mut s = format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}",
+        sod / 3600,
+        (sod / 60) % 60,
+        sod % 60
+    );
+    if nanos != 0 {
+        let frac = format!("{nanos:09}");
+        s.push('.');
+        s.push_str(frac.trim_end_matches('0'));
+    }
+    s.push('Z');
+    s
+}
+
+/// Parses RFC 3339 (any fraction, `Z` or `±hh:mm`) to unix nanoseconds.
+pub fn parse_rfc3339_nanos(s: &str) -> Option<i64> {
+    let b = s.as_bytes();
+    if b.len() < 20
+        || b[4] != b'-'
+        || b[7] != b'-'
+        || b[10] != b'T'
+        || b[13] != b':'
+        || b[16] != b':'
+    {
+        return None;
+    }
+    let num = |r: std::ops::Range<usize>| -> Option<i64> {
+        let t = s.get(r)?;
+        if t.bytes().all(|c| c.is_ascii_digit()) {
+            t.parse().ok()
+        } else {
+            None
+        }
+    };
+    let (y, mo, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let (h, mi, se) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || se > 60 {
+        return None;
+    }
+    let mut pos = 19;
+    let mut nanos: i64 = 0;
+    if b.get(pos) == Some(&b'.') {
+        pos += 1;
+        let start = pos;
+        while pos < b.len() && b[pos].is_ascii_digit() {
+            pos += 1;
+        }
+        let digits = &s[start..pos];
+        if digits.is_empty() {
+            return None;
+        }
+        let mut frac = digits.chars().take(9).collect::<String>();
+        while frac.len() < 9 {
+            frac.push('0');
+        }
+        nanos = frac.parse().ok()?;
+    }
+    let offset_secs = match s.get(pos..)? {
+        "Z" => 0,
+        tz if tz.len() == 6 && (tz.starts_with('+') || tz.starts_with('-')) => {
+            let oh = num(pos + 1..pos + 3)?;
+            let om = num(pos + 4..pos + 6)?;
+            let sign = if tz.starts_with('-') { -1 } else { 1 };
+            sign * (oh * 3600 + om * 60)
+        }
+        _ => return None,
+    };
+    let days = days_from_civil(y, mo, d);
+    let secs = days * 86_400 + h * 3600 + mi * 60 + se - offset_secs;
+    secs.checked_mul(1_000_000_000)?.checked_add(nanos)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_round_trip() {
+        let t = 1_795_630_451_350_616_914; // 2026-11-25T...
+        let s = format_rfc3339_nanos(t);
+        assert_eq!(parse_rfc3339_nanos(&s), Some(t));
+        assert_eq!(format_rfc3339_nanos(0), "1970-01-01T00:00:00Z");
+        assert_eq!(
+            parse_rfc3339_nanos("2025-11-25T11:14:11.350616914-07:00"),
+            parse_rfc3339_nanos("2025-11-25T18:14:11.350616914Z")
+        );
+        assert_eq!(
+            format_rfc3339_nanos(1_500_000_000),
+            "1970-01-01T00:00:01.5Z"
+        );
+        assert!(parse_rfc3339_nanos("garbage").is_none());
+        // Year 1 is outside i64 nanoseconds: callers treat ZERO_TIME as "permanent" first.
+        assert!(parse_rfc3339_nanos(ZERO_TIME).is_none());
+    }
+
+    #[test]
+    fn set_creates_dirs_and_bumps_the_index() {
+        let mut s = Store::new();
+        assert_eq!(s.set("/1/a/b/c", "v", None, 0).unwrap(), 1);
+        let b = s.get("/1/a/b").unwrap();
+        assert!(b.is_dir());
+        assert_eq!(b.created_index, 1);
+        assert_eq!(s.get("/1/a/b/c").unwrap().value, "v");
+        assert_eq!(s.current_index, 1);
+        // a key blocks a path below it
+        assert!(matches!(
+            s.set("/1/a/b/c/d", "x", None, 0),
+            Err(V2Error::Op {
+                code: V2ErrorCode::NotDir,
+                ..
+            })
+        ));
+        assert_eq!(s.current_index, 1);
+        assert!(s.set("/1", "x", None, 0).is_err());
+        // replace: new created index
+        assert_eq!(s.set("/1/a/b/c", "w", None, 0).unwrap(), 2);
+        assert_eq!(s.get("/1/a/b/c").unwrap().created_index, 2);
+        assert_eq!(s.update("/1/a/b/c", "u", None, 0).unwrap(), 3);
+        assert_eq!(s.get("/1/a/b/c").unwrap().created_index, 2);
+        assert!(s.delete("/1/a", false, false).is_err());
+        assert!(s.delete("/1/a", true, false).is_err());
+        assert_eq!(s.delete("/1/a", true, true).unwrap(), 4);
+        assert!(s.get("/1/a").is_none());
+        assert_eq!(s.watcher_hub.event_history.queue.size, 4);
+        assert_eq!(s.watcher_hub.event_history.last_index, 4);
+        let json = s.save();
+        assert_eq!(Store::load(&json).unwrap(), s);
+    }
+
+    #[test]
+    fn event_history_wraps_at_capacity() {
+        let mut s = Store::new();
+        for i in 0..1005 {
+            s.set(&format!("/1/k{i}"), "v", None, 0).unwrap();
+        }
+        let h = &s.watcher_hub.event_history;
+        assert_eq!(h.queue.size, 1000);
+        assert_eq!(h.queue.front, 5);
+        assert_eq!(h.start_index, 6);
+        assert_eq!(h.last_index, 1005);
+    }
+
+    #[test]
+    fn ttl_keys_expire_on_sync() {
+        let mut s = Store::new();
+        let t0 = 1_800_000_000_000_000_000;
+        s.set("/1/t", "v", Some(t0 + 5_000_000_000), t0).unwrap();
+        assert_eq!(s.delete_expired(t0), 0);
+        assert_eq!(s.delete_expired(t0 + 5_000_000_000), 1);
+        assert!(s.get("/1/t").is_none());
+        assert_eq!(s.stats.expire_count, 1);
+    }
+}

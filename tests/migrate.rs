@@ -1,0 +1,876 @@
+//! migrate on real etcd 3.4.23 / 3.5.0 / 3.5.1, always through scripts/migrate-if-needed.sh
+//! (run by busybox ash when present) with the env a static-pod manifest sets.
+//!
+//! The etcd started by migrate and by these tests gets `--heartbeat-interval=10
+//! --election-timeout=100` (through ETCD_CREDS, as a manifest passes extra flags) so a single
+//! member elects itself in ~0.2 s instead of ~1 s; scripts/bench-migrate.sh uses defaults.
+mod common;
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::{BufRead, BufReader};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use etcdtools::etcd::client::HttpClient;
+use etcdtools::etcd::process::{free_ports, run_tool, EtcdSpec};
+use etcdtools::migrate::run::b64;
+
+const FAST: &[&str] = &["--heartbeat-interval=10", "--election-timeout=100"];
+
+type Kv = BTreeMap<Vec<u8>, Vec<u8>>;
+
+/// One member's world: a temp root with a bin dir of symlinks to the real binaries, the
+/// wrapper script beside a `migrate` symlink, the data dir and the member's ports.
+struct Site {
+    tmp: TempDir,
+    bin: PathBuf,
+    script: PathBuf,
+    data: PathBuf,
+    client_port: u16,
+    peer_port: u16,
+}
+
+impl Site {
+    fn new(label: &str) -> Site {
+        let tmp = TempDir::new(&format!("migrate-{label}"));
+        let bin = tmp.path().join("bin");
+        fs::create_dir(&bin).unwrap();
+        for entry in fs::read_dir(etcd_bin_dir()).unwrap() {
+            let entry = entry.unwrap();
+            std::os::unix::fs::symlink(entry.path(), bin.join(entry.file_name())).unwrap();
+        }
+        let sbin = tmp.path().join("sbin");
+        fs::create_dir(&sbin).unwrap();
+        let script = sbin.join("migrate-if-needed.sh");
+        fs::copy(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/migrate-if-needed.sh"),
+            &script,
+        )
+        .unwrap();
+        std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_migrate"), sbin.join("migrate")).unwrap();
+        let ports = free_ports(2).unwrap();
+        let data = tmp.path().join("var/etcd/data");
+        Site {
+            bin,
+            script,
+            data,
+            client_port: ports[0],
+            peer_port: ports[1],
+            tmp,
+        }
+    }
+
+    fn root(&self) -> &Path {
+        self.tmp.path()
+    }
+
+    fn name(&self) -> &'static str {
+        "etcd-h"
+    }
+
+    fn peer_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.peer_port)
+    }
+
+    /// What the GCE etcd.manifest sets (plus ETCD_CREDS for fast elections).
+    fn manifest_env(&self, target: &str) -> Vec<(String, String)> {
+        let (version, storage) = target.split_once('/').unwrap();
+        let peer = self.peer_url();
+        [
+            ("TARGET_STORAGE", storage.to_string()),
+            ("TARGET_VERSION", version.to_string()),
+            ("DO_NOT_MOVE_BINARIES", "true".into()),
+            ("DATA_DIRECTORY", self.data.display().to_string()),
+            ("INITIAL_CLUSTER", format!("{}={peer}", self.name())),
+            ("LISTEN_PEER_URLS", peer.clone()),
+            ("INITIAL_ADVERTISE_PEER_URLS", peer),
+            ("ETCD_CREDS", FAST.join(" ")),
+            ("ETCD_SNAPSHOT_COUNT", "10000".into()),
+            ("ETCD_HOSTNAME", "h".into()),
+            ("ETCDCTL_API", "3".into()),
+            ("PATH", std::env::var("PATH").unwrap_or_default()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect()
+    }
+
+    /// The script with the manifest env (overridden by `env`) and `--bin-dir`/ports + `args`.
+    fn command(&self, target: &str, env: &[(&str, &str)], args: &[&str]) -> Command {
+        let mut cmd = if Path::new("/usr/bin/busybox").exists() {
+            let mut c = Command::new("/usr/bin/busybox");
+            c.arg("sh");
+            c
+        } else {
+            Command::new("/bin/sh")
+        };
+        cmd.arg(&self.script);
+        cmd.args([
+            "--bin-dir",
+            &self.bin.display().to_string(),
+            "--port",
+            &self.client_port.to_string(),
+            "--peer-port",
+            &self.peer_port.to_string(),
+        ]);
+        cmd.args(args);
+        cmd.env_clear();
+        for (k, v) in self.manifest_env(target) {
+            cmd.env(k, v);
+        }
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        cmd.stdin(Stdio::null());
+        cmd
+    }
+
+    fn migrate_with(&self, target: &str, env: &[(&str, &str)], args: &[&str]) -> Output {
+        let out = self.command(target, env, args).output().unwrap();
+        eprintln!(
+            "--- migrate -> {target} {args:?}: {}\n{}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
+    }
+
+    fn migrate(&self, target: &str) -> Output {
+        self.migrate_with(target, &[], &[])
+    }
+
+    fn spec(&self, version: &str) -> EtcdSpec {
+        let mut spec = EtcdSpec::single(
+            &etcd_bin(version),
+            self.name(),
+            &self.data,
+            self.client_port,
+            self.peer_port,
+        );
+        spec.extra_args = FAST.iter().map(|s| s.to_string()).collect();
+        spec
+    }
+
+    fn start(&self, version: &str) -> TestEtcd {
+        TestEtcd::start_spec(version, self.spec(version))
+    }
+
+    /// Real data written by etcd `version`: `n` keys (one with binary bytes), version.txt.
+    fn seed(&self, version: &str, n: usize, extra_args: &[&str]) -> Kv {
+        let mut spec = self.spec(version);
+        spec.extra_args
+            .extend(extra_args.iter().map(|s| s.to_string()));
+        let etcd = TestEtcd::start_spec(version, spec);
+        let mut kv = Kv::new();
+        for i in 0..n {
+            let k = format!("/registry/k{i:04}").into_bytes();
+            let v = format!("value-{i}-{version}").into_bytes();
+            put(&etcd.client_url, &k, &v);
+            kv.insert(k, v);
+        }
+        let (k, v) = (b"/registry/bin\x00\xff".to_vec(), vec![0u8, 1, 2, 255, 254]);
+        put(&etcd.client_url, &k, &v);
+        kv.insert(k, v);
+        drop(etcd);
+        fs::write(self.data.join("version.txt"), format!("{version}/etcd3")).unwrap();
+        kv
+    }
+
+    fn version_txt(&self) -> String {
+        fs::read_to_string(self.data.join("version.txt")).unwrap_or_default()
+    }
+}
+
+fn http() -> HttpClient {
+    HttpClient::plain()
+}
+
+fn put(url: &str, key: &[u8], value: &[u8]) {
+    http()
+        .post_json(
+            &format!("{url}/v3/kv/put"),
+            &serde_json::json!({"key": b64::encode(key), "value": b64::encode(value)}),
+            Duration::from_secs(10),
+        )
+        .unwrap();
+}
+
+/// Every key in the keyspace with its value.
+fn all_keys(url: &str) -> Kv {
+    let r = http()
+        .post_json(
+            &format!("{url}/v3/kv/range"),
+            &serde_json::json!({"key": "AA==", "range_end": "AA=="}),
+            Duration::from_secs(10),
+        )
+        .unwrap();
+    r.get("kvs")
+        .and_then(|k| k.as_array())
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .map(|kv| {
+            let f =
+                |n: &str| b64::decode(kv.get(n).and_then(|v| v.as_str()).unwrap_or("")).unwrap();
+            (f("key"), f("value"))
+        })
+        .collect()
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Every path under `root` with its mode and content (files) or link target. `<dir>.lock`
+/// files are left out: taking the lock is the one thing a refused run may leave behind.
+fn tree(root: &Path) -> BTreeMap<PathBuf, (u32, Vec<u8>)> {
+    let mut out = BTreeMap::new();
+    fn walk(p: &Path, root: &Path, out: &mut BTreeMap<PathBuf, (u32, Vec<u8>)>) {
+        let m = fs::symlink_metadata(p).unwrap();
+        let rel = p.strip_prefix(root).unwrap().to_path_buf();
+        if rel.to_string_lossy().ends_with(".lock") {
+            return;
+        }
+        if m.file_type().is_symlink() {
+            out.insert(
+                rel,
+                (
+                    0,
+                    fs::read_link(p)
+                        .unwrap()
+                        .into_os_string()
+                        .into_encoded_bytes(),
+                ),
+            );
+        } else if m.is_dir() {
+            out.insert(rel, (m.permissions().mode(), vec![]));
+            for e in fs::read_dir(p).unwrap() {
+                walk(&e.unwrap().path(), root, out);
+            }
+        } else {
+            out.insert(rel, (m.permissions().mode(), fs::read(p).unwrap()));
+        }
+    }
+    walk(root, root, &mut out);
+    out
+}
+
+fn assert_failed_with(out: &Output, needle: &str) {
+    let err = stderr(out);
+    assert!(!out.status.success(), "expected failure: {err}");
+    assert!(err.contains("Migration failed: "), "{err}");
+    assert!(err.contains(needle), "expected {needle:?} in: {err}");
+}
+
+fn port_is_free(port: u16) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < deadline {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    false
+}
+
+#[test]
+fn empty_or_missing_dir_gets_the_target_and_nothing_starts() {
+    let site = Site::new("empty");
+    let out = site.migrate("3.5.1/etcd3");
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(site.version_txt(), "3.5.1/etcd3");
+    assert!(!stderr(&out).contains("starting "), "no etcd may start");
+    let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    // Under the usual umask 022, as the original's test checks.
+    assert_eq!(mode(&site.data), 0o755);
+    assert_eq!(mode(&site.data.join("version.txt")), 0o644);
+    // Rerun: no change at all.
+    let before = tree(site.root());
+    assert!(site.migrate("3.5.1/etcd3").status.success());
+    assert_eq!(tree(site.root()), before);
+    // An existing empty dir.
+    let site = Site::new("empty2");
+    fs::create_dir_all(&site.data).unwrap();
+    assert!(site.migrate("3.4.23/etcd3").status.success());
+    assert_eq!(site.version_txt(), "3.4.23/etcd3");
+}
+
+#[test]
+fn upgrade_3_4_to_3_5_then_etcd_3_5_1_serves_the_data() {
+    let site = Site::new("up");
+    let kv = site.seed(V3_4, 50, &[]);
+    let out = site.migrate("3.5.1/etcd3");
+    assert!(out.status.success(), "{}", stderr(&out));
+    // One minor behind: only version.txt changes; etcd 3.5.1 does the last hop itself.
+    assert_eq!(site.version_txt(), "3.5.1/etcd3");
+    assert!(!stderr(&out).contains("starting "));
+    let etcd = site.start(V3_5_1);
+    assert_eq!(all_keys(&etcd.client_url), kv);
+}
+
+#[test]
+fn downgrade_3_5_1_to_3_4_23_keeps_every_key() {
+    let site = Site::new("down");
+    let kv = site.seed(V3_5_1, 200, &[]);
+    fs::set_permissions(&site.data, fs::Permissions::from_mode(0o700)).unwrap();
+    let out = site.migrate("3.4.23/etcd3");
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(site.version_txt(), "3.4.23/etcd3");
+    let d = etcdtools::datadir::DataDir::new(&site.data).unwrap();
+    assert_eq!(
+        fs::read_to_string(d.backup_path().join("version.txt")).unwrap(),
+        "3.5.1/etcd3"
+    );
+    assert!(!d.snapshot_path().exists() && !d.restore_path().exists());
+    assert_eq!(
+        fs::metadata(&site.data).unwrap().permissions().mode() & 0o777,
+        0o700
+    );
+    assert!(port_is_free(site.client_port), "migrate left etcd running");
+    // No probe key was written: the keyspace is exactly what we put.
+    let etcd = site.start(V3_4);
+    assert_eq!(all_keys(&etcd.client_url), kv);
+    let version = http()
+        .get_text(
+            &format!("{}/version", etcd.client_url),
+            Duration::from_secs(5),
+            4096,
+        )
+        .unwrap();
+    assert!(version.contains("\"etcdserver\":\"3.4.23\""), "{version}");
+}
+
+#[test]
+fn patch_moves_between_3_5_0_and_3_5_1() {
+    let site = Site::new("patch");
+    let kv = site.seed(V3_5_0, 20, &[]);
+    assert!(site.migrate("3.5.1/etcd3").status.success());
+    assert_eq!(site.version_txt(), "3.5.1/etcd3");
+    let mut etcd = site.start(V3_5_1);
+    assert_eq!(all_keys(&etcd.client_url), kv);
+    etcd.stop();
+    let out = site.migrate("3.5.0/etcd3");
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(site.version_txt(), "3.5.0/etcd3");
+    let etcd = site.start(V3_5_0);
+    assert_eq!(all_keys(&etcd.client_url), kv);
+}
+
+#[test]
+fn three_member_cluster_upgraded_member_by_member_while_serving() {
+    let mut cluster = TestCluster::start(V3_4, 3, FAST);
+    let initial_cluster = cluster
+        .members
+        .iter()
+        .enumerate()
+        .map(|(i, m)| format!("m{i}={}", m.peer_url))
+        .collect::<Vec<_>>()
+        .join(",");
+    let site = Site::new("cluster"); // for the bin dir and the script only
+    let mut expected = Kv::new();
+    for (i, m) in cluster.members.iter().enumerate() {
+        fs::write(m.data_dir.join("version.txt"), "3.4.23/etcd3").unwrap();
+        let k = format!("/registry/before-{i}").into_bytes();
+        put(&m.client_url, &k, b"v");
+        expected.insert(k, b"v".to_vec());
+    }
+    for i in 0..3 {
+        let (data_dir, peer_url, client_url) = {
+            let m = &mut cluster.members[i];
+            m.stop();
+            (m.data_dir.clone(), m.peer_url.clone(), m.client_url.clone())
+        };
+        // The cluster keeps serving with one member down.
+        let other = &cluster.members[(i + 1) % 3];
+        let k = format!("/registry/while-{i}-down").into_bytes();
+        put(&other.client_url, &k, b"w");
+        expected.insert(k, b"w".to_vec());
+        let name = format!("m{i}");
+        let data = data_dir.display().to_string();
+        let out = site.migrate_with(
+            "3.5.1/etcd3",
+            &[
+                ("ETCD_NAME", &name),
+                ("DATA_DIRECTORY", &data),
+                ("INITIAL_CLUSTER", &initial_cluster),
+                ("LISTEN_PEER_URLS", &peer_url),
+                ("INITIAL_ADVERTISE_PEER_URLS", &peer_url),
+            ],
+            &[],
+        );
+        assert!(out.status.success(), "{}", stderr(&out));
+        assert_eq!(
+            fs::read_to_string(data_dir.join("version.txt")).unwrap(),
+            "3.5.1/etcd3"
+        );
+        let port = |u: &str| u.rsplit(':').next().unwrap().parse::<u16>().unwrap();
+        let mut spec = EtcdSpec::single(
+            &etcd_bin(V3_5_1),
+            &name,
+            &data_dir,
+            port(&client_url),
+            port(&peer_url),
+        );
+        spec.initial_cluster = Some(initial_cluster.clone());
+        spec.extra_args = FAST.iter().map(|s| s.to_string()).collect();
+        spec.extra_args
+            .push("--initial-cluster-token=test-cluster".into());
+        cluster.members[i] = TestEtcd::start_spec(V3_5_1, spec);
+    }
+    for m in &cluster.members {
+        let got: Kv = all_keys(&m.client_url);
+        assert_eq!(got, expected, "member {}", m.client_url);
+        let v = http()
+            .get_text(
+                &format!("{}/version", m.client_url),
+                Duration::from_secs(5),
+                4096,
+            )
+            .unwrap();
+        assert!(v.contains("\"etcdserver\":\"3.5.1\""), "{v}");
+    }
+}
+
+#[test]
+fn etcd2_to_etcd3_converts_v2_data_and_leases_ttl_keys() {
+    let site = Site::new("v2v3");
+    // v2 data written by etcd 3.4.23 --enable-v2 through etcdctl's v2 API.
+    let etcd = TestEtcd::start_spec(V3_4, {
+        let mut s = site.spec(V3_4);
+        s.extra_args.push("--enable-v2".into());
+        s
+    });
+    let v2 = |args: &[&str]| {
+        let mut a = vec!["--endpoints".to_string(), etcd.client_url.clone()];
+        a.extend(args.iter().map(|s| s.to_string()));
+        run_tool(
+            &etcdctl_bin(V3_4),
+            &a,
+            &[("ETCDCTL_API", "2")],
+            Duration::from_secs(10),
+        )
+        .unwrap();
+    };
+    v2(&["set", "/registry/pods/p1", "pod-1"]);
+    v2(&["set", "/registry/events/e1", "event-1", "--ttl", "3600"]);
+    v2(&["set", "/registry/events/e2", "event-2"]);
+    drop(etcd);
+    fs::write(site.data.join("version.txt"), "3.4.23/etcd2").unwrap();
+    let out = site.migrate("3.4.23/etcd3");
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(site.version_txt(), "3.4.23/etcd3");
+    let d = etcdtools::datadir::DataDir::new(&site.data).unwrap();
+    assert_eq!(
+        fs::read_to_string(d.backup_path().join("version.txt")).unwrap(),
+        "3.4.23/etcd2"
+    );
+    let etcd = site.start(V3_4);
+    let kv = all_keys(&etcd.client_url);
+    let expect: Kv = [
+        ("/registry/events/e1", "event-1"),
+        ("/registry/events/e2", "event-2"),
+        ("/registry/pods/p1", "pod-1"),
+    ]
+    .iter()
+    .map(|(k, v)| (k.as_bytes().to_vec(), v.as_bytes().to_vec()))
+    .collect();
+    assert_eq!(kv, expect);
+    // Both event keys share one lease of ~1 h; the pod key has none.
+    let r = http()
+        .post_json(
+            &format!("{}/v3/kv/range", etcd.client_url),
+            &serde_json::json!({"key": b64::encode(b"/registry/"), "range_end": b64::encode(b"/registry0")}),
+            Duration::from_secs(5),
+        )
+        .unwrap();
+    let leases: BTreeMap<String, String> = r["kvs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|kv| {
+            let k = String::from_utf8(b64::decode(kv["key"].as_str().unwrap()).unwrap()).unwrap();
+            (
+                k,
+                kv.get("lease")
+                    .and_then(|l| l.as_str())
+                    .unwrap_or("0")
+                    .to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(leases["/registry/pods/p1"], "0");
+    let lease = &leases["/registry/events/e1"];
+    assert_ne!(lease, "0");
+    assert_eq!(&leases["/registry/events/e2"], lease);
+    let ttl = http()
+        .post_json(
+            &format!("{}/v3/lease/timetolive", etcd.client_url),
+            &serde_json::json!({"ID": lease}),
+            Duration::from_secs(5),
+        )
+        .unwrap();
+    let granted: u64 = ttl["grantedTTL"].as_str().unwrap().parse().unwrap();
+    assert_eq!(granted, 3600);
+}
+
+#[test]
+fn etcd3_to_etcd2_is_planned_but_refused_until_rollback2_is_wired() {
+    let site = Site::new("v3v2");
+    site.seed(V3_4, 3, &[]);
+    let dry = site.migrate_with("3.4.23/etcd2", &[], &["--dry-run"]);
+    assert!(dry.status.success());
+    let plan = String::from_utf8_lossy(&dry.stdout).into_owned();
+    assert!(plan.contains("storage etcd3 -> etcd2"), "{plan}");
+    assert!(
+        plan.contains("rollback2 library is not available"),
+        "{plan}"
+    );
+    let before = tree(site.root());
+    let out = site.migrate("3.4.23/etcd2");
+    assert_failed_with(&out, "not available in this build");
+    assert_eq!(tree(site.root()), before, "changed");
+}
+
+/// Real data of every version without (or with an empty) version.txt: with the detection not
+/// wired yet, refused with what to write, nothing changed.
+#[test]
+fn missing_or_empty_version_txt_is_refused_with_instructions() {
+    let handles: Vec<_> = [V3_4, V3_5_0, V3_5_1]
+        .into_iter()
+        .map(|v| {
+            std::thread::spawn(move || {
+                let site = Site::new(&format!("nover-{v}"));
+                site.seed(v, 2, &[]);
+                for content in [None, Some("")] {
+                    match content {
+                        None => fs::remove_file(site.data.join("version.txt")).unwrap(),
+                        Some(c) => fs::write(site.data.join("version.txt"), c).unwrap(),
+                    }
+                    let before = tree(site.root());
+                    let out = site.migrate("3.5.1/etcd3");
+                    assert_failed_with(&out, "printf 3.5.1/etcd3 >");
+                    assert!(stderr(&out).contains("version.txt"));
+                    assert_eq!(tree(site.root()), before, "{v}: changed");
+                }
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().unwrap();
+    }
+}
+
+#[test]
+fn bad_inputs_fail_clearly_and_change_nothing() {
+    let site = Site::new("bad");
+    site.seed(V3_5_1, 3, &[]);
+    let vt = site.data.join("version.txt");
+    let check = |target: &str, env: &[(&str, &str)], args: &[&str], needle: &str| {
+        let before = tree(site.root());
+        let out = site.migrate_with(target, env, args);
+        assert_failed_with(&out, needle);
+        assert_eq!(tree(site.root()), before, "{needle}: something changed");
+        out
+    };
+    // Malformed and binary version.txt: the file is named and its content quoted.
+    for (content, quoted) in [
+        (&b"garbage"[..], "\"garbage\""),
+        (b"3.5/etcd3", "\"3.5/etcd3\""),
+        (b"\x00\xff\x01binary", "not UTF-8"),
+    ] {
+        fs::write(&vt, content).unwrap();
+        let out = check("3.4.23/etcd3", &[], &[], quoted);
+        assert!(stderr(&out).contains(&vt.display().to_string()));
+    }
+    fs::write(&vt, "3.5.1/etcd3").unwrap();
+    // Target not bundled; bad target strings (the original panicked).
+    check("3.6.0/etcd3", &[], &[], "not one of the bundled versions");
+    check(
+        "3.5.1/etcd3",
+        &[("TARGET_VERSION", "v3.5")],
+        &[],
+        "--target-version",
+    );
+    check(
+        "3.5.1/etcd3",
+        &[("TARGET_STORAGE", "etcd4")],
+        &[],
+        "unrecognized storage version: etcd4",
+    );
+    check(
+        "3.5.1/etcd3",
+        &[("TARGET_VERSION", "")],
+        &[],
+        "TARGET_VERSION variable unset",
+    );
+    // Two minors down (data claims 3.6.0; the message is the original's).
+    fs::write(&vt, "3.6.0/etcd3").unwrap();
+    check(
+        "3.4.23/etcd3",
+        &[],
+        &[],
+        "only rollbacks to the previous minor version are supported",
+    );
+    fs::write(&vt, "3.5.1/etcd3").unwrap();
+    // Bad flags (the original exited 0).
+    let out = check("3.4.23/etcd3", &[], &["--bogus"], "--bogus");
+    assert_eq!(out.status.code(), Some(2));
+    check("3.4.23/etcd3", &[], &["--port", "abc"], "--port");
+    check(
+        "3.4.23/etcd3",
+        &[],
+        &["--ready-timeout", "soon"],
+        "--ready-timeout",
+    );
+    // A missing and a non-executable binary in --bin-dir.
+    fs::remove_file(site.bin.join("etcdctl-3.4.23")).unwrap();
+    check("3.4.23/etcd3", &[], &[], "etcdctl-3.4.23");
+    fs::copy(etcdctl_bin(V3_4), site.bin.join("etcdctl-3.4.23")).unwrap();
+    fs::set_permissions(
+        site.bin.join("etcdctl-3.4.23"),
+        fs::Permissions::from_mode(0o644),
+    )
+    .unwrap();
+    check("3.4.23/etcd3", &[], &[], "not executable");
+    fs::set_permissions(
+        site.bin.join("etcdctl-3.4.23"),
+        fs::Permissions::from_mode(0o755),
+    )
+    .unwrap();
+    fs::remove_file(site.bin.join("etcdutl-3.5.1")).unwrap();
+    check(
+        "3.5.1/etcd3",
+        &[],
+        &["--bundled-versions", "3.5.1"],
+        "etcdutl-3.5.1",
+    );
+    // An unwritable parent dir: root ignores modes, so then the parent is a regular file.
+    let parent = site.root().join("ro");
+    let data = parent.join("data");
+    if unsafe { libc::geteuid() } == 0 {
+        fs::write(&parent, "not a dir").unwrap();
+    } else {
+        fs::create_dir(&parent).unwrap();
+        fs::set_permissions(&parent, fs::Permissions::from_mode(0o555)).unwrap();
+    }
+    let d = data.display().to_string();
+    check(
+        "3.4.23/etcd3",
+        &[("DATA_DIRECTORY", &d)],
+        &["--bundled-versions", "3.4.23"],
+        &parent.display().to_string(),
+    );
+}
+
+/// SIGKILL of migrate at every point between two effects of a real 3.5.1 -> 3.4.23 downgrade
+/// (test hook ETCDTOOLS_MIGRATE_CRASH_AT) and at timed moments (inside etcd start, snapshot,
+/// restore); each rerun must end at 3.4.23 with every key, and no etcd may outlive migrate.
+#[test]
+fn crash_at_any_point_of_a_downgrade_then_rerun_ends_at_target_with_all_keys() {
+    let template = Site::new("crash-template");
+    let kv = template.seed(V3_5_1, 100, &[]);
+    // One full run to time the phases for the timed kills.
+    let timing = Site::new("crash-timing");
+    copy_data(&template, &timing);
+    let t0 = Instant::now();
+    assert!(timing.migrate("3.4.23/etcd3").status.success());
+    let full = t0.elapsed();
+    let points = [
+        "etcd-started",
+        "etcd-ready",
+        "snapshot-saved",
+        "etcd-stopped",
+        "restored",
+        "restore-complete",
+        "old-backup-removed",
+        "moved-to-backup",
+        "swapped",
+        "after-version-write",
+    ];
+    let mut cases: Vec<(String, Option<Duration>)> =
+        points.iter().map(|p| (p.to_string(), None)).collect();
+    for f in [0.2, 0.4, 0.6, 0.8, 0.95] {
+        cases.push((format!("timed {f}"), Some(full.mul_f64(f))));
+    }
+    let template = std::sync::Arc::new(template);
+    let kv = std::sync::Arc::new(kv);
+    let mut results = Vec::new();
+    for chunk in cases.chunks(4) {
+        let handles: Vec<_> = chunk
+            .iter()
+            .cloned()
+            .map(|(label, delay)| {
+                let template = template.clone();
+                let kv = kv.clone();
+                std::thread::spawn(move || {
+                    let site = Site::new("crash");
+                    copy_data(&template, &site);
+                    // A first run that already left a .bak behind must not confuse anything.
+                    let status = match delay {
+                        None => {
+                            site.migrate_with(
+                                "3.4.23/etcd3",
+                                &[("ETCDTOOLS_MIGRATE_CRASH_AT", &label)],
+                                &[],
+                            )
+                            .status
+                        }
+                        Some(d) => {
+                            let mut child = site
+                                .command("3.4.23/etcd3", &[], &[])
+                                .stdout(Stdio::null())
+                                .stderr(Stdio::null())
+                                .spawn()
+                                .unwrap();
+                            std::thread::sleep(d);
+                            let _ = child.kill();
+                            child.wait().unwrap()
+                        }
+                    };
+                    if delay.is_none() {
+                        assert_eq!(status.signal(), Some(9), "{label}: the hook did not fire");
+                    }
+                    assert!(
+                        port_is_free(site.client_port),
+                        "{label}: etcd outlived migrate"
+                    );
+                    let out = site.migrate("3.4.23/etcd3");
+                    assert!(
+                        out.status.success(),
+                        "{label}: rerun failed: {}",
+                        stderr(&out)
+                    );
+                    assert_eq!(site.version_txt(), "3.4.23/etcd3", "{label}");
+                    let etcd = site.start(V3_4);
+                    assert_eq!(all_keys(&etcd.client_url), *kv, "{label}: keys differ");
+                    label
+                })
+            })
+            .collect();
+        for h in handles {
+            results.push(h.join().unwrap());
+        }
+    }
+    assert_eq!(results.len(), cases.len());
+}
+
+fn copy_data(from: &Site, to: &Site) {
+    fs::create_dir_all(to.data.parent().unwrap()).unwrap();
+    let ok = Command::new("cp")
+        .arg("-a")
+        .arg(&from.data)
+        .arg(&to.data)
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok);
+}
+
+#[test]
+fn a_second_concurrent_run_is_refused() {
+    let site = Site::new("concurrent");
+    let kv = site.seed(V3_5_1, 10, &[]);
+    let mut first = site
+        .command("3.4.23/etcd3", &[], &[])
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(first.stderr.take().unwrap()).lines();
+    // Wait until the first run holds the lock and works on the data.
+    for line in lines.by_ref() {
+        if line
+            .unwrap()
+            .contains("Performing etcd 3.5.1 -> 3.4.23 rollback")
+        {
+            break;
+        }
+    }
+    let second = site.migrate_with("3.4.23/etcd3", &[], &["--lock-timeout", "300ms"]);
+    assert_failed_with(&second, "another migrate is working on");
+    for _ in lines {}
+    assert!(first.wait().unwrap().success());
+    assert_eq!(site.version_txt(), "3.4.23/etcd3");
+    let etcd = site.start(V3_4);
+    assert_eq!(all_keys(&etcd.client_url), kv);
+}
+
+/// Upgrades across three minors need a third minor (3.3) that no registry here has, so for
+/// the step SEQUENCING only, `etcd-3.3.0` and `etcd-3.4.0` are stand-in shell scripts that log
+/// their call and exec the real etcd 3.4.23 (the data is real 3.4.23 data labelled 3.2.0).
+/// The hops themselves are real-etcd-tested above.
+#[test]
+fn multi_minor_upgrade_starts_each_intermediate_minor_in_order_and_resumes() {
+    let site = Site::new("multistep");
+    site.seed(V3_4, 5, &[]);
+    let log = site.root().join("calls.log");
+    for v in ["3.2.0", "3.3.0", "3.4.0"] {
+        for (tool, real) in [("etcd", etcd_bin(V3_4)), ("etcdctl", etcdctl_bin(V3_4))] {
+            let p = site.bin.join(format!("{tool}-{v}"));
+            fs::write(
+                &p,
+                format!(
+                    "#!/bin/sh\necho \"{tool}-{v}\" >> '{}'\nexec '{}' \"$@\"\n",
+                    log.display(),
+                    real.display()
+                ),
+            )
+            .unwrap();
+            fs::set_permissions(&p, fs::Permissions::from_mode(0o755)).unwrap();
+        }
+    }
+    let bundle = ["--bundled-versions", "3.2.0,3.3.0,3.4.0,3.5.1"];
+    fs::write(site.data.join("version.txt"), "3.2.0/etcd3").unwrap();
+    let dry = site.migrate_with("3.5.1/etcd3", &[], &[&bundle[..], &["--dry-run"]].concat());
+    let plan = String::from_utf8_lossy(&dry.stdout).into_owned();
+    assert!(
+        plan.contains("step 1: upgrade: start etcd 3.3.0")
+            && plan.contains("step 2: upgrade: start etcd 3.4.0")
+            && plan.contains("step 3: write 3.5.1/etcd3"),
+        "{plan}"
+    );
+    assert!(!log.exists(), "--dry-run ran something");
+    // Crash right after the first step recorded 3.3.0: the rerun starts only 3.4.0.
+    let out = site.migrate_with(
+        "3.5.1/etcd3",
+        &[("ETCDTOOLS_MIGRATE_CRASH_AT", "after-version-write")],
+        &bundle,
+    );
+    assert_eq!(out.status.signal(), Some(9));
+    assert_eq!(site.version_txt(), "3.3.0/etcd3");
+    assert_eq!(fs::read_to_string(&log).unwrap(), "etcd-3.3.0\n");
+    let out = site.migrate_with("3.5.1/etcd3", &[], &bundle);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(site.version_txt(), "3.5.1/etcd3");
+    assert_eq!(
+        fs::read_to_string(&log).unwrap(),
+        "etcd-3.3.0\netcd-3.4.0\n"
+    );
+}
+
+#[test]
+fn wrapper_passes_flags_and_exit_status_through() {
+    let site = Site::new("wrapper");
+    let out = site.migrate_with("3.5.1/etcd3", &[], &["--version"]);
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("migrate "));
+    let out = site.migrate_with("3.5.1/etcd3", &[], &["--nope"]);
+    assert_eq!(out.status.code(), Some(2));
+    // Without a migrate beside it, the script falls back to /usr/local/bin/migrate.
+    fs::remove_file(site.script.with_file_name("migrate")).unwrap();
+    let out = site.migrate_with("3.5.1/etcd3", &[], &["--version"]);
+    if !Path::new("/usr/local/bin/migrate").exists() {
+        assert!(!out.status.success());
+        assert!(
+            stderr(&out).contains("/usr/local/bin/migrate"),
+            "{}",
+            stderr(&out)
+        );
+    }
+}
