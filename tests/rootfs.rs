@@ -27,7 +27,6 @@ const OURS: [&str; 4] = [
     "etcd-inspect",
     "etcd-version-monitor",
 ];
-const BUNDLED: &str = "3.4.23,3.5.0,3.5.1";
 
 fn static_bin_dir() -> PathBuf {
     std::env::var_os("STATIC_BIN_DIR")
@@ -259,33 +258,31 @@ fn make_3_5_1_data(root: &Path, data_dir: &str, name: &str) -> BTreeMap<String, 
     keys
 }
 
-/// The environment the GCE static-pod manifest gives migrate-if-needed.sh (reference section
-/// 3.0), with loopback URLs on free ports instead of the host's IP.
-fn manifest_env(data_dir: &str, target: &str) -> Vec<(&'static str, String)> {
+/// `migrate-if-needed.sh` as the GCE static-pod manifest runs it (reference section 3.0): its
+/// env vars, with loopback peer URLs on free ports; `--port`/`--peer-port` pick free ports for
+/// the etcd migrate starts instead of the fixed 18629/2380 (the manifest sets no
+/// LISTEN_CLIENT_URLS either). Returns the script line and the environment.
+fn migrate_if_needed(data_dir: &str, target: &str) -> (String, Vec<(&'static str, String)>) {
     let ports = free_ports(2).unwrap();
-    vec![
+    let peer = format!("http://127.0.0.1:{}", ports[1]);
+    let script = format!(
+        "/usr/local/bin/migrate-if-needed.sh --port {} --peer-port {}",
+        ports[0], ports[1]
+    );
+    let env = vec![
         ("TARGET_STORAGE", "etcd3".into()),
         ("TARGET_VERSION", target.into()),
         ("DATA_DIRECTORY", data_dir.into()),
         ("DO_NOT_MOVE_BINARIES", "true".into()),
         ("ETCD_HOSTNAME", "test".into()),
-        (
-            "INITIAL_CLUSTER",
-            format!("etcd-test=http://127.0.0.1:{}", ports[1]),
-        ),
-        ("LISTEN_PEER_URLS", format!("http://127.0.0.1:{}", ports[1])),
-        (
-            "INITIAL_ADVERTISE_PEER_URLS",
-            format!("http://127.0.0.1:{}", ports[1]),
-        ),
-        (
-            "LISTEN_CLIENT_URLS",
-            format!("http://127.0.0.1:{}", ports[0]),
-        ),
+        ("INITIAL_CLUSTER", format!("etcd-test={peer}")),
+        ("LISTEN_PEER_URLS", peer.clone()),
+        ("INITIAL_ADVERTISE_PEER_URLS", peer),
         ("ETCD_CREDS", String::new()),
         ("ETCD_SNAPSHOT_COUNT", "10000".into()),
         ("ETCDCTL_API", "3".into()),
-    ]
+    ];
+    (script, env)
 }
 
 /// The layout holds without any of our binaries: busybox, etcd binaries (incl. Debian's
@@ -394,11 +391,8 @@ fn migrate_if_needed_writes_version_txt_into_an_empty_data_dir() {
     require(root, &["migrate", "migrate-if-needed.sh"]);
     let (inside, outside) = dir_in(root, "empty");
     let data = format!("{inside}/data");
-    let out = chroot_sh(
-        root,
-        &format!("/usr/local/bin/migrate-if-needed.sh --bundled-versions={BUNDLED}"),
-        &manifest_env(&data, V3_5_1),
-    );
+    let (script, env) = migrate_if_needed(&data, V3_5_1);
+    let out = chroot_sh(root, &script, &env);
     assert!(out.status.success(), "{}", text(&out));
     let version = std::fs::read_to_string(outside.join("data/version.txt"))
         .unwrap_or_else(|e| panic!("no version.txt ({e}): {}", text(&out)));
@@ -417,11 +411,8 @@ fn migrate_if_needed_downgrades_real_3_5_1_data_inside_the_chroot() {
     // What an earlier run of migrate-if-needed.sh for 3.5.1 left.
     std::fs::write(outside.join("data/version.txt"), "3.5.1/etcd3").unwrap();
 
-    let out = chroot_sh(
-        root,
-        &format!("/usr/local/bin/migrate-if-needed.sh --bundled-versions={BUNDLED}"),
-        &manifest_env(&data, V3_4),
-    );
+    let (script, env) = migrate_if_needed(&data, V3_4);
+    let out = chroot_sh(root, &script, &env);
     assert!(out.status.success(), "{}", text(&out));
     let version = std::fs::read_to_string(outside.join("data/version.txt")).unwrap();
     assert_eq!(version.trim(), "3.4.23/etcd3", "{}", text(&out));
