@@ -4,12 +4,28 @@
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 
+<<<<<<< HEAD
 # musl-tools: musl-gcc for ring's C in static builds. prometheus: promtool and a real server
 # to scrape the monitor. file: tests check that our binaries are static. openssl: the
 # monitor's TLS test makes a CA and certificates with its CLI.
 # busybox-static: the image's shell for scripts/rootfs.sh. qemu-user-static: runs the cross
 # builds in tests. curl: scripts/demo.sh. Cross compilers: scripts/setup-cross.sh below.
 packages=(musl-tools prometheus file openssl busybox-static qemu-user-static curl)
+=======
+# One package a line, each with why (keeps merges clean).
+packages=(
+    musl-tools      # musl-gcc for ring's C in static builds
+    prometheus      # promtool and a real Prometheus server that scrapes the monitor in tests
+    file            # tests check that our binaries are static
+    openssl         # the monitor's TLS test makes a CA and certificates with its CLI
+    time            # bench scripts measure max RSS with /usr/bin/time -v
+    bc              # bench scripts compute ratios
+    busybox-static  # the image's shell for scripts/rootfs.sh
+    qemu-user-static # runs the cross builds in tests
+    curl            # scripts/demo.sh
+)
+# Cross compilers: scripts/setup-cross.sh below.
+>>>>>>> main
 
 missing=()
 for p in "${packages[@]}"; do

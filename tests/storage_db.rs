@@ -10,7 +10,7 @@ use std::time::Duration;
 use common::*;
 use etcdtools::etcd::client::HttpClient;
 use etcdtools::etcd::process::run_tool;
-use etcdtools::inspect::db::{base64, print_db, DbError, DbOptions};
+use etcdtools::inspect::db::{base64, check_db, print_db, DbError, DbOptions};
 use etcdtools::storage::bolt::BoltDb;
 use etcdtools::storage::mvcc;
 use serde_json::{json, Value};
@@ -249,6 +249,8 @@ fn check_version(rec: &Recorded, cluster_version: &str) {
         assert_eq!(rev.main, int(want, "mod_revision"));
     }
     assert_eq!(db.check(), vec![], "bbolt check of a sound db");
+    assert_eq!(check_db(&rec.data_dir).unwrap(), vec![]);
+    assert_eq!(check_db(&rec.snapshot).unwrap(), vec![]);
     assert_eq!(mvcc::check(&db), vec![], "mvcc check of a sound db");
     let meta = mvcc::read_meta(&db).unwrap();
     assert!(meta.consistent_index.unwrap() > 40, "{meta:?}");
@@ -571,6 +573,8 @@ fn truncation_is_reported_and_a_clear_error() {
         std::fs::write(&path, &bytes[..keep]).unwrap();
         let err = BoltDb::open(&path).unwrap_err().to_string();
         assert!(err.contains(&path.display().to_string()), "{err}");
+        let findings = check_db(&path).unwrap();
+        assert_eq!(findings.len(), 1, "{findings:?}");
     }
 }
 
@@ -589,6 +593,34 @@ fn a_zero_filled_tail_is_reported() {
         "{findings:#?}"
     );
     assert_clear_error(&path, live_json(&path));
+}
+
+#[test]
+fn a_key_value_that_contradicts_its_revision_is_reported() {
+    let (_dir, path, mut bytes) = copy_db("kv-mismatch");
+    // mvccpb.KeyValue of /registry/txn/x: 0a 0f <key> 10 <create varint> 18 <mod varint>.
+    let needle = b"\x0a\x0f/registry/txn/x\x10";
+    let mut hits = 0;
+    for at in 0..bytes.len() - needle.len() {
+        if &bytes[at..at + needle.len()] == needle {
+            let mut i = at + needle.len();
+            while bytes[i] & 0x80 != 0 {
+                i += 1;
+            }
+            assert_eq!(bytes[i + 1], 0x18);
+            bytes[i + 2] ^= 0x01; // low bits of mod_revision
+            hits += 1;
+        }
+    }
+    assert!(hits >= 1);
+    std::fs::write(&path, &bytes).unwrap();
+    let findings = check_db(&path).unwrap();
+    assert_eq!(findings.len(), 1, "{findings:#?}");
+    assert!(
+        findings[0].problem.contains("mod_revision is"),
+        "{}",
+        findings[0]
+    );
 }
 
 #[test]

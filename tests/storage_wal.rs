@@ -86,3 +86,437 @@ fn loads_the_real_v2_stores_and_round_trips_them() {
     assert!(store.get("/1/v2/emptydir").unwrap().is_dir());
     assert_eq!(store.current_index, 30);
 }
+
+// ---------------------------------------------------------------------------------------------
+// Helpers
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let dest = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &dest);
+        } else {
+            std::fs::copy(e.path(), &dest).unwrap();
+            let mut perm = std::fs::metadata(&dest).unwrap().permissions();
+            #[allow(clippy::permissions_set_readonly_false)]
+            perm.set_readonly(false);
+            std::fs::set_permissions(&dest, perm).unwrap();
+        }
+    }
+}
+
+/// Frame boundaries (offsets of each length field) of a padded or unpadded WAL file.
+fn frame_offsets(bytes: &[u8]) -> Vec<usize> {
+    let mut out = Vec::new();
+    let mut pos = 0;
+    while pos + 8 <= bytes.len() {
+        let raw = u64::from_le_bytes(bytes[pos..pos + 8].try_into().unwrap());
+        if raw == 0 {
+            break;
+        }
+        let len = (raw & 0x00ff_ffff_ffff_ffff) as usize;
+        let pad = if (raw as i64) < 0 {
+            ((raw >> 56) & 7) as usize
+        } else {
+            0
+        };
+        out.push(pos);
+        pos += 8 + len + pad;
+    }
+    out
+}
+
+const FIXTURE_WAL: &str = "v2-datadir/member/wal/0000000000000000-0000000000000000.wal";
+
+// ---------------------------------------------------------------------------------------------
+// Corruption
+
+#[test]
+fn every_flipped_wal_byte_is_reported_and_never_panics() {
+    let tmp = common::TempDir::new("walflip");
+    let dir = tmp.path().join("wal");
+    std::fs::create_dir_all(&dir).unwrap();
+    let original = std::fs::read(fixture(FIXTURE_WAL)).unwrap();
+    let file = dir.join(wal::segment_file_name(0, 0));
+    for i in 0..original.len() {
+        let mut bytes = original.clone();
+        bytes[i] ^= 0xff;
+        std::fs::write(&file, &bytes).unwrap();
+        let findings = wal::check(&dir);
+        assert!(!findings.is_empty(), "flip at {i} not reported");
+        assert!(
+            findings.iter().all(|f| f.offset.is_some() || f.file == dir),
+            "{findings:?}"
+        );
+        // The reader gives an error or the documented recovery (torn tail); never a panic.
+        match wal::read_all(&dir, &WalSnapshot::new(0, 0)) {
+            Ok(c) => {
+                let in_padding_or_torn =
+                    c.tail.is_torn() || findings.iter().any(|f| f.problem.contains("padding"));
+                assert!(
+                    in_padding_or_torn,
+                    "flip at {i}: read cleanly: {findings:?}"
+                );
+            }
+            Err(e) => assert!(e.to_string().contains("wal"), "{e}"),
+        }
+    }
+}
+
+#[test]
+fn truncation_at_every_boundary_and_in_the_middle() {
+    let tmp = common::TempDir::new("waltrunc");
+    let original = std::fs::read(fixture(FIXTURE_WAL)).unwrap();
+    let frames = frame_offsets(&original);
+    assert!(frames.len() > 20);
+    let dir = tmp.path().join("one");
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join(wal::segment_file_name(0, 0));
+    let full = wal::read_all(&dir_with(&dir, &file, &original), &WalSnapshot::new(0, 0)).unwrap();
+    for (n, &at) in frames.iter().enumerate() {
+        // At a boundary of the last segment: a valid shorter log (etcd cannot tell either),
+        // unless the snapshot record {0,0} itself is gone.
+        std::fs::write(&file, &original[..at]).unwrap();
+        match wal::read_all(&dir, &WalSnapshot::new(0, 0)) {
+            Ok(c) => {
+                assert!(!c.tail.is_torn());
+                assert!(c.entries.len() <= full.entries.len());
+                assert!(n >= 3, "snapshot record was cut at frame {n}");
+            }
+            Err(e) => {
+                assert!(n < 3, "frame {n}: {e}");
+                assert!(matches!(e, wal::WalError::SnapshotNotFound { .. }));
+            }
+        }
+        // In the middle of the frame (length field and body).
+        for cut in [at + 3, at + 9] {
+            if cut >= original.len() {
+                continue;
+            }
+            std::fs::write(&file, &original[..cut]).unwrap();
+            let findings = wal::check(&dir);
+            assert!(
+                findings
+                    .iter()
+                    .any(|f| f.offset == Some(at as u64) && f.problem.contains("torn")),
+                "cut at {cut}: {findings:?}"
+            );
+            if n >= 3 {
+                let c = wal::read_all(&dir, &WalSnapshot::new(0, 0)).unwrap();
+                assert_eq!(
+                    c.tail,
+                    wal::WalTail::Torn {
+                        file: file.clone(),
+                        offset: at as u64,
+                        problem: match &c.tail {
+                            wal::WalTail::Torn { problem, .. } => problem.clone(),
+                            _ => unreachable!(),
+                        }
+                    }
+                );
+            }
+        }
+    }
+}
+
+fn dir_with(dir: &Path, file: &Path, bytes: &[u8]) -> PathBuf {
+    std::fs::write(file, bytes).unwrap();
+    dir.to_path_buf()
+}
+
+#[test]
+fn truncating_a_segment_that_is_not_the_last_is_an_error() {
+    // Split the real WAL into two segments: the second starts with a crc record carrying the
+    // running CRC, as etcd's cut does.
+    let tmp = common::TempDir::new("walsplit");
+    let original = std::fs::read(fixture(FIXTURE_WAL)).unwrap();
+    let frames = frame_offsets(&original);
+    let split = frames[frames.len() / 2];
+    let mut reader = wal::WalReader::over(vec![wal::Segment {
+        path: fixture(FIXTURE_WAL),
+        seq: 0,
+        index: 0,
+        size: original.len() as u64,
+    }]);
+    let mut crc_at_split = 0;
+    let mut first_index_after = 0;
+    while let Some(rec) = reader.next_record().unwrap() {
+        if rec.offset as usize == split {
+            if rec.rec_type == ENTRY_TYPE {
+                first_index_after = Entry::decode(rec.data.as_ref().unwrap()).unwrap().index;
+            }
+            break;
+        }
+        crc_at_split = reader.crc();
+    }
+    let dir = tmp.path().join("wal");
+    std::fs::create_dir_all(&dir).unwrap();
+    let seg0 = dir.join(wal::segment_file_name(0, 0));
+    let seg1 = dir.join(wal::segment_file_name(1, first_index_after));
+    let crc_rec = RecordRef {
+        rec_type: CRC_TYPE,
+        crc: crc_at_split,
+        data: None,
+    }
+    .encode();
+    let mut second = (crc_rec.len() as u64).to_le_bytes().to_vec();
+    second.extend_from_slice(&crc_rec);
+    second.extend_from_slice(&original[split..]);
+    std::fs::write(&seg0, &original[..split]).unwrap();
+    std::fs::write(&seg1, &second).unwrap();
+    let whole = wal::read_all(&fixture("v2-datadir/member/wal"), &WalSnapshot::new(0, 0)).unwrap();
+    let two = wal::read_all(&dir, &WalSnapshot::new(0, 0)).unwrap();
+    assert_eq!(two.entries, whole.entries);
+    assert_eq!(two.hard_state, whole.hard_state);
+    assert!(wal::check(&dir).is_empty(), "{:?}", wal::check(&dir));
+
+    // Cut the first segment at its last boundary and in its last record.
+    let seg0_frames = frame_offsets(&original[..split]);
+    let last = *seg0_frames.last().unwrap();
+    for cut in [last, last + 5] {
+        std::fs::write(&seg0, &original[..cut]).unwrap();
+        let e = wal::read_all(&dir, &WalSnapshot::new(0, 0)).unwrap_err();
+        assert!(matches!(e, wal::WalError::Corrupt(_)), "{e}");
+        let findings = wal::check(&dir);
+        assert!(!findings.is_empty());
+        assert!(findings.iter().all(|f| f.offset.is_some()), "{findings:?}");
+    }
+    // A missing middle segment is a sequence gap.
+    std::fs::write(&seg0, &original[..split]).unwrap();
+    std::fs::rename(
+        &seg1,
+        dir.join(wal::segment_file_name(2, first_index_after)),
+    )
+    .unwrap();
+    assert!(matches!(
+        wal::read_all(&dir, &WalSnapshot::new(0, 0)),
+        Err(wal::WalError::SeqGap { .. })
+    ));
+    assert!(!wal::check(&dir).is_empty());
+}
+
+#[test]
+fn zero_tails_end_the_log_and_zeroed_records_are_torn() {
+    let tmp = common::TempDir::new("walzero");
+    let original = std::fs::read(fixture(FIXTURE_WAL)).unwrap();
+    let dir = tmp.path().join("wal");
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join(wal::segment_file_name(0, 0));
+    let whole = wal::read_all(&fixture("v2-datadir/member/wal"), &WalSnapshot::new(0, 0)).unwrap();
+    // A preallocated zero tail: the same log, a clean end, no findings.
+    let mut bytes = original.clone();
+    bytes.resize(original.len() + 1_000_000, 0);
+    std::fs::write(&file, &bytes).unwrap();
+    let c = wal::read_all(&dir, &WalSnapshot::new(0, 0)).unwrap();
+    assert_eq!(c.entries, whole.entries);
+    assert_eq!(
+        c.tail,
+        wal::WalTail::Clean {
+            file: file.clone(),
+            offset: original.len() as u64
+        }
+    );
+    assert!(wal::check(&dir).is_empty());
+    // Junk after the zero marker: etcd ignores it, check reports it.
+    bytes[original.len() + 5000] = 1;
+    std::fs::write(&file, &bytes).unwrap();
+    assert!(wal::read_all(&dir, &WalSnapshot::new(0, 0)).is_ok());
+    let f = wal::check(&dir);
+    assert_eq!(f.len(), 1, "{f:?}");
+    assert_eq!(f[0].offset, Some(original.len() as u64 + 5000));
+    // The last record's body zeroed (a torn write): etcd's read mode stops before it.
+    let frames = frame_offsets(&original);
+    let last = *frames.last().unwrap();
+    let mut bytes = original.clone();
+    for b in &mut bytes[last + 8..] {
+        *b = 0;
+    }
+    std::fs::write(&file, &bytes).unwrap();
+    let c = wal::read_all(&dir, &WalSnapshot::new(0, 0)).unwrap();
+    assert!(c.tail.is_torn(), "{:?}", c.tail);
+    let f = wal::check(&dir);
+    assert!(
+        f.iter()
+            .any(|f| f.offset == Some(last as u64) && f.problem.contains("torn")),
+        "{f:?}"
+    );
+    // Zeroed from inside the record, but no whole zero sector: a real error, as in etcd.
+    let mut bytes = original.clone();
+    for b in &mut bytes[last + 12..] {
+        *b = 0;
+    }
+    std::fs::write(&file, &bytes).unwrap();
+    match wal::read_all(&dir, &WalSnapshot::new(0, 0)) {
+        Err(wal::WalError::Corrupt(f)) => assert_eq!(f.offset, Some(last as u64)),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn every_flipped_snap_byte_is_reported_and_loading_falls_back() {
+    let tmp = common::TempDir::new("snapflip");
+    let dir = tmp.path().join("snap");
+    copy_dir(&fixture("v2-datadir/member/snap"), &dir);
+    std::fs::remove_file(dir.join("db")).unwrap();
+    let newest = dir.join("0000000000000002-0000000000000021.snap");
+    let original = std::fs::read(&newest).unwrap();
+    // Every byte of the headers and the metadata at the end, and a sample of the JSON body.
+    let n = original.len();
+    let positions = (0..n).filter(|&i| i < 32 || i >= n - 64 || i % 37 == 0);
+    for i in positions {
+        let mut bytes = original.clone();
+        bytes[i] ^= 0xff;
+        std::fs::write(&newest, &bytes).unwrap();
+        let findings = snap::check(&dir);
+        assert_eq!(findings.len(), 1, "flip at {i}: {findings:?}");
+        assert_eq!(findings[0].file, newest);
+        let choice = snap::load_newest(&dir).unwrap();
+        assert_eq!(
+            choice.loaded.unwrap().snapshot.metadata.index,
+            0x16,
+            "flip at {i} did not fall back to the older snapshot"
+        );
+        assert_eq!(choice.skipped.len(), 1);
+    }
+    for cut in [0, 1, 5, original.len() / 2, original.len() - 1] {
+        std::fs::write(&newest, &original[..cut]).unwrap();
+        assert_eq!(snap::check(&dir).len(), 1, "cut at {cut}");
+        assert_eq!(
+            snap::load_newest(&dir)
+                .unwrap()
+                .loaded
+                .unwrap()
+                .snapshot
+                .metadata
+                .index,
+            0x16
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Round trips
+
+#[test]
+fn a_wal_written_by_us_reads_back_padded_and_unpadded() {
+    let tmp = common::TempDir::new("walrt");
+    let meta = WalMetadata {
+        node_id: 0x2e1259d415f2a040,
+        cluster_id: 0x048276a8f75b6a87,
+    };
+    let entries: Vec<Entry> = (64..200u64)
+        .map(|i| Entry {
+            entry_type: EntryType::Normal,
+            term: 2 + i / 100,
+            index: i,
+            data: vec![(i % 251) as u8; (i as usize * 37) % 3000],
+        })
+        .collect();
+    for style in [wal::FrameStyle::Unpadded, wal::FrameStyle::Padded] {
+        let dir = tmp.path().join(format!("{style:?}"));
+        let mut w = wal::WalWriter::create(&dir, &meta, style).unwrap();
+        w.save_snapshot(&WalSnapshot::new(63, 2)).unwrap();
+        w.save_hard_state(&HardState {
+            term: 2,
+            vote: 0,
+            commit: 63,
+        })
+        .unwrap();
+        for e in &entries {
+            w.save_entry(e).unwrap();
+        }
+        let hs = HardState {
+            term: 3,
+            vote: 7,
+            commit: 199,
+        };
+        w.save_hard_state(&hs).unwrap();
+        let path = w.finish().unwrap();
+        let c = wal::read_all(&dir, &WalSnapshot::new(63, 2)).unwrap();
+        assert_eq!(c.metadata, Some(meta));
+        assert_eq!(c.entries, entries);
+        assert_eq!(c.hard_state, Some(hs));
+        assert_eq!(c.last_index, 199);
+        assert!(wal::check(&dir).is_empty(), "{:?}", wal::check(&dir));
+        let bytes = std::fs::read(&path).unwrap();
+        let frames = frame_offsets(&bytes);
+        let padded = frames.iter().any(|&f| bytes[f + 7] & 0x80 != 0);
+        assert_eq!(padded, style == wal::FrameStyle::Padded);
+        if style == wal::FrameStyle::Padded {
+            assert!(frames.iter().all(|f| f % 8 == 0));
+        }
+        // Refuses to write over an existing WAL.
+        assert!(matches!(
+            wal::WalWriter::create(&dir, &meta, style),
+            Err(wal::WalError::Exists(_))
+        ));
+    }
+}
+
+#[test]
+fn an_unpadded_wal_matches_the_documented_bytes() {
+    // etcd-formats.md 1.5: the 2.3.7-style opening with snapshot {63,2} and HardState {2,0,63}.
+    let tmp = common::TempDir::new("walbytes");
+    let dir = tmp.path().join("wal");
+    let mut w = wal::WalWriter::create(
+        &dir,
+        &WalMetadata {
+            node_id: 0x2e1259d415f2a040,
+            cluster_id: 0x048276a8f75b6a87,
+        },
+        wal::FrameStyle::Unpadded,
+    )
+    .unwrap();
+    w.save_snapshot(&WalSnapshot::new(63, 2)).unwrap();
+    w.save_hard_state(&HardState {
+        term: 2,
+        vote: 0,
+        commit: 63,
+    })
+    .unwrap();
+    let bytes = std::fs::read(w.finish().unwrap()).unwrap();
+    let expected = "04000000 00000000 08041000
+        1d000000 00000000 0801108d9cf9161a1408c0c0caafc1ba96892e1087d5edba8fd59dc104
+        0e000000 00000000 080510878cc58d0d1a0408001000
+        0e000000 00000000 080510c4d3e6de031a04083f1002
+        10000000 00000000 080310b389d091031a06080210001 83f";
+    let hex: String = expected.split_whitespace().collect();
+    let want: Vec<u8> = (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
+        .collect();
+    assert_eq!(bytes, want);
+}
+
+#[test]
+fn a_snap_written_by_us_reads_back() {
+    use etcdtools::storage::v2store::Store;
+    let tmp = common::TempDir::new("snaprt");
+    let dir = tmp.path().join("snap");
+    let mut store = Store::new();
+    store.set("/1/registry/pods/ns/name", "v", None, 0).unwrap();
+    store.set("/0/version", "2.2.0", None, 0).unwrap();
+    let snapshot = RaftSnapshot {
+        data: store.save(),
+        metadata: SnapshotMetadata {
+            conf_state: ConfState {
+                voters: vec![1, 0xffff_ffff_ffff_fff0],
+                ..ConfState::default()
+            },
+            index: 1000,
+            term: 7,
+        },
+    };
+    let path = snap::write_snap(&dir, &snapshot).unwrap();
+    assert!(path.ends_with("0000000000000007-00000000000003e8.snap"));
+    assert_eq!(snap::read_snap_file(&path).unwrap(), snapshot);
+    assert!(snap::check(&dir).is_empty());
+    let loaded = snap::load_newest(&dir).unwrap().loaded.unwrap();
+    assert_eq!(Store::load(&loaded.snapshot.data).unwrap(), store);
+    assert!(
+        snap::write_snap(&dir, &snapshot).is_err(),
+        "overwrote a snap file"
+    );
+}

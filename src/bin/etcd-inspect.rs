@@ -14,6 +14,7 @@ usage: etcd-inspect <command> <data-dir> [options]
 
 commands:
   wal <data-dir>       WAL metadata, HardState and every entry after the snapshot etcd uses
+                         --all           every entry from index 0 (needs the first segment)
   db <data-dir|db>     live keys at the latest revision (like etcdctl get --prefix '')
                          --revisions     every revision, tombstones included
                          --bucket NAME   dump one bbolt bucket raw
@@ -35,18 +36,20 @@ struct Args {
     wal_dir: Option<PathBuf>,
     bucket: Option<String>,
     revisions: bool,
+    all: bool,
 }
 
 fn parse() -> Result<Args, String> {
     use lexopt::prelude::*;
     let mut parser = lexopt::Parser::from_env();
     let mut positional: Vec<String> = Vec::new();
-    let (mut json, mut revisions) = (false, false);
+    let (mut json, mut revisions, mut all) = (false, false, false);
     let (mut wal_dir, mut bucket) = (None, None);
     while let Some(arg) = parser.next().map_err(|e| e.to_string())? {
         match arg {
             Long("json") => json = true,
             Long("revisions") => revisions = true,
+            Long("all") => all = true,
             Long("wal-dir") => {
                 wal_dir = Some(PathBuf::from(
                     parser.value().map_err(|e| format!("--wal-dir: {e}"))?,
@@ -81,6 +84,9 @@ fn parse() -> Result<Args, String> {
     if command != "db" && (bucket.is_some() || revisions) {
         return Err("--bucket and --revisions only apply to `db`".into());
     }
+    if command != "wal" && all {
+        return Err("--all only applies to `wal`".into());
+    }
     Ok(Args {
         command,
         path: PathBuf::from(path),
@@ -88,6 +94,7 @@ fn parse() -> Result<Args, String> {
         wal_dir,
         bucket,
         revisions,
+        all,
     })
 }
 
@@ -105,7 +112,7 @@ fn main() -> ExitCode {
     let result: Result<bool, InspectError> = match args.command.as_str() {
         "wal" => layout
             .require()
-            .and_then(|_| inspect::wal::print_wal(&layout, args.json, &mut out))
+            .and_then(|_| inspect::wal::print_wal(&layout, args.json, args.all, &mut out))
             .map(|_| true),
         "snap" => inspect::snap::print_snap(&layout, args.json, &mut out).map(|_| true),
         "version" => inspect::version::print_version(&layout, args.json, &mut out).map(|_| true),

@@ -328,34 +328,43 @@ pub struct EtcdProcess {
 impl EtcdProcess {
     /// Starts etcd; does not wait for it to serve (see [`EtcdProcess::wait_ready`]).
     pub fn start(spec: &EtcdSpec) -> Result<Self, ProcessError> {
-        Self::start_with_args(spec, spec.args())
-    }
-
-    /// Starts etcd through a wrapper command, e.g. `["chroot", ROOT]`: runs
-    /// `wrapper[0] wrapper[1..] binary args`, with `spec.binary` and `spec.data_dir` as seen by
-    /// etcd. The wrapper must exec etcd (chroot(8) does), so that stop signals reach etcd. The
-    /// returned process's `spec().binary` is the wrapper. An empty wrapper is [`EtcdProcess::start`].
-    pub fn start_wrapped(spec: &EtcdSpec, wrapper: &[String]) -> Result<Self, ProcessError> {
-        let Some((program, rest)) = wrapper.split_first() else {
-            return Self::start(spec);
-        };
-        let mut args = rest.to_vec();
-        args.push(spec.binary.display().to_string());
-        args.extend(spec.args());
-        let mut wrapped = spec.clone();
-        wrapped.binary = PathBuf::from(program);
-        Self::start_with_args(&wrapped, args)
+        Self::spawn(spec, &[], spec.args())
     }
 
     /// Starts `spec.binary` with exactly `args` instead of [`EtcdSpec::args`] (for callers that
     /// must reproduce another tool's argv, e.g. migrate's separate listen/advertise peer URLs).
     /// `spec` still names the member and gives the client URL polled by `wait_ready`.
     pub fn start_with_args(spec: &EtcdSpec, args: Vec<String>) -> Result<Self, ProcessError> {
-        let mut cmd = clean_command(&spec.binary, &[]);
+        Self::spawn(spec, &[], args)
+    }
+
+    /// Starts etcd through a wrapper command, e.g. `["/usr/sbin/chroot", ROOT]`: runs
+    /// `wrapper[0] wrapper[1..] binary args`, with `spec.binary` and `spec.data_dir` as seen by
+    /// etcd. The wrapper must exec etcd (chroot(8) does), so that stop signals reach etcd.
+    /// An empty wrapper is [`EtcdProcess::start`].
+    pub fn start_wrapped(spec: &EtcdSpec, wrapper: &[String]) -> Result<Self, ProcessError> {
+        Self::spawn(spec, wrapper, spec.args())
+    }
+
+    fn spawn(
+        spec: &EtcdSpec,
+        wrapper: &[String],
+        etcd_args: Vec<String>,
+    ) -> Result<Self, ProcessError> {
+        let (program, mut args) = match wrapper.split_first() {
+            Some((first, rest)) => {
+                let mut args = rest.to_vec();
+                args.push(spec.binary.display().to_string());
+                (PathBuf::from(first), args)
+            }
+            None => (spec.binary.clone(), Vec::new()),
+        };
+        args.extend(etcd_args);
+        let mut cmd = clean_command(&program, &[]);
         cmd.args(&args);
         let prefix = format!("etcd {}", spec.name);
-        log::info!("starting {} {}", spec.binary.display(), args.join(" "));
-        let (child, tail, readers) = spawn_logged(cmd, &spec.binary, &prefix)?;
+        log::info!("starting {} {}", program.display(), args.join(" "));
+        let (child, tail, readers) = spawn_logged(cmd, &program, &prefix)?;
         Ok(EtcdProcess {
             child: Some(child),
             spec: spec.clone(),

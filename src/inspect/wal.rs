@@ -5,7 +5,7 @@ use std::io::Write;
 
 use super::output::{preview, show_bytes, JsonLine};
 use super::{start_point, InspectError, Layout};
-use crate::storage::proto::{ConfChange, Entry, EntryPayload, EntryType, V3Request};
+use crate::storage::proto::{ConfChange, Entry, EntryPayload, EntryType, V3Request, WalSnapshot};
 use crate::storage::wal::{read_all, WalTail};
 
 /// One entry in words, for text output.
@@ -149,8 +149,18 @@ pub fn entry_json(e: &Entry) -> String {
 }
 
 /// Prints the WAL of the data dir.
-pub fn print_wal(layout: &Layout, json: bool, out: &mut dyn Write) -> Result<(), InspectError> {
-    let (start, snap, skipped) = start_point(layout)?;
+/// `from_start`: read from index 0 (the first segment) instead of the snapshot etcd uses.
+pub fn print_wal(
+    layout: &Layout,
+    json: bool,
+    from_start: bool,
+    out: &mut dyn Write,
+) -> Result<(), InspectError> {
+    let (start, snap, skipped) = if from_start {
+        (WalSnapshot::new(0, 0), None, Vec::new())
+    } else {
+        start_point(layout)?
+    };
     let contents = read_all(&layout.wal_dir, &start)?;
     for s in &skipped {
         if json {

@@ -253,20 +253,45 @@ pub enum Direction {
 }
 
 /// Pages seen by one walk: each page id at most once, so a cycle or a page shared by two
-/// parents is an error instead of a loop.
+/// parents is an error instead of a loop. Short walks (seeks) keep a list; long ones switch
+/// to a bitset over the used pages (32 KB per GB of 4K pages), allocated only then.
 struct Visited {
+    pages: u64,
+    few: Vec<u64>,
     bits: Vec<u64>,
 }
+
+const FEW_PAGES: usize = 32;
 
 impl Visited {
     fn new(pages: u64) -> Visited {
         Visited {
-            bits: vec![0; pages.div_ceil(64) as usize],
+            pages,
+            few: Vec::new(),
+            bits: Vec::new(),
         }
     }
 
-    /// Marks `id`; false if it was marked already. Ids outside the set were checked earlier.
+    /// Marks `id`; false if it was marked already. Ids outside the used pages were rejected
+    /// earlier and are not tracked.
     fn mark(&mut self, id: u64) -> bool {
+        if self.bits.is_empty() {
+            if self.few.contains(&id) {
+                return false;
+            }
+            if self.few.len() < FEW_PAGES {
+                self.few.push(id);
+                return true;
+            }
+            self.bits = vec![0; self.pages.div_ceil(64).max(1) as usize];
+            for p in std::mem::take(&mut self.few) {
+                self.set(p);
+            }
+        }
+        self.set(id)
+    }
+
+    fn set(&mut self, id: u64) -> bool {
         let (word, bit) = ((id / 64) as usize, id % 64);
         match self.bits.get_mut(word) {
             Some(w) => {
@@ -1221,6 +1246,16 @@ mod tests {
         assert_eq!(fnv1a64(b""), 0xcbf29ce484222325);
         assert_eq!(fnv1a64(b"a"), 0xaf63dc4c8601ec8c);
         assert_eq!(fnv1a64(b"foobar"), 0x85944171f73967e8);
+    }
+
+    #[test]
+    fn visited_catches_repeats_before_and_after_switching_to_bits() {
+        let mut v = Visited::new(1000);
+        for id in 2..900 {
+            assert!(v.mark(id), "{id}");
+            assert!(!v.mark(id), "{id}");
+            assert!(!v.mark(2), "{id}");
+        }
     }
 
     #[test]
