@@ -111,16 +111,15 @@ migrate_env=(
     INITIAL_CLUSTER="$name=http://127.0.0.1:$peer_port"
     LISTEN_PEER_URLS="http://127.0.0.1:$peer_port"
     INITIAL_ADVERTISE_PEER_URLS="http://127.0.0.1:$peer_port"
-    LISTEN_CLIENT_URLS="$url"
     DO_NOT_MOVE_BINARIES=true
 )
 run_migrate() { # TARGET_VERSION
     # migrate-if-needed.sh finds migrate beside itself, so run a copy next to our binaries.
+    # --port/--peer-port: free ports for the etcd migrate starts (defaults: 18629, 2380).
     install -m 0555 "$repo/scripts/migrate-if-needed.sh" "$work/bin/migrate-if-needed.sh"
     env -i PATH="$PATH" "${migrate_env[@]}" TARGET_VERSION="$1" \
         "$work/bin/migrate-if-needed.sh" --bin-dir "$etcd_dir" \
-        --bundled-versions "$(cd "$etcd_dir" && ls etcd-[0-9]* | sed 's/^etcd-//' | paste -sd, -)" \
-        2>&1 | show
+        --port "$client_port" --peer-port "$peer_port" 2>&1 | show
     return "${PIPESTATUS[0]}"
 }
 mkdir -p "$work/bin"
