@@ -117,10 +117,14 @@ run_migrate() { # TARGET_VERSION
     # migrate-if-needed.sh finds migrate beside itself, so run a copy next to our binaries.
     # --port/--peer-port: free ports for the etcd migrate starts (defaults: 18629, 2380).
     install -m 0555 "$repo/scripts/migrate-if-needed.sh" "$work/bin/migrate-if-needed.sh"
+    local rc=0
     env -i PATH="$PATH" "${migrate_env[@]}" TARGET_VERSION="$1" \
         "$work/bin/migrate-if-needed.sh" --bin-dir "$etcd_dir" \
-        --port "$client_port" --peer-port "$peer_port" 2>&1 | show
-    return "${PIPESTATUS[0]}"
+        --port "$client_port" --peer-port "$peer_port" >"$work/migrate-$1.log" 2>&1 || rc=$?
+    # Its log without timestamps, module names and the flag-defaulting chatter.
+    sed -E 's/^[0-9TZ:.-]+ +//; s/ *\[[A-Za-z_:]+\]//' "$work/migrate-$1.log" |
+        grep -vE 'unset - |^INFO +running |^INFO +starting ' | show
+    return "$rc"
 }
 mkdir -p "$work/bin"
 for b in migrate rollback2 etcd-inspect etcd-version-monitor; do
@@ -163,11 +167,11 @@ if need etcd-version-monitor; then
     sleep 0.05
     done
     metrics=$(curl -fsS "http://127.0.0.1:$monitor_port/metrics") || fail "no /metrics from etcd-version-monitor"
-    say "curl http://127.0.0.1:$monitor_port/metrics (etcd's $(grep -c '^# TYPE' <<<"$metrics") families, a few lines):"
+    say "curl http://127.0.0.1:$monitor_port/metrics ($(grep -c '^# TYPE' <<<"$metrics") metric families; a few lines):"
     {
     grep -E '^etcd_version_info' <<<"$metrics"
     grep -E '^etcd_grpc_requests_total\{' <<<"$metrics" | grep -E 'method="(Put|Range|DeleteRange)"' | head -n 3
-    grep -E '^grpc_server_handled_total\{' <<<"$metrics" | grep 'grpc_method="Put"' | head -n 1
+    grep -E '^grpc_server_handled_total\{' <<<"$metrics" | grep 'grpc_code="OK",grpc_method="Put"' | head -n 1
     grep -E '^etcd_version_monitor_up' <<<"$metrics"
     } | show
     say "${dim}(etcd_grpc_requests_total is the 3.0-style name the original monitor derived from grpc_server_handled_total)${off}"
