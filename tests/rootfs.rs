@@ -498,7 +498,7 @@ fn rollback2_dry_run_on_real_data_inside_the_chroot() {
     let t = text(&out);
     assert!(out.status.success(), "rollback2 --dry-run: {t}");
     assert!(
-        t.contains(&keys.len().to_string()),
+        t.contains(&format!("keys: {} ", keys.len())),
         "the dry run should report the {} keys it would write: {t}",
         keys.len()
     );
