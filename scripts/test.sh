@@ -16,4 +16,4 @@ export CROSS_ARCHES
 for arch in $CROSS_ARCHES; do
     ./scripts/build-static.sh "$arch" >/dev/null
 done
-cargo test --locked --all-targets 2>&1
+cargo test --locked --all-targets --no-fail-fast 2>&1
