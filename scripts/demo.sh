@@ -6,7 +6,8 @@
 #   4. rollback2 turns a copy into an etcd 2 (v2 store) data dir; etcd-inspect snap shows it
 # Sets everything up first (scripts/setup.sh, the static build), cleans up after itself and
 # leaves no process behind. A step whose binary is not there fails loudly, naming it.
-# Env: DEMO_KEEP=1 keeps the work dir; DEMO_SKIP_SETUP=1 skips scripts/setup.sh.
+# Env: DEMO_KEEP=1 keeps the work dir; DEMO_SKIP_SETUP=1 skips scripts/setup.sh;
+# STATIC_BIN_DIR uses those binaries instead of building them; TMPDIR holds the work dir.
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 cd "$repo"
@@ -24,9 +25,13 @@ if [ "${DEMO_SKIP_SETUP:-0}" != 1 ]; then
     ./scripts/setup.sh 2>&1 | show
 fi
 etcd_dir=$(./scripts/fetch-etcd.sh)
-step "Building our static binaries (scripts/build-static.sh)"
-bins=$(./scripts/build-static.sh)
-say "binaries in $bins"
+if [ -n "${STATIC_BIN_DIR:-}" ]; then
+    bins=$STATIC_BIN_DIR
+else
+    step "Building our static binaries (scripts/build-static.sh)"
+    bins=$(./scripts/build-static.sh)
+fi
+say "our static binaries: $bins"
 
 missing=()
 need() { # NAME...: fails loudly when one of our binaries or scripts is not there (with
@@ -45,7 +50,7 @@ need() { # NAME...: fails loudly when one of our binaries or scripts is not ther
     return "$ok"
 }
 
-work=$(mktemp -d /tmp/etcd-demo.XXXXXX)
+work=$(mktemp -d "${TMPDIR:-/tmp}/etcd-demo.XXXXXX")
 pids=()
 cleanup() {
     local pid
