@@ -5,7 +5,8 @@
 #      inside migrate (its "ready after", polled every 50 ms), and migrate's detection delay
 #      (its "is up" log line minus the moment etcd printed "ready to serve client requests");
 #   3. a real downgrade 3.5.1 -> 3.4.23: migrate's wall time vs the sum of the same parts run
-#      by hand (etcd start until healthy, etcdctl snapshot save, stop, etcdctl restore).
+#      by hand (etcd start until healthy, etcdctl snapshot save, stop, etcdctl restore), and
+#      the part of migrate's time spent in the pre-flight checks (integrity check of the data).
 # Twice: with etcd's default election timeout (1 s, randomised, so single figures scatter by
 # several hundred ms) and with --heartbeat-interval=10 --election-timeout=100 (steady figures
 # for the overhead). Usage: scripts/bench-migrate.sh [KEYS] [RUNS] (defaults 2000, 5; medians).
@@ -105,7 +106,7 @@ try:
     for label, extra in (("default election timeout", []),
                          ("fast election (--heartbeat-interval=10 --election-timeout=100)",
                           ["--heartbeat-interval=10", "--election-timeout=100"])):
-        f = {k: [] for k in ("rewrite", "alone", "inside", "detect", "start", "snap", "stop", "restore", "parts", "migrate")}
+        f = {k: [] for k in ("rewrite", "alone", "inside", "detect", "start", "snap", "stop", "restore", "parts", "migrate", "preflight")}
         for _ in range(RUNS):
             fresh(d, "3.4.23/etcd3")
             f["rewrite"].append(run_migrate(d, "3.5.1/etcd3", extra)[0])
@@ -128,6 +129,9 @@ try:
             ready = next(l for l in lines if "ready to serve client requests" in l)
             up = next(l for l in lines if "is up (etcd" in l)
             f["detect"].append(log_ts(up) - log_ts(ready))
+            plan_line = next(l for l in lines if "  step 1:" in l)
+            performing = next(l for l in lines if "Performing etcd" in l)
+            f["preflight"].append(log_ts(performing) - log_ts(plan_line))
         md = {k: statistics.median(v) for k, v in f.items()}
         print(f"== {label}")
         print(f"rewrite-only step (3.4.23 -> 3.5.1): migrate process wall {md['rewrite']:.0f}")
@@ -136,6 +140,8 @@ try:
         print(f"downgrade by hand: start {md['start']:.0f} + snapshot {md['snap']:.0f} + stop {md['stop']:.0f} + restore {md['restore']:.0f} = {md['parts']:.0f}")
         print(f"downgrade inside migrate (whole process): {md['migrate']:.0f}; overhead {md['migrate'] - md['parts']:+.0f} "
               f"(target < 100 per step); ratio {md['migrate'] / md['parts']:.2f}")
+        print(f"  of which pre-flight (disk space + integrity check of WAL/snap/db): {md['preflight']:.0f}; "
+              f"overhead without it {md['migrate'] - md['parts'] - md['preflight']:+.0f}")
     print("(the original polls every 500 ms: up to +500 per etcd start from polling alone)")
 finally:
     for p in procs:

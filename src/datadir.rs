@@ -276,7 +276,7 @@ fn tree_size(path: &Path) -> io::Result<u64> {
 }
 
 /// Recursive copy keeping modes and symlinks; files are fsynced.
-fn copy_tree(from: &Path, to: &Path) -> io::Result<()> {
+pub fn copy_tree(from: &Path, to: &Path) -> io::Result<()> {
     let meta = fs::symlink_metadata(from)?;
     if meta.is_dir() {
         fs::create_dir(to)?;

@@ -137,7 +137,8 @@ pub fn resolve(flags: Flags, env: &dyn Fn(&str) -> Option<String>) -> Result<Con
     let data_dir = PathBuf::from(data_dir);
     // 3, 4. ports
     let events = is_events(&data_dir);
-    let port = port_or_default(flags.port, if events { 18631 } else { 18629 }, "--port")?;
+    let port_explicit = flags.port.is_some_and(|p| p != 0);
+    let mut port = port_or_default(flags.port, if events { 18631 } else { 18629 }, "--port")?;
     let peer_port = port_or_default(
         flags.peer_port,
         if events { 2381 } else { 2380 },
@@ -175,11 +176,26 @@ pub fn resolve(flags: Flags, env: &dyn Fn(&str) -> Option<String>) -> Result<Con
         format!("http://127.0.0.1:{port}"),
     );
     // The health probe and etcdctl talk plain HTTP to 127.0.0.1:<port>; etcd must listen there.
-    let probe_url = format!("http://127.0.0.1:{port}");
-    if !listen_client_urls
+    // (The original then timed out after 2 min.) Without --port, a plain loopback URL in the
+    // list gives the port, so LISTEN_CLIENT_URLS alone is enough.
+    let urls: Vec<&str> = listen_client_urls
         .split(',')
-        .any(|u| u.trim().trim_end_matches('/') == probe_url)
-    {
+        .map(|u| u.trim().trim_end_matches('/'))
+        .collect();
+    if !port_explicit && !urls.contains(&format!("http://127.0.0.1:{port}").as_str()) {
+        if let Some(p) = urls.iter().find_map(|u| {
+            u.strip_prefix("http://127.0.0.1:")
+                .and_then(|p| p.parse::<u16>().ok())
+        }) {
+            log::info!(
+                "--port unset and --listen-client-urls has no http://127.0.0.1:{port}: using \
+                 port {p} from it"
+            );
+            port = p;
+        }
+    }
+    let probe_url = format!("http://127.0.0.1:{port}");
+    if !urls.contains(&probe_url.as_str()) {
         return fail(format!(
             "--listen-client-urls {listen_client_urls:?} does not include {probe_url}: migrate \
              checks the etcd it starts over plain HTTP on 127.0.0.1:<port> (client TLS during \
@@ -234,6 +250,16 @@ pub fn resolve(flags: Flags, env: &dyn Fn(&str) -> Option<String>) -> Result<Con
         .unwrap_or_default();
     let etcd_server_extra_args = split_args(&extra)
         .map_err(|e| ConfigError(format!("--etcd-server-extra-args / ETCD_CREDS: {e}")))?;
+    // Client URLs in the extra args would override ours (etcd takes the last flag), and the
+    // probe then finds nothing on plain http://127.0.0.1:<port>.
+    if let Some(a) = etcd_server_extra_args.iter().find(|a| {
+        let flag = a.trim_start_matches('-');
+        flag.starts_with("listen-client-urls") || flag.starts_with("advertise-client-urls")
+    }) {
+        return fail(format!(
+            "--etcd-server-extra-args / ETCD_CREDS sets {a:?}: migrate sets the client URLs of              the etcd it starts itself (plain {probe_url}; client TLS during migration is not              supported); put extra plain URLs into --listen-client-urls / LISTEN_CLIENT_URLS"
+        ));
+    }
     // 14. bundled versions (default: what --bin-dir holds)
     let bin_dir = PathBuf::from(nonempty(flags.bin_dir).unwrap_or_else(|| DEFAULT_BIN_DIR.into()));
     let bundled = match nonempty(flags.bundled_versions) {
@@ -552,6 +578,34 @@ mod tests {
         let mut f = base_flags();
         f.listen_client_urls = Some("https://127.0.0.1:18629".into());
         assert!(e(f, &[("HOSTNAME", "h")]).contains("client TLS during migration"));
+        let mut f = base_flags();
+        f.etcd_server_extra_args =
+            Some("--peer-cert-file=x --listen-client-urls=https://0.0.0.0:2379".into());
+        assert!(e(f, &[("HOSTNAME", "h")]).contains("client TLS during migration"));
+    }
+
+    #[test]
+    fn port_from_listen_client_urls_when_unset() {
+        let env = env_of(&[
+            ("HOSTNAME", "h"),
+            (
+                "LISTEN_CLIENT_URLS",
+                "http://10.0.0.1:4000,http://127.0.0.1:41234",
+            ),
+        ]);
+        let c = resolve(base_flags(), &env).unwrap();
+        assert_eq!(c.port, 41234);
+        // An explicit --port must be among the URLs.
+        let mut f = base_flags();
+        f.port = Some(5000);
+        let e = resolve(f, &env).unwrap_err();
+        assert!(
+            e.0.contains("does not include http://127.0.0.1:5000"),
+            "{e}"
+        );
+        let mut f = base_flags();
+        f.port = Some(41234);
+        assert_eq!(resolve(f, &env).unwrap().port, 41234);
     }
 
     #[test]

@@ -174,22 +174,18 @@ pub fn plan(
         cur = VersionPair::new(at, Storage::Etcd3);
     }
     if cur.storage == Storage::Etcd3 && target.storage == Storage::Etcd2 {
-        if cur.version.major() != 3 {
+        // rollback2 turns 3.x v3 data into an etcd 2.x data dir (2.2.1 or 2.3.7), in one step.
+        if cur.version.major() != 3 || target.version.major() != 2 {
             return Err(PlanError::NoRule {
                 current: current.clone(),
                 target: target.clone(),
-                why: "etcd3 -> etcd2 rollback needs etcd 3.x data".into(),
+                why: "etcd3 -> etcd2 (rollback2) converts etcd 3.x data into etcd 2.x data only \
+                      (2.2.1 or 2.3.7)"
+                    .into(),
             });
         }
-        // The v3 data is first moved to the target's version (when it is a 3.x), then converted.
-        let v3_target = if target.version.major() == 3 {
-            VersionPair::new(target.version.clone(), Storage::Etcd3)
-        } else {
-            cur.clone()
-        };
-        steps.extend(version_steps(current, &cur, &v3_target, bundled)?);
         steps.push(Step::RollbackV3ToV2 {
-            from: v3_target.version,
+            from: cur.version.clone(),
             to: target.version.clone(),
         });
         return Ok(dedup_writes(steps));
@@ -506,35 +502,24 @@ mod tests {
 
     #[test]
     fn etcd3_to_etcd2() {
-        let bundle = b(BUNDLE);
+        let bundle = b("2.2.1,3.0.17,3.4.23,3.5.1");
         assert_eq!(
-            plan(&p("3.4.23/etcd3"), &p("3.4.23/etcd2"), &bundle),
-            Ok(vec![Step::RollbackV3ToV2 {
-                from: v("3.4.23"),
-                to: v("3.4.23")
-            }])
-        );
-        assert_eq!(
-            plan(&p("3.5.1/etcd3"), &p("3.4.23/etcd2"), &bundle),
-            Ok(vec![
-                Step::Downgrade {
-                    current: v("3.5.1"),
-                    run: v("3.5.1"),
-                    to: v("3.4.23")
-                },
-                Step::RollbackV3ToV2 {
-                    from: v("3.4.23"),
-                    to: v("3.4.23")
-                }
-            ])
-        );
-        assert_eq!(
-            plan(&p("3.0.17/etcd3"), &p("2.2.1/etcd2"), &b("2.2.1,3.0.17")),
+            plan(&p("3.0.17/etcd3"), &p("2.2.1/etcd2"), &bundle),
             Ok(vec![Step::RollbackV3ToV2 {
                 from: v("3.0.17"),
                 to: v("2.2.1")
             }])
         );
+        assert_eq!(
+            plan(&p("3.5.1/etcd3"), &p("2.2.1/etcd2"), &bundle),
+            Ok(vec![Step::RollbackV3ToV2 {
+                from: v("3.5.1"),
+                to: v("2.2.1")
+            }])
+        );
+        // A 3.x target with etcd2 storage is no rollback2 product (the original "completed" it).
+        let e = plan(&p("3.4.23/etcd3"), &p("3.4.23/etcd2"), &bundle).unwrap_err();
+        assert!(e.to_string().contains("etcd 2.x data only"), "{e}");
     }
 
     #[test]

@@ -104,16 +104,59 @@ pub struct Detected {
     pub evidence: String,
 }
 
-/// SEAM (etcd-inspect): the version of a non-empty data dir that has no (or an empty)
-/// `version.txt`, from its files. To be wired to `etcdtools::inspect::version`; must return
-/// an error unless the detection is unambiguous.
+/// SEAM (etcd-inspect version): the version of a non-empty data dir that has no (or an
+/// empty) `version.txt`, from its files. Errors unless the answer is unambiguous: the storage
+/// kind is known and every cluster version recorded (bbolt `cluster/clusterVersion`, v2 store
+/// `/0/version`) names the same minor. Files record only `<major>.<minor>.0`; the caller
+/// picks the patch.
 pub fn detect_version(data_dir: &Path) -> Result<Detected, String> {
-    let _ = data_dir;
-    Err(
-        "detecting the version from the data files (etcd-inspect version) is not available \
-         in this build"
-            .into(),
-    )
+    use crate::inspect::version::detect;
+    use crate::inspect::Layout;
+    let layout = Layout::of(data_dir, None);
+    let found = detect(&layout).map_err(|e| e.to_string())?;
+    // Without the db's facts, v2 keys alone do not tell etcd2 data from etcd3 data that was
+    // converted from etcd2 (the v2 store keeps its keys); guessing etcd2 there would convert
+    // again and overwrite newer v3 values.
+    if layout.db.is_file() {
+        if let Err(e) = crate::inspect::dbfacts::db_facts(&layout.db) {
+            return Err(format!("the bbolt db cannot be read: {e}"));
+        }
+    }
+    let notes = if found.notes.is_empty() {
+        String::new()
+    } else {
+        format!(" (notes: {})", found.notes.join("; "))
+    };
+    let storage: Storage = match found.storage {
+        Some(s) => s.parse()?,
+        None => return Err(format!("cannot tell etcd2 from etcd3 storage{notes}")),
+    };
+    let mut seen: Vec<(EtcdVersion, &str)> = Vec::new();
+    for (v, source) in [
+        (&found.cluster_version_db, "bbolt cluster/clusterVersion"),
+        (&found.cluster_version_v2, "v2 store /0/version"),
+    ] {
+        if let Some(v) = v {
+            let parsed: EtcdVersion = v
+                .parse()
+                .map_err(|e| format!("{source} holds {v:?}: {e}"))?;
+            seen.push((parsed, source));
+        }
+    }
+    let Some((first, _)) = seen.first() else {
+        return Err(format!(
+            "no cluster version is recorded in the files{notes}"
+        ));
+    };
+    if seen.iter().any(|(v, _)| !v.major_minor_equals(first)) {
+        let all: Vec<String> = seen.iter().map(|(v, s)| format!("{s} = {v}")).collect();
+        return Err(format!("the files disagree: {}{notes}", all.join(", ")));
+    }
+    let evidence: Vec<String> = seen.iter().map(|(v, s)| format!("{s} = {v}")).collect();
+    Ok(Detected {
+        pair: VersionPair::new(EtcdVersion::new(first.major(), first.minor(), 0), storage),
+        evidence: format!("{storage} data, {}{notes}", evidence.join(", ")),
+    })
 }
 
 /// SEAM (rollback2): the converter of etcd3 data to an etcd2 store, in this process. To be
@@ -124,11 +167,36 @@ pub fn rollback_v3_to_v2() -> Option<RollbackFn> {
     None
 }
 
-/// SEAM (etcd-inspect check): the integrity check run before a destructive step. To be wired
-/// to the inspect check; `Ok(false)` means "not available, skipped", `Err` a failed check.
+/// SEAM (etcd-inspect check): the integrity check run before a destructive step: WAL
+/// framing and CRC chain, snap files, v2 store, bbolt pages. `Ok(true)` = passed, `Ok(false)`
+/// = partly or not available (what was skipped is logged), `Err` = the findings.
 pub fn check_integrity(data_dir: &Path) -> Result<bool, String> {
-    let _ = data_dir;
-    Ok(false)
+    use crate::inspect::check::check_data_dir;
+    use crate::inspect::Layout;
+    let layout = Layout::of(data_dir, None);
+    let mut findings = check_data_dir(&layout).map_err(|e| e.to_string())?;
+    let mut complete = true;
+    // While inspect's bbolt side is a placeholder it reports every db as "not checked";
+    // those findings say nothing about the data. (Drop this once dbfacts is wired.)
+    if let Err(e) = crate::inspect::dbfacts::db_facts(&layout.db) {
+        if e.contains("not part of this build") {
+            findings.retain(|f| f.file != layout.db);
+            log::warn!(
+                "integrity check: the bbolt db part is not available in this build; skipped"
+            );
+            complete = false;
+        }
+    }
+    if findings.is_empty() {
+        return Ok(complete);
+    }
+    let shown: Vec<String> = findings.iter().take(10).map(ToString::to_string).collect();
+    Err(format!(
+        "{} problem(s): {}{}",
+        findings.len(),
+        shown.join("; "),
+        if findings.len() > 10 { "; ..." } else { "" }
+    ))
 }
 
 // ---------------------------------------------------------------------------------------
@@ -150,6 +218,12 @@ fn crash_point(name: &str) {
 fn restore_marker(data: &DataDir) -> PathBuf {
     let mut p = data.restore_path().into_os_string();
     p.push(".complete");
+    PathBuf::from(p)
+}
+
+fn sibling(data: &DataDir, suffix: &str) -> PathBuf {
+    let mut p = data.path().as_os_str().to_owned();
+    p.push(suffix);
     PathBuf::from(p)
 }
 
@@ -184,11 +258,22 @@ pub fn recover(data: &DataDir) -> Result<(), MigrateError> {
         rename_synced(&restore, data.path())?;
     }
     // A leftover snapshot is only ever an input of an unfinished downgrade, which redoes it.
+    // rollback2's own swap (DIR.rollback.new complete, DIR renamed to DIR.rollback.backup):
+    // finish it here too, or the missing data dir below would be recreated empty.
+    let rb_new = sibling(data, ".rollback.new");
+    if !data.exists() && rb_new.is_dir() && sibling(data, ".rollback.backup").is_dir() {
+        log::warn!(
+            "an earlier rollback2 was interrupted in the middle of its swap: moving {} into place",
+            rb_new.display()
+        );
+        rename_synced(&rb_new, data.path())?;
+    }
     for leftover in [
         restore.clone(),
         data.backup_tmp_path(),
         discard_path(data),
         data.snapshot_path(),
+        data.path().join(crate::version::VERSION_FILE_NEXT),
     ] {
         if leftover.exists() {
             log::info!(
@@ -256,11 +341,13 @@ pub fn run(cfg: &Config) -> Result<Outcome, MigrateError> {
         write_version_file(data.path(), &cfg.target)?;
         return Ok(Outcome::Initialized);
     }
-    let current = current_version(&data)?;
+    let current = current_version(&data, &cfg.bundled)?;
     let steps = plan(&current, &cfg.target, &cfg.bundled)?;
     if steps.is_empty() {
         log::info!("data is already at the target {}", cfg.target);
         move_binaries(cfg)?;
+        // A detected version is recorded, so the next run need not detect again.
+        write_version_file(data.path(), &cfg.target)?;
         finish_v2v3_journal(&data)?;
         return Ok(Outcome::AlreadyAtTarget);
     }
@@ -297,7 +384,7 @@ pub fn run(cfg: &Config) -> Result<Outcome, MigrateError> {
 }
 
 /// The current pair: `version.txt`, or for a missing/empty one the detected version.
-fn current_version(data: &DataDir) -> Result<VersionPair, MigrateError> {
+fn current_version(data: &DataDir, bundled: &[EtcdVersion]) -> Result<VersionPair, MigrateError> {
     let file = data.path().join(crate::version::VERSION_FILE);
     let why = match read_version_file(data.path())? {
         VersionFile::Parsed(p) => return Ok(p),
@@ -308,13 +395,22 @@ fn current_version(data: &DataDir) -> Result<VersionPair, MigrateError> {
     };
     match detect_version(data.path()) {
         Ok(d) => {
+            // The files name only the minor; take the highest bundled patch of it.
+            let mut pair = d.pair.clone();
+            if let Some(v) = bundled
+                .iter()
+                .filter(|b| b.major_minor_equals(&pair.version) && !b.is_prerelease())
+                .max()
+            {
+                pair.version = v.clone();
+            }
             log::warn!(
-                "data directory '{}' {why}; detected {} from the files ({}); going on with it",
+                "data directory '{}' {why}; detected etcd {} from the files ({}); going on as {pair}",
                 data.path().display(),
-                d.pair,
+                d.pair.version.minor_string(),
                 d.evidence
             );
-            Ok(d.pair)
+            Ok(pair)
         }
         Err(reason) => Err(MigrateError::Other(format!(
             "existing data directory '{}' {why} and its version cannot be told: {reason}; \
@@ -398,7 +494,7 @@ fn preflight(cfg: &Config, data: &DataDir, steps: &[Step]) -> Result<(), Migrate
     match check_integrity(data.path()) {
         Ok(true) => log::info!("integrity check of {} passed", data.path().display()),
         Ok(false) => log::warn!(
-            "integrity check of {} is not available in this build; skipped",
+            "integrity check of {} was partial (see above)",
             data.path().display()
         ),
         Err(e) => {
@@ -468,7 +564,7 @@ fn dry_run(cfg: &Config, data: &DataDir) -> Result<Outcome, MigrateError> {
         ));
         return print_dry(out);
     }
-    let current = current_version(data)?;
+    let current = current_version(data, &cfg.bundled)?;
     let steps = plan(&current, &cfg.target, &cfg.bundled)?;
     out.push(format!("current {current}, target {}", cfg.target));
     if steps.is_empty() {
@@ -602,7 +698,21 @@ impl Runner<'_> {
         spec.client_urls = vec![self.client_url()];
         let mut etcd = EtcdProcess::start_with_args(&spec, self.etcd_args())?;
         crash_point("etcd-started");
-        let took = etcd.wait_ready(&self.client, self.cfg.ready_timeout)?;
+        let took = etcd
+            .wait_ready(&self.client, self.cfg.ready_timeout)
+            .map_err(|e| {
+                let members = self.cfg.initial_cluster.split(',').count();
+                if members > 1 {
+                    MigrateError::Other(format!(
+                        "{e}\n(--initial-cluster lists {members} members: the etcd migrate \
+                         starts only gets ready once a quorum of members runs it, so run migrate \
+                         on all members at the same time, or upgrade one minor at a time with \
+                         a rolling restart, which needs no etcd start in migrate)"
+                    ))
+                } else {
+                    e.into()
+                }
+            })?;
         log::info!(
             "Etcd on port {} is up (etcd {version}, ready after {took:?}).",
             self.cfg.port
@@ -772,9 +882,13 @@ impl Runner<'_> {
         Ok(())
     }
 
-    /// One lease of 1 h on every key under `--ttl-keys-directory`, each put checking the
-    /// previous value (the original's `AttachLease`, without its nil dereference).
+    /// One lease of 1 h on every key under `--ttl-keys-directory` (the original's
+    /// `AttachLease`, without its nil dereference). Pages of 1000 keys; each batch of 100 is
+    /// one txn that re-puts the keys with the lease only if every value is still the one read,
+    /// so a concurrent writer is detected, as the original's previous-value check did.
     fn attach_leases(&self) -> Result<usize, MigrateError> {
+        const PAGE: u64 = 1000;
+        const BATCH: usize = 100;
         let base = self.client_url();
         let timeout = Duration::from_secs(30);
         let post = |path: &str, body: serde_json::Value| {
@@ -782,58 +896,97 @@ impl Runner<'_> {
                 .post_json(&format!("{base}{path}"), &body, timeout)
                 .map_err(|e| MigrateError::Other(format!("attaching leases: {e}")))
         };
+        let field = |kv: &serde_json::Value, name: &str| {
+            kv.get(name)
+                .and_then(|v| v.as_str())
+                .unwrap_or_default()
+                .to_string()
+        };
+        let show =
+            |s: &str| String::from_utf8_lossy(&b64::decode(s).unwrap_or_default()).into_owned();
         let mut prefix = self.cfg.ttl_keys_directory.clone().into_bytes();
         if !prefix.ends_with(b"/") {
             prefix.push(b'/');
         }
-        let range = post(
-            "/v3/kv/range",
-            json!({"key": b64::encode(&prefix), "range_end": b64::encode(&prefix_end(&prefix))}),
-        )?;
-        let kvs = range
-            .get("kvs")
-            .and_then(|k| k.as_array())
-            .cloned()
-            .unwrap_or_default();
-        if kvs.is_empty() {
-            return Ok(0);
-        }
-        let grant = post("/v3/lease/grant", json!({"TTL": TTL_LEASE_SECONDS}))?;
-        let id = grant
-            .get("ID")
-            .and_then(|i| i.as_str())
-            .ok_or_else(|| MigrateError::Other(format!("lease grant answered {grant}")))?
-            .to_string();
-        log::info!(
-            "Lease with TTL: {TTL_LEASE_SECONDS} created; attaching lease to {} entries",
-            kvs.len()
-        );
-        for kv in &kvs {
-            let key = kv.get("key").and_then(|k| k.as_str()).unwrap_or_default();
-            let value = kv.get("value").and_then(|v| v.as_str()).unwrap_or_default();
-            let put = post(
-                "/v3/kv/put",
-                json!({"key": key, "value": value, "lease": id, "prev_kv": true}),
+        let end = b64::encode(&prefix_end(&prefix));
+        let mut from = b64::encode(&prefix);
+        let mut lease: Option<String> = None;
+        let mut attached = 0;
+        loop {
+            let page = post(
+                "/v3/kv/range",
+                json!({"key": from, "range_end": end, "limit": PAGE}),
             )?;
-            let prev = put
-                .get("prev_kv")
-                .and_then(|p| p.get("value"))
-                .and_then(|v| v.as_str())
+            let kvs = page
+                .get("kvs")
+                .and_then(|k| k.as_array())
+                .cloned()
                 .unwrap_or_default();
-            if prev != value {
-                let show = |s: &str| {
-                    String::from_utf8_lossy(&b64::decode(s).unwrap_or_default()).into_owned()
-                };
-                return Err(MigrateError::Other(format!(
-                    "concurrent access to key detected when setting lease on {}, expected \
-                     previous value of {:?} but got {:?}",
-                    show(key),
-                    show(value),
-                    show(prev)
-                )));
+            let Some(last) = kvs.last() else { break };
+            let id = match &lease {
+                Some(id) => id.clone(),
+                None => {
+                    let grant = post("/v3/lease/grant", json!({"TTL": TTL_LEASE_SECONDS}))?;
+                    let id = grant
+                        .get("ID")
+                        .and_then(|i| i.as_str())
+                        .ok_or_else(|| {
+                            MigrateError::Other(format!("lease grant answered {grant}"))
+                        })?
+                        .to_string();
+                    log::info!("Lease with TTL: {TTL_LEASE_SECONDS} created");
+                    lease = Some(id.clone());
+                    id
+                }
+            };
+            for chunk in kvs.chunks(BATCH) {
+                let compare: Vec<_> = chunk
+                    .iter()
+                    .map(|kv| json!({"key": field(kv, "key"), "result": "EQUAL", "target": "VALUE", "value": field(kv, "value")}))
+                    .collect();
+                let success: Vec<_> = chunk
+                    .iter()
+                    .map(|kv| json!({"request_put": {"key": field(kv, "key"), "value": field(kv, "value"), "lease": id}}))
+                    .collect();
+                let r = post(
+                    "/v3/kv/txn",
+                    json!({"compare": compare, "success": success}),
+                )?;
+                if r.get("succeeded").and_then(|v| v.as_bool()) != Some(true) {
+                    // Name the key that changed, as the original did.
+                    for kv in chunk {
+                        let now = post("/v3/kv/range", json!({"key": field(kv, "key")}))?;
+                        let current = now
+                            .get("kvs")
+                            .and_then(|k| k.as_array())
+                            .and_then(|a| a.first())
+                            .map(|c| field(c, "value"))
+                            .unwrap_or_default();
+                        if current != field(kv, "value") {
+                            return Err(MigrateError::Other(format!(
+                                "concurrent access to key detected when setting lease on {}, \
+                                 expected previous value of {:?} but got {:?}",
+                                show(&field(kv, "key")),
+                                show(&field(kv, "value")),
+                                show(&current)
+                            )));
+                        }
+                    }
+                    return Err(MigrateError::Other(format!(
+                        "concurrent access detected while setting leases under {}",
+                        self.cfg.ttl_keys_directory
+                    )));
+                }
             }
+            attached += kvs.len();
+            if page.get("more").and_then(|m| m.as_bool()) != Some(true) {
+                break;
+            }
+            let mut next = b64::decode(&field(last, "key")).unwrap_or_default();
+            next.push(0);
+            from = b64::encode(&next);
         }
-        Ok(kvs.len())
+        Ok(attached)
     }
 }
 
@@ -865,25 +1018,7 @@ fn prefix_end(prefix: &[u8]) -> Vec<u8> {
 }
 
 fn copy_dir(from: &Path, to: &Path) -> Result<(), MigrateError> {
-    // Reuse the backup copy logic through a throwaway DataDir-less path: plain recursion.
-    fn rec(from: &Path, to: &Path) -> std::io::Result<()> {
-        let meta = fs::symlink_metadata(from)?;
-        if meta.is_dir() {
-            fs::create_dir(to)?;
-            for e in fs::read_dir(from)? {
-                let e = e?;
-                rec(&e.path(), &to.join(e.file_name()))?;
-            }
-            fs::set_permissions(to, meta.permissions())?;
-        } else if meta.file_type().is_symlink() {
-            std::os::unix::fs::symlink(fs::read_link(from)?, to)?;
-        } else {
-            fs::copy(from, to)?;
-            fs::File::open(to)?.sync_all()?;
-        }
-        Ok(())
-    }
-    rec(from, to).map_err(|e| {
+    crate::datadir::copy_tree(from, to).map_err(|e| {
         MigrateError::Other(format!(
             "cannot copy {} to {}: {e}",
             from.display(),
@@ -996,11 +1131,14 @@ mod tests {
             "3.4.23/etcd3"
         );
         assert!(!restore_marker(&data).exists() && !data.restore_path().exists());
-        // An unmarked (incomplete) restore is dropped; the data dir stays.
+        // An unmarked (incomplete) restore is dropped; the data dir stays; a torn
+        // version.txt-next goes.
         fs::create_dir_all(data.restore_path()).unwrap();
+        fs::write(data.path().join("version.txt-next"), "3.5").unwrap();
         fs::create_dir_all(data.backup_tmp_path()).unwrap();
         recover(&data).unwrap();
         assert!(!data.restore_path().exists() && !data.backup_tmp_path().exists());
+        assert!(!data.path().join("version.txt-next").exists());
         assert!(data.path().join("version.txt").exists());
         // Marked restore while the data dir still exists: not swapped, dropped.
         fs::create_dir_all(data.restore_path()).unwrap();
@@ -1011,6 +1149,18 @@ mod tests {
             fs::read_to_string(data.path().join("version.txt")).unwrap(),
             "3.4.23/etcd3"
         );
+        // rollback2 interrupted between its two renames: its complete result goes into place.
+        let rb_new = sibling(&data, ".rollback.new");
+        let rb_backup = sibling(&data, ".rollback.backup");
+        fs::rename(data.path(), &rb_backup).unwrap();
+        fs::create_dir_all(&rb_new).unwrap();
+        fs::write(rb_new.join("version.txt"), "2.2.1/etcd2").unwrap();
+        recover(&data).unwrap();
+        assert_eq!(
+            fs::read_to_string(data.path().join("version.txt")).unwrap(),
+            "2.2.1/etcd2"
+        );
+        assert!(rb_backup.exists() && !rb_new.exists());
         fs::remove_dir_all(&t).unwrap();
     }
 }
