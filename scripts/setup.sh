@@ -4,14 +4,6 @@
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 
-<<<<<<< HEAD
-# musl-tools: musl-gcc for ring's C in static builds. prometheus: promtool and a real server
-# to scrape the monitor. file: tests check that our binaries are static. openssl: the
-# monitor's TLS test makes a CA and certificates with its CLI.
-# busybox-static: the image's shell for scripts/rootfs.sh. qemu-user-static: runs the cross
-# builds in tests. curl: scripts/demo.sh. Cross compilers: scripts/setup-cross.sh below.
-packages=(musl-tools prometheus file openssl busybox-static qemu-user-static curl)
-=======
 # One package a line, each with why (keeps merges clean).
 packages=(
     musl-tools      # musl-gcc for ring's C in static builds
@@ -25,7 +17,6 @@ packages=(
     curl            # scripts/demo.sh
 )
 # Cross compilers: scripts/setup-cross.sh below.
->>>>>>> main
 
 missing=()
 for p in "${packages[@]}"; do
