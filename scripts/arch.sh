@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Sourced by the build and test scripts: what each architecture of the original image
 # (amd64 arm arm64 ppc64le s390x) needs for a static build of our binaries here.
 #

@@ -6,7 +6,8 @@
 #   4. rollback2 turns a copy into an etcd 2 (v2 store) data dir; etcd-inspect snap shows it
 # Sets everything up first (scripts/setup.sh, the static build), cleans up after itself and
 # leaves no process behind. A step whose binary is not there fails loudly, naming it.
-# Env: DEMO_KEEP=1 keeps the work dir; DEMO_SKIP_SETUP=1 skips scripts/setup.sh.
+# Env: DEMO_KEEP=1 keeps the work dir; DEMO_SKIP_SETUP=1 skips scripts/setup.sh;
+# STATIC_BIN_DIR uses those binaries instead of building them; TMPDIR holds the work dir.
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 cd "$repo"
@@ -24,9 +25,13 @@ if [ "${DEMO_SKIP_SETUP:-0}" != 1 ]; then
     ./scripts/setup.sh 2>&1 | show
 fi
 etcd_dir=$(./scripts/fetch-etcd.sh)
-step "Building our static binaries (scripts/build-static.sh)"
-bins=$(./scripts/build-static.sh)
-say "binaries in $bins"
+if [ -n "${STATIC_BIN_DIR:-}" ]; then
+    bins=$STATIC_BIN_DIR
+else
+    step "Building our static binaries (scripts/build-static.sh)"
+    bins=$(./scripts/build-static.sh)
+fi
+say "our static binaries: $bins"
 
 missing=()
 need() { # NAME...: fails loudly when one of our binaries or scripts is not there (with
@@ -45,7 +50,7 @@ need() { # NAME...: fails loudly when one of our binaries or scripts is not ther
     return "$ok"
 }
 
-work=$(mktemp -d /tmp/etcd-demo.XXXXXX)
+work=$(mktemp -d "${TMPDIR:-/tmp}/etcd-demo.XXXXXX")
 pids=()
 cleanup() {
     local pid
@@ -111,17 +116,20 @@ migrate_env=(
     INITIAL_CLUSTER="$name=http://127.0.0.1:$peer_port"
     LISTEN_PEER_URLS="http://127.0.0.1:$peer_port"
     INITIAL_ADVERTISE_PEER_URLS="http://127.0.0.1:$peer_port"
-    LISTEN_CLIENT_URLS="$url"
     DO_NOT_MOVE_BINARIES=true
 )
 run_migrate() { # TARGET_VERSION
     # migrate-if-needed.sh finds migrate beside itself, so run a copy next to our binaries.
+    # --port/--peer-port: free ports for the etcd migrate starts (defaults: 18629, 2380).
     install -m 0555 "$repo/scripts/migrate-if-needed.sh" "$work/bin/migrate-if-needed.sh"
+    local rc=0
     env -i PATH="$PATH" "${migrate_env[@]}" TARGET_VERSION="$1" \
         "$work/bin/migrate-if-needed.sh" --bin-dir "$etcd_dir" \
-        --bundled-versions "$(cd "$etcd_dir" && ls etcd-[0-9]* | sed 's/^etcd-//' | paste -sd, -)" \
-        2>&1 | show
-    return "${PIPESTATUS[0]}"
+        --port "$client_port" --peer-port "$peer_port" >"$work/migrate-$1.log" 2>&1 || rc=$?
+    # Its log without timestamps, module names and the flag-defaulting chatter.
+    sed -E 's/^[0-9TZ:.-]+ +//; s/ *\[[A-Za-z_:]+\]//' "$work/migrate-$1.log" |
+        grep -vE 'unset - |^INFO +running |^INFO +starting ' | show
+    return "$rc"
 }
 mkdir -p "$work/bin"
 for b in migrate rollback2 etcd-inspect etcd-version-monitor; do
@@ -164,11 +172,11 @@ if need etcd-version-monitor; then
     sleep 0.05
     done
     metrics=$(curl -fsS "http://127.0.0.1:$monitor_port/metrics") || fail "no /metrics from etcd-version-monitor"
-    say "curl http://127.0.0.1:$monitor_port/metrics (etcd's $(grep -c '^# TYPE' <<<"$metrics") families, a few lines):"
+    say "curl http://127.0.0.1:$monitor_port/metrics ($(grep -c '^# TYPE' <<<"$metrics") metric families; a few lines):"
     {
     grep -E '^etcd_version_info' <<<"$metrics"
     grep -E '^etcd_grpc_requests_total\{' <<<"$metrics" | grep -E 'method="(Put|Range|DeleteRange)"' | head -n 3
-    grep -E '^grpc_server_handled_total\{' <<<"$metrics" | grep 'grpc_method="Put"' | head -n 1
+    grep -E '^grpc_server_handled_total\{' <<<"$metrics" | grep 'grpc_code="OK",grpc_method="Put"' | head -n 1
     grep -E '^etcd_version_monitor_up' <<<"$metrics"
     } | show
     say "${dim}(etcd_grpc_requests_total is the 3.0-style name the original monitor derived from grpc_server_handled_total)${off}"

@@ -184,3 +184,40 @@ fn install_layout_fails_clearly() {
         text(&out)
     );
 }
+
+/// scripts/rootfs.sh never touches a dir it did not make, and refuses a dynamically linked
+/// binary of ours (the image has no libc for it).
+#[test]
+fn rootfs_script_refuses_foreign_dirs_and_dynamic_binaries_of_ours() {
+    let temp = TempDir::new("rootfs-refusals");
+    let foreign = temp.path().join("foreign");
+    std::fs::create_dir_all(&foreign).unwrap();
+    std::fs::write(foreign.join("precious"), "keep me").unwrap();
+    let rootfs = |out: &Path, bins: &Path| {
+        Command::new(Path::new(REPO).join("scripts/rootfs.sh"))
+            .arg(out)
+            .env("STATIC_BIN_DIR", bins)
+            .env("ETCD_BIN_DIR", etcd_bin_dir())
+            .output()
+            .unwrap()
+    };
+    let bins = temp.path().join("bins");
+    std::fs::create_dir_all(&bins).unwrap();
+    let out = rootfs(&foreign, &bins);
+    assert!(!out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("refusing"), "{}", text(&out));
+    assert_eq!(
+        std::fs::read_to_string(foreign.join("precious")).unwrap(),
+        "keep me"
+    );
+
+    // A dynamically linked "migrate" (the host's own `true`) is refused.
+    std::fs::copy("/bin/true", bins.join("migrate")).unwrap();
+    let out = rootfs(&temp.path().join("root"), &bins);
+    assert!(!out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("/usr/local/bin/migrate is ours and must be static"),
+        "{}",
+        text(&out)
+    );
+}
