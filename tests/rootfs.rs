@@ -461,11 +461,12 @@ fn inspect_check_on_real_data_inside_the_chroot() {
         &[],
     );
     assert!(out.status.success(), "etcd-inspect check: {}", text(&out));
-    // And it does fail inside the chroot: a flipped byte in the db is found.
+    // And it does fail inside the chroot: a flipped byte in a db meta page is found.
     let db = outside.join("data/member/snap/db");
     let mut bytes = std::fs::read(&db).unwrap();
     assert_eq!(snapshot_tree(&outside), before, "check changed files");
-    bytes[4096 + 100] ^= 0xff;
+    // Meta page 0's txid (page header 16 bytes + 48): covered by the meta checksum.
+    bytes[16 + 48] ^= 0xff;
     std::fs::write(&db, &bytes).unwrap();
     let out = chroot_sh(
         root,
@@ -478,6 +479,7 @@ fn inspect_check_on_real_data_inside_the_chroot() {
         "etcd-inspect check on a corrupted db: {}",
         text(&out)
     );
+    assert!(text(&out).contains("meta page 0"), "{}", text(&out));
 }
 
 /// rollback2 --dry-run on a real data dir, inside the chroot: it reports the keys it would
