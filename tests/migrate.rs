@@ -695,30 +695,41 @@ fn missing_or_empty_version_txt_is_detected_or_refused_with_instructions() {
 }
 
 /// A real 3.5.1 data dir whose bbolt db has damaged bytes in a page of its tree (the root
-/// bucket page named by the newest meta page): the downgrade stops in pre-flight, the
-/// message names the db and an offset inside that page, no etcd starts, nothing changes.
+/// page of bucket `key`, found through the newest meta page and the root bucket page): the
+/// downgrade stops in pre-flight, the message names the db and an offset inside that page
+/// (once: the bbolt walk and the mvcc decoding meet the same damage), no etcd starts, nothing
+/// changes.
 #[test]
 fn a_corrupted_db_refuses_a_downgrade_in_preflight_with_file_and_offset() {
     let site = Site::new("baddb");
-    site.seed(V3_5_1, 20, &[]);
+    site.seed(V3_5_1, 100, &[]);
     let db = site.data.join("member/snap/db");
     let mut bytes = fs::read(&db).unwrap();
-    let u64_at = |b: &[u8], o: usize| u64::from_le_bytes(b[o..o + 8].try_into().unwrap());
-    let page = u32::from_le_bytes(bytes[24..28].try_into().unwrap()) as usize;
+    let u16_at = |b: &[u8], o: usize| u16::from_le_bytes(b[o..o + 2].try_into().unwrap()) as usize;
+    let u32_at = |b: &[u8], o: usize| u32::from_le_bytes(b[o..o + 4].try_into().unwrap()) as usize;
+    let u64_at = |b: &[u8], o: usize| u64::from_le_bytes(b[o..o + 8].try_into().unwrap()) as usize;
+    let page = u32_at(&bytes, 24);
     // Meta: 16-byte page header, magic, version, page size, flags, root {pgid, seq},
     // freelist, pgid, txid. The newer of the two metas is the one bbolt uses.
     let meta = [0, page]
         .into_iter()
         .max_by_key(|&m| u64_at(&bytes, m + 64))
         .unwrap();
-    let root = u64_at(&bytes, meta + 32) as usize;
-    let flags = u16::from_le_bytes(bytes[root * page + 8..root * page + 10].try_into().unwrap());
-    assert!(
-        flags == 0x01 || flags == 0x02,
-        "root page {root} flags {flags:#x}"
-    );
-    // The first element header (pos, key size) of the root page.
-    for b in &mut bytes[root * page + 20..root * page + 28] {
+    let root = u64_at(&bytes, meta + 32) * page;
+    assert_eq!(u16_at(&bytes, root + 8), 0x02, "root bucket page is a leaf");
+    // Leaf elements: flags, pos (from the element), key size, value size; a bucket's value
+    // starts with its root page id.
+    let key_bucket = (0..u16_at(&bytes, root + 10))
+        .map(|i| root + 16 + 16 * i)
+        .find_map(|e| {
+            let (pos, ksize) = (u32_at(&bytes, e + 4), u32_at(&bytes, e + 8));
+            (&bytes[e + pos..e + pos + ksize] == b"key").then(|| u64_at(&bytes, e + pos + ksize))
+        })
+        .unwrap();
+    assert_ne!(key_bucket, 0, "bucket key is inline; seed more keys");
+    let target = key_bucket * page;
+    // The first element header (pos, key size) of that page.
+    for b in &mut bytes[target + 20..target + 28] {
         *b ^= 0xff;
     }
     fs::write(&db, &bytes).unwrap();
@@ -726,6 +737,7 @@ fn a_corrupted_db_refuses_a_downgrade_in_preflight_with_file_and_offset() {
     let out = site.migrate("3.4.23/etcd3");
     assert_failed_with(&out, "integrity check of");
     let err = stderr(&out);
+    assert!(err.contains("failed: 1 problem(s): "), "{err}");
     let needle = format!("{}: offset ", db.display());
     let at = err
         .find(&needle)
@@ -737,8 +749,9 @@ fn a_corrupted_db_refuses_a_downgrade_in_preflight_with_file_and_offset() {
         .parse()
         .unwrap();
     assert!(
-        (root * page..(root + 1) * page).contains(&offset),
-        "offset {offset} is not in page {root}: {err}"
+        (target..target + page).contains(&offset),
+        "offset {offset} is not in page {}: {err}",
+        key_bucket
     );
     assert!(!err.contains("starting "), "an etcd was started: {err}");
     assert_eq!(tree(site.root()), before, "changed");
