@@ -450,3 +450,44 @@ fn a_torn_last_record_is_the_documented_recovery() {
         "{out}"
     );
 }
+
+/// Real 3.4.23 data with both v2 keys (the v2 store keeps them, as after `etcdctl migrate`)
+/// and v3 keys in the db: etcd3 while the db is readable. With an unreadable db it is
+/// "unknown", never etcd2: guessing etcd2 for etcd3 data would make migrate convert it again
+/// and overwrite newer v3 values with the old v2 ones.
+#[test]
+fn an_unreadable_db_with_v2_keys_is_unknown_storage_not_etcd2() {
+    use etcdtools::inspect::version::detect;
+    use etcdtools::inspect::Layout;
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/3.4.23/v2-datadir");
+    let tmp = TempDir::new("inspect-v2v3");
+    let dir = tmp.path().join("data");
+    assert!(Command::new("cp")
+        .arg("-a")
+        .arg(&fixture)
+        .arg(&dir)
+        .status()
+        .unwrap()
+        .success());
+    let v = detect(&Layout::of(&dir, None)).unwrap();
+    assert_eq!(v.storage, Some("etcd3"), "{:?}", v.notes);
+    assert!(v.v2_keys > 0);
+    let db = dir.join("member/snap/db");
+    let mut bytes = std::fs::read(&db).unwrap();
+    let page = u32::from_le_bytes(bytes[24..28].try_into().unwrap()) as usize;
+    for meta in [0, page] {
+        bytes[meta + 16] ^= 0xff; // the magic of both meta pages
+    }
+    std::fs::write(&db, &bytes).unwrap();
+    let v = detect(&Layout::of(&dir, None)).unwrap();
+    assert_eq!(v.storage, None, "{:?}", v.notes);
+    assert!(v.v2_keys > 0);
+    assert!(
+        v.notes.iter().any(|n| n.contains("storage unknown")),
+        "{:?}",
+        v.notes
+    );
+    let (code, out, _) = inspect(&["version", &dir.display().to_string()]);
+    assert_eq!(code, 0);
+    assert!(out.contains("storage:            (unknown)"), "{out}");
+}

@@ -657,9 +657,10 @@ fn etcd3_to_etcd2_converts_with_rollback2_and_refuses_binary_values() {
     assert!(!ran.exists(), "a stand-in 2.2.1 binary ran");
 }
 
-/// Real data of every version without (or with an empty) version.txt. The detection reads the
-/// files through etcd-inspect's db side; while that is not built, migrate must refuse with
-/// what to write and change nothing; once it is, it must detect the right minor and go on.
+/// Real data of every version without (or with an empty) version.txt: migrate reads the
+/// minor from the files (bbolt `cluster/clusterVersion`), logs it and goes on to the target.
+/// When the files cannot tell (here: a db whose meta pages are unreadable, so etcd2 data and
+/// etcd3 data converted from it look alike), it refuses, says what to write, changes nothing.
 #[test]
 fn missing_or_empty_version_txt_is_detected_or_refused_with_instructions() {
     let handles: Vec<_> = [V3_4, V3_5_0, V3_5_1]
@@ -668,41 +669,122 @@ fn missing_or_empty_version_txt_is_detected_or_refused_with_instructions() {
             std::thread::spawn(move || {
                 let site = Site::new(&format!("nover-{v}"));
                 site.seed(v, 2, &[]);
-                let db = site.data.join("member/snap/db");
-                let detectable = etcdtools::inspect::dbfacts::db_facts(&db).is_ok();
                 let minor = &v[..3];
                 for content in [None, Some("")] {
                     match content {
                         None => fs::remove_file(site.data.join("version.txt")).unwrap(),
                         Some(c) => fs::write(site.data.join("version.txt"), c).unwrap(),
                     }
-                    let before = tree(site.root());
                     let out = site.migrate("3.5.1/etcd3");
-                    if detectable {
-                        assert!(out.status.success(), "{v}: {}", stderr(&out));
-                        assert!(
-                            stderr(&out).contains(&format!("detected etcd {minor} from the files")),
-                            "{v}: {}",
-                            stderr(&out)
-                        );
-                        assert_eq!(site.version_txt(), "3.5.1/etcd3");
-                        if content.is_some() {
-                            // Last round: etcd 3.5.1 serves what was detected and migrated.
-                            let etcd = site.start(V3_5_1);
-                            assert_eq!(all_keys(&etcd.client_url).len(), 3);
-                        }
-                    } else {
-                        assert_failed_with(&out, "printf 3.5.1/etcd3 >");
-                        assert!(stderr(&out).contains("version.txt"));
-                        assert_eq!(tree(site.root()), before, "{v}: changed");
-                    }
+                    assert!(out.status.success(), "{v}: {}", stderr(&out));
+                    let err = stderr(&out);
+                    assert!(
+                        err.contains(&format!(
+                            "detected etcd {minor} from the files (etcd3 data, bbolt cluster/clusterVersion = {minor}.0"
+                        )),
+                        "{v}: {err}"
+                    );
+                    // The files name the minor only: the highest bundled patch of it.
+                    let bundled = if minor == "3.4" { V3_4 } else { V3_5_1 };
+                    assert!(
+                        err.contains(&format!("going on as {bundled}/etcd3")),
+                        "{v}: {err}"
+                    );
+                    assert_eq!(site.version_txt(), "3.5.1/etcd3");
                 }
+                // etcd 3.5.1 serves what was detected and migrated.
+                let etcd = site.start(V3_5_1);
+                assert_eq!(all_keys(&etcd.client_url).len(), 3, "{v}");
+                drop(etcd);
+                // Both meta pages unreadable: the storage kind cannot be told.
+                fs::remove_file(site.data.join("version.txt")).unwrap();
+                let db = site.data.join("member/snap/db");
+                let mut bytes = fs::read(&db).unwrap();
+                let page = u32::from_le_bytes(bytes[24..28].try_into().unwrap()) as usize;
+                for meta in [0, page] {
+                    bytes[meta + 16] ^= 0xff; // the magic
+                }
+                fs::write(&db, &bytes).unwrap();
+                let before = tree(site.root());
+                let out = site.migrate("3.5.1/etcd3");
+                assert_failed_with(&out, "printf 3.5.1/etcd3 >");
+                let err = stderr(&out);
+                assert!(err.contains("the bbolt db cannot be read"), "{v}: {err}");
+                assert!(
+                    err.contains(&site.data.join("version.txt").display().to_string()),
+                    "{v}: {err}"
+                );
+                assert_eq!(tree(site.root()), before, "{v}: changed");
             })
         })
         .collect();
     for h in handles {
         h.join().unwrap();
     }
+}
+
+/// A real 3.5.1 data dir whose bbolt db has damaged bytes in a page of its tree (the root
+/// page of bucket `key`, found through the newest meta page and the root bucket page): the
+/// downgrade stops in pre-flight, the message names the db and an offset inside that page
+/// (once: the bbolt walk and the mvcc decoding meet the same damage), no etcd starts, nothing
+/// changes.
+#[test]
+fn a_corrupted_db_refuses_a_downgrade_in_preflight_with_file_and_offset() {
+    let site = Site::new("baddb");
+    site.seed(V3_5_1, 100, &[]);
+    let db = site.data.join("member/snap/db");
+    let mut bytes = fs::read(&db).unwrap();
+    let u16_at = |b: &[u8], o: usize| u16::from_le_bytes(b[o..o + 2].try_into().unwrap()) as usize;
+    let u32_at = |b: &[u8], o: usize| u32::from_le_bytes(b[o..o + 4].try_into().unwrap()) as usize;
+    let u64_at = |b: &[u8], o: usize| u64::from_le_bytes(b[o..o + 8].try_into().unwrap()) as usize;
+    let page = u32_at(&bytes, 24);
+    // Meta: 16-byte page header, magic, version, page size, flags, root {pgid, seq},
+    // freelist, pgid, txid. The newer of the two metas is the one bbolt uses.
+    let meta = [0, page]
+        .into_iter()
+        .max_by_key(|&m| u64_at(&bytes, m + 64))
+        .unwrap();
+    let root = u64_at(&bytes, meta + 32) * page;
+    assert_eq!(u16_at(&bytes, root + 8), 0x02, "root bucket page is a leaf");
+    // Leaf elements: flags, pos (from the element), key size, value size; a bucket's value
+    // starts with its root page id.
+    let key_bucket = (0..u16_at(&bytes, root + 10))
+        .map(|i| root + 16 + 16 * i)
+        .find_map(|e| {
+            let (pos, ksize) = (u32_at(&bytes, e + 4), u32_at(&bytes, e + 8));
+            (&bytes[e + pos..e + pos + ksize] == b"key").then(|| u64_at(&bytes, e + pos + ksize))
+        })
+        .unwrap();
+    assert_ne!(key_bucket, 0, "bucket key is inline; seed more keys");
+    let target = key_bucket * page;
+    // The first element header (pos, key size) of that page.
+    for b in &mut bytes[target + 20..target + 28] {
+        *b ^= 0xff;
+    }
+    fs::write(&db, &bytes).unwrap();
+    let before = tree(site.root());
+    let out = site.migrate("3.4.23/etcd3");
+    assert_failed_with(&out, "integrity check of");
+    let err = stderr(&out);
+    assert!(err.contains("failed: 1 problem(s): "), "{err}");
+    let needle = format!("{}: offset ", db.display());
+    let at = err
+        .find(&needle)
+        .unwrap_or_else(|| panic!("no {needle:?} in: {err}"));
+    let offset: usize = err[at + needle.len()..]
+        .split(|c: char| !c.is_ascii_digit())
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        (target..target + page).contains(&offset),
+        "offset {offset} is not in page {}: {err}",
+        key_bucket
+    );
+    assert!(!err.contains("starting "), "an etcd was started: {err}");
+    assert_eq!(tree(site.root()), before, "changed");
+    assert_eq!(site.version_txt(), "3.5.1/etcd3");
 }
 
 #[test]

@@ -369,6 +369,56 @@ fn zero_tails_end_the_log_and_zeroed_records_are_torn() {
     }
 }
 
+/// The zero tail as etcd leaves it: preallocated (fallocate: unwritten extents, read as
+/// zeros) or sparse (a hole). check skips holes unread; a byte written anywhere in the tail
+/// (inside what the frame reader buffered, deep inside the hole, the very last byte) is still
+/// reported at its exact offset.
+#[test]
+fn non_zero_bytes_anywhere_in_a_preallocated_or_sparse_tail_are_found() {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::FileExt;
+    let tmp = common::TempDir::new("walsparse");
+    let original = std::fs::read(fixture(FIXTURE_WAL)).unwrap();
+    let dir = tmp.path().join("wal");
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(wal::segment_file_name(0, 0));
+    let size = 8 * 1000 * 1000u64;
+    for prealloc in [true, false] {
+        let positions = [
+            original.len() as u64 + 8,
+            original.len() as u64 + 100,
+            3_000_001,
+            size - 4097,
+            size - 1,
+        ];
+        for at in [None].into_iter().chain(positions.map(Some)) {
+            let _ = std::fs::remove_file(&path);
+            let file = std::fs::File::create(&path).unwrap();
+            if prealloc {
+                // As etcd does: fallocate the whole segment, then write the records.
+                let r = unsafe { libc::fallocate(file.as_raw_fd(), 0, 0, size as libc::off_t) };
+                assert_eq!(r, 0, "fallocate: {}", std::io::Error::last_os_error());
+            } else {
+                file.set_len(size).unwrap();
+            }
+            file.write_all_at(&original, 0).unwrap();
+            if let Some(at) = at {
+                file.write_all_at(&[0x5a], at).unwrap();
+            }
+            drop(file);
+            let f = wal::check(&dir);
+            match at {
+                None => assert!(f.is_empty(), "prealloc {prealloc}: {f:?}"),
+                Some(at) => {
+                    assert_eq!(f.len(), 1, "prealloc {prealloc}, byte at {at}: {f:?}");
+                    assert_eq!(f[0].offset, Some(at), "prealloc {prealloc}: {f:?}");
+                    assert!(f[0].problem.contains("after the end-of-records marker"));
+                }
+            }
+        }
+    }
+}
+
 #[test]
 fn every_flipped_snap_byte_is_reported_and_loading_falls_back() {
     let tmp = common::TempDir::new("snapflip");

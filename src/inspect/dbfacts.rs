@@ -56,7 +56,16 @@ pub fn check_db(db: &Path) -> Vec<Finding> {
     match BoltDb::open(db) {
         Ok(bolt) => {
             let mut findings = bolt.check();
-            findings.extend(mvcc::check(&bolt));
+            // mvcc walks the same pages and meets the same damage: report each problem once.
+            let seen: std::collections::HashSet<(Option<u64>, String)> = findings
+                .iter()
+                .map(|f| (f.offset, f.problem.clone()))
+                .collect();
+            findings.extend(
+                mvcc::check(&bolt)
+                    .into_iter()
+                    .filter(|f| f.file != db || !seen.contains(&(f.offset, f.problem.clone()))),
+            );
             findings
         }
         Err(e) => vec![Finding::in_file(db, e.to_string())],

@@ -98,11 +98,19 @@ pub fn detect(layout: &Layout) -> Result<DataVersion, InspectError> {
         v.storage_version = storage_version.clone();
         members.extend(member_ids);
     }
+    let db_unreadable = db.is_none() && layout.db.is_file();
+    if db_unreadable && v.v2_keys > 0 {
+        v.notes.push(
+            "storage unknown: v2 keys alone do not tell etcd2 data from etcd3 data converted \
+             from it (the v2 store keeps its keys), and the db cannot be read"
+                .into(),
+        );
+    }
     v.storage = match (&db, v.v2_keys) {
         (Some(f), _) if f.has_v3_keys => Some("etcd3"),
+        _ if db_unreadable => None,
         (_, n) if n > 0 => Some("etcd2"),
         (Some(_), _) => Some("etcd3"),
-        (None, _) if layout.db.is_file() => None, // db unreadable: cannot tell
         (None, _) if store.is_some() => Some("etcd2"),
         _ => None,
     };

@@ -155,28 +155,16 @@ pub fn detect_version(data_dir: &Path) -> Result<Detected, String> {
     })
 }
 
-/// SEAM (etcd-inspect check): the integrity check run before a destructive step: WAL
-/// framing and CRC chain, snap files, v2 store, bbolt pages. `Ok(true)` = passed, `Ok(false)`
-/// = partly or not available (what was skipped is logged), `Err` = the findings.
-pub fn check_integrity(data_dir: &Path) -> Result<bool, String> {
+/// The integrity check run before a destructive step (etcd-inspect `check`): WAL framing and
+/// CRC chain, snap files, v2 store, bbolt meta and page tree, mvcc decoding. `Err` = the
+/// findings (file and offset each).
+pub fn check_integrity(data_dir: &Path) -> Result<(), String> {
     use crate::inspect::check::check_data_dir;
     use crate::inspect::Layout;
     let layout = Layout::of(data_dir, None);
-    let mut findings = check_data_dir(&layout).map_err(|e| e.to_string())?;
-    let mut complete = true;
-    // While inspect's bbolt side is a placeholder it reports every db as "not checked";
-    // those findings say nothing about the data. (Drop this once dbfacts is wired.)
-    if let Err(e) = crate::inspect::dbfacts::db_facts(&layout.db) {
-        if e.contains("not part of this build") {
-            findings.retain(|f| f.file != layout.db);
-            log::warn!(
-                "integrity check: the bbolt db part is not available in this build; skipped"
-            );
-            complete = false;
-        }
-    }
+    let findings = check_data_dir(&layout).map_err(|e| e.to_string())?;
     if findings.is_empty() {
-        return Ok(complete);
+        return Ok(());
     }
     let shown: Vec<String> = findings.iter().take(10).map(ToString::to_string).collect();
     Err(format!(
@@ -473,19 +461,13 @@ fn preflight(cfg: &Config, data: &DataDir, steps: &[Step]) -> Result<(), Migrate
             data.path().display()
         )));
     }
-    match check_integrity(data.path()) {
-        Ok(true) => log::info!("integrity check of {} passed", data.path().display()),
-        Ok(false) => log::warn!(
-            "integrity check of {} was partial (see above)",
+    check_integrity(data.path()).map_err(|e| {
+        MigrateError::Preflight(format!(
+            "integrity check of {} failed: {e}",
             data.path().display()
-        ),
-        Err(e) => {
-            return Err(MigrateError::Preflight(format!(
-                "integrity check of {} failed: {e}",
-                data.path().display()
-            )))
-        }
-    }
+        ))
+    })?;
+    log::info!("integrity check of {} passed", data.path().display());
     Ok(())
 }
 
