@@ -100,7 +100,7 @@ pub struct Detected {
     pub evidence: String,
 }
 
-/// SEAM (etcd-inspect version): the version of a non-empty data dir that has no (or an
+/// The version of a non-empty data dir that has no (or an
 /// empty) `version.txt`, from its files. Errors unless the answer is unambiguous: the storage
 /// kind is known and every cluster version recorded (bbolt `cluster/clusterVersion`, v2 store
 /// `/0/version`) names the same minor. Files record only `<major>.<minor>.0`; the caller
@@ -433,7 +433,7 @@ fn check_executable(path: &Path) -> Result<(), String> {
     Ok(())
 }
 
-/// Before anything destructive: binaries, disk space, the integrity check (seam), rollback2.
+/// Before anything destructive: binaries, disk space, the integrity check.
 fn preflight(cfg: &Config, data: &DataDir, steps: &[Step]) -> Result<(), MigrateError> {
     for step in steps {
         for name in step.binaries() {
