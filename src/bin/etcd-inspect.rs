@@ -27,6 +27,7 @@ options:
   --json               one JSON object per line (bytes as base64)
   --wal-dir DIR        WAL directory when etcd ran with --wal-dir
   -h, --help           this help
+  --version            print the version
 ";
 
 struct Args {
@@ -66,6 +67,10 @@ fn parse() -> Result<Args, String> {
             }
             Short('h') | Long("help") => {
                 print!("{USAGE}");
+                std::process::exit(0);
+            }
+            Long("version") => {
+                println!("etcd-inspect {}", env!("CARGO_PKG_VERSION"));
                 std::process::exit(0);
             }
             Value(v) => positional.push(
