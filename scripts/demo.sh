@@ -90,7 +90,7 @@ start_etcd() { # VERSION
     pids+=("$etcd_pid")
     local i
     for i in $(seq 1 200); do
-        if curl -fsS "$url/health" 2>/dev/null | grep -q '"health":"true"'; then
+        if curl -fsS "$url/health" 2>/dev/null | grep '"health":"true"' >/dev/null; then
             say "etcd $1 serves at $url (pid $etcd_pid)"
             return 0
         fi
@@ -175,7 +175,7 @@ if need etcd-version-monitor; then
     say "curl http://127.0.0.1:$monitor_port/metrics ($(grep -c '^# TYPE' <<<"$metrics") metric families; a few lines):"
     {
     grep -E '^etcd_version_info' <<<"$metrics"
-    grep -E '^etcd_grpc_requests_total\{' <<<"$metrics" | grep -E 'method="(Put|Range|DeleteRange)"' | head -n 3
+    grep -E '^etcd_grpc_requests_total\{' <<<"$metrics" | grep -E 'method="(Put|Range|DeleteRange)"' | sed -n 1,3p
     grep -E '^grpc_server_handled_total\{' <<<"$metrics" | grep 'grpc_code="OK",grpc_method="Put"' | head -n 1
     grep -E '^etcd_version_monitor_up' <<<"$metrics"
     } | show

@@ -36,7 +36,7 @@ out=$(cd "$out" && pwd)
 touch "$out/$marker"
 
 busybox=/bin/busybox
-if [ ! -x "$busybox" ] || ! file -b "$busybox" | grep -q 'statically linked'; then
+if [ ! -x "$busybox" ] || ! file -b "$busybox" | grep 'statically linked' >/dev/null; then
     log "Debian's busybox-static is needed at $busybox: apt-get install busybox-static (scripts/setup.sh does)"
     exit 1
 fi

@@ -30,7 +30,7 @@ if [ ${#missing[@]} -gt 0 ]; then
     DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
 fi
 
-if ! rustup target list --installed | grep -qx x86_64-unknown-linux-musl; then
+if ! rustup target list --installed | grep -x x86_64-unknown-linux-musl >/dev/null; then
     echo "setup: adding the x86_64-unknown-linux-musl target" >&2
     rustup target add x86_64-unknown-linux-musl >&2
 fi
