@@ -176,7 +176,7 @@ if need etcd-version-monitor; then
     {
     grep -E '^etcd_version_info' <<<"$metrics"
     grep -E '^etcd_grpc_requests_total\{' <<<"$metrics" | grep -E 'method="(Put|Range|DeleteRange)"' | sed -n 1,3p
-    grep -E '^grpc_server_handled_total\{' <<<"$metrics" | grep 'grpc_code="OK",grpc_method="Put"' | head -n 1
+    grep -E '^grpc_server_handled_total\{' <<<"$metrics" | grep 'grpc_code="OK",grpc_method="Put"' | sed -n 1p
     grep -E '^etcd_version_monitor_up' <<<"$metrics"
     } | show
     say "${dim}(etcd_grpc_requests_total is the 3.0-style name the original monitor derived from grpc_server_handled_total)${off}"
