@@ -54,8 +54,6 @@ pub struct ConvertOptions {
     pub lossy: bool,
     /// `now + ttl` (unix nanoseconds) for keys that had a lease.
     pub lease_expiry_nanos: i64,
-    /// The time the store records for its writes (unix nanoseconds).
-    pub now_nanos: i64,
 }
 
 /// What went into the `/1` subtree.
@@ -155,9 +153,9 @@ fn components(key: &str) -> Result<Vec<&str>, &'static str> {
     Ok(parts)
 }
 
-/// Writes the live keys (oldest first) under `/1` of `store` with `store.set`: each takes the
-/// next store index, missing dirs are created with it. Values are moved, not copied, into
-/// the store as they go, so the keys are never held twice.
+/// Writes the live keys (oldest first) under `/1` of `store` (`Store::load_key`: `set`'s
+/// rules, no event history): each takes the next store index, missing dirs are created with
+/// it. Values are moved, not copied, into the store, so they are never held twice.
 pub fn user_tree(
     live: Vec<LiveKey>,
     opts: &ConvertOptions,
@@ -191,7 +189,7 @@ pub fn user_tree(
         path.push_str("/1");
         path.push_str(&key.0);
         let expire = (kv.lease != 0).then_some(opts.lease_expiry_nanos);
-        match store.set(&path, &value.0, expire, opts.now_nanos) {
+        match store.load_key(&path, value.0, expire) {
             Ok(_) => {
                 t.keys += 1;
                 if kv.lease != 0 {
@@ -298,7 +296,6 @@ mod tests {
     const OPTS: ConvertOptions = ConvertOptions {
         lossy: false,
         lease_expiry_nanos: 1_800_000_000_000_000_000,
-        now_nanos: 1_700_000_000_000_000_000,
     };
 
     fn tree(live: Vec<LiveKey>, opts: &ConvertOptions) -> Result<(UserTree, Store), ConvertError> {

@@ -530,7 +530,6 @@ fn plan(paths: &Paths, db: &BoltDb, opts: &RollbackOptions) -> Result<Plan, Roll
     let copts = ConvertOptions {
         lossy: opts.lossy,
         lease_expiry_nanos: now.saturating_add(ttl),
-        now_nanos: now,
     };
     let (deleted, revisions) = (scan.deleted, scan.revisions);
     let mut store = Store::new();

@@ -339,6 +339,9 @@ impl Default for Store {
 
 /// `path.Clean(path.Join("/", p))`.
 pub fn clean_path(p: &str) -> String {
+    if is_clean(p) {
+        return p.to_string(); // the common case, without splitting into a Vec
+    }
     let mut parts: Vec<&str> = Vec::new();
     for part in p.split('/') {
         match part {
@@ -350,6 +353,15 @@ pub fn clean_path(p: &str) -> String {
         }
     }
     format!("/{}", parts.join("/"))
+}
+
+/// Already what `clean_path` returns: absolute, no empty, `.` or `..` component, no trailing `/`.
+fn is_clean(p: &str) -> bool {
+    p == "/"
+        || (p.starts_with('/')
+            && p[1..]
+                .split('/')
+                .all(|c| !c.is_empty() && c != "." && c != ".."))
 }
 
 fn split_parent(path: &str) -> (&str, &str) {
@@ -406,8 +418,14 @@ impl Store {
     /// same document with serde_json's plainer (equally valid) string escaping.
     pub fn write_go_json(&self, w: &mut dyn io::Write) -> io::Result<()> {
         let mut w = io::BufWriter::with_capacity(1 << 16, w);
-        let mut ser = serde_json::Serializer::with_formatter(&mut w, GoFormatter);
-        self.serialize(&mut ser).map_err(io::Error::other)?;
+        // The node tree (all the bytes that matter) by hand; the small rest through serde.
+        w.write_all(b"{\"Root\":")?;
+        write_go_node(&mut w, &self.root)?;
+        w.write_all(b",\"WatcherHub\":")?;
+        serde_go(&mut w, &self.watcher_hub)?;
+        write!(w, ",\"CurrentIndex\":{},\"Stats\":", self.current_index)?;
+        serde_go(&mut w, &self.stats)?;
+        write!(w, ",\"CurrentVersion\":{}}}", self.current_version)?;
         w.flush()
     }
 
@@ -441,6 +459,15 @@ impl Store {
         Some(node)
     }
 
+    /// `get` of a path that is already clean.
+    fn lookup(&self, path: &str) -> Option<&Node> {
+        let mut node = &self.root;
+        for part in path.split('/').filter(|p| !p.is_empty()) {
+            node = node.children.as_ref()?.get(part)?;
+        }
+        Some(node)
+    }
+
     fn get_mut(&mut self, path: &str) -> Option<&mut Node> {
         let mut node = &mut self.root;
         for part in path.split('/').filter(|p| !p.is_empty()) {
@@ -449,23 +476,27 @@ impl Store {
         Some(node)
     }
 
-    /// The parent dir of `path`, creating missing dirs with `index` (etcd's `checkDir` walk).
+    /// The parent dir of `path` (clean), creating missing dirs with `index` (etcd's `checkDir`
+    /// walk). Names are allocated only for the dirs it creates.
     fn parent_dir(&mut self, path: &str, index: u64) -> Result<&mut Node, V2Error> {
         let (parent, _) = split_parent(path);
         let mut node = &mut self.root;
-        let mut cur = String::new();
+        let mut end = 0;
         for part in parent.split('/').filter(|p| !p.is_empty()) {
-            cur.push('/');
-            cur.push_str(part);
+            end += 1 + part.len();
+            let cur = &parent[..end];
             let children = node
                 .children
                 .as_mut()
-                .ok_or_else(|| op_err(V2ErrorCode::NotDir, &cur))?;
+                .ok_or_else(|| op_err(V2ErrorCode::NotDir, cur))?;
+            if !children.contains_key(part) {
+                children.insert(part.to_string(), Node::new_dir(cur, index));
+            }
             let child = children
-                .entry(part.to_string())
-                .or_insert_with(|| Node::new_dir(&cur, index));
+                .get_mut(part)
+                .ok_or_else(|| op_err(V2ErrorCode::NotDir, cur))?;
             if !child.is_dir() {
-                return Err(op_err(V2ErrorCode::NotDir, &cur));
+                return Err(op_err(V2ErrorCode::NotDir, cur));
             }
             node = child;
         }
@@ -507,7 +538,7 @@ impl Store {
             _ => zero_time(),
         };
         // Check before creating parents so a failure changes nothing.
-        let prev = match self.get(&path) {
+        let prev = match self.lookup(&path) {
             Some(_) if !replace => return Err(op_err(V2ErrorCode::NodeExist, &path)),
             Some(n) if n.is_dir() => return Err(op_err(V2ErrorCode::NotFile, &path)),
             Some(n) => Some(self.extern_of(n, now_nanos)),
@@ -538,20 +569,90 @@ impl Store {
         Ok(next)
     }
 
+    /// `path` is clean, so each parent is a prefix of it.
     fn check_parents_are_dirs(&self, path: &str) -> Result<(), V2Error> {
         let (parent, _) = split_parent(path);
         let mut node = &self.root;
-        let mut cur = String::new();
+        let mut end = 0;
         for part in parent.split('/').filter(|p| !p.is_empty()) {
-            cur.push('/');
-            cur.push_str(part);
+            end += 1 + part.len();
             match node.children.as_ref().and_then(|c| c.get(part)) {
                 Some(child) if child.is_dir() => node = child,
-                Some(_) => return Err(op_err(V2ErrorCode::NotDir, &cur)),
+                Some(_) => return Err(op_err(V2ErrorCode::NotDir, &parent[..end])),
                 None => return Ok(()),
             }
         }
         Ok(())
+    }
+
+    /// Bulk loading a store being built (rollback writes 100,000s of keys): `set` of a key with
+    /// the same rules and indexes (next index, missing dirs created with it, a replaced key gets
+    /// a new created index, `NotDir`/`NotFile`/read-only/depth refusals that change nothing),
+    /// but the value is moved in, no event is recorded and no stats are counted: one walk,
+    /// no copies. Call [`Store::reset_event_history`] before saving if `set` was mixed in.
+    pub fn load_key(
+        &mut self,
+        path: &str,
+        value: String,
+        expire_nanos: Option<i64>,
+    ) -> Result<u64, V2Error> {
+        use std::collections::btree_map::Entry;
+        let path = clean_path(path);
+        if is_read_only(&path) {
+            return Err(op_err(V2ErrorCode::RootReadOnly, "/"));
+        }
+        let (parent, name) = split_parent(&path);
+        if parent.split('/').filter(|p| !p.is_empty()).count() + 1 > MAX_PATH_DEPTH {
+            return Err(V2Error::Unsupported(format!(
+                "{path}: deeper than {MAX_PATH_DEPTH} levels (the v2 store JSON could not be read back)"
+            )));
+        }
+        let next = self.current_index + 1;
+        // Errors can only come from nodes that exist, and everything below a created dir is
+        // new: a refusal changes nothing.
+        let mut node = &mut self.root;
+        let mut end = 0;
+        for part in parent.split('/').filter(|p| !p.is_empty()) {
+            end += 1 + part.len();
+            let cur = &parent[..end];
+            let children = node
+                .children
+                .as_mut()
+                .ok_or_else(|| op_err(V2ErrorCode::NotDir, cur))?;
+            if !children.contains_key(part) {
+                children.insert(part.to_string(), Node::new_dir(cur, next));
+            }
+            node = children
+                .get_mut(part)
+                .ok_or_else(|| op_err(V2ErrorCode::NotDir, cur))?;
+        }
+        let Some(children) = node.children.as_mut() else {
+            return Err(op_err(V2ErrorCode::NotDir, parent));
+        };
+        let expire_time = match expire_nanos {
+            Some(n) if n >= MIN_EXPIRE_UNIX_NANOS => format_rfc3339_nanos(n),
+            _ => zero_time(),
+        };
+        let key = Node {
+            created_index: next,
+            modified_index: next,
+            expire_time,
+            value,
+            children: None,
+            path: String::new(),
+        };
+        match children.entry(name.to_string()) {
+            Entry::Occupied(o) if o.get().is_dir() => {
+                return Err(op_err(V2ErrorCode::NotFile, &path))
+            }
+            Entry::Occupied(mut o) => {
+                o.insert(key);
+                o.into_mut().path = path;
+            }
+            Entry::Vacant(v) => v.insert(key).path = path,
+        }
+        self.current_index = next;
+        Ok(next)
     }
 
     /// `store.Set`: creates or replaces a key (a replaced key gets a new created index, as in
@@ -1195,6 +1296,141 @@ pub fn parse_rfc3339_nanos(s: &str) -> Option<i64> {
 // ---------------------------------------------------------------------------------------------
 // Go's encoding/json string escaping
 
+fn serde_go<W: io::Write, T: Serialize>(w: &mut W, v: &T) -> io::Result<()> {
+    let mut ser = serde_json::Serializer::with_formatter(w, GoFormatter);
+    v.serialize(&mut ser).map_err(io::Error::other)
+}
+
+/// A node as `#[derive(Serialize)]` + [`GoFormatter`] writes it, faster (the hot path).
+fn write_go_node<W: io::Write>(w: &mut W, n: &Node) -> io::Result<()> {
+    w.write_all(b"{\"Path\":")?;
+    write_go_string(w, &n.path)?;
+    write!(
+        w,
+        ",\"CreatedIndex\":{},\"ModifiedIndex\":{},\"ExpireTime\":",
+        n.created_index, n.modified_index
+    )?;
+    write_go_string(w, &n.expire_time)?;
+    w.write_all(b",\"Value\":")?;
+    write_go_string(w, &n.value)?;
+    match &n.children {
+        None => w.write_all(b",\"Children\":null}"),
+        Some(children) => {
+            w.write_all(b",\"Children\":{")?;
+            for (i, (name, child)) in children.iter().enumerate() {
+                if i > 0 {
+                    w.write_all(b",")?;
+                }
+                write_go_string(w, name)?;
+                w.write_all(b":")?;
+                write_go_node(w, child)?;
+            }
+            w.write_all(b"}}")
+        }
+    }
+}
+
+/// Bytes that need a look: controls, `"`, `\\`, `<`, `>`, `&`, and 0xE2 (the lead byte of
+/// U+2028/U+2029).
+static GO_SPECIAL: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut i = 0;
+    while i < 0x20 {
+        t[i] = true;
+        i += 1;
+    }
+    t[b'"' as usize] = true;
+    t[b'\\' as usize] = true;
+    t[b'<' as usize] = true;
+    t[b'>' as usize] = true;
+    t[b'&' as usize] = true;
+    t[0xE2] = true;
+    t
+};
+
+/// True when none of the 8 bytes is a control, `"`, `\\`, `<`, `>`, `&` or non-ASCII (SWAR).
+#[inline]
+fn plain_ascii8(x: u64) -> bool {
+    const LO: u64 = 0x0101_0101_0101_0101;
+    const HI: u64 = 0x8080_8080_8080_8080;
+    let zero = |v: u64| v.wrapping_sub(LO) & !v & HI;
+    let below_space = x.wrapping_sub(LO * 0x20) & !x & HI;
+    let hit = below_space
+        | (x & HI)
+        | zero(x ^ (LO * u64::from(b'"')))
+        | zero(x ^ (LO * u64::from(b'\\')))
+        | zero(x ^ (LO * u64::from(b'<')))
+        | zero(x ^ (LO * u64::from(b'>')))
+        | zero(x ^ (LO * u64::from(b'&')));
+    hit == 0
+}
+
+/// A JSON string as Go's encoding/json writes it (what [`GoFormatter`] gives through serde).
+fn write_go_string<W: io::Write>(w: &mut W, s: &str) -> io::Result<()> {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    w.write_all(b"\"")?;
+    let b = s.as_bytes();
+    let (mut start, mut i) = (0, 0);
+    while i < b.len() {
+        if let Some(chunk) = b.get(i..i + 8) {
+            let mut a = [0u8; 8];
+            a.copy_from_slice(chunk);
+            if plain_ascii8(u64::from_le_bytes(a)) {
+                i += 8;
+                continue;
+            }
+        }
+        let c = b[i];
+        if !GO_SPECIAL[c as usize] {
+            i += 1;
+            continue;
+        }
+        let mut len = 1;
+        let esc: &[u8] = match c {
+            b'"' => b"\\\"",
+            b'\\' => b"\\\\",
+            b'\n' => b"\\n",
+            b'\r' => b"\\r",
+            b'\t' => b"\\t",
+            b'<' => b"\\u003c",
+            b'>' => b"\\u003e",
+            b'&' => b"\\u0026",
+            0xE2 if b.get(i + 1) == Some(&0x80) && matches!(b.get(i + 2), Some(0xA8 | 0xA9)) => {
+                len = 3;
+                if b[i + 2] == 0xA8 {
+                    b"\\u2028"
+                } else {
+                    b"\\u2029"
+                }
+            }
+            0xE2 => {
+                i += 1;
+                continue;
+            }
+            _ => {
+                w.write_all(&b[start..i])?;
+                w.write_all(&[
+                    b'\\',
+                    b'u',
+                    b'0',
+                    b'0',
+                    HEX[(c >> 4) as usize],
+                    HEX[(c & 15) as usize],
+                ])?;
+                i += 1;
+                start = i;
+                continue;
+            }
+        };
+        w.write_all(&b[start..i])?;
+        w.write_all(esc)?;
+        i += len;
+        start = i;
+    }
+    w.write_all(&b[start..])?;
+    w.write_all(b"\"")
+}
+
 /// serde_json output with Go's escaping (see [`Store::write_go_json`]). serde_json already
 /// escapes `"`, `\\` and control bytes and hands the runs between them to
 /// `write_string_fragment`; the HTML characters and U+2028/9 are escaped there.
@@ -1272,6 +1508,58 @@ impl serde_json::ser::Formatter for GoFormatter {
 mod tests {
     use super::*;
 
+    /// `load_key` leaves exactly the tree and indexes `set` does, and refuses the same keys
+    /// without changing anything.
+    #[test]
+    fn load_key_builds_what_set_builds() {
+        let keys = [
+            ("/1/registry/pods/ns/a", "pod", None),
+            (
+                "/1/registry/pods/ns/b",
+                "<b>",
+                Some(1_800_000_000_123_000_000),
+            ),
+            ("/1/top", "", None),
+            ("/1/registry/pods/ns/a", "again", None),
+            ("/1/top/x", "file in the way", None),
+            ("/1/registry/pods", "dir in the way", None),
+            ("/0", "read-only", None),
+        ];
+        let (mut set, mut load) = (Store::new(), Store::new());
+        for (path, value, expire) in keys {
+            let a = set.set(path, value, expire, 0);
+            let b = load.load_key(path, value.to_string(), expire);
+            assert_eq!(a, b, "{path}");
+        }
+        set.reset_event_history();
+        set.stats = Stats::default();
+        assert_eq!(set, load);
+        assert_eq!(load.current_index, 4);
+        assert!(load.problems().is_empty(), "{:?}", load.problems());
+        let deep = format!("/1{}", "/d".repeat(MAX_PATH_DEPTH));
+        assert!(load.load_key(&deep, String::new(), None).is_err());
+        assert!(set.set(&deep, "", None, 0).is_err());
+    }
+
+    #[test]
+    fn clean_path_like_go() {
+        for (p, want) in [
+            ("/", "/"),
+            ("", "/"),
+            ("/a/b", "/a/b"),
+            ("a/b", "/a/b"),
+            ("/a/", "/a"),
+            ("//a", "/a"),
+            ("/a/./b", "/a/b"),
+            ("/a/../b", "/b"),
+            ("/..", "/"),
+            ("/a//b", "/a/b"),
+            ("/.x/..y", "/.x/..y"),
+        ] {
+            assert_eq!(clean_path(p), want, "{p:?}");
+        }
+    }
+
     /// A real etcd 3.4.23 `.snap`'s store, loaded and written back, is byte-identical.
     #[test]
     fn go_json_is_byte_identical_to_etcd() {
@@ -1316,6 +1604,48 @@ mod tests {
             r#""0123456789abcdef\u003c0123456789\"x""#
         );
         assert_eq!(go_string(""), "\"\"");
+    }
+
+    /// The hand-written node writer and serde + GoFormatter agree on every ASCII byte and
+    /// the characters Go treats specially.
+    #[test]
+    fn fast_node_writer_equals_serde_with_go_escaping() {
+        let mut tricky: String = (0u8..0x80).map(char::from).collect();
+        tricky.push_str("\u{2028}x\u{2029}\u{2000}é€<>&\u{7f}");
+        let mut s = Store::new();
+        s.set("/1/a<b>/k&1", &tricky, Some(1_800_000_000_500_000_000), 0)
+            .unwrap();
+        s.set(&format!("/1/{}", &tricky[48..60]), "v", None, 0)
+            .unwrap();
+        s.set_dir("/1/empty", None, 0).unwrap();
+        for len in 0..20 {
+            s.set(&format!("/1/n{len}"), &tricky[..len * 6], None, 0)
+                .unwrap();
+        }
+        let mut fast = Vec::new();
+        s.write_go_json(&mut fast).unwrap();
+        let mut slow = Vec::new();
+        serde_go(&mut slow, &s).unwrap();
+        assert_eq!(
+            String::from_utf8(fast).unwrap(),
+            String::from_utf8(slow).unwrap()
+        );
+    }
+
+    #[test]
+    fn swar_agrees_with_the_table() {
+        for c in 0..=255u8 {
+            for pos in 0..8 {
+                let mut a = *b"abcdefgh";
+                a[pos] = c;
+                let want = !(GO_SPECIAL[c as usize] || c >= 0x80);
+                assert_eq!(
+                    plain_ascii8(u64::from_le_bytes(a)),
+                    want,
+                    "byte {c:#x} at {pos}"
+                );
+            }
+        }
     }
 
     #[test]
