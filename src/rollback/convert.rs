@@ -5,21 +5,21 @@
 use crate::storage::mvcc::RevisionEntry;
 use crate::storage::v2store::{Store, V2Error, V2ErrorCode};
 
-/// The newest state of one live v3 key.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LiveKey {
-    pub key: Vec<u8>,
-    pub value: Vec<u8>,
+/// One live v3 key at its newest revision (borrowed from the db page being read).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LiveKey<'a> {
+    pub key: &'a [u8],
+    pub value: &'a [u8],
     pub lease: i64,
-    /// (main, sub) of the newest revision.
-    pub mod_revision: (i64, i64),
 }
 
-/// What the scan of bucket `key` found.
+/// What the (newest first) scan of bucket `key` found: which revisions hold the newest state
+/// of a live key. The keys and values themselves are read in a second, forward pass straight
+/// into the store, so they are never held twice.
 #[derive(Debug, Default)]
 pub struct KeyScan {
-    /// Live keys, in the order of their newest revision.
-    pub live: Vec<LiveKey>,
+    /// (main, sub) of every live key's newest revision, ascending after `finish`.
+    pub live: Vec<(i64, i64)>,
     /// Keys whose newest revision is a tombstone (absent from the result).
     pub deleted: usize,
     pub revisions: u64,
@@ -32,20 +32,25 @@ impl KeyScan {
         if e.tombstone {
             self.deleted += 1;
         } else {
-            self.live.push(LiveKey {
-                key: e.kv.key.to_vec(),
-                value: e.kv.value.to_vec(),
-                lease: e.kv.lease,
-                mod_revision: (e.revision.main, e.revision.sub),
-            });
+            self.live.push((e.revision.main, e.revision.sub));
         }
     }
 
     /// Oldest first: v2 indexes follow the v3 revision order.
     pub fn finish(mut self, revisions: u64) -> KeyScan {
-        self.live.sort_unstable_by_key(|k| k.mod_revision);
+        self.live.sort_unstable();
         self.revisions = revisions;
         self
+    }
+
+    /// Whether a forward pass entry is the newest state of a live key; `next` is the cursor
+    /// into `live` (revisions come in ascending order, so one comparison each).
+    pub fn is_live(&self, next: &mut usize, e: &RevisionEntry<'_>) -> bool {
+        if e.tombstone || self.live.get(*next) != Some(&(e.revision.main, e.revision.sub)) {
+            return false;
+        }
+        *next += 1;
+        true
     }
 }
 
@@ -126,13 +131,13 @@ pub fn go_lossy(mut b: &[u8]) -> String {
     }
 }
 
-/// The bytes as a string: as they are when valid UTF-8 (no copy), Go-style lossy with
-/// `lossy` (`Err(true)` never happens), else `Err` with the bytes back.
-fn text(b: Vec<u8>, lossy: bool) -> Result<(String, bool), Vec<u8>> {
-    match String::from_utf8(b) {
-        Ok(s) => Ok((s, false)),
-        Err(e) if lossy => Ok((go_lossy(e.as_bytes()), true)),
-        Err(e) => Err(e.into_bytes()),
+/// The bytes as a string (and whether it was made lossy), or None when not UTF-8 and not
+/// `lossy`.
+fn text(b: &[u8], lossy: bool) -> Option<(String, bool)> {
+    match std::str::from_utf8(b) {
+        Ok(s) => Some((s.to_string(), false)),
+        Err(_) if lossy => Some((go_lossy(b), true)),
+        Err(_) => None,
     }
 }
 
@@ -153,81 +158,110 @@ fn components(key: &str) -> Result<Vec<&str>, &'static str> {
     Ok(parts)
 }
 
-/// Writes the live keys (oldest first) under `/1` of `store` (`Store::load_key`: `set`'s
-/// rules, no event history): each takes the next store index, missing dirs are created with
-/// it. Values are moved, not copied, into the store, so they are never held twice.
-pub fn user_tree(
-    live: Vec<LiveKey>,
-    opts: &ConvertOptions,
-    store: &mut Store,
-) -> Result<UserTree, ConvertError> {
-    let mut t = UserTree::default();
-    let mut not_utf8 = Vec::new();
-    let mut bad = Vec::new();
-    let mut path = String::new();
-    for kv in live {
-        if kv.key.first() != Some(&b'/') {
-            t.skipped.push(show(&kv.key));
-            continue;
+/// Writes live keys (oldest first) under `/1` of a store (`Store::load_key`: `set`'s rules,
+/// no event history): each takes the next store index, missing dirs are created with it.
+/// Problems are collected, so the refusal lists them all (the store is then discarded).
+pub struct UserTreeBuilder<'s> {
+    store: &'s mut Store,
+    opts: ConvertOptions,
+    tree: UserTree,
+    not_utf8: Vec<String>,
+    bad: Vec<String>,
+    path: String,
+}
+
+impl<'s> UserTreeBuilder<'s> {
+    pub fn new(opts: &ConvertOptions, store: &'s mut Store) -> UserTreeBuilder<'s> {
+        UserTreeBuilder {
+            store,
+            opts: *opts,
+            tree: UserTree::default(),
+            not_utf8: Vec::new(),
+            bad: Vec::new(),
+            path: String::new(),
         }
-        let shown = || show(&kv.key);
-        let (key, value) = match (text(kv.key.clone(), opts.lossy), text(kv.value, opts.lossy)) {
-            (Ok(k), Ok(v)) => (k, v),
-            _ => {
-                not_utf8.push(shown());
-                continue;
-            }
+    }
+
+    pub fn add(&mut self, kv: &LiveKey<'_>) {
+        let t = &mut self.tree;
+        if kv.key.first() != Some(&b'/') {
+            t.skipped.push(show(kv.key));
+            return;
+        }
+        let (Some(key), Some(value)) = (
+            text(kv.key, self.opts.lossy),
+            text(kv.value, self.opts.lossy),
+        ) else {
+            self.not_utf8.push(show(kv.key));
+            return;
         };
         if key.1 || value.1 {
             t.lossy_values += 1;
         }
         if let Err(why) = components(&key.0) {
-            bad.push(format!("{}: {why}", shown()));
-            continue;
+            self.bad.push(format!("{}: {why}", show(kv.key)));
+            return;
         }
-        path.clear();
-        path.push_str("/1");
-        path.push_str(&key.0);
-        let expire = (kv.lease != 0).then_some(opts.lease_expiry_nanos);
-        match store.load_key(&path, value.0, expire) {
+        self.path.clear();
+        self.path.push_str("/1");
+        self.path.push_str(&key.0);
+        let expire = (kv.lease != 0).then_some(self.opts.lease_expiry_nanos);
+        match self.store.load_key(&self.path, value.0, expire) {
             Ok(_) => {
                 t.keys += 1;
                 if kv.lease != 0 {
                     t.leased += 1;
                     if t.leased_examples.len() < 10 {
-                        t.leased_examples.push(shown());
+                        t.leased_examples.push(show(kv.key));
                     }
                 }
             }
-            Err(e) => bad.push(format!("{}: {}", shown(), why_not(&e))),
+            Err(e) => self.bad.push(format!("{}: {}", show(kv.key), why_not(&e))),
         }
     }
-    if !not_utf8.is_empty() {
-        let total = not_utf8.len();
-        not_utf8.truncate(10);
-        return Err(ConvertError::NotUtf8 {
-            total,
-            examples: not_utf8,
-        });
+
+    pub fn finish(self) -> Result<UserTree, ConvertError> {
+        let (mut t, mut not_utf8, mut bad) = (self.tree, self.not_utf8, self.bad);
+        if !not_utf8.is_empty() {
+            let total = not_utf8.len();
+            not_utf8.truncate(10);
+            return Err(ConvertError::NotUtf8 {
+                total,
+                examples: not_utf8,
+            });
+        }
+        if !bad.is_empty() {
+            let total = bad.len();
+            bad.truncate(10);
+            return Err(ConvertError::Unrepresentable {
+                total,
+                examples: bad,
+            });
+        }
+        // Only live keys went in, and a refused key creates no dirs: no dir is empty.
+        if let Some(one) = self.store.get("/1") {
+            one.walk(&mut |n| {
+                if n.is_dir() {
+                    t.dirs += 1;
+                }
+            });
+            t.dirs -= 1; // /1 itself
+        }
+        Ok(t)
     }
-    if !bad.is_empty() {
-        let total = bad.len();
-        bad.truncate(10);
-        return Err(ConvertError::Unrepresentable {
-            total,
-            examples: bad,
-        });
+}
+
+/// [`UserTreeBuilder`] over a list of live keys, oldest first.
+pub fn user_tree(
+    live: &[LiveKey<'_>],
+    opts: &ConvertOptions,
+    store: &mut Store,
+) -> Result<UserTree, ConvertError> {
+    let mut b = UserTreeBuilder::new(opts, store);
+    for kv in live {
+        b.add(kv);
     }
-    // Only live keys went in, and a refused key creates no dirs: no dir is empty.
-    if let Some(one) = store.get("/1") {
-        one.walk(&mut |n| {
-            if n.is_dir() {
-                t.dirs += 1;
-            }
-        });
-        t.dirs -= 1; // /1 itself
-    }
-    Ok(t)
+    b.finish()
 }
 
 /// Why the store refused a key, in the terms of the v3 keys.
@@ -284,13 +318,8 @@ impl TargetVersion {
 mod tests {
     use super::*;
 
-    fn kv(rev: i64, key: &[u8], value: &[u8], lease: i64) -> LiveKey {
-        LiveKey {
-            key: key.to_vec(),
-            value: value.to_vec(),
-            lease,
-            mod_revision: (rev, 0),
-        }
+    fn kv<'a>(_rev: i64, key: &'a [u8], value: &'a [u8], lease: i64) -> LiveKey<'a> {
+        LiveKey { key, value, lease }
     }
 
     const OPTS: ConvertOptions = ConvertOptions {
@@ -300,7 +329,7 @@ mod tests {
 
     fn tree(live: Vec<LiveKey>, opts: &ConvertOptions) -> Result<(UserTree, Store), ConvertError> {
         let mut store = Store::new();
-        let t = user_tree(live, opts, &mut store)?;
+        let t = user_tree(&live, opts, &mut store)?;
         Ok((t, store))
     }
 
@@ -374,10 +403,20 @@ mod tests {
         }
         let scan = scan.finish(9);
         assert_eq!((scan.deleted, scan.revisions), (1, 9));
-        let got: Vec<_> = scan
-            .live
+        assert_eq!(scan.live, vec![(6, 0), (8, 0)]);
+        // the forward pass picks exactly those revisions
+        let mut next = 0;
+        let forward = [
+            e(2, b"/a", b"1", false),
+            e(5, b"/gone", b"", true),
+            e(6, b"/a", b"3", false),
+            e(7, b"/back", b"old", false),
+            e(8, b"/back", b"new", false),
+        ];
+        let got: Vec<_> = forward
             .iter()
-            .map(|k| (&k.key[..], &k.value[..]))
+            .filter(|r| scan.is_live(&mut next, r))
+            .map(|r| (r.kv.key, r.kv.value))
             .collect();
         assert_eq!(
             got,

@@ -15,12 +15,12 @@
 pub mod cluster;
 pub mod convert;
 
-use crate::storage::bolt::{BoltDb, BoltError};
+use crate::storage::bolt::{BoltDb, BoltError, Direction};
 use crate::storage::proto::{ConfState, HardState, SnapshotMetadata, WalMetadata, WalSnapshot};
 use crate::storage::v2store::Store;
 use crate::storage::{mvcc, snap, wal, Finding};
 use cluster::{Change, WalEntry};
-use convert::{ConvertError, ConvertOptions, KeyScan, TargetVersion};
+use convert::{ConvertError, ConvertOptions, KeyScan, LiveKey, TargetVersion};
 use std::fmt;
 use std::fs;
 use std::io;
@@ -532,8 +532,37 @@ fn plan(paths: &Paths, db: &BoltDb, opts: &RollbackOptions) -> Result<Plan, Roll
         lease_expiry_nanos: now.saturating_add(ttl),
     };
     let (deleted, revisions) = (scan.deleted, scan.revisions);
+    // Second, forward pass over the db: the live keys in revision order, straight from their
+    // pages into the store.
     let mut store = Store::new();
-    let user = convert::user_tree(scan.live, &copts, &mut store).map_err(RollbackError::Convert)?;
+    let mut builder = convert::UserTreeBuilder::new(&copts, &mut store);
+    let mut next = 0;
+    mvcc::for_each_revision(db, Direction::Forward, &mut |e| {
+        if scan.is_live(&mut next, e) {
+            builder.add(&LiveKey {
+                key: e.kv.key,
+                value: e.kv.value,
+                lease: e.kv.lease,
+            });
+            if next == scan.live.len() {
+                return Ok(ControlFlow::Break(()));
+            }
+        }
+        Ok(ControlFlow::Continue(()))
+    })
+    .map_err(|e| bolt_err(&db_path(paths), e))?;
+    if next != scan.live.len() {
+        return Err(Finding::in_file(
+            db_path(paths),
+            format!(
+                "bucket key changed between two reads: {} of {} live keys found",
+                next,
+                scan.live.len()
+            ),
+        )
+        .into());
+    }
+    let user = builder.finish().map_err(RollbackError::Convert)?;
     log::debug!("built the v2 tree in {:?}", t0.elapsed());
 
     // cluster state: the chosen snapshot's store, then the committed entries after it
