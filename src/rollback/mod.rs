@@ -416,13 +416,24 @@ fn plan(paths: &Paths, db: &BoltDb, opts: &RollbackOptions) -> Result<Plan, Roll
     let t0 = std::time::Instant::now();
     // The WAL (up to hundreds of MB) is read on a second thread while this one scans the db;
     // only entry summaries are kept (never the v3 data).
+    let now = unix_nanos(opts.now.unwrap_or_else(SystemTime::now));
+    let ttl = i64::try_from(opts.ttl.as_nanos()).unwrap_or(i64::MAX);
+    let copts = ConvertOptions {
+        lossy: opts.lossy,
+        lease_expiry_nanos: now.saturating_add(ttl),
+    };
+    // The new /1 is built meanwhile too; its errors come after the WAL's and the checks'.
     let (wal, scanned) = std::thread::scope(|scope| {
         let reader = scope.spawn(|| {
             let r = wal::read_whole_with(&wal_dir, cluster::summarize);
             log::debug!("read the WAL in {:?}", t0.elapsed());
             r
         });
-        let scanned = scan_keys(paths, db);
+        let scanned = scan_keys(paths, db).map(|scan| {
+            let built = build_user_tree(paths, db, &scan, &copts);
+            log::debug!("built the v2 tree in {:?}", t0.elapsed());
+            (scan, built)
+        });
         let wal = match reader.join() {
             Ok(r) => r.map_err(|e| wal_err(&wal_dir, e)),
             Err(_) => Err(RollbackError::Corrupt(Finding::in_file(
@@ -433,7 +444,7 @@ fn plan(paths: &Paths, db: &BoltDb, opts: &RollbackOptions) -> Result<Plan, Roll
         (wal, scanned)
     });
     let wal = wal?;
-    let scan = scanned?;
+    let (scan, built) = scanned?;
     log::debug!("scanned bucket key in {:?}", t0.elapsed());
     let wal_file = || {
         wal.segments
@@ -525,45 +536,8 @@ fn plan(paths: &Paths, db: &BoltDb, opts: &RollbackOptions) -> Result<Plan, Roll
             ),
         ));
     }
-    let now = unix_nanos(opts.now.unwrap_or_else(SystemTime::now));
-    let ttl = i64::try_from(opts.ttl.as_nanos()).unwrap_or(i64::MAX);
-    let copts = ConvertOptions {
-        lossy: opts.lossy,
-        lease_expiry_nanos: now.saturating_add(ttl),
-    };
     let (deleted, revisions) = (scan.deleted, scan.revisions);
-    // Second, forward pass over the db: the live keys in revision order, straight from their
-    // pages into the store.
-    let mut store = Store::new();
-    let mut builder = convert::UserTreeBuilder::new(&copts, &mut store);
-    let mut next = 0;
-    mvcc::for_each_revision(db, Direction::Forward, &mut |e| {
-        if scan.is_live(&mut next, e) {
-            builder.add(&LiveKey {
-                key: e.kv.key,
-                value: e.kv.value,
-                lease: e.kv.lease,
-            });
-            if next == scan.live.len() {
-                return Ok(ControlFlow::Break(()));
-            }
-        }
-        Ok(ControlFlow::Continue(()))
-    })
-    .map_err(|e| bolt_err(&db_path(paths), e))?;
-    if next != scan.live.len() {
-        return Err(Finding::in_file(
-            db_path(paths),
-            format!(
-                "bucket key changed between two reads: {} of {} live keys found",
-                next,
-                scan.live.len()
-            ),
-        )
-        .into());
-    }
-    let user = builder.finish().map_err(RollbackError::Convert)?;
-    log::debug!("built the v2 tree in {:?}", t0.elapsed());
+    let (mut store, user) = built?;
 
     // cluster state: the chosen snapshot's store, then the committed entries after it
     let mut old = match &chosen {
@@ -655,6 +629,46 @@ fn plan(paths: &Paths, db: &BoltDb, opts: &RollbackOptions) -> Result<Plan, Roll
         report,
         metadata,
     })
+}
+
+/// The `/1` tree: a second, forward pass over the db reads the live keys in revision order,
+/// straight from their pages into the store.
+fn build_user_tree(
+    paths: &Paths,
+    db: &BoltDb,
+    scan: &KeyScan,
+    copts: &ConvertOptions,
+) -> Result<(Store, convert::UserTree), RollbackError> {
+    let mut store = Store::new();
+    let mut builder = convert::UserTreeBuilder::new(copts, &mut store);
+    let mut next = 0;
+    mvcc::for_each_revision(db, Direction::Forward, &mut |e| {
+        if scan.is_live(&mut next, e) {
+            builder.add(&LiveKey {
+                key: e.kv.key,
+                value: e.kv.value,
+                lease: e.kv.lease,
+            });
+            if next == scan.live.len() {
+                return Ok(ControlFlow::Break(()));
+            }
+        }
+        Ok(ControlFlow::Continue(()))
+    })
+    .map_err(|e| bolt_err(&db_path(paths), e))?;
+    if next != scan.live.len() {
+        return Err(Finding::in_file(
+            db_path(paths),
+            format!(
+                "bucket key changed between two reads: {} of {} live keys found",
+                next,
+                scan.live.len()
+            ),
+        )
+        .into());
+    }
+    let user = builder.finish().map_err(RollbackError::Convert)?;
+    Ok((store, user))
 }
 
 /// The newest state of every key in bucket `key`.
