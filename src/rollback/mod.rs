@@ -11,6 +11,9 @@
 //! it etcd 3.3.21+/3.4.8+ silently ignore the snapshot); `/0/version` is 2.3.0 for 2.3.7;
 //! non-UTF-8 values are refused instead of silently mangled; corrupted input is refused before
 //! anything is touched; errors exit non-zero instead of `glog.Fatal` after partial changes.
+//!
+//! All format code is the shared `storage` layer (bolt, mvcc, wal, snap, proto, v2store):
+//! this module only decides and orchestrates.
 
 pub mod cluster;
 pub mod convert;
