@@ -322,7 +322,9 @@ pub fn rollback_data_dir(
         ));
     }
     // BoltDb holds a shared flock while it is open: refused when etcd runs, and an etcd
-    // started meanwhile waits for it until the swap is done.
+    // started meanwhile waits for it until the swap is done. Two rollbacks of one dir would
+    // both get that one: an exclusive lock on the dir itself keeps a second out.
+    let dir_lock = lock_dir(&paths.dir)?;
     let db = open_db(&db_path)?;
     let mut plan = plan(&paths, &db, opts)?;
     if opts.dry_run {
@@ -333,6 +335,7 @@ pub fn rollback_data_dir(
     write_and_swap(&paths, &mut plan)?;
     log::debug!("wrote and swapped in {:?}", t0.elapsed());
     drop(db);
+    drop(dir_lock);
     Ok(plan.report)
 }
 
@@ -376,6 +379,24 @@ fn resume(paths: &Paths) -> Result<Option<RollbackReport>, RollbackError> {
         resumed: true,
         ..Default::default()
     }))
+}
+
+/// An exclusive non-blocking flock on the data dir (only rollback2 takes it).
+fn lock_dir(dir: &Path) -> Result<fs::File, RollbackError> {
+    use std::os::fd::AsRawFd;
+    let f = fs::File::open(dir).map_err(|e| refused(dir, format!("cannot open: {e}")))?;
+    // SAFETY: flock on an fd we own.
+    if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        let e = io::Error::last_os_error();
+        if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
+            return Err(refused(
+                dir,
+                format!("another rollback2 is working on this data dir ({UNTOUCHED})"),
+            ));
+        }
+        return Err(refused(dir, format!("cannot lock: {e}")));
+    }
+    Ok(f)
 }
 
 /// Opens the db read-only with its shared flock (etcd holds an exclusive one while it runs).
@@ -804,6 +825,18 @@ mod tests {
         let v = crate::version::EtcdVersion::new(2, 2, 1);
         let e = rollback_for_migrate(Path::new("/nonexistent/x"), &v).unwrap_err();
         assert!(e.contains("no such data directory"), "{e}");
+    }
+
+    #[test]
+    fn a_second_rollback_of_the_same_dir_is_refused() {
+        let dir = std::env::temp_dir().join(format!("rb-lock-unit-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let first = lock_dir(&dir).unwrap();
+        let e = lock_dir(&dir).unwrap_err().to_string();
+        assert!(e.contains("another rollback2"), "{e}");
+        drop(first);
+        drop(lock_dir(&dir).unwrap());
+        fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
