@@ -1,125 +1,69 @@
 //! Pure decisions of the conversion: which v3 keys survive and where they go in the v2 tree.
-//! No files here, so every rule is unit-tested.
+//! No files here (the db is read by `storage::mvcc`, the tree is a `storage::v2store::Store`),
+//! so every rule is unit-tested.
 
-use super::pb::{self, Val};
-use super::tree::{ExpireTime, Node};
-use std::borrow::Cow;
-use std::collections::HashMap;
+use crate::storage::mvcc::RevisionEntry;
+use crate::storage::v2store::{Store, V2Error, V2ErrorCode};
 
-/// The newest state of one live v3 key.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// One live v3 key at its newest revision (borrowed from the db page being read).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LiveKey<'a> {
     pub key: &'a [u8],
     pub value: &'a [u8],
     pub lease: i64,
-    /// (main, sub) of the newest revision.
-    pub mod_revision: (u64, u64),
 }
 
-/// What the scan of bucket `key` found.
+/// What the (newest first) scan of bucket `key` found: which revisions hold the newest state
+/// of a live key. The keys and values themselves are read in a second, forward pass straight
+/// into the store, so they are never held twice.
 #[derive(Debug, Default)]
-pub struct KeyScan<'a> {
-    /// Live keys, in the order of their newest revision.
-    pub live: Vec<LiveKey<'a>>,
+pub struct KeyScan {
+    /// (main, sub) of every live key's newest revision, ascending after `finish`.
+    pub live: Vec<(i64, i64)>,
     /// Keys whose newest revision is a tombstone (absent from the result).
     pub deleted: usize,
     pub revisions: u64,
-    /// Bucket entries that are not etcd revision keys (not 17/18 bytes with `_` at byte 8).
-    pub foreign: u64,
 }
 
-/// Decoding error of one bucket entry: the revision key (hex) and the problem.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BadRecord {
-    pub revision: String,
-    pub problem: String,
-}
-
-/// The newest (main, sub) revision of a key and its state then: value and lease, or None
-/// for a tombstone.
-type Newest<'a> = ((u64, u64), Option<(&'a [u8], i64)>);
-
-/// Folds bucket `key` records (revision order) into the newest state of each key.
-#[derive(Default)]
-pub struct Folder<'a> {
-    latest: HashMap<&'a [u8], Newest<'a>>,
-    pub revisions: u64,
-    pub foreign: u64,
-}
-
-impl<'a> Folder<'a> {
-    pub fn add(&mut self, rev: &'a [u8], kv: &'a [u8]) -> Result<(), BadRecord> {
-        let tombstone = match rev.len() {
-            17 if rev[8] == b'_' => false,
-            18 if rev[8] == b'_' && rev[17] == b't' => true,
-            _ => {
-                self.foreign += 1;
-                return Ok(());
-            }
-        };
-        self.revisions += 1;
-        let main = u64::from_be_bytes(rev[..8].try_into().unwrap_or([0; 8]));
-        let sub = u64::from_be_bytes(rev[9..17].try_into().unwrap_or([0; 8]));
-        let bad = |p: &str| BadRecord {
-            revision: format!("{main}_{sub}{}", if tombstone { "t" } else { "" }),
-            problem: p.to_string(),
-        };
-        let (mut key, mut value, mut lease) = (None, &[][..], 0i64);
-        for f in pb::fields(kv) {
-            match f.map_err(|_| bad("malformed mvccpb.KeyValue"))? {
-                (1, Val::Bytes(b)) => key = Some(b),
-                (5, Val::Bytes(b)) => value = b,
-                (6, Val::Varint(v)) => lease = v as i64,
-                _ => {}
-            }
-        }
-        let key = key.ok_or_else(|| bad("KeyValue without a key"))?;
-        let state = if tombstone {
-            None
+impl KeyScan {
+    /// Takes the newest revision of one key (`storage::mvcc::for_each_newest` order: newest
+    /// first): a put is live, a tombstone means deleted.
+    pub fn add_newest(&mut self, e: &RevisionEntry<'_>) {
+        if e.tombstone {
+            self.deleted += 1;
         } else {
-            Some((value, lease))
-        };
-        // Bucket order is revision order, so the last record of a key is its newest state.
-        self.latest.insert(key, ((main, sub), state));
-        Ok(())
+            self.live.push((e.revision.main, e.revision.sub));
+        }
     }
 
-    pub fn finish(self) -> KeyScan<'a> {
-        let mut live = Vec::with_capacity(self.latest.len());
-        let mut deleted = 0;
-        for (key, (rev, state)) in self.latest {
-            match state {
-                Some((value, lease)) => live.push(LiveKey {
-                    key,
-                    value,
-                    lease,
-                    mod_revision: rev,
-                }),
-                None => deleted += 1,
-            }
+    /// Oldest first: v2 indexes follow the v3 revision order.
+    pub fn finish(mut self, revisions: u64) -> KeyScan {
+        self.live.sort_unstable();
+        self.revisions = revisions;
+        self
+    }
+
+    /// Whether a forward pass entry is the newest state of a live key; `next` is the cursor
+    /// into `live` (revisions come in ascending order, so one comparison each).
+    pub fn is_live(&self, next: &mut usize, e: &RevisionEntry<'_>) -> bool {
+        if e.tombstone || self.live.get(*next) != Some(&(e.revision.main, e.revision.sub)) {
+            return false;
         }
-        // (main, sub) revisions are unique: the bucket order, without comparing keys
-        live.sort_unstable_by_key(|k| k.mod_revision);
-        KeyScan {
-            live,
-            deleted,
-            revisions: self.revisions,
-            foreign: self.foreign,
-        }
+        *next += 1;
+        true
     }
 }
 
 #[derive(Debug, Clone, Copy)]
 pub struct ConvertOptions {
     pub lossy: bool,
-    /// `now + ttl` for keys that had a lease.
-    pub lease_expiry: ExpireTime,
+    /// `now + ttl` (unix nanoseconds) for keys that had a lease.
+    pub lease_expiry_nanos: i64,
 }
 
-/// The `/1` subtree and what went into it.
-#[derive(Debug)]
-pub struct UserTree<'a> {
-    pub tree: Node<'a>,
+/// What went into the `/1` subtree.
+#[derive(Debug, Default)]
+pub struct UserTree {
     pub keys: usize,
     pub dirs: usize,
     pub leased: usize,
@@ -129,9 +73,6 @@ pub struct UserTree<'a> {
     /// v2's namespace, skipped as the original did. Printable form.
     pub skipped: Vec<String>,
     pub lossy_values: usize,
-    pub empty_dirs_removed: usize,
-    /// The v2 store index after the last key (indexes of /0 continue from here).
-    pub last_index: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -190,10 +131,12 @@ pub fn go_lossy(mut b: &[u8]) -> String {
     }
 }
 
-fn text<'a>(b: &'a [u8], lossy: bool) -> Option<Cow<'a, str>> {
+/// The bytes as a string (and whether it was made lossy), or None when not UTF-8 and not
+/// `lossy`.
+fn text(b: &[u8], lossy: bool) -> Option<(String, bool)> {
     match std::str::from_utf8(b) {
-        Ok(s) => Some(Cow::Borrowed(s)),
-        Err(_) if lossy => Some(Cow::Owned(go_lossy(b))),
+        Ok(s) => Some((s.to_string(), false)),
+        Err(_) if lossy => Some((go_lossy(b), true)),
         Err(_) => None,
     }
 }
@@ -215,104 +158,128 @@ fn components(key: &str) -> Result<Vec<&str>, &'static str> {
     Ok(parts)
 }
 
-/// Builds the `/1` subtree from the live keys. Indexes start at 1 and grow by one per key.
-pub fn user_tree<'a>(
-    live: &[LiveKey<'a>],
-    opts: &ConvertOptions,
-) -> Result<UserTree<'a>, ConvertError> {
-    let mut tree = Node::dir(0);
-    let (mut keys, mut leased, mut lossy_values) = (0, 0, 0);
-    let mut skipped = Vec::new();
-    let mut leased_examples = Vec::new();
-    let mut not_utf8 = Vec::new();
-    let mut bad = Vec::new();
-    let mut index = 0u64;
-    for kv in live {
+/// Writes live keys (oldest first) under `/1` of a store (`Store::load_key`: `set`'s rules,
+/// no event history): each takes the next store index, missing dirs are created with it.
+/// Problems are collected, so the refusal lists them all (the store is then discarded).
+pub struct UserTreeBuilder<'s> {
+    store: &'s mut Store,
+    opts: ConvertOptions,
+    tree: UserTree,
+    not_utf8: Vec<String>,
+    bad: Vec<String>,
+    path: String,
+}
+
+impl<'s> UserTreeBuilder<'s> {
+    pub fn new(opts: &ConvertOptions, store: &'s mut Store) -> UserTreeBuilder<'s> {
+        UserTreeBuilder {
+            store,
+            opts: *opts,
+            tree: UserTree::default(),
+            not_utf8: Vec::new(),
+            bad: Vec::new(),
+            path: String::new(),
+        }
+    }
+
+    pub fn add(&mut self, kv: &LiveKey<'_>) {
+        let t = &mut self.tree;
         if kv.key.first() != Some(&b'/') {
-            skipped.push(show(kv.key));
-            continue;
+            t.skipped.push(show(kv.key));
+            return;
         }
-        let (Some(key), Some(value)) = (text(kv.key, opts.lossy), text(kv.value, opts.lossy))
-        else {
-            not_utf8.push(show(kv.key));
-            continue;
+        let (Some(key), Some(value)) = (
+            text(kv.key, self.opts.lossy),
+            text(kv.value, self.opts.lossy),
+        ) else {
+            self.not_utf8.push(show(kv.key));
+            return;
         };
-        if matches!(key, Cow::Owned(_)) || matches!(value, Cow::Owned(_)) {
-            lossy_values += 1;
+        if key.1 || value.1 {
+            t.lossy_values += 1;
         }
-        let key_str: &str = &key;
-        let parts = match components(key_str) {
-            Ok(p) => p,
-            Err(why) => {
-                bad.push(format!("{}: {why}", show(kv.key)));
-                continue;
-            }
-        };
-        index += 1;
-        let expire = (kv.lease != 0).then_some(opts.lease_expiry);
-        if kv.lease != 0 {
-            leased += 1;
-            if leased_examples.len() < 10 {
-                leased_examples.push(show(kv.key));
-            }
+        if let Err(why) = components(&key.0) {
+            self.bad.push(format!("{}: {why}", show(kv.key)));
+            return;
         }
-        let file = Node::File {
-            value,
-            created: index,
-            modified: index,
-            expire,
-        };
-        // Owned strings for names: keys are short; values stay borrowed.
-        let owned: Vec<String> = parts.iter().map(|s| s.to_string()).collect();
-        let refs: Vec<&str> = owned.iter().map(|s| s.as_str()).collect();
-        match tree.set_file(&refs, file, index) {
-            Ok(()) => keys += 1,
-            Err(at) => {
-                let why = if at == refs.len() {
-                    "it is also a directory of other keys".to_string()
-                } else {
-                    format!(
-                        "/{} is a key, so it cannot be a directory",
-                        refs[..at].join("/")
-                    )
-                };
-                index -= 1;
-                if expire.is_some() {
-                    leased -= 1;
+        self.path.clear();
+        self.path.push_str("/1");
+        self.path.push_str(&key.0);
+        let expire = (kv.lease != 0).then_some(self.opts.lease_expiry_nanos);
+        match self.store.load_key(&self.path, value.0, expire) {
+            Ok(_) => {
+                t.keys += 1;
+                if kv.lease != 0 {
+                    t.leased += 1;
+                    if t.leased_examples.len() < 10 {
+                        t.leased_examples.push(show(kv.key));
+                    }
                 }
-                bad.push(format!("{}: {why}", show(kv.key)));
             }
+            Err(e) => self.bad.push(format!("{}: {}", show(kv.key), why_not(&e))),
         }
     }
-    if !not_utf8.is_empty() {
-        let total = not_utf8.len();
-        not_utf8.truncate(10);
-        return Err(ConvertError::NotUtf8 {
-            total,
-            examples: not_utf8,
-        });
+
+    pub fn finish(self) -> Result<UserTree, ConvertError> {
+        let (mut t, mut not_utf8, mut bad) = (self.tree, self.not_utf8, self.bad);
+        if !not_utf8.is_empty() {
+            let total = not_utf8.len();
+            not_utf8.truncate(10);
+            return Err(ConvertError::NotUtf8 {
+                total,
+                examples: not_utf8,
+            });
+        }
+        if !bad.is_empty() {
+            let total = bad.len();
+            bad.truncate(10);
+            return Err(ConvertError::Unrepresentable {
+                total,
+                examples: bad,
+            });
+        }
+        // Only live keys went in, and a refused key creates no dirs: no dir is empty.
+        if let Some(one) = self.store.get("/1") {
+            one.walk(&mut |n| {
+                if n.is_dir() {
+                    t.dirs += 1;
+                }
+            });
+            t.dirs -= 1; // /1 itself
+        }
+        Ok(t)
     }
-    if !bad.is_empty() {
-        let total = bad.len();
-        bad.truncate(10);
-        return Err(ConvertError::Unrepresentable {
-            total,
-            examples: bad,
-        });
+}
+
+/// [`UserTreeBuilder`] over a list of live keys, oldest first.
+pub fn user_tree(
+    live: &[LiveKey<'_>],
+    opts: &ConvertOptions,
+    store: &mut Store,
+) -> Result<UserTree, ConvertError> {
+    let mut b = UserTreeBuilder::new(opts, store);
+    for kv in live {
+        b.add(kv);
     }
-    let empty_dirs_removed = tree.prune_empty_dirs();
-    let (_, dirs) = tree.count();
-    Ok(UserTree {
-        tree,
-        keys,
-        dirs,
-        leased,
-        leased_examples,
-        skipped,
-        lossy_values,
-        empty_dirs_removed,
-        last_index: index,
-    })
+    b.finish()
+}
+
+/// Why the store refused a key, in the terms of the v3 keys.
+fn why_not(e: &V2Error) -> String {
+    match e {
+        V2Error::Op {
+            code: V2ErrorCode::NotDir,
+            path,
+        } => format!(
+            "{} is a key, so it cannot be a directory",
+            path.strip_prefix("/1").unwrap_or(path)
+        ),
+        V2Error::Op {
+            code: V2ErrorCode::NotFile,
+            ..
+        } => "it is also a directory of other keys".to_string(),
+        other => other.to_string(),
+    }
 }
 
 /// The rollback targets and the cluster version each accepts in `/0/version`
@@ -351,125 +318,110 @@ impl TargetVersion {
 mod tests {
     use super::*;
 
-    fn rev(main: u64, sub: u64, tomb: bool) -> Vec<u8> {
-        let mut r = main.to_be_bytes().to_vec();
-        r.push(b'_');
-        r.extend_from_slice(&sub.to_be_bytes());
-        if tomb {
-            r.push(b't');
-        }
-        r
-    }
-
-    fn kv(key: &[u8], value: &[u8], lease: i64) -> Vec<u8> {
-        let mut b = Vec::new();
-        pb::put_bytes(&mut b, 1, key);
-        if !value.is_empty() {
-            pb::put_bytes(&mut b, 5, value);
-        }
-        if lease != 0 {
-            pb::put_uint(&mut b, 6, lease as u64);
-        }
-        b
+    fn kv<'a>(_rev: i64, key: &'a [u8], value: &'a [u8], lease: i64) -> LiveKey<'a> {
+        LiveKey { key, value, lease }
     }
 
     const OPTS: ConvertOptions = ConvertOptions {
         lossy: false,
-        lease_expiry: ExpireTime {
-            unix_secs: 1_800_000_000,
-            nanos: 0,
-        },
+        lease_expiry_nanos: 1_800_000_000_000_000_000,
     };
 
-    fn scan(records: &[(Vec<u8>, Vec<u8>)]) -> KeyScan<'_> {
-        let mut f = Folder::default();
-        for (r, v) in records {
-            f.add(r, v).unwrap();
-        }
-        f.finish()
-    }
-
-    #[test]
-    fn newest_state_wins_and_tombstones_stay_deleted() {
-        let recs = vec![
-            (rev(2, 0, false), kv(b"/a", b"1", 0)),
-            (rev(3, 0, false), kv(b"/a", b"2", 0)),
-            (rev(4, 0, false), kv(b"/gone", b"x", 0)),
-            (rev(5, 0, true), kv(b"/gone", b"", 0)),
-            (rev(6, 0, false), kv(b"/a", b"3", 0)),
-            (rev(6, 1, false), kv(b"/back", b"old", 0)),
-            (rev(7, 0, true), kv(b"/back", b"", 0)),
-            (rev(8, 0, false), kv(b"/back", b"new", 0)),
-            (b"junk".to_vec(), b"zz".to_vec()),
-        ];
-        let s = scan(&recs);
-        assert_eq!(s.deleted, 1);
-        assert_eq!(s.foreign, 1);
-        assert_eq!(s.revisions, 8);
-        let got: Vec<_> = s.live.iter().map(|k| (k.key, k.value)).collect();
-        assert_eq!(
-            got,
-            vec![(&b"/a"[..], &b"3"[..]), (&b"/back"[..], &b"new"[..])]
-        );
+    fn tree(live: Vec<LiveKey>, opts: &ConvertOptions) -> Result<(UserTree, Store), ConvertError> {
+        let mut store = Store::new();
+        let t = user_tree(&live, opts, &mut store)?;
+        Ok((t, store))
     }
 
     #[test]
     fn keys_go_under_their_dirs_with_leases_and_skips() {
-        let recs = vec![
-            (rev(2, 0, false), kv(b"/registry/pods/ns/name", b"pod", 0)),
-            (rev(3, 0, false), kv(b"/registry/events/ns/e1", b"ev", 7)),
-            (rev(4, 0, false), kv(b"compact_rev_key", b"4", 0)),
-            (rev(5, 0, false), kv(b"/top", b"", 0)),
+        let live = vec![
+            kv(2, b"/registry/pods/ns/name", b"pod", 0),
+            kv(3, b"/registry/events/ns/e1", b"ev", 7),
+            kv(4, b"compact_rev_key", b"4", 0),
+            kv(5, b"/top", b"", 0),
         ];
-        let s = scan(&recs);
-        let t = user_tree(&s.live, &OPTS).unwrap();
+        let (t, store) = tree(live, &OPTS).unwrap();
         assert_eq!((t.keys, t.leased, t.dirs), (3, 1, 5));
         assert_eq!(t.skipped, vec!["\"compact_rev_key\"".to_string()]);
-        match t.tree.get(&["registry", "events", "ns", "e1"]).unwrap() {
-            Node::File { value, expire, .. } => {
-                assert_eq!(value, "ev");
-                assert_eq!(*expire, Some(OPTS.lease_expiry));
-            }
-            other => panic!("{other:?}"),
-        }
-        match t.tree.get(&["top"]).unwrap() {
-            Node::File {
-                value,
-                expire,
-                created,
-                ..
-            } => {
-                assert_eq!((value.as_ref(), *expire, *created), ("", None, 3));
-            }
-            other => panic!("{other:?}"),
-        }
-        assert_eq!(t.last_index, 3);
+        let e1 = store.get("/1/registry/events/ns/e1").unwrap();
+        assert_eq!(e1.value, "ev");
+        assert_eq!(e1.expire_unix_nanos(), Some(OPTS.lease_expiry_nanos));
+        let top = store.get("/1/top").unwrap();
+        assert_eq!((top.value.as_str(), top.is_permanent()), ("", true));
+        // store indexes follow the revision order, dirs take the index of their first key
+        assert_eq!(top.created_index, 3);
+        assert_eq!(store.get("/1/registry").unwrap().created_index, 1);
+        assert_eq!(store.get("/1/registry/events").unwrap().created_index, 2);
+        assert_eq!(store.current_index, 3);
     }
 
     #[test]
     fn non_utf8_is_refused_unless_lossy() {
-        let recs = vec![(rev(2, 0, false), kv(b"/k8s/pod", b"k8s\x00\xff\xfe", 0))];
-        let s = scan(&recs);
-        match user_tree(&s.live, &OPTS).unwrap_err() {
+        let live = || vec![kv(2, b"/k8s/pod", b"k8s\x00\xff\xfe", 0)];
+        match tree(live(), &OPTS).unwrap_err() {
             ConvertError::NotUtf8 { total, examples } => {
                 assert_eq!(total, 1);
                 assert_eq!(examples, vec!["\"/k8s/pod\"".to_string()]);
             }
             e => panic!("{e:?}"),
         }
-        let t = user_tree(
-            &s.live,
-            &ConvertOptions {
-                lossy: true,
-                ..OPTS
-            },
-        )
-        .unwrap();
+        let lossy = ConvertOptions {
+            lossy: true,
+            ..OPTS
+        };
+        let (t, store) = tree(live(), &lossy).unwrap();
         assert_eq!(t.lossy_values, 1);
-        match t.tree.get(&["k8s", "pod"]).unwrap() {
-            Node::File { value, .. } => assert_eq!(value, "k8s\u{0}\u{FFFD}\u{FFFD}"),
-            other => panic!("{other:?}"),
+        assert_eq!(
+            store.get("/1/k8s/pod").unwrap().value,
+            "k8s\u{0}\u{FFFD}\u{FFFD}"
+        );
+    }
+
+    #[test]
+    fn newest_states_fold_into_live_keys_in_revision_order() {
+        use crate::storage::mvcc::{KeyValue, Revision};
+        let e =
+            |main: i64, key: &'static [u8], value: &'static [u8], tombstone: bool| RevisionEntry {
+                revision: Revision { main, sub: 0 },
+                tombstone,
+                kv: KeyValue {
+                    key,
+                    value,
+                    ..KeyValue::default()
+                },
+                value_offset: 0,
+            };
+        let mut scan = KeyScan::default();
+        // newest first, as for_each_newest calls
+        for r in [
+            e(8, b"/back", b"new", false),
+            e(6, b"/a", b"3", false),
+            e(5, b"/gone", b"", true),
+        ] {
+            scan.add_newest(&r);
         }
+        let scan = scan.finish(9);
+        assert_eq!((scan.deleted, scan.revisions), (1, 9));
+        assert_eq!(scan.live, vec![(6, 0), (8, 0)]);
+        // the forward pass picks exactly those revisions
+        let mut next = 0;
+        let forward = [
+            e(2, b"/a", b"1", false),
+            e(5, b"/gone", b"", true),
+            e(6, b"/a", b"3", false),
+            e(7, b"/back", b"old", false),
+            e(8, b"/back", b"new", false),
+        ];
+        let got: Vec<_> = forward
+            .iter()
+            .filter(|r| scan.is_live(&mut next, r))
+            .map(|r| (r.kv.key, r.kv.value))
+            .collect();
+        assert_eq!(
+            got,
+            vec![(&b"/a"[..], &b"3"[..]), (&b"/back"[..], &b"new"[..])]
+        );
     }
 
     #[test]
@@ -480,30 +432,28 @@ mod tests {
 
     #[test]
     fn conflicting_and_unclean_keys_are_refused() {
-        let recs = vec![
-            (rev(2, 0, false), kv(b"/a", b"1", 0)),
-            (rev(3, 0, false), kv(b"/a/b", b"2", 0)),
-            (rev(4, 0, false), kv(b"/c//d", b"3", 0)),
-            (rev(5, 0, false), kv(b"/", b"4", 0)),
+        let live = vec![
+            kv(2, b"/a", b"1", 0),
+            kv(3, b"/a/b", b"2", 0),
+            kv(4, b"/c//d", b"3", 0),
+            kv(5, b"/", b"4", 0),
+            kv(6, b"/e/./f", b"5", 0),
         ];
-        let s = scan(&recs);
-        match user_tree(&s.live, &OPTS).unwrap_err() {
+        match tree(live, &OPTS).unwrap_err() {
             ConvertError::Unrepresentable { total, examples } => {
-                assert_eq!(total, 3, "{examples:?}");
+                assert_eq!(total, 4, "{examples:?}");
                 assert!(examples[0].contains("/a is a key"), "{examples:?}");
             }
             e => panic!("{e:?}"),
         }
         // the other order: the dir exists first
-        let recs = vec![
-            (rev(2, 0, false), kv(b"/a/b", b"1", 0)),
-            (rev(3, 0, false), kv(b"/a", b"2", 0)),
-        ];
-        let s = scan(&recs);
-        assert!(matches!(
-            user_tree(&s.live, &OPTS),
-            Err(ConvertError::Unrepresentable { total: 1, .. })
-        ));
+        let live = vec![kv(2, b"/a/b", b"1", 0), kv(3, b"/a", b"2", 0)];
+        match tree(live, &OPTS).unwrap_err() {
+            ConvertError::Unrepresentable { total: 1, examples } => {
+                assert!(examples[0].contains("also a directory"), "{examples:?}");
+            }
+            e => panic!("{e:?}"),
+        }
     }
 
     #[test]

@@ -11,23 +11,25 @@
 //! it etcd 3.3.21+/3.4.8+ silently ignore the snapshot); `/0/version` is 2.3.0 for 2.3.7;
 //! non-UTF-8 values are refused instead of silently mangled; corrupted input is refused before
 //! anything is touched; errors exit non-zero instead of `glog.Fatal` after partial changes.
+//!
+//! All format code is the shared `storage` layer (bolt, mvcc, wal, snap, proto, v2store):
+//! this module only decides and orchestrates.
 
-mod bolt;
 pub mod cluster;
 pub mod convert;
-mod pb;
-pub mod snap;
-pub mod tree;
-pub mod wal;
 
-use crate::storage::Finding;
-use convert::{ConvertError, ConvertOptions, Folder, TargetVersion};
+use crate::storage::bolt::{BoltDb, BoltError, Direction};
+use crate::storage::proto::{ConfState, HardState, SnapshotMetadata, WalMetadata, WalSnapshot};
+use crate::storage::v2store::Store;
+use crate::storage::{mvcc, snap, wal, Finding};
+use cluster::{Change, WalEntry};
+use convert::{ConvertError, ConvertOptions, KeyScan, LiveKey, TargetVersion};
 use std::fmt;
 use std::fs;
 use std::io;
+use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-use tree::{ExpireTime, Node, Store};
 
 #[derive(Debug, Clone)]
 pub struct RollbackOptions {
@@ -270,10 +272,10 @@ fn io_err(op: &str, path: &Path, state: &str) -> impl FnOnce(io::Error) -> Rollb
 }
 
 /// Everything read and decided, before any write.
-struct Plan<'db> {
-    store: Store<'db>,
+struct Plan {
+    store: Store,
     report: RollbackReport,
-    metadata: Vec<u8>,
+    metadata: WalMetadata,
 }
 
 /// Converts `dir` (an etcd 3.x data dir, etcd stopped) into an etcd 2.x data dir.
@@ -319,8 +321,11 @@ pub fn rollback_data_dir(
             format!("missing: no v3 backend to roll back ({UNTOUCHED})"),
         ));
     }
-    let lock = lock_db(&db_path)?;
-    let db = bolt::Db::open(&db_path)?;
+    // BoltDb holds a shared flock while it is open: refused when etcd runs, and an etcd
+    // started meanwhile waits for it until the swap is done. Two rollbacks of one dir would
+    // both get that one: an exclusive lock on the dir itself keeps a second out.
+    let dir_lock = lock_dir(&paths.dir)?;
+    let db = open_db(&db_path)?;
     let mut plan = plan(&paths, &db, opts)?;
     if opts.dry_run {
         plan.report.dry_run = true;
@@ -329,7 +334,8 @@ pub fn rollback_data_dir(
     let t0 = std::time::Instant::now();
     write_and_swap(&paths, &mut plan)?;
     log::debug!("wrote and swapped in {:?}", t0.elapsed());
-    drop(lock);
+    drop(db);
+    drop(dir_lock);
     Ok(plan.report)
 }
 
@@ -375,123 +381,174 @@ fn resume(paths: &Paths) -> Result<Option<RollbackReport>, RollbackError> {
     }))
 }
 
-/// An exclusive non-blocking flock on the db: etcd holds one while it runs, and ours keeps
-/// an etcd from starting on the dir while we read it.
-fn lock_db(db: &Path) -> Result<fs::File, RollbackError> {
+/// An exclusive non-blocking flock on the data dir (only rollback2 takes it).
+fn lock_dir(dir: &Path) -> Result<fs::File, RollbackError> {
     use std::os::fd::AsRawFd;
-    let f = fs::File::open(db).map_err(|e| refused(db, format!("cannot open: {e}")))?;
+    let f = fs::File::open(dir).map_err(|e| refused(dir, format!("cannot open: {e}")))?;
     // SAFETY: flock on an fd we own.
-    let r = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-    if r != 0 {
+    if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
         let e = io::Error::last_os_error();
         if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
             return Err(refused(
-                db,
-                format!(
-                    "locked: is etcd still running on this data dir? Stop it first ({UNTOUCHED})"
-                ),
+                dir,
+                format!("another rollback2 is working on this data dir ({UNTOUCHED})"),
             ));
         }
-        return Err(refused(db, format!("cannot lock: {e}")));
+        return Err(refused(dir, format!("cannot lock: {e}")));
     }
     Ok(f)
 }
 
-fn plan<'db>(
-    paths: &Paths,
-    db: &'db bolt::Db,
-    opts: &RollbackOptions,
-) -> Result<Plan<'db>, RollbackError> {
+/// Opens the db read-only with its shared flock (etcd holds an exclusive one while it runs).
+fn open_db(db: &Path) -> Result<BoltDb, RollbackError> {
+    BoltDb::open(db).map_err(|e| match e {
+        BoltError::Locked { .. } => refused(
+            db,
+            format!("locked: is etcd still running on this data dir? Stop it first ({UNTOUCHED})"),
+        ),
+        other => bolt_err(db, other),
+    })
+}
+
+fn bolt_err(db: &Path, e: BoltError) -> RollbackError {
+    match e {
+        BoltError::Corrupt(f) => RollbackError::Corrupt(f),
+        BoltError::NoBucket { .. } => refused(
+            db,
+            format!("no `key` bucket: not an etcd 3 backend ({UNTOUCHED})"),
+        ),
+        other => RollbackError::Corrupt(Finding::in_file(db, other.to_string())),
+    }
+}
+
+fn wal_err(wal_dir: &Path, e: wal::WalError) -> RollbackError {
+    match e {
+        wal::WalError::Corrupt(f) => RollbackError::Corrupt(f),
+        other => RollbackError::Corrupt(Finding::in_file(wal_dir, other.to_string())),
+    }
+}
+
+fn unix_nanos(t: SystemTime) -> i64 {
+    let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
+    i64::try_from(d.as_nanos()).unwrap_or(i64::MAX)
+}
+
+fn plan(paths: &Paths, db: &BoltDb, opts: &RollbackOptions) -> Result<Plan, RollbackError> {
     let member = paths.dir.join("member");
     let snap_dir = member.join("snap");
-    let t0 = std::time::Instant::now();
-    // The WAL (up to hundreds of MB) is read on a second thread while this one scans the db.
     let wal_dir = member.join("wal");
+    let t0 = std::time::Instant::now();
+    // The WAL (up to hundreds of MB) is read on a second thread while this one scans the db;
+    // only entry summaries are kept (never the v3 data).
+    let now = unix_nanos(opts.now.unwrap_or_else(SystemTime::now));
+    let ttl = i64::try_from(opts.ttl.as_nanos()).unwrap_or(i64::MAX);
+    let copts = ConvertOptions {
+        lossy: opts.lossy,
+        lease_expiry_nanos: now.saturating_add(ttl),
+    };
+    // The new /1 is built meanwhile too; its errors come after the WAL's and the checks'.
     let (wal, scanned) = std::thread::scope(|scope| {
         let reader = scope.spawn(|| {
-            let r = wal::read(&wal_dir);
+            let r = wal::read_whole_with(&wal_dir, cluster::summarize);
             log::debug!("read the WAL in {:?}", t0.elapsed());
             r
         });
-        let scanned = scan_keys(paths, db);
+        let scanned = scan_keys(paths, db).map(|scan| {
+            let built = build_user_tree(paths, db, &scan, &copts);
+            log::debug!("built the v2 tree in {:?}", t0.elapsed());
+            (scan, built)
+        });
         let wal = match reader.join() {
-            Ok(r) => r,
-            Err(_) => Err(Finding::in_file(&wal_dir, "the WAL reader thread failed")),
+            Ok(r) => r.map_err(|e| wal_err(&wal_dir, e)),
+            Err(_) => Err(RollbackError::Corrupt(Finding::in_file(
+                &wal_dir,
+                "the WAL reader thread failed",
+            ))),
         };
         (wal, scanned)
     });
     let wal = wal?;
-    let folder = scanned?;
+    let (scan, built) = scanned?;
+    log::debug!("scanned bucket key in {:?}", t0.elapsed());
+    let wal_file = || {
+        wal.segments
+            .first()
+            .map_or_else(|| wal_dir.clone(), |s| s.path.clone())
+    };
     let hs = wal.hard_state.ok_or_else(|| {
         refused(
-            &member.join("wal"),
+            &wal_dir,
             format!("the WAL has no HardState: nothing was ever committed ({UNTOUCHED})"),
         )
     })?;
+    let metadata = wal
+        .metadata
+        .ok_or_else(|| Finding::in_file(wal_file(), "the WAL has no metadata record"))?;
 
     // Every .snap must be sound; the one used is the newest that the WAL confirms (as etcd
-    // 3.4.8+ chooses).
-    let snaps = snap::list(&snap_dir)?;
-    let mut chosen = None;
-    for s in &snaps {
-        let body = snap::read(&s.path)?;
-        if (body.index, body.term) != (s.index, s.term) {
-            return Err(Finding::in_file(
-                &s.path,
-                format!(
-                    "file name says term {} index {}, metadata says term {} index {}",
-                    s.term, s.index, body.term, body.index
-                ),
-            )
-            .into());
-        }
-        let confirmed = wal.snapshots.contains(&(s.index, s.term)) && s.index <= hs.commit;
-        if chosen.is_none() && confirmed {
-            chosen = Some((s.path.clone(), body));
-        }
+    // 3.4.8+ chooses: a snapshot record with its index and term, covered by the HardState).
+    if let Some(f) = snap::check(&snap_dir).into_iter().next() {
+        return Err(f.into());
     }
-    let start = chosen.as_ref().map_or(0, |(_, b)| b.index);
-    if let Some(first) = wal.first_index {
-        if first > start + 1 {
+    let mut confirmed = vec![WalSnapshot::new(0, 0)];
+    confirmed.extend(
+        wal.snapshots
+            .iter()
+            .filter(|s| s.index <= hs.commit)
+            .cloned(),
+    );
+    let chosen = snap::load_newest_available(&snap_dir, &confirmed)
+        .map_err(|e| RollbackError::Corrupt(e.to_finding()))?
+        .loaded;
+    let (start, start_term) = chosen.as_ref().map_or((0, 0), |s| {
+        (s.snapshot.metadata.index, s.snapshot.metadata.term)
+    });
+    let first = wal.entries.first().map(|e| e.index);
+    match first {
+        Some(first) if first > start + 1 => {
             return Err(Finding::in_file(
-                &wal.files[0],
+                wal_file(),
                 format!("the WAL starts at entry {first} but the newest usable snapshot is at {start}: entries are missing"),
             )
-            .into());
+            .into())
         }
-    } else if hs.commit > start {
-        return Err(Finding::in_file(
-            &wal.files[0],
-            format!(
-                "HardState commit {} but no entries after snapshot {start}",
-                hs.commit
-            ),
-        )
-        .into());
+        None if hs.commit > start => {
+            return Err(Finding::in_file(
+                wal_file(),
+                format!(
+                    "HardState commit {} but no entries after snapshot {start}",
+                    hs.commit
+                ),
+            )
+            .into())
+        }
+        Some(_) if wal.last_index < hs.commit => {
+            return Err(Finding::in_file(
+                wal.segments.last().map(|s| s.path.clone()).unwrap_or_default(),
+                format!(
+                    "HardState commit {} is past the last entry {}",
+                    hs.commit, wal.last_index
+                ),
+            )
+            .into())
+        }
+        _ => {}
     }
-    if wal.last_index < hs.commit && wal.first_index.is_some() {
-        return Err(Finding::in_file(
-            wal.files.last().cloned().unwrap_or_default(),
-            format!(
-                "HardState commit {} is past the last entry {}",
-                hs.commit, wal.last_index
-            ),
-        )
-        .into());
-    }
+    let entry = |index: u64| -> Option<&WalEntry> {
+        let at = index.checked_sub(first?)?;
+        wal.entries.get(usize::try_from(at).ok()?)
+    };
 
-    log::debug!("scanned bucket key in {:?}", t0.elapsed());
-    let consistent_index = db
-        .get(b"meta", b"consistent_index")?
-        .and_then(|v| <[u8; 8]>::try_from(v.as_slice()).ok())
-        .map(u64::from_be_bytes);
+    let consistent_index = mvcc::read_meta(db)
+        .map_err(|e| bolt_err(&db_path(paths), e))?
+        .consistent_index;
     // The db may lag the WAL (3.4 after a crash: up to one uncommitted batch). Committed v3
     // writes the db does not have yet would be lost: refuse, etcd itself would replay them.
     let ci = consistent_index.unwrap_or(0);
     let missing = wal
-        .v3_writes
+        .entries
         .iter()
-        .filter(|i| **i > ci && **i <= hs.commit)
+        .filter(|e| e.v3_write && e.index > ci && e.index <= hs.commit)
         .count();
     if missing > 0 {
         return Err(refused(
@@ -503,73 +560,52 @@ fn plan<'db>(
             ),
         ));
     }
-    let scan = folder.finish();
-    let now = opts.now.unwrap_or_else(SystemTime::now);
-    let expiry = now + opts.ttl;
-    let since = expiry.duration_since(UNIX_EPOCH).unwrap_or_default();
-    let copts = ConvertOptions {
-        lossy: opts.lossy,
-        lease_expiry: ExpireTime {
-            unix_secs: since.as_secs() as i64,
-            nanos: since.subsec_nanos(),
-        },
-    };
-    log::debug!("folded {} revisions in {:?}", scan.revisions, t0.elapsed());
-    let user = convert::user_tree(&scan.live, &copts).map_err(RollbackError::Convert)?;
-    log::debug!("built the v2 tree in {:?}", t0.elapsed());
+    let (deleted, revisions) = (scan.deleted, scan.revisions);
+    let (mut store, user) = built?;
 
-    // cluster state
-    let (source_snapshot, mut zero) = match &chosen {
-        Some((p, body)) => (
-            Some(p.clone()),
-            cluster::from_store_json(&body.data)
-                .map_err(|e| RollbackError::Corrupt(Finding::in_file(p, e)))?,
-        ),
-        None => (None, Node::dir(0)),
+    // cluster state: the chosen snapshot's store, then the committed entries after it
+    let mut old = match &chosen {
+        Some(s) => Store::load(&s.snapshot.data)
+            .map_err(|e| RollbackError::Corrupt(Finding::in_file(&s.path, e.to_string())))?,
+        None => Store::new(),
     };
-    // raft's snapshot term is the term of the entry at the snapshot index (members at the
-    // same commit agree on it; their current terms, in the HardState, may differ)
-    let snap_term = match wal.entry_term(hs.commit) {
-        Some(t) => t,
-        None => match &chosen {
-            Some((_, b)) if b.index == hs.commit => b.term,
-            _ => {
-                return Err(Finding::in_file(
-                    &wal.files[0],
-                    format!("no entry or snapshot for the committed index {}", hs.commit),
-                )
-                .into())
-            }
-        },
-    };
-    let committed: Vec<_> = wal
+    let old_v2_keys = chosen.as_ref().map_or(0, |_| cluster::user_keys(&old));
+    let mut replay = Vec::new();
+    let mut old_v2_writes = 0;
+    for e in wal
         .entries
         .iter()
         .filter(|e| e.index > start && e.index <= hs.commit)
-        .cloned()
-        .collect();
-    cluster::replay(&mut zero, &committed)
-        .map_err(|e| RollbackError::Corrupt(Finding::in_file(member.join("wal"), e)))?;
-    let old_v2_keys = chosen
-        .as_ref()
-        .map_or(0, |(_, b)| cluster::user_keys_in_store_json(&b.data));
-    let old_v2_writes = committed
-        .iter()
-        .filter(|e| e.change == wal::ClusterChange::UserV2Write)
-        .count();
+    {
+        match &e.change {
+            Change::None => {}
+            Change::Cluster(entry) => replay.push(entry.clone()),
+            Change::UserV2Write => old_v2_writes += 1,
+            Change::Bad(why) => {
+                return Err(
+                    Finding::in_file(&wal_dir, format!("raft entry {}: {why}", e.index)).into(),
+                )
+            }
+        }
+    }
+    old.replay_entries(&replay, now);
+    // raft's snapshot term is the term of the entry at the snapshot index (members at the
+    // same commit agree on it; their current terms, in the HardState, may differ)
+    let snap_term = match entry(hs.commit) {
+        Some(e) => e.term,
+        None if chosen.is_some() && start == hs.commit => start_term,
+        None => {
+            return Err(Finding::in_file(
+                wal_file(),
+                format!("no entry or snapshot for the committed index {}", hs.commit),
+            )
+            .into())
+        }
+    };
     let cluster_version = opts.target.cluster_version().to_string();
-    zero.set_file(
-        &["version"],
-        Node::File {
-            value: cluster_version.clone().into(),
-            created: 0,
-            modified: 0,
-            expire: None,
-        },
-        0,
-    )
-    .map_err(|_| refused(&member, "/0/version is a directory in the old store"))?;
-    let members = cluster::member_ids(&zero)
+    old.set("/0/version", &cluster_version, None, now)
+        .map_err(|_| refused(&member, "/0/version is a directory in the old store"))?;
+    let members = cluster::member_ids(&old)
         .map_err(|e| RollbackError::Corrupt(Finding::in_file(&snap_dir, e)))?;
     if members.is_empty() {
         return Err(refused(
@@ -577,13 +613,10 @@ fn plan<'db>(
             format!("no members found in the snapshot and WAL ({UNTOUCHED})"),
         ));
     }
-    let last = cluster::reindex(&mut zero, user.last_index);
+    cluster::copy_zero(&old, &mut store, now)
+        .map_err(|e| refused(&member, format!("cannot copy /0: {e} ({UNTOUCHED})")))?;
+    store.reset_event_history();
 
-    let mut root = Node::dir(0);
-    if let Some(ch) = root.children_mut() {
-        ch.insert("0".into(), zero);
-        ch.insert("1".into(), user.tree);
-    }
     let report = RollbackReport {
         data_dir: paths.dir.clone(),
         dry_run: false,
@@ -594,62 +627,90 @@ fn plan<'db>(
         old_v2_keys,
         old_v2_writes,
         skipped: user.skipped,
-        deleted: scan.deleted,
+        deleted,
         lossy_values: user.lossy_values,
-        revisions: scan.revisions,
-        members: members.clone(),
+        revisions,
+        members,
         cluster_version,
         index: hs.commit,
         term: snap_term,
         raft_term: hs.term,
-        source_snapshot,
+        source_snapshot: chosen.map(|s| s.path),
         consistent_index,
         snap_file: paths
             .dir
             .join("member/snap")
-            .join(snap::name(snap_term, hs.commit)),
+            .join(snap::snap_file_name(snap_term, hs.commit)),
         wal_file: paths
             .dir
-            .join("member/wal/0000000000000000-0000000000000000.wal"),
+            .join("member/wal")
+            .join(wal::segment_file_name(0, 0)),
         backup: paths.backup.clone(),
         resumed: false,
     };
     Ok(Plan {
-        store: Store {
-            root,
-            current_index: last,
-        },
+        store,
         report,
-        metadata: wal.metadata,
+        metadata,
     })
 }
 
-/// Folds bucket `key` of the db into the newest state of every key.
-fn scan_keys<'db>(paths: &Paths, db: &'db bolt::Db) -> Result<Folder<'db>, RollbackError> {
-    let mut folder = Folder::default();
-    let found = db
-        .for_each(b"key", &mut |k, v| folder.add(k, v))
-        .map_err(|e| match e {
-            bolt::WalkError::Format(f) => RollbackError::Corrupt(f),
-            bolt::WalkError::Visit(b) => RollbackError::Corrupt(Finding::in_file(
-                db_path(paths),
-                format!("bucket key, revision {}: {}", b.revision, b.problem),
-            )),
-        })?;
-    if !found {
-        return Err(refused(
-            &db_path(paths),
-            format!("no `key` bucket: not an etcd 3 backend ({UNTOUCHED})"),
-        ));
+/// The `/1` tree: a second, forward pass over the db reads the live keys in revision order,
+/// straight from their pages into the store.
+fn build_user_tree(
+    paths: &Paths,
+    db: &BoltDb,
+    scan: &KeyScan,
+    copts: &ConvertOptions,
+) -> Result<(Store, convert::UserTree), RollbackError> {
+    let mut store = Store::new();
+    let mut builder = convert::UserTreeBuilder::new(copts, &mut store);
+    let mut next = 0;
+    mvcc::for_each_revision(db, Direction::Forward, &mut |e| {
+        if scan.is_live(&mut next, e) {
+            builder.add(&LiveKey {
+                key: e.kv.key,
+                value: e.kv.value,
+                lease: e.kv.lease,
+            });
+            if next == scan.live.len() {
+                return Ok(ControlFlow::Break(()));
+            }
+        }
+        Ok(ControlFlow::Continue(()))
+    })
+    .map_err(|e| bolt_err(&db_path(paths), e))?;
+    if next != scan.live.len() {
+        return Err(Finding::in_file(
+            db_path(paths),
+            format!(
+                "bucket key changed between two reads: {} of {} live keys found",
+                next,
+                scan.live.len()
+            ),
+        )
+        .into());
     }
-    Ok(folder)
+    let user = builder.finish().map_err(RollbackError::Convert)?;
+    Ok((store, user))
+}
+
+/// The newest state of every key in bucket `key`.
+fn scan_keys(paths: &Paths, db: &BoltDb) -> Result<KeyScan, RollbackError> {
+    let mut scan = KeyScan::default();
+    let revisions = mvcc::for_each_newest(db, &mut |e| {
+        scan.add_newest(e);
+        Ok(ControlFlow::Continue(()))
+    })
+    .map_err(|e| bolt_err(&db_path(paths), e))?;
+    Ok(scan.finish(revisions))
 }
 
 fn db_path(paths: &Paths) -> PathBuf {
     paths.dir.join("member/snap/db")
 }
 
-fn write_and_swap(paths: &Paths, plan: &mut Plan<'_>) -> Result<(), RollbackError> {
+fn write_and_swap(paths: &Paths, plan: &mut Plan) -> Result<(), RollbackError> {
     use std::os::unix::fs::DirBuilderExt;
     // Leftovers of an earlier run that stopped before the swap: never complete results for
     // this DIR (DIR is still the original), so they can go.
@@ -671,18 +732,34 @@ fn write_and_swap(paths: &Paths, plan: &mut Plan<'_>) -> Result<(), RollbackErro
         fs::DirBuilder::new().mode(0o700).create(&snap_dir)?;
         let r = &plan.report;
         let store = &plan.store;
-        snap::write(&snap_dir, r.term, r.index, &r.members, &|w| {
-            store.write_json(w)
-        })?;
+        let meta = SnapshotMetadata {
+            conf_state: ConfState {
+                voters: r.members.clone(),
+                ..ConfState::default()
+            },
+            index: r.index,
+            term: r.term,
+        };
+        snap::write_snap_streamed(&snap_dir, &meta, &|w| store.write_go_json(w))
+            .map_err(|e| io::Error::other(e.to_string()))?;
         crash_point("snap-written");
-        fs::File::open(&snap_dir)?.sync_all()?;
-        wal::write_new(
+        // Unpadded frames: etcd 2.x cannot read padded ones, 3.x reads both.
+        let w = wal::WalWriter::create(
             &member.join("wal"),
             &plan.metadata,
-            r.index,
-            r.term,
-            r.raft_term,
-        )?;
+            wal::FrameStyle::Unpadded,
+        )
+        .and_then(|mut w| {
+            w.save_snapshot(&WalSnapshot::new(r.index, r.term))?;
+            w.save_hard_state(&HardState {
+                term: r.raft_term,
+                vote: 0,
+                commit: r.index,
+            })?;
+            Ok(w)
+        })
+        .map_err(|e| io::Error::other(e.to_string()))?;
+        w.finish().map_err(|e| io::Error::other(e.to_string()))?;
         fs::File::open(&member)?.sync_all()?;
         fs::File::open(tmp)?.sync_all()?;
         Ok(())
@@ -748,6 +825,18 @@ mod tests {
         let v = crate::version::EtcdVersion::new(2, 2, 1);
         let e = rollback_for_migrate(Path::new("/nonexistent/x"), &v).unwrap_err();
         assert!(e.contains("no such data directory"), "{e}");
+    }
+
+    #[test]
+    fn a_second_rollback_of_the_same_dir_is_refused() {
+        let dir = std::env::temp_dir().join(format!("rb-lock-unit-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let first = lock_dir(&dir).unwrap();
+        let e = lock_dir(&dir).unwrap_err().to_string();
+        assert!(e.contains("another rollback2"), "{e}");
+        drop(first);
+        drop(lock_dir(&dir).unwrap());
+        fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -661,7 +661,7 @@ impl BoltDb {
             return Err(self.corrupt(
                 page.offset + 8,
                 format!(
-                    "page {}: flags {flags:#x}, expected a branch (0x1) or leaf (0x2) page",
+                    "page {}: flags {flags:#x}: not a branch or leaf page (0x1 or 0x2)",
                     page.id
                 ),
             ));

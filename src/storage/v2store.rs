@@ -10,6 +10,8 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
+use std::io::{self, Write as _};
+
 use serde::{Deserialize, Serialize};
 
 use super::proto::{
@@ -337,6 +339,9 @@ impl Default for Store {
 
 /// `path.Clean(path.Join("/", p))`.
 pub fn clean_path(p: &str) -> String {
+    if is_clean(p) {
+        return p.to_string(); // the common case, without splitting into a Vec
+    }
     let mut parts: Vec<&str> = Vec::new();
     for part in p.split('/') {
         match part {
@@ -348,6 +353,15 @@ pub fn clean_path(p: &str) -> String {
         }
     }
     format!("/{}", parts.join("/"))
+}
+
+/// Already what `clean_path` returns: absolute, no empty, `.` or `..` component, no trailing `/`.
+fn is_clean(p: &str) -> bool {
+    p == "/"
+        || (p.starts_with('/')
+            && p[1..]
+                .split('/')
+                .all(|c| !c.is_empty() && c != "." && c != ".."))
 }
 
 fn split_parent(path: &str) -> (&str, &str) {
@@ -398,6 +412,23 @@ impl Store {
         serde_json::to_vec(self).unwrap_or_default()
     }
 
+    /// Writes the JSON exactly as Go's `encoding/json` (etcd's `store.Save`) does, streamed
+    /// (a store of 100+ MB of values is never held twice): HTML-safe `\u003c \u003e \u0026`,
+    /// `\u2028 \u2029`, and `\u0008 \u000c` for backspace and form feed. `save` writes the
+    /// same document with serde_json's plainer (equally valid) string escaping.
+    pub fn write_go_json(&self, w: &mut dyn io::Write) -> io::Result<()> {
+        let mut w = io::BufWriter::with_capacity(1 << 16, w);
+        // The node tree (all the bytes that matter) by hand; the small rest through serde.
+        w.write_all(b"{\"Root\":")?;
+        write_go_node(&mut w, &self.root)?;
+        w.write_all(b",\"WatcherHub\":")?;
+        serde_go(&mut w, &self.watcher_hub)?;
+        write!(w, ",\"CurrentIndex\":{},\"Stats\":", self.current_index)?;
+        serde_go(&mut w, &self.stats)?;
+        write!(w, ",\"CurrentVersion\":{}}}", self.current_version)?;
+        w.flush()
+    }
+
     /// Problems etcd would trip over after loading this store.
     pub fn problems(&self) -> Vec<String> {
         let mut out = Vec::new();
@@ -428,6 +459,15 @@ impl Store {
         Some(node)
     }
 
+    /// `get` of a path that is already clean.
+    fn lookup(&self, path: &str) -> Option<&Node> {
+        let mut node = &self.root;
+        for part in path.split('/').filter(|p| !p.is_empty()) {
+            node = node.children.as_ref()?.get(part)?;
+        }
+        Some(node)
+    }
+
     fn get_mut(&mut self, path: &str) -> Option<&mut Node> {
         let mut node = &mut self.root;
         for part in path.split('/').filter(|p| !p.is_empty()) {
@@ -436,23 +476,27 @@ impl Store {
         Some(node)
     }
 
-    /// The parent dir of `path`, creating missing dirs with `index` (etcd's `checkDir` walk).
+    /// The parent dir of `path` (clean), creating missing dirs with `index` (etcd's `checkDir`
+    /// walk). Names are allocated only for the dirs it creates.
     fn parent_dir(&mut self, path: &str, index: u64) -> Result<&mut Node, V2Error> {
         let (parent, _) = split_parent(path);
         let mut node = &mut self.root;
-        let mut cur = String::new();
+        let mut end = 0;
         for part in parent.split('/').filter(|p| !p.is_empty()) {
-            cur.push('/');
-            cur.push_str(part);
+            end += 1 + part.len();
+            let cur = &parent[..end];
             let children = node
                 .children
                 .as_mut()
-                .ok_or_else(|| op_err(V2ErrorCode::NotDir, &cur))?;
+                .ok_or_else(|| op_err(V2ErrorCode::NotDir, cur))?;
+            if !children.contains_key(part) {
+                children.insert(part.to_string(), Node::new_dir(cur, index));
+            }
             let child = children
-                .entry(part.to_string())
-                .or_insert_with(|| Node::new_dir(&cur, index));
+                .get_mut(part)
+                .ok_or_else(|| op_err(V2ErrorCode::NotDir, cur))?;
             if !child.is_dir() {
-                return Err(op_err(V2ErrorCode::NotDir, &cur));
+                return Err(op_err(V2ErrorCode::NotDir, cur));
             }
             node = child;
         }
@@ -494,7 +538,7 @@ impl Store {
             _ => zero_time(),
         };
         // Check before creating parents so a failure changes nothing.
-        let prev = match self.get(&path) {
+        let prev = match self.lookup(&path) {
             Some(_) if !replace => return Err(op_err(V2ErrorCode::NodeExist, &path)),
             Some(n) if n.is_dir() => return Err(op_err(V2ErrorCode::NotFile, &path)),
             Some(n) => Some(self.extern_of(n, now_nanos)),
@@ -525,20 +569,90 @@ impl Store {
         Ok(next)
     }
 
+    /// `path` is clean, so each parent is a prefix of it.
     fn check_parents_are_dirs(&self, path: &str) -> Result<(), V2Error> {
         let (parent, _) = split_parent(path);
         let mut node = &self.root;
-        let mut cur = String::new();
+        let mut end = 0;
         for part in parent.split('/').filter(|p| !p.is_empty()) {
-            cur.push('/');
-            cur.push_str(part);
+            end += 1 + part.len();
             match node.children.as_ref().and_then(|c| c.get(part)) {
                 Some(child) if child.is_dir() => node = child,
-                Some(_) => return Err(op_err(V2ErrorCode::NotDir, &cur)),
+                Some(_) => return Err(op_err(V2ErrorCode::NotDir, &parent[..end])),
                 None => return Ok(()),
             }
         }
         Ok(())
+    }
+
+    /// Bulk loading a store being built (rollback writes 100,000s of keys): `set` of a key with
+    /// the same rules and indexes (next index, missing dirs created with it, a replaced key gets
+    /// a new created index, `NotDir`/`NotFile`/read-only/depth refusals that change nothing),
+    /// but the value is moved in, no event is recorded and no stats are counted: one walk,
+    /// no copies. Call [`Store::reset_event_history`] before saving if `set` was mixed in.
+    pub fn load_key(
+        &mut self,
+        path: &str,
+        value: String,
+        expire_nanos: Option<i64>,
+    ) -> Result<u64, V2Error> {
+        use std::collections::btree_map::Entry;
+        let path = clean_path(path);
+        if is_read_only(&path) {
+            return Err(op_err(V2ErrorCode::RootReadOnly, "/"));
+        }
+        let (parent, name) = split_parent(&path);
+        if parent.split('/').filter(|p| !p.is_empty()).count() + 1 > MAX_PATH_DEPTH {
+            return Err(V2Error::Unsupported(format!(
+                "{path}: deeper than {MAX_PATH_DEPTH} levels (the v2 store JSON could not be read back)"
+            )));
+        }
+        let next = self.current_index + 1;
+        // Errors can only come from nodes that exist, and everything below a created dir is
+        // new: a refusal changes nothing.
+        let mut node = &mut self.root;
+        let mut end = 0;
+        for part in parent.split('/').filter(|p| !p.is_empty()) {
+            end += 1 + part.len();
+            let cur = &parent[..end];
+            let children = node
+                .children
+                .as_mut()
+                .ok_or_else(|| op_err(V2ErrorCode::NotDir, cur))?;
+            if !children.contains_key(part) {
+                children.insert(part.to_string(), Node::new_dir(cur, next));
+            }
+            node = children
+                .get_mut(part)
+                .ok_or_else(|| op_err(V2ErrorCode::NotDir, cur))?;
+        }
+        let Some(children) = node.children.as_mut() else {
+            return Err(op_err(V2ErrorCode::NotDir, parent));
+        };
+        let expire_time = match expire_nanos {
+            Some(n) if n >= MIN_EXPIRE_UNIX_NANOS => format_rfc3339_nanos(n),
+            _ => zero_time(),
+        };
+        let key = Node {
+            created_index: next,
+            modified_index: next,
+            expire_time,
+            value,
+            children: None,
+            path: String::new(),
+        };
+        match children.entry(name.to_string()) {
+            Entry::Occupied(o) if o.get().is_dir() => {
+                return Err(op_err(V2ErrorCode::NotFile, &path))
+            }
+            Entry::Occupied(mut o) => {
+                o.insert(key);
+                o.into_mut().path = path;
+            }
+            Entry::Vacant(v) => v.insert(key).path = path,
+        }
+        self.current_index = next;
+        Ok(next)
     }
 
     /// `store.Set`: creates or replaces a key (a replaced key gets a new created index, as in
@@ -1179,9 +1293,450 @@ pub fn parse_rfc3339_nanos(s: &str) -> Option<i64> {
     secs.checked_mul(1_000_000_000)?.checked_add(nanos)
 }
 
+// ---------------------------------------------------------------------------------------------
+// Go's encoding/json string escaping
+
+fn serde_go<W: io::Write, T: Serialize>(w: &mut W, v: &T) -> io::Result<()> {
+    let mut ser = serde_json::Serializer::with_formatter(w, GoFormatter);
+    v.serialize(&mut ser).map_err(io::Error::other)
+}
+
+/// A node as `#[derive(Serialize)]` + [`GoFormatter`] writes it, faster (the hot path).
+fn write_go_node<W: io::Write>(w: &mut W, n: &Node) -> io::Result<()> {
+    w.write_all(b"{\"Path\":")?;
+    write_go_string(w, &n.path)?;
+    w.write_all(b",\"CreatedIndex\":")?;
+    write_u64(w, n.created_index)?;
+    w.write_all(b",\"ModifiedIndex\":")?;
+    write_u64(w, n.modified_index)?;
+    w.write_all(b",\"ExpireTime\":")?;
+    write_go_string(w, &n.expire_time)?;
+    w.write_all(b",\"Value\":")?;
+    write_go_string(w, &n.value)?;
+    match &n.children {
+        None => w.write_all(b",\"Children\":null}"),
+        Some(children) => {
+            w.write_all(b",\"Children\":{")?;
+            for (i, (name, child)) in children.iter().enumerate() {
+                if i > 0 {
+                    w.write_all(b",")?;
+                }
+                write_go_string(w, name)?;
+                w.write_all(b":")?;
+                write_go_node(w, child)?;
+            }
+            w.write_all(b"}}")
+        }
+    }
+}
+
+/// Bytes that need a look: controls, `"`, `\\`, `<`, `>`, `&`, and 0xE2 (the lead byte of
+/// U+2028/U+2029).
+static GO_SPECIAL: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut i = 0;
+    while i < 0x20 {
+        t[i] = true;
+        i += 1;
+    }
+    t[b'"' as usize] = true;
+    t[b'\\' as usize] = true;
+    t[b'<' as usize] = true;
+    t[b'>' as usize] = true;
+    t[b'&' as usize] = true;
+    t[0xE2] = true;
+    t
+};
+
+/// True when none of the 8 bytes is a control, `"`, `\\`, `<`, `>`, `&` or non-ASCII (SWAR).
+#[inline]
+fn plain_ascii8(x: u64) -> bool {
+    const LO: u64 = 0x0101_0101_0101_0101;
+    const HI: u64 = 0x8080_8080_8080_8080;
+    let zero = |v: u64| v.wrapping_sub(LO) & !v & HI;
+    let below_space = x.wrapping_sub(LO * 0x20) & !x & HI;
+    let hit = below_space
+        | (x & HI)
+        | zero(x ^ (LO * u64::from(b'"')))
+        | zero(x ^ (LO * u64::from(b'\\')))
+        | zero(x ^ (LO * u64::from(b'<')))
+        | zero(x ^ (LO * u64::from(b'>')))
+        | zero(x ^ (LO * u64::from(b'&')));
+    hit == 0
+}
+
+/// How many leading bytes of `b` need no escaping and are ASCII (a lower bound: it may stop
+/// early, never late). 16 bytes per step with SSE2 (every x86_64 has it), else 8 with SWAR.
+#[inline]
+fn plain_prefix(b: &[u8]) -> usize {
+    let mut i = 0;
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::*;
+        // SAFETY: SSE2 is part of the x86_64 baseline; loads are unaligned and within `b`.
+        unsafe {
+            let quote = _mm_set1_epi8(b'"' as i8);
+            let backslash = _mm_set1_epi8(b'\\' as i8);
+            let lt = _mm_set1_epi8(b'<' as i8);
+            let gt = _mm_set1_epi8(b'>' as i8);
+            let amp = _mm_set1_epi8(b'&' as i8);
+            let space = _mm_set1_epi8(0x20);
+            while i + 16 <= b.len() {
+                let x = _mm_loadu_si128(b.as_ptr().add(i) as *const __m128i);
+                // signed compare: controls (< 0x20) and non-ASCII (>= 0x80, negative) at once
+                let hit = _mm_or_si128(
+                    _mm_or_si128(_mm_cmplt_epi8(x, space), _mm_cmpeq_epi8(x, quote)),
+                    _mm_or_si128(
+                        _mm_or_si128(_mm_cmpeq_epi8(x, backslash), _mm_cmpeq_epi8(x, lt)),
+                        _mm_or_si128(_mm_cmpeq_epi8(x, gt), _mm_cmpeq_epi8(x, amp)),
+                    ),
+                );
+                let mask = _mm_movemask_epi8(hit);
+                if mask != 0 {
+                    return i + mask.trailing_zeros() as usize;
+                }
+                i += 16;
+            }
+        }
+    }
+    while let Some(chunk) = b.get(i..i + 8) {
+        let mut a = [0u8; 8];
+        a.copy_from_slice(chunk);
+        if !plain_ascii8(u64::from_le_bytes(a)) {
+            break;
+        }
+        i += 8;
+    }
+    i
+}
+
+/// Writes `n` in decimal (the indexes of every node: `write!` is slow here).
+fn write_u64<W: io::Write>(w: &mut W, mut n: u64) -> io::Result<()> {
+    let mut buf = [0u8; 20];
+    let mut at = buf.len();
+    loop {
+        at -= 1;
+        buf[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    w.write_all(&buf[at..])
+}
+
+/// A JSON string as Go's encoding/json writes it (what [`GoFormatter`] gives through serde).
+fn write_go_string<W: io::Write>(w: &mut W, s: &str) -> io::Result<()> {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    w.write_all(b"\"")?;
+    let b = s.as_bytes();
+    let (mut start, mut i) = (0, 0);
+    while i < b.len() {
+        i += plain_prefix(&b[i..]);
+        if i >= b.len() {
+            break;
+        }
+        let c = b[i];
+        if !GO_SPECIAL[c as usize] {
+            i += 1;
+            continue;
+        }
+        let mut len = 1;
+        let esc: &[u8] = match c {
+            b'"' => b"\\\"",
+            b'\\' => b"\\\\",
+            b'\n' => b"\\n",
+            b'\r' => b"\\r",
+            b'\t' => b"\\t",
+            b'<' => b"\\u003c",
+            b'>' => b"\\u003e",
+            b'&' => b"\\u0026",
+            0xE2 if b.get(i + 1) == Some(&0x80) && matches!(b.get(i + 2), Some(0xA8 | 0xA9)) => {
+                len = 3;
+                if b[i + 2] == 0xA8 {
+                    b"\\u2028"
+                } else {
+                    b"\\u2029"
+                }
+            }
+            0xE2 => {
+                i += 1;
+                continue;
+            }
+            _ => {
+                w.write_all(&b[start..i])?;
+                w.write_all(&[
+                    b'\\',
+                    b'u',
+                    b'0',
+                    b'0',
+                    HEX[(c >> 4) as usize],
+                    HEX[(c & 15) as usize],
+                ])?;
+                i += 1;
+                start = i;
+                continue;
+            }
+        };
+        w.write_all(&b[start..i])?;
+        w.write_all(esc)?;
+        i += len;
+        start = i;
+    }
+    w.write_all(&b[start..])?;
+    w.write_all(b"\"")
+}
+
+/// serde_json output with Go's escaping (see [`Store::write_go_json`]). serde_json already
+/// escapes `"`, `\\` and control bytes and hands the runs between them to
+/// `write_string_fragment`; the HTML characters and U+2028/9 are escaped there.
+struct GoFormatter;
+
+/// True when none of the 8 bytes is `<`, `>`, `&` or non-ASCII (SWAR "has byte equal to").
+#[inline]
+fn plain8(x: u64) -> bool {
+    const LO: u64 = 0x0101_0101_0101_0101;
+    const HI: u64 = 0x8080_8080_8080_8080;
+    let zero = |v: u64| v.wrapping_sub(LO) & !v & HI;
+    let hit = (x & HI)
+        | zero(x ^ (LO * u64::from(b'<')))
+        | zero(x ^ (LO * u64::from(b'>')))
+        | zero(x ^ (LO * u64::from(b'&')));
+    hit == 0
+}
+
+impl serde_json::ser::Formatter for GoFormatter {
+    fn write_string_fragment<W: ?Sized + io::Write>(
+        &mut self,
+        w: &mut W,
+        fragment: &str,
+    ) -> io::Result<()> {
+        let b = fragment.as_bytes();
+        let (mut start, mut i) = (0, 0);
+        while i < b.len() {
+            if let Some(chunk) = b.get(i..i + 8) {
+                let mut a = [0u8; 8];
+                a.copy_from_slice(chunk);
+                if plain8(u64::from_le_bytes(a)) {
+                    i += 8;
+                    continue;
+                }
+            }
+            let (esc, len): (&[u8], usize) = match b[i] {
+                b'<' => (b"\\u003c", 1),
+                b'>' => (b"\\u003e", 1),
+                b'&' => (b"\\u0026", 1),
+                0xE2 if b.get(i + 1) == Some(&0x80) && b.get(i + 2) == Some(&0xA8) => {
+                    (b"\\u2028", 3)
+                }
+                0xE2 if b.get(i + 1) == Some(&0x80) && b.get(i + 2) == Some(&0xA9) => {
+                    (b"\\u2029", 3)
+                }
+                _ => {
+                    i += 1;
+                    continue;
+                }
+            };
+            w.write_all(&b[start..i])?;
+            w.write_all(esc)?;
+            i += len;
+            start = i;
+        }
+        w.write_all(&b[start..])
+    }
+
+    fn write_char_escape<W: ?Sized + io::Write>(
+        &mut self,
+        w: &mut W,
+        escape: serde_json::ser::CharEscape,
+    ) -> io::Result<()> {
+        use serde_json::ser::CharEscape;
+        // Go (before 1.22, which etcd 2.x/3.x use) writes \b and \f as \u0008 and \u000c.
+        match escape {
+            CharEscape::Backspace => w.write_all(b"\\u0008"),
+            CharEscape::FormFeed => w.write_all(b"\\u000c"),
+            other => serde_json::ser::CompactFormatter.write_char_escape(w, other),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `load_key` leaves exactly the tree and indexes `set` does, and refuses the same keys
+    /// without changing anything.
+    #[test]
+    fn load_key_builds_what_set_builds() {
+        let keys = [
+            ("/1/registry/pods/ns/a", "pod", None),
+            (
+                "/1/registry/pods/ns/b",
+                "<b>",
+                Some(1_800_000_000_123_000_000),
+            ),
+            ("/1/top", "", None),
+            ("/1/registry/pods/ns/a", "again", None),
+            ("/1/top/x", "file in the way", None),
+            ("/1/registry/pods", "dir in the way", None),
+            ("/0", "read-only", None),
+        ];
+        let (mut set, mut load) = (Store::new(), Store::new());
+        for (path, value, expire) in keys {
+            let a = set.set(path, value, expire, 0);
+            let b = load.load_key(path, value.to_string(), expire);
+            assert_eq!(a, b, "{path}");
+        }
+        set.reset_event_history();
+        set.stats = Stats::default();
+        assert_eq!(set, load);
+        assert_eq!(load.current_index, 4);
+        assert!(load.problems().is_empty(), "{:?}", load.problems());
+        let deep = format!("/1{}", "/d".repeat(MAX_PATH_DEPTH));
+        assert!(load.load_key(&deep, String::new(), None).is_err());
+        assert!(set.set(&deep, "", None, 0).is_err());
+    }
+
+    #[test]
+    fn clean_path_like_go() {
+        for (p, want) in [
+            ("/", "/"),
+            ("", "/"),
+            ("/a/b", "/a/b"),
+            ("a/b", "/a/b"),
+            ("/a/", "/a"),
+            ("//a", "/a"),
+            ("/a/./b", "/a/b"),
+            ("/a/../b", "/b"),
+            ("/..", "/"),
+            ("/a//b", "/a/b"),
+            ("/.x/..y", "/.x/..y"),
+        ] {
+            assert_eq!(clean_path(p), want, "{p:?}");
+        }
+    }
+
+    /// A real etcd 3.4.23 `.snap`'s store, loaded and written back, is byte-identical.
+    #[test]
+    fn go_json_is_byte_identical_to_etcd() {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/3.4.23/v2-datadir/member/snap/0000000000000002-0000000000000021.snap"
+        );
+        let snap = super::super::snap::read_snap_file(std::path::Path::new(path)).unwrap();
+        let store = Store::load(&snap.data).unwrap();
+        let mut ours = Vec::new();
+        store.write_go_json(&mut ours).unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&ours),
+            String::from_utf8_lossy(&snap.data)
+        );
+    }
+
+    fn go_string(v: &str) -> String {
+        let mut s = Store::new();
+        s.set("/1/k", v, None, 0).unwrap();
+        s.reset_event_history();
+        let mut out = Vec::new();
+        s.write_go_json(&mut out).unwrap();
+        let out = String::from_utf8(out).unwrap();
+        let end = out.find(",\"Children\":null").unwrap();
+        let at = out[..end].rfind("\"Value\":").unwrap();
+        out[at + "\"Value\":".len()..end].to_string()
+    }
+
+    #[test]
+    fn go_string_escaping() {
+        assert_eq!(go_string("a\"b\\c"), r#""a\"b\\c""#);
+        assert_eq!(go_string("<&>"), r#""\u003c\u0026\u003e""#);
+        assert_eq!(go_string("x\n\u{1}\u{2028}é"), "\"x\\n\\u0001\\u2028é\"");
+        assert_eq!(
+            go_string("\u{2029}\u{2000}\t\r"),
+            "\"\\u2029\u{2000}\\t\\r\""
+        );
+        assert_eq!(go_string("\u{8}\u{c}"), r#""\u0008\u000c""#);
+        assert_eq!(
+            go_string("0123456789abcdef<0123456789\"x"),
+            r#""0123456789abcdef\u003c0123456789\"x""#
+        );
+        assert_eq!(go_string(""), "\"\"");
+    }
+
+    /// The hand-written node writer and serde + GoFormatter agree on every ASCII byte and
+    /// the characters Go treats specially.
+    #[test]
+    fn fast_node_writer_equals_serde_with_go_escaping() {
+        let mut tricky: String = (0u8..0x80).map(char::from).collect();
+        tricky.push_str("\u{2028}x\u{2029}\u{2000}é€<>&\u{7f}");
+        let mut s = Store::new();
+        s.set("/1/a<b>/k&1", &tricky, Some(1_800_000_000_500_000_000), 0)
+            .unwrap();
+        s.set(&format!("/1/{}", &tricky[48..60]), "v", None, 0)
+            .unwrap();
+        s.set_dir("/1/empty", None, 0).unwrap();
+        for len in 0..20 {
+            s.set(&format!("/1/n{len}"), &tricky[..len * 6], None, 0)
+                .unwrap();
+        }
+        let mut fast = Vec::new();
+        s.write_go_json(&mut fast).unwrap();
+        let mut slow = Vec::new();
+        serde_go(&mut slow, &s).unwrap();
+        assert_eq!(
+            String::from_utf8(fast).unwrap(),
+            String::from_utf8(slow).unwrap()
+        );
+    }
+
+    #[test]
+    fn plain_prefix_stops_at_the_first_special_byte() {
+        for c in 0..=255u8 {
+            for pos in 0..40 {
+                let mut b = vec![b'v'; 40];
+                b[pos] = c;
+                let n = plain_prefix(&b);
+                if GO_SPECIAL[c as usize] || c >= 0x80 {
+                    assert!(n <= pos, "byte {c:#x} at {pos}: {n}");
+                } else {
+                    assert!(n >= 32, "byte {c:#x} at {pos}: {n}");
+                }
+            }
+        }
+        let mut out = Vec::new();
+        for n in [0, 7, 10, 1234567890123, u64::MAX] {
+            out.clear();
+            write_u64(&mut out, n).unwrap();
+            assert_eq!(out, n.to_string().as_bytes());
+        }
+    }
+
+    #[test]
+    fn swar_agrees_with_the_table() {
+        for c in 0..=255u8 {
+            for pos in 0..8 {
+                let mut a = *b"abcdefgh";
+                a[pos] = c;
+                let want = !(GO_SPECIAL[c as usize] || c >= 0x80);
+                assert_eq!(
+                    plain_ascii8(u64::from_le_bytes(a)),
+                    want,
+                    "byte {c:#x} at {pos}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn swar_finds_every_html_and_non_ascii_byte() {
+        for c in 0..=255u8 {
+            for pos in 0..8 {
+                let mut a = *b"abcdefgh";
+                a[pos] = c;
+                let want = !(matches!(c, b'<' | b'>' | b'&') || c >= 0x80);
+                assert_eq!(plain8(u64::from_le_bytes(a)), want, "byte {c:#x} at {pos}");
+            }
+        }
+    }
 
     #[test]
     fn times_round_trip() {
