@@ -48,6 +48,20 @@ impl fmt::Display for Finding {
 
 impl std::error::Error for Finding {}
 
+/// `%016x-%016x<suffix>` (WAL segments, snap files), parsed strictly: exactly 16 hex digits
+/// each, as etcd's `fmt.Sscanf` patterns accept them.
+pub(crate) fn parse_hex_pair_name(name: &str, suffix: &str) -> Option<(u64, u64)> {
+    let (a, b) = name.strip_suffix(suffix)?.split_once('-')?;
+    let hex = |s: &str| {
+        if s.len() == 16 && s.bytes().all(|c| c.is_ascii_hexdigit()) {
+            u64::from_str_radix(s, 16).ok()
+        } else {
+            None
+        }
+    };
+    Some((hex(a)?, hex(b)?))
+}
+
 pub mod bolt;
 pub mod mvcc;
 pub mod proto;

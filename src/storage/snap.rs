@@ -62,16 +62,7 @@ pub fn snap_file_name(term: u64, index: u64) -> String {
 
 /// (term, index) from a snap file name.
 pub fn parse_snap_name(name: &str) -> Option<(u64, u64)> {
-    let stem = name.strip_suffix(".snap")?;
-    let (a, b) = stem.split_once('-')?;
-    let hex = |s: &str| {
-        if s.len() == 16 && s.bytes().all(|c| c.is_ascii_hexdigit()) {
-            u64::from_str_radix(s, 16).ok()
-        } else {
-            None
-        }
-    };
-    Some((hex(a)?, hex(b)?))
+    super::parse_hex_pair_name(name, ".snap")
 }
 
 /// A snapshot read from a file.

@@ -126,16 +126,7 @@ pub fn segment_file_name(seq: u64, index: u64) -> String {
 
 /// Parses a segment name the way etcd does (`fmt.Sscanf("%016x-%016x.wal")`), strictly.
 pub fn parse_segment_name(name: &str) -> Option<(u64, u64)> {
-    let stem = name.strip_suffix(".wal")?;
-    let (a, b) = stem.split_once('-')?;
-    let hex = |s: &str| {
-        if s.len() == 16 && s.bytes().all(|c| c.is_ascii_hexdigit()) {
-            u64::from_str_radix(s, 16).ok()
-        } else {
-            None
-        }
-    };
-    Some((hex(a)?, hex(b)?))
+    super::parse_hex_pair_name(name, ".wal")
 }
 
 /// The segments in `dir`, sorted by name. `*.tmp` and other files are ignored, as etcd does.
