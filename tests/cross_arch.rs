@@ -8,7 +8,6 @@
 //! Rust target / qemu mapping is read from scripts/arch.sh, the one place that knows it.
 mod common;
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -127,22 +126,6 @@ fn real_data_dir() -> (TempDir, PathBuf) {
     (temp, data)
 }
 
-fn tree(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
-    let mut files = BTreeMap::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).unwrap().flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                stack.push(p);
-            } else {
-                files.insert(p.clone(), std::fs::read(&p).unwrap());
-            }
-        }
-    }
-    files
-}
-
 #[test]
 fn every_binary_is_static_for_its_arch_and_starts_under_qemu() {
     for arch in arches() {
@@ -180,7 +163,7 @@ fn inspect_check_on_a_real_data_dir_under_qemu() {
         require(arch, &["etcd-inspect"]);
     }
     let (_temp, data) = real_data_dir();
-    let before = tree(&data);
+    let before = file_tree(&data);
     let data_str = data.display().to_string();
     for arch in &arches {
         let out = run(arch, "etcd-inspect", &["check", &data_str], &[]);
@@ -192,7 +175,7 @@ fn inspect_check_on_a_real_data_dir_under_qemu() {
         );
     }
     assert!(
-        tree(&data) == before,
+        file_tree(&data) == before,
         "etcd-inspect check changed the data dir"
     );
 }
@@ -205,7 +188,7 @@ fn migrate_dry_run_on_a_real_data_dir_under_qemu() {
     }
     let (_temp, data) = real_data_dir();
     std::fs::write(data.join("version.txt"), "3.5.1/etcd3").unwrap();
-    let before = tree(&data);
+    let before = file_tree(&data);
     let data_str = data.display().to_string();
     for arch in &arches {
         let ports = etcdtools::etcd::process::free_ports(2).unwrap();
@@ -245,7 +228,7 @@ fn migrate_dry_run_on_a_real_data_dir_under_qemu() {
         );
     }
     assert!(
-        tree(&data) == before,
+        file_tree(&data) == before,
         "a dry run or check changed the data dir"
     );
 }

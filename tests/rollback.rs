@@ -195,27 +195,6 @@ fn make_data(gw: &Gw, bulk: usize) {
     }
 }
 
-fn hash_tree(dir: &Path) -> BTreeMap<PathBuf, u32> {
-    fn walk(base: &Path, d: &Path, out: &mut BTreeMap<PathBuf, u32>) {
-        for e in std::fs::read_dir(d).unwrap() {
-            let p = e.unwrap().path();
-            if p.is_dir() {
-                out.insert(p.strip_prefix(base).unwrap().to_path_buf(), 0);
-                walk(base, &p, out);
-            } else {
-                let b = std::fs::read(&p).unwrap();
-                out.insert(
-                    p.strip_prefix(base).unwrap().to_path_buf(),
-                    crc32c::crc32c(&b) ^ b.len() as u32,
-                );
-            }
-        }
-    }
-    let mut out = BTreeMap::new();
-    walk(dir, dir, &mut out);
-    out
-}
-
 fn rollback2(dir: &Path, args: &[&str]) -> (bool, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_rollback2"))
         .arg("--data-dir")
@@ -457,7 +436,7 @@ fn single_member(version: &str, snapshot_count: Option<u32>) {
     assert!(!ok && err.contains("still running"), "{err}");
     let (client, peer) = (etcd.client_url.clone(), etcd.peer_url.clone());
     etcd.stop();
-    let before = hash_tree(&dir);
+    let before = file_tree(&dir);
 
     let (ok, out, err) = rollback2(&dir, &["--dry-run", "--ttl", "10m"]);
     assert!(ok, "{out}{err}");
@@ -475,13 +454,13 @@ fn single_member(version: &str, snapshot_count: Option<u32>) {
     assert!(!out.contains("Finished successfully"), "{out}");
     let from_snap = out.contains(".snap + WAL");
     assert_eq!(from_snap, snapshot_count.is_some(), "{out}");
-    assert_eq!(hash_tree(&dir), before, "dry run changed files");
+    assert_eq!(file_tree(&dir), before, "dry run changed files");
 
     let (ok, out, err) = rollback2(&dir, &["--ttl", "10m"]);
     assert!(ok, "{out}{err}");
     assert!(out.trim_end().ends_with("Finished successfully"), "{out}");
     assert_eq!(
-        hash_tree(&backup_of(&dir)),
+        file_tree(&backup_of(&dir)),
         before,
         "the backup is not the untouched original"
     );

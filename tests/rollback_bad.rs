@@ -6,7 +6,6 @@ mod common;
 use common::*;
 use etcdtools::etcd::client::HttpClient;
 use serde_json::json;
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
@@ -27,40 +26,6 @@ fn b64(data: &[u8]) -> String {
         }
     }
     out
-}
-
-fn hash_tree(dir: &Path) -> BTreeMap<PathBuf, u32> {
-    fn walk(base: &Path, d: &Path, out: &mut BTreeMap<PathBuf, u32>) {
-        for e in std::fs::read_dir(d).unwrap() {
-            let p = e.unwrap().path();
-            if p.is_dir() {
-                out.insert(p.strip_prefix(base).unwrap().to_path_buf(), 0);
-                walk(base, &p, out);
-            } else {
-                let b = std::fs::read(&p).unwrap();
-                out.insert(
-                    p.strip_prefix(base).unwrap().to_path_buf(),
-                    crc32c::crc32c(&b) ^ b.len() as u32,
-                );
-            }
-        }
-    }
-    let mut out = BTreeMap::new();
-    walk(dir, dir, &mut out);
-    out
-}
-
-fn copy_tree(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let p = e.unwrap().path();
-        let t = to.join(p.file_name().unwrap());
-        if p.is_dir() {
-            copy_tree(&p, &t);
-        } else {
-            std::fs::copy(&p, &t).unwrap();
-        }
-    }
 }
 
 fn rollback2(dir: &Path, args: &[&str]) -> (bool, String, String) {
@@ -84,14 +49,14 @@ fn sibling(dir: &Path, suffix: &str) -> PathBuf {
 /// Runs rollback2 on `dir` expecting a refusal mentioning every `needles`, and checks that
 /// nothing changed and nothing was left next to it.
 fn refused(dir: &Path, args: &[&str], needles: &[&str]) -> String {
-    let before = hash_tree(dir);
+    let before = file_tree(dir);
     let (ok, out, err) = rollback2(dir, args);
     assert!(!ok, "expected a refusal, got success:\n{out}");
     for n in needles {
         assert!(err.contains(n), "error lacks {n:?}: {err}");
     }
     assert!(!out.contains("Finished successfully"), "{out}");
-    assert_eq!(hash_tree(dir), before, "files changed: {err}");
+    assert_eq!(file_tree(dir), before, "files changed: {err}");
     for s in [".rollback.tmp", ".rollback.new"] {
         assert!(!sibling(dir, s).exists(), "left {s} behind");
     }
@@ -242,9 +207,9 @@ fn bad_inputs_are_refused_and_nothing_changes() {
     // An existing backup dir.
     let d = case("backup");
     std::fs::create_dir(sibling(&d, ".rollback.backup")).unwrap();
-    let before_backup = hash_tree(&sibling(&d, ".rollback.backup"));
+    let before_backup = file_tree(&sibling(&d, ".rollback.backup"));
     refused(&d, &["--lossy"], &[".rollback.backup", "already exists"]);
-    assert_eq!(hash_tree(&sibling(&d, ".rollback.backup")), before_backup);
+    assert_eq!(file_tree(&sibling(&d, ".rollback.backup")), before_backup);
 
     // Bad flags: usage error, exit 2.
     let d = case("flags");
@@ -253,7 +218,7 @@ fn bad_inputs_are_refused_and_nothing_changes() {
         &["--target-version", "3.0.0"],
         &["--frobnicate"],
     ] {
-        let before = hash_tree(&d);
+        let before = file_tree(&d);
         let out = Command::new(env!("CARGO_BIN_EXE_rollback2"))
             .arg("--data-dir")
             .arg(&d)
@@ -262,7 +227,7 @@ fn bad_inputs_are_refused_and_nothing_changes() {
             .unwrap();
         assert_eq!(out.status.code(), Some(2), "{args:?}");
         assert!(String::from_utf8_lossy(&out.stderr).contains("Usage:"));
-        assert_eq!(hash_tree(&d), before);
+        assert_eq!(file_tree(&d), before);
     }
 
     // An unwritable parent dir: the temp dir cannot be made.
@@ -284,7 +249,7 @@ fn bad_inputs_are_refused_and_nothing_changes() {
 
     // Success with --lossy; the backup is the untouched original.
     let d = case("lossy");
-    let before = hash_tree(&d);
+    let before = file_tree(&d);
     let (ok, out, err) = rollback2(&d, &["--lossy"]);
     assert!(ok, "{out}{err}");
     assert!(
@@ -296,15 +261,15 @@ fn bad_inputs_are_refused_and_nothing_changes() {
         "cluster state should come from a snapshot: {out}"
     );
     assert!(out.trim_end().ends_with("Finished successfully"));
-    assert_eq!(hash_tree(&sibling(&d, ".rollback.backup")), before);
-    let result = hash_tree(&d);
+    assert_eq!(file_tree(&sibling(&d, ".rollback.backup")), before);
+    let result = file_tree(&d);
 
     // A crash between the two renames: DIR gone, backup + complete result. A rerun finishes.
     std::fs::rename(&d, sibling(&d, ".rollback.new")).unwrap();
     let (ok, out, err) = rollback2(&d, &[]);
     assert!(ok, "{out}{err}");
     assert!(out.contains("completed an interrupted rollback"), "{out}");
-    assert_eq!(hash_tree(&d), result);
+    assert_eq!(file_tree(&d), result);
     // Rolling back a rolled-back dir: refused (backup exists), and without it: no db.
     refused(&d, &[], &["already exists"]);
     std::fs::rename(

@@ -1,26 +1,12 @@
 //! rollback through the library on the recorded etcd 3.4.23 fixtures (no etcd started):
 //! a real dir with three .snap files and a WAL after them, and a fully synthetic one.
+mod common;
+
+use common::copy_tree;
 use etcdtools::rollback::{rollback_data_dir, RollbackOptions};
 use etcdtools::storage::{snap, v2store, wal};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, UNIX_EPOCH};
-
-fn copy_tree(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let p = e.unwrap().path();
-        let t = to.join(p.file_name().unwrap());
-        if p.is_dir() {
-            copy_tree(&p, &t);
-        } else {
-            std::fs::copy(&p, &t).unwrap();
-            let mut perm = std::fs::metadata(&t).unwrap().permissions();
-            #[allow(clippy::permissions_set_readonly_false)]
-            perm.set_readonly(false);
-            std::fs::set_permissions(&t, perm).unwrap();
-        }
-    }
-}
 
 fn fixture(name: &str) -> (PathBuf, PathBuf) {
     static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);

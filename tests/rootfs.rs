@@ -454,7 +454,7 @@ fn inspect_check_on_real_data_inside_the_chroot() {
     let (inside, outside) = dir_in(root, "inspect");
     let data = format!("{inside}/data");
     make_3_5_1_data(root, &data, "in");
-    let before = snapshot_tree(&outside);
+    let before = file_tree(&outside);
     let out = chroot_sh(
         root,
         &format!("/usr/local/bin/etcd-inspect check {data}"),
@@ -464,7 +464,7 @@ fn inspect_check_on_real_data_inside_the_chroot() {
     // And it does fail inside the chroot: a flipped byte in the db is found.
     let db = outside.join("data/member/snap/db");
     let mut bytes = std::fs::read(&db).unwrap();
-    assert_eq!(snapshot_tree(&outside), before, "check changed files");
+    assert_eq!(file_tree(&outside), before, "check changed files");
     // Inside the checksummed part of the second meta page (page header 16 bytes, then the
     // meta fields up to the checksum at 16 + 56): a bad meta is always reported.
     bytes[4096 + 16 + 24] ^= 0xff;
@@ -491,7 +491,7 @@ fn rollback2_dry_run_on_real_data_inside_the_chroot() {
     let (inside, outside) = dir_in(root, "rollback");
     let data = format!("{inside}/data");
     let keys = make_3_5_1_data(root, &data, "rb");
-    let before = snapshot_tree(&outside);
+    let before = file_tree(&outside);
     let out = chroot_sh(
         root,
         &format!("/usr/local/bin/rollback2 --data-dir {data} --dry-run"),
@@ -504,24 +504,7 @@ fn rollback2_dry_run_on_real_data_inside_the_chroot() {
         "the dry run should report the {} keys it would write: {t}",
         keys.len()
     );
-    assert_eq!(snapshot_tree(&outside), before, "the dry run changed files");
-}
-
-/// Every file under `dir` with its contents, to prove nothing changed.
-fn snapshot_tree(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
-    let mut files = BTreeMap::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).unwrap().flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                stack.push(p);
-            } else {
-                files.insert(p.clone(), std::fs::read(&p).unwrap());
-            }
-        }
-    }
-    files
+    assert_eq!(file_tree(&outside), before, "the dry run changed files");
 }
 
 #[test]

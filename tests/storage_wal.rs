@@ -2,6 +2,8 @@
 //! data dirs made here by 3.4.23 and 3.5.1), round trips, and corruption of every structure.
 mod common;
 
+use common::copy_tree;
+
 use std::path::{Path, PathBuf};
 
 use etcdtools::storage::proto::*;
@@ -89,23 +91,6 @@ fn loads_the_real_v2_stores_and_round_trips_them() {
 
 // ---------------------------------------------------------------------------------------------
 // Helpers
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        let dest = to.join(e.file_name());
-        if e.file_type().unwrap().is_dir() {
-            copy_dir(&e.path(), &dest);
-        } else {
-            std::fs::copy(e.path(), &dest).unwrap();
-            let mut perm = std::fs::metadata(&dest).unwrap().permissions();
-            #[allow(clippy::permissions_set_readonly_false)]
-            perm.set_readonly(false);
-            std::fs::set_permissions(&dest, perm).unwrap();
-        }
-    }
-}
 
 /// Frame boundaries (offsets of each length field) of a padded or unpadded WAL file.
 fn frame_offsets(bytes: &[u8]) -> Vec<usize> {
@@ -423,7 +408,7 @@ fn non_zero_bytes_anywhere_in_a_preallocated_or_sparse_tail_are_found() {
 fn every_flipped_snap_byte_is_reported_and_loading_falls_back() {
     let tmp = common::TempDir::new("snapflip");
     let dir = tmp.path().join("snap");
-    copy_dir(&fixture("v2-datadir/member/snap"), &dir);
+    copy_tree(&fixture("v2-datadir/member/snap"), &dir);
     std::fs::remove_file(dir.join("db")).unwrap();
     let newest = dir.join("0000000000000002-0000000000000021.snap");
     let original = std::fs::read(&newest).unwrap();
