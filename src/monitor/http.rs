@@ -346,7 +346,7 @@ fn reason(status: u16) -> &'static str {
     }
 }
 
-/// Head and body in one write: with TCP_NODELAY nothing waits for a delayed ACK.
+/// Writes a response; with TCP_NODELAY nothing waits for a delayed ACK.
 fn write_response(
     stream: &mut TcpStream,
     response: &Response,
@@ -365,12 +365,18 @@ fn write_response(
             "Connection: close\r\n"
         }
     );
-    let mut out = Vec::with_capacity(head.len() + if head_only { 0 } else { response.body.len() });
-    out.extend_from_slice(head.as_bytes());
-    if !head_only {
-        out.extend_from_slice(&response.body);
+    if head_only || response.body.len() <= 16 * 1024 {
+        let mut out = head.into_bytes();
+        if !head_only {
+            out.extend_from_slice(&response.body);
+        }
+        stream.write_all(&out)?;
+    } else {
+        // Large bodies: two writes rather than a copy (musl's memcpy is slow); with
+        // TCP_NODELAY the head does not wait for an ACK.
+        stream.write_all(head.as_bytes())?;
+        stream.write_all(&response.body)?;
     }
-    stream.write_all(&out)?;
     stream.flush()
 }
 

@@ -9,7 +9,7 @@
 
 use std::fmt;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -200,6 +200,7 @@ pub struct Monitor {
     config: MonitorConfig,
     client: HttpClient,
     errors: [AtomicU64; ERROR_REASONS.len()],
+    last_body_len: AtomicUsize,
     health: Mutex<Health>,
     version: Mutex<VersionCache>,
 }
@@ -242,6 +243,7 @@ impl Monitor {
             config,
             client,
             errors: Default::default(),
+            last_body_len: AtomicUsize::new(0),
             health: Mutex::default(),
             version: Mutex::default(),
         })
@@ -309,7 +311,14 @@ impl Monitor {
         let url = &self.config.metrics_uri;
         let response = self
             .client
-            .get_text_accept(url, ACCEPT, timeout, self.config.body_limit)
+            .get_text_accept(
+                url,
+                ACCEPT,
+                timeout,
+                self.config.body_limit,
+                // Room for the last answer and some growth: spares reallocating copies.
+                self.last_body_len.load(Ordering::Relaxed) * 9 / 8,
+            )
             .map_err(|error| {
                 // ureq reports timeouts as transport errors; the clock tells them apart.
                 let timed_out = matches!(error, ClientError::Transport { .. })
@@ -325,6 +334,8 @@ impl Monitor {
                 });
             }
         }
+        self.last_body_len
+            .store(response.body.len(), Ordering::Relaxed);
         Ok(response.body)
     }
 
