@@ -172,6 +172,11 @@ fn main() -> ExitCode {
         Some(addr) => log::info!("Listening on: {addr}"),
         None => log::info!("Listening on: {}", monitor.config().listen_address),
     }
-    server.join();
-    ExitCode::SUCCESS
+    match server.join() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("etcd-version-monitor: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
