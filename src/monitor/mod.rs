@@ -695,7 +695,7 @@ fn tune_listener(listener: &TcpListener) -> std::io::Result<()> {
     set(libc::IPPROTO_TCP, libc::TCP_KEEPINTVL, KEEPALIVE_INTERVAL)?;
     set(libc::IPPROTO_TCP, libc::TCP_KEEPCNT, KEEPALIVE_COUNT)?;
     let timeout = libc::timeval {
-        tv_sec: WRITE_TIMEOUT.as_secs() as libc::time_t,
+        tv_sec: WRITE_TIMEOUT.as_secs() as _,
         tv_usec: 0,
     };
     set_option(fd, libc::SOL_SOCKET, libc::SO_SNDTIMEO, &timeout)
