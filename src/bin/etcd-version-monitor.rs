@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use etcdtools::duration::parse_go_duration;
 use etcdtools::logging;
-use etcdtools::monitor::{Monitor, MonitorConfig, Server};
+use etcdtools::monitor::{raise_open_files_limit, Monitor, MonitorConfig, Server};
 use log::LevelFilter;
 
 const USAGE: &str = "\
@@ -160,6 +160,10 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
         return ExitCode::SUCCESS;
+    }
+    match raise_open_files_limit() {
+        Ok(n) => log::debug!("open files limit: {n}"),
+        Err(e) => log::warn!("cannot raise the open files limit: {e}"),
     }
     let server = match Server::start(monitor.clone()) {
         Ok(s) => s,

@@ -701,6 +701,31 @@ fn tune_listener(listener: &TcpListener) -> std::io::Result<()> {
     set_option(fd, libc::SOL_SOCKET, libc::SO_SNDTIMEO, &timeout)
 }
 
+/// Raises the soft limit of open files to the hard limit, as Go programs do at start: every
+/// connection costs tiny_http two descriptors, and running out ends its accept thread.
+/// Returns the new soft limit.
+pub fn raise_open_files_limit() -> std::io::Result<u64> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit only read or write the struct we pass.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    if limit.rlim_cur < limit.rlim_max {
+        let raised = libc::rlimit {
+            rlim_cur: limit.rlim_max,
+            rlim_max: limit.rlim_max,
+        };
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        limit = raised;
+    }
+    Ok(limit.rlim_cur)
+}
+
 fn set_option<T>(
     fd: libc::c_int,
     level: libc::c_int,
@@ -810,6 +835,20 @@ mod tests {
             Route::MethodNotAllowed
         );
         assert_eq!(route("GET", "/m", "/m"), Route::Metrics);
+    }
+
+    #[test]
+    fn open_files_limit_is_raised_to_the_hard_limit() {
+        let soft = raise_open_files_limit().unwrap();
+        let mut limit = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        assert_eq!(
+            unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) },
+            0
+        );
+        assert_eq!((soft, soft), (limit.rlim_cur, limit.rlim_max));
     }
 
     #[test]
