@@ -3,12 +3,14 @@
 //! refuses), which is enough: the answer is then the monitor's own metrics, still 200.
 //! tiny_http closes the connection where HTTP says so but sends no `Connection: close`
 //! header, so the tests check for the end of the stream instead.
+mod common;
 mod monitor_support;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
+use common::{TestEtcd, V3_5_1};
 use etcdtools::monitor::CONTENT_TYPE;
 use monitor_support::*;
 
@@ -185,6 +187,35 @@ fn shutdown_closes_the_listener() {
                 panic!("{addr} still accepts connections after shutdown")
             }
             Ok(_) => std::thread::sleep(Duration::from_millis(20)),
+        }
+    }
+}
+
+/// A real etcd's /metrics (~150 KB) through the monitor: tiny_http would chunk answers of
+/// 32 KiB and more by default; ours carry Content-Length, also on keep-alive and HEAD.
+#[test]
+fn large_answers_carry_content_length_over_keep_alive() {
+    let etcd = TestEtcd::start(V3_5_1, &[]);
+    let m = InProcess::start(config_for(
+        &format!("{}/metrics", etcd.client_url),
+        &format!("{}/version", etcd.client_url),
+    ));
+    let mut s = connect(&m);
+    let mut r = BufReader::new(s.try_clone().unwrap());
+    let get =
+        b"GET /metrics HTTP/1.1\r\nHost: x\r\nX-Prometheus-Scrape-Timeout-Seconds: 10\r\n\r\n";
+    for request in [&get[..], b"HEAD /metrics HTTP/1.1\r\nHost: x\r\n\r\n", get] {
+        s.write_all(request).unwrap();
+        let head_only = request.starts_with(b"HEAD");
+        let (status, headers, body) = read_response(&mut r, head_only);
+        assert_eq!(status, 200);
+        assert_eq!(header(&headers, "transfer-encoding"), None);
+        let length: usize = header(&headers, "content-length").unwrap().parse().unwrap();
+        assert!(length > 100_000, "{length}");
+        if !head_only {
+            assert_eq!(body.len(), length);
+            assert!(body.contains("etcd_version_monitor_up 1\n"));
+            assert!(body.contains("etcd_version_info{binary_version=\"3.5.1\"} 1\n"));
         }
     }
 }
