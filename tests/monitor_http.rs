@@ -220,6 +220,35 @@ fn large_answers_carry_content_length_over_keep_alive() {
     }
 }
 
+/// One worker and a client that pipelines scrapes without reading the answers: once the socket
+/// buffers are full the worker's write blocks, and only the send timeout (set on the listener,
+/// inherited by accepted sockets) frees it for other clients.
+#[test]
+fn a_client_that_stops_reading_does_not_block_the_workers() {
+    let etcd = TestEtcd::start(V3_5_1, &[]);
+    let mut config = config_for(
+        &format!("{}/metrics", etcd.client_url),
+        &format!("{}/version", etcd.client_url),
+    );
+    config.workers = 1;
+    config.write_timeout = Duration::from_millis(200);
+    let m = InProcess::start(config);
+    let mut stuck = connect(&m);
+    // 40 answers of ~150 KB: more than the loopback buffers hold (tcp_wmem max 4 MiB plus the
+    // receiver's unread window, ~28 answers). tiny_http queues all 40 requests at once, ahead
+    // of the next client's, and each blocked write costs the send timeout.
+    let burst = b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n".repeat(40);
+    stuck.write_all(&burst).unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    // http_get gives up (and the test fails) after 30 s; without the send timeout the only
+    // worker stays blocked for good.
+    for _ in 0..2 {
+        let a = http_get(&format!("{}/healthz", m.url), &[]);
+        assert_eq!((a.status, a.body.as_str()), (200, "ok\n"));
+    }
+    drop(stuck);
+}
+
 #[test]
 fn custom_metrics_path() {
     let mut config = config_for("http://127.0.0.1:1/metrics", "http://127.0.0.1:1/version");

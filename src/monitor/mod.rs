@@ -64,6 +64,8 @@ pub struct MonitorConfig {
     /// Largest etcd answer accepted.
     pub body_limit: u64,
     pub workers: usize,
+    /// How long writing one answer may block (a client that stops reading).
+    pub write_timeout: Duration,
     /// Log scrape failures and recoveries (off for `--once`, which reports the error itself).
     pub log_state_changes: bool,
 }
@@ -79,6 +81,7 @@ impl Default for MonitorConfig {
             tls: TlsFiles::default(),
             body_limit: DEFAULT_BODY_LIMIT,
             workers: DEFAULT_WORKERS,
+            write_timeout: DEFAULT_WRITE_TIMEOUT,
             log_state_changes: true,
         }
     }
@@ -510,7 +513,7 @@ pub fn route(method: &str, url: &str, metrics_path: &str) -> Route {
 }
 
 /// How long writing one answer may block: a client that stops reading frees its worker.
-pub const WRITE_TIMEOUT: Duration = Duration::from_secs(60);
+pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(60);
 /// TCP keep-alive probes (idle 60 s, then every 10 s, 3 misses) close connections whose
 /// peer vanished, so they don't hold a tiny_http connection thread forever.
 const KEEPALIVE_IDLE: libc::c_int = 60;
@@ -590,7 +593,8 @@ impl Server {
             Arc::new(Headers::new().ok_or_else(|| listen_error("invalid response header".into()))?);
         let listener =
             TcpListener::bind(address.as_str()).map_err(|e| listen_error(e.to_string()))?;
-        tune_listener(&listener).map_err(|e| listen_error(format!("socket options: {e}")))?;
+        tune_listener(&listener, monitor.config.write_timeout)
+            .map_err(|e| listen_error(format!("socket options: {e}")))?;
         let addr = listener
             .local_addr()
             .map_err(|e| listen_error(e.to_string()))?;
@@ -684,7 +688,7 @@ impl Drop for Server {
 /// the body separately; without it each keep-alive scrape waits ~40 ms for a delayed ACK),
 /// a send timeout and TCP keep-alive. A receive timeout cannot be set this way: on the
 /// listener it would make accept() fail, which ends tiny_http's accept thread.
-fn tune_listener(listener: &TcpListener) -> std::io::Result<()> {
+fn tune_listener(listener: &TcpListener, write_timeout: Duration) -> std::io::Result<()> {
     let fd = listener.as_raw_fd();
     let set = |level: libc::c_int, name: libc::c_int, value: libc::c_int| {
         set_option(fd, level, name, &value)
@@ -695,8 +699,8 @@ fn tune_listener(listener: &TcpListener) -> std::io::Result<()> {
     set(libc::IPPROTO_TCP, libc::TCP_KEEPINTVL, KEEPALIVE_INTERVAL)?;
     set(libc::IPPROTO_TCP, libc::TCP_KEEPCNT, KEEPALIVE_COUNT)?;
     let timeout = libc::timeval {
-        tv_sec: WRITE_TIMEOUT.as_secs() as _,
-        tv_usec: 0,
+        tv_sec: write_timeout.as_secs() as _,
+        tv_usec: write_timeout.subsec_micros() as _,
     };
     set_option(fd, libc::SOL_SOCKET, libc::SO_SNDTIMEO, &timeout)
 }
