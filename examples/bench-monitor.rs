@@ -79,6 +79,19 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
+/// CPU time (user + system) of a process so far, from /proc (clock ticks of 10 ms).
+fn cpu_time(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the ")" that ends the command name: utime is the 12th, stime the 13th.
+    let after = stat.rsplit_once(')').map(|(_, a)| a).unwrap_or("");
+    let fields: Vec<u64> = after
+        .split_whitespace()
+        .map(|f| f.parse().unwrap_or(0))
+        .collect();
+    let ticks = fields.get(11).copied().unwrap_or(0) + fields.get(12).copied().unwrap_or(0);
+    Duration::from_millis(ticks * 10)
+}
+
 fn rss_kib(pid: u32, field: &str) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     status
@@ -89,8 +102,8 @@ fn rss_kib(pid: u32, field: &str) -> u64 {
         .unwrap_or(0)
 }
 
-/// Requests per second with `clients` threads hammering `url` for `seconds`.
-fn throughput(url: &str, clients: usize, seconds: u64) -> f64 {
+/// Requests per second with `clients` threads hammering `url` for `seconds`, and how many.
+fn throughput(url: &str, clients: usize, seconds: u64) -> (f64, u64) {
     let stop = Arc::new(AtomicBool::new(false));
     let done = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
@@ -111,7 +124,8 @@ fn throughput(url: &str, clients: usize, seconds: u64) -> f64 {
     for t in threads {
         t.join().unwrap();
     }
-    done.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64()
+    let n = done.load(Ordering::Relaxed);
+    (n as f64 / started.elapsed().as_secs_f64(), n)
 }
 
 fn verdict(ok: bool) -> &'static str {
@@ -217,8 +231,16 @@ fn main() {
         percentile(&m, 0.99),
     );
 
-    let tp_direct = throughput(&direct, o.clients, o.seconds);
-    let tp_monitor = throughput(&through, o.clients, o.seconds);
+    let etcd_pid = etcd.pid().unwrap_or(0);
+    let etcd_cpu0 = cpu_time(etcd_pid);
+    let (tp_direct, n_direct) = throughput(&direct, o.clients, o.seconds);
+    let (etcd_cpu1, mon_cpu1) = (cpu_time(etcd_pid), cpu_time(pid));
+    let (tp_monitor, n_monitor) = throughput(&through, o.clients, o.seconds);
+    let (etcd_cpu2, mon_cpu2) = (cpu_time(etcd_pid), cpu_time(pid));
+    let per = |d: Duration, n: u64| ms(d) / n.max(1) as f64;
+    let etcd_cpu_direct = per(etcd_cpu1 - etcd_cpu0, n_direct);
+    let etcd_cpu_via = per(etcd_cpu2 - etcd_cpu1, n_monitor);
+    let mon_cpu = per(mon_cpu2 - mon_cpu1, n_monitor);
     let rss_after_load = rss_kib(pid, "VmRSS:");
     let rss_peak = rss_kib(pid, "VmHWM:");
     let size = std::fs::metadata(&o.monitor).map(|m| m.len()).unwrap_or(0);
@@ -260,6 +282,13 @@ fn main() {
         tp_monitor,
         tp_ratio,
         verdict(tp_ratio >= 0.8)
+    );
+    println!(
+        "CPU per scrape: etcd {:.2} ms (direct) / {:.2} ms (via monitor), monitor {:.2} ms ({:.0}% of etcd's)",
+        etcd_cpu_direct,
+        etcd_cpu_via,
+        mon_cpu,
+        100.0 * mon_cpu / etcd_cpu_via.max(1e-9)
     );
     println!(
         "monitor RSS:    idle {:.1} MB, after 1000 scrapes {:.1} MB, after the throughput run {:.1} MB, peak {:.1} MB  (target <= 5 MB: {})",

@@ -1,12 +1,16 @@
-//! The monitor's HTTP side on raw sockets: keep-alive, HEAD, Connection: close, HTTP/1.0,
-//! pipelining, 404/405/400/431, Content-Type. etcd is "down" here (port 1 refuses), which
-//! is enough: the answer is then the monitor's own metrics, still 200.
+//! The monitor's HTTP side (tiny_http) on raw sockets: keep-alive, HEAD, Connection: close,
+//! HTTP/1.0, pipelining, 404/405/400, Content-Type, shutdown. etcd is "down" here (port 1
+//! refuses), which is enough: the answer is then the monitor's own metrics, still 200.
+//! tiny_http closes the connection where HTTP says so but sends no `Connection: close`
+//! header, so the tests check for the end of the stream instead.
+mod common;
 mod monitor_support;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
+use common::{TestEtcd, V3_5_1};
 use etcdtools::monitor::CONTENT_TYPE;
 use monitor_support::*;
 
@@ -59,6 +63,17 @@ fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
         .map(|(_, v)| v.as_str())
 }
 
+/// The rest of the stream is empty: the server closed the connection.
+fn assert_closed(mut r: BufReader<TcpStream>) {
+    let mut rest = Vec::new();
+    r.read_to_end(&mut rest).unwrap();
+    assert!(
+        rest.is_empty(),
+        "connection not closed: {}",
+        String::from_utf8_lossy(&rest)
+    );
+}
+
 #[test]
 fn keep_alive_pipelining_head_and_close() {
     let m = down_monitor();
@@ -75,9 +90,11 @@ fn keep_alive_pipelining_head_and_close() {
     assert_eq!(status, 200);
     assert_eq!(header(&headers, "content-type"), Some(CONTENT_TYPE));
     assert_eq!(header(&headers, "connection"), None);
+    assert_eq!(header(&headers, "transfer-encoding"), None);
     assert!(body.contains("etcd_version_monitor_up 0\n"));
     let (status, headers, _) = read_response(&mut r, true);
     assert_eq!(status, 200);
+    assert_eq!(header(&headers, "content-type"), Some(CONTENT_TYPE));
     assert!(
         header(&headers, "content-length")
             .unwrap()
@@ -85,12 +102,33 @@ fn keep_alive_pipelining_head_and_close() {
             .unwrap()
             > 100
     );
-    let (status, headers, body) = read_response(&mut r, false);
+    let (status, _, body) = read_response(&mut r, false);
     assert_eq!((status, body.as_str()), (200, "ok\n"));
-    assert_eq!(header(&headers, "connection"), Some("close"));
-    let mut rest = Vec::new();
-    r.read_to_end(&mut rest).unwrap();
-    assert!(rest.is_empty(), "connection not closed");
+    assert_closed(r);
+}
+
+#[test]
+fn keep_alive_across_separate_writes() {
+    let m = down_monitor();
+    let mut s = connect(&m);
+    let mut r = BufReader::new(s.try_clone().unwrap());
+    for _ in 0..3 {
+        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+            .unwrap();
+        let (status, _, body) = read_response(&mut r, false);
+        assert_eq!(status, 200);
+        assert!(body.contains("etcd_version_monitor_scrape_errors_total"));
+    }
+    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let (status, headers, body) = read_response(&mut r, false);
+    assert_eq!(status, 200);
+    assert_eq!(
+        header(&headers, "content-type"),
+        Some("text/html; charset=utf-8")
+    );
+    assert!(body.contains("<a href=\"/metrics\">"));
+    assert_closed(r);
 }
 
 #[test]
@@ -98,11 +136,9 @@ fn http_1_0_closes_and_errors_are_answered() {
     let m = down_monitor();
     let cases: &[(&[u8], u16)] = &[
         (b"GET /metrics HTTP/1.0\r\n\r\n", 200),
+        (b"HEAD /healthz HTTP/1.0\r\n\r\n", 200),
         (b"GET /nope HTTP/1.1\r\nConnection: close\r\n\r\n", 404),
-        (
-            b"POST /metrics HTTP/1.1\r\nContent-Length: 2\r\n\r\nhi",
-            405,
-        ),
+        (b"DELETE / HTTP/1.0\r\n\r\n", 405),
         (b"NONSENSE\r\n\r\n", 400),
         (b"GET / HTTP/1.1\r\nno colon here\r\n\r\n", 400),
     ];
@@ -110,21 +146,107 @@ fn http_1_0_closes_and_errors_are_answered() {
         let mut s = connect(&m);
         s.write_all(request).unwrap();
         let mut r = BufReader::new(s);
-        let (status, headers, _) = read_response(&mut r, false);
+        let head_only = request.starts_with(b"HEAD");
+        let (status, _, _) = read_response(&mut r, head_only);
         assert_eq!(status, *expected, "{}", String::from_utf8_lossy(request));
-        assert_eq!(header(&headers, "connection"), Some("close"));
-        let mut rest = Vec::new();
-        r.read_to_end(&mut rest).unwrap();
-        assert!(rest.is_empty());
+        assert_closed(r);
     }
-    // A head larger than 16 KiB is refused, not buffered without end.
+}
+
+#[test]
+fn method_not_allowed_reads_the_body_and_keeps_the_connection() {
+    let m = down_monitor();
     let mut s = connect(&m);
-    let mut big = b"GET /metrics HTTP/1.1\r\n".to_vec();
-    big.extend(std::iter::repeat_n(b'a', 20_000));
-    let _ = s.write_all(&big);
+    // The POST body must be skipped, not taken for the next request.
+    s.write_all(
+        b"POST /metrics HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nhi\
+          GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .unwrap();
     let mut r = BufReader::new(s);
-    let (status, _, _) = read_response(&mut r, false);
-    assert_eq!(status, 431);
+    let (status, headers, _) = read_response(&mut r, false);
+    assert_eq!(status, 405);
+    assert_eq!(header(&headers, "allow"), Some("GET, HEAD"));
+    let (status, _, body) = read_response(&mut r, false);
+    assert_eq!((status, body.as_str()), (200, "ok\n"));
+    assert_closed(r);
+}
+
+#[test]
+fn shutdown_closes_the_listener() {
+    let mut m = down_monitor();
+    let addr = m.url.trim_start_matches("http://").to_string();
+    assert_eq!(http_get(&format!("{}/healthz", m.url), &[]).status, 200);
+    m.server.take().unwrap().shutdown();
+    // tiny_http's accept thread drops the listener once woken; give it a moment.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        match TcpStream::connect(&addr) {
+            Err(_) => break,
+            Ok(_) if std::time::Instant::now() > deadline => {
+                panic!("{addr} still accepts connections after shutdown")
+            }
+            Ok(_) => std::thread::sleep(Duration::from_millis(20)),
+        }
+    }
+}
+
+/// A real etcd's /metrics (~150 KB) through the monitor: tiny_http would chunk answers of
+/// 32 KiB and more by default; ours carry Content-Length, also on keep-alive and HEAD.
+#[test]
+fn large_answers_carry_content_length_over_keep_alive() {
+    let etcd = TestEtcd::start(V3_5_1, &[]);
+    let m = InProcess::start(config_for(
+        &format!("{}/metrics", etcd.client_url),
+        &format!("{}/version", etcd.client_url),
+    ));
+    let mut s = connect(&m);
+    let mut r = BufReader::new(s.try_clone().unwrap());
+    let get =
+        b"GET /metrics HTTP/1.1\r\nHost: x\r\nX-Prometheus-Scrape-Timeout-Seconds: 10\r\n\r\n";
+    for request in [&get[..], b"HEAD /metrics HTTP/1.1\r\nHost: x\r\n\r\n", get] {
+        s.write_all(request).unwrap();
+        let head_only = request.starts_with(b"HEAD");
+        let (status, headers, body) = read_response(&mut r, head_only);
+        assert_eq!(status, 200);
+        assert_eq!(header(&headers, "transfer-encoding"), None);
+        let length: usize = header(&headers, "content-length").unwrap().parse().unwrap();
+        assert!(length > 100_000, "{length}");
+        if !head_only {
+            assert_eq!(body.len(), length);
+            assert!(body.contains("etcd_version_monitor_up 1\n"));
+            assert!(body.contains("etcd_version_info{binary_version=\"3.5.1\"} 1\n"));
+        }
+    }
+}
+
+/// One worker and a client that pipelines scrapes without reading the answers: once the socket
+/// buffers are full the worker's write blocks, and only the send timeout (set on the listener,
+/// inherited by accepted sockets) frees it for other clients.
+#[test]
+fn a_client_that_stops_reading_does_not_block_the_workers() {
+    let etcd = TestEtcd::start(V3_5_1, &[]);
+    let mut config = config_for(
+        &format!("{}/metrics", etcd.client_url),
+        &format!("{}/version", etcd.client_url),
+    );
+    config.workers = 1;
+    config.write_timeout = Duration::from_millis(200);
+    let m = InProcess::start(config);
+    let mut stuck = connect(&m);
+    // 40 answers of ~150 KB: more than the loopback buffers hold (tcp_wmem max 4 MiB plus the
+    // receiver's unread window, ~28 answers). tiny_http queues all 40 requests at once, ahead
+    // of the next client's, and each blocked write costs the send timeout.
+    let burst = b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n".repeat(40);
+    stuck.write_all(&burst).unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    // http_get gives up (and the test fails) after 30 s; without the send timeout the only
+    // worker stays blocked for good.
+    for _ in 0..2 {
+        let a = http_get(&format!("{}/healthz", m.url), &[]);
+        assert_eq!((a.status, a.body.as_str()), (200, "ok\n"));
+    }
+    drop(stuck);
 }
 
 #[test]

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use etcdtools::duration::parse_go_duration;
 use etcdtools::logging;
-use etcdtools::monitor::{Monitor, MonitorConfig, Server};
+use etcdtools::monitor::{raise_open_files_limit, Monitor, MonitorConfig, Server};
 use log::LevelFilter;
 
 const USAGE: &str = "\
@@ -161,6 +161,10 @@ fn main() -> ExitCode {
         }
         return ExitCode::SUCCESS;
     }
+    match raise_open_files_limit() {
+        Ok(n) => log::debug!("open files limit: {n}"),
+        Err(e) => log::warn!("cannot raise the open files limit: {e}"),
+    }
     let server = match Server::start(monitor.clone()) {
         Ok(s) => s,
         Err(e) => {
@@ -172,6 +176,11 @@ fn main() -> ExitCode {
         Some(addr) => log::info!("Listening on: {addr}"),
         None => log::info!("Listening on: {}", monitor.config().listen_address),
     }
-    server.join();
-    ExitCode::SUCCESS
+    match server.join() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("etcd-version-monitor: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }

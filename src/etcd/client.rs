@@ -128,12 +128,14 @@ impl HttpClient {
 
     /// GET `url` with an `Accept` header; returns the body and the response's Content-Type.
     /// (The monitor asks etcd for text 0.0.4 and checks it got text.)
+    /// `size_hint` pre-sizes the body buffer (etcd's /metrics is chunked, with no length).
     pub fn get_text_accept(
         &self,
         url: &str,
         accept: &str,
         timeout: Duration,
         limit: u64,
+        size_hint: usize,
     ) -> Result<TextResponse, ClientError> {
         let response = self
             .agent
@@ -149,7 +151,7 @@ impl HttpClient {
             .get("content-type")
             .and_then(|v| v.to_str().ok())
             .map(str::to_string);
-        let body = read_body(url, response, limit)?;
+        let body = read_body_sized(url, response, limit, size_hint)?;
         Ok(TextResponse { body, content_type })
     }
 
@@ -189,8 +191,17 @@ fn read_body(
     response: ureq::http::Response<ureq::Body>,
     limit: u64,
 ) -> Result<String, ClientError> {
+    read_body_sized(url, response, limit, 0)
+}
+
+fn read_body_sized(
+    url: &str,
+    response: ureq::http::Response<ureq::Body>,
+    limit: u64,
+    size_hint: usize,
+) -> Result<String, ClientError> {
     let status = response.status().as_u16();
-    let mut bytes = Vec::new();
+    let mut bytes = Vec::with_capacity(size_hint.min(limit as usize));
     response
         .into_body()
         .into_reader()

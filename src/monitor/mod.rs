@@ -8,12 +8,14 @@
 //! logged once per change of state, not once per scrape.
 
 use std::fmt;
-use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::net::{SocketAddr, TcpListener};
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-pub mod http;
+use tiny_http::Header;
 
 use crate::etcd::client::{ClientError, HttpClient, TlsFiles, DEFAULT_BODY_LIMIT};
 use crate::prom::{self, rewrite, Exposition, Family, Label, MetricType, ParseError};
@@ -62,6 +64,8 @@ pub struct MonitorConfig {
     /// Largest etcd answer accepted.
     pub body_limit: u64,
     pub workers: usize,
+    /// How long writing one answer may block (a client that stops reading).
+    pub write_timeout: Duration,
     /// Log scrape failures and recoveries (off for `--once`, which reports the error itself).
     pub log_state_changes: bool,
 }
@@ -77,6 +81,7 @@ impl Default for MonitorConfig {
             tls: TlsFiles::default(),
             body_limit: DEFAULT_BODY_LIMIT,
             workers: DEFAULT_WORKERS,
+            write_timeout: DEFAULT_WRITE_TIMEOUT,
             log_state_changes: true,
         }
     }
@@ -85,9 +90,20 @@ impl Default for MonitorConfig {
 /// Bad configuration or a listener that cannot be opened.
 #[derive(Debug)]
 pub enum MonitorError {
-    Config { flag: &'static str, reason: String },
+    Config {
+        flag: &'static str,
+        reason: String,
+    },
     Tls(ClientError),
-    Listen { address: String, reason: String },
+    Listen {
+        address: String,
+        reason: String,
+    },
+    /// The server stopped accepting connections.
+    Serve {
+        address: String,
+        reason: String,
+    },
 }
 
 impl fmt::Display for MonitorError {
@@ -97,6 +113,9 @@ impl fmt::Display for MonitorError {
             MonitorError::Tls(e) => write!(f, "TLS set-up: {e}"),
             MonitorError::Listen { address, reason } => {
                 write!(f, "cannot listen on {address}: {reason}")
+            }
+            MonitorError::Serve { address, reason } => {
+                write!(f, "stopped accepting connections on {address}: {reason}")
             }
         }
     }
@@ -200,6 +219,7 @@ pub struct Monitor {
     config: MonitorConfig,
     client: HttpClient,
     errors: [AtomicU64; ERROR_REASONS.len()],
+    last_body_len: AtomicUsize,
     health: Mutex<Health>,
     version: Mutex<VersionCache>,
 }
@@ -242,6 +262,7 @@ impl Monitor {
             config,
             client,
             errors: Default::default(),
+            last_body_len: AtomicUsize::new(0),
             health: Mutex::default(),
             version: Mutex::default(),
         })
@@ -309,7 +330,14 @@ impl Monitor {
         let url = &self.config.metrics_uri;
         let response = self
             .client
-            .get_text_accept(url, ACCEPT, timeout, self.config.body_limit)
+            .get_text_accept(
+                url,
+                ACCEPT,
+                timeout,
+                self.config.body_limit,
+                // Room for the last answer and some growth: spares reallocating copies.
+                self.last_body_len.load(Ordering::Relaxed) * 9 / 8,
+            )
             .map_err(|error| {
                 // ureq reports timeouts as transport errors; the clock tells them apart.
                 let timed_out = matches!(error, ClientError::Transport { .. })
@@ -325,6 +353,8 @@ impl Monitor {
                 });
             }
         }
+        self.last_body_len
+            .store(response.body.len(), Ordering::Relaxed);
         Ok(response.body)
     }
 
@@ -482,66 +512,288 @@ pub fn route(method: &str, url: &str, metrics_path: &str) -> Route {
     }
 }
 
-/// The HTTP side: our small HTTP/1.1 server ([`http`]) with the monitor as its handler.
+/// How long writing one answer may block: a client that stops reading frees its worker.
+pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(60);
+/// TCP keep-alive probes (idle 60 s, then every 10 s, 3 misses) close connections whose
+/// peer vanished, so they don't hold a tiny_http connection thread forever.
+const KEEPALIVE_IDLE: libc::c_int = 60;
+const KEEPALIVE_INTERVAL: libc::c_int = 10;
+const KEEPALIVE_COUNT: libc::c_int = 3;
+
+/// The HTTP side: tiny_http reads requests on its own thread per connection and queues them;
+/// `workers` threads take them off the queue, so at most that many scrapes run at once.
 pub struct Server {
-    http: http::HttpServer,
+    http: Arc<tiny_http::Server>,
+    addr: SocketAddr,
+    stopping: Arc<AtomicBool>,
+    failure: Arc<Mutex<Option<String>>>,
+    workers: Vec<JoinHandle<()>>,
+}
+
+/// One of the threads taking requests off tiny_http's queue.
+struct Worker {
+    http: Arc<tiny_http::Server>,
+    monitor: Arc<Monitor>,
+    headers: Arc<Headers>,
+    stopping: Arc<AtomicBool>,
+    failure: Arc<Mutex<Option<String>>>,
+    count: usize,
+}
+
+impl Worker {
+    fn run(self) {
+        loop {
+            match self.http.recv() {
+                Ok(request) => respond(request, &self.monitor, &self.headers),
+                Err(_) if self.stopping.load(Ordering::SeqCst) => return,
+                Err(e) => {
+                    // tiny_http's accept thread ends at its first accept() error (e.g. out
+                    // of file descriptors): stop all workers, so the process exits loudly
+                    // instead of silently accepting nothing.
+                    *lock(&self.failure) = Some(e.to_string());
+                    self.stopping.store(true, Ordering::SeqCst);
+                    for _ in 0..self.count {
+                        self.http.unblock();
+                    }
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Response headers built once (tiny_http's `Header` is parsed from bytes).
+struct Headers {
+    metrics: Header,
+    text: Header,
+    html: Header,
+    allow: Header,
+}
+
+impl Headers {
+    fn new() -> Option<Headers> {
+        let h = |name: &str, value: &str| Header::from_bytes(name, value).ok();
+        Some(Headers {
+            metrics: h("Content-Type", CONTENT_TYPE)?,
+            text: h("Content-Type", "text/plain; charset=utf-8")?,
+            html: h("Content-Type", "text/html; charset=utf-8")?,
+            allow: h("Allow", "GET, HEAD")?,
+        })
+    }
 }
 
 impl Server {
     pub fn start(monitor: Arc<Monitor>) -> Result<Server, MonitorError> {
         let address = normalize_listen_address(&monitor.config.listen_address);
-        let workers = monitor.config.workers;
-        let handler = move |request: &http::Request<'_>| handle(request, &monitor);
-        let http =
-            http::HttpServer::bind(address.as_str(), workers, Box::new(handler)).map_err(|e| {
-                MonitorError::Listen {
-                    address: address.clone(),
-                    reason: e.to_string(),
+        let listen_error = |reason: String| MonitorError::Listen {
+            address: address.clone(),
+            reason,
+        };
+        let headers =
+            Arc::new(Headers::new().ok_or_else(|| listen_error("invalid response header".into()))?);
+        let listener =
+            TcpListener::bind(address.as_str()).map_err(|e| listen_error(e.to_string()))?;
+        tune_listener(&listener, monitor.config.write_timeout)
+            .map_err(|e| listen_error(format!("socket options: {e}")))?;
+        let addr = listener
+            .local_addr()
+            .map_err(|e| listen_error(e.to_string()))?;
+        let http = Arc::new(
+            tiny_http::Server::from_listener(listener, None)
+                .map_err(|e| listen_error(e.to_string()))?,
+        );
+        let stopping = Arc::new(AtomicBool::new(false));
+        let failure = Arc::new(Mutex::new(None));
+        let count = monitor.config.workers.max(1);
+        let mut workers = Vec::with_capacity(count);
+        for i in 0..count {
+            let worker = Worker {
+                http: http.clone(),
+                monitor: monitor.clone(),
+                headers: headers.clone(),
+                stopping: stopping.clone(),
+                failure: failure.clone(),
+                count,
+            };
+            let spawned = thread::Builder::new()
+                .name(format!("http-worker-{i}"))
+                .spawn(move || worker.run());
+            match spawned {
+                Ok(handle) => workers.push(handle),
+                Err(e) => {
+                    stopping.store(true, Ordering::SeqCst);
+                    for _ in 0..workers.len() {
+                        http.unblock();
+                    }
+                    return Err(listen_error(format!("cannot start a worker thread: {e}")));
                 }
-            })?;
-        Ok(Server { http })
+            }
+        }
+        Ok(Server {
+            http,
+            addr,
+            stopping,
+            failure,
+            workers,
+        })
     }
 
     pub fn local_addr(&self) -> Option<SocketAddr> {
-        Some(self.http.local_addr())
+        Some(self.addr)
     }
 
-    /// Blocks while the server runs.
-    pub fn join(self) {
-        self.http.join();
+    /// Blocks while the server runs; an error when it stopped because it could no longer
+    /// accept connections.
+    pub fn join(mut self) -> Result<(), MonitorError> {
+        for w in self.workers.drain(..) {
+            let _ = w.join();
+        }
+        match lock(&self.failure).take() {
+            Some(reason) => Err(MonitorError::Serve {
+                address: self.addr.to_string(),
+                reason,
+            }),
+            None => Ok(()),
+        }
     }
 
-    /// Stops accepting connections.
-    pub fn shutdown(self) {
-        self.http.shutdown();
+    /// Stops taking requests: answers being written finish, the listener closes.
+    pub fn shutdown(mut self) {
+        self.stop();
+    }
+
+    fn stop(&mut self) {
+        self.stopping.store(true, Ordering::SeqCst);
+        // Each unblock() wakes one thread waiting in recv().
+        for _ in 0..self.workers.len() {
+            self.http.unblock();
+        }
+        for w in self.workers.drain(..) {
+            let _ = w.join();
+        }
+        // Dropping the last tiny_http::Server handle ends its accept thread.
     }
 }
 
-fn handle(request: &http::Request<'_>, monitor: &Monitor) -> http::Response {
-    let text = "text/plain; charset=utf-8";
-    let (status, content_type, body) =
-        match route(request.method, request.target, &monitor.config.metrics_path) {
-            Route::Metrics => {
-                let scrape = monitor.scrape(request.header(PROMETHEUS_TIMEOUT_HEADER));
-                (200, CONTENT_TYPE, scrape.body)
-            }
-            Route::Healthz => (200, text, "ok\n".to_string()),
-            Route::Index => (
-                200,
-                "text/html; charset=utf-8",
-                format!(
-                    "<html><head><title>etcd-version-monitor</title></head><body>\
-                     <h1>etcd-version-monitor</h1><p><a href=\"{0}\">{0}</a></p></body></html>\n",
-                    html_escape(&monitor.config.metrics_path)
-                ),
-            ),
-            Route::NotFound => (404, text, "not found\n".to_string()),
-            Route::MethodNotAllowed => (405, text, "method not allowed\n".to_string()),
+impl Drop for Server {
+    fn drop(&mut self) {
+        if !self.workers.is_empty() {
+            self.stop();
+        }
+    }
+}
+
+/// Options set on the listening socket, which Linux copies to every accepted one (tiny_http
+/// accepts on its own thread and offers no hook): TCP_NODELAY (tiny_http writes the head and
+/// the body separately; without it each keep-alive scrape waits ~40 ms for a delayed ACK),
+/// a send timeout and TCP keep-alive. A receive timeout cannot be set this way: on the
+/// listener it would make accept() fail, which ends tiny_http's accept thread.
+fn tune_listener(listener: &TcpListener, write_timeout: Duration) -> std::io::Result<()> {
+    let fd = listener.as_raw_fd();
+    let set = |level: libc::c_int, name: libc::c_int, value: libc::c_int| {
+        set_option(fd, level, name, &value)
+    };
+    set(libc::IPPROTO_TCP, libc::TCP_NODELAY, 1)?;
+    set(libc::SOL_SOCKET, libc::SO_KEEPALIVE, 1)?;
+    set(libc::IPPROTO_TCP, libc::TCP_KEEPIDLE, KEEPALIVE_IDLE)?;
+    set(libc::IPPROTO_TCP, libc::TCP_KEEPINTVL, KEEPALIVE_INTERVAL)?;
+    set(libc::IPPROTO_TCP, libc::TCP_KEEPCNT, KEEPALIVE_COUNT)?;
+    let timeout = libc::timeval {
+        tv_sec: write_timeout.as_secs() as _,
+        tv_usec: write_timeout.subsec_micros() as _,
+    };
+    set_option(fd, libc::SOL_SOCKET, libc::SO_SNDTIMEO, &timeout)
+}
+
+/// Raises the soft limit of open files to the hard limit, as Go programs do at start: every
+/// connection costs tiny_http two descriptors, and running out ends its accept thread.
+/// Returns the new soft limit.
+pub fn raise_open_files_limit() -> std::io::Result<u64> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit only read or write the struct we pass.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    if limit.rlim_cur < limit.rlim_max {
+        let raised = libc::rlimit {
+            rlim_cur: limit.rlim_max,
+            rlim_max: limit.rlim_max,
         };
-    http::Response {
-        status,
-        content_type,
-        body: body.into_bytes(),
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        limit = raised;
+    }
+    Ok(limit.rlim_cur)
+}
+
+fn set_option<T>(
+    fd: libc::c_int,
+    level: libc::c_int,
+    name: libc::c_int,
+    value: &T,
+) -> std::io::Result<()> {
+    // SAFETY: `value` points to a live T of the size passed; `fd` is an open socket.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd,
+            level,
+            name,
+            (value as *const T).cast(),
+            std::mem::size_of::<T>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+fn respond(request: tiny_http::Request, monitor: &Monitor, headers: &Headers) {
+    let route = route(
+        request.method().as_str(),
+        request.url(),
+        &monitor.config.metrics_path,
+    );
+    let (status, content_type, body) = match route {
+        Route::Metrics => {
+            let timeout_header = request
+                .headers()
+                .iter()
+                .find(|h| h.field.equiv(PROMETHEUS_TIMEOUT_HEADER))
+                .map(|h| h.value.as_str());
+            let scrape = monitor.scrape(timeout_header);
+            (200, &headers.metrics, scrape.body)
+        }
+        Route::Healthz => (200, &headers.text, "ok\n".to_string()),
+        Route::Index => (
+            200,
+            &headers.html,
+            format!(
+                "<html><head><title>etcd-version-monitor</title></head><body>\
+                 <h1>etcd-version-monitor</h1><p><a href=\"{0}\">{0}</a></p></body></html>\n",
+                html_escape(&monitor.config.metrics_path)
+            ),
+        ),
+        Route::NotFound => (404, &headers.text, "not found\n".to_string()),
+        Route::MethodNotAllowed => (405, &headers.text, "method not allowed\n".to_string()),
+    };
+    // The body moves into the response (no copy); Content-Length always, never chunked
+    // (tiny_http chunks bodies of 32 KiB and more by default).
+    let mut response = tiny_http::Response::from_data(body.into_bytes())
+        .with_status_code(status)
+        .with_chunked_threshold(usize::MAX)
+        .with_header(content_type.clone());
+    if route == Route::MethodNotAllowed {
+        response.add_header(headers.allow.clone());
+    }
+    let peer = request.remote_addr().copied();
+    if let Err(e) = request.respond(response) {
+        log::debug!("cannot answer {peer:?}: {e}");
     }
 }
 
@@ -587,6 +839,20 @@ mod tests {
             Route::MethodNotAllowed
         );
         assert_eq!(route("GET", "/m", "/m"), Route::Metrics);
+    }
+
+    #[test]
+    fn open_files_limit_is_raised_to_the_hard_limit() {
+        let soft = raise_open_files_limit().unwrap();
+        let mut limit = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        assert_eq!(
+            unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) },
+            0
+        );
+        assert_eq!((soft, soft), (limit.rlim_cur, limit.rlim_max));
     }
 
     #[test]
