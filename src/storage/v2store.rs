@@ -610,22 +610,7 @@ impl Store {
         let next = self.current_index + 1;
         // Errors can only come from nodes that exist, and everything below a created dir is
         // new: a refusal changes nothing.
-        let mut node = &mut self.root;
-        let mut end = 0;
-        for part in parent.split('/').filter(|p| !p.is_empty()) {
-            end += 1 + part.len();
-            let cur = &parent[..end];
-            let children = node
-                .children
-                .as_mut()
-                .ok_or_else(|| op_err(V2ErrorCode::NotDir, cur))?;
-            if !children.contains_key(part) {
-                children.insert(part.to_string(), Node::new_dir(cur, next));
-            }
-            node = children
-                .get_mut(part)
-                .ok_or_else(|| op_err(V2ErrorCode::NotDir, cur))?;
-        }
+        let node = self.parent_dir(&path, next)?;
         let Some(children) = node.children.as_mut() else {
             return Err(op_err(V2ErrorCode::NotDir, parent));
         };
