@@ -125,6 +125,28 @@ pub fn start_point(
     Ok((start, choice.loaded, choice.skipped))
 }
 
+/// One line per newer `.snap` file that was skipped because it is broken (etcd skips them too).
+pub fn print_skipped_snapshots(
+    skipped: &[SnapError],
+    json: bool,
+    out: &mut dyn io::Write,
+) -> Result<(), InspectError> {
+    for s in skipped {
+        if json {
+            out.write_all(
+                output::JsonLine::new()
+                    .str("record", "skipped_snapshot")
+                    .str("error", &s.to_string())
+                    .finish()
+                    .as_bytes(),
+            )?;
+        } else {
+            writeln!(out, "skipped snapshot: {s}")?;
+        }
+    }
+    Ok(())
+}
+
 /// Current time in unix nanoseconds.
 pub fn now_nanos() -> i64 {
     std::time::SystemTime::now()

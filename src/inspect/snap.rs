@@ -36,19 +36,7 @@ pub fn print_snap(layout: &Layout, json: bool, out: &mut dyn Write) -> Result<()
         }
         Err(e) => return Err(e),
     };
-    for s in &skipped {
-        if json {
-            out.write_all(
-                JsonLine::new()
-                    .str("record", "skipped_snapshot")
-                    .str("error", &s.to_string())
-                    .finish()
-                    .as_bytes(),
-            )?;
-        } else {
-            writeln!(out, "skipped snapshot: {s}")?;
-        }
-    }
+    super::print_skipped_snapshots(&skipped, json, out)?;
     let Some(loaded) = loaded else {
         if json {
             out.write_all(

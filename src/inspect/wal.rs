@@ -175,19 +175,7 @@ pub fn print_wal(
             )
         }
     })?;
-    for s in &skipped {
-        if json {
-            out.write_all(
-                JsonLine::new()
-                    .str("record", "skipped_snapshot")
-                    .str("error", &s.to_string())
-                    .finish()
-                    .as_bytes(),
-            )?;
-        } else {
-            writeln!(out, "skipped snapshot: {s}")?;
-        }
-    }
+    super::print_skipped_snapshots(&skipped, json, out)?;
     let meta = contents.metadata.unwrap_or_default();
     if json {
         for seg in &contents.segments {
