@@ -539,11 +539,9 @@ struct Worker {
 
 impl Worker {
     fn run(self) {
-        // This worker's answer buffer, reused across requests.
-        let mut out = Vec::new();
         loop {
             match self.http.recv() {
-                Ok(request) => respond(request, &self.monitor, &mut out),
+                Ok(request) => respond(request, &self.monitor),
                 Err(_) if self.stopping.load(Ordering::SeqCst) => return,
                 Err(e) => {
                     // tiny_http's accept thread ends at its first accept() error (e.g. out
@@ -729,7 +727,7 @@ fn set_option<T>(
     }
 }
 
-fn respond(request: tiny_http::Request, monitor: &Monitor, out: &mut Vec<u8>) {
+fn respond(request: tiny_http::Request, monitor: &Monitor) {
     let route = route(
         request.method().as_str(),
         request.url(),
@@ -770,16 +768,23 @@ fn respond(request: tiny_http::Request, monitor: &Monitor, out: &mut Vec<u8>) {
     let send_body = *request.method() != tiny_http::Method::Head;
     // One buffer, one write: tiny_http's own `respond` copies the body through an 8 KiB
     // `io::copy` into the socket, one system call (and TCP segment burst) per chunk.
-    out.clear();
-    out.reserve(body.len() + 256);
-    head.write(out);
-    if send_body {
-        out.extend_from_slice(body.as_bytes());
-    }
-    drop(body);
+    // The head goes in front of the body in the body's own buffer (the scrape leaves room),
+    // so the answer costs no second body-sized allocation.
+    let mut head_bytes = Vec::with_capacity(256);
+    head.write(&mut head_bytes);
+    let out = if send_body {
+        let mut out = body.into_bytes();
+        let (n, len) = (head_bytes.len(), out.len());
+        out.resize(len + n, 0);
+        out.copy_within(0..len, n);
+        out[..n].copy_from_slice(&head_bytes);
+        out
+    } else {
+        head_bytes
+    };
     let peer = request.remote_addr().copied();
     let mut writer = request.into_writer();
-    let written = writer.write_all(out).and_then(|()| writer.flush());
+    let written = writer.write_all(&out).and_then(|()| writer.flush());
     if let Err(e) = written {
         if !matches!(
             e.kind(),
@@ -789,10 +794,6 @@ fn respond(request: tiny_http::Request, monitor: &Monitor, out: &mut Vec<u8>) {
         ) {
             log::debug!("cannot answer {peer:?}: {e}");
         }
-    }
-    // Keep the buffer for the next answer, unless an unusually large one grew it a lot.
-    if out.capacity() > (64 << 20) {
-        *out = Vec::new();
     }
 }
 
