@@ -108,6 +108,24 @@ fn parse_inner<'a>(
     })
 }
 
+/// A family name as a map key, compared with [`same_text`].
+#[derive(Clone, Copy)]
+struct Name<'a>(&'a str);
+
+impl PartialEq for Name<'_> {
+    fn eq(&self, other: &Self) -> bool {
+        same_text(self.0, other.0)
+    }
+}
+
+impl Eq for Name<'_> {}
+
+impl std::hash::Hash for Name<'_> {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.0.hash(state)
+    }
+}
+
 /// `a == b` eight bytes at a time: musl's `bcmp`, which `==` calls for strings of unknown
 /// length, compares byte by byte, and this runs for almost every sample line.
 fn same_text(a: &str, b: &str) -> bool {
@@ -143,7 +161,7 @@ fn excerpt(line: &str) -> String {
 struct Parser<'a, 'k> {
     families: Vec<Family<'a>>,
     /// FNV, not SipHash: names come from the etcd we scrape, and hashing was a tenth of a scrape.
-    by_name: HashMap<&'a str, usize, BuildHasherDefault<Fnv>>,
+    by_name: HashMap<Name<'a>, usize, BuildHasherDefault<Fnv>>,
     /// Per family: where its lines are, whether they are contiguous, whether it has samples.
     aux: Vec<Aux>,
     keep: Option<&'k dyn Fn(&str) -> bool>,
@@ -254,7 +272,7 @@ impl<'a> Parser<'a, '_> {
     }
 
     fn family_index(&mut self, name: &'a str) -> usize {
-        if let Some(&i) = self.by_name.get(name) {
+        if let Some(&i) = self.by_name.get(&Name(name)) {
             return i;
         }
         self.families.push(Family {
@@ -269,7 +287,7 @@ impl<'a> Parser<'a, '_> {
             ..Aux::default()
         });
         let i = self.families.len() - 1;
-        self.by_name.insert(name, i);
+        self.by_name.insert(Name(name), i);
         i
     }
 
@@ -289,12 +307,12 @@ impl<'a> Parser<'a, '_> {
     }
 
     fn owner_uncached(&mut self, name: &'a str) -> (usize, Suffix) {
-        if let Some(&i) = self.by_name.get(name) {
+        if let Some(&i) = self.by_name.get(&Name(name)) {
             return (i, Suffix::None);
         }
         for suffix in [Suffix::Bucket, Suffix::Sum, Suffix::Count] {
             if let Some(base) = name.strip_suffix(suffix.as_str()) {
-                if let Some(&i) = self.by_name.get(base) {
+                if let Some(&i) = self.by_name.get(&Name(base)) {
                     let kind = self.families[i].kind;
                     let fits = match suffix {
                         Suffix::Bucket => kind == Some(MetricType::Histogram),
