@@ -15,8 +15,6 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use tiny_http::Header;
-
 use crate::etcd::client::{ClientError, HttpClient, TlsFiles, DEFAULT_BODY_LIMIT};
 use crate::prom::{self, rewrite, Exposition, Family, Label, MetricType, ParseError};
 
@@ -534,7 +532,6 @@ pub struct Server {
 struct Worker {
     http: Arc<tiny_http::Server>,
     monitor: Arc<Monitor>,
-    headers: Arc<Headers>,
     stopping: Arc<AtomicBool>,
     failure: Arc<Mutex<Option<String>>>,
     count: usize,
@@ -544,7 +541,7 @@ impl Worker {
     fn run(self) {
         loop {
             match self.http.recv() {
-                Ok(request) => respond(request, &self.monitor, &self.headers),
+                Ok(request) => respond(request, &self.monitor),
                 Err(_) if self.stopping.load(Ordering::SeqCst) => return,
                 Err(e) => {
                     // tiny_http's accept thread ends at its first accept() error (e.g. out
@@ -562,26 +559,6 @@ impl Worker {
     }
 }
 
-/// Response headers built once (tiny_http's `Header` is parsed from bytes).
-struct Headers {
-    metrics: Header,
-    text: Header,
-    html: Header,
-    allow: Header,
-}
-
-impl Headers {
-    fn new() -> Option<Headers> {
-        let h = |name: &str, value: &str| Header::from_bytes(name, value).ok();
-        Some(Headers {
-            metrics: h("Content-Type", CONTENT_TYPE)?,
-            text: h("Content-Type", "text/plain; charset=utf-8")?,
-            html: h("Content-Type", "text/html; charset=utf-8")?,
-            allow: h("Allow", "GET, HEAD")?,
-        })
-    }
-}
-
 impl Server {
     pub fn start(monitor: Arc<Monitor>) -> Result<Server, MonitorError> {
         let address = normalize_listen_address(&monitor.config.listen_address);
@@ -589,8 +566,6 @@ impl Server {
             address: address.clone(),
             reason,
         };
-        let headers =
-            Arc::new(Headers::new().ok_or_else(|| listen_error("invalid response header".into()))?);
         let listener =
             TcpListener::bind(address.as_str()).map_err(|e| listen_error(e.to_string()))?;
         tune_listener(&listener, monitor.config.write_timeout)
@@ -610,7 +585,6 @@ impl Server {
             let worker = Worker {
                 http: http.clone(),
                 monitor: monitor.clone(),
-                headers: headers.clone(),
                 stopping: stopping.clone(),
                 failure: failure.clone(),
                 count,
@@ -753,7 +727,7 @@ fn set_option<T>(
     }
 }
 
-fn respond(request: tiny_http::Request, monitor: &Monitor, headers: &Headers) {
+fn respond(request: tiny_http::Request, monitor: &Monitor) {
     let route = route(
         request.method().as_str(),
         request.url(),
@@ -767,34 +741,142 @@ fn respond(request: tiny_http::Request, monitor: &Monitor, headers: &Headers) {
                 .find(|h| h.field.equiv(PROMETHEUS_TIMEOUT_HEADER))
                 .map(|h| h.value.as_str());
             let scrape = monitor.scrape(timeout_header);
-            (200, &headers.metrics, scrape.body)
+            (200, CONTENT_TYPE, scrape.body)
         }
-        Route::Healthz => (200, &headers.text, "ok\n".to_string()),
+        Route::Healthz => (200, TEXT_CONTENT_TYPE, "ok\n".to_string()),
         Route::Index => (
             200,
-            &headers.html,
+            "text/html; charset=utf-8",
             format!(
                 "<html><head><title>etcd-version-monitor</title></head><body>\
                  <h1>etcd-version-monitor</h1><p><a href=\"{0}\">{0}</a></p></body></html>\n",
                 html_escape(&monitor.config.metrics_path)
             ),
         ),
-        Route::NotFound => (404, &headers.text, "not found\n".to_string()),
-        Route::MethodNotAllowed => (405, &headers.text, "method not allowed\n".to_string()),
+        Route::NotFound => (404, TEXT_CONTENT_TYPE, "not found\n".to_string()),
+        Route::MethodNotAllowed => (405, TEXT_CONTENT_TYPE, "method not allowed\n".to_string()),
     };
-    // The body moves into the response (no copy); Content-Length always, never chunked
-    // (tiny_http chunks bodies of 32 KiB and more by default).
-    let mut response = tiny_http::Response::from_data(body.into_bytes())
-        .with_status_code(status)
-        .with_chunked_threshold(usize::MAX)
-        .with_header(content_type.clone());
-    if route == Route::MethodNotAllowed {
-        response.add_header(headers.allow.clone());
-    }
+    let version = request.http_version();
+    let head = ResponseHead {
+        http_version: (version.0, version.1),
+        status,
+        content_type,
+        allow: route == Route::MethodNotAllowed,
+        content_length: body.len(),
+        date: std::time::SystemTime::now(),
+    };
+    let send_body = *request.method() != tiny_http::Method::Head;
+    // One buffer, one write: tiny_http's own `respond` copies the body through an 8 KiB
+    // `io::copy` into the socket, one system call (and TCP segment burst) per chunk.
+    // The head goes in front of the body in the body's own buffer (the scrape leaves room),
+    // so the answer costs no second body-sized allocation.
+    let mut head_bytes = Vec::with_capacity(256);
+    head.write(&mut head_bytes);
+    let out = if send_body {
+        let mut out = body.into_bytes();
+        let (n, len) = (head_bytes.len(), out.len());
+        out.resize(len + n, 0);
+        out.copy_within(0..len, n);
+        out[..n].copy_from_slice(&head_bytes);
+        out
+    } else {
+        head_bytes
+    };
     let peer = request.remote_addr().copied();
-    if let Err(e) = request.respond(response) {
-        log::debug!("cannot answer {peer:?}: {e}");
+    let mut writer = request.into_writer();
+    let written = writer.write_all(&out).and_then(|()| writer.flush());
+    if let Err(e) = written {
+        if !matches!(
+            e.kind(),
+            std::io::ErrorKind::BrokenPipe
+                | std::io::ErrorKind::ConnectionAborted
+                | std::io::ErrorKind::ConnectionReset
+        ) {
+            log::debug!("cannot answer {peer:?}: {e}");
+        }
     }
+}
+
+const TEXT_CONTENT_TYPE: &str = "text/plain; charset=utf-8";
+
+/// The status line and headers of an answer, as tiny_http's `respond` wrote them (minus its
+/// `Server` header): identity encoding with `Content-Length`, never chunked.
+struct ResponseHead {
+    http_version: (u8, u8),
+    status: u16,
+    content_type: &'static str,
+    allow: bool,
+    content_length: usize,
+    date: std::time::SystemTime,
+}
+
+impl ResponseHead {
+    fn write(&self, out: &mut Vec<u8>) {
+        use std::io::Write as _;
+        let reason = match self.status {
+            200 => "OK",
+            404 => "Not Found",
+            405 => "Method Not Allowed",
+            _ => "Unknown",
+        };
+        let (major, minor) = self.http_version;
+        // Writing into a Vec cannot fail.
+        let _ = write!(
+            out,
+            "HTTP/{major}.{minor} {} {reason}\r\nDate: {}\r\nContent-Type: {}\r\n",
+            self.status,
+            HttpDate(self.date),
+            self.content_type
+        );
+        if self.allow {
+            out.extend_from_slice(b"Allow: GET, HEAD\r\n");
+        }
+        let _ = write!(out, "Content-Length: {}\r\n\r\n", self.content_length);
+    }
+}
+
+/// An RFC 9110 IMF-fixdate, e.g. `Sun, 06 Nov 1994 08:49:37 GMT`.
+struct HttpDate(std::time::SystemTime);
+
+impl fmt::Display for HttpDate {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let secs = self
+            .0
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let days = secs / 86_400;
+        let rem = secs % 86_400;
+        let (year, month, day) = civil_from_days(days as i64);
+        const WEEKDAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
+        const MONTHS: [&str; 12] = [
+            "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+        ];
+        write!(
+            f,
+            "{}, {day:02} {} {year:04} {:02}:{:02}:{:02} GMT",
+            WEEKDAYS[(days % 7) as usize],
+            MONTHS[(month - 1) as usize],
+            rem / 3600,
+            rem % 3600 / 60,
+            rem % 60
+        )
+    }
+}
+
+/// Days since 1970-01-01 to (year, month 1-12, day 1-31), proleptic Gregorian (Howard
+/// Hinnant's algorithm).
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month, day)
 }
 
 fn html_escape(s: &str) -> String {
@@ -807,6 +889,17 @@ fn html_escape(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn http_dates_are_imf_fixdates() {
+        let at =
+            |secs: u64| HttpDate(std::time::UNIX_EPOCH + Duration::from_secs(secs)).to_string();
+        assert_eq!(at(0), "Thu, 01 Jan 1970 00:00:00 GMT");
+        // RFC 9110's example.
+        assert_eq!(at(784_111_777), "Sun, 06 Nov 1994 08:49:37 GMT");
+        assert_eq!(at(951_782_400), "Tue, 29 Feb 2000 00:00:00 GMT");
+        assert_eq!(at(4_102_444_799), "Thu, 31 Dec 2099 23:59:59 GMT");
+    }
 
     #[test]
     fn timeout_follows_prometheus_header_minus_a_margin() {
