@@ -5,9 +5,9 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use etcdtools::base64::encode_into as base64;
 use etcdtools::etcd::client::HttpClient;
 use etcdtools::etcd::process::{free_ports, EtcdProcess, EtcdSpec};
-use etcdtools::inspect::db::base64;
 use serde_json::json;
 
 fn b64(bytes: &[u8]) -> String {

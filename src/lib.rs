@@ -10,6 +10,7 @@
 //!   (pure) and its executor.
 //! - [`rollback`]: `rollback2`, v3 data dir -> v2 store, on top of `storage`.
 
+pub mod base64;
 pub mod datadir;
 pub mod duration;
 pub mod etcd;

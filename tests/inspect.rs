@@ -9,9 +9,9 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::*;
+use etcdtools::base64::encode as base64;
 use etcdtools::etcd::client::HttpClient;
 use etcdtools::etcd::process::run_tool;
-use etcdtools::inspect::output::base64;
 use etcdtools::storage::{snap, wal};
 use serde_json::{json, Value};
 

@@ -16,9 +16,9 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
+use etcdtools::base64 as b64;
 use etcdtools::etcd::client::HttpClient;
 use etcdtools::etcd::process::{free_ports, run_tool, EtcdSpec};
-use etcdtools::migrate::run::b64;
 
 const FAST: &[&str] = &["--heartbeat-interval=10", "--election-timeout=100"];
 

@@ -8,9 +8,10 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use common::*;
+use etcdtools::base64::encode_into as base64;
 use etcdtools::etcd::client::HttpClient;
 use etcdtools::etcd::process::run_tool;
-use etcdtools::inspect::db::{base64, check_db, print_db, summarize_db, DbError, DbOptions};
+use etcdtools::inspect::db::{check_db, print_db, summarize_db, DbError, DbOptions};
 use etcdtools::storage::bolt::BoltDb;
 use etcdtools::storage::mvcc;
 use serde_json::{json, Value};

@@ -211,7 +211,7 @@ fn kv_line(line: &mut Vec<u8>, e: &RevisionEntry<'_>, with_revision: bool, json:
             });
         }
         line.extend_from_slice(b"\"key\":\"");
-        base64(line, kv.key);
+        crate::base64::encode_into(line, kv.key);
         line.extend_from_slice(b"\",\"create_revision\":");
         push_int(line, kv.create_revision);
         line.extend_from_slice(b",\"mod_revision\":");
@@ -219,7 +219,7 @@ fn kv_line(line: &mut Vec<u8>, e: &RevisionEntry<'_>, with_revision: bool, json:
         line.extend_from_slice(b",\"version\":");
         push_int(line, kv.version);
         line.extend_from_slice(b",\"value\":\"");
-        base64(line, kv.value);
+        crate::base64::encode_into(line, kv.value);
         line.extend_from_slice(b"\",\"lease\":");
         push_int(line, kv.lease);
         line.extend_from_slice(b"}\n");
@@ -258,12 +258,12 @@ fn kv_line(line: &mut Vec<u8>, e: &RevisionEntry<'_>, with_revision: bool, json:
 fn bucket_line(line: &mut Vec<u8>, item: &LeafItem<'_>, json: bool) {
     if json {
         line.extend_from_slice(b"{\"key\":\"");
-        base64(line, item.key);
+        crate::base64::encode_into(line, item.key);
         if item.is_bucket() {
             line.extend_from_slice(b"\",\"bucket\":true}\n");
         } else {
             line.extend_from_slice(b"\",\"value\":\"");
-            base64(line, item.value);
+            crate::base64::encode_into(line, item.value);
             line.extend_from_slice(b"\"}\n");
         }
         return;
@@ -302,41 +302,6 @@ fn push_fmt(line: &mut Vec<u8>, args: fmt::Arguments<'_>) {
     let _ = line.write_fmt(args);
 }
 
-/// Standard base64 with padding (what etcdctl -w json prints for bytes).
-pub fn base64(out: &mut Vec<u8>, bytes: &[u8]) {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let sym = |n: u64, shift: u32| ALPHABET[(n >> shift) as usize & 63];
-    // 6 bytes -> 8 symbols per step, written into the grown buffer and unrolled by hand: the
-    // release profile optimizes for size, which neither unrolls nor inlines small copies.
-    let start = out.len();
-    let mut chunks = bytes.chunks_exact(6);
-    out.resize(start + bytes.len() / 6 * 8, 0);
-    for (c, o) in (&mut chunks).zip(out[start..].chunks_exact_mut(8)) {
-        let n = u64::from_be_bytes([0, 0, c[0], c[1], c[2], c[3], c[4], c[5]]);
-        o.copy_from_slice(&[
-            sym(n, 42),
-            sym(n, 36),
-            sym(n, 30),
-            sym(n, 24),
-            sym(n, 18),
-            sym(n, 12),
-            sym(n, 6),
-            sym(n, 0),
-        ]);
-    }
-    let rest = chunks.remainder();
-    let mut groups = rest.chunks(3);
-    for g in &mut groups {
-        let n = (g[0] as u64) << 16
-            | (g.get(1).copied().unwrap_or(0) as u64) << 8
-            | g.get(2).copied().unwrap_or(0) as u64;
-        out.push(sym(n, 18));
-        out.push(sym(n, 12));
-        out.push(if g.len() > 1 { sym(n, 6) } else { b'=' });
-        out.push(if g.len() > 2 { sym(n, 0) } else { b'=' });
-    }
-}
-
 /// Bytes as one line of text: valid UTF-8 as is, except `\` and control characters, which
 /// are escaped (`\\`, `\n`, `\t`, `\r`, `\u{..}`); other bytes as `\xNN`.
 pub fn escape(out: &mut Vec<u8>, bytes: &[u8]) {
@@ -372,51 +337,10 @@ pub fn escape(out: &mut Vec<u8>, bytes: &[u8]) {
 mod tests {
     use super::*;
 
-    fn b64(bytes: &[u8]) -> String {
-        let mut v = Vec::new();
-        base64(&mut v, bytes);
-        String::from_utf8(v).unwrap()
-    }
-
     fn esc(bytes: &[u8]) -> String {
         let mut v = Vec::new();
         escape(&mut v, bytes);
         String::from_utf8(v).unwrap()
-    }
-
-    #[test]
-    fn base64_matches_rfc4648_vectors() {
-        for (plain, enc) in [
-            ("", ""),
-            ("f", "Zg=="),
-            ("fo", "Zm8="),
-            ("foo", "Zm9v"),
-            ("foob", "Zm9vYg=="),
-            ("fooba", "Zm9vYmE="),
-            ("foobar", "Zm9vYmFy"),
-        ] {
-            assert_eq!(b64(plain.as_bytes()), enc);
-        }
-        assert_eq!(b64(&[0xff, 0xfe, 0xfd]), "//79");
-        // Every length around the 6-byte step, against a plain 3-byte reference.
-        let data: Vec<u8> = (0..40u8).map(|i| i.wrapping_mul(37)).collect();
-        for len in 0..data.len() {
-            let mut want = String::new();
-            for g in data[..len].chunks(3) {
-                let n = (g[0] as u32) << 16
-                    | (*g.get(1).unwrap_or(&0) as u32) << 8
-                    | *g.get(2).unwrap_or(&0) as u32;
-                let a = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-                for k in 0..4 {
-                    if k <= g.len() {
-                        want.push(a[(n >> (18 - 6 * k)) as usize & 63] as char);
-                    } else {
-                        want.push('=');
-                    }
-                }
-            }
-            assert_eq!(b64(&data[..len]), want, "len {len}");
-        }
     }
 
     #[test]

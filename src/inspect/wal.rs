@@ -131,7 +131,7 @@ pub fn entry_json(e: &Entry) -> String {
                     V3Request::Put { lease, .. } if *lease != 0 => l = l.num("lease", *lease),
                     V3Request::Txn { keys, .. } => {
                         let keys: Vec<String> =
-                            keys.iter().map(|k| super::output::base64(k)).collect();
+                            keys.iter().map(|k| crate::base64::encode(k)).collect();
                         l = l.strs("keys", &keys);
                     }
                     V3Request::Compaction { revision, .. } => l = l.num("revision", *revision),

@@ -856,14 +856,15 @@ impl Runner<'_> {
                 .unwrap_or_default()
                 .to_string()
         };
-        let show =
-            |s: &str| String::from_utf8_lossy(&b64::decode(s).unwrap_or_default()).into_owned();
+        let show = |s: &str| {
+            String::from_utf8_lossy(&crate::base64::decode(s).unwrap_or_default()).into_owned()
+        };
         let mut prefix = self.cfg.ttl_keys_directory.clone().into_bytes();
         if !prefix.ends_with(b"/") {
             prefix.push(b'/');
         }
-        let end = b64::encode(&prefix_end(&prefix));
-        let mut from = b64::encode(&prefix);
+        let end = crate::base64::encode(&prefix_end(&prefix));
+        let mut from = crate::base64::encode(&prefix);
         let mut lease: Option<String> = None;
         let mut attached = 0;
         loop {
@@ -936,9 +937,9 @@ impl Runner<'_> {
             if page.get("more").and_then(|m| m.as_bool()) != Some(true) {
                 break;
             }
-            let mut next = b64::decode(&field(last, "key")).unwrap_or_default();
+            let mut next = crate::base64::decode(&field(last, "key")).unwrap_or_default();
             next.push(0);
-            from = b64::encode(&next);
+            from = crate::base64::encode(&next);
         }
         Ok(attached)
     }
@@ -979,68 +980,6 @@ fn copy_dir(from: &Path, to: &Path) -> Result<(), MigrateError> {
             to.display()
         ))
     })
-}
-
-/// Standard base64 with padding, as etcd's JSON gateway uses for keys and values.
-pub mod b64 {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-
-    pub fn encode(data: &[u8]) -> String {
-        let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
-        for chunk in data.chunks(3) {
-            let b = [
-                chunk[0],
-                *chunk.get(1).unwrap_or(&0),
-                *chunk.get(2).unwrap_or(&0),
-            ];
-            let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-            for i in 0..4 {
-                if i <= chunk.len() {
-                    out.push(ALPHABET[(n >> (18 - 6 * i)) as usize & 63] as char);
-                } else {
-                    out.push('=');
-                }
-            }
-        }
-        out
-    }
-
-    pub fn decode(s: &str) -> Option<Vec<u8>> {
-        let mut out = Vec::with_capacity(s.len() / 4 * 3);
-        let mut acc = 0u32;
-        let mut bits = 0;
-        for c in s.bytes().filter(|&c| c != b'=') {
-            let v = ALPHABET.iter().position(|&a| a == c)? as u32;
-            acc = (acc << 6) | v;
-            bits += 6;
-            if bits >= 8 {
-                bits -= 8;
-                out.push((acc >> bits) as u8);
-                acc &= (1 << bits) - 1;
-            }
-        }
-        Some(out)
-    }
-
-    #[cfg(test)]
-    mod tests {
-        #[test]
-        fn round_trip() {
-            for s in [
-                &b""[..],
-                b"f",
-                b"fo",
-                b"foo",
-                b"foob",
-                b"/registry/events/",
-                &[0, 255, 128],
-            ] {
-                assert_eq!(super::decode(&super::encode(s)).unwrap(), s);
-            }
-            assert_eq!(super::encode(b"foo"), "Zm9v");
-            assert_eq!(super::encode(b"fo"), "Zm8=");
-        }
-    }
 }
 
 #[cfg(test)]
