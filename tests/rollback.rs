@@ -17,43 +17,11 @@ use std::time::Duration;
 const T: Duration = Duration::from_secs(10);
 
 fn b64(data: &[u8]) -> String {
-    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::new();
-    for c in data.chunks(3) {
-        let n = (u32::from(c[0]) << 16)
-            | (u32::from(*c.get(1).unwrap_or(&0)) << 8)
-            | u32::from(*c.get(2).unwrap_or(&0));
-        for i in 0..4 {
-            if i <= c.len() {
-                out.push(A[((n >> (18 - 6 * i)) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
+    etcdtools::base64::encode(data)
 }
 
 fn unb64(s: &str) -> Vec<u8> {
-    let val = |c: u8| match c {
-        b'A'..=b'Z' => c - b'A',
-        b'a'..=b'z' => c - b'a' + 26,
-        b'0'..=b'9' => c - b'0' + 52,
-        b'+' => 62,
-        _ => 63,
-    };
-    let b: Vec<u8> = s.bytes().filter(|c| *c != b'=').collect();
-    let mut out = Vec::new();
-    for c in b.chunks(4) {
-        let mut n = 0u32;
-        for (i, x) in c.iter().enumerate() {
-            n |= u32::from(val(*x)) << (18 - 6 * i);
-        }
-        for i in 0..c.len() - 1 {
-            out.push((n >> (16 - 8 * i)) as u8);
-        }
-    }
-    out
+    etcdtools::base64::decode(s).expect("base64 from etcd")
 }
 
 struct Gw {

@@ -154,43 +154,13 @@ fn stop(etcd: EtcdProcess) {
     etcd.stop(Duration::from_secs(20)).unwrap();
 }
 
-// Base64 for the JSON gateway (bytes fields); small enough not to need a crate.
-const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-
+// Base64 for the JSON gateway (bytes fields).
 fn b64(data: &[u8]) -> String {
-    let mut s = String::new();
-    for chunk in data.chunks(3) {
-        let b = [
-            chunk[0],
-            *chunk.get(1).unwrap_or(&0),
-            *chunk.get(2).unwrap_or(&0),
-        ];
-        let n = ((b[0] as u32) << 16) | ((b[1] as u32) << 8) | b[2] as u32;
-        for i in 0..4 {
-            if i <= chunk.len() {
-                s.push(B64[((n >> (18 - 6 * i)) & 63) as usize] as char);
-            } else {
-                s.push('=');
-            }
-        }
-    }
-    s
+    etcdtools::base64::encode(data)
 }
 
 fn unb64(s: &str) -> Vec<u8> {
-    let mut out = Vec::new();
-    let mut acc = 0u32;
-    let mut bits = 0;
-    for c in s.bytes().filter(|&c| c != b'=') {
-        let v = B64.iter().position(|&x| x == c).expect("base64") as u32;
-        acc = (acc << 6) | v;
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((acc >> bits) as u8);
-        }
-    }
-    out
+    etcdtools::base64::decode(s).expect("base64 from etcd")
 }
 
 fn put(client: &HttpClient, url: &str, key: &str, value: &str) {
