@@ -10,13 +10,19 @@
 use std::fmt;
 use std::net::{SocketAddr, TcpListener};
 use std::os::fd::AsRawFd;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
+mod buffers;
+
 use crate::etcd::client::{ClientError, HttpClient, TlsFiles, DEFAULT_BODY_LIMIT};
-use crate::prom::{self, rewrite, Exposition, Family, Label, MetricType, ParseError};
+use crate::prom::pass::{self, PassError};
+use crate::prom::rewrite::{self, SERVER_VERSION};
+use crate::prom::{self, Family, Label, MetricType, ParseError};
+use buffers::Buffers;
+use std::borrow::Cow;
 
 pub const DEFAULT_LISTEN_ADDRESS: &str = "localhost:9101";
 pub const DEFAULT_METRICS_PATH: &str = "/metrics";
@@ -34,8 +40,6 @@ pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 pub const PROMETHEUS_TIMEOUT_HEADER: &str = "X-Prometheus-Scrape-Timeout-Seconds";
 
 pub const VERSION_INFO: &str = "etcd_version_info";
-/// etcd's own version gauge (etcd >= 3.3), the fallback for `/version`.
-const SERVER_VERSION: &str = "etcd_server_version";
 pub const UP: &str = "etcd_version_monitor_up";
 pub const SCRAPE_DURATION: &str = "etcd_version_monitor_scrape_duration_seconds";
 pub const SCRAPE_ERRORS: &str = "etcd_version_monitor_scrape_errors_total";
@@ -217,7 +221,8 @@ pub struct Monitor {
     config: MonitorConfig,
     client: HttpClient,
     errors: [AtomicU64; ERROR_REASONS.len()],
-    last_body_len: AtomicUsize,
+    /// Buffers for etcd's text and our answers, kept between scrapes.
+    buffers: Buffers,
     health: Mutex<Health>,
     version: Mutex<VersionCache>,
 }
@@ -260,7 +265,7 @@ impl Monitor {
             config,
             client,
             errors: Default::default(),
-            last_body_len: AtomicUsize::new(0),
+            buffers: Buffers::default(),
             health: Mutex::default(),
             version: Mutex::default(),
         })
@@ -277,39 +282,13 @@ impl Monitor {
         let timeout = effective_timeout(self.config.scrape_timeout, prometheus_timeout);
         let deadline = started + timeout;
         let fetched = self.fetch_metrics(timeout);
-        let mut body = String::with_capacity(
-            fetched
-                .as_ref()
-                .map(|t| t.len() + t.len() / 16)
-                .unwrap_or(0)
-                + 4096,
-        );
+        let mut body = self.buffers.take_string();
         let result = fetched.and_then(|text| {
-            // Only the families the rules and the version need are modelled; the rest is
-            // validated and copied as etcd wrote it.
-            let keep = |name: &str| rewrite::needs_samples(name) || name == SERVER_VERSION;
-            let expo = prom::parse_keeping(&text, &keep).map_err(|error| ScrapeError::Parse {
-                url: self.config.metrics_uri.clone(),
-                error,
-            })?;
-            let mut expo = rewrite::apply(expo);
-            for name in OWN_FAMILIES {
-                if expo.remove(name).is_some() {
-                    log::debug!("etcd exposes {name} itself; answering with ours only");
-                }
-            }
-            let version = self.binary_version(&expo, deadline);
-            prom::write_exposition(&expo, &mut body);
-            if let Some(version) = version {
-                let mut info = Family::new(
-                    VERSION_INFO,
-                    "Etcd server's binary version (1 for the running version).",
-                    MetricType::Gauge,
-                );
-                info.push(vec![Label::new("binary_version", version)], 1.0);
-                prom::write_family(&info, &mut body);
-            }
-            Ok(())
+            // Room for etcd's families, ours, and the response head (see `respond`).
+            body.reserve(text.len() + text.len() / 16 + 4096);
+            let answered = self.answer(&text, deadline, &mut body);
+            self.buffers.give(text.into_bytes());
+            answered
         });
         let error = result.err();
         if let Some(e) = &error {
@@ -323,6 +302,38 @@ impl Monitor {
         Scrape { body, error }
     }
 
+    /// A buffer of an answer that has been sent, for a later scrape.
+    pub fn recycle(&self, buffer: Vec<u8>) {
+        self.buffers.give(buffer);
+    }
+
+    /// Appends etcd's families, rewritten, and `etcd_version_info` to `body`.
+    fn answer(&self, text: &str, deadline: Instant, body: &mut String) -> Result<(), ScrapeError> {
+        let gauge = match pass::answer(text, &OWN_FAMILIES, body) {
+            Ok(passed) => passed.server_version.map(Cow::into_owned),
+            Err(PassError::UseModel(why)) => {
+                log::debug!("etcd's metrics have {why}: answering through the full model");
+                self.answer_with_model(text, body)?
+            }
+            Err(PassError::Parse(error)) => {
+                return Err(ScrapeError::Parse {
+                    url: self.config.metrics_uri.clone(),
+                    error,
+                })
+            }
+        };
+        if let Some(version) = self.binary_version(gauge, deadline) {
+            let mut info = Family::new(
+                VERSION_INFO,
+                "Etcd server's binary version (1 for the running version).",
+                MetricType::Gauge,
+            );
+            info.push(vec![Label::new("binary_version", version)], 1.0);
+            prom::write_family(&info, body);
+        }
+        Ok(())
+    }
+
     fn fetch_metrics(&self, timeout: Duration) -> Result<String, ScrapeError> {
         let started = Instant::now();
         let url = &self.config.metrics_uri;
@@ -333,8 +344,7 @@ impl Monitor {
                 ACCEPT,
                 timeout,
                 self.config.body_limit,
-                // Room for the last answer and some growth: spares reallocating copies.
-                self.last_body_len.load(Ordering::Relaxed) * 9 / 8,
+                self.buffers.take(),
             )
             .map_err(|error| {
                 // ureq reports timeouts as transport errors; the clock tells them apart.
@@ -351,14 +361,27 @@ impl Monitor {
                 });
             }
         }
-        self.last_body_len
-            .store(response.body.len(), Ordering::Relaxed);
         Ok(response.body)
     }
 
-    /// etcd's binary version: from `/version` (cached, see [`VERSION_REFRESH`]), else from
-    /// the `etcd_server_version{server_version}` gauge (the metrics-only port has no /version).
-    fn binary_version(&self, expo: &Exposition<'_>, deadline: Instant) -> Option<String> {
+    /// The answer for what [`pass::answer`] leaves to the model (etcd 3.0's families, split
+    /// families, CRLF); returns the `etcd_server_version` gauge's version.
+    fn answer_with_model(
+        &self,
+        text: &str,
+        body: &mut String,
+    ) -> Result<Option<String>, ScrapeError> {
+        let expo = prom::parse(text).map_err(|error| ScrapeError::Parse {
+            url: self.config.metrics_uri.clone(),
+            error,
+        })?;
+        let mut expo = rewrite::apply(expo);
+        for name in OWN_FAMILIES {
+            if expo.remove(name).is_some() {
+                log::debug!("etcd exposes {name} itself; answering with ours only");
+            }
+        }
+        prom::write_exposition(&expo, body);
         let gauge = expo
             .family(SERVER_VERSION)
             .and_then(|f| {
@@ -369,6 +392,13 @@ impl Monitor {
             })
             .and_then(|s| s.label("server_version"))
             .map(str::to_string);
+        Ok(gauge)
+    }
+
+    /// etcd's binary version: from `/version` (cached, see [`VERSION_REFRESH`]), else from
+    /// `gauge`, the `etcd_server_version{server_version}` gauge's (the metrics-only port has
+    /// no /version).
+    fn binary_version(&self, gauge: Option<String>, deadline: Instant) -> Option<String> {
         {
             let cache = lock(&self.version);
             let fresh = cache
@@ -785,6 +815,7 @@ fn respond(request: tiny_http::Request, monitor: &Monitor) {
     let peer = request.remote_addr().copied();
     let mut writer = request.into_writer();
     let written = writer.write_all(&out).and_then(|()| writer.flush());
+    monitor.recycle(out);
     if let Err(e) = written {
         if !matches!(
             e.kind(),

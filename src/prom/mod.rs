@@ -1,23 +1,25 @@
-//! The Prometheus text exposition format 0.0.4: a model that borrows from the scraped text,
-//! a strict line parser ([`parse`]), a writer ([`write`]) and etcd-version-monitor's rewrite
-//! rules ([`rewrite`]).
+//! The Prometheus text exposition format 0.0.4: a line lexer that allocates nothing
+//! ([`lex`]), a model that borrows from the scraped text with a strict parser ([`parse`]) and a
+//! writer ([`write`]), etcd-version-monitor's rewrite rules on the model ([`rewrite`]), and the
+//! same rules in one pass over the text ([`pass`]), which is what the monitor runs per scrape.
 //!
-//! Pass-through is the common case, so the model keeps what it does not change as slices of
-//! the input (label values without escapes, value and timestamp tokens): an unchanged family is
-//! written back byte for byte, and only values we compute are formatted (Go's `%g` style, like
-//! client_golang).
+//! The model keeps what it does not change as slices of the input (label values without
+//! escapes, value and timestamp tokens): an unchanged sample is written back byte for byte,
+//! and only values we compute are formatted (Go's `%g` style, like client_golang).
 
 use std::borrow::Cow;
 use std::fmt;
 
+pub mod lex;
 pub mod parse;
+pub mod pass;
 pub mod rewrite;
 pub mod write;
 
 #[cfg(test)]
 mod tests;
 
-pub use parse::{parse, parse_keeping, ParseError};
+pub use parse::{parse, ParseError};
 pub use write::{write_exposition, write_family};
 
 /// The `# TYPE` of a family.
@@ -139,11 +141,6 @@ pub struct Family<'a> {
     /// `None` when the input had no TYPE line (the family is then untyped).
     pub kind: Option<MetricType>,
     pub samples: Vec<Sample<'a>>,
-    /// The family's exact input text (HELP, TYPE and sample lines), set by
-    /// [`parse::parse_keeping`] when its lines were contiguous; the writer then copies it.
-    /// Whoever changes a family must set this to `None`. Families that `parse_keeping` did not
-    /// keep have no `samples`, only this.
-    pub source: Option<&'a str>,
 }
 
 impl<'a> Family<'a> {
@@ -153,7 +150,6 @@ impl<'a> Family<'a> {
             help: Some(Cow::Borrowed(help)),
             kind: Some(kind),
             samples: Vec::new(),
-            source: None,
         }
     }
 

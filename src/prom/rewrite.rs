@@ -19,18 +19,13 @@ use std::hash::{BuildHasherDefault, Hasher};
 
 use super::{Exposition, Family, Label, MetricType, Sample, Suffix, Value};
 
+/// etcd's own version gauge (etcd >= 3.3): the monitor's fallback for `/version`.
+pub const SERVER_VERSION: &str = "etcd_server_version";
+
 pub const HANDLED_TOTAL: &str = "grpc_server_handled_total";
 pub const LEGACY_REQUESTS_TOTAL: &str = "etcd_grpc_requests_total";
 pub const LEGACY_UNARY_DURATION: &str = "etcd_grpc_unary_requests_duration_seconds";
 pub const HANDLING_SECONDS: &str = "grpc_server_handling_seconds";
-
-/// The families whose samples the rules read or change; the rest pass through as text.
-pub fn needs_samples(name: &str) -> bool {
-    matches!(
-        name,
-        HANDLED_TOTAL | LEGACY_REQUESTS_TOTAL | LEGACY_UNARY_DURATION
-    )
-}
 
 const LEGACY_REQUESTS_HELP: &str = "Total number of unary gRPC requests handled by etcd, by \
 method and service (etcd 3.0 format, derived from grpc_server_handled_total by \
@@ -63,7 +58,6 @@ pub fn apply(expo: Exposition<'_>) -> Exposition<'_> {
 /// Renames `grpc_method`->`method` and `grpc_service`->`service` in place (keeping label order).
 /// A label already called `method`/`service` is replaced, or the set would hold a name twice.
 fn rename_grpc_labels(mut family: Family<'_>) -> Family<'_> {
-    family.source = None;
     for sample in &mut family.samples {
         rename_labels(&mut sample.labels);
     }
@@ -86,80 +80,104 @@ fn rename_labels(labels: &mut Vec<Label<'_>>) {
 /// `etcd_grpc_requests_total{method,service}` from the unary series of
 /// `grpc_server_handled_total`, summed over `grpc_code`.
 fn requests_from_handled<'a>(handled: &Family<'a>) -> Family<'a> {
-    let mut family = Family {
-        name: Cow::Borrowed(LEGACY_REQUESTS_TOTAL),
-        help: Some(Cow::Borrowed(LEGACY_REQUESTS_HELP)),
-        kind: Some(MetricType::Counter),
-        samples: Vec::new(),
-        source: None,
-    };
-    // Label set -> index in `family.samples`, and how many series were added into it.
-    let mut index: HashMap<Vec<Label<'a>>, (usize, usize), BuildHasherDefault<Fnv>> =
-        HashMap::default();
+    let mut requests = RequestsTotal::default();
     for sample in &handled.samples {
-        let unary = sample
+        let labels = sample
             .labels
             .iter()
-            .find(|l| matches!(l.name.as_ref(), "grpc_type"))
-            .is_some_and(|l| matches!(l.value.as_ref(), "unary"));
-        if sample.suffix != Suffix::None || !unary {
-            continue;
+            .map(|l| (l.name.clone(), l.value.clone()));
+        requests.add(sample.suffix, labels, &sample.value);
+    }
+    requests.finish()
+}
+
+/// Builds the 3.0 `etcd_grpc_requests_total` from `grpc_server_handled_total`'s series, one
+/// at a time; shared by [`apply`] and the one-pass answer ([`super::pass`]).
+#[derive(Default)]
+pub(crate) struct RequestsTotal<'a> {
+    /// Label set -> index in `samples`.
+    index: HashMap<Vec<Label<'a>>, usize, BuildHasherDefault<Fnv>>,
+    samples: Vec<Sample<'a>>,
+    /// The labels of the series being added; reused, so a series that adds to a known label
+    /// set allocates nothing.
+    scratch: Vec<Label<'a>>,
+}
+
+impl<'a> RequestsTotal<'a> {
+    /// Adds one series of `grpc_server_handled_total` (unescaped labels, in line order);
+    /// all but unary ones are ignored.
+    pub fn add<L>(&mut self, suffix: Suffix, labels: L, value: &Value<'a>)
+    where
+        L: Iterator<Item = (Cow<'a, str>, Cow<'a, str>)> + Clone,
+    {
+        let unary = labels
+            .clone()
+            .any(|(name, value)| matches!((name.as_ref(), value.as_ref()), ("grpc_type", "unary")));
+        if suffix != Suffix::None || !unary {
+            return;
         }
-        let labels = unary_labels(&sample.labels);
-        match index.get_mut(&labels) {
-            Some((i, n)) => {
-                let total = &mut family.samples[*i].value;
-                *total = Value::new(total.number + sample.value.number);
-                *n += 1;
+        self.scratch.clear();
+        unary_labels(labels, &mut self.scratch);
+        match self.index.get(self.scratch.as_slice()) {
+            Some(&i) => {
+                let total = &mut self.samples[i].value;
+                *total = Value::new(total.number + value.number);
             }
             None => {
-                index.insert(labels.clone(), (family.samples.len(), 1));
+                self.index.insert(self.scratch.clone(), self.samples.len());
                 // A single series keeps etcd's value text; sums are formatted fresh.
-                family.samples.push(Sample {
+                self.samples.push(Sample {
                     suffix: Suffix::None,
-                    labels,
-                    value: sample.value.clone(),
+                    labels: self.scratch.clone(),
+                    value: value.clone(),
                     timestamp: None,
                 });
             }
         }
     }
-    family
+
+    pub fn finish(self) -> Family<'a> {
+        Family {
+            name: Cow::Borrowed(LEGACY_REQUESTS_TOTAL),
+            help: Some(Cow::Borrowed(LEGACY_REQUESTS_HELP)),
+            kind: Some(MetricType::Counter),
+            samples: self.samples,
+        }
+    }
 }
 
 /// A handled series' labels without `grpc_type` and `grpc_code`, renamed as by
 /// [`rename_labels`], in one pass: it runs for every series of the largest family etcd has,
 /// and comparing with literal names compiles to a few integer compares (musl's `bcmp`, called
 /// for non-literal ones, goes byte by byte).
-fn unary_labels<'a>(labels: &[Label<'a>]) -> Vec<Label<'a>> {
-    let has_method = labels
-        .iter()
-        .any(|l| matches!(l.name.as_ref(), "grpc_method"));
-    let has_service = labels
-        .iter()
-        .any(|l| matches!(l.name.as_ref(), "grpc_service"));
-    let mut out = Vec::with_capacity(labels.len());
-    for label in labels {
-        let name = match label.name.as_ref() {
+fn unary_labels<'a, L>(labels: L, out: &mut Vec<Label<'a>>)
+where
+    L: Iterator<Item = (Cow<'a, str>, Cow<'a, str>)> + Clone,
+{
+    let (mut has_method, mut has_service) = (false, false);
+    for (name, _) in labels.clone() {
+        match name.as_ref() {
+            "grpc_method" => has_method = true,
+            "grpc_service" => has_service = true,
+            _ => {}
+        }
+    }
+    for (name, value) in labels {
+        let name = match name.as_ref() {
             "grpc_type" | "grpc_code" => continue,
             "method" if has_method => continue,
             "service" if has_service => continue,
             "grpc_method" => Cow::Borrowed("method"),
             "grpc_service" => Cow::Borrowed("service"),
-            _ => label.name.clone(),
+            _ => name,
         };
-        out.push(Label {
-            name,
-            value: label.value.clone(),
-        });
+        out.push(Label { name, value });
     }
-    out
 }
 
 /// 3.0's `etcd_grpc_unary_requests_duration_seconds` as `grpc_server_handling_seconds` with
 /// `grpc_type="unary"` (before `le`, which client_golang writes last).
 fn legacy_histogram(mut family: Family<'_>) -> Family<'_> {
-    family.source = None;
     family.name = Cow::Borrowed(HANDLING_SECONDS);
     for sample in &mut family.samples {
         sample.labels.retain(|l| l.name != "grpc_type");

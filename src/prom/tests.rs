@@ -3,6 +3,7 @@
 
 use std::collections::{BTreeMap, HashSet};
 
+use super::pass;
 use super::rewrite::{self, HANDLED_TOTAL, HANDLING_SECONDS, LEGACY_REQUESTS_TOTAL};
 use super::*;
 
@@ -383,50 +384,174 @@ fn never_panics_on_cut_or_damaged_lines() {
     assert!(seen_err > 50);
 }
 
+/// The model's answer: what the monitor falls back to and what `pass::answer` must equal.
+fn model_answer(text: &str) -> Result<String, ParseError> {
+    Ok(written(&rewrite::apply(parse(text)?)))
+}
+
+fn pass_answer(text: &str) -> Result<String, pass::PassError> {
+    let mut out = String::from("kept> ");
+    pass::answer(text, &["reserved_family"], &mut out)?;
+    Ok(out.strip_prefix("kept> ").unwrap().to_string())
+}
+
 #[test]
-fn keeping_parse_writes_the_same_text_as_the_full_model() {
-    let keep = |name: &str| rewrite::needs_samples(name) || name == "etcd_server_version";
-    for (name, text) in FIXTURES.iter().chain([&("3.0", ETCD_3_0)]) {
-        let lazy = parse_keeping(text, &keep).unwrap();
-        let full = parse(text).unwrap();
-        assert_eq!(lazy.families.len(), full.families.len(), "{name}");
-        for (l, f) in lazy.families.iter().zip(&full.families) {
-            assert_eq!(l.name, f.name);
-            assert_eq!(l.kind, f.kind);
-            assert!(l.source.is_some(), "{name}: {} has no source", l.name);
-            assert_eq!(
-                l.samples.len(),
-                if keep(&l.name) { f.samples.len() } else { 0 }
-            );
-        }
-        assert_eq!(written(&lazy), written(&full), "{name}");
+fn one_pass_answers_etcd_byte_for_byte_as_the_model() {
+    for (name, text) in FIXTURES {
         assert_eq!(
-            written(&rewrite::apply(lazy)),
-            written(&rewrite::apply(full)),
-            "{name}: rewritten"
+            pass_answer(text).unwrap(),
+            model_answer(text).unwrap(),
+            "{name}"
         );
+        let mut out = String::new();
+        let passed = pass::answer(text, &[], &mut out).unwrap();
+        let expo = parse(text).unwrap();
+        let gauge = expo.family(rewrite::SERVER_VERSION).unwrap().samples[0]
+            .label("server_version")
+            .unwrap();
+        assert_eq!(passed.server_version.as_deref(), Some(gauge), "{name}");
+        assert!(gauge.starts_with("3."), "{name}: {gauge}");
     }
 }
 
 #[test]
-fn keeping_parse_falls_back_on_split_families_and_cr() {
-    let keep = |name: &str| name == "k";
-    // `a` is split by `b`: the full model merges it; the text must not be copied in two places.
-    let split = "# TYPE a counter\na 1\n# TYPE b gauge\nb 2\na{x=\"y\"} 3\n";
-    let lazy = parse_keeping(split, &keep).unwrap();
-    assert_eq!(lazy.families[0].samples.len(), 2);
-    assert_eq!(written(&lazy), written(&parse(split).unwrap()));
-    let crlf = "# TYPE a counter\r\na 1\r\n";
+fn one_pass_leaves_what_it_cannot_do_to_the_model() {
+    use pass::PassError::UseModel;
+    let cases = [
+        ETCD_3_0,
+        // `a` split apart by `b`: the model gathers its samples.
+        "# TYPE a counter\na 1\n# TYPE b gauge\nb 2\na{x=\"y\"} 3\n",
+        "# TYPE a counter\na 1\n# HELP b x\na 2\n",
+        "# TYPE a counter\r\na 1\r\n",
+        "x 1\nreserved_family 2\n",
+        "# TYPE etcd_grpc_requests_total counter\netcd_grpc_requests_total 1\n",
+    ];
+    for text in cases {
+        assert!(
+            matches!(pass_answer(text), Err(UseModel(_))),
+            "{text:?}: {:?}",
+            pass_answer(text)
+        );
+        assert!(model_answer(text).is_ok());
+    }
+}
+
+#[test]
+fn one_pass_errors_are_the_models_and_leave_out_as_it_was() {
+    let bad = [
+        "a 1\nb{x=\"1\" 2\n",
+        "# TYPE h histogram\nh_bucket{le=\"x\"} 1\n",
+        "# TYPE a counter\na 1\n# TYPE a gauge\n",
+        "a 1\n# TYPE a counter\n",
+    ];
+    for text in bad {
+        let mut out = String::from("before");
+        match pass::answer(text, &[], &mut out) {
+            Err(pass::PassError::Parse(e)) => assert_eq!(Err(e), parse(text).map(|_| ())),
+            other => panic!("{text:?}: {other:?}"),
+        }
+        assert_eq!(out, "before");
+    }
+}
+
+#[test]
+fn one_pass_keeps_lines_as_written_and_ends_with_a_newline() {
+    assert_eq!(pass_answer("a 1").unwrap(), "a 1\n");
+    // Comments between families are left out, those inside a family stay (as the Go text
+    // parser ignores both).
+    let text = "# TYPE a counter\na 1\n# inside\na{x=\"1\"}  2\n\n# between\nb 3\n";
     assert_eq!(
-        written(&parse_keeping(crlf, &keep).unwrap()),
-        "# TYPE a counter\na 1\n"
+        pass_answer(text).unwrap(),
+        "# TYPE a counter\na 1\n# inside\na{x=\"1\"}  2\nb 3\n"
     );
-    // No trailing newline: one is added.
-    assert_eq!(written(&parse_keeping("a 1", &keep).unwrap()), "a 1\n");
-    // Errors are the same as the full parse's.
-    let bad = "a 1\nb{x=\"1\" 2\n";
-    assert_eq!(
-        parse_keeping(bad, &keep).unwrap_err(),
-        parse(bad).unwrap_err()
+    // The derived family follows grpc_server_handled_total, also when it is the last one.
+    let handled = "# TYPE grpc_server_handled_total counter\n\
+                   grpc_server_handled_total{grpc_code=\"OK\",grpc_method=\"Put\",grpc_service=\"KV\",grpc_type=\"unary\"} 2\n\
+                   grpc_server_handled_total{grpc_code=\"Unknown\",grpc_method=\"Put\",grpc_service=\"KV\",grpc_type=\"unary\"} 3\n\
+                   grpc_server_handled_total{grpc_code=\"OK\",grpc_method=\"Watch\",grpc_service=\"W\",grpc_type=\"bidi_stream\"} 4\n";
+    let out = pass_answer(handled).unwrap();
+    assert_eq!(out, model_answer(handled).unwrap());
+    assert!(out.ends_with("etcd_grpc_requests_total{method=\"Put\",service=\"KV\"} 5\n"));
+    let out = pass_answer(&format!("{handled}z 1\n")).unwrap();
+    assert!(out.ends_with("service=\"KV\"} 5\nz 1\n"), "{out}");
+}
+
+/// A small deterministic generator for the damage below (no crate needed).
+struct XorShift(u64);
+
+impl XorShift {
+    fn below(&mut self, n: usize) -> usize {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        (self.0 % n as u64) as usize
+    }
+}
+
+#[test]
+fn one_pass_agrees_with_the_model_on_damaged_expositions() {
+    // Real expositions with lines dropped, moved, doubled, cut or given a stray byte: the one
+    // pass either leaves the text to the model, or reports the model's error, or answers
+    // with the model's families (its lines as etcd wrote them).
+    let mut rng = XorShift(0x9e37_79b9_7f4a_7c15);
+    let (mut answered, mut errors, mut to_model) = (0, 0, 0);
+    for (name, text) in FIXTURES.iter().chain([&("3.0", ETCD_3_0)]) {
+        let lines: Vec<&str> = text.split_inclusive('\n').collect();
+        for round in 0..150 {
+            // A window of the exposition keeps each round cheap in a debug build.
+            let from = rng.below(lines.len().saturating_sub(150).max(1));
+            let window = &lines[from..(from + 150).min(lines.len())];
+            let mut damaged: Vec<String> = window.iter().map(|l| l.to_string()).collect();
+            for _ in 0..1 + round % 3 {
+                let i = rng.below(damaged.len());
+                let j = rng.below(damaged.len());
+                match rng.below(6) {
+                    0 => {
+                        damaged.remove(i);
+                    }
+                    1 => {
+                        let line = damaged.remove(i);
+                        damaged.insert(j.min(damaged.len()), line);
+                    }
+                    2 => damaged.insert(j, damaged[i].clone()),
+                    3 => {
+                        let line = &mut damaged[i];
+                        let mut cut = rng.below(line.len().max(1));
+                        while !line.is_char_boundary(cut) {
+                            cut -= 1;
+                        }
+                        line.truncate(cut);
+                    }
+                    4 => {
+                        let junk = ["\"", "\\", "{", "}", "=", ",", " ", "\t", "#", "é", "\n"];
+                        let line = &mut damaged[i];
+                        let mut at = rng.below(line.len().max(1));
+                        while !line.is_char_boundary(at) {
+                            at -= 1;
+                        }
+                        line.insert_str(at, junk[rng.below(junk.len())]);
+                    }
+                    _ => damaged.insert(j, "# a comment\n\n".to_string()),
+                }
+            }
+            let text = damaged.concat();
+            match (pass_answer(&text), model_answer(&text)) {
+                (Ok(out), Ok(model)) => {
+                    answered += 1;
+                    assert_eq!(model_answer(&out).unwrap(), model, "{name} round {round}");
+                }
+                (Err(pass::PassError::Parse(e)), Err(model)) => {
+                    errors += 1;
+                    assert_eq!(e, model, "{name} round {round}");
+                }
+                (Err(pass::PassError::UseModel(_)), _) => to_model += 1,
+                (pass, model) => panic!("{name} round {round}: {pass:?} vs {model:?}\n{text}"),
+            }
+        }
+    }
+    // Each outcome was exercised.
+    assert!(
+        answered > 100 && errors > 100 && to_model > 50,
+        "{answered} {errors} {to_model}"
     );
 }

@@ -12,13 +12,6 @@ pub fn write_exposition(expo: &Exposition<'_>, out: &mut String) {
 
 /// Appends one family to `out`.
 pub fn write_family(family: &Family<'_>, out: &mut String) {
-    if let Some(source) = family.source {
-        out.push_str(source);
-        if !source.ends_with('\n') {
-            out.push('\n');
-        }
-        return;
-    }
     if let Some(help) = &family.help {
         out.push_str("# HELP ");
         out.push_str(&family.name);
