@@ -4,10 +4,14 @@
 
 use std::fmt;
 use std::io::Read;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use ureq::tls::{Certificate, ClientCert, PemItem, PrivateKey, RootCerts, TlsConfig};
+use ureq::unversioned::resolver::{self, DefaultResolver, ResolvedSocketAddrs};
+use ureq::unversioned::transport::{DefaultConnector, NextTimeout};
 
 /// Largest body we accept from etcd unless a caller says otherwise.
 pub const DEFAULT_BODY_LIMIT: u64 = 64 * 1024 * 1024;
@@ -103,7 +107,11 @@ impl HttpClient {
             .max_idle_connections(IDLE_CONNECTIONS)
             .build();
         Ok(HttpClient {
-            agent: config.into(),
+            agent: ureq::Agent::with_parts(
+                config,
+                DefaultConnector::default(),
+                Resolver::default(),
+            ),
         })
     }
 
@@ -185,6 +193,56 @@ impl HttpClient {
             url: url.to_string(),
             reason: format!("invalid JSON: {e}"),
         })
+    }
+}
+
+/// Resolves IP addresses on the spot and remembers a host name's addresses for
+/// [`NAME_TTL`]. ureq's own resolver starts a thread for every request that has a timeout
+/// (all of ours), also for `127.0.0.1` and also when a pooled connection is then used: a
+/// thread started and ended per scrape. (ureq's resolver API is "unversioned": Cargo.lock
+/// pins the version it was written against.)
+#[derive(Debug, Default)]
+struct Resolver {
+    fallback: DefaultResolver,
+    last_name: Mutex<Option<(String, ResolvedSocketAddrs, Instant)>>,
+}
+
+/// How long a resolved host name is used before it is resolved again.
+const NAME_TTL: Duration = Duration::from_secs(10);
+
+impl resolver::Resolver for Resolver {
+    fn resolve(
+        &self,
+        uri: &ureq::http::Uri,
+        config: &ureq::config::Config,
+        timeout: NextTimeout,
+    ) -> Result<ResolvedSocketAddrs, ureq::Error> {
+        let port = uri.port_u16().or(match uri.scheme_str() {
+            Some("http") => Some(80),
+            Some("https") => Some(443),
+            _ => None,
+        });
+        let (Some(host), Some(port)) = (uri.host(), port) else {
+            return self.fallback.resolve(uri, config, timeout);
+        };
+        let literal = host.trim_start_matches('[').trim_end_matches(']');
+        if let Ok(ip) = literal.parse::<IpAddr>() {
+            let mut addrs = self.empty();
+            addrs.push(SocketAddr::new(ip, port));
+            return Ok(addrs);
+        }
+        let key = format!("{host}:{port}");
+        let mut last = self.last_name.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((name, addrs, at)) = &*last {
+            if *name == key && at.elapsed() < NAME_TTL {
+                return Ok(addrs.clone());
+            }
+        }
+        drop(last);
+        let addrs = self.fallback.resolve(uri, config, timeout)?;
+        last = self.last_name.lock().unwrap_or_else(|e| e.into_inner());
+        *last = Some((key, addrs.clone(), Instant::now()));
+        Ok(addrs)
     }
 }
 
@@ -280,4 +338,46 @@ fn read_key(path: &Path) -> Result<PrivateKey<'static>, ClientError> {
             path: path.to_path_buf(),
             reason: "no PRIVATE KEY block found".into(),
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ureq::unversioned::resolver::Resolver as _;
+
+    fn resolve(resolver: &Resolver, url: &str) -> Vec<SocketAddr> {
+        let uri: ureq::http::Uri = url.parse().unwrap();
+        let config = ureq::config::Config::default();
+        let timeout = NextTimeout {
+            after: Duration::from_secs(5).into(),
+            reason: ureq::Timeout::Resolve,
+            per_read: None,
+            per_write: None,
+        };
+        resolver.resolve(&uri, &config, timeout).unwrap().to_vec()
+    }
+
+    #[test]
+    fn ip_addresses_need_no_lookup_and_names_are_remembered() {
+        let resolver = Resolver::default();
+        assert_eq!(
+            resolve(&resolver, "http://127.0.0.1:2379/metrics"),
+            ["127.0.0.1:2379".parse::<SocketAddr>().unwrap()]
+        );
+        assert_eq!(
+            resolve(&resolver, "https://[::1]/version"),
+            ["[::1]:443".parse::<SocketAddr>().unwrap()]
+        );
+        assert!(resolver.last_name.lock().unwrap().is_none());
+        let local = resolve(&resolver, "http://localhost:2379/metrics");
+        assert!(
+            !local.is_empty()
+                && local
+                    .iter()
+                    .all(|a| a.ip().is_loopback() && a.port() == 2379)
+        );
+        let remembered = resolver.last_name.lock().unwrap().clone().unwrap();
+        assert_eq!(remembered.0, "localhost:2379");
+        assert_eq!(resolve(&resolver, "http://localhost:2379/version"), local);
+    }
 }

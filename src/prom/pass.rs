@@ -16,7 +16,8 @@ use std::borrow::Cow;
 use super::lex::{self, Lexer, Line};
 use super::parse::{ParseError, Shape};
 use super::rewrite::{
-    RequestsTotal, HANDLED_TOTAL, LEGACY_REQUESTS_TOTAL, LEGACY_UNARY_DURATION, SERVER_VERSION,
+    RequestsTotal, Written, HANDLED_TOTAL, LEGACY_REQUESTS_TOTAL, LEGACY_UNARY_DURATION,
+    SERVER_VERSION,
 };
 use super::{write_family, Value};
 
@@ -63,9 +64,9 @@ struct Pass<'a, 'o> {
     current: Option<usize>,
     /// The byte range of `text` waiting to be copied.
     run: (usize, usize),
-    handled: Option<(usize, RequestsTotal<'a>)>,
+    handled: Option<(usize, RequestsTotal<'a, Written<'a>>)>,
     /// The labels of the current `grpc_server_handled_total` line; reused.
-    labels: Vec<(&'a str, Cow<'a, str>)>,
+    labels: Vec<(Written<'a>, Written<'a>)>,
     version_family: Option<usize>,
     /// `server_version` of the first sample, and of the first whose value is 1.
     first_version: Option<Option<&'a str>>,
@@ -150,20 +151,16 @@ impl<'a, 'o> Pass<'a, 'o> {
         if let (Line::Sample(s), Some(suffix)) = (lexed, suffix) {
             if let Some((family, requests)) = &mut self.handled {
                 if *family == idx {
-                    // The rule looks at the labels three times: lex them once.
                     self.labels.clear();
                     let raw = self.lexer.labels().iter();
-                    self.labels.extend(raw.map(|(n, v)| (*n, lex::unescape(v))));
-                    let labels = self
-                        .labels
-                        .iter()
-                        .map(|(n, v)| (Cow::Borrowed(*n), v.clone()));
+                    self.labels
+                        .extend(raw.map(|(n, v)| (Written(n), Written(v))));
                     let value = Value {
                         // `lex` checked the value.
                         number: lex::parse_float(s.value).unwrap_or(f64::NAN),
                         text: Some(Cow::Borrowed(s.value)),
                     };
-                    requests.add(suffix, labels, &value);
+                    requests.add(suffix, &self.labels, &value);
                 }
             }
             if self.version_family == Some(idx) {

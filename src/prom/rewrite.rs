@@ -15,8 +15,9 @@
 
 use std::borrow::Cow;
 use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
+use std::hash::{BuildHasherDefault, Hash, Hasher};
 
+use super::lex::{self, same_text};
 use super::{Exposition, Family, Label, MetricType, Sample, Suffix, Value};
 
 /// etcd's own version gauge (etcd >= 3.3): the monitor's fallback for `/version`.
@@ -81,37 +82,102 @@ fn rename_labels(labels: &mut Vec<Label<'_>>) {
 /// `grpc_server_handled_total`, summed over `grpc_code`.
 fn requests_from_handled<'a>(handled: &Family<'a>) -> Family<'a> {
     let mut requests = RequestsTotal::default();
+    let mut labels = Vec::new();
     for sample in &handled.samples {
-        let labels = sample
-            .labels
-            .iter()
-            .map(|l| (l.name.clone(), l.value.clone()));
-        requests.add(sample.suffix, labels, &sample.value);
+        labels.clear();
+        labels.extend(
+            sample
+                .labels
+                .iter()
+                .map(|l| (l.name.clone(), l.value.clone())),
+        );
+        requests.add(sample.suffix, &labels, &sample.value);
     }
     requests.finish()
 }
 
-/// Builds the 3.0 `etcd_grpc_requests_total` from `grpc_server_handled_total`'s series, one
-/// at a time; shared by [`apply`] and the one-pass answer ([`super::pass`]).
-#[derive(Default)]
-pub(crate) struct RequestsTotal<'a> {
-    /// Label set -> index in `samples`.
-    index: HashMap<Vec<Label<'a>>, usize, BuildHasherDefault<Fnv>>,
-    samples: Vec<Sample<'a>>,
-    /// The labels of the series being added; reused, so a series that adds to a known label
-    /// set allocates nothing.
-    scratch: Vec<Label<'a>>,
+/// A label's text as [`RequestsTotal`] gets it: unescaped from the model (`Cow`), or as
+/// written in etcd's text from the one pass ([`Written`]), which then needs no unescaping
+/// per series.
+pub(crate) trait LabelText<'a>: Clone + Eq + Hash + AsRef<str> {
+    fn literal(name: &'static str) -> Self;
+    /// The unescaped text, for the model.
+    fn unescaped(self) -> Cow<'a, str>;
 }
 
-impl<'a> RequestsTotal<'a> {
-    /// Adds one series of `grpc_server_handled_total` (unescaped labels, in line order);
-    /// all but unary ones are ignored.
-    pub fn add<L>(&mut self, suffix: Suffix, labels: L, value: &Value<'a>)
-    where
-        L: Iterator<Item = (Cow<'a, str>, Cow<'a, str>)> + Clone,
-    {
+impl<'a> LabelText<'a> for Cow<'a, str> {
+    fn literal(name: &'static str) -> Self {
+        Cow::Borrowed(name)
+    }
+
+    fn unescaped(self) -> Cow<'a, str> {
+        self
+    }
+}
+
+/// Label text as written in the exposition (escapes kept), compared eight bytes at a time.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Written<'a>(pub &'a str);
+
+impl PartialEq for Written<'_> {
+    fn eq(&self, other: &Self) -> bool {
+        same_text(self.0, other.0)
+    }
+}
+
+impl Eq for Written<'_> {}
+
+impl Hash for Written<'_> {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        state.write_usize(self.0.len());
+        state.write(self.0.as_bytes());
+    }
+}
+
+impl AsRef<str> for Written<'_> {
+    fn as_ref(&self) -> &str {
+        self.0
+    }
+}
+
+impl<'a> LabelText<'a> for Written<'a> {
+    fn literal(name: &'static str) -> Self {
+        Written(name)
+    }
+
+    fn unescaped(self) -> Cow<'a, str> {
+        lex::unescape(self.0)
+    }
+}
+
+/// Builds the 3.0 `etcd_grpc_requests_total` from `grpc_server_handled_total`'s series, one
+/// at a time; shared by [`apply`] and the one-pass answer ([`super::pass`]).
+pub(crate) struct RequestsTotal<'a, T> {
+    /// Label set -> index in `sums`.
+    index: HashMap<Vec<(T, T)>, usize, BuildHasherDefault<Fnv>>,
+    /// Per label set, in order of first appearance: the labels and the value.
+    sums: Vec<(Vec<(T, T)>, Value<'a>)>,
+    /// The labels of the series being added; reused, so a series that adds to a known label
+    /// set allocates nothing.
+    scratch: Vec<(T, T)>,
+}
+
+impl<T> Default for RequestsTotal<'_, T> {
+    fn default() -> Self {
+        RequestsTotal {
+            index: HashMap::default(),
+            sums: Vec::new(),
+            scratch: Vec::new(),
+        }
+    }
+}
+
+impl<'a, T: LabelText<'a>> RequestsTotal<'a, T> {
+    /// Adds one series of `grpc_server_handled_total` (its labels in line order); all but
+    /// unary ones are ignored.
+    pub fn add(&mut self, suffix: Suffix, labels: &[(T, T)], value: &Value<'a>) {
         let unary = labels
-            .clone()
+            .iter()
             .any(|(name, value)| matches!((name.as_ref(), value.as_ref()), ("grpc_type", "unary")));
         if suffix != Suffix::None || !unary {
             return;
@@ -120,42 +186,46 @@ impl<'a> RequestsTotal<'a> {
         unary_labels(labels, &mut self.scratch);
         match self.index.get(self.scratch.as_slice()) {
             Some(&i) => {
-                let total = &mut self.samples[i].value;
+                let total = &mut self.sums[i].1;
                 *total = Value::new(total.number + value.number);
             }
             None => {
-                self.index.insert(self.scratch.clone(), self.samples.len());
+                self.index.insert(self.scratch.clone(), self.sums.len());
                 // A single series keeps etcd's value text; sums are formatted fresh.
-                self.samples.push(Sample {
-                    suffix: Suffix::None,
-                    labels: self.scratch.clone(),
-                    value: value.clone(),
-                    timestamp: None,
-                });
+                self.sums.push((self.scratch.clone(), value.clone()));
             }
         }
     }
 
     pub fn finish(self) -> Family<'a> {
+        let samples = self.sums.into_iter().map(|(labels, value)| Sample {
+            suffix: Suffix::None,
+            labels: labels
+                .into_iter()
+                .map(|(name, value)| Label {
+                    name: name.unescaped(),
+                    value: value.unescaped(),
+                })
+                .collect(),
+            value,
+            timestamp: None,
+        });
         Family {
             name: Cow::Borrowed(LEGACY_REQUESTS_TOTAL),
             help: Some(Cow::Borrowed(LEGACY_REQUESTS_HELP)),
             kind: Some(MetricType::Counter),
-            samples: self.samples,
+            samples: samples.collect(),
         }
     }
 }
 
 /// A handled series' labels without `grpc_type` and `grpc_code`, renamed as by
-/// [`rename_labels`], in one pass: it runs for every series of the largest family etcd has,
-/// and comparing with literal names compiles to a few integer compares (musl's `bcmp`, called
-/// for non-literal ones, goes byte by byte).
-fn unary_labels<'a, L>(labels: L, out: &mut Vec<Label<'a>>)
-where
-    L: Iterator<Item = (Cow<'a, str>, Cow<'a, str>)> + Clone,
-{
+/// [`rename_labels`]: it runs for every series of the largest family etcd has, and comparing
+/// with literal names compiles to a few integer compares (musl's `bcmp`, called for
+/// non-literal ones, goes byte by byte).
+fn unary_labels<'a, T: LabelText<'a>>(labels: &[(T, T)], out: &mut Vec<(T, T)>) {
     let (mut has_method, mut has_service) = (false, false);
-    for (name, _) in labels.clone() {
+    for (name, _) in labels {
         match name.as_ref() {
             "grpc_method" => has_method = true,
             "grpc_service" => has_service = true,
@@ -167,11 +237,11 @@ where
             "grpc_type" | "grpc_code" => continue,
             "method" if has_method => continue,
             "service" if has_service => continue,
-            "grpc_method" => Cow::Borrowed("method"),
-            "grpc_service" => Cow::Borrowed("service"),
-            _ => name,
+            "grpc_method" => T::literal("method"),
+            "grpc_service" => T::literal("service"),
+            _ => name.clone(),
         };
-        out.push(Label { name, value });
+        out.push((name, value.clone()));
     }
 }
 
@@ -214,10 +284,27 @@ impl Hasher for Fnv {
             h ^= u64::from_le_bytes(w.try_into().unwrap_or([0; 8]));
             h = h.rotate_left(23).wrapping_mul(0x0100_0000_01b3);
         }
-        for b in words.remainder() {
-            h ^= u64::from(*b);
-            h = h.wrapping_mul(0x0100_0000_01b3);
+        let rest = words.remainder();
+        if !rest.is_empty() {
+            // The tail as one zero-padded word: "a" and "a\0" collide, which costs a compare.
+            let mut tail = [0u8; 8];
+            tail[..rest.len()].copy_from_slice(rest);
+            h ^= u64::from_le_bytes(tail);
+            h = h.rotate_left(23).wrapping_mul(0x0100_0000_01b3);
         }
         self.0 = h;
+    }
+
+    fn write_usize(&mut self, n: usize) {
+        self.write_u64(n as u64);
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        let h = if self.0 == 0 {
+            0xcbf2_9ce4_8422_2325
+        } else {
+            self.0
+        };
+        self.0 = (h ^ n).rotate_left(23).wrapping_mul(0x0100_0000_01b3);
     }
 }
