@@ -40,26 +40,195 @@ pub struct SampleLine<'a> {
 pub type RawLabel<'a> = (&'a str, &'a str);
 
 /// Lexes lines one at a time; the labels of the last sample line stay in a buffer it reuses.
+///
+/// Consecutive sample lines mostly repeat their metric name and label names (a histogram's
+/// buckets, a counter's series): a name equal to the previous line's, at the same place, is
+/// known to be valid and (for labels) distinct, so it is compared a word at a time instead of
+/// being scanned byte by byte and checked against the others.
 #[derive(Default)]
 pub struct Lexer<'a> {
+    /// The labels of the last line are `labels[..count]`; the rest are from earlier lines.
     labels: Vec<RawLabel<'a>>,
+    count: usize,
+    /// The metric name of the last sample line.
+    last_name: &'a str,
 }
 
 impl<'a> Lexer<'a> {
     /// Lexes one line (without its `\n`; a trailing `\r` is the caller's business).
     pub fn line(&mut self, line: &'a str) -> Result<Line<'a>, String> {
-        self.labels.clear();
+        self.count = 0;
         let line = skip_blanks(line);
         match line.as_bytes().first() {
             None => Ok(Line::Skip),
             Some(b'#') => comment(&line[1..]),
-            Some(_) => sample(line, &mut self.labels).map(Line::Sample),
+            Some(_) => self.sample(line).map(Line::Sample),
         }
     }
 
     /// The labels of the last line, in line order (none unless it was a sample).
     pub fn labels(&self) -> &[RawLabel<'a>] {
-        &self.labels
+        &self.labels[..self.count]
+    }
+
+    fn sample(&mut self, line: &'a str) -> Result<SampleLine<'a>, String> {
+        let b = line.as_bytes();
+        let name_len = match repeats(b, 0, self.last_name, &NAME_BYTES) {
+            Some(n) => n,
+            None => b
+                .iter()
+                .position(|c| NAME_BYTES[*c as usize] == 0)
+                .unwrap_or(b.len()),
+        };
+        let name = &line[..name_len];
+        if !starts_name(name) {
+            return Err(match line.chars().next() {
+                Some(c) if name.is_empty() => format!("expected a metric name, found {c:?}"),
+                _ => format!("invalid metric name {name:?}"),
+            });
+        }
+        let mut at = skip_blanks_at(b, name_len);
+        if b.get(at) == Some(&b'{') {
+            at = self.lex_labels(line, at + 1)? + 1;
+        }
+        let (value, rest) = split_token(skip_blanks(&line[at..]));
+        if value.is_empty() {
+            return Err(format!("sample of {name:?} has no value"));
+        }
+        if !is_float(value) {
+            return Err(format!("invalid value {value:?} for {name:?}"));
+        }
+        let (ts, rest) = split_token(skip_blanks(rest));
+        let timestamp = if ts.is_empty() {
+            None
+        } else {
+            ts.parse::<i64>()
+                .map_err(|_| format!("invalid timestamp {ts:?} for {name:?}"))?;
+            Some(ts)
+        };
+        if !skip_blanks(rest).is_empty() {
+            return Err(format!("unexpected text after the sample of {name:?}"));
+        }
+        self.last_name = name;
+        Ok(SampleLine {
+            name,
+            value,
+            timestamp,
+        })
+    }
+
+    /// Lexes `name="value",...}` from `line[at..]` (past the `{`) into `labels`; returns the
+    /// index of the `}`.
+    fn lex_labels(&mut self, line: &'a str, mut at: usize) -> Result<usize, String> {
+        let b = line.as_bytes();
+        // Whether every label so far has the name the last line had in its place.
+        let mut as_before = true;
+        let mut k = 0;
+        loop {
+            let start = skip_blanks_at(b, at);
+            let earlier = self.labels.get(k).map_or("", |l| l.0);
+            let known = if as_before && k < self.labels.len() {
+                repeats(b, start, earlier, &WORD_BYTES)
+            } else {
+                None
+            };
+            as_before = known.is_some();
+            let end = match known {
+                Some(n) => start + n,
+                None => {
+                    let n = b[start..]
+                        .iter()
+                        .position(|c| WORD_BYTES[*c as usize] == 0)
+                        .unwrap_or(b.len() - start);
+                    start + n
+                }
+            };
+            let name = &line[start..end];
+            if !starts_name(name) {
+                return match b.get(start) {
+                    Some(b'}') => {
+                        self.count = k;
+                        Ok(start)
+                    }
+                    None => Err("unterminated label set (missing '}')".to_string()),
+                    Some(_) => Err(format!(
+                        "invalid label name {:?}",
+                        excerpt_token(&line[start..])
+                    )),
+                };
+            }
+            if known.is_none()
+                && self.labels[..k.min(self.labels.len())]
+                    .iter()
+                    .any(|(n, _)| same_text(n, name))
+            {
+                return Err(format!("duplicate label {name:?}"));
+            }
+            let (value, next) = label_value(line, end, name)?;
+            if k < self.labels.len() {
+                self.labels[k] = (name, value);
+            } else {
+                self.labels.push((name, value));
+            }
+            k += 1;
+            at = next;
+        }
+    }
+}
+
+/// The length of `name` if `b[at..]` starts with it as a whole name (the next byte is not in
+/// `charset`). `name` must have been read from the same kind of place before, so it is valid.
+#[inline]
+fn repeats(b: &[u8], at: usize, name: &str, charset: &[u8; 256]) -> Option<usize> {
+    let n = name.len();
+    let candidate = b.get(at..at + n)?;
+    let after = b.get(at + n).map_or(0, |c| charset[*c as usize]);
+    (n > 0 && after == 0 && same_bytes(candidate, name.as_bytes())).then_some(n)
+}
+
+/// After a label name at `line[at..]`: `="value"` and a `,` or the `}`; returns the raw value
+/// and where the next label starts. Escapes are checked here, so the value is scanned once.
+fn label_value<'a>(line: &'a str, at: usize, name: &str) -> Result<(&'a str, usize), String> {
+    let b = line.as_bytes();
+    let mut i = skip_blanks_at(b, at);
+    if b.get(i) != Some(&b'=') {
+        return Err(format!("expected '=' after label name {name:?}"));
+    }
+    i = skip_blanks_at(b, i + 1);
+    if b.get(i) != Some(&b'"') {
+        return Err(format!(
+            "expected '\"' to start the value of label {name:?}"
+        ));
+    }
+    i += 1;
+    let value_start = i;
+    // The first escape that is not `\\`, `\"` or `\n`: an error once the value is known
+    // to end (an unterminated value is reported as that).
+    let mut bad_escape = None;
+    loop {
+        match b.get(i) {
+            Some(b'"') => break,
+            Some(b'\\') => {
+                if !matches!(b.get(i + 1), Some(b'\\' | b'"' | b'n')) {
+                    bad_escape.get_or_insert(i);
+                }
+                i += 2;
+            }
+            Some(_) => i += 1,
+            None => return Err(format!("unterminated value of label {name:?}")),
+        }
+    }
+    let value = &line[value_start..i];
+    if let Some(e) = bad_escape {
+        return Err(escape_error(&line[e..]));
+    }
+    i = skip_blanks_at(b, i + 1);
+    match b.get(i) {
+        Some(b',') => Ok((value, i + 1)),
+        Some(b'}') => Ok((value, i)),
+        _ => Err(format!(
+            "expected ',' or '}}' after the value of label {name:?}"
+        )),
     }
 }
 
@@ -96,125 +265,6 @@ fn comment(rest: &str) -> Result<Line<'_>, String> {
         let kind = MetricType::from_token(token)
             .ok_or_else(|| format!("unknown metric type {token:?}"))?;
         Ok(Line::Type { name, kind })
-    }
-}
-
-fn sample<'a>(line: &'a str, labels: &mut Vec<RawLabel<'a>>) -> Result<SampleLine<'a>, String> {
-    let name_len = line
-        .bytes()
-        .position(|b| NAME_BYTES[b as usize] == 0)
-        .unwrap_or(line.len());
-    let name = &line[..name_len];
-    if !starts_name(name) {
-        return Err(match line.chars().next() {
-            Some(c) if name.is_empty() => format!("expected a metric name, found {c:?}"),
-            _ => format!("invalid metric name {name:?}"),
-        });
-    }
-    let mut rest = skip_blanks(&line[name_len..]);
-    if let Some(after) = eat(rest, b'{') {
-        let end = lex_labels(after, labels)?;
-        rest = &after[end + 1..];
-    }
-    let (value, rest) = split_token(skip_blanks(rest));
-    if value.is_empty() {
-        return Err(format!("sample of {name:?} has no value"));
-    }
-    if !is_float(value) {
-        return Err(format!("invalid value {value:?} for {name:?}"));
-    }
-    let (ts, rest) = split_token(skip_blanks(rest));
-    let timestamp = if ts.is_empty() {
-        None
-    } else {
-        ts.parse::<i64>()
-            .map_err(|_| format!("invalid timestamp {ts:?} for {name:?}"))?;
-        Some(ts)
-    };
-    if !skip_blanks(rest).is_empty() {
-        return Err(format!("unexpected text after the sample of {name:?}"));
-    }
-    Ok(SampleLine {
-        name,
-        value,
-        timestamp,
-    })
-}
-
-/// Lexes `name="value",...}` (the `{` already consumed) into `labels`; returns the index of
-/// the `}`.
-fn lex_labels<'a>(text: &'a str, labels: &mut Vec<RawLabel<'a>>) -> Result<usize, String> {
-    let mut at = 0;
-    while let Some((name, value, next)) = next_label(text, at)? {
-        if labels.iter().any(|(n, _)| same_text(n, name)) {
-            return Err(format!("duplicate label {name:?}"));
-        }
-        labels.push((name, value));
-        at = next;
-    }
-    Ok(skip_blanks_at(text.as_bytes(), at))
-}
-
-/// The label of a label set at byte `at`: `(name, raw value, where the next one starts)`,
-/// past its `,`; `None` at the closing `}` (left in place). Escapes are checked here, so a
-/// label is scanned once.
-fn next_label(text: &str, at: usize) -> Result<Option<(&str, &str, usize)>, String> {
-    let b = text.as_bytes();
-    let start = skip_blanks_at(b, at);
-    let mut i = start;
-    while i < b.len() && NAME_BYTES[b[i] as usize] == WORD {
-        i += 1;
-    }
-    let name = &text[start..i];
-    if !starts_name(name) {
-        return match b.get(start) {
-            Some(b'}') => Ok(None),
-            None => Err("unterminated label set (missing '}')".to_string()),
-            Some(_) => Err(format!(
-                "invalid label name {:?}",
-                excerpt_token(&text[start..])
-            )),
-        };
-    }
-    i = skip_blanks_at(b, i);
-    if b.get(i) != Some(&b'=') {
-        return Err(format!("expected '=' after label name {name:?}"));
-    }
-    i = skip_blanks_at(b, i + 1);
-    if b.get(i) != Some(&b'"') {
-        return Err(format!(
-            "expected '\"' to start the value of label {name:?}"
-        ));
-    }
-    i += 1;
-    let value_start = i;
-    // The first escape that is not `\\`, `\"` or `\n`: an error once the value is known
-    // to end (an unterminated value is reported as that).
-    let mut bad_escape = None;
-    loop {
-        match b.get(i) {
-            Some(b'"') => break,
-            Some(b'\\') => {
-                if !matches!(b.get(i + 1), Some(b'\\' | b'"' | b'n')) {
-                    bad_escape.get_or_insert(i);
-                }
-                i += 2;
-            }
-            Some(_) => i += 1,
-            None => return Err(format!("unterminated value of label {name:?}")),
-        }
-    }
-    let value = &text[value_start..i];
-    if let Some(e) = bad_escape {
-        return Err(escape_error(&text[e..]));
-    }
-    i = skip_blanks_at(b, i + 1);
-    match b.get(i) {
-        Some(b',') => Ok(Some((name, value, i + 1))),
-        Some(b'}') => Ok(Some((name, value, i))),
-        _ => Err(format!(
-            "expected ',' or '}}' after the value of label {name:?}"
-        )),
     }
 }
 
@@ -323,7 +373,10 @@ pub fn parse_float(s: &str) -> Option<f64> {
 /// `a == b` eight bytes at a time: musl's `bcmp`, which `==` calls for strings of unknown
 /// length, compares byte by byte, and this runs for almost every line.
 pub fn same_text(a: &str, b: &str) -> bool {
-    let (a, b) = (a.as_bytes(), b.as_bytes());
+    same_bytes(a.as_bytes(), b.as_bytes())
+}
+
+fn same_bytes(a: &[u8], b: &[u8]) -> bool {
     if a.len() != b.len() {
         return false;
     }
@@ -350,24 +403,22 @@ fn eat(s: &str, b: u8) -> Option<&str> {
     }
 }
 
-/// Byte classes for name scanning: 0 = in no name, `COLON` = `:` (metric names only),
-/// `WORD` = `[a-zA-Z0-9_]` (metric and label names).
-const COLON: u8 = 1;
-const WORD: u8 = 2;
-static NAME_BYTES: [u8; 256] = {
+/// Bytes of metric names (`[a-zA-Z0-9_:]`, non-zero) and of label names (`[a-zA-Z0-9_]`).
+static NAME_BYTES: [u8; 256] = byte_class(true);
+static WORD_BYTES: [u8; 256] = byte_class(false);
+
+const fn byte_class(colon: bool) -> [u8; 256] {
     let mut t = [0u8; 256];
     let mut b = 0;
     while b < 256 {
         let c = b as u8;
-        if c.is_ascii_alphanumeric() || c == b'_' {
-            t[b] = WORD;
-        } else if c == b':' {
-            t[b] = COLON;
+        if c.is_ascii_alphanumeric() || c == b'_' || (colon && c == b':') {
+            t[b] = 1;
         }
         b += 1;
     }
     t
-};
+}
 
 /// `s` without leading blanks (space, tab).
 #[inline]

@@ -83,30 +83,10 @@ impl Suffix {
 }
 
 /// One label; the value is unescaped (borrowed from the input when it had no escapes).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Label<'a> {
     pub name: Cow<'a, str>,
     pub value: Cow<'a, str>,
-}
-
-// By hand, not derived: label sets are hashed and compared for every series of
-// grpc_server_handled_total on every scrape, and the derived versions hash each string in
-// two calls and compare with musl's byte-by-byte `bcmp`.
-impl PartialEq for Label<'_> {
-    fn eq(&self, other: &Self) -> bool {
-        lex::same_text(&self.name, &other.name) && lex::same_text(&self.value, &other.value)
-    }
-}
-
-impl Eq for Label<'_> {}
-
-impl std::hash::Hash for Label<'_> {
-    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-        // The name's length keeps ("ab", "c") and ("a", "bc") apart.
-        state.write_usize(self.name.len());
-        state.write(self.name.as_bytes());
-        state.write(self.value.as_bytes());
-    }
 }
 
 impl<'a> Label<'a> {

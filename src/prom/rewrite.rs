@@ -15,7 +15,7 @@
 
 use std::borrow::Cow;
 use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hash, Hasher};
+use std::hash::{BuildHasherDefault, Hasher};
 
 use super::lex::{self, same_text};
 use super::{Exposition, Family, Label, MetricType, Sample, Suffix, Value};
@@ -99,7 +99,7 @@ fn requests_from_handled<'a>(handled: &Family<'a>) -> Family<'a> {
 /// A label's text as [`RequestsTotal`] gets it: unescaped from the model (`Cow`), or as
 /// written in etcd's text from the one pass ([`Written`]), which then needs no unescaping
 /// per series.
-pub(crate) trait LabelText<'a>: Clone + Eq + Hash + AsRef<str> {
+pub(crate) trait LabelText<'a>: Clone + Eq + AsRef<str> {
     fn literal(name: &'static str) -> Self;
     /// The unescaped text, for the model.
     fn unescaped(self) -> Cow<'a, str>;
@@ -127,13 +127,6 @@ impl PartialEq for Written<'_> {
 
 impl Eq for Written<'_> {}
 
-impl Hash for Written<'_> {
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        state.write_usize(self.0.len());
-        state.write(self.0.as_bytes());
-    }
-}
-
 impl AsRef<str> for Written<'_> {
     fn as_ref(&self) -> &str {
         self.0
@@ -153,8 +146,8 @@ impl<'a> LabelText<'a> for Written<'a> {
 /// Builds the 3.0 `etcd_grpc_requests_total` from `grpc_server_handled_total`'s series, one
 /// at a time; shared by [`apply`] and the one-pass answer ([`super::pass`]).
 pub(crate) struct RequestsTotal<'a, T> {
-    /// Label set -> index in `sums`.
-    index: HashMap<Vec<(T, T)>, usize, BuildHasherDefault<Fnv>>,
+    /// Hash of a label set -> index in `sums` (checked there: a colliding set is searched).
+    index: HashMap<u64, usize, BuildHasherDefault<Fnv>>,
     /// Per label set, in order of first appearance: the labels and the value.
     sums: Vec<(Vec<(T, T)>, Value<'a>)>,
     /// The labels of the series being added; reused, so a series that adds to a known label
@@ -184,13 +177,28 @@ impl<'a, T: LabelText<'a>> RequestsTotal<'a, T> {
         }
         self.scratch.clear();
         unary_labels(labels, &mut self.scratch);
-        match self.index.get(self.scratch.as_slice()) {
-            Some(&i) => {
+        // One hash over the set's strings (std's Hash for a Vec of pairs makes a call per
+        // string and per length, for every series).
+        let mut hasher = Fnv::default();
+        for (name, value) in &self.scratch {
+            hasher.write(name.as_ref().as_bytes());
+            hasher.write_u64(u64::MAX);
+            hasher.write(value.as_ref().as_bytes());
+            hasher.write_u64(u64::MAX);
+        }
+        let hash = hasher.finish();
+        let found = match self.index.get(&hash) {
+            Some(&i) if self.sums[i].0 == self.scratch => Some(i),
+            Some(_) => self.sums.iter().position(|(set, _)| *set == self.scratch),
+            None => None,
+        };
+        match found {
+            Some(i) => {
                 let total = &mut self.sums[i].1;
                 *total = Value::new(total.number + value.number);
             }
             None => {
-                self.index.insert(self.scratch.clone(), self.sums.len());
+                self.index.entry(hash).or_insert(self.sums.len());
                 // A single series keeps etcd's value text; sums are formatted fresh.
                 self.sums.push((self.scratch.clone(), value.clone()));
             }
