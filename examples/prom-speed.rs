@@ -21,10 +21,16 @@ fn main() {
     let only_pass = std::env::var_os("ONLY_PASS").is_some();
     let (mut one, mut full) = (Vec::new(), Vec::new());
     let mut out = String::with_capacity(text.len() * 2);
+    // The monitor keeps a template between scrapes; NO_TEMPLATE=1 times the full pass.
+    let keep_template = std::env::var_os("NO_TEMPLATE").is_none();
+    let mut template = pass::Template::default();
     for _ in 0..iterations {
         let t = Instant::now();
         out.clear();
-        pass::answer(&text, &[], &mut out).expect("pass");
+        if !keep_template {
+            template = pass::Template::default();
+        }
+        pass::answer(&text, &[], &mut out, &mut template).expect("pass");
         one.push(t.elapsed());
         if only_pass {
             continue;

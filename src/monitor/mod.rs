@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 mod buffers;
 
 use crate::etcd::client::{ClientError, HttpClient, TlsFiles, DEFAULT_BODY_LIMIT};
-use crate::prom::pass::{self, PassError};
+use crate::prom::pass::{self, PassError, Template};
 use crate::prom::rewrite::{self, SERVER_VERSION};
 use crate::prom::{self, Family, Label, MetricType, ParseError};
 use buffers::Buffers;
@@ -223,6 +223,8 @@ pub struct Monitor {
     errors: [AtomicU64; ERROR_REASONS.len()],
     /// Buffers for etcd's text and our answers, kept between scrapes.
     buffers: Buffers,
+    /// The shape of etcd's last exposition, to answer the next one faster.
+    template: Mutex<Template>,
     health: Mutex<Health>,
     version: Mutex<VersionCache>,
 }
@@ -266,6 +268,7 @@ impl Monitor {
             client,
             errors: Default::default(),
             buffers: Buffers::default(),
+            template: Mutex::default(),
             health: Mutex::default(),
             version: Mutex::default(),
         })
@@ -309,7 +312,11 @@ impl Monitor {
 
     /// Appends etcd's families, rewritten, and `etcd_version_info` to `body`.
     fn answer(&self, text: &str, deadline: Instant, body: &mut String) -> Result<(), ScrapeError> {
-        let gauge = match pass::answer(text, &OWN_FAMILIES, body) {
+        // The template of the last answer; a scrape running meanwhile makes its own.
+        let mut template = std::mem::take(&mut *lock(&self.template));
+        let passed = pass::answer(text, &OWN_FAMILIES, body, &mut template);
+        *lock(&self.template) = template;
+        let gauge = match passed {
             Ok(passed) => passed.server_version.map(Cow::into_owned),
             Err(PassError::UseModel(why)) => {
                 log::debug!("etcd's metrics have {why}: answering through the full model");

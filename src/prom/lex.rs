@@ -29,6 +29,9 @@ pub enum Line<'a> {
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct SampleLine<'a> {
     pub name: &'a str,
+    /// Where the value starts in the line: everything before it is the series' name and
+    /// labels.
+    pub value_at: usize,
     /// The value as written; [`parse_float`] reads it.
     pub value: &'a str,
     pub timestamp: Option<&'a str>,
@@ -92,6 +95,7 @@ impl<'a> Lexer<'a> {
             at = self.lex_labels(line, at + 1)? + 1;
         }
         let (value, rest) = split_token(skip_blanks(&line[at..]));
+        let value_at = line.len() - value.len() - rest.len();
         if value.is_empty() {
             return Err(format!("sample of {name:?} has no value"));
         }
@@ -112,6 +116,7 @@ impl<'a> Lexer<'a> {
         self.last_name = name;
         Ok(SampleLine {
             name,
+            value_at,
             value,
             timestamp,
         })
@@ -376,7 +381,7 @@ pub fn same_text(a: &str, b: &str) -> bool {
     same_bytes(a.as_bytes(), b.as_bytes())
 }
 
-fn same_bytes(a: &[u8], b: &[u8]) -> bool {
+pub(crate) fn same_bytes(a: &[u8], b: &[u8]) -> bool {
     if a.len() != b.len() {
         return false;
     }
@@ -428,7 +433,7 @@ fn skip_blanks(s: &str) -> &str {
 
 /// The first index from `i` on that is not a blank.
 #[inline]
-fn skip_blanks_at(b: &[u8], mut i: usize) -> usize {
+pub(crate) fn skip_blanks_at(b: &[u8], mut i: usize) -> usize {
     while i < b.len() && (b[i] == b' ' || b[i] == b'\t') {
         i += 1;
     }
@@ -542,6 +547,7 @@ mod tests {
         };
         assert_eq!(s.name, "m");
         assert_eq!(s.value, "1");
+        assert_eq!(s.value_at, 26);
         assert_eq!(s.timestamp, Some("17"));
         let labels = lexer.labels();
         assert_eq!(labels, [("a", r#"x\"y"#), ("b", r"z\\n")]);

@@ -5,6 +5,12 @@
 //! rule). No model is built: this runs on every scrape, and the model's allocations were most
 //! of a scrape's cost.
 //!
+//! etcd's lines keep their names and labels from one scrape to the next; only values change.
+//! So a pass also leaves a [`Template`]: each line's text up to its value, and what the line
+//! meant. The next pass first replays it: when every line starts as the template says, only
+//! values and timestamps are read (a few word compares per line instead of lexing it); at the
+//! first difference it lexes the whole text as above and makes a new template.
+//!
 //! What one pass cannot do alone it leaves to the model ([`PassError::UseModel`]): a family
 //! whose lines are split apart (the model gathers them), CRLF line ends, etcd 3.0's families
 //! (their rules must know the whole exposition), and names the caller reserves. Those inputs
@@ -16,10 +22,10 @@ use std::borrow::Cow;
 use super::lex::{self, Lexer, Line};
 use super::parse::{ParseError, Shape};
 use super::rewrite::{
-    RequestsTotal, Written, HANDLED_TOTAL, LEGACY_REQUESTS_TOTAL, LEGACY_UNARY_DURATION,
-    SERVER_VERSION,
+    requests_family, RequestsTotal, Written, HANDLED_TOTAL, LEGACY_REQUESTS_TOTAL,
+    LEGACY_UNARY_DURATION, SERVER_VERSION,
 };
-use super::{write_family, Value};
+use super::{write_family, Label, Sample, Suffix, Value};
 
 /// What the pass noticed on the way.
 #[derive(Debug, Default, PartialEq)]
@@ -39,18 +45,204 @@ pub enum PassError {
 
 /// Appends etcd's families and the derived one to `out`. On an error, `out` is as it was.
 /// `reserved`: family names that make the pass stop with [`PassError::UseModel`] (the monitor's
-/// own, which it must not answer twice).
+/// own, which it must not answer twice). `template`: the last exposition's, replaced by this
+/// one's (keep using the same `reserved` with it).
 pub fn answer<'a>(
     text: &'a str,
     reserved: &[&str],
     out: &mut String,
+    template: &mut Template,
 ) -> Result<Passed<'a>, PassError> {
     let before = out.len();
-    let result = Pass::new(text, reserved, out).run();
-    if result.is_err() {
-        out.truncate(before);
+    if let Some(passed) = template.replay(text, out) {
+        return Ok(passed);
     }
-    result
+    out.truncate(before);
+    match Pass::new(text, reserved, out).run() {
+        Ok((passed, made)) => {
+            *template = made;
+            Ok(passed)
+        }
+        Err(e) => {
+            *template = Template::default();
+            out.truncate(before);
+            Err(e)
+        }
+    }
+}
+
+/// The shape of the last exposition answered, line by line (see the module's doc).
+#[derive(Debug, Default, Clone)]
+pub struct Template {
+    /// Each line's text up to its value (all of it for lines without a value), concatenated.
+    keys: String,
+    lines: Vec<TemplateLine>,
+    /// How the answer is made of the lines.
+    ops: Vec<Op>,
+    /// The label sets of `etcd_grpc_requests_total`, as written.
+    requests: Vec<Vec<(String, String)>>,
+    /// The `server_version` label of each `etcd_server_version` sample, as written.
+    versions: Vec<Option<String>>,
+    /// Scratch for a replay: where each line starts, and the sums.
+    starts: Vec<usize>,
+    sums: Vec<(f64, usize)>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct TemplateLine {
+    key_len: usize,
+    role: Role,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Role {
+    /// No value: the whole line is the key.
+    Whole,
+    Sample,
+    /// A unary series of `grpc_server_handled_total`: adds to this sum.
+    Handled(usize),
+    /// A sample of `etcd_server_version`: its label is `versions[i]`.
+    Version(usize),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Op {
+    /// Lines `from..to`, as written.
+    Copy { from: usize, to: usize },
+    /// `etcd_grpc_requests_total`.
+    Requests,
+}
+
+impl Template {
+    /// The answer for `text` if its lines are the template's but for values and timestamps;
+    /// `None` at the first difference (or a value that does not read: the full pass then
+    /// reports it).
+    fn replay<'a>(&mut self, text: &'a str, out: &mut String) -> Option<Passed<'a>> {
+        if self.lines.is_empty() {
+            return None;
+        }
+        let b = text.as_bytes();
+        let keys = self.keys.as_bytes();
+        self.starts.clear();
+        self.sums.clear();
+        self.sums.resize(self.requests.len(), (0.0, 0));
+        // The value text of a sum made of one series is kept as etcd wrote it.
+        let mut single: Vec<Option<&'a str>> = vec![None; self.requests.len()];
+        let (mut first_version, mut one_version) = (None, None);
+        let (mut at, mut k) = (0, 0);
+        for line in &self.lines {
+            let key = keys.get(k..k + line.key_len)?;
+            k += line.key_len;
+            if !lex::same_bytes(b.get(at..at + key.len())?, key) {
+                return None;
+            }
+            self.starts.push(at);
+            let rest = at + key.len();
+            if line.role == Role::Whole {
+                at = line_end(b, rest)?;
+                continue;
+            }
+            let (value, next) = value_and_timestamp(text, rest)?;
+            at = next;
+            match line.role {
+                Role::Handled(i) => {
+                    let number = lex::parse_float(value)?;
+                    let (total, count) = self.sums.get_mut(i)?;
+                    *total += number;
+                    *count += 1;
+                    single[i] = Some(value);
+                }
+                Role::Version(i) => {
+                    first_version.get_or_insert(i);
+                    if one_version.is_none() && lex::parse_float(value) == Some(1.0) {
+                        one_version = Some(i);
+                    }
+                }
+                _ => {}
+            }
+        }
+        if at != b.len() || k != keys.len() {
+            return None;
+        }
+        for op in &self.ops {
+            match *op {
+                Op::Copy { from, to } => {
+                    let start = *self.starts.get(from)?;
+                    let end = self.starts.get(to).copied().unwrap_or(b.len());
+                    push_run(out, &text[start..end]);
+                }
+                Op::Requests => {
+                    let samples = self.requests.iter().zip(&self.sums).zip(&single).map(
+                        |((labels, &(total, count)), single)| Sample {
+                            suffix: Suffix::None,
+                            labels: labels
+                                .iter()
+                                .map(|(n, v)| Label {
+                                    name: Cow::Borrowed(n.as_str()),
+                                    value: lex::unescape(v),
+                                })
+                                .collect(),
+                            value: match (count, single) {
+                                (1, Some(text)) => Value {
+                                    number: total,
+                                    text: Some(Cow::Borrowed(*text)),
+                                },
+                                _ => Value::new(total),
+                            },
+                            timestamp: None,
+                        },
+                    );
+                    write_family(&requests_family(samples), out);
+                }
+            }
+        }
+        let version = one_version.or(first_version);
+        let version = version.and_then(|i| self.versions.get(i)?.as_deref());
+        Some(Passed {
+            server_version: version.map(|v| Cow::Owned(lex::unescape(v).into_owned())),
+        })
+    }
+}
+
+/// Where the line whose content ends at `at` ends: past its `\n`, or at the end of the text.
+fn line_end(b: &[u8], at: usize) -> Option<usize> {
+    match b.get(at) {
+        Some(b'\n') => Some(at + 1),
+        None => Some(at),
+        Some(_) => None,
+    }
+}
+
+/// A sample's value at `b[at..]` and where its line ends, if the value reads and the rest of
+/// the line is an optional timestamp (as the lexer would accept them).
+fn value_and_timestamp(text: &str, at: usize) -> Option<(&str, usize)> {
+    let b = text.as_bytes();
+    let token_end = |from: usize| {
+        b[from..]
+            .iter()
+            .position(|c| matches!(c, b' ' | b'\t' | b'\n' | b'\r'))
+            .map_or(b.len(), |n| from + n)
+    };
+    let value_end = token_end(at);
+    let value = &text[at..value_end];
+    if value.is_empty() || !lex::is_float(value) {
+        return None;
+    }
+    let mut i = lex::skip_blanks_at(b, value_end);
+    if !matches!(b.get(i), None | Some(b'\n')) {
+        let ts_end = token_end(i);
+        text[i..ts_end].parse::<i64>().ok()?;
+        i = lex::skip_blanks_at(b, ts_end);
+    }
+    Some((value, line_end(b, i)?))
+}
+
+/// Copies a run of lines, ending it with a newline if the text did not.
+fn push_run(out: &mut String, run: &str) {
+    out.push_str(run);
+    if !run.ends_with('\n') {
+        out.push('\n');
+    }
 }
 
 struct Pass<'a, 'o> {
@@ -62,8 +254,11 @@ struct Pass<'a, 'o> {
     /// Per family: whether its lines have begun (they must then be adjacent).
     begun: Vec<bool>,
     current: Option<usize>,
-    /// The byte range of `text` waiting to be copied.
+    /// The byte range of `text` waiting to be copied, and its lines.
     run: (usize, usize),
+    run_lines: (usize, usize),
+    /// What this pass leaves for the next.
+    template: Template,
     handled: Option<(usize, RequestsTotal<'a, Written<'a>>)>,
     /// The labels of the current `grpc_server_handled_total` line; reused.
     labels: Vec<(Written<'a>, Written<'a>)>,
@@ -84,6 +279,8 @@ impl<'a, 'o> Pass<'a, 'o> {
             begun: Vec::new(),
             current: None,
             run: (0, 0),
+            run_lines: (0, 0),
+            template: Template::default(),
             handled: None,
             labels: Vec::new(),
             version_family: None,
@@ -92,7 +289,7 @@ impl<'a, 'o> Pass<'a, 'o> {
         }
     }
 
-    fn run(mut self) -> Result<Passed<'a>, PassError> {
+    fn run(mut self) -> Result<(Passed<'a>, Template), PassError> {
         let text = self.text;
         let mut start = 0;
         for (i, line) in text.split('\n').enumerate() {
@@ -100,29 +297,34 @@ impl<'a, 'o> Pass<'a, 'o> {
             if line.ends_with('\r') {
                 return Err(PassError::UseModel("CRLF line ends"));
             }
-            self.line(line, start, end)
+            let (key_len, role) = self
+                .line(line, i, start, end)
                 .map_err(|m| PassError::Parse(ParseError::at(i + 1, line, m)))??;
+            self.template.keys.push_str(&line[..key_len]);
+            self.template.lines.push(TemplateLine { key_len, role });
             start = end;
         }
         self.end_family();
         self.flush();
         let version = self.one_version.or(self.first_version).flatten();
-        Ok(Passed {
+        let passed = Passed {
             server_version: version.map(lex::unescape),
-        })
+        };
+        Ok((passed, self.template))
     }
 
-    /// One line at `text[start..end]`; the outer error is a bad line, the inner one a case
-    /// for the model.
+    /// Line `i` at `text[start..end]`: returns the length of its key and its role for the
+    /// template; the outer error is a bad line, the inner one a case for the model.
     fn line(
         &mut self,
         line: &'a str,
+        i: usize,
         start: usize,
         end: usize,
-    ) -> Result<Result<(), PassError>, String> {
+    ) -> Result<Result<(usize, Role), PassError>, String> {
         let lexed = self.lexer.line(line)?;
         let (idx, suffix) = match lexed {
-            Line::Skip => return Ok(Ok(())),
+            Line::Skip => return Ok(Ok((line.len(), Role::Whole))),
             Line::Help { name, .. } => (self.shape.help(name)?, None),
             Line::Type { name, kind } => (self.shape.kind(name, kind)?, None),
             Line::Sample(ref s) => {
@@ -144,11 +346,17 @@ impl<'a, 'o> Pass<'a, 'o> {
             if self.run.1 != start {
                 self.flush();
                 self.run = (start, start);
+                self.run_lines = (i, i);
             }
             self.current = Some(idx);
         }
         self.run.1 = end;
-        if let (Line::Sample(s), Some(suffix)) = (lexed, suffix) {
+        self.run_lines.1 = i + 1;
+        let Line::Sample(s) = lexed else {
+            return Ok(Ok((line.len(), Role::Whole)));
+        };
+        let mut role = Role::Sample;
+        if let Some(suffix) = suffix {
             if let Some((family, requests)) = &mut self.handled {
                 if *family == idx {
                     self.labels.clear();
@@ -160,7 +368,9 @@ impl<'a, 'o> Pass<'a, 'o> {
                         number: lex::parse_float(s.value).unwrap_or(f64::NAN),
                         text: Some(Cow::Borrowed(s.value)),
                     };
-                    requests.add(suffix, &self.labels, &value);
+                    if let Some(sum) = requests.add(suffix, &self.labels, &value) {
+                        role = Role::Handled(sum);
+                    }
                 }
             }
             if self.version_family == Some(idx) {
@@ -169,9 +379,11 @@ impl<'a, 'o> Pass<'a, 'o> {
                 if self.one_version.is_none() && lex::parse_float(s.value) == Some(1.0) {
                     self.one_version = Some(version);
                 }
+                role = Role::Version(self.template.versions.len());
+                self.template.versions.push(version.map(str::to_string));
             }
         }
-        Ok(Ok(()))
+        Ok(Ok((s.value_at, role)))
     }
 
     fn new_family(&mut self, idx: usize) -> Result<(), PassError> {
@@ -201,6 +413,14 @@ impl<'a, 'o> Pass<'a, 'o> {
         if ends_handled {
             if let Some((_, requests)) = self.handled.take() {
                 self.flush();
+                self.template.requests = requests
+                    .label_sets()
+                    .map(|set| {
+                        let owned = set.iter().map(|(n, v)| (n.0.to_string(), v.0.to_string()));
+                        owned.collect()
+                    })
+                    .collect();
+                self.template.ops.push(Op::Requests);
                 write_family(&requests.finish(), self.out);
             }
         }
@@ -209,12 +429,115 @@ impl<'a, 'o> Pass<'a, 'o> {
     fn flush(&mut self) {
         let (s, e) = self.run;
         if s < e {
-            let run = &self.text[s..e];
-            self.out.push_str(run);
-            if !run.ends_with('\n') {
-                self.out.push('\n');
-            }
+            push_run(self.out, &self.text[s..e]);
+            let (from, to) = self.run_lines;
+            self.template.ops.push(Op::Copy { from, to });
         }
         self.run = (e, e);
+        self.run_lines = (self.run_lines.1, self.run_lines.1);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ETCD: &str = include_str!("../../tests/fixtures/metrics/3.5.1-basic.txt");
+
+    /// `text` with every sample's value replaced by `f(line number, value)`.
+    fn revalued(text: &str, f: impl Fn(usize, &str) -> String) -> String {
+        let mut lexer = Lexer::default();
+        let mut out = String::new();
+        for (i, line) in text.split_inclusive('\n').enumerate() {
+            match lexer.line(line.trim_end_matches('\n')) {
+                Ok(Line::Sample(s)) => {
+                    let after = &line[s.value_at + s.value.len()..];
+                    out.push_str(&line[..s.value_at]);
+                    out.push_str(&f(i, s.value));
+                    out.push_str(after);
+                }
+                _ => out.push_str(line),
+            }
+        }
+        out
+    }
+
+    fn full_pass(text: &str) -> Result<String, PassError> {
+        let mut out = String::new();
+        answer(text, &[], &mut out, &mut Template::default())?;
+        Ok(out)
+    }
+
+    #[test]
+    fn the_next_scrape_reads_only_values_and_answers_as_a_full_pass() {
+        let mut template = Template::default();
+        let mut first = String::new();
+        answer(ETCD, &[], &mut first, &mut template).unwrap();
+        assert_eq!(template.lines.len(), ETCD.split('\n').count());
+        // New values (some summed into etcd_grpc_requests_total, the version gauge's among
+        // them), a timestamp, a value spelled differently.
+        type Change<'c> = &'c dyn Fn(usize, &str) -> String;
+        let changes: [Change; 4] = [
+            &|i, _| format!("{}", i * 7),
+            &|i, v| {
+                if i % 5 == 0 {
+                    format!("{v} 1700000000000")
+                } else {
+                    v.to_string()
+                }
+            },
+            &|i, v| {
+                if i % 3 == 0 {
+                    "1e+03".to_string()
+                } else {
+                    v.to_string()
+                }
+            },
+            &|_, _| "0".to_string(),
+        ];
+        for change in changes {
+            let next = revalued(ETCD, change);
+            assert_ne!(next, ETCD);
+            let mut replayed = String::new();
+            let passed = template.replay(&next, &mut replayed).expect("replayed");
+            assert_eq!(replayed, full_pass(&next).unwrap());
+            let mut again = String::new();
+            let direct = answer(&next, &[], &mut again, &mut Template::default()).unwrap();
+            assert_eq!(passed.server_version, direct.server_version);
+        }
+        assert_eq!(
+            template
+                .replay(ETCD, &mut String::new())
+                .unwrap()
+                .server_version
+                .as_deref(),
+            Some("3.5.1")
+        );
+    }
+
+    #[test]
+    fn a_different_line_or_a_bad_value_is_not_replayed() {
+        let mut template = Template::default();
+        answer(ETCD, &[], &mut String::new(), &mut template).unwrap();
+        let line = ETCD
+            .lines()
+            .position(|l| l.starts_with("grpc_server_handled"))
+            .unwrap();
+        let bad_value = revalued(ETCD, |i, v| if i == line { "x1".into() } else { v.into() });
+        let renamed = ETCD.replacen("grpc_code=\"OK\"", "grpc_code=\"Ok\"", 1);
+        let extra = format!("{ETCD}extra_metric 1\n");
+        let cut = &ETCD[..ETCD.len() - 20];
+        let crlf = ETCD.replacen('\n', "\r\n", 1);
+        for text in [&bad_value, &renamed, &extra, cut, &crlf, ""] {
+            let mut out = String::from("kept");
+            assert!(template.replay(text, &mut out).is_none());
+        }
+        // Through `answer`, each falls back to the full pass and its answer or error.
+        for text in [&bad_value, &renamed, &extra, cut, &crlf] {
+            let mut t = template.clone();
+            let mut out = String::new();
+            let got = answer(text, &[], &mut out, &mut t).map(|_| out);
+            assert_eq!(got, full_pass(text), "{:.80}", text);
+        }
     }
 }

@@ -167,13 +167,13 @@ impl<T> Default for RequestsTotal<'_, T> {
 
 impl<'a, T: LabelText<'a>> RequestsTotal<'a, T> {
     /// Adds one series of `grpc_server_handled_total` (its labels in line order); all but
-    /// unary ones are ignored.
-    pub fn add(&mut self, suffix: Suffix, labels: &[(T, T)], value: &Value<'a>) {
+    /// unary ones are ignored. Returns the index of the sum it went into.
+    pub fn add(&mut self, suffix: Suffix, labels: &[(T, T)], value: &Value<'a>) -> Option<usize> {
         let unary = labels
             .iter()
             .any(|(name, value)| matches!((name.as_ref(), value.as_ref()), ("grpc_type", "unary")));
         if suffix != Suffix::None || !unary {
-            return;
+            return None;
         }
         self.scratch.clear();
         unary_labels(labels, &mut self.scratch);
@@ -196,34 +196,47 @@ impl<'a, T: LabelText<'a>> RequestsTotal<'a, T> {
             Some(i) => {
                 let total = &mut self.sums[i].1;
                 *total = Value::new(total.number + value.number);
+                Some(i)
             }
             None => {
                 self.index.entry(hash).or_insert(self.sums.len());
                 // A single series keeps etcd's value text; sums are formatted fresh.
                 self.sums.push((self.scratch.clone(), value.clone()));
+                Some(self.sums.len() - 1)
             }
         }
     }
 
+    /// The label sets so far, in order of their sums.
+    pub fn label_sets(&self) -> impl Iterator<Item = &[(T, T)]> {
+        self.sums.iter().map(|(labels, _)| labels.as_slice())
+    }
+
     pub fn finish(self) -> Family<'a> {
-        let samples = self.sums.into_iter().map(|(labels, value)| Sample {
-            suffix: Suffix::None,
-            labels: labels
-                .into_iter()
-                .map(|(name, value)| Label {
-                    name: name.unescaped(),
-                    value: value.unescaped(),
-                })
-                .collect(),
-            value,
-            timestamp: None,
-        });
-        Family {
-            name: Cow::Borrowed(LEGACY_REQUESTS_TOTAL),
-            help: Some(Cow::Borrowed(LEGACY_REQUESTS_HELP)),
-            kind: Some(MetricType::Counter),
-            samples: samples.collect(),
-        }
+        requests_family(self.sums.into_iter().map(|(labels, value)| {
+            Sample {
+                suffix: Suffix::None,
+                labels: labels
+                    .into_iter()
+                    .map(|(name, value)| Label {
+                        name: name.unescaped(),
+                        value: value.unescaped(),
+                    })
+                    .collect(),
+                value,
+                timestamp: None,
+            }
+        }))
+    }
+}
+
+/// The 3.0 family with the given samples.
+pub(crate) fn requests_family<'a>(samples: impl Iterator<Item = Sample<'a>>) -> Family<'a> {
+    Family {
+        name: Cow::Borrowed(LEGACY_REQUESTS_TOTAL),
+        help: Some(Cow::Borrowed(LEGACY_REQUESTS_HELP)),
+        kind: Some(MetricType::Counter),
+        samples: samples.collect(),
     }
 }
 

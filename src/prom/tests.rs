@@ -391,7 +391,12 @@ fn model_answer(text: &str) -> Result<String, ParseError> {
 
 fn pass_answer(text: &str) -> Result<String, pass::PassError> {
     let mut out = String::from("kept> ");
-    pass::answer(text, &["reserved_family"], &mut out)?;
+    pass::answer(
+        text,
+        &["reserved_family"],
+        &mut out,
+        &mut pass::Template::default(),
+    )?;
     Ok(out.strip_prefix("kept> ").unwrap().to_string())
 }
 
@@ -404,7 +409,7 @@ fn one_pass_answers_etcd_byte_for_byte_as_the_model() {
             "{name}"
         );
         let mut out = String::new();
-        let passed = pass::answer(text, &[], &mut out).unwrap();
+        let passed = pass::answer(text, &[], &mut out, &mut Default::default()).unwrap();
         let expo = parse(text).unwrap();
         let gauge = expo.family(rewrite::SERVER_VERSION).unwrap().samples[0]
             .label("server_version")
@@ -446,7 +451,7 @@ fn one_pass_errors_are_the_models_and_leave_out_as_it_was() {
     ];
     for text in bad {
         let mut out = String::from("before");
-        match pass::answer(text, &[], &mut out) {
+        match pass::answer(text, &[], &mut out, &mut Default::default()) {
             Err(pass::PassError::Parse(e)) => assert_eq!(Err(e), parse(text).map(|_| ())),
             other => panic!("{text:?}: {other:?}"),
         }
@@ -535,6 +540,22 @@ fn one_pass_agrees_with_the_model_on_damaged_expositions() {
                 }
             }
             let text = damaged.concat();
+            // A template from the undamaged window (the last scrape) changes nothing.
+            let mut template = pass::Template::default();
+            let undamaged = window.concat();
+            let _ = pass::answer(
+                &undamaged,
+                &["reserved_family"],
+                &mut String::new(),
+                &mut template,
+            );
+            let mut out = String::new();
+            let templated = pass::answer(&text, &["reserved_family"], &mut out, &mut template);
+            assert_eq!(
+                templated.map(|_| out),
+                pass_answer(&text),
+                "{name} round {round}: with a template"
+            );
             match (pass_answer(&text), model_answer(&text)) {
                 (Ok(out), Ok(model)) => {
                     answered += 1;
