@@ -217,11 +217,11 @@ fn garbage_oversized_non_text_and_error_answers() {
         })
         .unwrap();
         let scrape = monitor.scrape(None);
-        let error = scrape.error.expect(reason);
+        let error = scrape.error.as_ref().expect(reason);
         assert_eq!(error.reason(), reason, "{error}");
         assert!(error.to_string().contains(message), "{error}");
-        assert_eq!(plain(&scrape.body).series["etcd_version_monitor_up"], 0.0);
-        assert_eq!(reason_count(&scrape.body, reason), 1.0);
+        assert_eq!(plain(scrape.body()).series["etcd_version_monitor_up"], 0.0);
+        assert_eq!(reason_count(scrape.body(), reason), 1.0);
     }
 }
 
@@ -244,7 +244,7 @@ fn version_endpoint_down_falls_back_to_the_gauge_and_garbage_version_too() {
     .unwrap();
     let scrape = monitor.scrape(None);
     assert!(scrape.error.is_none());
-    let p = plain(&scrape.body);
+    let p = plain(scrape.body());
     assert_eq!(p.series["etcd_version_info{binary_version=\"3.5.1\"}"], 1.0);
     assert_eq!(p.series["etcd_version_monitor_up"], 1.0);
 }

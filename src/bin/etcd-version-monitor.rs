@@ -31,7 +31,7 @@ Flags:
       --key FILE                      private key (PEM) of --cert
       --once                          scrape once, print the exposition to stdout and exit 0,
                                       or exit 1 with the error when etcd cannot be scraped
-      --log-level LEVEL               error, warn, info (default), debug, trace or off
+      --log-level LEVEL               error, warn, info (default), debug or off (trace: as debug)
   -h, --help                          this help
       --version                       print the version and exit
 
@@ -153,7 +153,7 @@ fn main() -> ExitCode {
         }
         let mut stdout = std::io::stdout().lock();
         if let Err(e) = stdout
-            .write_all(scrape.body.as_bytes())
+            .write_all(scrape.body().as_bytes())
             .and_then(|_| stdout.flush())
         {
             eprintln!("etcd-version-monitor: writing to stdout: {e}");

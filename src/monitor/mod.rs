@@ -173,8 +173,20 @@ impl std::error::Error for ScrapeError {}
 /// One answer for the metrics path: always a valid exposition; `error` says whether etcd
 /// could be scraped.
 pub struct Scrape {
-    pub body: String,
+    /// [`HEAD_ROOM`] bytes kept free for the HTTP response head, then the exposition: the
+    /// head is written in front of the body without moving it.
+    buffer: String,
     pub error: Option<ScrapeError>,
+}
+
+/// Room before an answer's body for its response head (about 130 bytes).
+const HEAD_ROOM: usize = 256;
+
+impl Scrape {
+    /// The exposition.
+    pub fn body(&self) -> &str {
+        &self.buffer[HEAD_ROOM..]
+    }
 }
 
 /// The scrape timeout: the flag, or Prometheus' header minus a margin to answer in, whichever
@@ -286,6 +298,7 @@ impl Monitor {
         let deadline = started + timeout;
         let fetched = self.fetch_metrics(timeout);
         let mut body = self.buffers.take_string();
+        body.extend(std::iter::repeat_n(' ', HEAD_ROOM));
         let result = fetched.and_then(|text| {
             // Room for etcd's families, ours, and the response head (see `respond`).
             body.reserve(text.len() + text.len() / 16 + 4096);
@@ -295,14 +308,17 @@ impl Monitor {
         });
         let error = result.err();
         if let Some(e) = &error {
-            body.clear();
+            body.truncate(HEAD_ROOM);
             if let Some(i) = ERROR_REASONS.iter().position(|r| *r == e.reason()) {
                 self.errors[i].fetch_add(1, Ordering::Relaxed);
             }
         }
         self.note_outcome(error.as_ref());
         self.write_own_metrics(error.is_none(), started.elapsed(), &mut body);
-        Scrape { body, error }
+        Scrape {
+            buffer: body,
+            error,
+        }
     }
 
     /// A buffer of an answer that has been sent, for a later scrape.
@@ -778,20 +794,24 @@ fn respond(request: tiny_http::Request, monitor: &Monitor) {
                 .find(|h| h.field.equiv(PROMETHEUS_TIMEOUT_HEADER))
                 .map(|h| h.value.as_str());
             let scrape = monitor.scrape(timeout_header);
-            (200, CONTENT_TYPE, scrape.body)
+            (200, CONTENT_TYPE, scrape.buffer.into_bytes())
         }
-        Route::Healthz => (200, TEXT_CONTENT_TYPE, "ok\n".to_string()),
+        Route::Healthz => (200, TEXT_CONTENT_TYPE, with_head_room("ok\n")),
         Route::Index => (
             200,
             "text/html; charset=utf-8",
-            format!(
+            with_head_room(&format!(
                 "<html><head><title>etcd-version-monitor</title></head><body>\
                  <h1>etcd-version-monitor</h1><p><a href=\"{0}\">{0}</a></p></body></html>\n",
                 html_escape(&monitor.config.metrics_path)
-            ),
+            )),
         ),
-        Route::NotFound => (404, TEXT_CONTENT_TYPE, "not found\n".to_string()),
-        Route::MethodNotAllowed => (405, TEXT_CONTENT_TYPE, "method not allowed\n".to_string()),
+        Route::NotFound => (404, TEXT_CONTENT_TYPE, with_head_room("not found\n")),
+        Route::MethodNotAllowed => (
+            405,
+            TEXT_CONTENT_TYPE,
+            with_head_room("method not allowed\n"),
+        ),
     };
     let version = request.http_version();
     let head = ResponseHead {
@@ -799,29 +819,31 @@ fn respond(request: tiny_http::Request, monitor: &Monitor) {
         status,
         content_type,
         allow: route == Route::MethodNotAllowed,
-        content_length: body.len(),
+        content_length: body.len() - HEAD_ROOM,
         date: std::time::SystemTime::now(),
     };
     let send_body = *request.method() != tiny_http::Method::Head;
     // One buffer, one write: tiny_http's own `respond` copies the body through an 8 KiB
     // `io::copy` into the socket, one system call (and TCP segment burst) per chunk.
-    // The head goes in front of the body in the body's own buffer (the scrape leaves room),
-    // so the answer costs no second body-sized allocation.
-    let mut head_bytes = Vec::with_capacity(256);
+    // The head goes into the room left in front of the body, so the body is neither copied
+    // nor moved.
+    let mut head_bytes = Vec::with_capacity(HEAD_ROOM);
     head.write(&mut head_bytes);
-    let out = if send_body {
-        let mut out = body.into_bytes();
-        let (n, len) = (head_bytes.len(), out.len());
-        out.resize(len + n, 0);
-        out.copy_within(0..len, n);
-        out[..n].copy_from_slice(&head_bytes);
-        out
+    let (out, from) = if !send_body {
+        (head_bytes, 0)
+    } else if let Some(from) = HEAD_ROOM.checked_sub(head_bytes.len()) {
+        let mut out = body;
+        out[from..HEAD_ROOM].copy_from_slice(&head_bytes);
+        (out, from)
     } else {
-        head_bytes
+        // A head longer than the room (not one we write): move the body after it.
+        let mut out = head_bytes;
+        out.extend_from_slice(&body[HEAD_ROOM..]);
+        (out, 0)
     };
     let peer = request.remote_addr().copied();
     let mut writer = request.into_writer();
-    let written = writer.write_all(&out).and_then(|()| writer.flush());
+    let written = writer.write_all(&out[from..]).and_then(|()| writer.flush());
     monitor.recycle(out);
     if let Err(e) = written {
         if !matches!(
@@ -836,6 +858,13 @@ fn respond(request: tiny_http::Request, monitor: &Monitor) {
 }
 
 const TEXT_CONTENT_TYPE: &str = "text/plain; charset=utf-8";
+
+/// `body` after [`HEAD_ROOM`] free bytes, as a scrape leaves it.
+fn with_head_room(body: &str) -> Vec<u8> {
+    let mut out = vec![b' '; HEAD_ROOM];
+    out.extend_from_slice(body.as_bytes());
+    out
+}
 
 /// The status line and headers of an answer, as tiny_http's `respond` wrote them (minus its
 /// `Server` header): identity encoding with `Content-Length`, never chunked.
@@ -1035,7 +1064,7 @@ mod tests {
         .unwrap();
         let scrape = monitor.scrape(None);
         assert_eq!(scrape.error.as_ref().unwrap().reason(), "connect");
-        let expo = prom::parse(&scrape.body).unwrap();
+        let expo = prom::parse(scrape.body()).unwrap();
         let names: Vec<&str> = expo.families.iter().map(|f| f.name.as_ref()).collect();
         assert_eq!(names, [UP, SCRAPE_DURATION, SCRAPE_ERRORS]);
         assert_eq!(expo.family(UP).unwrap().samples[0].value.number, 0.0);
@@ -1047,7 +1076,7 @@ mod tests {
             .unwrap();
         assert_eq!(connect.value.number, 1.0);
         let again = monitor.scrape(None);
-        let expo = prom::parse(&again.body).unwrap();
+        let expo = prom::parse(again.body()).unwrap();
         let total: f64 = expo
             .family(SCRAPE_ERRORS)
             .unwrap()
