@@ -235,8 +235,9 @@ pub struct Monitor {
     errors: [AtomicU64; ERROR_REASONS.len()],
     /// Buffers for etcd's text and our answers, kept between scrapes.
     buffers: Buffers,
-    /// The shape of etcd's last exposition, to answer the next one faster.
-    template: Mutex<Template>,
+    /// The shape of etcd's last exposition, to answer the next one faster (shared by
+    /// concurrent scrapes).
+    template: Mutex<Arc<Template>>,
     health: Mutex<Health>,
     version: Mutex<VersionCache>,
 }
@@ -328,12 +329,14 @@ impl Monitor {
 
     /// Appends etcd's families, rewritten, and `etcd_version_info` to `body`.
     fn answer(&self, text: &str, deadline: Instant, body: &mut String) -> Result<(), ScrapeError> {
-        // The template of the last answer; a scrape running meanwhile makes its own.
-        let mut template = std::mem::take(&mut *lock(&self.template));
-        let passed = pass::answer(text, &OWN_FAMILIES, body, &mut template);
-        *lock(&self.template) = template;
-        let gauge = match passed {
-            Ok(passed) => passed.server_version.map(Cow::into_owned),
+        let template = Arc::clone(&lock(&self.template));
+        let gauge = match pass::answer(text, &OWN_FAMILIES, body, &template) {
+            Ok(passed) => {
+                if let Some(made) = passed.template {
+                    *lock(&self.template) = Arc::new(made);
+                }
+                passed.server_version.map(Cow::into_owned)
+            }
             Err(PassError::UseModel(why)) => {
                 log::debug!("etcd's metrics have {why}: answering through the full model");
                 self.answer_with_model(text, body)?

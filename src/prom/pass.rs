@@ -25,14 +25,16 @@ use super::rewrite::{
     requests_family, RequestsTotal, Written, HANDLED_TOTAL, LEGACY_REQUESTS_TOTAL,
     LEGACY_UNARY_DURATION, SERVER_VERSION,
 };
-use super::{write_family, Label, Sample, Suffix, Value};
+use super::{write_family, Family, Label, Sample, Suffix, Value};
 
 /// What the pass noticed on the way.
-#[derive(Debug, Default, PartialEq)]
+#[derive(Debug, Default)]
 pub struct Passed<'a> {
     /// The `server_version` label of `etcd_server_version` (the sample whose value is 1, else
     /// the first), unescaped.
     pub server_version: Option<Cow<'a, str>>,
+    /// A template for the next pass, when the text did not fit the one given.
+    pub template: Option<Template>,
 }
 
 #[derive(Debug, PartialEq)]
@@ -45,30 +47,24 @@ pub enum PassError {
 
 /// Appends etcd's families and the derived one to `out`. On an error, `out` is as it was.
 /// `reserved`: family names that make the pass stop with [`PassError::UseModel`] (the monitor's
-/// own, which it must not answer twice). `template`: the last exposition's, replaced by this
-/// one's (keep using the same `reserved` with it).
+/// own, which it must not answer twice). `template`: the last exposition's (made with the same
+/// `reserved`); when `text` does not fit it, [`Passed::template`] is this one's.
 pub fn answer<'a>(
     text: &'a str,
     reserved: &[&str],
     out: &mut String,
-    template: &mut Template,
+    template: &Template,
 ) -> Result<Passed<'a>, PassError> {
     let before = out.len();
     if let Some(passed) = template.replay(text, out) {
         return Ok(passed);
     }
     out.truncate(before);
-    match Pass::new(text, reserved, out).run() {
-        Ok((passed, made)) => {
-            *template = made;
-            Ok(passed)
-        }
-        Err(e) => {
-            *template = Template::default();
-            out.truncate(before);
-            Err(e)
-        }
+    let result = Pass::new(text, reserved, out).run();
+    if result.is_err() {
+        out.truncate(before);
     }
+    result
 }
 
 /// The shape of the last exposition answered, line by line (see the module's doc).
@@ -83,9 +79,6 @@ pub struct Template {
     requests: Vec<Vec<(String, String)>>,
     /// The `server_version` label of each `etcd_server_version` sample, as written.
     versions: Vec<Option<String>>,
-    /// Scratch for a replay: where each line starts, and the sums.
-    starts: Vec<usize>,
-    sums: Vec<(f64, usize)>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -114,29 +107,28 @@ enum Op {
 }
 
 impl Template {
-    /// The answer for `text` if its lines are the template's but for values and timestamps;
-    /// `None` at the first difference (or a value that does not read: the full pass then
-    /// reports it).
-    fn replay<'a>(&mut self, text: &'a str, out: &mut String) -> Option<Passed<'a>> {
+    /// Appends the answer for `text` if its lines are the template's but for values and
+    /// timestamps; `None` at the first difference (or a value that does not read: the full
+    /// pass then reports it), with part of the answer appended.
+    fn replay<'a>(&self, text: &'a str, out: &mut String) -> Option<Passed<'a>> {
         if self.lines.is_empty() {
             return None;
         }
         let b = text.as_bytes();
         let keys = self.keys.as_bytes();
-        self.starts.clear();
-        self.sums.clear();
-        self.sums.resize(self.requests.len(), (0.0, 0));
-        // The value text of a sum made of one series is kept as etcd wrote it.
-        let mut single: Vec<Option<&'a str>> = vec![None; self.requests.len()];
+        // Per sum: the total, how many series, and the value text of the last one (kept as
+        // etcd wrote it when it is the only one).
+        let mut sums: Vec<(f64, usize, &'a str)> = vec![(0.0, 0, ""); self.requests.len()];
         let (mut first_version, mut one_version) = (None, None);
+        let mut emit = Emitter::default();
         let (mut at, mut k) = (0, 0);
-        for line in &self.lines {
+        for (i, line) in self.lines.iter().enumerate() {
+            emit.at_line(self, i, text, at, &sums, out);
             let key = keys.get(k..k + line.key_len)?;
             k += line.key_len;
             if !lex::same_bytes(b.get(at..at + key.len())?, key) {
                 return None;
             }
-            self.starts.push(at);
             let rest = at + key.len();
             if line.role == Role::Whole {
                 at = line_end(b, rest)?;
@@ -147,10 +139,10 @@ impl Template {
             match line.role {
                 Role::Handled(i) => {
                     let number = lex::parse_float(value)?;
-                    let (total, count) = self.sums.get_mut(i)?;
+                    let (total, count, last) = sums.get_mut(i)?;
                     *total += number;
                     *count += 1;
-                    single[i] = Some(value);
+                    *last = value;
                 }
                 Role::Version(i) => {
                     first_version.get_or_insert(i);
@@ -164,43 +156,87 @@ impl Template {
         if at != b.len() || k != keys.len() {
             return None;
         }
-        for op in &self.ops {
-            match *op {
-                Op::Copy { from, to } => {
-                    let start = *self.starts.get(from)?;
-                    let end = self.starts.get(to).copied().unwrap_or(b.len());
-                    push_run(out, &text[start..end]);
-                }
-                Op::Requests => {
-                    let samples = self.requests.iter().zip(&self.sums).zip(&single).map(
-                        |((labels, &(total, count)), single)| Sample {
-                            suffix: Suffix::None,
-                            labels: labels
-                                .iter()
-                                .map(|(n, v)| Label {
-                                    name: Cow::Borrowed(n.as_str()),
-                                    value: lex::unescape(v),
-                                })
-                                .collect(),
-                            value: match (count, single) {
-                                (1, Some(text)) => Value {
-                                    number: total,
-                                    text: Some(Cow::Borrowed(*text)),
-                                },
-                                _ => Value::new(total),
-                            },
-                            timestamp: None,
-                        },
-                    );
-                    write_family(&requests_family(samples), out);
-                }
-            }
+        emit.at_line(self, self.lines.len(), text, at, &sums, out);
+        if emit.op != self.ops.len() {
+            return None;
         }
         let version = one_version.or(first_version);
         let version = version.and_then(|i| self.versions.get(i)?.as_deref());
         Some(Passed {
             server_version: version.map(|v| Cow::Owned(lex::unescape(v).into_owned())),
+            template: None,
         })
+    }
+
+    /// `etcd_grpc_requests_total` with this scrape's sums.
+    fn requests<'t>(&'t self, sums: &[(f64, usize, &'t str)]) -> Family<'t> {
+        requests_family(
+            self.requests
+                .iter()
+                .zip(sums)
+                .map(|(labels, &(total, count, last))| Sample {
+                    suffix: Suffix::None,
+                    labels: labels
+                        .iter()
+                        .map(|(n, v)| Label {
+                            name: Cow::Borrowed(n.as_str()),
+                            value: lex::unescape(v),
+                        })
+                        .collect(),
+                    value: if count == 1 {
+                        Value {
+                            number: total,
+                            text: Some(Cow::Borrowed(last)),
+                        }
+                    } else {
+                        Value::new(total)
+                    },
+                    timestamp: None,
+                }),
+        )
+    }
+}
+
+/// Carries out a template's ops while its lines are walked.
+#[derive(Default)]
+struct Emitter {
+    /// The next op, and where its run of lines started if it is under way.
+    op: usize,
+    run_start: Option<usize>,
+}
+
+impl Emitter {
+    /// Line `i` starts at `text[at..]` (or the text ended, `i` = the line count): copies the
+    /// runs that end here, and the derived family once its sums are complete.
+    fn at_line(
+        &mut self,
+        template: &Template,
+        i: usize,
+        text: &str,
+        at: usize,
+        sums: &[(f64, usize, &str)],
+        out: &mut String,
+    ) {
+        while let Some(op) = template.ops.get(self.op) {
+            match *op {
+                Op::Copy { from, to } => {
+                    if self.run_start.is_none() {
+                        if from != i {
+                            return;
+                        }
+                        self.run_start = Some(at);
+                    }
+                    if to != i {
+                        return;
+                    }
+                    if let Some(start) = self.run_start.take() {
+                        push_run(out, &text[start..at]);
+                    }
+                }
+                Op::Requests => write_family(&template.requests(sums), out),
+            }
+            self.op += 1;
+        }
     }
 }
 
@@ -289,7 +325,7 @@ impl<'a, 'o> Pass<'a, 'o> {
         }
     }
 
-    fn run(mut self) -> Result<(Passed<'a>, Template), PassError> {
+    fn run(mut self) -> Result<Passed<'a>, PassError> {
         let text = self.text;
         let mut start = 0;
         for (i, line) in text.split('\n').enumerate() {
@@ -307,10 +343,10 @@ impl<'a, 'o> Pass<'a, 'o> {
         self.end_family();
         self.flush();
         let version = self.one_version.or(self.first_version).flatten();
-        let passed = Passed {
+        Ok(Passed {
             server_version: version.map(lex::unescape),
-        };
-        Ok((passed, self.template))
+            template: Some(self.template),
+        })
     }
 
     /// Line `i` at `text[start..end]`: returns the length of its key and its role for the
@@ -464,15 +500,18 @@ mod tests {
 
     fn full_pass(text: &str) -> Result<String, PassError> {
         let mut out = String::new();
-        answer(text, &[], &mut out, &mut Template::default())?;
+        answer(text, &[], &mut out, &Template::default())?;
         Ok(out)
+    }
+
+    fn template_of(text: &str) -> Template {
+        let passed = answer(text, &[], &mut String::new(), &Template::default()).unwrap();
+        passed.template.unwrap()
     }
 
     #[test]
     fn the_next_scrape_reads_only_values_and_answers_as_a_full_pass() {
-        let mut template = Template::default();
-        let mut first = String::new();
-        answer(ETCD, &[], &mut first, &mut template).unwrap();
+        let template = template_of(ETCD);
         assert_eq!(template.lines.len(), ETCD.split('\n').count());
         // New values (some summed into etcd_grpc_requests_total, the version gauge's among
         // them), a timestamp, a value spelled differently.
@@ -498,11 +537,12 @@ mod tests {
         for change in changes {
             let next = revalued(ETCD, change);
             assert_ne!(next, ETCD);
-            let mut replayed = String::new();
+            let mut replayed = String::from("kept ");
             let passed = template.replay(&next, &mut replayed).expect("replayed");
-            assert_eq!(replayed, full_pass(&next).unwrap());
+            assert!(passed.template.is_none());
+            assert_eq!(replayed, format!("kept {}", full_pass(&next).unwrap()));
             let mut again = String::new();
-            let direct = answer(&next, &[], &mut again, &mut Template::default()).unwrap();
+            let direct = answer(&next, &[], &mut again, &Template::default()).unwrap();
             assert_eq!(passed.server_version, direct.server_version);
         }
         assert_eq!(
@@ -517,8 +557,7 @@ mod tests {
 
     #[test]
     fn a_different_line_or_a_bad_value_is_not_replayed() {
-        let mut template = Template::default();
-        answer(ETCD, &[], &mut String::new(), &mut template).unwrap();
+        let template = template_of(ETCD);
         let line = ETCD
             .lines()
             .position(|l| l.starts_with("grpc_server_handled"))
@@ -529,15 +568,14 @@ mod tests {
         let cut = &ETCD[..ETCD.len() - 20];
         let crlf = ETCD.replacen('\n', "\r\n", 1);
         for text in [&bad_value, &renamed, &extra, cut, &crlf, ""] {
-            let mut out = String::from("kept");
-            assert!(template.replay(text, &mut out).is_none());
+            assert!(template.replay(text, &mut String::new()).is_none());
         }
         // Through `answer`, each falls back to the full pass and its answer or error.
         for text in [&bad_value, &renamed, &extra, cut, &crlf] {
-            let mut t = template.clone();
-            let mut out = String::new();
-            let got = answer(text, &[], &mut out, &mut t).map(|_| out);
-            assert_eq!(got, full_pass(text), "{:.80}", text);
+            let mut out = String::from("kept ");
+            let got = answer(text, &[], &mut out, &template).map(|_| out);
+            let want = full_pass(text).map(|answer| format!("kept {answer}"));
+            assert_eq!(got, want, "{:.80}", text);
         }
     }
 }
