@@ -71,3 +71,26 @@ fn etcd_with_a_bad_flag_fails_with_its_output() {
         "{err}"
     );
 }
+
+#[test]
+fn a_port_taken_meanwhile_is_reported_as_in_use_before_any_data() {
+    // What TestEtcd::start_on retries on: etcd exits early naming the taken port, and has
+    // written nothing to its data dir.
+    use etcdtools::etcd::process::{free_ports, EtcdProcess, EtcdSpec, ProcessError};
+    let dir = TempDir::new("taken-port");
+    let ports = free_ports(2).unwrap();
+    let _taken = std::net::TcpListener::bind(("127.0.0.1", ports[0])).unwrap();
+    for version in [V3_4, V3_5_1] {
+        let data = dir.path().join(version);
+        let spec = EtcdSpec::single(&etcd_bin(version), "x", &data, ports[0], ports[1]);
+        let mut p = EtcdProcess::start(&spec).unwrap();
+        match p.wait_ready(&HttpClient::plain(), Duration::from_secs(20)) {
+            Err(ProcessError::ExitedEarly { output, .. }) => assert!(
+                output.iter().any(|l| l.contains("address already in use")),
+                "{version}: {output:?}"
+            ),
+            other => panic!("{version}: {other:?}"),
+        }
+        assert!(!data.join("member").exists(), "{version} wrote data");
+    }
+}

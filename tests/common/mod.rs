@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use etcdtools::etcd::client::HttpClient;
-use etcdtools::etcd::process::{free_ports, EtcdProcess, EtcdSpec};
+use etcdtools::etcd::process::{free_ports, EtcdProcess, EtcdSpec, ProcessError};
 
 /// The etcd versions this machine can have (see scripts/fetch-etcd.sh).
 pub const V3_4: &str = "3.4.23";
@@ -89,11 +89,32 @@ impl TestEtcd {
     }
 
     /// Starts etcd `version` on `data_dir` (created by etcd if missing) as member `name`.
+    ///
+    /// The ports are free when chosen, but another test may take one before etcd binds it:
+    /// etcd then exits with "address already in use" before writing any data, and it is
+    /// started again on other ports (for a data dir that did not exist yet: an existing one
+    /// may remember its peer URL).
     pub fn start_on(version: &str, data_dir: &Path, name: &str, extra_args: &[&str]) -> TestEtcd {
-        let ports = free_ports(2).expect("free ports");
-        let mut spec = EtcdSpec::single(&etcd_bin(version), name, data_dir, ports[0], ports[1]);
-        spec.extra_args = extra_args.iter().map(|s| s.to_string()).collect();
-        Self::start_spec(version, spec)
+        let fresh = !data_dir.exists();
+        for attempt in 1.. {
+            let ports = free_ports(2).expect("free ports");
+            let mut spec = EtcdSpec::single(&etcd_bin(version), name, data_dir, ports[0], ports[1]);
+            spec.extra_args = extra_args.iter().map(|s| s.to_string()).collect();
+            let mut process = EtcdProcess::start(&spec).expect("start etcd");
+            match process.wait_ready(&HttpClient::plain(), READY_TIMEOUT) {
+                Ok(_) => return Self::from_process(version, &spec, process),
+                Err(ProcessError::ExitedEarly { output, .. })
+                    if fresh
+                        && attempt < 3
+                        && output.iter().any(|l| l.contains("address already in use")) =>
+                {
+                    eprintln!("etcd {version}: a port was taken meanwhile; other ports");
+                    let _ = std::fs::remove_dir_all(data_dir);
+                }
+                Err(e) => panic!("etcd {version} did not get ready: {e}"),
+            }
+        }
+        unreachable!("the loop returns or panics")
     }
 
     pub fn start_spec(version: &str, spec: EtcdSpec) -> TestEtcd {
@@ -101,6 +122,10 @@ impl TestEtcd {
         process
             .wait_ready(&HttpClient::plain(), READY_TIMEOUT)
             .unwrap_or_else(|e| panic!("etcd {version} did not get ready: {e}"));
+        Self::from_process(version, &spec, process)
+    }
+
+    fn from_process(version: &str, spec: &EtcdSpec, process: EtcdProcess) -> TestEtcd {
         TestEtcd {
             client_url: spec.client_url().to_string(),
             peer_url: spec.peer_url.clone(),
