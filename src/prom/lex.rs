@@ -61,11 +61,16 @@ impl<'a> Lexer<'a> {
     /// Lexes one line (without its `\n`; a trailing `\r` is the caller's business).
     pub fn line(&mut self, line: &'a str) -> Result<Line<'a>, String> {
         self.count = 0;
-        let line = skip_blanks(line);
+        let indent = skip_blanks_at(line.as_bytes(), 0);
+        let line = &line[indent..];
         match line.as_bytes().first() {
             None => Ok(Line::Skip),
             Some(b'#') => comment(&line[1..]),
-            Some(_) => self.sample(line).map(Line::Sample),
+            Some(_) => {
+                let mut sample = self.sample(line)?;
+                sample.value_at += indent;
+                Ok(Line::Sample(sample))
+            }
         }
     }
 
@@ -557,6 +562,11 @@ mod tests {
         assert_eq!(label(labels, "c"), None);
         lexer.line("# TYPE m counter").unwrap();
         assert!(lexer.labels().is_empty());
+        // Where the value starts counts the blanks the line starts with.
+        let Ok(Line::Sample(s)) = lexer.line(" \tm 5") else {
+            panic!("not a sample");
+        };
+        assert_eq!((s.value_at, s.value), (4, "5"));
     }
 
     #[test]

@@ -578,4 +578,15 @@ mod tests {
             assert_eq!(got, want, "{:.80}", text);
         }
     }
+
+    #[test]
+    fn indented_and_timestamped_lines_replay_too() {
+        let first = "# TYPE a counter\n  a{x=\"1\"}  5 1700000000000\n\ta 2\n";
+        let next = "# TYPE a counter\n  a{x=\"1\"}  6 1700000000001\n\ta 3\n";
+        let template = template_of(first);
+        let mut out = String::new();
+        assert!(template.replay(next, &mut out).is_some());
+        assert_eq!(out, full_pass(next).unwrap());
+        assert!(out.contains("  6 1700000000001\n\ta 3\n"), "{out}");
+    }
 }
