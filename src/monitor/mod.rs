@@ -6,7 +6,7 @@
 //! `etcd_version_info` and the monitor's own metrics. When etcd is down or answers garbage the
 //! answer is still 200 with `etcd_version_monitor_up 0`, so Prometheus keeps the target's `up`
 //! for the monitor and this gauge for etcd; the error is logged once per change of state, not
-//! once per scrape. The HTTP side is [`http`]; [`buffers`] keeps body buffers between scrapes.
+//! once per scrape. The HTTP side is in `http.rs`; `buffers.rs` keeps body buffers between scrapes.
 
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};

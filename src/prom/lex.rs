@@ -306,7 +306,7 @@ fn escape_error(s: &str) -> String {
 }
 
 /// The value with escapes resolved; borrowed when it has none. The text must have passed
-/// [`lex`] (an unknown escape is kept as written).
+/// the [`Lexer`] (an unknown escape is kept as written).
 pub fn unescape(raw: &str) -> std::borrow::Cow<'_, str> {
     if !raw.contains('\\') {
         return std::borrow::Cow::Borrowed(raw);
