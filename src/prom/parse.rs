@@ -1,5 +1,5 @@
 //! The text format 0.0.4 into the model, with the rules of Go's `expfmt.TextParser` (which the
-//! Go original used). [`super::lex`] checks each line; [`Shape`] checks what spans lines: HELP
+//! Go original used). [`super::lex`] checks each line; `Shape` checks what spans lines: HELP
 //! and TYPE at most once per name, TYPE before samples, `_bucket`/`_sum`/`_count` grouped under
 //! a TYPE'd histogram or summary. Errors name the 1-based line. Input is never trusted: no
 //! panics, no unbounded work.

@@ -1,7 +1,7 @@
 //! The monitor's answer in one pass over etcd's text: every line is lexed and checked as
 //! [`super::parse`] checks it, the lines are copied out as etcd wrote them (in runs, one copy
 //! per run of adjacent families), and `etcd_grpc_requests_total` is derived from
-//! `grpc_server_handled_total` on the way ([`RequestsTotal`], the same code as the model's
+//! `grpc_server_handled_total` on the way (`rewrite::RequestsTotal`, the same code as the model's
 //! rule). No model is built: this runs on every scrape, and the model's allocations were most
 //! of a scrape's cost.
 //!
