@@ -3,7 +3,7 @@
 //! allocated unless the line is bad: the monitor lexes every line etcd sends on every scrape,
 //! and most of them are copied out as they came.
 //!
-//! What a line means in its exposition (which family, HELP/TYPE order) is [`super::parse`]'s.
+//! What a line means in its exposition (which family, HELP/TYPE order) is [`super::parse()`]'s.
 
 use super::MetricType;
 

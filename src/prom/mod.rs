@@ -1,6 +1,6 @@
 //! The Prometheus text exposition format 0.0.4: a line lexer that allocates nothing
 //! ([`lex`]), a model that borrows from the scraped text with a strict parser ([`parse()`]) and a
-//! writer ([`write`]), etcd-version-monitor's rewrite rules on the model ([`rewrite`]), and the
+//! writer ([`write`](mod@write)), etcd-version-monitor's rewrite rules on the model ([`rewrite`]), and the
 //! same rules in one pass over the text ([`pass`]), which is what the monitor runs per scrape.
 //!
 //! The model keeps what it does not change as slices of the input (label values without

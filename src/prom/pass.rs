@@ -1,5 +1,5 @@
 //! The monitor's answer in one pass over etcd's text: every line is lexed and checked as
-//! [`super::parse`] checks it, the lines are copied out as etcd wrote them (in runs, one copy
+//! [`super::parse()`] checks it, the lines are copied out as etcd wrote them (in runs, one copy
 //! per run of adjacent families), and `etcd_grpc_requests_total` is derived from
 //! `grpc_server_handled_total` on the way (`rewrite::RequestsTotal`, the same code as the model's
 //! rule). No model is built: this runs on every scrape, and the model's allocations were most
@@ -14,7 +14,7 @@
 //! What one pass cannot do alone it leaves to the model ([`PassError::UseModel`]): a family
 //! whose lines are split apart (the model gathers them), CRLF line ends, etcd 3.0's families
 //! (their rules must know the whole exposition), and names the caller reserves. Those inputs
-//! are valid but never come from etcd 3.1+; the caller then runs [`super::parse`] and
+//! are valid but never come from etcd 3.1+; the caller then runs [`super::parse()`] and
 //! [`super::rewrite::apply`], which give the same families.
 
 use std::borrow::Cow;
@@ -39,7 +39,7 @@ pub struct Passed<'a> {
 
 #[derive(Debug, PartialEq)]
 pub enum PassError {
-    /// The text is malformed; the same error [`super::parse`] reports.
+    /// The text is malformed; the same error [`super::parse()`] reports.
     Parse(ParseError),
     /// A valid case this pass leaves to the model; why, for the debug log.
     UseModel(&'static str),
