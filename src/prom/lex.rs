@@ -464,16 +464,8 @@ fn starts_name(s: &str) -> bool {
     s.as_bytes().first().is_some_and(|b| !b.is_ascii_digit())
 }
 
-pub fn is_metric_name(s: &str) -> bool {
-    let mut chars = s.chars();
-    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_' || c == ':')
-        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
-}
-
-pub fn is_label_name(s: &str) -> bool {
-    let mut chars = s.chars();
-    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
-        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+fn is_metric_name(s: &str) -> bool {
+    starts_name(s) && s.bytes().all(|c| NAME_BYTES[c as usize] != 0)
 }
 
 #[cfg(test)]

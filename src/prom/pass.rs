@@ -25,7 +25,7 @@ use super::rewrite::{
     requests_family, RequestsTotal, Written, HANDLED_TOTAL, LEGACY_REQUESTS_TOTAL,
     LEGACY_UNARY_DURATION, SERVER_VERSION,
 };
-use super::{write_family, Family, Label, Sample, Suffix, Value};
+use super::{write_family, Family, Label, Value};
 
 /// What the pass noticed on the way.
 #[derive(Debug, Default)]
@@ -119,7 +119,7 @@ impl Template {
         // Per sum: the total, how many series, and the value text of the last one (kept as
         // etcd wrote it when it is the only one).
         let mut sums: Vec<(f64, usize, &'a str)> = vec![(0.0, 0, ""); self.requests.len()];
-        let (mut first_version, mut one_version) = (None, None);
+        let mut version = VersionPick::default();
         let mut emit = Emitter::default();
         let (mut at, mut k) = (0, 0);
         for (i, line) in self.lines.iter().enumerate() {
@@ -144,12 +144,7 @@ impl Template {
                     *count += 1;
                     *last = value;
                 }
-                Role::Version(i) => {
-                    first_version.get_or_insert(i);
-                    if one_version.is_none() && lex::parse_float(value) == Some(1.0) {
-                        one_version = Some(i);
-                    }
-                }
+                Role::Version(i) => version.note(value, i),
                 _ => {}
             }
         }
@@ -160,8 +155,9 @@ impl Template {
         if emit.op != self.ops.len() {
             return None;
         }
-        let version = one_version.or(first_version);
-        let version = version.and_then(|i| self.versions.get(i)?.as_deref());
+        let version = version
+            .picked()
+            .and_then(|i| self.versions.get(i)?.as_deref());
         Some(Passed {
             server_version: version.map(|v| Cow::Owned(lex::unescape(v).into_owned())),
             template: None,
@@ -174,26 +170,50 @@ impl Template {
             self.requests
                 .iter()
                 .zip(sums)
-                .map(|(labels, &(total, count, last))| Sample {
-                    suffix: Suffix::None,
-                    labels: labels
-                        .iter()
-                        .map(|(n, v)| Label {
-                            name: Cow::Borrowed(n.as_str()),
-                            value: lex::unescape(v),
-                        })
-                        .collect(),
-                    value: if count == 1 {
-                        Value {
+                .map(|(labels, &(total, count, last))| {
+                    let labels = labels.iter().map(|(n, v)| Label {
+                        name: Cow::Borrowed(n.as_str()),
+                        value: lex::unescape(v),
+                    });
+                    let value = match count {
+                        1 => Value {
                             number: total,
                             text: Some(Cow::Borrowed(last)),
-                        }
-                    } else {
-                        Value::new(total)
-                    },
-                    timestamp: None,
+                        },
+                        _ => Value::new(total),
+                    };
+                    (labels.collect(), value)
                 }),
         )
+    }
+}
+
+/// Which `etcd_server_version` sample names the version: the first whose value is 1, else
+/// the first.
+struct VersionPick<T> {
+    first: Option<T>,
+    one: Option<T>,
+}
+
+impl<T> Default for VersionPick<T> {
+    fn default() -> Self {
+        VersionPick {
+            first: None,
+            one: None,
+        }
+    }
+}
+
+impl<T: Copy> VersionPick<T> {
+    fn note(&mut self, value: &str, version: T) {
+        self.first.get_or_insert(version);
+        if self.one.is_none() && lex::parse_float(value) == Some(1.0) {
+            self.one = Some(version);
+        }
+    }
+
+    fn picked(&self) -> Option<T> {
+        self.one.or(self.first)
     }
 }
 
@@ -299,9 +319,7 @@ struct Pass<'a, 'o> {
     /// The labels of the current `grpc_server_handled_total` line; reused.
     labels: Vec<(Written<'a>, Written<'a>)>,
     version_family: Option<usize>,
-    /// `server_version` of the first sample, and of the first whose value is 1.
-    first_version: Option<Option<&'a str>>,
-    one_version: Option<Option<&'a str>>,
+    version: VersionPick<Option<&'a str>>,
 }
 
 impl<'a, 'o> Pass<'a, 'o> {
@@ -320,8 +338,7 @@ impl<'a, 'o> Pass<'a, 'o> {
             handled: None,
             labels: Vec::new(),
             version_family: None,
-            first_version: None,
-            one_version: None,
+            version: VersionPick::default(),
         }
     }
 
@@ -342,7 +359,7 @@ impl<'a, 'o> Pass<'a, 'o> {
         }
         self.end_family();
         self.flush();
-        let version = self.one_version.or(self.first_version).flatten();
+        let version = self.version.picked().flatten();
         Ok(Passed {
             server_version: version.map(lex::unescape),
             template: Some(self.template),
@@ -411,10 +428,7 @@ impl<'a, 'o> Pass<'a, 'o> {
             }
             if self.version_family == Some(idx) {
                 let version = lex::label(self.lexer.labels(), "server_version");
-                self.first_version.get_or_insert(version);
-                if self.one_version.is_none() && lex::parse_float(s.value) == Some(1.0) {
-                    self.one_version = Some(version);
-                }
+                self.version.note(s.value, version);
                 role = Role::Version(self.template.versions.len());
                 self.template.versions.push(version.map(str::to_string));
             }

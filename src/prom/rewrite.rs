@@ -214,24 +214,25 @@ impl<'a, T: LabelText<'a>> RequestsTotal<'a, T> {
 
     pub fn finish(self) -> Family<'a> {
         requests_family(self.sums.into_iter().map(|(labels, value)| {
-            Sample {
-                suffix: Suffix::None,
-                labels: labels
-                    .into_iter()
-                    .map(|(name, value)| Label {
-                        name: name.unescaped(),
-                        value: value.unescaped(),
-                    })
-                    .collect(),
-                value,
-                timestamp: None,
-            }
+            let labels = labels.into_iter().map(|(name, value)| Label {
+                name: name.unescaped(),
+                value: value.unescaped(),
+            });
+            (labels.collect(), value)
         }))
     }
 }
 
-/// The 3.0 family with the given samples.
-pub(crate) fn requests_family<'a>(samples: impl Iterator<Item = Sample<'a>>) -> Family<'a> {
+/// The 3.0 family with the given series.
+pub(crate) fn requests_family<'a>(
+    series: impl Iterator<Item = (Vec<Label<'a>>, Value<'a>)>,
+) -> Family<'a> {
+    let samples = series.map(|(labels, value)| Sample {
+        suffix: Suffix::None,
+        labels,
+        value,
+        timestamp: None,
+    });
     Family {
         name: Cow::Borrowed(LEGACY_REQUESTS_TOTAL),
         help: Some(Cow::Borrowed(LEGACY_REQUESTS_HELP)),
