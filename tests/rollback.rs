@@ -4,21 +4,18 @@
 //! into the rolled-back dir with `consistent_index` set to the snapshot index, because 3.x
 //! refuses to start without a v3 backend at least that far (etcd-observed.md section 6).
 mod common;
+mod rollback_support;
 
 use common::*;
 use etcdtools::etcd::client::HttpClient;
 use etcdtools::etcd::process::{EtcdProcess, EtcdSpec};
+use rollback_support::*;
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
 const T: Duration = Duration::from_secs(10);
-
-fn b64(data: &[u8]) -> String {
-    etcdtools::base64::encode(data)
-}
 
 fn unb64(s: &str) -> Vec<u8> {
     etcdtools::base64::decode(s).expect("base64 from etcd")
@@ -163,80 +160,15 @@ fn make_data(gw: &Gw, bulk: usize) {
     }
 }
 
-fn rollback2(dir: &Path, args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_rollback2"))
-        .arg("--data-dir")
-        .arg(dir)
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
 fn backup_of(dir: &Path) -> PathBuf {
-    PathBuf::from(format!("{}.rollback.backup", dir.display()))
+    sibling(dir, ".rollback.backup")
 }
 
-/// Test-only: puts the original v3 db back with `consistent_index` = the new snapshot index.
-/// bbolt has no page checksums, so the 8 bytes after the key (its value) can be patched.
-fn restore_db_for_3x(dir: &Path) {
-    let snap = std::fs::read_dir(dir.join("member/snap"))
-        .unwrap()
-        .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .find(|n| n.ends_with(".snap"))
-        .unwrap();
-    let index = u64::from_str_radix(&snap[17..33], 16).unwrap();
-    let mut db = std::fs::read(backup_of(dir).join("member/snap/db")).unwrap();
-    let key = b"consistent_index";
-    let mut patched = 0;
-    let mut i = 0;
-    while i + key.len() + 8 <= db.len() {
-        if &db[i..i + key.len()] == key {
-            db[i + key.len()..i + key.len() + 8].copy_from_slice(&index.to_be_bytes());
-            patched += 1;
-            i += key.len();
-        } else {
-            i += 1;
-        }
-    }
-    assert!(patched > 0);
-    std::fs::write(dir.join("member/snap/db"), db).unwrap();
-}
-
-/// Starts etcd on a rolled-back dir and waits until the v2 API answers. (The harness's
-/// readiness check uses the v3 API, which etcd 3.5 refuses while the cluster version is the
-/// rolled-back 2.x one: "not capable". etcd 2.x would serve exactly this.)
+/// Starts etcd on a rolled-back dir and waits until the v2 API answers.
 fn start_v2(spec: &EtcdSpec) -> EtcdProcess {
     let p = EtcdProcess::start(spec).unwrap();
     wait_v2(spec.client_url(), &p);
     p
-}
-
-fn wait_v2(url: &str, p: &EtcdProcess) {
-    let http = HttpClient::plain();
-    let deadline = std::time::Instant::now() + READY_TIMEOUT;
-    loop {
-        match http.get_text(&format!("{url}/v2/keys/"), Duration::from_secs(2), 1 << 28) {
-            Ok(t) if t.contains("\"action\":\"get\"") => return,
-            r => {
-                if std::time::Instant::now() > deadline {
-                    panic!(
-                        "etcd at {url} never served /v2/keys: {r:?}\n{}",
-                        p.recent_output().join("\n")
-                    );
-                }
-            }
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-fn port(url: &str) -> u16 {
-    url.rsplit(':').next().unwrap().parse().unwrap()
 }
 
 /// The v2 keyspace as path -> (value, ttl), files only.
@@ -433,7 +365,7 @@ fn single_member(version: &str, snapshot_count: Option<u32>) {
         "the backup is not the untouched original"
     );
     cross_check_with_storage(&dir, &made);
-    restore_db_for_3x(&dir);
+    restore_db_for_3x(&dir, &backup_of(&dir).join("member/snap/db"));
 
     let mut spec = EtcdSpec::single(&etcd_bin(version), "rb", &dir, port(&client), port(&peer));
     spec.extra_args.push("--enable-v2".into());
@@ -503,7 +435,10 @@ fn three_member_cluster(version: &str) {
         assert!(ok, "{out}{err}");
         assert!(out.contains("cluster version: 2.3.0"), "{out}");
         assert!(out.contains("members: "), "{out}");
-        restore_db_for_3x(&spec.data_dir);
+        restore_db_for_3x(
+            &spec.data_dir,
+            &backup_of(&spec.data_dir).join("member/snap/db"),
+        );
     }
     let mut procs = Vec::new();
     for spec in &specs {

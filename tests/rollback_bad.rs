@@ -2,35 +2,15 @@
 //! finishes an interrupted run. Data made once by real etcd 3.4.23 (with small
 //! --snapshot-count so .snap files and WAL replay after a snapshot are both exercised).
 mod common;
+mod rollback_support;
 
 use common::*;
 use etcdtools::etcd::client::HttpClient;
+use rollback_support::*;
 use serde_json::json;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
-
-fn b64(data: &[u8]) -> String {
-    etcdtools::base64::encode(data)
-}
-
-fn rollback2(dir: &Path, args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_rollback2"))
-        .arg("--data-dir")
-        .arg(dir)
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
-fn sibling(dir: &Path, suffix: &str) -> PathBuf {
-    PathBuf::from(format!("{}{suffix}", dir.display()))
-}
 
 /// Runs rollback2 on `dir` expecting a refusal mentioning every `needles`, and checks that
 /// nothing changed and nothing was left next to it.
@@ -154,17 +134,7 @@ fn bad_inputs_are_refused_and_nothing_changes() {
     let d = case("dblag");
     let db = d.join("member/snap/db");
     let mut b = std::fs::read(&db).unwrap();
-    let key = b"consistent_index";
-    let hits: Vec<usize> = b
-        .windows(key.len())
-        .enumerate()
-        .filter(|(_, w)| *w == key)
-        .map(|(i, _)| i)
-        .collect();
-    assert!(!hits.is_empty());
-    for at in hits {
-        b[at + key.len()..at + key.len() + 8].copy_from_slice(&5u64.to_be_bytes());
-    }
+    assert!(set_consistent_index(&mut b, 5) > 0);
     std::fs::write(&db, &b).unwrap();
     refused(
         &d,
@@ -205,12 +175,7 @@ fn bad_inputs_are_refused_and_nothing_changes() {
         &["--frobnicate"],
     ] {
         let before = file_tree(&d);
-        let out = Command::new(env!("CARGO_BIN_EXE_rollback2"))
-            .arg("--data-dir")
-            .arg(&d)
-            .args(args)
-            .output()
-            .unwrap();
+        let out = rollback2_output(&d, args);
         assert_eq!(out.status.code(), Some(2), "{args:?}");
         assert!(String::from_utf8_lossy(&out.stderr).contains("Usage:"));
         assert_eq!(file_tree(&d), before);
@@ -266,25 +231,7 @@ fn bad_inputs_are_refused_and_nothing_changes() {
     refused(&d, &[], &["member/snap/db", "missing"]);
 
     // The --lossy result served by real etcd: the binary value with U+FFFD for each bad byte.
-    let snap = std::fs::read_dir(d.join("member/snap"))
-        .unwrap()
-        .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .find(|n| n.ends_with(".snap"))
-        .unwrap();
-    let index = u64::from_str_radix(&snap[17..33], 16).unwrap();
-    let mut db = std::fs::read(temp.path().join("old-backup/member/snap/db")).unwrap();
-    let key = b"consistent_index";
-    let hits: Vec<usize> = db
-        .windows(key.len())
-        .enumerate()
-        .filter(|(_, w)| *w == key)
-        .map(|(i, _)| i)
-        .collect();
-    for at in hits {
-        db[at + key.len()..at + key.len() + 8].copy_from_slice(&index.to_be_bytes());
-    }
-    std::fs::write(d.join("member/snap/db"), db).unwrap();
-    let port = |u: &str| u.rsplit(':').next().unwrap().parse::<u16>().unwrap();
+    restore_db_for_3x(&d, &temp.path().join("old-backup/member/snap/db"));
     let mut spec = etcdtools::etcd::process::EtcdSpec::single(
         &etcd_bin(V3_4),
         "bad",
@@ -294,15 +241,14 @@ fn bad_inputs_are_refused_and_nothing_changes() {
     );
     spec.extra_args.push("--enable-v2".into());
     let p = etcdtools::etcd::process::EtcdProcess::start(&spec).unwrap();
-    let url = format!("{}/v2/keys/k8s/pod", spec.client_url());
-    let deadline = std::time::Instant::now() + READY_TIMEOUT;
-    let body = loop {
-        match http.get_text(&url, Duration::from_secs(2), 1 << 20) {
-            Ok(t) if t.contains("\"action\"") => break t,
-            r => assert!(std::time::Instant::now() < deadline, "{r:?}"),
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    wait_v2(spec.client_url(), &p);
+    let body = http
+        .get_text(
+            &format!("{}/v2/keys/k8s/pod", spec.client_url()),
+            Duration::from_secs(2),
+            1 << 20,
+        )
+        .unwrap();
     let v: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(
         v["node"]["value"],

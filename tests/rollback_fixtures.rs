@@ -2,7 +2,7 @@
 //! a real dir with three .snap files and a WAL after them, and a fully synthetic one.
 mod common;
 
-use common::copy_tree;
+use common::{copy_tree, file_tree};
 use etcdtools::rollback::{rollback_data_dir, RollbackOptions};
 use etcdtools::storage::{snap, v2store, wal};
 use std::path::{Path, PathBuf};
@@ -120,13 +120,7 @@ fn synthetic_dir_and_target_2_3_7() {
 #[test]
 fn dry_run_changes_nothing() {
     let (base, dir) = fixture("v2-rollback-minimal");
-    let before: Vec<_> = [
-        "member/snap/db",
-        "member/wal/0000000000000000-0000000000000000.wal",
-    ]
-    .iter()
-    .map(|f| std::fs::read(dir.join(f)).unwrap())
-    .collect();
+    let before = file_tree(&dir);
     let r = rollback_data_dir(
         &dir,
         &RollbackOptions {
@@ -137,14 +131,7 @@ fn dry_run_changes_nothing() {
     .unwrap();
     assert!(r.dry_run);
     assert_eq!((r.index, r.term, r.keys), (33, 2, 3));
-    let after: Vec<_> = [
-        "member/snap/db",
-        "member/wal/0000000000000000-0000000000000000.wal",
-    ]
-    .iter()
-    .map(|f| std::fs::read(dir.join(f)).unwrap())
-    .collect();
-    assert_eq!(before, after);
+    assert_eq!(file_tree(&dir), before, "dry run changed files");
     assert!(!dir.with_file_name("data.rollback.backup").exists());
     assert_eq!(std::fs::read_dir(&base).unwrap().count(), 1);
     std::fs::remove_dir_all(base).unwrap();
@@ -194,26 +181,6 @@ fn command_line() {
     std::fs::remove_dir_all(base).unwrap();
 }
 
-fn tree_hash(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).unwrap() {
-            let p = e.unwrap().path();
-            if p.is_dir() {
-                stack.push(p);
-            } else {
-                out.push((
-                    p.strip_prefix(dir).unwrap().to_path_buf(),
-                    std::fs::read(&p).unwrap(),
-                ));
-            }
-        }
-    }
-    out.sort();
-    out
-}
-
 /// SIGKILL at every point of the write-and-swap: what is left is the untouched original, or
 /// the untouched original as the backup plus a complete result; a rerun always ends with the
 /// complete result and the untouched backup.
@@ -229,9 +196,9 @@ fn a_crash_at_any_point_leaves_original_or_backup_plus_result() {
         c.output().unwrap()
     };
     let (base, reference) = fixture("v2-rollback-minimal");
-    let original = tree_hash(&reference);
+    let original = file_tree(&reference);
     assert!(run(&reference, None).status.success());
-    let result = tree_hash(&reference);
+    let result = file_tree(&reference);
     std::fs::remove_dir_all(&base).unwrap();
     for point in ["snap-written", "built", "ready", "backed-up", "swapped"] {
         let (base, dir) = fixture("v2-rollback-minimal");
@@ -243,12 +210,12 @@ fn a_crash_at_any_point_leaves_original_or_backup_plus_result() {
         );
         let backup = dir.with_file_name("data.rollback.backup");
         let ready = dir.with_file_name("data.rollback.new");
-        if dir.exists() && tree_hash(&dir) == original {
+        if dir.exists() && file_tree(&dir) == original {
             assert!(!backup.exists(), "{point}");
         } else {
-            assert_eq!(tree_hash(&backup), original, "{point}: backup");
+            assert_eq!(file_tree(&backup), original, "{point}: backup");
             let complete = if dir.exists() { &dir } else { &ready };
-            assert_eq!(tree_hash(complete), result, "{point}: result");
+            assert_eq!(file_tree(complete), result, "{point}: result");
         }
         // rerun: finishes (or, after a full swap, refuses because the backup exists)
         let again = run(&dir, None);
@@ -261,8 +228,8 @@ fn a_crash_at_any_point_leaves_original_or_backup_plus_result() {
                 String::from_utf8_lossy(&again.stderr)
             );
         }
-        assert_eq!(tree_hash(&dir), result, "{point}: final result");
-        assert_eq!(tree_hash(&backup), original, "{point}: final backup");
+        assert_eq!(file_tree(&dir), result, "{point}: final result");
+        assert_eq!(file_tree(&backup), original, "{point}: final backup");
         assert!(
             !ready.exists() && !dir.with_file_name("data.rollback.tmp").exists(),
             "{point}"

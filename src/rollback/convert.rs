@@ -251,19 +251,6 @@ impl<'s> UserTreeBuilder<'s> {
     }
 }
 
-/// [`UserTreeBuilder`] over a list of live keys, oldest first.
-pub fn user_tree(
-    live: &[LiveKey<'_>],
-    opts: &ConvertOptions,
-    store: &mut Store,
-) -> Result<UserTree, ConvertError> {
-    let mut b = UserTreeBuilder::new(opts, store);
-    for kv in live {
-        b.add(kv);
-    }
-    b.finish()
-}
-
 /// Why the store refused a key, in the terms of the v3 keys.
 fn why_not(e: &V2Error) -> String {
     match e {
@@ -327,9 +314,14 @@ mod tests {
         lease_expiry_nanos: 1_800_000_000_000_000_000,
     };
 
+    /// [`UserTreeBuilder`] over a list of live keys, oldest first.
     fn tree(live: Vec<LiveKey>, opts: &ConvertOptions) -> Result<(UserTree, Store), ConvertError> {
         let mut store = Store::new();
-        let t = user_tree(&live, opts, &mut store)?;
+        let mut b = UserTreeBuilder::new(opts, &mut store);
+        for kv in &live {
+            b.add(kv);
+        }
+        let t = b.finish()?;
         Ok((t, store))
     }
 

@@ -22,6 +22,7 @@ use crate::storage::bolt::{BoltDb, BoltError, Direction};
 use crate::storage::proto::{ConfState, HardState, SnapshotMetadata, WalMetadata, WalSnapshot};
 use crate::storage::v2store::Store;
 use crate::storage::{mvcc, snap, wal, Finding};
+use crate::version::sync_dir;
 use cluster::{Change, WalEntry};
 use convert::{ConvertError, ConvertOptions, KeyScan, LiveKey, TargetVersion};
 use std::fmt;
@@ -759,10 +760,9 @@ fn write_and_swap(paths: &Paths, plan: &mut Plan) -> Result<(), RollbackError> {
             Ok(w)
         })
         .map_err(|e| io::Error::other(e.to_string()))?;
+        // finish() also fsyncs `member` (the WAL dir's parent, which got `snap` and `wal`)
         w.finish().map_err(|e| io::Error::other(e.to_string()))?;
-        fs::File::open(&member)?.sync_all()?;
-        fs::File::open(tmp)?.sync_all()?;
-        Ok(())
+        sync_dir(tmp)
     };
     if let Err(e) = build() {
         let _ = fs::remove_dir_all(tmp);
@@ -810,7 +810,7 @@ fn sync_parent(p: &Path) -> io::Result<()> {
         Some(x) if !x.as_os_str().is_empty() => x,
         _ => Path::new("."),
     };
-    fs::File::open(parent)?.sync_all()
+    sync_dir(parent)
 }
 
 #[cfg(test)]
