@@ -171,6 +171,19 @@ pub fn segments_from(dir: &Path, index: u64) -> Result<Vec<Segment>, WalError> {
     Ok(chosen)
 }
 
+/// Every segment, from the first: at least one, with consecutive sequence numbers.
+fn all_segments(dir: &Path) -> Result<Vec<Segment>, WalError> {
+    let segments = list_segments(dir)?;
+    if segments.is_empty() {
+        return Err(WalError::NoSegments {
+            dir: dir.to_path_buf(),
+            start_index: 0,
+        });
+    }
+    check_consecutive(&segments)?;
+    Ok(segments)
+}
+
 fn check_consecutive(segments: &[Segment]) -> Result<(), WalError> {
     for pair in segments.windows(2) {
         if pair[0].seq.checked_add(1) != Some(pair[1].seq) {
@@ -665,15 +678,7 @@ pub fn read_whole_with<E>(
     dir: &Path,
     keep: impl FnMut(Entry) -> E,
 ) -> Result<WalContents<E>, WalError> {
-    let segments = list_segments(dir)?;
-    if segments.is_empty() {
-        return Err(WalError::NoSegments {
-            dir: dir.to_path_buf(),
-            start_index: 0,
-        });
-    }
-    check_consecutive(&segments)?;
-    read_with(dir, WalReader::over(segments), None, keep)
+    read_with(dir, WalReader::over(all_segments(dir)?), None, keep)
 }
 
 /// Reads records like etcd's `ReadAll`: from snapshot `start`, or (None) from the first entry.
@@ -791,15 +796,7 @@ fn read_with<E>(
 /// etcd's `ValidSnapshotEntries`: the snapshot records of the whole WAL that the last HardState
 /// covers (index <= commit). etcd only loads a `.snap` file matching one of these.
 pub fn valid_snapshots(dir: &Path) -> Result<Vec<WalSnapshot>, WalError> {
-    let segments = list_segments(dir)?;
-    if segments.is_empty() {
-        return Err(WalError::NoSegments {
-            dir: dir.to_path_buf(),
-            start_index: 0,
-        });
-    }
-    check_consecutive(&segments)?;
-    let mut reader = WalReader::over(segments);
+    let mut reader = WalReader::over(all_segments(dir)?);
     let mut snaps = vec![WalSnapshot::new(0, 0)];
     let mut state = HardState::default();
     while let Some(rec) = reader.next_record()? {
