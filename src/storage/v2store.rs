@@ -376,6 +376,24 @@ fn is_read_only(path: &str) -> bool {
     matches!(path, "/" | "/0" | "/1")
 }
 
+/// Refuses a path deeper than [`MAX_PATH_DEPTH`].
+fn check_depth(path: &str) -> Result<(), V2Error> {
+    if path.split('/').filter(|p| !p.is_empty()).count() > MAX_PATH_DEPTH {
+        return Err(V2Error::Unsupported(format!(
+            "{path}: deeper than {MAX_PATH_DEPTH} levels (the v2 store JSON could not be read back)"
+        )));
+    }
+    Ok(())
+}
+
+/// A node's `ExpireTime` for an absolute expiry (etcd: before 2000 means permanent).
+fn expire_time_of(expire_nanos: Option<i64>) -> String {
+    match expire_nanos {
+        Some(n) if n >= MIN_EXPIRE_UNIX_NANOS => format_rfc3339_nanos(n),
+        _ => zero_time(),
+    }
+}
+
 impl Store {
     /// A fresh store with the `/0` and `/1` namespace dirs (etcd's `store.New("/0", "/1")`).
     pub fn new() -> Store {
@@ -528,15 +546,8 @@ impl Store {
         if is_read_only(&path) {
             return Err(op_err(V2ErrorCode::RootReadOnly, "/"));
         }
-        if path.split('/').filter(|p| !p.is_empty()).count() > MAX_PATH_DEPTH {
-            return Err(V2Error::Unsupported(format!(
-                "{path}: deeper than {MAX_PATH_DEPTH} levels (the v2 store JSON could not be read back)"
-            )));
-        }
-        let expire_time = match expire_nanos {
-            Some(n) if n >= MIN_EXPIRE_UNIX_NANOS => format_rfc3339_nanos(n),
-            _ => zero_time(),
-        };
+        check_depth(&path)?;
+        let expire_time = expire_time_of(expire_nanos);
         // Check before creating parents so a failure changes nothing.
         let prev = match self.lookup(&path) {
             Some(_) if !replace => return Err(op_err(V2ErrorCode::NodeExist, &path)),
@@ -601,12 +612,8 @@ impl Store {
         if is_read_only(&path) {
             return Err(op_err(V2ErrorCode::RootReadOnly, "/"));
         }
+        check_depth(&path)?;
         let (parent, name) = split_parent(&path);
-        if parent.split('/').filter(|p| !p.is_empty()).count() + 1 > MAX_PATH_DEPTH {
-            return Err(V2Error::Unsupported(format!(
-                "{path}: deeper than {MAX_PATH_DEPTH} levels (the v2 store JSON could not be read back)"
-            )));
-        }
         let next = self.current_index + 1;
         // Errors can only come from nodes that exist, and everything below a created dir is
         // new: a refusal changes nothing.
@@ -614,10 +621,7 @@ impl Store {
         let Some(children) = node.children.as_mut() else {
             return Err(op_err(V2ErrorCode::NotDir, parent));
         };
-        let expire_time = match expire_nanos {
-            Some(n) if n >= MIN_EXPIRE_UNIX_NANOS => format_rfc3339_nanos(n),
-            _ => zero_time(),
-        };
+        let expire_time = expire_time_of(expire_nanos);
         let key = Node {
             created_index: next,
             modified_index: next,
@@ -766,10 +770,7 @@ impl Store {
             }
             (node_extern(n, now_nanos), n.clone())
         };
-        let expire_time = match expire_nanos {
-            Some(n) if n >= MIN_EXPIRE_UNIX_NANOS => format_rfc3339_nanos(n),
-            _ => zero_time(),
-        };
+        let expire_time = expire_time_of(expire_nanos);
         let mut updated = node;
         if !updated.is_dir() {
             updated.value = value.to_string();
