@@ -1478,19 +1478,6 @@ fn write_go_string<W: io::Write>(w: &mut W, s: &str) -> io::Result<()> {
 /// `write_string_fragment`; the HTML characters and U+2028/9 are escaped there.
 struct GoFormatter;
 
-/// True when none of the 8 bytes is `<`, `>`, `&` or non-ASCII (SWAR "has byte equal to").
-#[inline]
-fn plain8(x: u64) -> bool {
-    const LO: u64 = 0x0101_0101_0101_0101;
-    const HI: u64 = 0x8080_8080_8080_8080;
-    let zero = |v: u64| v.wrapping_sub(LO) & !v & HI;
-    let hit = (x & HI)
-        | zero(x ^ (LO * u64::from(b'<')))
-        | zero(x ^ (LO * u64::from(b'>')))
-        | zero(x ^ (LO * u64::from(b'&')));
-    hit == 0
-}
-
 impl serde_json::ser::Formatter for GoFormatter {
     fn write_string_fragment<W: ?Sized + io::Write>(
         &mut self,
@@ -1500,13 +1487,10 @@ impl serde_json::ser::Formatter for GoFormatter {
         let b = fragment.as_bytes();
         let (mut start, mut i) = (0, 0);
         while i < b.len() {
-            if let Some(chunk) = b.get(i..i + 8) {
-                let mut a = [0u8; 8];
-                a.copy_from_slice(chunk);
-                if plain8(u64::from_le_bytes(a)) {
-                    i += 8;
-                    continue;
-                }
+            // also stops at `"`, `\\` and controls, which serde never puts in a fragment
+            i += plain_prefix(&b[i..]);
+            if i >= b.len() {
+                break;
             }
             let (esc, len): (&[u8], usize) = match b[i] {
                 b'<' => (b"\\u003c", 1),
@@ -1708,18 +1692,6 @@ mod tests {
                     want,
                     "byte {c:#x} at {pos}"
                 );
-            }
-        }
-    }
-
-    #[test]
-    fn swar_finds_every_html_and_non_ascii_byte() {
-        for c in 0..=255u8 {
-            for pos in 0..8 {
-                let mut a = *b"abcdefgh";
-                a[pos] = c;
-                let want = !(matches!(c, b'<' | b'>' | b'&') || c >= 0x80);
-                assert_eq!(plain8(u64::from_le_bytes(a)), want, "byte {c:#x} at {pos}");
             }
         }
     }
