@@ -403,23 +403,8 @@ mod tests {
         );
         let orig = fs::read(src).unwrap();
         let path = Path::new("0000000000000002-0000000000000021.snap");
-        let mut seed: u64 = 0x1234_5678_9abc_def1;
-        let mut next = || {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed
-        };
         let (mut ok, mut bad) = (0, 0);
-        for round in 0..1000 {
-            let mut b = orig.clone();
-            if round % 4 == 0 {
-                b.truncate((next() as usize) % b.len());
-            }
-            if !b.is_empty() {
-                let at = (next() as usize) % b.len();
-                b[at] = next() as u8;
-            }
+        for b in super::super::damaged_copies(&orig, 0x1234_5678_9abc_def1, 4, 1000) {
             match decode_snap_bytes(path, &b) {
                 Ok(s) => {
                     ok += 1;

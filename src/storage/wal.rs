@@ -1287,23 +1287,8 @@ mod tests {
         let _ = fs::remove_dir_all(&dir);
         fs::create_dir_all(&dir).unwrap();
         let path = dir.join("0000000000000000-0000000000000000.wal");
-        let mut seed: u64 = 0x2545_f491_4f6c_dd1d;
-        let mut next = || {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed
-        };
         let (mut ok, mut bad) = (0, 0);
-        for round in 0..1000 {
-            let mut b = orig.clone();
-            if round % 5 == 0 {
-                b.truncate((next() as usize) % b.len());
-            }
-            if !b.is_empty() {
-                let at = (next() as usize) % b.len();
-                b[at] = next() as u8;
-            }
+        for b in super::super::damaged_copies(&orig, 0x2545_f491_4f6c_dd1d, 5, 1000) {
             fs::write(&path, &b).unwrap();
             match read_whole_with(&dir, |e| e.index) {
                 Ok(_) => ok += 1,
