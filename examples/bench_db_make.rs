@@ -5,16 +5,10 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use etcdtools::base64::encode_into as base64;
+use etcdtools::base64::encode as b64;
 use etcdtools::etcd::client::HttpClient;
 use etcdtools::etcd::process::{free_ports, EtcdProcess, EtcdSpec};
 use serde_json::json;
-
-fn b64(bytes: &[u8]) -> String {
-    let mut v = Vec::new();
-    base64(&mut v, bytes);
-    String::from_utf8(v).unwrap_or_default()
-}
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().collect();

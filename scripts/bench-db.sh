@@ -11,7 +11,7 @@ bins="$repo/.cache/etcd-bin"
 db="$repo/.cache/bench/db-${keys}x${value_bytes}"
 mkdir -p "$repo/.cache/bench"
 
-cargo build --quiet --release --examples >&2
+cargo build --quiet --release --example bench_db_make --bin etcd-inspect >&2
 if [ ! -f "$db" ]; then
     echo "bench-db: making $db ($keys keys of $value_bytes bytes with etcd 3.5.1; takes minutes, cached)" >&2
     "$repo/target/release/examples/bench_db_make" "$bins/etcd-3.5.1" "$db.tmp" "$keys" "$value_bytes"
@@ -39,8 +39,7 @@ measure() {
     wall_s=$wall
 }
 
-inspect="$repo/target/release/examples/inspect_db"
-[ -x "$repo/target/release/etcd-inspect" ] && inspect_cmd=("$repo/target/release/etcd-inspect" db) || inspect_cmd=("$inspect")
+inspect_cmd=("$repo/target/release/etcd-inspect" db)
 echo "bench-db: $db: $(echo "$size / 1048576" | bc) MB, $keys keys; load average: $(cut -d' ' -f1-3 /proc/loadavg)"
 for round in 1 2; do
     echo "round $round:"

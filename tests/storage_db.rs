@@ -8,7 +8,7 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use common::*;
-use etcdtools::base64::encode_into as base64;
+use etcdtools::base64::encode as b64;
 use etcdtools::etcd::client::HttpClient;
 use etcdtools::etcd::process::run_tool;
 use etcdtools::inspect::db::{check_db, print_db, summarize_db, DbError, DbOptions};
@@ -17,12 +17,6 @@ use etcdtools::storage::mvcc;
 use serde_json::{json, Value};
 
 const PAGE: u64 = 4096;
-
-fn b64(bytes: &[u8]) -> String {
-    let mut v = Vec::new();
-    base64(&mut v, bytes);
-    String::from_utf8(v).unwrap()
-}
 
 fn post(etcd: &TestEtcd, path: &str, body: Value) -> Value {
     HttpClient::plain()

@@ -62,6 +62,34 @@ pub(crate) fn parse_hex_pair_name(name: &str, suffix: &str) -> Option<(u64, u64)
     Some((hex(a)?, hex(b)?))
 }
 
+/// The never-panic tests' inputs: `rounds` copies of `orig`, each with one byte set at random
+/// and every `truncate_every`th also cut short first (xorshift64 from `seed`: reproducible).
+#[cfg(test)]
+pub(crate) fn damaged_copies(
+    orig: &[u8],
+    mut seed: u64,
+    truncate_every: usize,
+    rounds: usize,
+) -> impl Iterator<Item = Vec<u8>> + '_ {
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    (0..rounds).map(move |round| {
+        let mut b = orig.to_vec();
+        if round % truncate_every == 0 {
+            b.truncate((next() as usize) % b.len());
+        }
+        if !b.is_empty() {
+            let at = (next() as usize) % b.len();
+            b[at] = next() as u8;
+        }
+        b
+    })
+}
+
 pub mod bolt;
 pub mod mvcc;
 pub mod proto;

@@ -50,10 +50,14 @@ pub struct Recovered {
 impl Recovered {
     /// The (index, term) recovery started from.
     pub fn start(&self) -> WalSnapshot {
-        self.snapshot.as_ref().map_or(WalSnapshot::new(0, 0), |s| {
-            WalSnapshot::new(s.snapshot.metadata.index, s.snapshot.metadata.term)
-        })
+        start_of(self.snapshot.as_ref())
     }
+}
+
+fn start_of(snapshot: Option<&LoadedSnapshot>) -> WalSnapshot {
+    snapshot.map_or(WalSnapshot::new(0, 0), |s| {
+        WalSnapshot::new(s.snapshot.metadata.index, s.snapshot.metadata.term)
+    })
 }
 
 /// Recovers like etcd 3.4.8+ on start: the WAL's valid snapshot records pick the `.snap`
@@ -67,25 +71,19 @@ pub fn recover(wal_dir: &Path, snap_dir: &Path, now_nanos: i64) -> Result<Recove
     } else {
         (None, Vec::new())
     };
-    let (start, mut store) = match &snapshot {
-        Some(s) => (
-            WalSnapshot::new(s.snapshot.metadata.index, s.snapshot.metadata.term),
-            Store::load(&s.snapshot.data).map_err(|error| RecoverError::Store {
-                file: s.path.clone(),
-                error,
-            })?,
-        ),
-        None => (WalSnapshot::new(0, 0), Store::new()),
+    let start = start_of(snapshot.as_ref());
+    let mut store = match &snapshot {
+        Some(s) => Store::load(&s.snapshot.data).map_err(|error| RecoverError::Store {
+            file: s.path.clone(),
+            error,
+        })?,
+        None => Store::new(),
     };
     let wal = read_all(wal_dir, &start).map_err(RecoverError::Wal)?;
     let commit = wal.hard_state.map_or(start.index, |h| h.commit);
-    let committed: Vec<_> = wal
-        .entries
-        .iter()
-        .filter(|e| e.index <= commit)
-        .cloned()
-        .collect();
-    let replay = store.replay_entries(&committed, now_nanos);
+    // The entries run in index order from start + 1: the committed ones are a prefix.
+    let committed = wal.entries.partition_point(|e| e.index <= commit);
+    let replay = store.replay_entries(&wal.entries[..committed], now_nanos);
     Ok(Recovered {
         snapshot,
         skipped_snaps,

@@ -6,7 +6,7 @@
 //! (`*.broken`): a reader must not change the data dir.
 
 use std::fmt;
-use std::fs::{self, OpenOptions};
+use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
@@ -203,18 +203,6 @@ fn load_filtered(dir: &Path, wanted: impl Fn(u64, u64) -> bool) -> Result<SnapCh
 /// Writes `member/snap/<term>-<index>.snap` for `snapshot` into `dir` (created 0700 if
 /// missing), fsyncs the file and the directory. Refuses to overwrite an existing file.
 pub fn write_snap(dir: &Path, snapshot: &RaftSnapshot) -> Result<PathBuf, SnapError> {
-    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
-    let io = |path: &Path, op: &'static str| {
-        let path = path.to_path_buf();
-        move |source| SnapError::Io { path, op, source }
-    };
-    if !dir.exists() {
-        fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)
-            .map_err(io(dir, "create dir"))?;
-    }
     let data = snapshot.encode();
     let bytes = SnapFileMessage {
         crc: crc32c::crc32c(&data),
@@ -225,19 +213,8 @@ pub fn write_snap(dir: &Path, snapshot: &RaftSnapshot) -> Result<PathBuf, SnapEr
         snapshot.metadata.term,
         snapshot.metadata.index,
     ));
-    let mut file = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o644)
-        .open(&path)
-        .map_err(io(&path, "create"))?;
-    file.write_all(&bytes).map_err(io(&path, "write"))?;
-    file.sync_all().map_err(io(&path, "fsync"))?;
-    drop(file);
-    sync_dir(dir).map_err(|e| SnapError::Io {
-        path: dir.to_path_buf(),
-        op: "fsync dir",
-        source: io::Error::other(e.to_string()),
+    create_snap_file(dir, &path, |file| {
+        file.write_all(&bytes).map_err(io_err(&path, "write"))
     })?;
     Ok(path)
 }
@@ -252,21 +229,9 @@ pub fn write_snap_streamed(
     json: &dyn Fn(&mut dyn Write) -> io::Result<()>,
 ) -> Result<PathBuf, SnapError> {
     use super::protowire::{put_bytes, put_uint, put_varint};
-    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
     let path = dir.join(snap_file_name(metadata.term, metadata.index));
-    let io = |path: &Path, op: &'static str| {
-        let path = path.to_path_buf();
-        move |source| SnapError::Io { path, op, source }
-    };
-    if !dir.exists() {
-        fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)
-            .map_err(io(dir, "create dir"))?;
-    }
     let mut probe = CrcCount::default();
-    json(&mut probe).map_err(io(&path, "encode"))?;
+    json(&mut probe).map_err(io_err(&path, "encode"))?;
     // raftpb.Snapshot = field 1 (the JSON: tag and length here, body streamed), field 2 metadata
     let mut head = Vec::new();
     put_varint(&mut head, (1 << 3) | 2);
@@ -284,39 +249,62 @@ pub fn write_snap_streamed(
     put_varint(&mut outer, data_len);
     outer.extend_from_slice(&head);
 
-    let file = OpenOptions::new()
+    create_snap_file(dir, &path, |file| {
+        let mut w = io::BufWriter::with_capacity(1 << 20, file);
+        w.write_all(&outer).map_err(io_err(&path, "write"))?;
+        let mut again = CrcCount::default();
+        json(&mut Tee {
+            out: &mut w,
+            count: &mut again,
+        })
+        .map_err(io_err(&path, "write"))?;
+        if (again.len, again.crc) != (probe.len, probe.crc) {
+            return Err(SnapError::Io {
+                path: path.clone(),
+                op: "write",
+                source: io::Error::other("the snapshot data changed between its two passes"),
+            });
+        }
+        w.write_all(&tail).map_err(io_err(&path, "write"))?;
+        w.flush().map_err(io_err(&path, "write"))
+    })?;
+    Ok(path)
+}
+
+fn io_err(path: &Path, op: &'static str) -> impl FnOnce(io::Error) -> SnapError {
+    let path = path.to_path_buf();
+    move |source| SnapError::Io { path, op, source }
+}
+
+/// Creates `dir` (0700) if missing and `path` in it (new, 0644), lets `write` fill it, then
+/// fsyncs the file and the directory.
+fn create_snap_file(
+    dir: &Path,
+    path: &Path,
+    write: impl FnOnce(&mut File) -> Result<(), SnapError>,
+) -> Result<(), SnapError> {
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    if !dir.exists() {
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(io_err(dir, "create dir"))?;
+    }
+    let mut file = OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(0o644)
-        .open(&path)
-        .map_err(io(&path, "create"))?;
-    let mut w = io::BufWriter::with_capacity(1 << 20, file);
-    w.write_all(&outer).map_err(io(&path, "write"))?;
-    let mut again = CrcCount::default();
-    json(&mut Tee {
-        out: &mut w,
-        count: &mut again,
-    })
-    .map_err(io(&path, "write"))?;
-    if (again.len, again.crc) != (probe.len, probe.crc) {
-        return Err(SnapError::Io {
-            path,
-            op: "write",
-            source: io::Error::other("the snapshot data changed between its two passes"),
-        });
-    }
-    w.write_all(&tail).map_err(io(&path, "write"))?;
-    let file = w
-        .into_inner()
-        .map_err(|e| io(&path, "write")(e.into_error()))?;
-    file.sync_all().map_err(io(&path, "fsync"))?;
+        .open(path)
+        .map_err(io_err(path, "create"))?;
+    write(&mut file)?;
+    file.sync_all().map_err(io_err(path, "fsync"))?;
     drop(file);
     sync_dir(dir).map_err(|e| SnapError::Io {
         path: dir.to_path_buf(),
         op: "fsync dir",
         source: io::Error::other(e.to_string()),
-    })?;
-    Ok(path)
+    })
 }
 
 /// A writer that only counts bytes and their CRC-32C.
@@ -415,23 +403,8 @@ mod tests {
         );
         let orig = fs::read(src).unwrap();
         let path = Path::new("0000000000000002-0000000000000021.snap");
-        let mut seed: u64 = 0x1234_5678_9abc_def1;
-        let mut next = || {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed
-        };
         let (mut ok, mut bad) = (0, 0);
-        for round in 0..1000 {
-            let mut b = orig.clone();
-            if round % 4 == 0 {
-                b.truncate((next() as usize) % b.len());
-            }
-            if !b.is_empty() {
-                let at = (next() as usize) % b.len();
-                b[at] = next() as u8;
-            }
+        for b in super::super::damaged_copies(&orig, 0x1234_5678_9abc_def1, 4, 1000) {
             match decode_snap_bytes(path, &b) {
                 Ok(s) => {
                     ok += 1;

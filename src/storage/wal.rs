@@ -171,6 +171,19 @@ pub fn segments_from(dir: &Path, index: u64) -> Result<Vec<Segment>, WalError> {
     Ok(chosen)
 }
 
+/// Every segment, from the first: at least one, with consecutive sequence numbers.
+fn all_segments(dir: &Path) -> Result<Vec<Segment>, WalError> {
+    let segments = list_segments(dir)?;
+    if segments.is_empty() {
+        return Err(WalError::NoSegments {
+            dir: dir.to_path_buf(),
+            start_index: 0,
+        });
+    }
+    check_consecutive(&segments)?;
+    Ok(segments)
+}
+
 fn check_consecutive(segments: &[Segment]) -> Result<(), WalError> {
     for pair in segments.windows(2) {
         if pair[0].seq.checked_add(1) != Some(pair[1].seq) {
@@ -665,15 +678,7 @@ pub fn read_whole_with<E>(
     dir: &Path,
     keep: impl FnMut(Entry) -> E,
 ) -> Result<WalContents<E>, WalError> {
-    let segments = list_segments(dir)?;
-    if segments.is_empty() {
-        return Err(WalError::NoSegments {
-            dir: dir.to_path_buf(),
-            start_index: 0,
-        });
-    }
-    check_consecutive(&segments)?;
-    read_with(dir, WalReader::over(segments), None, keep)
+    read_with(dir, WalReader::over(all_segments(dir)?), None, keep)
 }
 
 /// Reads records like etcd's `ReadAll`: from snapshot `start`, or (None) from the first entry.
@@ -791,15 +796,7 @@ fn read_with<E>(
 /// etcd's `ValidSnapshotEntries`: the snapshot records of the whole WAL that the last HardState
 /// covers (index <= commit). etcd only loads a `.snap` file matching one of these.
 pub fn valid_snapshots(dir: &Path) -> Result<Vec<WalSnapshot>, WalError> {
-    let segments = list_segments(dir)?;
-    if segments.is_empty() {
-        return Err(WalError::NoSegments {
-            dir: dir.to_path_buf(),
-            start_index: 0,
-        });
-    }
-    check_consecutive(&segments)?;
-    let mut reader = WalReader::over(segments);
+    let mut reader = WalReader::over(all_segments(dir)?);
     let mut snaps = vec![WalSnapshot::new(0, 0)];
     let mut state = HardState::default();
     while let Some(rec) = reader.next_record()? {
@@ -1290,23 +1287,8 @@ mod tests {
         let _ = fs::remove_dir_all(&dir);
         fs::create_dir_all(&dir).unwrap();
         let path = dir.join("0000000000000000-0000000000000000.wal");
-        let mut seed: u64 = 0x2545_f491_4f6c_dd1d;
-        let mut next = || {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed
-        };
         let (mut ok, mut bad) = (0, 0);
-        for round in 0..1000 {
-            let mut b = orig.clone();
-            if round % 5 == 0 {
-                b.truncate((next() as usize) % b.len());
-            }
-            if !b.is_empty() {
-                let at = (next() as usize) % b.len();
-                b[at] = next() as u8;
-            }
+        for b in super::super::damaged_copies(&orig, 0x2545_f491_4f6c_dd1d, 5, 1000) {
             fs::write(&path, &b).unwrap();
             match read_whole_with(&dir, |e| e.index) {
                 Ok(_) => ok += 1,
