@@ -221,17 +221,17 @@ pub fn recover(data: &DataDir) -> Result<(), MigrateError> {
         );
         rename_synced(&restore, data.path())?;
     }
-    // A leftover snapshot is only ever an input of an unfinished downgrade, which redoes it.
     // rollback2's own swap (DIR.rollback.new complete, DIR renamed to DIR.rollback.backup):
     // finish it here too, or the missing data dir below would be recreated empty.
-    let rb_new = data.sibling(".rollback.new");
-    if !data.exists() && rb_new.is_dir() && data.sibling(".rollback.backup").is_dir() {
+    let rb = crate::rollback::Paths::of(data.path());
+    if !data.exists() && rb.ready.is_dir() && rb.backup.is_dir() {
         log::warn!(
             "an earlier rollback2 was interrupted in the middle of its swap: moving {} into place",
-            rb_new.display()
+            rb.ready.display()
         );
-        rename_synced(&rb_new, data.path())?;
+        rename_synced(&rb.ready, data.path())?;
     }
+    // A leftover snapshot is only ever an input of an unfinished downgrade, which redoes it.
     for leftover in [
         restore.clone(),
         data.backup_tmp_path(),
