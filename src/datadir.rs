@@ -66,7 +66,8 @@ impl DataDir {
         &self.path
     }
 
-    fn sibling(&self, suffix: &str) -> PathBuf {
+    /// `<dir><suffix>`, next to the data dir.
+    pub fn sibling(&self, suffix: &str) -> PathBuf {
         let mut name = self.path.file_name().unwrap_or_default().to_os_string();
         name.push(suffix);
         self.path.with_file_name(name)

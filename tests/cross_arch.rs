@@ -1,5 +1,5 @@
 //! Our static binaries for the image's other architectures, run on this amd64 host under
-//! Debian's qemu-user-static: `--help`, `etcd-inspect check` on a real data dir,
+//! Debian's qemu-user-static: `--help` and `--version`, `etcd-inspect check` on a real data dir,
 //! `migrate --dry-run`, `etcd-version-monitor --once` against a real etcd.
 //!
 //! Which arches: `$CROSS_ARCHES` (space-separated; scripts/test.sh sets it, default `arm64`).
@@ -147,11 +147,19 @@ fn every_binary_is_static_for_its_arch_and_starts_under_qemu() {
                 "{} {name} is amd64: {desc}",
                 arch.name
             );
-            // --help is what every one of them has (etcd-inspect has no --version).
             let out = run(&arch, name, &["--help"], &[]);
             let t = text(&out);
             assert!(out.status.success(), "{} {name} --help: {t}", arch.name);
             assert!(t.contains(name), "{} {name} --help: {t}", arch.name);
+            let out = run(&arch, name, &["--version"], &[]);
+            let t = text(&out);
+            assert!(out.status.success(), "{} {name} --version: {t}", arch.name);
+            assert!(
+                String::from_utf8_lossy(&out.stdout)
+                    .contains(&format!("{name} {}", env!("CARGO_PKG_VERSION"))),
+                "{} {name} --version: {t}",
+                arch.name
+            );
         }
     }
 }

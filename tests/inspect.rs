@@ -238,17 +238,7 @@ fn errors_name_the_file_and_offset_and_exit_non_zero() {
     let tmp = TempDir::new("inspect-bad");
     let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/3.4.23/v2-datadir");
     let dir = tmp.path().join("d");
-    for sub in ["member/wal", "member/snap"] {
-        std::fs::create_dir_all(dir.join(sub)).unwrap();
-        for e in std::fs::read_dir(fixture.join(sub)).unwrap() {
-            let e = e.unwrap();
-            std::fs::write(
-                dir.join(sub).join(e.file_name()),
-                std::fs::read(e.path()).unwrap(),
-            )
-            .unwrap();
-        }
-    }
+    copy_tree(&fixture, &dir);
     let d = dir.to_str().unwrap();
     let (code, _, _) = inspect(&["wal", d]);
     assert_eq!(code, 0);
@@ -416,13 +406,7 @@ fn a_torn_last_record_is_the_documented_recovery() {
     let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/3.4.23/v2-datadir");
     let tmp = TempDir::new("inspect-torn");
     let dir = tmp.path().join("d");
-    for sub in ["member/wal", "member/snap"] {
-        std::fs::create_dir_all(dir.join(sub)).unwrap();
-        for e in std::fs::read_dir(fixture.join(sub)).unwrap() {
-            let e = e.unwrap();
-            std::fs::copy(e.path(), dir.join(sub).join(e.file_name())).unwrap();
-        }
-    }
+    copy_tree(&fixture, &dir);
     // Cut the last segment inside its last record.
     let file = dir.join("member/wal/0000000000000000-0000000000000000.wal");
     let bytes = std::fs::read(&file).unwrap();

@@ -384,13 +384,7 @@ fn patch_moves_between_3_5_0_and_3_5_1() {
 #[test]
 fn three_member_cluster_upgraded_member_by_member_while_serving() {
     let mut cluster = TestCluster::start(V3_4, 3, FAST);
-    let initial_cluster = cluster
-        .members
-        .iter()
-        .enumerate()
-        .map(|(i, m)| format!("m{i}={}", m.peer_url))
-        .collect::<Vec<_>>()
-        .join(",");
+    let initial_cluster = cluster.initial_cluster.clone();
     let site = Site::new("cluster"); // for the bin dir and the script only
     let mut expected = Kv::new();
     for (i, m) in cluster.members.iter().enumerate() {
@@ -1167,13 +1161,7 @@ fn detects_etcd2_data_from_the_v2_store_when_version_txt_is_missing() {
 #[test]
 fn a_lone_member_of_a_cluster_times_out_with_a_clear_message_and_nothing_changed() {
     let mut cluster = TestCluster::start(V3_5_1, 3, FAST);
-    let initial_cluster = cluster
-        .members
-        .iter()
-        .enumerate()
-        .map(|(i, m)| format!("m{i}={}", m.peer_url))
-        .collect::<Vec<_>>()
-        .join(",");
+    let initial_cluster = cluster.initial_cluster.clone();
     for m in cluster.members.iter_mut() {
         m.stop();
     }

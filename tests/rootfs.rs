@@ -314,7 +314,7 @@ fn rootfs_has_the_image_layout_and_etcd_runs_inside() {
     }
 }
 
-/// Each of our four binaries is static and answers --help inside the rootfs.
+/// Each of our four binaries is static and answers --help and --version inside the rootfs.
 #[test]
 fn our_binaries_are_static_and_start_inside_the_rootfs() {
     let Some(root) = rootfs() else { return };
@@ -335,11 +335,21 @@ fn our_binaries_are_static_and_start_inside_the_rootfs() {
             !desc.contains("interpreter"),
             "{name} needs an interpreter: {desc}"
         );
-        // --help is what every one of them has (etcd-inspect has no --version).
         let out = chroot_sh(root, &format!("/usr/local/bin/{name} --help"), &[]);
         let t = text(&out);
         assert!(out.status.success(), "{name} --help inside the rootfs: {t}");
         assert!(t.contains(name), "{name} --help does not name itself: {t}");
+        let out = chroot_sh(root, &format!("/usr/local/bin/{name} --version"), &[]);
+        let t = text(&out);
+        assert!(
+            out.status.success(),
+            "{name} --version inside the rootfs: {t}"
+        );
+        assert!(
+            String::from_utf8_lossy(&out.stdout)
+                .contains(&format!("{name} {}", env!("CARGO_PKG_VERSION"))),
+            "{name} --version: {t}"
+        );
     }
     let mode = std::fs::metadata(root.join("usr/local/bin/migrate-if-needed.sh"))
         .unwrap()

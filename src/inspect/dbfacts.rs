@@ -51,25 +51,10 @@ pub fn db_facts(db: &Path) -> Result<DbFacts, String> {
     })
 }
 
-/// bbolt integrity (meta pages, full page-tree walk) and mvcc decoding of bucket `key`/`meta`.
+/// bbolt integrity (meta pages, full page-tree walk) and mvcc decoding of bucket `key`/`meta`
+/// ([`crate::inspect::db::check_db`]); a db that cannot be opened at all is one finding.
 pub fn check_db(db: &Path) -> Vec<Finding> {
-    match BoltDb::open(db) {
-        Ok(bolt) => {
-            let mut findings = bolt.check();
-            // mvcc walks the same pages and meets the same damage: report each problem once.
-            let seen: std::collections::HashSet<(Option<u64>, String)> = findings
-                .iter()
-                .map(|f| (f.offset, f.problem.clone()))
-                .collect();
-            findings.extend(
-                mvcc::check(&bolt)
-                    .into_iter()
-                    .filter(|f| f.file != db || !seen.contains(&(f.offset, f.problem.clone()))),
-            );
-            findings
-        }
-        Err(e) => vec![Finding::in_file(db, e.to_string())],
-    }
+    crate::inspect::db::check_db(db).unwrap_or_else(|e| vec![Finding::in_file(db, e.to_string())])
 }
 
 /// `etcd-inspect db`.

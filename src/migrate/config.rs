@@ -257,7 +257,9 @@ pub fn resolve(flags: Flags, env: &dyn Fn(&str) -> Option<String>) -> Result<Con
         flag.starts_with("listen-client-urls") || flag.starts_with("advertise-client-urls")
     }) {
         return fail(format!(
-            "--etcd-server-extra-args / ETCD_CREDS sets {a:?}: migrate sets the client URLs of              the etcd it starts itself (plain {probe_url}; client TLS during migration is not              supported); put extra plain URLs into --listen-client-urls / LISTEN_CLIENT_URLS"
+            "--etcd-server-extra-args / ETCD_CREDS sets {a:?}: migrate sets the client URLs of \
+             the etcd it starts itself (plain {probe_url}; client TLS during migration is not \
+             supported); put extra plain URLs into --listen-client-urls / LISTEN_CLIENT_URLS"
         ));
     }
     // 14. bundled versions (default: what --bin-dir holds)
@@ -581,7 +583,9 @@ mod tests {
         let mut f = base_flags();
         f.etcd_server_extra_args =
             Some("--peer-cert-file=x --listen-client-urls=https://0.0.0.0:2379".into());
-        assert!(e(f, &[("HOSTNAME", "h")]).contains("client TLS during migration"));
+        let msg = e(f, &[("HOSTNAME", "h")]);
+        assert!(msg.contains("client TLS during migration"), "{msg}");
+        assert!(msg.contains("client URLs of the etcd it starts"), "{msg}");
     }
 
     #[test]

@@ -192,27 +192,15 @@ fn crash_point(name: &str) {
 
 /// The marker that says `<dir>.restore` is complete and may replace the data dir.
 fn restore_marker(data: &DataDir) -> PathBuf {
-    let mut p = data.restore_path().into_os_string();
-    p.push(".complete");
-    PathBuf::from(p)
-}
-
-fn sibling(data: &DataDir, suffix: &str) -> PathBuf {
-    let mut p = data.path().as_os_str().to_owned();
-    p.push(suffix);
-    PathBuf::from(p)
+    data.sibling(".restore.complete")
 }
 
 fn discard_path(data: &DataDir) -> PathBuf {
-    let mut p = data.path().as_os_str().to_owned();
-    p.push(".discard");
-    PathBuf::from(p)
+    data.sibling(".discard")
 }
 
 fn v2v3_journal(data: &DataDir) -> PathBuf {
-    let mut p = data.path().as_os_str().to_owned();
-    p.push(".v2v3-backup");
-    PathBuf::from(p)
+    data.sibling(".v2v3-backup")
 }
 
 /// After the data reached the target, an etcd2 -> etcd3 journal is stale.
@@ -233,17 +221,17 @@ pub fn recover(data: &DataDir) -> Result<(), MigrateError> {
         );
         rename_synced(&restore, data.path())?;
     }
-    // A leftover snapshot is only ever an input of an unfinished downgrade, which redoes it.
     // rollback2's own swap (DIR.rollback.new complete, DIR renamed to DIR.rollback.backup):
     // finish it here too, or the missing data dir below would be recreated empty.
-    let rb_new = sibling(data, ".rollback.new");
-    if !data.exists() && rb_new.is_dir() && sibling(data, ".rollback.backup").is_dir() {
+    let rb = crate::rollback::Paths::of(data.path());
+    if !data.exists() && rb.ready.is_dir() && rb.backup.is_dir() {
         log::warn!(
             "an earlier rollback2 was interrupted in the middle of its swap: moving {} into place",
-            rb_new.display()
+            rb.ready.display()
         );
-        rename_synced(&rb_new, data.path())?;
+        rename_synced(&rb.ready, data.path())?;
     }
+    // A leftover snapshot is only ever an input of an unfinished downgrade, which redoes it.
     for leftover in [
         restore.clone(),
         data.backup_tmp_path(),
@@ -1043,8 +1031,8 @@ mod tests {
             "3.4.23/etcd3"
         );
         // rollback2 interrupted between its two renames: its complete result goes into place.
-        let rb_new = sibling(&data, ".rollback.new");
-        let rb_backup = sibling(&data, ".rollback.backup");
+        let rb_new = data.sibling(".rollback.new");
+        let rb_backup = data.sibling(".rollback.backup");
         fs::rename(data.path(), &rb_backup).unwrap();
         fs::create_dir_all(&rb_new).unwrap();
         fs::write(rb_new.join("version.txt"), "2.2.1/etcd2").unwrap();

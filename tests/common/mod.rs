@@ -166,6 +166,8 @@ impl TestEtcd {
 /// A cluster of `n` members of one version on loopback, all started together.
 pub struct TestCluster {
     pub members: Vec<TestEtcd>,
+    /// `--initial-cluster` the members run with (`m0=http://127.0.0.1:<peer>,...`).
+    pub initial_cluster: String,
     _temp: TempDir,
 }
 
@@ -215,6 +217,7 @@ impl TestCluster {
             .collect();
         TestCluster {
             members,
+            initial_cluster,
             _temp: temp,
         }
     }
