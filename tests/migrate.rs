@@ -679,7 +679,7 @@ fn missing_or_empty_version_txt_is_detected_or_refused_with_instructions() {
                         "{v}: {err}"
                     );
                     // The files name the minor only: the highest bundled patch of it.
-                    let bundled = if minor == "3.4" { V3_4 } else { V3_5_1 };
+                    let bundled = highest_in_bin_dir(minor);
                     assert!(
                         err.contains(&format!("going on as {bundled}/etcd3")),
                         "{v}: {err}"

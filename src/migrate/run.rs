@@ -813,7 +813,7 @@ impl Runner<'_> {
         crash_point("v2v3-migrated");
         log::info!("Attaching leases to TTL entries");
         let etcd = self.start_etcd(at)?;
-        let attached = self.attach_leases();
+        let attached = self.attach_leases(at);
         let stopped = self.stop_etcd(etcd);
         let n = attached?;
         stopped?;
@@ -828,14 +828,15 @@ impl Runner<'_> {
     /// `AttachLease`, without its nil dereference). Pages of 1000 keys; each batch of 100 is
     /// one txn that re-puts the keys with the lease only if every value is still the one read,
     /// so a concurrent writer is detected, as the original's previous-value check did.
-    fn attach_leases(&self) -> Result<usize, MigrateError> {
+    fn attach_leases(&self, at: &EtcdVersion) -> Result<usize, MigrateError> {
         const PAGE: u64 = 1000;
         const BATCH: usize = 100;
+        let gateway = crate::etcd::client::gateway_prefix(at.major(), at.minor());
         let base = self.client_url();
         let timeout = Duration::from_secs(30);
         let post = |path: &str, body: serde_json::Value| {
             self.client
-                .post_json(&format!("{base}{path}"), &body, timeout)
+                .post_json(&format!("{base}{gateway}{path}"), &body, timeout)
                 .map_err(|e| MigrateError::Other(format!("attaching leases: {e}")))
         };
         let field = |kv: &serde_json::Value, name: &str| {
@@ -857,7 +858,7 @@ impl Runner<'_> {
         let mut attached = 0;
         loop {
             let page = post(
-                "/v3/kv/range",
+                "/kv/range",
                 json!({"key": from, "range_end": end, "limit": PAGE}),
             )?;
             let kvs = page
@@ -869,7 +870,7 @@ impl Runner<'_> {
             let id = match &lease {
                 Some(id) => id.clone(),
                 None => {
-                    let grant = post("/v3/lease/grant", json!({"TTL": TTL_LEASE_SECONDS}))?;
+                    let grant = post("/lease/grant", json!({"TTL": TTL_LEASE_SECONDS}))?;
                     let id = grant
                         .get("ID")
                         .and_then(|i| i.as_str())
@@ -891,14 +892,11 @@ impl Runner<'_> {
                     .iter()
                     .map(|kv| json!({"request_put": {"key": field(kv, "key"), "value": field(kv, "value"), "lease": id}}))
                     .collect();
-                let r = post(
-                    "/v3/kv/txn",
-                    json!({"compare": compare, "success": success}),
-                )?;
+                let r = post("/kv/txn", json!({"compare": compare, "success": success}))?;
                 if r.get("succeeded").and_then(|v| v.as_bool()) != Some(true) {
                     // Name the key that changed, as the original did.
                     for kv in chunk {
-                        let now = post("/v3/kv/range", json!({"key": field(kv, "key")}))?;
+                        let now = post("/kv/range", json!({"key": field(kv, "key")}))?;
                         let current = now
                             .get("kvs")
                             .and_then(|k| k.as_array())
