@@ -195,7 +195,11 @@ fn write_workload(url: &str, version: &str) -> i64 {
         .or_else(|_| post(url, version, "/kv/lease/grant", json!({"TTL": "7200"})))
         .unwrap();
     for i in 0..4 {
-        put(format!("/registry/leased/{i}").as_bytes(), b"l", Some(&lease));
+        put(
+            format!("/registry/leased/{i}").as_bytes(),
+            b"l",
+            Some(&lease),
+        );
     }
     for i in 20..25 {
         post(
@@ -218,9 +222,14 @@ fn write_workload(url: &str, version: &str) -> i64 {
     for i in 25..30 {
         put(&key(i), format!("v{i}-3").as_bytes(), None);
     }
-    post(url, version, "/kv/txn", json!({"success": [
+    post(
+        url,
+        version,
+        "/kv/txn",
+        json!({"success": [
         {"request_put": {"key": b64::encode(b"/registry/txn"), "value": b64::encode(b"t")}},
-        {"request_delete_range": {"key": b64::encode(&key(29))}}]}))
+        {"request_delete_range": {"key": b64::encode(&key(29))}}]}),
+    )
     .unwrap();
     compacted
 }
@@ -243,7 +252,11 @@ fn fixture(version: &'static str) -> &'static Fixture {
         let etcd = TestEtcd::start_on(version, &data, NAME, FAST);
         let compacted = write_workload(&etcd.client_url, version);
         let before = served(&etcd.client_url, version, compacted);
-        assert_eq!(before.live.len(), 30 - 5 - 1 + 4 + 2, "{version}: {before:?}");
+        assert_eq!(
+            before.live.len(),
+            30 - 5 - 1 + 4 + 2,
+            "{version}: {before:?}"
+        );
         drop(etcd);
         fs::write(data.join("version.txt"), format!("{version}/etcd3")).unwrap();
         Fixture {
@@ -444,7 +457,12 @@ fn cluster_of_three_3_3_25_members_upgrades_through_3_4_23_to_3_5_16() {
     // All run while each is checked: a member alone has no quorum.
     for s in &sites {
         let url = format!("http://127.0.0.1:{}", s.client_port);
-        assert_eq!(served(&url, V3_5_16, compacted), before, "member {}", s.name);
+        assert_eq!(
+            served(&url, V3_5_16, compacted),
+            before,
+            "member {}",
+            s.name
+        );
     }
     drop(started);
 }
@@ -453,7 +471,10 @@ fn cluster_of_three_3_3_25_members_upgrades_through_3_4_23_to_3_5_16() {
 fn downgrade_3_5_30_to_3_4_23_is_served_by_3_4_23() {
     let (site, f) = Site::with_fixture("down35", V3_5_30);
     let log = site.migrate("3.4.23/etcd3");
-    assert!(log.contains("snapshot with etcd 3.5.30, restore with etcdctl-3.4.23"), "{log}");
+    assert!(
+        log.contains("snapshot with etcd 3.5.30, restore with etcdctl-3.4.23"),
+        "{log}"
+    );
     assert_eq!(
         site.served_by(V3_4, f.compacted).without_member_ids(),
         f.before.clone().without_member_ids()
@@ -464,7 +485,10 @@ fn downgrade_3_5_30_to_3_4_23_is_served_by_3_4_23() {
 fn downgrade_3_4_23_to_3_3_25_is_served_by_3_3_25() {
     let (site, f) = Site::with_fixture("down34", V3_4);
     let log = site.migrate("3.3.25/etcd3");
-    assert!(log.contains("snapshot with etcd 3.4.23, restore with etcdctl-3.3.25"), "{log}");
+    assert!(
+        log.contains("snapshot with etcd 3.4.23, restore with etcdctl-3.3.25"),
+        "{log}"
+    );
     assert_eq!(
         site.served_by(V3_3, f.compacted).without_member_ids(),
         f.before.clone().without_member_ids()
@@ -490,4 +514,122 @@ fn patch_moves_inside_3_5_both_ways_are_served_by_each_patch() {
             assert_eq!(site.served_by(V3_5_1, f.compacted), f.before);
         });
     });
+}
+
+fn inspect(args: &[&str]) -> (bool, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_etcd-inspect"))
+        .args(args)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "etcd-inspect {args:?}: {text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+fn json_lines(text: &str) -> Vec<Value> {
+    text.lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// etcd-inspect on a stopped data dir of every version: `check` clean, `version` names the
+/// minor and the member etcd served, `db` holds exactly the live keys etcd served (every field),
+/// `wal` ends clean at the last index, `snap` answers.
+#[test]
+fn etcd_inspect_reads_a_data_dir_of_every_version() {
+    std::thread::scope(|s| {
+        for v in ALL_VERSIONS {
+            s.spawn(move || {
+                let f = fixture(v);
+                let dir = f.data.to_str().unwrap();
+                let (_, text) = inspect(&["check", dir]);
+                assert!(text.contains("no problems found"), "{v}: {text}");
+                let version = &json_lines(&inspect(&["version", dir, "--json"]).1)[0];
+                let minor = format!("{}.0", &v[..3]);
+                assert_eq!(version["storage"], "etcd3", "{v}: {version}");
+                assert_eq!(
+                    version["cluster_version_db"],
+                    minor.as_str(),
+                    "{v}: {version}"
+                );
+                assert_eq!(version["version_txt"], format!("{v}/etcd3"), "{v}");
+                let id = u64::from_str_radix(version["member_id"].as_str().unwrap(), 16).unwrap();
+                assert_eq!(f.before.members[0].2, id.to_string(), "{v}: member ID");
+                let mut db: Vec<Kv> = json_lines(&inspect(&["db", dir, "--json"]).1)
+                    .iter()
+                    .map(|kv| Kv {
+                        key: bytes(&kv["key"]),
+                        value: bytes(&kv["value"]),
+                        create: num(&kv["create_revision"]),
+                        modrev: num(&kv["mod_revision"]),
+                        version: num(&kv["version"]),
+                        lease: num(&kv["lease"]),
+                    })
+                    .collect();
+                db.sort_by(|a, b| a.key.cmp(&b.key));
+                assert_eq!(db, f.before.live, "{v}: etcd-inspect db");
+                let wal = json_lines(&inspect(&["wal", dir, "--json"]).1);
+                let end = wal.last().unwrap();
+                assert_eq!(end["record"], "end", "{v}");
+                assert_eq!(end["tail"], "clean", "{v}");
+                assert_eq!(end["last_index"], version["last_index"], "{v}");
+                assert!(end["entries"].as_u64().unwrap() > 40, "{v}: {end}");
+                inspect(&["snap", dir, "--json"]);
+            });
+        }
+    });
+}
+
+/// Bad input: a data dir of a version that is not bundled, 3.3 asked to jump to 3.5 without
+/// 3.4 in the bundle, targets that do not parse: `Migration failed: ...`, non-zero exit, and
+/// the data dir the same byte for byte.
+#[test]
+fn bad_input_fails_clearly_and_leaves_the_data_dir_untouched() {
+    let (site, _) = Site::with_fixture("bad", V3_3);
+    let before = file_tree(&site.data);
+    let check = |target: &str, env: &[(&str, &str)], args: &[&str], needle: &str| {
+        let out = site.migrate_with(target, env, args);
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(!out.status.success(), "{target}: {err}");
+        assert!(err.contains("Migration failed: "), "{err}");
+        assert!(err.contains(needle), "expected {needle:?}: {err}");
+        assert!(
+            file_tree(&site.data) == before,
+            "{target} {args:?} changed the data dir"
+        );
+    };
+    check(
+        "3.5.30/etcd3",
+        &[],
+        &["--bundled-versions", "3.3.25,3.5.30"],
+        "no etcd 3.4.x is bundled",
+    );
+    for bad in ["3.5", "latest", "v3.5.30", "3.5.30.1", ""] {
+        check(&format!("{bad}/etcd3"), &[], &[], "target");
+    }
+    check("3.5.30/etcd4", &[], &[], "etcd4");
+    // Data of a version that is not bundled: 3.6 (a downgrade must start it) and 3.2.
+    fs::write(site.data.join("version.txt"), "3.6.0/etcd3").unwrap();
+    let before = file_tree(&site.data);
+    let out = site.migrate_with("3.5.30/etcd3", &[], &[]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("Migration failed: "),
+        "{err}"
+    );
+    assert!(err.contains("3.6"), "{err}");
+    assert!(file_tree(&site.data) == before, "3.6 data changed");
+    fs::write(site.data.join("version.txt"), "3.1.20/etcd3").unwrap();
+    let before = file_tree(&site.data);
+    let out = site.migrate_with("3.5.30/etcd3", &[], &[]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("no etcd 3.2.x is bundled"),
+        "{err}"
+    );
+    assert!(file_tree(&site.data) == before, "3.1 data changed");
 }
