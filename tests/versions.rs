@@ -633,3 +633,185 @@ fn bad_input_fails_clearly_and_leaves_the_data_dir_untouched() {
     );
     assert!(file_tree(&site.data) == before, "3.1 data changed");
 }
+
+fn etcdctl(version: &str, api: &str, url: &str, args: &[&str]) -> String {
+    let mut argv = vec!["--endpoints".to_string(), url.to_string()];
+    argv.extend(args.iter().map(|s| s.to_string()));
+    run_tool(
+        &etcdctl_bin(version),
+        &argv,
+        &[("ETCDCTL_API", api)],
+        Duration::from_secs(20),
+    )
+    .unwrap_or_else(|e| panic!("etcdctl-{version} {args:?}: {e}"))
+    .stdout
+}
+
+/// Every file node of the v2 store as etcd serves it: key -> (value, TTL or 0).
+fn v2_files(url: &str) -> BTreeMap<String, (String, i64)> {
+    let text = HttpClient::plain()
+        .get_text(
+            &format!("{url}/v2/keys/?recursive=true"),
+            Duration::from_secs(10),
+            1 << 24,
+        )
+        .unwrap();
+    let mut out = BTreeMap::new();
+    fn walk(n: &Value, out: &mut BTreeMap<String, (String, i64)>) {
+        if n["dir"] == true {
+            for c in n["nodes"].as_array().cloned().unwrap_or_default() {
+                walk(&c, out);
+            }
+        } else if let Some(v) = n["value"].as_str() {
+            let key = n["key"].as_str().unwrap().to_string();
+            out.insert(key, (v.to_string(), n["ttl"].as_i64().unwrap_or(0)));
+        }
+    }
+    walk(
+        &serde_json::from_str::<Value>(&text).unwrap()["node"],
+        &mut out,
+    );
+    out
+}
+
+/// etcd2 data written through etcd 3.3.25's v2 API (dirs, an empty dir, a TTL key under
+/// /registry/events, compare-and-swap by value and by index, a deleted key) -> etcd3 at 3.4.23
+/// and at 3.5.30 (etcdctl-3.3.25 migrate, 3.3.25 leases the TTL keys, 3.4.23 started for
+/// 3.5): every v2 file is a v3 key with the same value; only the TTL key has the 1 h lease.
+#[test]
+fn etcd2_data_written_by_3_3_25_becomes_etcd3_at_3_4_and_3_5() {
+    let seed = Site::new("v2seed");
+    let etcd = seed.start(V3_3);
+    let url = etcd.client_url.clone();
+    let v2 = |args: &[&str]| etcdctl(V3_3, "2", &url, args);
+    v2(&["mkdir", "/registry/empty"]);
+    v2(&["set", "/registry/pods/ns/a", "{\"kind\":\"Pod\"}"]);
+    v2(&["set", "/registry/pods/ns/b", "x y\nz ü"]);
+    v2(&["set", "--ttl", "3600", "/registry/events/e1", "event"]);
+    v2(&["set", "/registry/cas", "old"]);
+    v2(&[
+        "set",
+        "--swap-with-value",
+        "old",
+        "/registry/cas",
+        "by-value",
+    ]);
+    let got: Value = serde_json::from_str(&v2(&["-o", "json", "get", "/registry/cas"])).unwrap();
+    let index = got["node"]["modifiedIndex"].as_u64().unwrap().to_string();
+    v2(&[
+        "set",
+        "--swap-with-index",
+        &index,
+        "/registry/cas",
+        "by-index",
+    ]);
+    v2(&["set", "/registry/gone", "g"]);
+    v2(&["rm", "/registry/gone"]);
+    let files = v2_files(&url);
+    assert_eq!(files.len(), 4, "{files:?}");
+    assert_eq!(files["/registry/cas"].0, "by-index");
+    assert!(files["/registry/events/e1"].1 > 3000, "{files:?}");
+    drop(etcd);
+    fs::write(seed.data.join("version.txt"), "3.3.25/etcd2").unwrap();
+    std::thread::scope(|s| {
+        for target in [V3_4, V3_5_30] {
+            let (seed, files) = (&seed, &files);
+            s.spawn(move || {
+                let site = Site::new(&format!("v2to{target}"));
+                copy_tree(&seed.data, &site.data);
+                let log = site.migrate(&format!("{target}/etcd3"));
+                assert!(log.contains("storage etcd2 -> etcd3 at 3.3.25"), "{log}");
+                let etcd = site.start(target);
+                let (_, kvs) = range_all(&etcd.client_url, target, 0).unwrap();
+                let got: BTreeMap<String, String> = kvs
+                    .iter()
+                    .map(|kv| {
+                        let s = |b: &[u8]| String::from_utf8(b.to_vec()).unwrap();
+                        (s(&kv.key), s(&kv.value))
+                    })
+                    .collect();
+                let want: BTreeMap<String, String> = files
+                    .iter()
+                    .map(|(k, (v, _))| (k.clone(), v.clone()))
+                    .collect();
+                assert_eq!(got, want, "{target}");
+                let leased: Vec<&str> = kvs
+                    .iter()
+                    .filter(|kv| kv.lease != 0)
+                    .map(|kv| std::str::from_utf8(&kv.key).unwrap())
+                    .collect();
+                assert_eq!(leased, ["/registry/events/e1"], "{target}");
+                let s = served(&etcd.client_url, target, 1);
+                assert_eq!(s.leases.len(), 1, "{target}: {:?}", s.leases);
+                assert_eq!(s.leases.values().next().unwrap().0, 3600, "{target}");
+            });
+        }
+    });
+}
+
+/// rollback2 on data written by 3.4.23 and by 3.5.30; its output read by real etcd code:
+/// etcd 3.3.25's `etcdctl migrate` (etcd's own v2 snap and WAL reader) on a copy, then etcd
+/// 3.3.25 started on that copy serves every key and value through v2 and v3.
+#[test]
+fn rollback2_output_of_3_4_23_and_3_5_30_data_is_served_by_3_3_25() {
+    std::thread::scope(|s| {
+        for v in [V3_4, V3_5_30] {
+            s.spawn(move || {
+                let (site, _) = Site::with_fixture(&format!("rb{v}"), v);
+                // rollback2 refuses values a v2 store cannot hold: drop the binary key first.
+                let etcd = site.start(v);
+                post(
+                    &etcd.client_url,
+                    v,
+                    "/kv/deleterange",
+                    json!({"key": b64::encode(b"/registry/bin\x00\xff")}),
+                )
+                .unwrap();
+                let (_, live) = range_all(&etcd.client_url, v, 0).unwrap();
+                drop(etcd);
+                let want: BTreeMap<String, String> = live
+                    .iter()
+                    .map(|kv| {
+                        let s = |b: &[u8]| String::from_utf8(b.to_vec()).unwrap();
+                        (s(&kv.key), s(&kv.value))
+                    })
+                    .collect();
+                let out = Command::new(env!("CARGO_BIN_EXE_rollback2"))
+                    .args(["--data-dir", site.data.to_str().unwrap()])
+                    .output()
+                    .unwrap();
+                let text = String::from_utf8_lossy(&out.stdout);
+                assert!(
+                    out.status.success(),
+                    "{v}: {text}{}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+                assert!(text.contains("Finished successfully"), "{text}");
+                // The copy etcd 3.3.25 reads; rollback2's own output stays as it wrote it.
+                let reader = Site::new(&format!("rb{v}-33"));
+                copy_tree(&site.data, &reader.data);
+                etcdctl(
+                    V3_3,
+                    "3",
+                    "",
+                    &["migrate", "--data-dir", reader.data.to_str().unwrap()],
+                );
+                let etcd = reader.start(V3_3);
+                let files: BTreeMap<String, String> = v2_files(&etcd.client_url)
+                    .into_iter()
+                    .map(|(k, (v, _))| (k, v))
+                    .collect();
+                assert_eq!(files, want, "{v}: v2");
+                let (_, v3) = range_all(&etcd.client_url, V3_3, 0).unwrap();
+                let v3: BTreeMap<String, String> = v3
+                    .iter()
+                    .map(|kv| {
+                        let s = |b: &[u8]| String::from_utf8(b.to_vec()).unwrap();
+                        (s(&kv.key), s(&kv.value))
+                    })
+                    .collect();
+                assert_eq!(v3, want, "{v}: v3");
+            });
+        }
+    });
+}
