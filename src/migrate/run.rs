@@ -432,7 +432,10 @@ fn preflight(cfg: &Config, data: &DataDir, steps: &[Step]) -> Result<(), Migrate
     let destructive = steps.iter().any(|s| {
         matches!(
             s,
-            Step::Downgrade { .. } | Step::MigrateV2ToV3 { .. } | Step::RollbackV3ToV2 { .. }
+            Step::Downgrade { .. }
+                | Step::MigrateV2ToV3 { .. }
+                | Step::RollbackV3ToV2 { .. }
+                | Step::SchemaDowngrade { .. }
         )
     });
     if !destructive {
@@ -547,6 +550,10 @@ fn dry_run(cfg: &Config, data: &DataDir) -> Result<Outcome, MigrateError> {
                 format!("{} (backup, replaced)", data.backup_path().display()),
                 format!("{d}/member (converted by the rollback2 library)"),
             ],
+            Step::SchemaDowngrade { .. } => vec![
+                format!("{} (backup, replaced)", data.backup_path().display()),
+                format!("{d}/member/snap/db (storage version, by etcdutl migrate)"),
+            ],
         };
         for w in writes {
             out.push(format!("  writes {w}"));
@@ -589,6 +596,7 @@ impl Runner<'_> {
             }
             Step::Downgrade { current, run, to } => self.downgrade(current, run, to),
             Step::MigrateV2ToV3 { at } => self.v2_to_v3(at),
+            Step::SchemaDowngrade { run, to, .. } => self.schema_downgrade(run, to),
             Step::RollbackV3ToV2 { from, to } => {
                 log::info!("Backup and remove all existing v2 data (from {from})");
                 self.data.backup_copy()?;
@@ -747,6 +755,30 @@ impl Runner<'_> {
         );
         self.swap_in_restore(&data.backup_path())?;
         remove_tree(&snapshot)?;
+        Ok(())
+    }
+
+    /// 3.6+ -> one minor down: etcdutl of the current minor rewrites the storage version in
+    /// place (a bbolt transaction, idempotent), after a backup to `<dir>.bak`.
+    fn schema_downgrade(&self, run: &EtcdVersion, to: &EtcdVersion) -> Result<(), MigrateError> {
+        log::info!(
+            "Backing up {} to {}",
+            self.data.path().display(),
+            self.data.backup_path().display()
+        );
+        self.data.backup_copy()?;
+        run_tool(
+            &self.cfg.bin_dir.join(format!("etcdutl-{run}")),
+            &[
+                "migrate".into(),
+                "--data-dir".into(),
+                self.data.path().display().to_string(),
+                "--target-version".into(),
+                to.minor_string(),
+            ],
+            &[],
+            TOOL_TIMEOUT,
+        )?;
         Ok(())
     }
 
