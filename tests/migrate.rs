@@ -1075,14 +1075,18 @@ fn multi_minor_upgrade_starts_each_intermediate_minor_in_order_and_resumes() {
         &bundle,
     );
     assert_eq!(out.status.signal(), Some(9));
+    // Each upgrade step first reads the data with the etcd that wrote it (src/migrate/verify.rs).
     assert_eq!(site.version_txt(), "3.3.0/etcd3");
-    assert_eq!(fs::read_to_string(&log).unwrap(), "etcd-3.3.0\n");
+    assert_eq!(
+        fs::read_to_string(&log).unwrap(),
+        "etcd-3.2.0\netcd-3.3.0\n"
+    );
     let out = site.migrate_with("3.5.1/etcd3", &[], &bundle);
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(site.version_txt(), "3.5.1/etcd3");
     assert_eq!(
         fs::read_to_string(&log).unwrap(),
-        "etcd-3.3.0\netcd-3.4.0\n"
+        "etcd-3.2.0\netcd-3.3.0\netcd-3.3.0\netcd-3.4.0\n"
     );
 }
 
@@ -1205,9 +1209,10 @@ fn a_lone_member_of_a_cluster_times_out_with_a_clear_message_and_nothing_changed
 
 /// 3.6 -> 3.5 is `etcdutl-<3.6> migrate --data-dir <dir> --target-version 3.5` on the
 /// stopped data dir (etcd's 3.6 downgrade guide), after a backup. No etcd 3.6 exists here, so
-/// `etcd-3.6.0`/`etcdctl-3.6.0`/`etcdutl-3.6.0` are STAND-INS: the etcdutl one records its
-/// argv and changes nothing (on real 3.5.1 data, labelled 3.6.0, the real one would find the
-/// storage version already 3.5). Real etcd 3.5.1 must serve every key afterwards.
+/// `etcd-3.6.0`/`etcdctl-3.6.0`/`etcdutl-3.6.0` are STAND-INS: etcd/etcdctl exec the real
+/// 3.5.1 ones (verify reads the data before the step with "3.6.0"); the etcdutl one records
+/// its argv and changes nothing (on real 3.5.1 data, labelled 3.6.0, the real one would find
+/// the storage version already 3.5). Real etcd 3.5.1 must serve every key afterwards.
 /// tests/versions.rs runs the real thing wherever an etcd-3.6.x is in the bin dir.
 #[test]
 fn downgrade_from_3_6_runs_etcdutl_migrate_on_the_stopped_data_dir() {
@@ -1215,13 +1220,19 @@ fn downgrade_from_3_6_runs_etcdutl_migrate_on_the_stopped_data_dir() {
     let kv = site.seed(V3_5_1, 30, &[]);
     fs::write(site.data.join("version.txt"), "3.6.0/etcd3").unwrap();
     let argv = site.root().join("etcdutl-argv");
-    for tool in ["etcd", "etcdctl", "etcdutl"] {
+    for (tool, body) in [
+        (
+            "etcd",
+            format!("exec '{}' \"$@\"", etcd_bin(V3_5_1).display()),
+        ),
+        (
+            "etcdctl",
+            format!("exec '{}' \"$@\"", etcdctl_bin(V3_5_1).display()),
+        ),
+        ("etcdutl", format!("echo \"$@\" >> '{}'", argv.display())),
+    ] {
         let p = site.bin.join(format!("{tool}-3.6.0"));
-        fs::write(
-            &p,
-            format!("#!/bin/sh\necho \"$@\" >> '{}'\n", argv.display()),
-        )
-        .unwrap();
+        fs::write(&p, format!("#!/bin/sh\n{body}\n")).unwrap();
         fs::set_permissions(&p, fs::Permissions::from_mode(0o755)).unwrap();
     }
     let out = site.migrate_with(

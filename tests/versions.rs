@@ -846,3 +846,51 @@ fn etcd_3_6_up_and_down_when_a_3_6_binary_is_in_the_bin_dir() {
     assert!(log.contains("migrate --target-version 3.5"), "{log}");
     assert_eq!(site.served_by(V3_5_30, f.compacted), f.before);
 }
+
+/// Every step proves itself (src/migrate/verify.rs): `etcd-3.4.99` here is a STAND-IN that
+/// runs the real etcd 3.4.23 on an empty dir beside the data instead of the data, as an etcd
+/// that lost everything would. The upgrade step through it must fail with `step 1 changed the
+/// data (...)`, put the data dir back byte for byte and keep the backup.
+#[test]
+fn a_step_that_changes_the_data_fails_and_puts_the_data_dir_back() {
+    let (site, f) = Site::with_fixture("verify", V3_3);
+    let fake = site.bin.join("etcd-3.4.99");
+    fs::write(
+        &fake,
+        format!(
+            "#!/bin/bash\nargs=(\"$@\")\nfor i in \"${{!args[@]}}\"; do\n  \
+             [ \"${{args[$i]}}\" = --data-dir ] && args[$((i+1))]=\"${{args[$((i+1))]}}.fake\"\n\
+             done\nexec '{}' \"${{args[@]}}\"\n",
+            etcd_bin(V3_4).display()
+        ),
+    )
+    .unwrap();
+    fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    std::os::unix::fs::symlink(etcdctl_bin(V3_4), site.bin.join("etcdctl-3.4.99")).unwrap();
+    let before = file_tree(&site.data);
+    let out = site.migrate_with(
+        "3.5.30/etcd3",
+        &[],
+        &["--bundled-versions", "3.3.25,3.4.99,3.5.30"],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    let keys = f.before.live.len();
+    assert!(
+        err.contains(&format!(
+            "Migration failed: step 1 changed the data ({keys} keys before, 0 after"
+        )),
+        "{err}"
+    );
+    assert!(err.contains("etcd 3.3.25 serves"), "{err}");
+    assert!(
+        file_tree(&site.data) == before,
+        "the data dir was not put back"
+    );
+    assert_eq!(site.version_txt(), "3.3.25/etcd3");
+    assert!(site
+        .data
+        .with_extension("bak")
+        .join("member/snap/db")
+        .exists());
+}

@@ -3,7 +3,9 @@
 //! - [`config`]: flags + env fallbacks + defaults, in the original's order (pure).
 //! - [`plan`]: (current, target, bundled) -> steps (pure).
 //! - [`run`]: lock, recovery, pre-flight and the steps themselves (files and processes).
+//! - [`verify`]: each step proves it kept the data (keyspace hash before and after).
 
 pub mod config;
 pub mod plan;
 pub mod run;
+pub mod verify;
