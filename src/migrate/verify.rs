@@ -34,7 +34,7 @@ use crate::etcd::client::{gateway_prefix, ClientError, HttpClient};
 use crate::version::{sync_dir, EtcdVersion, VersionPair};
 
 /// Keys per range request; shrunk when a page would exceed the client's body limit.
-const PAGE: u64 = 1000;
+const PAGE: u64 = 10_000;
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// What a member serves, in brief.
@@ -152,7 +152,7 @@ pub fn fingerprint(
     loop {
         let body = json!({"key": crate::base64::encode(&from), "range_end": "AA==",
                           "limit": limit, "revision": revision.to_string()});
-        let page = match client.post_json(&url, &body, REQUEST_TIMEOUT) {
+        let mut page = match client.post_json(&url, &body, REQUEST_TIMEOUT) {
             Err(ClientError::TooLarge { .. }) if limit > 1 => {
                 limit = (limit / 10).max(1);
                 continue;
@@ -162,7 +162,10 @@ pub fn fingerprint(
         if revision == 0 {
             revision = int(&page["header"]["revision"]);
         }
-        let kvs = page["kvs"].as_array().cloned().unwrap_or_default();
+        let kvs = match page.get_mut("kvs").map(Value::take) {
+            Some(Value::Array(kvs)) => kvs,
+            _ => Vec::new(),
+        };
         for kv in &kvs {
             for name in ["key", "value"] {
                 fnv.field(kv[name].as_str().unwrap_or("").as_bytes());
@@ -274,13 +277,20 @@ impl Runner<'_> {
             self.step(step)?;
             return Ok(None);
         }
+        let t = Instant::now();
         self.backup_for_step(&step.result())?;
+        log::info!("step {n}: backed up in {:?}", t.elapsed());
         let before = match (carried, run_before) {
             (Some(fp), _) => Some(fp),
             (None, Some(v)) => {
+                let t = Instant::now();
                 let etcd = self.start_etcd(&v)?;
                 let fp = self.record(&v, "before the step");
                 self.stop_etcd(etcd)?;
+                log::info!(
+                    "step {n}: extra start of etcd {v} to read the data took {:?}",
+                    t.elapsed()
+                );
                 Some(fp?)
             }
             (None, None) => {
@@ -375,9 +385,15 @@ pub(super) fn after_downgrade(
     to: &EtcdVersion,
     restored: &Path,
 ) -> Result<(), MigrateError> {
+    let t = Instant::now();
     let etcd = r.start_etcd_on(to, restored)?;
     let after = r.record(to, "after the restore");
     r.stop_etcd(etcd)?;
+    log::info!(
+        "step {}: extra start of etcd {to} on the restored data took {:?}",
+        r.step_no.get(),
+        t.elapsed()
+    );
     let after = after?;
     if let Err(e) = r.changed(before, &after) {
         remove_tree(restored)?;
