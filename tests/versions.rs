@@ -252,11 +252,19 @@ fn fixture(version: &'static str) -> &'static Fixture {
         let etcd = TestEtcd::start_on(version, &data, NAME, FAST);
         let compacted = write_workload(&etcd.client_url, version);
         let before = served(&etcd.client_url, version, compacted);
+        // Not vacuous: 30 live keys, 6+ revisions since the compaction, both leases, a member.
         assert_eq!(
             before.live.len(),
             30 - 5 - 1 + 4 + 2,
             "{version}: {before:?}"
         );
+        assert!(
+            before.history.len() >= 6,
+            "{version}: {:?}",
+            before.history.keys()
+        );
+        assert_eq!(before.leases.len(), 2, "{version}: {:?}", before.leases);
+        assert_eq!(before.members.len(), 1, "{version}");
         drop(etcd);
         fs::write(data.join("version.txt"), format!("{version}/etcd3")).unwrap();
         Fixture {
