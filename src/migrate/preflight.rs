@@ -85,8 +85,10 @@ pub struct FilesSay {
 impl FilesSay {
     /// The newest recorded minor and where it was read.
     fn newest(&self) -> Option<&(EtcdVersion, String)> {
+        // Ties go to the first source (max_by_key keeps the last maximum).
         self.versions
             .iter()
+            .rev()
             .max_by_key(|(v, _)| (v.major(), v.minor()))
     }
 }
