@@ -315,7 +315,7 @@ fn files_newer_than_version_txt_are_refused_and_the_named_fix_works() {
             &[
                 "says 3.4.23/etcd3",
                 "written by etcd 3.5",
-                "clusterVersion is 3.5.0",
+                "/0/version is 3.5.0",
                 &fix,
             ],
         );

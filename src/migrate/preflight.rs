@@ -110,11 +110,18 @@ pub fn files_say(data_dir: &Path) -> Option<FilesSay> {
     let layout = Layout::of(data_dir, None);
     let found = detect(&layout).ok()?;
     let mut say = FilesSay::default();
+    // The db's versions are what the snapshot held: a restore (our downgrade) keeps the newer
+    // ones until the older etcd first runs and publishes. Only once the raft log (the v2
+    // store's /0/version, which a restore leaves empty) records a version are they current.
+    let published = found.cluster_version_v2.is_some();
     for (v, source) in [
-        (&found.cluster_version_db, "the db's cluster/clusterVersion"),
         (&found.cluster_version_v2, "the v2 store's /0/version"),
+        (&found.cluster_version_db, "the db's cluster/clusterVersion"),
         (&found.storage_version, "the db's meta/storageVersion"),
     ] {
+        if !published {
+            break;
+        }
         if let Some(parsed) = v.as_ref().and_then(|v| v.parse::<EtcdVersion>().ok()) {
             say.versions.push((parsed, source.to_string()));
         }
@@ -125,7 +132,7 @@ pub fn files_say(data_dir: &Path) -> Option<FilesSay> {
 
 /// Pure: does `version.txt` (`claim`) agree with the files? Files newer than the claim are
 /// refused (naming both and the command that fixes it), except where an interrupted upgrade
-/// towards `target` explains them, and etcd2 claimed over v3 keys unless an interrupted
+/// step towards `target` explains them (files one minor ahead), and etcd2 claimed over v3 keys unless an interrupted
 /// etcd2 -> etcd3 conversion (`v2v3_journal`) explains it. `bundled` picks the patch to name.
 pub fn judge_claim(
     file: &Path,
@@ -167,8 +174,12 @@ pub fn judge_claim(
         return Ok(Claim::Agrees);
     }
     let fixed = fix(newest);
+    // An upgrade step starts etcd of the next minor and records it afterwards: a kill in
+    // between leaves files exactly one minor ahead (never more, never past the target).
+    let next_minor = (claim.version.major(), claim.version.minor() + 1);
     if claim.storage == Storage::Etcd3
         && target.storage == Storage::Etcd3
+        && key(newest) == next_minor
         && key(newest) <= key(&target.version)
     {
         return Ok(Claim::UpgradeInterrupted(fixed));
@@ -569,6 +580,16 @@ mod tests {
             ),
             Ok(Claim::Agrees)
         );
+        // Two minors ahead is no interrupted step: refused even towards a later target.
+        let e = judge_claim(
+            f,
+            &pair("3.3.0/etcd3"),
+            &files,
+            &pair("3.5.1/etcd3"),
+            false,
+            &bundled,
+        );
+        assert!(e.is_err(), "{e:?}");
         // An upgrade towards 3.5 that ran etcd 3.5 and was cut before it wrote version.txt.
         assert_eq!(
             judge_claim(
