@@ -448,12 +448,13 @@ pub fn torn_wal_remedy(findings: &[String]) -> Option<String> {
     if findings.is_empty() || !findings.iter().all(torn) {
         return None;
     }
-    Some(format!(
+    Some(
         "the last WAL record is torn: a crash or power loss cut it while etcd wrote it, so it \
          was never acknowledged to any client, and etcd truncates it itself when it starts. \
          Start the etcd that wrote this data (the version in version.txt) on the data dir \
          once, let it become ready, stop it, and rerun migrate"
-    ))
+            .to_string(),
+    )
 }
 
 // ---------------------------------------------------------------------------------------
