@@ -451,7 +451,7 @@ fn open_db(db: &Path) -> Result<BoltDb, RollbackError> {
     BoltDb::open(db).map_err(|e| match e {
         BoltError::Locked { .. } => refused(
             db,
-            format!("locked: is etcd still running on this data dir? Stop it first ({UNTOUCHED})"),
+            format!("locked: etcd is running on this data dir: stop it first ({UNTOUCHED})"),
         ),
         other => bolt_err(db, other),
     })
