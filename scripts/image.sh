@@ -100,8 +100,10 @@ else
 fi
 podman tag "$tag" "$image_repo:$newest-$revision"
 # Older builds of this repo name: keep the newest three (a concurrent run may still use one).
-podman images --sort created --format '{{.Repository}}:{{.Tag}}' --filter "reference=$image_repo:build-*" |
-    grep -vx "$tag" | tail -n +3 | while read -r old; do
+older=$(podman images --format '{{.CreatedAt}}|{{.Repository}}:{{.Tag}}' --filter "reference=$image_repo" |
+    { grep -F "|$image_repo:build-" || true; } | { grep -vF "|$tag" || true; } |
+    sort -r | tail -n +3 | cut -d'|' -f2)
+for old in $older; do
     podman rmi "$old" >/dev/null 2>&1 && log "removed the older $old" || true
 done
 id=$(podman image inspect --format '{{.Id}}' "$tag")
