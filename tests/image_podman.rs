@@ -616,8 +616,25 @@ impl Manifests {
     }
 }
 
+/// The metric names the alert rules' expressions use.
+fn alert_rule_metrics() -> Vec<String> {
+    let rules =
+        fs::read_to_string(Path::new(REPO).join("monitoring/etcd-version-alerts.yml")).unwrap();
+    let mut names: Vec<String> = rules
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("expr:"))
+        .flat_map(|e| e.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')))
+        .filter(|t| t.starts_with("etcd_"))
+        .map(str::to_string)
+        .collect();
+    names.sort();
+    names.dedup();
+    assert!(names.len() >= 2, "{names:?}");
+    names
+}
+
 /// `podman kube play` of both manifests on an empty hostPath: etcd becomes healthy, the
-/// monitor's /metrics passes promtool, `podman kube down` leaves the data dir intact
+/// monitor's /metrics passes promtool (and serves what the alert rules use), `podman kube down` leaves the data dir intact
 /// (etcd-inspect check passes), and a second play serves the same data.
 #[test]
 fn pods_from_the_manifests_serve_and_keep_the_data() {
@@ -643,6 +660,13 @@ fn pods_from_the_manifests_serve_and_keep_the_data() {
     );
     let etcds = get(&format!("{}/metrics", m.client_url())).unwrap();
     monitor_support::promtool_clean(&ours, &etcds);
+    for name in alert_rule_metrics() {
+        assert!(
+            ours.lines()
+                .any(|l| l.starts_with(&format!("{name} ")) || l.starts_with(&format!("{name}{{"))),
+            "monitoring/etcd-version-alerts.yml uses {name}, which the monitor does not serve"
+        );
+    }
 
     etcd_pod.down();
     let data = host_path.join("data");
