@@ -255,6 +255,7 @@ fn image_rootfs_equals_what_rootfs_sh_makes() {
     cmd.arg(&rootfs)
         .env("BUNDLED_ETCD_VERSIONS", BUNDLED)
         .env("ETCD_BIN_DIR", etcd_bin_dir())
+        .env("STATIC_BIN_DIR", static_bin_dir())
         .env("ROOTFS_STRICT", "1");
     ok(cmd);
     let mounted = ok(podman(&["image", "mount", &img.tag]));

@@ -62,6 +62,15 @@ pub fn unique_name(label: &str) -> String {
     format!("{NAME_PREFIX}{}-{n}-{label}", std::process::id())
 }
 
+/// Our static binaries: those scripts/test.sh built (`$STATIC_BIN_DIR`), else the usual
+/// place. Never scripts/build-static.sh from inside a test (cargo holds the target dir); the
+/// scripts name a missing binary.
+pub fn static_bin_dir() -> PathBuf {
+    std::env::var_os("STATIC_BIN_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(REPO).join("target/x86_64-unknown-linux-musl/release"))
+}
+
 /// The image scripts/image.sh built (once per test process).
 pub struct Image {
     pub tag: String,
@@ -75,13 +84,8 @@ pub fn image() -> &'static Image {
         remove_leftovers();
         let started = Instant::now();
         let mut cmd = Command::new(Path::new(REPO).join("scripts/image.sh"));
-        // Never build-static.sh from inside a test (cargo holds the target dir): the binaries
-        // scripts/test.sh built, or those in the usual place; image.sh names a missing one.
-        let static_bins = std::env::var_os("STATIC_BIN_DIR")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| Path::new(REPO).join("target/x86_64-unknown-linux-musl/release"));
         cmd.env("CONTAINERS_CONF", containers_conf())
-            .env("STATIC_BIN_DIR", static_bins)
+            .env("STATIC_BIN_DIR", static_bin_dir())
             .env("IMAGE_REPO", TEST_IMAGE_REPO)
             .env("BUNDLED_ETCD_VERSIONS", BUNDLED)
             .env("ETCD_BIN_DIR", etcd_bin_dir());
