@@ -134,7 +134,7 @@ fn tree(root: &Path) -> BTreeMap<PathBuf, (u32, Vec<u8>)> {
 // The image itself
 
 #[test]
-fn image_builds_without_a_registry_and_shows_what_the_docs_promise() {
+fn image_builds_without_a_registry_shows_what_the_docs_promise_and_is_reused() {
     let img = image();
     let docs = fs::read_to_string(Path::new(REPO).join("docs/image.md")).unwrap();
     for promise in [
@@ -185,6 +185,22 @@ fn image_builds_without_a_registry_and_shows_what_the_docs_promise() {
         img.size
     );
     eprintln!("image size: {} bytes", img.size);
+
+    // Same inputs, same image: the build-<hash> tag is reused, nothing is built.
+    let again = image_sh();
+    assert!(again.status.success(), "{}", text(&again));
+    let stdout = String::from_utf8_lossy(&again.stdout);
+    assert!(
+        stdout.contains(&format!("image {}\n", img.tag)),
+        "{}",
+        text(&again)
+    );
+    assert!(
+        stdout.contains(&format!("id {}\n", img.id)),
+        "{}",
+        text(&again)
+    );
+    assert!(text(&again).contains("up to date"), "{}", text(&again));
 }
 
 /// One entry of a file tree: kind, mode, size and a content fingerprint (or link target).

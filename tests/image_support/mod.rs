@@ -71,6 +71,17 @@ pub fn static_bin_dir() -> PathBuf {
         .unwrap_or_else(|| Path::new(REPO).join("target/x86_64-unknown-linux-musl/release"))
 }
 
+/// scripts/image.sh with the test image's settings.
+pub fn image_sh() -> Output {
+    let mut cmd = Command::new(Path::new(REPO).join("scripts/image.sh"));
+    cmd.env("CONTAINERS_CONF", containers_conf())
+        .env("STATIC_BIN_DIR", static_bin_dir())
+        .env("IMAGE_REPO", TEST_IMAGE_REPO)
+        .env("BUNDLED_ETCD_VERSIONS", BUNDLED)
+        .env("ETCD_BIN_DIR", etcd_bin_dir());
+    output(cmd)
+}
+
 /// The image scripts/image.sh built (once per test process).
 pub struct Image {
     pub tag: String,
@@ -83,13 +94,7 @@ pub fn image() -> &'static Image {
     IMAGE.get_or_init(|| {
         remove_leftovers();
         let started = Instant::now();
-        let mut cmd = Command::new(Path::new(REPO).join("scripts/image.sh"));
-        cmd.env("CONTAINERS_CONF", containers_conf())
-            .env("STATIC_BIN_DIR", static_bin_dir())
-            .env("IMAGE_REPO", TEST_IMAGE_REPO)
-            .env("BUNDLED_ETCD_VERSIONS", BUNDLED)
-            .env("ETCD_BIN_DIR", etcd_bin_dir());
-        let out = output(cmd);
+        let out = image_sh();
         assert!(out.status.success(), "scripts/image.sh: {}", text(&out));
         let stdout = String::from_utf8_lossy(&out.stdout);
         let field = |k: &str| {
