@@ -562,6 +562,8 @@ fn bad_input_stops_the_container_and_changes_nothing() {
 /// names, ports and hostPath.
 struct Manifests {
     etcd: PathBuf,
+    /// The etcd container's name: `<pod>-<container>` under podman kube play.
+    etcd_container: String,
     monitor: PathBuf,
     client: u16,
     metrics: u16,
@@ -569,25 +571,28 @@ struct Manifests {
 }
 
 impl Manifests {
-    fn write(dir: &Path, host_path: &Path) -> Manifests {
+    /// `etcd_extra`: further replacements in manifests/etcd.yaml.
+    fn write(dir: &Path, host_path: &Path, etcd_extra: &[(&str, String)]) -> Manifests {
         let p = free_ports(4).unwrap();
         let (client, peer, metrics, monitor_port) = (p[0], p[1], p[2], p[3]);
         let read = |f: &str| fs::read_to_string(Path::new(REPO).join("manifests").join(f)).unwrap();
         let image = format!("image: {}", image().tag);
+        let etcd_pod = unique_name("etcd");
         let etcd = fill(
             &read("etcd.yaml"),
             &[
-                ("image: localhost/etcdtools/etcd:3.5.1-0", image.clone()),
-                (
-                    "name: etcd-server",
-                    format!("name: {}", unique_name("etcd")),
-                ),
-                ("/mnt/master-pd/var/etcd", host_path.display().to_string()),
-                ("127.0.0.1:2379", format!("127.0.0.1:{client}")),
-                ("127.0.0.1:2380", format!("127.0.0.1:{peer}")),
-                ("127.0.0.1:2381", format!("127.0.0.1:{metrics}")),
-                ("port: 2381", format!("port: {metrics}")),
-            ],
+                etcd_extra,
+                &[
+                    ("image: localhost/etcdtools/etcd:3.5.1-0", image.clone()),
+                    ("name: etcd-server", format!("name: {etcd_pod}")),
+                    ("/mnt/master-pd/var/etcd", host_path.display().to_string()),
+                    ("127.0.0.1:2379", format!("127.0.0.1:{client}")),
+                    ("127.0.0.1:2380", format!("127.0.0.1:{peer}")),
+                    ("127.0.0.1:2381", format!("127.0.0.1:{metrics}")),
+                    ("port: 2381", format!("port: {metrics}")),
+                ],
+            ]
+            .concat(),
         );
         let monitor = fill(
             &read("etcd-version-monitor.yaml"),
@@ -604,6 +609,7 @@ impl Manifests {
         );
         let m = Manifests {
             etcd: dir.join("etcd.yaml"),
+            etcd_container: format!("{etcd_pod}-etcd-container"),
             monitor: dir.join("etcd-version-monitor.yaml"),
             client,
             metrics,
@@ -622,13 +628,29 @@ impl Manifests {
         format!("http://127.0.0.1:{}", self.monitor_port)
     }
 
-    /// The liveness probe's URL (host, port, path as the manifest says) answers healthy.
+    /// The liveness probe's URL (host, port, path as the manifest says) answers healthy;
+    /// fails at once, with the log, when the etcd container exits or is restarted.
     fn wait_healthy(&self) {
+        let alive = || {
+            let state = ok(podman(&[
+                "inspect",
+                "--format",
+                "{{.State.Status}} {{.RestartCount}}",
+                &self.etcd_container,
+            ]));
+            match state.trim() {
+                "running 0" => Ok(()),
+                other => {
+                    let logs = output(podman(&["logs", &self.etcd_container]));
+                    Err(format!("etcd container {other}:\n{}", text(&logs)))
+                }
+            }
+        };
         wait_for(
             &format!("http://127.0.0.1:{}/health", self.metrics),
             "\"health\":\"true\"",
             Duration::from_secs(90),
-            &|| Ok(()),
+            &alive,
         );
     }
 }
@@ -657,7 +679,7 @@ fn alert_rule_metrics() -> Vec<String> {
 fn pods_from_the_manifests_serve_and_keep_the_data() {
     let temp = TempDir::new("image-pods");
     let host_path = temp.path().join("var-etcd");
-    let m = Manifests::write(temp.path(), &host_path);
+    let m = Manifests::write(temp.path(), &host_path, &[]);
     let mut etcd_pod = KubePod::play(&m.etcd);
     let _monitor_pod = KubePod::play(&m.monitor);
     m.wait_healthy();
@@ -708,4 +730,38 @@ fn pods_from_the_manifests_serve_and_keep_the_data() {
     let _again = KubePod::play(&m.etcd);
     m.wait_healthy();
     assert_eq!(all_keys(&m.client_url()), kv);
+}
+
+/// The manifest's `set -e`: when migrate-if-needed.sh fails (here: a TARGET_VERSION the image
+/// does not bundle), etcd never starts; the container exits with the reason in its log and
+/// is restarted (crash loop), and the data dir is not created.
+#[test]
+fn pod_whose_migration_fails_never_starts_etcd() {
+    let temp = TempDir::new("image-pod-fails");
+    let host_path = temp.path().join("var-etcd");
+    let m = Manifests::write(
+        temp.path(),
+        &host_path,
+        &[(
+            "{name: TARGET_VERSION, value: 3.5.1}",
+            "{name: TARGET_VERSION, value: 3.5.0}".into(),
+        )],
+    );
+    let _pod = KubePod::play(&m.etcd);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let logs = loop {
+        let logs = text(&output(podman(&["logs", &m.etcd_container])));
+        if logs.contains("Migration failed: ") {
+            break logs;
+        }
+        assert!(Instant::now() < deadline, "no failure logged: {logs}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(logs.contains("not one of the bundled versions"), "{logs}");
+    assert!(
+        !logs.contains("etcd-3.5.0: not found"),
+        "etcd was tried: {logs}"
+    );
+    assert!(get(&format!("{}/health", m.client_url())).is_none());
+    assert!(!host_path.join("data").exists());
 }
