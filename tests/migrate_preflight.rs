@@ -454,6 +454,15 @@ fn a_downgrade_that_changes_member_identity_is_refused_unless_allowed() {
     );
     let out = m.migrate("3.4.23/etcd3", &[("ETCD_NAME", "other")], &[]);
     assert_refused(&m, &before, &out, &["name \"other\" (stored \"etcd-h\")"]);
+    // Same name and URL, but another cluster token than the one the cluster was made with.
+    let creds = format!("{} --initial-cluster-token=other", FAST.join(" "));
+    let out = m.migrate("3.4.23/etcd3", &[("ETCD_CREDS", &creds)], &[]);
+    assert_refused(
+        &m,
+        &before,
+        &out,
+        &["cluster token \"other\"", "--initial-cluster-token=TOKEN"],
+    );
 
     // Through the wrapper script with the env var: accepted, the IDs change.
     let ids = |dir: &Path| {
@@ -582,9 +591,11 @@ fn waiting_for_etcd_is_reported_every_10s() {
     fs::write(m0.data_dir.join("version.txt"), "3.5.1/etcd3").unwrap();
     let m = Member::new("wait");
     let data = m0.data_dir.display().to_string();
+    let creds = format!("{} --initial-cluster-token=test-cluster", FAST.join(" "));
     let out = m.migrate(
         "3.4.23/etcd3",
         &[
+            ("ETCD_CREDS", &creds),
             ("ETCD_NAME", "m0"),
             ("DATA_DIRECTORY", &data),
             ("INITIAL_CLUSTER", &cluster.initial_cluster),

@@ -433,6 +433,88 @@ pub fn judge_identity(stored: &StoredMember, cfg: &Config, allowed: bool) -> Res
     ))
 }
 
+/// etcd's default `--initial-cluster-token`.
+pub const DEFAULT_CLUSTER_TOKEN: &str = "etcd-cluster";
+
+fn sha1_prefix(bytes: &[u8]) -> u64 {
+    let d = ring::digest::digest(&ring::digest::SHA1_FOR_LEGACY_USE_ONLY, bytes);
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&d.as_ref()[..8]);
+    u64::from_be_bytes(first)
+}
+
+/// The member ID etcd derives for a member of a new cluster (what a snapshot restore makes):
+/// SHA-1 of its sorted peer URLs concatenated, then the cluster token; the first 8 bytes,
+/// big-endian. (A member added to a running cluster also hashes the time: it can never be
+/// restored with its ID.)
+pub fn member_id(peer_urls: &[String], token: &str) -> u64 {
+    let mut urls = peer_urls.to_vec();
+    urls.sort();
+    let mut b = urls.concat().into_bytes();
+    b.extend_from_slice(token.as_bytes());
+    sha1_prefix(&b)
+}
+
+/// The cluster ID etcd derives from the member IDs: SHA-1 of the sorted IDs, 8 bytes
+/// big-endian each; the first 8 bytes of the hash.
+pub fn cluster_id(member_ids: &[u64]) -> u64 {
+    let mut ids = member_ids.to_vec();
+    ids.sort_unstable();
+    let b: Vec<u8> = ids.iter().flat_map(|id| id.to_be_bytes()).collect();
+    sha1_prefix(&b)
+}
+
+/// Pure: the IDs the restore will give (from `--initial-cluster` and the cluster token) must
+/// be the stored ones; they differ when the cluster was made with another token, or the
+/// member joined a running cluster. Run after [`judge_identity`] passed.
+pub fn judge_restored_ids(
+    stored: &StoredMember,
+    cfg: &Config,
+    allowed: bool,
+) -> Result<(), String> {
+    let token = super::run::cluster_token(&cfg.etcd_server_extra_args);
+    let token = token.as_deref().unwrap_or(DEFAULT_CLUSTER_TOKEN);
+    let mut by_name: Vec<(String, Vec<String>)> = Vec::new();
+    for (name, url) in cfg
+        .initial_cluster
+        .split(',')
+        .filter_map(|e| e.trim().split_once('='))
+    {
+        let url = url.trim().trim_end_matches('/').to_string();
+        match by_name.iter_mut().find(|(n, _)| n == name) {
+            Some((_, urls)) => urls.push(url),
+            None => by_name.push((name.to_string(), vec![url])),
+        }
+    }
+    let ids: Vec<u64> = by_name.iter().map(|(_, u)| member_id(u, token)).collect();
+    let own = by_name
+        .iter()
+        .position(|(n, _)| *n == cfg.name)
+        .map(|i| ids[i]);
+    let cid = cluster_id(&ids);
+    if own == Some(stored.id) && cid == stored.cluster_id {
+        return Ok(());
+    }
+    let what = format!(
+        "the restore with cluster token {token:?} would give member ID {:x} and cluster ID {cid:x}, \
+         but the data has {:x} and {:x}",
+        own.unwrap_or(0),
+        stored.id,
+        stored.cluster_id
+    );
+    if allowed {
+        log::warn!("{what} ({ALLOW_MEMBER_ID_CHANGE_ENV} is set)");
+        return Ok(());
+    }
+    Err(format!(
+        "{what}: the cluster was created with another --initial-cluster-token, another \
+         --initial-cluster, or this member joined a running cluster (then its ID cannot be \
+         restored). Put the cluster's token into ETCD_CREDS (--initial-cluster-token=TOKEN) \
+         and its members into INITIAL_CLUSTER, or accept new IDs with \
+         --allow-member-id-change ({ALLOW_MEMBER_ID_CHANGE_ENV}=true)"
+    ))
+}
+
 /// Env var for `--allow-member-id-change` (migrate-if-needed.sh passes the environment on).
 pub const ALLOW_MEMBER_ID_CHANGE_ENV: &str = "ALLOW_MEMBER_ID_CHANGE";
 
@@ -482,6 +564,7 @@ pub fn check_steps(cfg: &Config, data_dir: &Path, steps: &[Step]) -> Result<(), 
     if steps.iter().any(|s| matches!(s, Step::Downgrade { .. })) {
         if let Some(stored) = stored_member(data_dir)? {
             judge_identity(&stored, cfg, cfg.allow_member_id_change)?;
+            judge_restored_ids(&stored, cfg, cfg.allow_member_id_change)?;
         }
     }
     if let Some(Step::RollbackV3ToV2 { to, .. }) = steps
@@ -721,6 +804,35 @@ mod tests {
         };
         let e = judge_identity(&renamed, &same, false).unwrap_err();
         assert!(e.contains("ETCD_NAME=etcd-b"), "{e}");
+    }
+
+    #[test]
+    fn restored_ids_follow_etcds_derivation() {
+        // Member and cluster IDs of a real etcd 3.5.1 started as
+        // `--initial-cluster default=http://localhost:2380` (etcd's defaults).
+        let urls = vec!["http://localhost:2380".to_string()];
+        let id = member_id(&urls, DEFAULT_CLUSTER_TOKEN);
+        assert_eq!(id, 0x8e9e05c52164694d);
+        assert_eq!(cluster_id(&[id]), 0xcdf818194e3a8c32);
+        let c = cfg(&[
+            ("INITIAL_CLUSTER", "etcd-a=http://localhost:2380"),
+            ("INITIAL_ADVERTISE_PEER_URLS", "http://localhost:2380"),
+        ]);
+        let stored = StoredMember {
+            id,
+            cluster_id: cluster_id(&[id]),
+            name: "etcd-a".into(),
+            peer_urls: urls,
+        };
+        assert!(judge_restored_ids(&stored, &c, false).is_ok());
+        let other_token = StoredMember {
+            id: member_id(&stored.peer_urls, "t"),
+            cluster_id: cluster_id(&[member_id(&stored.peer_urls, "t")]),
+            ..stored.clone()
+        };
+        let e = judge_restored_ids(&other_token, &c, false).unwrap_err();
+        assert!(e.contains("--initial-cluster-token=TOKEN"), "{e}");
+        assert!(judge_restored_ids(&other_token, &c, true).is_ok());
     }
 
     #[test]

@@ -961,7 +961,7 @@ impl Runner<'_> {
 }
 
 /// `--initial-cluster-token` among the extra args, so a restore keeps the cluster's IDs.
-fn cluster_token(extra: &[String]) -> Option<String> {
+pub(crate) fn cluster_token(extra: &[String]) -> Option<String> {
     let mut it = extra.iter();
     while let Some(a) = it.next() {
         let a = a.trim_start_matches('-');
