@@ -130,6 +130,40 @@ pub fn files_say(data_dir: &Path) -> Option<FilesSay> {
     Some(say)
 }
 
+/// `version.txt`'s pair checked against the files ([`judge_claim`]): the pair to go on from.
+/// `v2v3_journal`: an interrupted etcd2 -> etcd3 conversion is on record.
+pub fn check_claim(
+    data_dir: &Path,
+    claim: VersionPair,
+    cfg: &Config,
+    v2v3_journal: bool,
+) -> Result<VersionPair, String> {
+    let Some(files) = files_say(data_dir) else {
+        return Ok(claim);
+    };
+    let file = data_dir.join(crate::version::VERSION_FILE);
+    match judge_claim(
+        &file,
+        &claim,
+        &files,
+        &cfg.target,
+        v2v3_journal,
+        &cfg.bundled,
+    )? {
+        Claim::Agrees => Ok(claim),
+        Claim::UpgradeInterrupted(newer) => {
+            log::warn!(
+                "{} says {claim} but etcd {} already ran on the data (an upgrade towards {} was \
+                 interrupted before it recorded that): going on from {newer}",
+                file.display(),
+                newer.version.minor_string(),
+                cfg.target
+            );
+            Ok(newer)
+        }
+    }
+}
+
 /// Pure: does `version.txt` (`claim`) agree with the files? Files newer than the claim are
 /// refused (naming both and the command that fixes it), except where an interrupted upgrade
 /// step towards `target` explains them (files one minor ahead), and etcd2 claimed over v3 keys unless an interrupted

@@ -354,29 +354,13 @@ pub fn run(cfg: &Config) -> Result<Outcome, MigrateError> {
 /// The current pair: `version.txt` checked against the files (see
 /// [`super::preflight::judge_claim`]), or for a missing/empty one the detected version.
 fn current_version(data: &DataDir, cfg: &Config) -> Result<VersionPair, MigrateError> {
-    use super::preflight::{files_say, judge_claim, Claim};
     let bundled = &cfg.bundled;
     let file = data.path().join(crate::version::VERSION_FILE);
     let why = match read_version_file(data.path())? {
         VersionFile::Parsed(p) => {
-            let Some(files) = files_say(data.path()) else {
-                return Ok(p);
-            };
             let journal = v2v3_journal(data).exists();
-            return match judge_claim(&file, &p, &files, &cfg.target, journal, bundled) {
-                Ok(Claim::Agrees) => Ok(p),
-                Ok(Claim::UpgradeInterrupted(newer)) => {
-                    log::warn!(
-                        "{} says {p} but etcd {} already ran on the data (an upgrade towards {} \
-                         was interrupted before it recorded that): going on from {newer}",
-                        file.display(),
-                        newer.version.minor_string(),
-                        cfg.target
-                    );
-                    Ok(newer)
-                }
-                Err(m) => Err(MigrateError::Preflight(m)),
-            };
+            return super::preflight::check_claim(data.path(), p, cfg, journal)
+                .map_err(MigrateError::Preflight);
         }
         VersionFile::Missing => "has no version.txt",
         VersionFile::Empty => {
