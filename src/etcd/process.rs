@@ -655,9 +655,20 @@ pub fn run_tool(
         what: command.clone(),
         reason: e.to_string(),
     };
+    let started = Instant::now();
+    let mut next_note = PROGRESS_INTERVAL;
     let status = loop {
         if let Some(status) = child.try_wait().map_err(io)? {
             break Some(status);
+        }
+        if started.elapsed() >= next_note {
+            log::info!(
+                "still running {}: {}s of {}s so far",
+                binary.display(),
+                started.elapsed().as_secs(),
+                timeout.as_secs()
+            );
+            next_note += PROGRESS_INTERVAL;
         }
         if Instant::now() >= deadline {
             let _ = child.kill();
