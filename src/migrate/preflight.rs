@@ -361,8 +361,16 @@ pub struct StoredMember {
 }
 
 /// The member ID from the WAL's metadata record, its name and peer URLs from the db's
-/// `members` bucket. `Ok(None)` when the data holds no such record (nothing to compare).
-pub fn stored_member(data_dir: &Path) -> Result<Option<StoredMember>, String> {
+/// `members` bucket. `None` when the data holds no such record or cannot be read (nothing to
+/// compare; the integrity check that follows names any damage with its offset).
+pub fn stored_member(data_dir: &Path) -> Option<StoredMember> {
+    read_stored_member(data_dir).unwrap_or_else(|e| {
+        log::debug!("member identity not checked: {e}");
+        None
+    })
+}
+
+fn read_stored_member(data_dir: &Path) -> Result<Option<StoredMember>, String> {
     use crate::storage::proto::{WalMetadata, METADATA_TYPE};
     let wal_dir = data_dir.join("member/wal");
     let mut reader =
@@ -596,7 +604,7 @@ pub fn check_steps(cfg: &Config, data_dir: &Path, steps: &[Step]) -> Result<(), 
         check_peer_tls(cfg)?;
     }
     if steps.iter().any(|s| matches!(s, Step::Downgrade { .. })) {
-        if let Some(stored) = stored_member(data_dir)? {
+        if let Some(stored) = stored_member(data_dir) {
             judge_identity(&stored, cfg, cfg.allow_member_id_change)?;
             judge_restored_ids(&stored, cfg, cfg.allow_member_id_change)?;
         }
