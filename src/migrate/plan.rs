@@ -268,6 +268,12 @@ fn version_steps(
                     bundled: bundled.to_vec(),
                 }
             })?;
+            if let Some(floor) = patch_floor_before(&at, &v, bundled, original, &target)? {
+                steps.push(Step::Upgrade {
+                    to: floor.clone(),
+                    storage: cur.storage,
+                });
+            }
             steps.push(Step::Upgrade {
                 to: v.clone(),
                 storage: cur.storage,
@@ -297,10 +303,17 @@ fn version_steps(
             highest_of_minor(bundled, c.major(), c.minor()).ok_or_else(|| {
                 PlanError::MinorNotBundled {
                     minor: c.minor_string(),
-                    why: format!(
-                        "the downgrade must start etcd {} to take a snapshot",
-                        c.minor_string()
-                    ),
+                    why: if (c.major(), c.minor()) >= (3, 6) {
+                        format!(
+                            "the downgrade runs etcdutl {} migrate on the data",
+                            c.minor_string()
+                        )
+                    } else {
+                        format!(
+                            "the downgrade must start etcd {} to take a snapshot",
+                            c.minor_string()
+                        )
+                    },
                     bundled: bundled.to_vec(),
                 }
             })?
@@ -657,6 +670,29 @@ mod tests {
             assert!(matches!(e, PlanError::NoRule { .. }), "{e}");
             assert!(e.to_string().contains("etcd >= 3.5.24 before 3.6"), "{e}");
         }
+        // Also when 3.6 is an intermediate minor.
+        assert_eq!(
+            plan(
+                &p("3.4.23/etcd3"),
+                &p("3.7.0/etcd3"),
+                &b("3.4.23,3.5.30,3.6.0,3.7.0")
+            ),
+            Ok(vec![up("3.5.30"), up("3.6.0"), w("3.7.0/etcd3")])
+        );
+        assert_eq!(
+            plan(
+                &p("3.5.1/etcd3"),
+                &p("3.7.0/etcd3"),
+                &b("3.5.1,3.5.30,3.6.0,3.7.0")
+            ),
+            Ok(vec![up("3.5.30"), up("3.6.0"), w("3.7.0/etcd3")])
+        );
+        let e = plan(
+            &p("3.4.23/etcd3"),
+            &p("3.7.0/etcd3"),
+            &b("3.4.23,3.5.1,3.6.0,3.7.0"),
+        );
+        assert!(e.unwrap_err().to_string().contains("3.5.24"));
         // Moves that do not enter 3.6 are not affected.
         assert_eq!(
             plan(&p("3.5.0/etcd3"), &p("3.5.21/etcd3"), &b("3.5.21,3.6.5")),
