@@ -419,6 +419,14 @@ fn member_of_3_3_25_upgrades_through_3_4_23_to_3_5_30_keeping_everything() {
     let (site, f) = Site::with_fixture("up33", V3_3);
     let log = site.migrate("3.5.30/etcd3");
     assert!(log.contains("step 1: upgrade: start etcd 3.4.23"), "{log}");
+    // The step proved itself (src/migrate/verify.rs), with the figures in the log.
+    for line in [
+        "step 1: before the step, etcd 3.3.25 serves 30 keys at revision",
+        "step 1: after the step, etcd 3.4.23 serves 30 keys at revision",
+        "step 1: the data is the same after the step",
+    ] {
+        assert!(log.contains(line), "{line:?} not in {log}");
+    }
     assert_eq!(site.served_by(V3_5_30, f.compacted), f.before);
 }
 
@@ -493,6 +501,15 @@ fn downgrade_3_5_30_to_3_4_23_is_served_by_3_4_23() {
         log.contains("snapshot with etcd 3.5.30, restore with etcdctl-3.4.23"),
         "{log}"
     );
+    for line in [
+        "step 1: before the step, etcd 3.5.30 serves 30 keys at revision",
+        "step 1: after the restore, etcd 3.4.23 serves 30 keys at revision",
+        "step 1: the data is the same after the step",
+    ] {
+        assert!(log.contains(line), "{line:?} not in {log}");
+    }
+    assert!(log.contains(", HashKV "), "3.5.30 serves HashKV: {log}");
+
     assert_eq!(
         site.served_by(V3_4, f.compacted).without_member_ids(),
         f.before.clone().without_member_ids()
