@@ -2,7 +2,7 @@
 //! a real dir with three .snap files and a WAL after them, and a fully synthetic one.
 mod common;
 
-use common::{copy_tree, file_tree};
+use common::{copy_tree, etcd_tree, file_tree};
 use etcdtools::rollback::{rollback_data_dir, RollbackOptions};
 use etcdtools::storage::{snap, v2store, wal};
 use std::path::{Path, PathBuf};
@@ -96,10 +96,7 @@ fn real_dir_with_snapshots_and_wal_after_them() {
         }
     });
     assert_eq!(user.len(), 3, "{user:?}");
-    assert!(dir
-        .with_file_name("data.rollback.backup")
-        .join("member/snap/db")
-        .exists());
+    assert!(dir.join(".rollback.backup/member/snap/db").exists());
     std::fs::remove_dir_all(base).unwrap();
 }
 
@@ -132,7 +129,7 @@ fn dry_run_changes_nothing() {
     assert!(r.dry_run);
     assert_eq!((r.index, r.term, r.keys), (33, 2, 3));
     assert_eq!(file_tree(&dir), before, "dry run changed files");
-    assert!(!dir.with_file_name("data.rollback.backup").exists());
+    assert!(!dir.join(".rollback.backup").exists());
     assert_eq!(std::fs::read_dir(&base).unwrap().count(), 1);
     std::fs::remove_dir_all(base).unwrap();
 }
@@ -181,9 +178,9 @@ fn command_line() {
     std::fs::remove_dir_all(base).unwrap();
 }
 
-/// SIGKILL at every point of the write-and-swap: what is left is the untouched original, or
-/// the untouched original as the backup plus a complete result; a rerun always ends with the
-/// complete result and the untouched backup.
+/// SIGKILL at every point of the write-and-swap: every file of the original is in the data
+/// dir or in the backup, and every file of the result in the data dir or in the complete
+/// staged copy; a rerun always ends with the complete result and the untouched backup.
 #[test]
 fn a_crash_at_any_point_leaves_original_or_backup_plus_result() {
     use etcdtools::rollback::CRASH_POINT_ENV;
@@ -198,9 +195,29 @@ fn a_crash_at_any_point_leaves_original_or_backup_plus_result() {
     let (base, reference) = fixture("v2-rollback-minimal");
     let original = file_tree(&reference);
     assert!(run(&reference, None).status.success());
-    let result = file_tree(&reference);
+    let result = etcd_tree(&reference);
+    assert_eq!(file_tree(&reference.join(".rollback.backup")), original);
     std::fs::remove_dir_all(&base).unwrap();
-    for point in ["snap-written", "built", "ready", "backed-up", "swapped"] {
+    let found_in = |tree: &std::collections::BTreeMap<PathBuf, Option<Vec<u8>>>,
+                    places: &[PathBuf],
+                    point: &str| {
+        for (p, content) in tree {
+            assert!(
+                places.iter().any(|d| file_tree(d).get(p) == Some(content)),
+                "{point}: {} is lost",
+                p.display()
+            );
+        }
+    };
+    for point in [
+        "snap-written",
+        "built",
+        "ready",
+        "old-backup-removed",
+        "moved-to-backup",
+        "member-swapped",
+        "swapped",
+    ] {
         let (base, dir) = fixture("v2-rollback-minimal");
         let out = run(&dir, Some(point));
         assert_eq!(
@@ -208,14 +225,11 @@ fn a_crash_at_any_point_leaves_original_or_backup_plus_result() {
             Some(9),
             "{point}"
         );
-        let backup = dir.with_file_name("data.rollback.backup");
-        let ready = dir.with_file_name("data.rollback.new");
-        if dir.exists() && file_tree(&dir) == original {
-            assert!(!backup.exists(), "{point}");
-        } else {
-            assert_eq!(file_tree(&backup), original, "{point}: backup");
-            let complete = if dir.exists() { &dir } else { &ready };
-            assert_eq!(file_tree(complete), result, "{point}: result");
+        let backup = dir.join(".rollback.backup");
+        let ready = dir.join(".rollback.new");
+        found_in(&original, &[dir.clone(), backup.clone()], point);
+        if backup.exists() {
+            found_in(&result, &[dir.clone(), ready.clone()], point);
         }
         // rerun: finishes (or, after a full swap, refuses because the backup exists)
         let again = run(&dir, None);
@@ -228,11 +242,16 @@ fn a_crash_at_any_point_leaves_original_or_backup_plus_result() {
                 String::from_utf8_lossy(&again.stderr)
             );
         }
-        assert_eq!(file_tree(&dir), result, "{point}: final result");
+        assert_eq!(etcd_tree(&dir), result, "{point}: final result");
         assert_eq!(file_tree(&backup), original, "{point}: final backup");
         assert!(
-            !ready.exists() && !dir.with_file_name("data.rollback.tmp").exists(),
+            !ready.exists() && !dir.join(".rollback.tmp").exists(),
             "{point}"
+        );
+        assert_eq!(
+            std::fs::read_dir(&base).unwrap().count(),
+            1,
+            "{point}: nothing beside"
         );
         std::fs::remove_dir_all(base).unwrap();
     }

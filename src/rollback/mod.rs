@@ -303,7 +303,8 @@ pub fn rollback_data_dir(
         ..Default::default()
     };
     let left = Leftovers::scan(&data);
-    if opts.dry_run && left.finishes_rollback() {
+    let finished = left.finishes_rollback();
+    if opts.dry_run && finished {
         return Ok(resumed());
     }
     if !opts.dry_run {
@@ -319,10 +320,9 @@ pub fn rollback_data_dir(
         .map_err(|e| refused(&paths.dir, format!("{} ({UNTOUCHED})", e.reason)))?;
     if !opts.dry_run {
         let left = Leftovers::scan(&data);
-        let finished = left.finishes_rollback();
         left.recover(&data, &crash_point)
             .map_err(datadir_err("rerun to finish the interrupted run"))?;
-        if finished {
+        if finished || left.finishes_rollback() {
             return Ok(resumed());
         }
     }

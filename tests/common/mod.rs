@@ -268,3 +268,17 @@ pub fn copy_tree(from: &Path, to: &Path) {
         }
     }
 }
+
+/// [`file_tree`] of what etcd and the version file own: entries whose first component does
+/// not start with `.` (the tools keep their backups and staging there, see
+/// `etcdtools::datadir::names`).
+pub fn etcd_tree(dir: &Path) -> std::collections::BTreeMap<PathBuf, Option<Vec<u8>>> {
+    file_tree(dir)
+        .into_iter()
+        .filter(|(p, _)| {
+            !p.components()
+                .next()
+                .is_some_and(|c| c.as_os_str().to_string_lossy().starts_with('.'))
+        })
+        .collect()
+}
