@@ -117,6 +117,11 @@ impl DataDir {
         })
     }
 
+    /// Same as [`DataDir::resolve`].
+    pub fn new(given: &Path) -> Result<Self, DataDirError> {
+        Self::resolve(given)
+    }
+
     /// The real directory (absolute, no symlinks).
     pub fn path(&self) -> &Path {
         &self.path

@@ -298,7 +298,8 @@ fn empty_or_missing_dir_gets_the_target_and_nothing_starts() {
     assert_eq!(site.version_txt(), "3.5.1/etcd3");
     assert!(!stderr(&out).contains("starting "), "no etcd may start");
     let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
-    // 0777/0666 & umask (0755/0644 under the usual 022, as the original's test checks).
+    // The data dir 0700 (what etcd wants; the original made it 0777 & umask and etcd warned);
+    // version.txt 0666 & umask (0644 under the usual 022, as the original's test checks).
     let umask = fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
@@ -307,7 +308,7 @@ fn empty_or_missing_dir_gets_the_target_and_nothing_starts() {
                 .and_then(|v| u32::from_str_radix(v.trim(), 8).ok())
         })
         .unwrap_or(0o022);
-    assert_eq!(mode(&site.data), 0o777 & !umask);
+    assert_eq!(mode(&site.data), 0o700);
     assert_eq!(mode(&site.data.join("version.txt")), 0o666 & !umask);
     // Rerun: no change at all.
     let before = tree(site.root());
@@ -341,7 +342,7 @@ fn downgrade_3_5_1_to_3_4_23_keeps_every_key() {
     let out = site.migrate("3.4.23/etcd3");
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(site.version_txt(), "3.4.23/etcd3");
-    let d = etcdtools::datadir::DataDir::new(&site.data).unwrap();
+    let d = etcdtools::datadir::DataDir::resolve(&site.data).unwrap();
     assert_eq!(
         fs::read_to_string(d.backup_path().join("version.txt")).unwrap(),
         "3.5.1/etcd3"
@@ -532,7 +533,7 @@ fn etcd2_to_etcd3_interrupted_is_redone_from_the_backup() {
 fn check_v2_converted(site: &Site, out: &Output, expect: &Kv) {
     assert!(out.status.success(), "{}", stderr(out));
     assert_eq!(site.version_txt(), "3.4.23/etcd3");
-    let d = etcdtools::datadir::DataDir::new(&site.data).unwrap();
+    let d = etcdtools::datadir::DataDir::resolve(&site.data).unwrap();
     assert_eq!(
         fs::read_to_string(d.backup_path().join("version.txt")).unwrap(),
         "3.4.23/etcd2"
@@ -989,12 +990,15 @@ fn copy_data(from: &Site, to: &Site) {
     assert!(ok);
 }
 
+/// The lock belongs to the real directory: a run through a symlink holds it, a second run
+/// through a relative spelling with `.` and a trailing `/` is refused naming the holder, a
+/// third through the real path waits and then finds the work done (one downgrade, not two).
 #[test]
-fn a_second_concurrent_run_is_refused() {
+fn a_second_run_through_another_spelling_waits_or_refuses_naming_the_holder() {
     let site = Site::new("concurrent");
     let kv = site.seed(V3_5_1, 10, &[]);
     // The real etcd 3.5.1 behind a 2 s delay, so the first run surely holds the lock while
-    // the second one tries.
+    // the others try.
     let slow = site.bin.join("etcd-3.5.1");
     fs::remove_file(&slow).unwrap();
     fs::write(
@@ -1006,8 +1010,11 @@ fn a_second_concurrent_run_is_refused() {
     )
     .unwrap();
     fs::set_permissions(&slow, fs::Permissions::from_mode(0o755)).unwrap();
+    let link = site.root().join("link-to-data");
+    std::os::unix::fs::symlink(&site.data, &link).unwrap();
+    let link = link.display().to_string();
     let mut first = site
-        .command("3.4.23/etcd3", &[], &[])
+        .command("3.4.23/etcd3", &[("DATA_DIRECTORY", &link)], &[])
         .stderr(Stdio::piped())
         .stdout(Stdio::null())
         .spawn()
@@ -1023,12 +1030,52 @@ fn a_second_concurrent_run_is_refused() {
         }
     }
     let t0 = Instant::now();
-    let second = site.migrate_with("3.4.23/etcd3", &[], &["--lock-timeout", "300ms"]);
-    assert_failed_with(&second, "another migrate is working on");
+    let second = site
+        .command(
+            "3.4.23/etcd3",
+            &[("DATA_DIRECTORY", "var/etcd/./data/")],
+            &["--lock-timeout", "300ms"],
+        )
+        .current_dir(site.root())
+        .output()
+        .unwrap();
+    assert_failed_with(&second, "is working on this data dir");
+    assert!(
+        stderr(&second).contains(&format!("pid {} (", first.id())),
+        "holder not named: {}",
+        stderr(&second)
+    );
     assert!(t0.elapsed() >= Duration::from_millis(300));
+    let third = site
+        .command("3.4.23/etcd3", &[], &[])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
     for _ in lines {}
     assert!(first.wait().unwrap().success());
+    let third = third.wait_with_output().unwrap();
+    assert!(third.status.success(), "{}", stderr(&third));
+    assert!(
+        stderr(&third).contains("is locked by pid"),
+        "{}",
+        stderr(&third)
+    );
+    assert!(
+        stderr(&third).contains("already at the target"),
+        "{}",
+        stderr(&third)
+    );
     assert_eq!(site.version_txt(), "3.4.23/etcd3");
+    assert_eq!(
+        fs::read_to_string(site.data.join(".bak/version.txt")).unwrap(),
+        "3.5.1/etcd3",
+        "downgraded twice"
+    );
+    assert!(fs::symlink_metadata(&link)
+        .unwrap()
+        .file_type()
+        .is_symlink());
     let etcd = site.start(V3_4);
     assert_eq!(all_keys(&etcd.client_url), kv);
 }
@@ -1187,17 +1234,13 @@ fn a_lone_member_of_a_cluster_times_out_with_a_clear_message_and_nothing_changed
     assert!(started.elapsed() < Duration::from_secs(20));
     assert!(port_is_free(site.client_port), "etcd left running");
     // etcd itself may touch its WAL/db while it runs; what matters is that migrate did not
-    // swap anything: same version.txt, no .restore/.bak/.snapshot.db beside the data dir.
+    // swap anything: same version.txt, no .restore/.bak/.snapshot.db in the data dir.
     assert_eq!(
         fs::read_to_string(m0.data_dir.join("version.txt")).unwrap(),
         "3.5.1/etcd3"
     );
-    let parent = m0.data_dir.parent().unwrap();
-    for suffix in [".bak", ".restore", ".snapshot.db", ".restore.complete"] {
-        assert!(
-            !parent.join(format!("m0{suffix}")).exists(),
-            "{suffix} left behind"
-        );
+    for name in [".bak", ".restore", ".snapshot.db", ".restore.complete"] {
+        assert!(!m0.data_dir.join(name).exists(), "{name} left behind");
     }
     let after = tree(&m0.data_dir);
     assert!(before.keys().all(|k| after.contains_key(k)), "files lost");
