@@ -884,6 +884,104 @@ fn bad_inputs_fail_clearly_and_change_nothing() {
     );
 }
 
+/// The crash points of a downgrade (ETCDTOOLS_MIGRATE_CRASH_AT), in order.
+const DOWNGRADE_POINTS: &[&str] = &[
+    "etcd-started",
+    "etcd-ready",
+    "snapshot-saved",
+    "etcd-stopped",
+    "restored",
+    "restore-complete",
+    "old-backup-removed",
+    "moved-to-backup",
+    "member-swapped",
+    "swapped",
+    "after-version-write",
+];
+
+/// Every crash point, then kills at fractions of `full` (inside etcd start, snapshot, restore).
+fn crash_cases(points: &[&str], full: Duration) -> Vec<(String, Option<Duration>)> {
+    let mut cases: Vec<(String, Option<Duration>)> =
+        points.iter().map(|p| (p.to_string(), None)).collect();
+    for f in [0.2, 0.4, 0.6, 0.8, 0.95] {
+        cases.push((format!("timed {f}"), Some(full.mul_f64(f))));
+    }
+    cases
+}
+
+/// Kills migrate -> `target` on `site` at `label` (a crash point, or after `delay`), checks
+/// that no etcd outlived it, reruns it and checks that it ends at `target`; etcd `serve` then
+/// serves exactly `kv`.
+fn crash_and_rerun(
+    site: &Site,
+    label: &str,
+    delay: Option<Duration>,
+    target: &str,
+    serve: &str,
+    kv: &Kv,
+) {
+    let status = match delay {
+        None => {
+            site.migrate_with(target, &[("ETCDTOOLS_MIGRATE_CRASH_AT", label)], &[])
+                .status
+        }
+        Some(d) => {
+            let mut child = site
+                .command(target, &[], &[])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap();
+            std::thread::sleep(d);
+            let _ = child.kill();
+            child.wait().unwrap()
+        }
+    };
+    if delay.is_none() {
+        assert_eq!(status.signal(), Some(9), "{label}: the hook did not fire");
+    }
+    // Both ports: the peer listener can outlive the client one by a few ms while the killed
+    // etcd exits, and the rerun binds both.
+    assert!(
+        port_is_free(site.client_port) && port_is_free(site.peer_port),
+        "{label}: etcd outlived migrate"
+    );
+    let out = site.migrate(target);
+    assert!(
+        out.status.success(),
+        "{label}: rerun failed: {}",
+        stderr(&out)
+    );
+    assert_eq!(site.version_txt(), target, "{label}");
+    let etcd = site.start(serve);
+    assert_eq!(all_keys(&etcd.client_url), *kv, "{label}: keys differ");
+}
+
+/// Runs `case` for every (label, delay), four at a time.
+fn in_parallel(
+    cases: Vec<(String, Option<Duration>)>,
+    case: impl Fn(&str, Option<Duration>) + Send + Sync + 'static,
+) {
+    let case = std::sync::Arc::new(case);
+    let n = cases.len();
+    let mut done = 0;
+    for chunk in cases.chunks(4) {
+        let handles: Vec<_> = chunk
+            .iter()
+            .cloned()
+            .map(|(label, delay)| {
+                let case = case.clone();
+                std::thread::spawn(move || case(&label, delay))
+            })
+            .collect();
+        for h in handles {
+            h.join().unwrap();
+            done += 1;
+        }
+    }
+    assert_eq!(done, n);
+}
+
 /// SIGKILL of migrate at every point between two effects of a real 3.5.1 -> 3.4.23 downgrade
 /// (test hook ETCDTOOLS_MIGRATE_CRASH_AT) and at timed moments (inside etcd start, snapshot,
 /// restore); each rerun must end at 3.4.23 with every key, and no etcd may outlive migrate.
@@ -896,86 +994,12 @@ fn crash_at_any_point_of_a_downgrade_then_rerun_ends_at_target_with_all_keys() {
     copy_data(&template, &timing);
     let t0 = Instant::now();
     assert!(timing.migrate("3.4.23/etcd3").status.success());
-    let full = t0.elapsed();
-    let points = [
-        "etcd-started",
-        "etcd-ready",
-        "snapshot-saved",
-        "etcd-stopped",
-        "restored",
-        "restore-complete",
-        "old-backup-removed",
-        "moved-to-backup",
-        "swapped",
-        "after-version-write",
-    ];
-    let mut cases: Vec<(String, Option<Duration>)> =
-        points.iter().map(|p| (p.to_string(), None)).collect();
-    for f in [0.2, 0.4, 0.6, 0.8, 0.95] {
-        cases.push((format!("timed {f}"), Some(full.mul_f64(f))));
-    }
-    let template = std::sync::Arc::new(template);
-    let kv = std::sync::Arc::new(kv);
-    let mut results = Vec::new();
-    for chunk in cases.chunks(4) {
-        let handles: Vec<_> = chunk
-            .iter()
-            .cloned()
-            .map(|(label, delay)| {
-                let template = template.clone();
-                let kv = kv.clone();
-                std::thread::spawn(move || {
-                    let site = Site::new("crash");
-                    copy_data(&template, &site);
-                    // A first run that already left a .bak behind must not confuse anything.
-                    let status = match delay {
-                        None => {
-                            site.migrate_with(
-                                "3.4.23/etcd3",
-                                &[("ETCDTOOLS_MIGRATE_CRASH_AT", &label)],
-                                &[],
-                            )
-                            .status
-                        }
-                        Some(d) => {
-                            let mut child = site
-                                .command("3.4.23/etcd3", &[], &[])
-                                .stdout(Stdio::null())
-                                .stderr(Stdio::null())
-                                .spawn()
-                                .unwrap();
-                            std::thread::sleep(d);
-                            let _ = child.kill();
-                            child.wait().unwrap()
-                        }
-                    };
-                    if delay.is_none() {
-                        assert_eq!(status.signal(), Some(9), "{label}: the hook did not fire");
-                    }
-                    // Both ports: the peer listener can outlive the client one by a few ms
-                    // while the killed etcd exits, and the rerun binds both.
-                    assert!(
-                        port_is_free(site.client_port) && port_is_free(site.peer_port),
-                        "{label}: etcd outlived migrate"
-                    );
-                    let out = site.migrate("3.4.23/etcd3");
-                    assert!(
-                        out.status.success(),
-                        "{label}: rerun failed: {}",
-                        stderr(&out)
-                    );
-                    assert_eq!(site.version_txt(), "3.4.23/etcd3", "{label}");
-                    let etcd = site.start(V3_4);
-                    assert_eq!(all_keys(&etcd.client_url), *kv, "{label}: keys differ");
-                    label
-                })
-            })
-            .collect();
-        for h in handles {
-            results.push(h.join().unwrap());
-        }
-    }
-    assert_eq!(results.len(), cases.len());
+    let cases = crash_cases(DOWNGRADE_POINTS, t0.elapsed());
+    in_parallel(cases, move |label, delay| {
+        let site = Site::new("crash");
+        copy_data(&template, &site);
+        crash_and_rerun(&site, label, delay, "3.4.23/etcd3", V3_4, &kv);
+    });
 }
 
 fn copy_data(from: &Site, to: &Site) {
@@ -1281,4 +1305,171 @@ fn downgrade_to_3_5_restores_with_etcdutl() {
     assert_eq!(site.version_txt(), "3.5.1/etcd3");
     let etcd = site.start(V3_5_1);
     assert_eq!(all_keys(&etcd.client_url), kv);
+}
+
+/// `mount -t tmpfs` on a dir (as root), unmounted on drop, also when the test fails.
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    fn mount(dir: &Path, size: &str) -> Tmpfs {
+        fs::create_dir_all(dir).unwrap();
+        let ok = Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size},mode=0700"),
+                "tmpfs",
+            ])
+            .arg(dir)
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        assert!(
+            ok,
+            "mount -t tmpfs on {} failed: these tests need root (a mount point as data dir)",
+            dir.display()
+        );
+        Tmpfs(dir.to_path_buf())
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        for args in [&[][..], &["-l"]] {
+            let ok = Command::new("umount")
+                .args(args)
+                .arg(&self.0)
+                .status()
+                .map(|s| s.success())
+                .unwrap_or(false);
+            if ok {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+}
+
+/// kubeadm's layout: the data dir `/var/lib/etcd` is itself a mount point (the hostPath, or
+/// a dedicated disk), holding `lost+found` as mkfs.ext4 leaves it. The mount goes first on
+/// drop, then the site's temp dir.
+struct Mounted {
+    _mnt: Tmpfs,
+    site: Site,
+}
+
+impl Mounted {
+    fn new(label: &str, size: &str) -> Mounted {
+        let mut site = Site::new(label);
+        site.data = site.root().join("var/lib/etcd");
+        let mnt = Tmpfs::mount(&site.data, size);
+        fs::create_dir(site.data.join("lost+found")).unwrap();
+        Mounted { _mnt: mnt, site }
+    }
+
+    /// A copy of `from`'s data into the mount (the mount point itself stays).
+    fn copy_from(&self, from: &Site) {
+        let ok = Command::new("cp")
+            .arg("-a")
+            .arg(from.data.join("."))
+            .arg(&self.site.data)
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok);
+    }
+
+    /// What must hold after any run: still a mount point, nothing in the parent but the data
+    /// dir, nothing in the data dir but etcd's, ours and lost+found.
+    fn check_layout(&self, label: &str) {
+        use std::os::unix::fs::MetadataExt;
+        let data = &self.site.data;
+        let parent = data.parent().unwrap();
+        assert_ne!(
+            fs::metadata(data).unwrap().dev(),
+            fs::metadata(parent).unwrap().dev(),
+            "{label}: no longer a mount point"
+        );
+        let names = |d: &Path| {
+            let mut v: Vec<String> = fs::read_dir(d)
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect();
+            v.sort();
+            v
+        };
+        assert_eq!(names(parent), vec!["etcd"], "{label}: left in the parent");
+        for n in names(data) {
+            assert!(
+                ["member", "version.txt", "lost+found", ".bak"].contains(&n.as_str()),
+                "{label}: {n} left in the data dir"
+            );
+        }
+    }
+}
+
+/// kubeadm's layout survives a downgrade (the rename of a mount point fails with EBUSY: the
+/// swap moves member/ inside it), a SIGKILL at every crash point and at timed moments, and
+/// leaves nothing in the parent directory.
+#[test]
+fn a_mount_point_data_dir_is_downgraded_and_survives_a_kill_at_every_point() {
+    let template = Site::new("mnt-template");
+    let kv = template.seed(V3_5_1, 100, &[]);
+    let timing = Mounted::new("mnt-timing", "400m");
+    timing.copy_from(&template);
+    let t0 = Instant::now();
+    let out = timing.site.migrate("3.4.23/etcd3");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let full = t0.elapsed();
+    timing.check_layout("plain run");
+    assert_eq!(
+        fs::read_to_string(timing.site.data.join(".bak/version.txt")).unwrap(),
+        "3.5.1/etcd3"
+    );
+    let etcd = timing.site.start(V3_4);
+    assert_eq!(all_keys(&etcd.client_url), kv);
+    drop(etcd);
+    drop(timing);
+    in_parallel(crash_cases(DOWNGRADE_POINTS, full), move |label, delay| {
+        let m = Mounted::new("mnt-crash", "400m");
+        m.copy_from(&template);
+        crash_and_rerun(&m.site, label, delay, "3.4.23/etcd3", V3_4, &kv);
+        m.check_layout(label);
+    });
+}
+
+/// The same for an upgrade that starts etcd: real 3.4.23 data labelled 3.3.0 (no 3.3 binary
+/// exists here; etcd 3.4.23 starts on its own data), so migrate starts etcd 3.4.23 on the
+/// mount point, then writes 3.5.1; killed at every crash point of that and at timed moments.
+#[test]
+fn a_mount_point_data_dir_is_upgraded_through_a_minor_and_survives_a_kill_at_every_point() {
+    let template = Site::new("mntup-template");
+    let kv = template.seed(V3_4, 50, &[]);
+    fs::write(template.data.join("version.txt"), "3.3.0/etcd3").unwrap();
+    let timing = Mounted::new("mntup-timing", "300m");
+    timing.copy_from(&template);
+    let t0 = Instant::now();
+    let out = timing.site.migrate("3.5.1/etcd3");
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("upgrading etcd to 3.4.23"),
+        "{}",
+        stderr(&out)
+    );
+    let full = t0.elapsed();
+    timing.check_layout("plain run");
+    drop(timing);
+    let points = &[
+        "etcd-started",
+        "etcd-ready",
+        "etcd-stopped",
+        "after-version-write",
+    ];
+    in_parallel(crash_cases(points, full), move |label, delay| {
+        let m = Mounted::new("mntup-crash", "300m");
+        m.copy_from(&template);
+        crash_and_rerun(&m.site, label, delay, "3.5.1/etcd3", V3_5_1, &kv);
+        m.check_layout(label);
+    });
 }
