@@ -1473,3 +1473,161 @@ fn a_mount_point_data_dir_is_upgraded_through_a_minor_and_survives_a_kill_at_eve
         m.check_layout(label);
     });
 }
+
+/// The message of each log line (after simple_logger's `... LEVEL [target] `).
+fn log_messages(out: &Output) -> Vec<String> {
+    stderr(out)
+        .lines()
+        .filter_map(|l| l.split_once("] ").map(|(_, m)| m.to_string()))
+        .collect()
+}
+
+/// What a run does, from `--dry-run`'s stdout or the real run's log: the recovery lines,
+/// the steps, and whether there is nothing to do.
+fn recovery_and_steps(lines: &[String], real: bool) -> (Vec<String>, Vec<String>, bool) {
+    let recover = lines
+        .iter()
+        .filter(|l| l.starts_with("recover: "))
+        .cloned()
+        .collect();
+    let steps = lines
+        .iter()
+        .filter(|l| l.trim_start().starts_with("step ") && l.contains(": "))
+        .filter(|l| !real || l.starts_with("  step "))
+        .map(|l| l.trim().to_string())
+        .collect();
+    let nothing = lines
+        .iter()
+        .any(|l| l == "nothing to do" || l.starts_with("data is already at the target"));
+    (recover, steps, nothing)
+}
+
+/// For each state an interrupted run can leave (killed at a crash point, or an older
+/// release's swap beside a missing data dir), `--dry-run` changes nothing and prints exactly
+/// the recovery and the plan the real run then logs; the real run ends at the target.
+#[test]
+fn dry_run_prints_what_the_real_run_then_does_for_every_leftover_state() {
+    let template = Site::new("dry-template");
+    let kv = template.seed(V3_5_1, 30, &[]);
+    let target = "3.4.23/etcd3";
+    let crash = |p: &'static str| {
+        move |site: &Site| {
+            let out = site.migrate_with(target, &[("ETCDTOOLS_MIGRATE_CRASH_AT", p)], &[]);
+            assert_eq!(out.status.signal(), Some(9), "{p}");
+        }
+    };
+    let beside = |site: &Site, suffix: &str| {
+        let mut s = site.data.clone().into_os_string();
+        s.push(suffix);
+        PathBuf::from(s)
+    };
+    let done = |site: &Site| assert!(site.migrate(target).status.success());
+    let states: Vec<(&str, Box<dyn Fn(&Site)>)> = vec![
+        ("clean", Box::new(|_: &Site| {})),
+        ("snapshot-saved", Box::new(crash("snapshot-saved"))),
+        ("restore-complete", Box::new(crash("restore-complete"))),
+        ("moved-to-backup", Box::new(crash("moved-to-backup"))),
+        ("member-swapped", Box::new(crash("member-swapped"))),
+        (
+            "legacy restore swap",
+            Box::new(move |site: &Site| {
+                done(site);
+                fs::rename(&site.data, beside(site, ".restore")).unwrap();
+                fs::write(beside(site, ".restore.complete"), "").unwrap();
+            }),
+        ),
+        (
+            "legacy rollback2 swap",
+            Box::new(move |site: &Site| {
+                done(site);
+                fs::rename(&site.data, beside(site, ".rollback.new")).unwrap();
+                fs::create_dir(beside(site, ".rollback.backup")).unwrap();
+                fs::write(beside(site, ".snapshot.db"), "stale").unwrap();
+            }),
+        ),
+    ];
+    for (label, prepare) in states {
+        let site = Site::new("dry");
+        copy_data(&template, &site);
+        prepare(&site);
+        let before = tree(site.root());
+        let dry = site.migrate_with(target, &[], &["--dry-run"]);
+        assert!(dry.status.success(), "{label}: {}", stderr(&dry));
+        assert_eq!(
+            tree(site.root()),
+            before,
+            "{label}: --dry-run changed something"
+        );
+        let printed: Vec<String> = String::from_utf8_lossy(&dry.stdout)
+            .lines()
+            .map(str::to_string)
+            .collect();
+        let real = site.migrate(target);
+        assert!(real.status.success(), "{label}: {}", stderr(&real));
+        let said = recovery_and_steps(&printed, false);
+        let did = recovery_and_steps(&log_messages(&real), true);
+        assert_eq!(said, did, "{label}: --dry-run said {printed:#?}");
+        assert_eq!(said.0.is_empty(), label == "clean", "{label}: {said:?}");
+        assert_eq!(site.version_txt(), target, "{label}");
+        let etcd = site.start(V3_4);
+        assert_eq!(all_keys(&etcd.client_url), kv, "{label}");
+    }
+}
+
+/// A symlinked data dir (absolute and relative link) is downgraded at its target and the
+/// link stays a link; `.` (run from inside the data dir) and `..` (from inside member/) name
+/// the same real dir. Nothing is left beside the data dir or the link.
+#[test]
+fn symlinked_and_dot_spellings_are_migrated_at_the_real_dir() {
+    let template = Site::new("spell-template");
+    let kv = template.seed(V3_5_1, 20, &[]);
+    for label in ["abs-link", "rel-link", "dot", "dotdot"] {
+        let site = Site::new(label);
+        copy_data(&template, &site);
+        let real = site.root().join("disk/etcd");
+        let (given, cwd) = match label {
+            "abs-link" | "rel-link" => {
+                fs::create_dir_all(real.parent().unwrap()).unwrap();
+                fs::rename(&site.data, &real).unwrap();
+                let to = if label == "abs-link" {
+                    real.clone()
+                } else {
+                    PathBuf::from("../../disk/etcd")
+                };
+                std::os::unix::fs::symlink(&to, &site.data).unwrap();
+                (site.data.display().to_string(), site.root().to_path_buf())
+            }
+            "dot" => (".".to_string(), site.data.clone()),
+            _ => ("..".to_string(), site.data.join("member")),
+        };
+        let out = site
+            .command("3.4.23/etcd3", &[("DATA_DIRECTORY", &given)], &[])
+            .current_dir(&cwd)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{label}: {}", stderr(&out));
+        let link = fs::symlink_metadata(&site.data)
+            .unwrap()
+            .file_type()
+            .is_symlink();
+        assert_eq!(
+            link,
+            label.ends_with("link"),
+            "{label}: the link was replaced"
+        );
+        let dir = fs::canonicalize(&site.data).unwrap();
+        assert_eq!(
+            fs::read_to_string(dir.join(".bak/version.txt")).unwrap(),
+            "3.5.1/etcd3",
+            "{label}"
+        );
+        let beside: Vec<_> = fs::read_dir(site.data.parent().unwrap())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(beside, vec!["data"], "{label}: left beside the data dir");
+        assert_eq!(site.version_txt(), "3.4.23/etcd3", "{label}");
+        let etcd = site.start(V3_4);
+        assert_eq!(all_keys(&etcd.client_url), kv, "{label}");
+    }
+}
