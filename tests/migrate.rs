@@ -279,6 +279,33 @@ fn assert_failed_with(out: &Output, needle: &str) {
     assert!(err.contains(needle), "expected {needle:?} in: {err}");
 }
 
+/// The `Migration failed: ...` line of a run.
+fn failure_line(out: &Output) -> String {
+    stderr(out)
+        .lines()
+        .find(|l| l.starts_with("Migration failed: "))
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// `--dry-run` with the same env and args refuses with exactly the message and exit code
+/// of the real run `real`, and changes nothing.
+fn assert_dry_run_refuses_alike(
+    site: &Site,
+    target: &str,
+    env: &[(&str, &str)],
+    args: &[&str],
+    real: &Output,
+) {
+    let before = tree(site.root());
+    let mut dry_args = args.to_vec();
+    dry_args.push("--dry-run");
+    let dry = site.migrate_with(target, env, &dry_args);
+    assert_eq!(dry.status.code(), real.status.code(), "{}", stderr(&dry));
+    assert_eq!(failure_line(&dry), failure_line(real));
+    assert_eq!(tree(site.root()), before, "--dry-run changed something");
+}
+
 fn port_is_free(port: u16) -> bool {
     let deadline = Instant::now() + Duration::from_secs(3);
     while Instant::now() < deadline {
@@ -319,6 +346,19 @@ fn empty_or_missing_dir_gets_the_target_and_nothing_starts() {
     fs::create_dir_all(&site.data).unwrap();
     assert!(site.migrate("3.4.23/etcd3").status.success());
     assert_eq!(site.version_txt(), "3.4.23/etcd3");
+    // A fresh volume: nothing but the lost+found mkfs.ext4 leaves is empty too.
+    let site = Site::new("empty3");
+    fs::create_dir_all(site.data.join("lost+found")).unwrap();
+    let dry = site.migrate_with("3.4.23/etcd3", &[], &["--dry-run"]);
+    assert!(
+        String::from_utf8_lossy(&dry.stdout).contains("is empty: would write 3.4.23/etcd3"),
+        "{}",
+        String::from_utf8_lossy(&dry.stdout)
+    );
+    let out = site.migrate("3.4.23/etcd3");
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(site.version_txt(), "3.4.23/etcd3");
+    assert!(site.data.join("lost+found").is_dir());
 }
 
 #[test]
@@ -760,6 +800,7 @@ fn a_corrupted_db_refuses_a_downgrade_in_preflight_with_file_and_offset() {
     let before = tree(site.root());
     let out = site.migrate("3.4.23/etcd3");
     assert_failed_with(&out, "integrity check of");
+    assert_dry_run_refuses_alike(&site, "3.4.23/etcd3", &[], &[], &out);
     let err = stderr(&out);
     assert!(err.contains("failed: 1 problem(s): "), "{err}");
     let needle = format!("{}: offset ", db.display());
@@ -792,6 +833,7 @@ fn bad_inputs_fail_clearly_and_change_nothing() {
         let out = site.migrate_with(target, env, args);
         assert_failed_with(&out, needle);
         assert_eq!(tree(site.root()), before, "{needle}: something changed");
+        assert_dry_run_refuses_alike(&site, target, env, args, &out);
         out
     };
     // Malformed and binary version.txt: the file is named and its content quoted.
@@ -1630,4 +1672,38 @@ fn symlinked_and_dot_spellings_are_migrated_at_the_real_dir() {
         let etcd = site.start(V3_4);
         assert_eq!(all_keys(&etcd.client_url), kv, "{label}");
     }
+}
+
+/// The pre-flight of `--dry-run` is the real run's: too little space on the data dir's own
+/// file system (a 100 MB tmpfs mounted as the data dir, holding etcd 3.5.1's 64 MB WAL) and
+/// an etcd running on the data dir are refused by both with the same message, nothing changed.
+#[test]
+fn dry_run_refuses_what_the_real_run_refuses_with_the_same_message() {
+    let m = Mounted::new("nospace", "100m");
+    m.site.seed(V3_5_1, 10, &[]);
+    let before = tree(m.site.root());
+    let out = m.site.migrate("3.4.23/etcd3");
+    assert_failed_with(&out, "not enough free disk space on the file system of");
+    assert!(failure_line(&out).contains(&m.site.data.display().to_string()));
+    assert_eq!(tree(m.site.root()), before);
+    assert_dry_run_refuses_alike(&m.site, "3.4.23/etcd3", &[], &[], &out);
+    drop(m);
+
+    let site = Site::new("running");
+    site.seed(V3_5_1, 10, &[]);
+    let etcd = site.start(V3_5_1);
+    let out = site.migrate_with(
+        "3.4.23/etcd3",
+        &[],
+        &["--port", &free_ports(1).unwrap()[0].to_string()],
+    );
+    assert!(!out.status.success(), "migrated under a running etcd");
+    assert_dry_run_refuses_alike(
+        &site,
+        "3.4.23/etcd3",
+        &[],
+        &["--port", &free_ports(1).unwrap()[0].to_string()],
+        &out,
+    );
+    drop(etcd);
 }

@@ -256,3 +256,73 @@ fn a_crash_at_any_point_leaves_original_or_backup_plus_result() {
         std::fs::remove_dir_all(base).unwrap();
     }
 }
+
+/// rollback2 works on the real directory whatever names it: an absolute and a relative
+/// symlink (the link stays a link), `.` (run from inside the data dir) and `..` (from inside
+/// member/); nothing is written beside it, and nothing inside but the protocol's entries.
+#[test]
+fn symlinks_dot_and_dotdot_name_the_real_dir() {
+    for label in ["abs-link", "rel-link", "dot", "dotdot"] {
+        let (base, dir) = fixture("v2-rollback-minimal");
+        let original = file_tree(&dir);
+        let real = base.join("disk/etcd");
+        let (given, cwd) = match label {
+            "abs-link" | "rel-link" => {
+                std::fs::create_dir_all(real.parent().unwrap()).unwrap();
+                std::fs::rename(&dir, &real).unwrap();
+                let to = if label == "abs-link" {
+                    real.clone()
+                } else {
+                    PathBuf::from("disk/etcd")
+                };
+                std::os::unix::fs::symlink(&to, &dir).unwrap();
+                (dir.clone(), base.clone())
+            }
+            "dot" => (PathBuf::from("."), dir.clone()),
+            _ => (PathBuf::from(".."), dir.join("member")),
+        };
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_rollback2"))
+            .arg("--data-dir")
+            .arg(&given)
+            .current_dir(&cwd)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{label}: {text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(text.trim_end().ends_with("Finished successfully"), "{text}");
+        let link = std::fs::symlink_metadata(&dir)
+            .unwrap()
+            .file_type()
+            .is_symlink();
+        assert_eq!(
+            link,
+            label.ends_with("link"),
+            "{label}: the link was replaced"
+        );
+        let entries = |d: &Path| {
+            let mut v: Vec<String> = std::fs::read_dir(d)
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect();
+            v.sort();
+            v
+        };
+        assert_eq!(entries(&dir), vec![".rollback.backup", "member"], "{label}");
+        assert_eq!(
+            file_tree(&dir.join(".rollback.backup")),
+            original,
+            "{label}"
+        );
+        let beside = if link {
+            vec!["data", "disk"]
+        } else {
+            vec!["data"]
+        };
+        assert_eq!(entries(&base), beside, "{label}: left beside the data dir");
+        std::fs::remove_dir_all(base).unwrap();
+    }
+}
