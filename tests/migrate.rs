@@ -1564,7 +1564,8 @@ fn dry_run_prints_what_the_real_run_then_does_for_every_leftover_state() {
         PathBuf::from(s)
     };
     let done = |site: &Site| assert!(site.migrate(target).status.success());
-    let states: Vec<(&str, Box<dyn Fn(&Site)>)> = vec![
+    type Prepare = Box<dyn Fn(&Site)>;
+    let states: Vec<(&str, Prepare)> = vec![
         ("clean", Box::new(|_: &Site| {})),
         ("snapshot-saved", Box::new(crash("snapshot-saved"))),
         ("restore-complete", Box::new(crash("restore-complete"))),

@@ -247,7 +247,7 @@ fn staged(
     backup: &Path,
     items: &mut Vec<Leftover>,
 ) {
-    let complete = marker.as_deref().map_or(true, present);
+    let complete = marker.as_deref().is_none_or(present);
     if present(staged) && complete && staged.is_dir() {
         let began = !staged.join("member").exists() || !data.member_path().exists();
         if began {

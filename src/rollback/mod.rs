@@ -778,10 +778,15 @@ fn write_and_swap(paths: &Paths, data: &DataDir, plan: &mut Plan) -> Result<(), 
         sync_dir(tmp)
     };
     if let Err(e) = build() {
-        let _ = fs::remove_dir_all(tmp);
-        return Err(io_err("cannot write the new data dir in", tmp, UNTOUCHED)(
-            e,
-        ));
+        // "untouched" only when true: the partial copy inside the data dir is gone too.
+        let state = match fs::remove_dir_all(tmp) {
+            Err(r) if r.kind() != io::ErrorKind::NotFound => format!(
+                "member/ and version.txt are untouched; {} could not be removed: {r}",
+                tmp.display()
+            ),
+            _ => UNTOUCHED.to_string(),
+        };
+        return Err(io_err("cannot write the new data dir in", tmp, &state)(e));
     }
     crash_point("built");
     fs::rename(tmp, &paths.ready).map_err(io_err("cannot rename", tmp, UNTOUCHED))?;
