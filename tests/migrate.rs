@@ -564,10 +564,16 @@ fn etcd2_to_etcd3_interrupted_is_redone_from_the_backup() {
     );
     assert_eq!(out.status.signal(), Some(9));
     assert_eq!(site.version_txt(), "3.4.23/etcd2");
-    let out = site.migrate("3.4.23/etcd3");
+    let (said, out) = dry_run_then_run(&site, "3.4.23/etcd3", "v2v3-migrated");
+    assert!(
+        said.iter()
+            .any(|l| l.contains("etcd2 -> etcd3 conversion was interrupted")),
+        "{said:?}"
+    );
     assert!(stderr(&out).contains("restoring the data from its backup"));
     check_v2_converted(&site, &out, &expect);
-    assert!(!site.root().join("var/etcd/data.v2v3-backup").exists());
+    assert!(!site.data.join(".v2v3-backup").exists());
+    assert!(!site.data.join(".discard").exists());
 }
 
 fn check_v2_converted(site: &Site, out: &Output, expect: &Kv) {
@@ -1544,6 +1550,30 @@ fn recovery_and_steps(lines: &[String], real: bool) -> (Vec<String>, Vec<String>
     (recover, steps, nothing)
 }
 
+/// Runs `--dry-run` (which must change nothing), then the real run (which must succeed),
+/// and checks that the dry run printed exactly the recovery and the steps the run logged.
+/// Returns the recovery lines and the real run.
+fn dry_run_then_run(site: &Site, target: &str, label: &str) -> (Vec<String>, Output) {
+    let before = tree(site.root());
+    let dry = site.migrate_with(target, &[], &["--dry-run"]);
+    assert!(dry.status.success(), "{label}: {}", stderr(&dry));
+    assert_eq!(
+        tree(site.root()),
+        before,
+        "{label}: --dry-run changed something"
+    );
+    let printed: Vec<String> = String::from_utf8_lossy(&dry.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect();
+    let real = site.migrate(target);
+    assert!(real.status.success(), "{label}: {}", stderr(&real));
+    let said = recovery_and_steps(&printed, false);
+    let did = recovery_and_steps(&log_messages(&real), true);
+    assert_eq!(said, did, "{label}: --dry-run said {printed:#?}");
+    (said.0, real)
+}
+
 /// For each state an interrupted run can leave (killed at a crash point, or an older
 /// release's swap beside a missing data dir), `--dry-run` changes nothing and prints exactly
 /// the recovery and the plan the real run then logs; the real run ends at the target.
@@ -1593,24 +1623,8 @@ fn dry_run_prints_what_the_real_run_then_does_for_every_leftover_state() {
         let site = Site::new("dry");
         copy_data(&template, &site);
         prepare(&site);
-        let before = tree(site.root());
-        let dry = site.migrate_with(target, &[], &["--dry-run"]);
-        assert!(dry.status.success(), "{label}: {}", stderr(&dry));
-        assert_eq!(
-            tree(site.root()),
-            before,
-            "{label}: --dry-run changed something"
-        );
-        let printed: Vec<String> = String::from_utf8_lossy(&dry.stdout)
-            .lines()
-            .map(str::to_string)
-            .collect();
-        let real = site.migrate(target);
-        assert!(real.status.success(), "{label}: {}", stderr(&real));
-        let said = recovery_and_steps(&printed, false);
-        let did = recovery_and_steps(&log_messages(&real), true);
-        assert_eq!(said, did, "{label}: --dry-run said {printed:#?}");
-        assert_eq!(said.0.is_empty(), label == "clean", "{label}: {said:?}");
+        let (said, _) = dry_run_then_run(&site, target, label);
+        assert_eq!(said.is_empty(), label == "clean", "{label}: {said:?}");
         assert_eq!(site.version_txt(), target, "{label}");
         let etcd = site.start(V3_4);
         assert_eq!(all_keys(&etcd.client_url), kv, "{label}");

@@ -508,6 +508,14 @@ fn dry_run(cfg: &Config, data: &DataDir) -> Result<Outcome, MigrateError> {
     out.push(format!("current {current}, target {}", cfg.target));
     if steps.is_empty() {
         out.push("nothing to do".into());
+        if !matches!(read_version_file(&view.version_dir)?, VersionFile::Parsed(p) if p == cfg.target)
+        {
+            out.push(format!(
+                "  writes {}/version.txt = {} (records the version)",
+                data.path().display(),
+                cfg.target
+            ));
+        }
     }
     preflight(cfg, data, &view, &steps)?;
     for (i, step) in steps.iter().enumerate() {
