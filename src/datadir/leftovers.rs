@@ -78,6 +78,13 @@ pub struct View {
     pub files_dir: PathBuf,
 }
 
+impl View {
+    /// The data dir itself: nothing left to finish.
+    pub fn here(data: &DataDir) -> View {
+        View::here(data)
+    }
+}
+
 /// The leftovers of one data dir, in the order a rerun deals with them.
 #[derive(Debug, Clone)]
 pub struct Leftovers {
@@ -172,10 +179,7 @@ impl Leftovers {
                 _ => {}
             }
         }
-        View {
-            version_dir: data.path().to_path_buf(),
-            files_dir: data.path().to_path_buf(),
-        }
+        View::here(data)
     }
 
     /// Whether the data dir holds no data once recovered (see [`DataDir::is_empty`]).

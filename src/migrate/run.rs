@@ -257,10 +257,7 @@ pub fn run(cfg: &Config) -> Result<Outcome, MigrateError> {
         write_version_file(data.path(), &cfg.target)?;
         return Ok(Outcome::Initialized);
     }
-    let here = View {
-        version_dir: data.path().to_path_buf(),
-        files_dir: data.path().to_path_buf(),
-    };
+    let here = View::here(&data);
     let current = current_version(&data, &here, &cfg.bundled)?;
     let steps = plan(&current, &cfg.target, &cfg.bundled)?;
     if steps.is_empty() {
