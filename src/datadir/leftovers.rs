@@ -30,6 +30,9 @@ pub enum Leftover {
     },
     /// An etcd2 -> etcd3 conversion was interrupted: its step first puts `backup` back.
     RedoV2V3 { backup: PathBuf },
+    /// An older release's etcd2 -> etcd3 backup and its marker beside the data dir: moved
+    /// inside (`.bak`, `.v2v3-backup`), where the conversion step looks for them.
+    AdoptLegacyV2V3 { backup: PathBuf, journal: PathBuf },
     /// Incomplete or superseded work: removed.
     Remove(PathBuf),
 }
@@ -64,6 +67,12 @@ impl fmt::Display for Leftover {
                 "an etcd2 -> etcd3 conversion was interrupted: its step restores {} first",
                 backup.display()
             ),
+            Leftover::AdoptLegacyV2V3 { backup, .. } => write!(
+                f,
+                "an etcd2 -> etcd3 conversion of an older release was interrupted: move its \
+                 backup {} into the data dir",
+                backup.display()
+            ),
             Leftover::Remove(p) => write!(f, "remove {}", p.display()),
         }
     }
@@ -81,7 +90,10 @@ pub struct View {
 impl View {
     /// The data dir itself: nothing left to finish.
     pub fn here(data: &DataDir) -> View {
-        View::here(data)
+        View {
+            version_dir: data.path().to_path_buf(),
+            files_dir: data.path().to_path_buf(),
+        }
     }
 }
 
@@ -97,6 +109,13 @@ impl Leftovers {
     pub fn scan(data: &DataDir) -> Leftovers {
         let mut items = Vec::new();
         legacy(data, &mut items);
+        let (old_bak, old_journal) = (beside(data, ".bak"), beside(data, ".v2v3-backup"));
+        if data.exists() && old_bak.is_dir() && present(&old_journal) {
+            items.push(Leftover::AdoptLegacyV2V3 {
+                backup: old_bak,
+                journal: old_journal,
+            });
+        }
         if data.exists() {
             // While the etcd2 -> etcd3 journal says `.bak` is the backup of the etcd2 data,
             // a restore is that backup being put back: what it replaces is discarded.
@@ -130,7 +149,10 @@ impl Leftovers {
                     items.push(Leftover::Remove(data.entry(name)));
                 }
             }
-            if present(&data.entry(names::V2V3_JOURNAL)) && data.backup_path().is_dir() {
+            let adopted = items
+                .iter()
+                .any(|l| matches!(l, Leftover::AdoptLegacyV2V3 { .. }));
+            if adopted || present(&data.entry(names::V2V3_JOURNAL)) && data.backup_path().is_dir() {
                 items.push(Leftover::RedoV2V3 {
                     backup: data.backup_path(),
                 });
@@ -232,6 +254,11 @@ impl Leftovers {
                     }
                 }
                 Leftover::RedoV2V3 { .. } => {}
+                Leftover::AdoptLegacyV2V3 { backup, journal } => {
+                    remove_tree(&data.backup_path())?;
+                    rename_synced(backup, &data.backup_path())?;
+                    rename_synced(journal, &data.entry(names::V2V3_JOURNAL))?;
+                }
                 Leftover::Remove(p) => remove_tree(p)?,
             }
         }
@@ -451,6 +478,25 @@ mod tests {
         assert_eq!(l.items.len(), 1, "{:?}", l.items);
         l.recover(&d, &|_| {}).unwrap();
         assert!(d.member_path().is_dir() && !t.join("data.restore.complete").exists());
+        // An older release's interrupted etcd2 -> etcd3 conversion: its backup moves inside.
+        fs::remove_dir_all(d.path()).unwrap();
+        fs::create_dir_all(d.member_path()).unwrap();
+        fs::create_dir_all(t.join("data.bak/member")).unwrap();
+        fs::write(t.join("data.v2v3-backup"), "").unwrap();
+        let l = Leftovers::scan(&d);
+        assert!(
+            matches!(l.items[0], Leftover::AdoptLegacyV2V3 { .. }),
+            "{:?}",
+            l.items
+        );
+        assert!(
+            matches!(l.items.last(), Some(Leftover::RedoV2V3 { .. })),
+            "{:?}",
+            l.items
+        );
+        l.recover(&d, &|_| {}).unwrap();
+        assert!(d.backup_path().join("member").is_dir());
+        assert!(d.entry(names::V2V3_JOURNAL).exists() && !t.join("data.bak").exists());
         fs::remove_dir_all(&t).unwrap();
     }
 }
