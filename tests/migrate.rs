@@ -1355,50 +1355,6 @@ fn downgrade_to_3_5_restores_with_etcdutl() {
     assert_eq!(all_keys(&etcd.client_url), kv);
 }
 
-/// `mount -t tmpfs` on a dir (as root), unmounted on drop, also when the test fails.
-struct Tmpfs(PathBuf);
-
-impl Tmpfs {
-    fn mount(dir: &Path, size: &str) -> Tmpfs {
-        fs::create_dir_all(dir).unwrap();
-        let ok = Command::new("mount")
-            .args([
-                "-t",
-                "tmpfs",
-                "-o",
-                &format!("size={size},mode=0700"),
-                "tmpfs",
-            ])
-            .arg(dir)
-            .status()
-            .map(|s| s.success())
-            .unwrap_or(false);
-        assert!(
-            ok,
-            "mount -t tmpfs on {} failed: these tests need root (a mount point as data dir)",
-            dir.display()
-        );
-        Tmpfs(dir.to_path_buf())
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        for args in [&[][..], &["-l"]] {
-            let ok = Command::new("umount")
-                .args(args)
-                .arg(&self.0)
-                .status()
-                .map(|s| s.success())
-                .unwrap_or(false);
-            if ok {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(200));
-        }
-    }
-}
-
 /// kubeadm's layout: the data dir `/var/lib/etcd` is itself a mount point (the hostPath, or
 /// a dedicated disk), holding `lost+found` as mkfs.ext4 leaves it. The mount goes first on
 /// drop, then the site's temp dir.

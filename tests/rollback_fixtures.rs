@@ -2,7 +2,7 @@
 //! a real dir with three .snap files and a WAL after them, and a fully synthetic one.
 mod common;
 
-use common::{copy_tree, etcd_tree, file_tree};
+use common::{copy_tree, etcd_tree, file_tree, Tmpfs};
 use etcdtools::rollback::{rollback_data_dir, RollbackOptions};
 use etcdtools::storage::{snap, v2store, wal};
 use std::path::{Path, PathBuf};
@@ -183,6 +183,31 @@ fn command_line() {
 /// staged copy; a rerun always ends with the complete result and the untouched backup.
 #[test]
 fn a_crash_at_any_point_leaves_original_or_backup_plus_result() {
+    crash_at_every_point(false);
+}
+
+/// The same with the data dir a mount point (a tmpfs as root; kubeadm's `/var/lib/etcd` is
+/// the hostPath mount): it cannot be renamed, and nothing may land in its parent.
+#[test]
+fn a_mount_point_data_dir_survives_a_crash_at_any_point() {
+    crash_at_every_point(true);
+}
+
+/// A fixture copy at `base/data`, on a tmpfs mounted there when `mounted`.
+fn fixture_at(mounted: bool) -> (PathBuf, PathBuf, Option<Tmpfs>) {
+    let (base, dir) = fixture("v2-rollback-minimal");
+    if !mounted {
+        return (base, dir, None);
+    }
+    let copy = base.join("copy");
+    std::fs::rename(&dir, &copy).unwrap();
+    let mnt = Tmpfs::mount(&dir, "64m");
+    copy_tree(&copy, &dir);
+    std::fs::remove_dir_all(&copy).unwrap();
+    (base, dir, Some(mnt))
+}
+
+fn crash_at_every_point(mounted: bool) {
     use etcdtools::rollback::CRASH_POINT_ENV;
     let run = |dir: &Path, crash: Option<&str>| {
         let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_rollback2"));
@@ -192,11 +217,17 @@ fn a_crash_at_any_point_leaves_original_or_backup_plus_result() {
         }
         c.output().unwrap()
     };
-    let (base, reference) = fixture("v2-rollback-minimal");
+    let (base, reference, mnt) = fixture_at(mounted);
     let original = file_tree(&reference);
-    assert!(run(&reference, None).status.success());
+    let out = run(&reference, None);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let result = etcd_tree(&reference);
     assert_eq!(file_tree(&reference.join(".rollback.backup")), original);
+    drop(mnt);
     std::fs::remove_dir_all(&base).unwrap();
     let found_in = |tree: &std::collections::BTreeMap<PathBuf, Option<Vec<u8>>>,
                     places: &[PathBuf],
@@ -218,7 +249,7 @@ fn a_crash_at_any_point_leaves_original_or_backup_plus_result() {
         "member-swapped",
         "swapped",
     ] {
-        let (base, dir) = fixture("v2-rollback-minimal");
+        let (base, dir, mnt) = fixture_at(mounted);
         let out = run(&dir, Some(point));
         assert_eq!(
             std::os::unix::process::ExitStatusExt::signal(&out.status),
@@ -253,6 +284,7 @@ fn a_crash_at_any_point_leaves_original_or_backup_plus_result() {
             1,
             "{point}: nothing beside"
         );
+        drop(mnt);
         std::fs::remove_dir_all(base).unwrap();
     }
 }

@@ -282,3 +282,47 @@ pub fn etcd_tree(dir: &Path) -> std::collections::BTreeMap<PathBuf, Option<Vec<u
         })
         .collect()
 }
+
+/// `mount -t tmpfs` on a dir (as root), unmounted on drop, also when the test fails.
+pub struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    pub fn mount(dir: &Path, size: &str) -> Tmpfs {
+        std::fs::create_dir_all(dir).unwrap();
+        let ok = std::process::Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size},mode=0700"),
+                "tmpfs",
+            ])
+            .arg(dir)
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        assert!(
+            ok,
+            "mount -t tmpfs on {} failed: these tests need root (a mount point as data dir)",
+            dir.display()
+        );
+        Tmpfs(dir.to_path_buf())
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        for args in [&[][..], &["-l"]] {
+            let ok = std::process::Command::new("umount")
+                .args(args)
+                .arg(&self.0)
+                .status()
+                .map(|s| s.success())
+                .unwrap_or(false);
+            if ok {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+}
