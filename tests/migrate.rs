@@ -1594,35 +1594,18 @@ fn dry_run_prints_what_the_real_run_then_does_for_every_leftover_state() {
 fn symlinked_and_dot_spellings_are_migrated_at_the_real_dir() {
     let template = Site::new("spell-template");
     let kv = template.seed(V3_5_1, 20, &[]);
-    for label in ["abs-link", "rel-link", "dot", "dotdot"] {
+    for label in SPELLINGS {
         let site = Site::new(label);
         copy_data(&template, &site);
-        let real = site.root().join("disk/etcd");
-        let (given, cwd) = match label {
-            "abs-link" | "rel-link" => {
-                fs::create_dir_all(real.parent().unwrap()).unwrap();
-                fs::rename(&site.data, &real).unwrap();
-                let to = if label == "abs-link" {
-                    real.clone()
-                } else {
-                    PathBuf::from("../../disk/etcd")
-                };
-                std::os::unix::fs::symlink(&to, &site.data).unwrap();
-                (site.data.display().to_string(), site.root().to_path_buf())
-            }
-            "dot" => (".".to_string(), site.data.clone()),
-            _ => ("..".to_string(), site.data.join("member")),
-        };
+        let (given, cwd) = spell(&site.data, &site.root().join("disk/etcd"), label);
+        let given = given.display().to_string();
         let out = site
             .command("3.4.23/etcd3", &[("DATA_DIRECTORY", &given)], &[])
             .current_dir(&cwd)
             .output()
             .unwrap();
         assert!(out.status.success(), "{label}: {}", stderr(&out));
-        let link = fs::symlink_metadata(&site.data)
-            .unwrap()
-            .file_type()
-            .is_symlink();
+        let link = is_symlink(&site.data);
         assert_eq!(
             link,
             label.ends_with("link"),

@@ -2,7 +2,7 @@
 //! a real dir with three .snap files and a WAL after them, and a fully synthetic one.
 mod common;
 
-use common::{copy_tree, etcd_tree, file_tree, Tmpfs};
+use common::{copy_tree, etcd_tree, file_tree, is_symlink, spell, Tmpfs, SPELLINGS};
 use etcdtools::rollback::{rollback_data_dir, RollbackOptions};
 use etcdtools::storage::{snap, v2store, wal};
 use std::path::{Path, PathBuf};
@@ -294,25 +294,10 @@ fn crash_at_every_point(mounted: bool) {
 /// member/); nothing is written beside it, and nothing inside but the protocol's entries.
 #[test]
 fn symlinks_dot_and_dotdot_name_the_real_dir() {
-    for label in ["abs-link", "rel-link", "dot", "dotdot"] {
+    for label in SPELLINGS {
         let (base, dir) = fixture("v2-rollback-minimal");
         let original = file_tree(&dir);
-        let real = base.join("disk/etcd");
-        let (given, cwd) = match label {
-            "abs-link" | "rel-link" => {
-                std::fs::create_dir_all(real.parent().unwrap()).unwrap();
-                std::fs::rename(&dir, &real).unwrap();
-                let to = if label == "abs-link" {
-                    real.clone()
-                } else {
-                    PathBuf::from("disk/etcd")
-                };
-                std::os::unix::fs::symlink(&to, &dir).unwrap();
-                (dir.clone(), base.clone())
-            }
-            "dot" => (PathBuf::from("."), dir.clone()),
-            _ => (PathBuf::from(".."), dir.join("member")),
-        };
+        let (given, cwd) = spell(&dir, &base.join("disk/etcd"), label);
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_rollback2"))
             .arg("--data-dir")
             .arg(&given)
@@ -326,10 +311,7 @@ fn symlinks_dot_and_dotdot_name_the_real_dir() {
             String::from_utf8_lossy(&out.stderr)
         );
         assert!(text.trim_end().ends_with("Finished successfully"), "{text}");
-        let link = std::fs::symlink_metadata(&dir)
-            .unwrap()
-            .file_type()
-            .is_symlink();
+        let link = is_symlink(&dir);
         assert_eq!(
             link,
             label.ends_with("link"),

@@ -326,3 +326,48 @@ impl Drop for Tmpfs {
         }
     }
 }
+
+/// The spellings of one data dir that the tools must treat as that dir: an absolute and a
+/// relative symlink to it, `.` from inside it, `..` from inside its `member/`.
+pub const SPELLINGS: &[&str] = &["abs-link", "rel-link", "dot", "dotdot"];
+
+/// Sets up `spelling` for the data dir `dir` (for a link: the data moves to `real`, `dir`
+/// becomes the link) and returns the `--data-dir` value and the directory to run in.
+pub fn spell(dir: &Path, real: &Path, spelling: &str) -> (PathBuf, PathBuf) {
+    match spelling {
+        "abs-link" | "rel-link" => {
+            std::fs::create_dir_all(real.parent().unwrap()).unwrap();
+            std::fs::rename(dir, real).unwrap();
+            let to = if spelling == "abs-link" {
+                real.to_path_buf()
+            } else {
+                relative(dir.parent().unwrap(), real)
+            };
+            std::os::unix::fs::symlink(&to, dir).unwrap();
+            (dir.to_path_buf(), dir.parent().unwrap().to_path_buf())
+        }
+        "dot" => (PathBuf::from("."), dir.to_path_buf()),
+        "dotdot" => (PathBuf::from(".."), dir.join("member")),
+        other => panic!("no spelling {other}"),
+    }
+}
+
+/// `to` as seen from the directory `from` (both absolute).
+fn relative(from: &Path, to: &Path) -> PathBuf {
+    let (f, t): (Vec<_>, Vec<_>) = (from.components().collect(), to.components().collect());
+    let common = f.iter().zip(&t).take_while(|(a, b)| a == b).count();
+    let mut out = PathBuf::new();
+    for _ in common..f.len() {
+        out.push("..");
+    }
+    for c in &t[common..] {
+        out.push(c);
+    }
+    out
+}
+
+pub fn is_symlink(p: &Path) -> bool {
+    std::fs::symlink_metadata(p)
+        .map(|m| m.file_type().is_symlink())
+        .unwrap_or(false)
+}
