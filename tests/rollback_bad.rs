@@ -220,7 +220,21 @@ fn bad_inputs_are_refused_and_nothing_changes() {
     // A crash in the swap after the original member/ moved to the backup: a rerun finishes.
     std::fs::create_dir(d.join(".rollback.new")).unwrap();
     std::fs::rename(d.join("member"), d.join(".rollback.new/member")).unwrap();
+    std::fs::write(d.join(".snapshot.db"), "stale").unwrap();
+    let crashed = file_tree(&d);
+    let (ok, dry, err) = rollback2(&d, &["--dry-run"]);
+    assert!(ok, "{dry}{err}");
+    assert!(
+        dry.contains("would complete an interrupted rollback"),
+        "{dry}"
+    );
+    assert_eq!(file_tree(&d), crashed, "--dry-run changed something");
     let (ok, out, err) = rollback2(&d, &[]);
+    assert!(
+        err.contains(dry.lines().next().unwrap())
+            && dry.lines().next().unwrap().starts_with("recover: "),
+        "the dry run foretold {dry}, the run logged {err}"
+    );
     assert!(ok, "{out}{err}");
     assert!(out.contains("completed an interrupted rollback"), "{out}");
     assert_eq!(etcd_tree(&d), result);

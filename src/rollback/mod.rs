@@ -93,16 +93,27 @@ pub struct RollbackReport {
     pub snap_file: PathBuf,
     pub wal_file: PathBuf,
     pub backup: PathBuf,
-    /// True when this run only finished the renames of an interrupted earlier run.
+    /// True when this run only finished the swap of an interrupted earlier run.
     pub resumed: bool,
+    /// What an interrupted run left and this run dealt with (or, dry, would deal with):
+    /// the `recover: ...` lines of `crate::datadir::leftovers`, as migrate prints them.
+    pub leftovers: Vec<String>,
 }
 
 impl fmt::Display for RollbackReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for line in &self.leftovers {
+            writeln!(f, "{line}")?;
+        }
         if self.resumed {
             return writeln!(
                 f,
-                "completed an interrupted rollback of {} (original in {})",
+                "{} an interrupted rollback of {} (original in {})",
+                if self.dry_run {
+                    "would complete"
+                } else {
+                    "completed"
+                },
                 self.data_dir.display(),
                 self.backup.display()
             );
@@ -295,14 +306,15 @@ pub fn rollback_data_dir(
 ) -> Result<RollbackReport, RollbackError> {
     let data = DataDir::resolve(dir).map_err(|e| refused(dir, e.to_string()))?;
     let paths = Paths::of(&data);
+    let left = Leftovers::scan(&data);
     let resumed = || RollbackReport {
         data_dir: paths.dir.clone(),
         backup: paths.backup.clone(),
         resumed: true,
         dry_run: opts.dry_run,
+        leftovers: left.lines(),
         ..Default::default()
     };
-    let left = Leftovers::scan(&data);
     let finished = left.finishes_rollback();
     if opts.dry_run && finished {
         return Ok(resumed());
@@ -326,7 +338,9 @@ pub fn rollback_data_dir(
             return Ok(resumed());
         }
     }
-    rollback_locked(&data, opts)
+    let mut report = rollback_locked(&data, opts)?;
+    report.leftovers = left.lines();
+    Ok(report)
 }
 
 /// [`rollback_data_dir`] for a caller that holds the data dir's lock and has dealt with the
@@ -661,6 +675,7 @@ fn plan(paths: &Paths, db: &BoltDb, opts: &RollbackOptions) -> Result<Plan, Roll
             .join(wal::segment_file_name(0, 0)),
         backup: paths.backup.clone(),
         resumed: false,
+        leftovers: Vec::new(),
     };
     Ok(Plan {
         store,
