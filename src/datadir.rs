@@ -352,9 +352,15 @@ impl DataDir {
             .map_err(|e| err(&self.path, "cannot stat", e))
     }
 
-    /// Free bytes on the data dir's own file system, which holds every copy.
+    /// Free bytes on the data dir's own file system, which holds every copy (for a dir not
+    /// created yet: the file system it will be created on).
     pub fn free_bytes(&self) -> Result<u64, DataDirError> {
-        free_bytes(&self.path)
+        let existing = self
+            .path
+            .ancestors()
+            .find(|p| p.exists())
+            .unwrap_or(&self.path);
+        free_bytes(existing)
     }
 }
 
