@@ -167,7 +167,8 @@ impl DataDir {
         fs::symlink_metadata(&self.path).is_ok()
     }
 
-    /// Creates the dir if missing: its parents 0755, the dir itself 0700 (what etcd wants).
+    /// Creates the dir if missing: missing parents 0777 & umask, the dir itself 0700 (what
+    /// etcd wants).
     /// Fails when the path exists but is not a directory.
     pub fn create_if_missing(&self) -> Result<bool, DataDirError> {
         match fs::metadata(&self.path) {
