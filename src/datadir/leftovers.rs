@@ -109,17 +109,26 @@ impl Leftovers {
     pub fn scan(data: &DataDir) -> Leftovers {
         let mut items = Vec::new();
         legacy(data, &mut items);
+        // An etcd2 -> etcd3 journal is live until version.txt says etcd3 (written once the
+        // conversion step is complete); after that it is stale.
+        let converted = says_etcd3(data.path());
         let (old_bak, old_journal) = (beside(data, ".bak"), beside(data, ".v2v3-backup"));
-        if data.exists() && old_bak.is_dir() && present(&old_journal) {
-            items.push(Leftover::AdoptLegacyV2V3 {
-                backup: old_bak,
-                journal: old_journal,
-            });
+        if data.exists() && present(&old_journal) {
+            if converted || !old_bak.is_dir() {
+                items.push(Leftover::Remove(old_journal));
+            } else {
+                items.push(Leftover::AdoptLegacyV2V3 {
+                    backup: old_bak,
+                    journal: old_journal,
+                });
+            }
         }
         if data.exists() {
+            let journal = data.entry(names::V2V3_JOURNAL);
+            let journal_live = present(&journal) && !converted;
             // While the etcd2 -> etcd3 journal says `.bak` is the backup of the etcd2 data,
             // a restore is that backup being put back: what it replaces is discarded.
-            let restore_backup = if present(&data.entry(names::V2V3_JOURNAL)) {
+            let restore_backup = if journal_live {
                 data.entry(names::DISCARD)
             } else {
                 data.backup_path()
@@ -152,7 +161,9 @@ impl Leftovers {
             let adopted = items
                 .iter()
                 .any(|l| matches!(l, Leftover::AdoptLegacyV2V3 { .. }));
-            if adopted || present(&data.entry(names::V2V3_JOURNAL)) && data.backup_path().is_dir() {
+            if present(&journal) && !journal_live {
+                items.push(Leftover::Remove(journal));
+            } else if adopted || journal_live && data.backup_path().is_dir() {
                 items.push(Leftover::RedoV2V3 {
                     backup: data.backup_path(),
                 });
@@ -264,6 +275,14 @@ impl Leftovers {
         }
         Ok(())
     }
+}
+
+/// Whether `dir/version.txt` names etcd3 storage.
+fn says_etcd3(dir: &Path) -> bool {
+    matches!(
+        crate::version::read_version_file(dir),
+        Ok(crate::version::VersionFile::Parsed(p)) if p.storage == crate::version::Storage::Etcd3
+    )
 }
 
 fn present(p: &Path) -> bool {
@@ -497,6 +516,36 @@ mod tests {
         l.recover(&d, &|_| {}).unwrap();
         assert!(d.backup_path().join("member").is_dir());
         assert!(d.entry(names::V2V3_JOURNAL).exists() && !t.join("data.bak").exists());
+        fs::remove_dir_all(&t).unwrap();
+    }
+
+    #[test]
+    fn an_etcd2_to_etcd3_journal_is_live_until_version_txt_says_etcd3() {
+        let t = temp("journal");
+        let d = data_with(&t, "2.2.1/etcd2");
+        fs::create_dir_all(d.backup_path().join("member")).unwrap();
+        fs::write(d.entry(names::V2V3_JOURNAL), "").unwrap();
+        fs::create_dir_all(d.restore_path().join("member")).unwrap();
+        fs::write(d.restore_marker(), "").unwrap();
+        fs::create_dir_all(d.entry(names::DISCARD)).unwrap();
+        fs::rename(d.member_path(), d.entry(names::DISCARD).join("member")).unwrap();
+        let l = Leftovers::scan(&d);
+        // Putting the etcd2 backup back: what it replaces goes to .discard, never to .bak.
+        assert_eq!(
+            l.items[0],
+            Leftover::FinishSwap {
+                staged: d.restore_path(),
+                backup: d.entry(names::DISCARD),
+                marker: Some(d.restore_marker()),
+            }
+        );
+        assert!(matches!(l.items.last(), Some(Leftover::RedoV2V3 { .. })));
+        let d = data_with(&t, "3.4.23/etcd3");
+        fs::write(d.entry(names::V2V3_JOURNAL), "").unwrap();
+        assert_eq!(
+            Leftovers::scan(&d).items,
+            vec![Leftover::Remove(d.entry(names::V2V3_JOURNAL))]
+        );
         fs::remove_dir_all(&t).unwrap();
     }
 }
