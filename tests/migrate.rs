@@ -238,16 +238,13 @@ fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
-/// Every path under `root` with its mode and content (files) or link target. `<dir>.lock`
-/// files are left out: taking the lock is the one thing a refused run may leave behind.
+/// Every path under `root` with its mode and content (files) or link target. Nothing is left
+/// out: the lock is a flock on the data dir itself, so a refused run leaves no file at all.
 fn tree(root: &Path) -> BTreeMap<PathBuf, (u32, Vec<u8>)> {
     let mut out = BTreeMap::new();
     fn walk(p: &Path, root: &Path, out: &mut BTreeMap<PathBuf, (u32, Vec<u8>)>) {
         let m = fs::symlink_metadata(p).unwrap();
         let rel = p.strip_prefix(root).unwrap().to_path_buf();
-        if rel.to_string_lossy().ends_with(".lock") {
-            return;
-        }
         if m.file_type().is_symlink() {
             out.insert(
                 rel,
