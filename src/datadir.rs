@@ -171,14 +171,9 @@ impl DataDir {
     /// etcd wants).
     /// Fails when the path exists but is not a directory.
     pub fn create_if_missing(&self) -> Result<bool, DataDirError> {
-        match fs::metadata(&self.path) {
-            Ok(m) if m.is_dir() => Ok(false),
-            Ok(_) => Err(err(
-                &self.path,
-                "data directory",
-                "exists but is not a directory",
-            )),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+        match self.is_dir_or_missing()? {
+            true => Ok(false),
+            false => {
                 log::info!(
                     "data directory '{}' does not exist, creating it",
                     self.path.display()
@@ -198,6 +193,20 @@ impl DataDir {
                 sync_dir(parent).map_err(|e| err(parent, "fsync", e))?;
                 Ok(true)
             }
+        }
+    }
+
+    /// True for a directory, false for a missing path; an error for anything else (the
+    /// refusal `--dry-run` and the run share).
+    pub fn is_dir_or_missing(&self) -> Result<bool, DataDirError> {
+        match fs::metadata(&self.path) {
+            Ok(m) if m.is_dir() => Ok(true),
+            Ok(_) => Err(err(
+                &self.path,
+                "data directory",
+                "exists but is not a directory",
+            )),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
             Err(e) => Err(err(&self.path, "cannot stat data directory", e)),
         }
     }

@@ -911,6 +911,15 @@ fn bad_inputs_fail_clearly_and_change_nothing() {
         &["--bundled-versions", "3.5.1"],
         "etcdutl-3.5.1",
     );
+    // A data dir that is a regular file.
+    let file = site.root().join("file");
+    fs::write(&file, "not a dir").unwrap();
+    check(
+        "3.4.23/etcd3",
+        &[("DATA_DIRECTORY", &file.display().to_string())],
+        &["--bundled-versions", "3.4.23"],
+        "exists but is not a directory",
+    );
     // An unwritable parent dir: root ignores modes, so then the parent is a regular file.
     let parent = site.root().join("ro");
     let data = parent.join("data");
