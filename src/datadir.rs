@@ -196,6 +196,30 @@ impl DataDir {
         }
     }
 
+    /// What [`DataDir::create_if_missing`] would fail with, without creating anything (for
+    /// `--dry-run`): the nearest existing ancestor must let us create entries.
+    pub fn check_creatable(&self) -> Result<(), DataDirError> {
+        if self.is_dir_or_missing()? {
+            return Ok(());
+        }
+        let parent = self.path.parent().unwrap_or(Path::new("/"));
+        let Some(existing) = self.path.ancestors().skip(1).find(|p| p.exists()) else {
+            return Ok(());
+        };
+        let c = std::ffi::CString::new(existing.as_os_str().as_bytes())
+            .map_err(|e| err(existing, "cannot check", e))?;
+        // SAFETY: c is a valid NUL-terminated path.
+        if unsafe { libc::access(c.as_ptr(), libc::W_OK | libc::X_OK) } == 0 {
+            return Ok(());
+        }
+        let e = io::Error::last_os_error();
+        Err(if existing == parent {
+            err(&self.path, "failed to create data directory", e)
+        } else {
+            err(parent, "failed to create the parent of the data dir", e)
+        })
+    }
+
     /// True for a directory, false for a missing path; an error for anything else (the
     /// refusal `--dry-run` and the run share).
     pub fn is_dir_or_missing(&self) -> Result<bool, DataDirError> {

@@ -1635,8 +1635,9 @@ fn symlinked_and_dot_spellings_are_migrated_at_the_real_dir() {
 }
 
 /// The pre-flight of `--dry-run` is the real run's: too little space on the data dir's own
-/// file system (a 100 MB tmpfs mounted as the data dir, holding etcd 3.5.1's 64 MB WAL) and
-/// an etcd running on the data dir are refused by both with the same message, nothing changed.
+/// file system (a 100 MB tmpfs mounted as the data dir, holding etcd 3.5.1's 64 MB WAL), a
+/// missing data dir on a read-only file system and an etcd running on the data dir are
+/// refused by both with the same message, nothing changed.
 #[test]
 fn dry_run_refuses_what_the_real_run_refuses_with_the_same_message() {
     let m = Mounted::new("nospace", "100m");
@@ -1648,6 +1649,27 @@ fn dry_run_refuses_what_the_real_run_refuses_with_the_same_message() {
     assert_eq!(tree(m.site.root()), before);
     assert_dry_run_refuses_alike(&m.site, "3.4.23/etcd3", &[], &[], &out);
     drop(m);
+
+    // A missing data dir on a read-only file system cannot be created.
+    let site = Site::new("ro");
+    let ro = site.data.parent().unwrap().to_path_buf();
+    let mnt = Tmpfs::mount(&ro, "1m");
+    let ok = Command::new("mount")
+        .args(["-o", "remount,ro"])
+        .arg(&ro)
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "remount,ro failed");
+    let out = site.migrate("3.4.23/etcd3");
+    assert_failed_with(&out, "failed to create data directory");
+    assert!(
+        failure_line(&out).contains("Read-only file system"),
+        "{}",
+        stderr(&out)
+    );
+    assert_dry_run_refuses_alike(&site, "3.4.23/etcd3", &[], &[], &out);
+    drop(mnt);
 
     let site = Site::new("running");
     site.seed(V3_5_1, 10, &[]);

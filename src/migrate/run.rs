@@ -460,8 +460,10 @@ fn move_binaries(cfg: &Config) -> Result<(), MigrateError> {
 /// what the run would do: the leftovers it would deal with (the same scan `recover` acts
 /// on), then the plan for the data as it will be after that, after the same pre-flight.
 fn dry_run(cfg: &Config, data: &DataDir) -> Result<Outcome, MigrateError> {
-    data.is_dir_or_missing()?;
     let left = Leftovers::scan(data);
+    if left.view(data).files_dir == data.path() {
+        data.check_creatable()?;
+    }
     let mut out = vec![format!(
         "data dir {}{} ({} bytes free on its file system; every copy is made inside it)",
         data.path().display(),
