@@ -122,7 +122,10 @@ fn main() -> ExitCode {
             return ExitCode::SUCCESS;
         }
         Ok(Parsed::Version) => {
-            println!("etcd-version-monitor {}", env!("CARGO_PKG_VERSION"));
+            print!(
+                "{}",
+                etcdtools::build_info::version_text("etcd-version-monitor")
+            );
             return ExitCode::SUCCESS;
         }
         Err(e) => {

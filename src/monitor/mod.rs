@@ -18,6 +18,7 @@ mod http;
 
 pub use http::{raise_open_files_limit, route, Route, Server, DEFAULT_WRITE_TIMEOUT};
 
+use crate::build_info;
 use crate::etcd::client::{ClientError, HttpClient, TlsFiles, DEFAULT_BODY_LIMIT};
 use crate::prom::pass::{self, PassError, Template};
 use crate::prom::rewrite::{self, SERVER_VERSION};
@@ -44,7 +45,8 @@ pub const VERSION_INFO: &str = "etcd_version_info";
 pub const UP: &str = "etcd_version_monitor_up";
 pub const SCRAPE_DURATION: &str = "etcd_version_monitor_scrape_duration_seconds";
 pub const SCRAPE_ERRORS: &str = "etcd_version_monitor_scrape_errors_total";
-const OWN_FAMILIES: [&str; 4] = [VERSION_INFO, UP, SCRAPE_DURATION, SCRAPE_ERRORS];
+pub const BUILD_INFO: &str = "etcd_version_monitor_build_info";
+const OWN_FAMILIES: [&str; 5] = [VERSION_INFO, UP, SCRAPE_DURATION, SCRAPE_ERRORS, BUILD_INFO];
 
 /// Values of the `reason` label of `etcd_version_monitor_scrape_errors_total`.
 pub const ERROR_REASONS: [&str; 6] = [
@@ -535,6 +537,19 @@ impl Monitor {
             );
         }
         prom::write_family(&f, out);
+        let mut f = Family::new(
+            BUILD_INFO,
+            "1, labelled by the version and git commit etcd-version-monitor was built from.",
+            MetricType::Gauge,
+        );
+        f.push(
+            vec![
+                Label::new("version", build_info::VERSION),
+                Label::new("revision", build_info::REVISION),
+            ],
+            1.0,
+        );
+        prom::write_family(&f, out);
     }
 }
 
@@ -611,7 +626,7 @@ mod tests {
         assert_eq!(scrape.error.as_ref().unwrap().reason(), "connect");
         let expo = prom::parse(scrape.body()).unwrap();
         let names: Vec<&str> = expo.families.iter().map(|f| f.name.as_ref()).collect();
-        assert_eq!(names, [UP, SCRAPE_DURATION, SCRAPE_ERRORS]);
+        assert_eq!(names, [UP, SCRAPE_DURATION, SCRAPE_ERRORS, BUILD_INFO]);
         assert_eq!(expo.family(UP).unwrap().samples[0].value.number, 0.0);
         let errors = expo.family(SCRAPE_ERRORS).unwrap();
         let connect = errors
@@ -620,6 +635,10 @@ mod tests {
             .find(|s| s.label("reason") == Some("connect"))
             .unwrap();
         assert_eq!(connect.value.number, 1.0);
+        let build = &expo.family(BUILD_INFO).unwrap().samples[0];
+        assert_eq!(build.label("version"), Some(build_info::VERSION));
+        assert_eq!(build.label("revision"), Some(build_info::REVISION));
+        assert_eq!(build.value.number, 1.0);
         let again = monitor.scrape(None);
         let expo = prom::parse(again.body()).unwrap();
         let total: f64 = expo
