@@ -1,8 +1,7 @@
-//! The monitor's HTTP side (tiny_http) on raw sockets: keep-alive, HEAD, Connection: close,
-//! HTTP/1.0, pipelining, 404/405/400, Content-Type, shutdown. etcd is "down" here (port 1
-//! refuses), which is enough: the answer is then the monitor's own metrics, still 200.
-//! tiny_http closes the connection where HTTP says so but sends no `Connection: close`
-//! header, so the tests check for the end of the stream instead.
+//! The monitor's HTTP side on raw sockets: keep-alive, HEAD, Connection: close, HTTP/1.0,
+//! pipelining, 404/405/400/431, Content-Type, shutdown. etcd is "down" here (port 1 refuses),
+//! which is enough: the answer is then the monitor's own metrics, still 200. Where the
+//! connection ends, the tests check for the end of the stream.
 mod common;
 mod monitor_support;
 
@@ -134,6 +133,12 @@ fn keep_alive_across_separate_writes() {
 #[test]
 fn http_1_0_closes_and_errors_are_answered() {
     let m = down_monitor();
+    let big_head = [
+        b"GET / HTTP/1.1\r\nX-Big: ".as_slice(),
+        &[b'a'; 20_000],
+        b"\r\n\r\n",
+    ]
+    .concat();
     let cases: &[(&[u8], u16)] = &[
         (b"GET /metrics HTTP/1.0\r\n\r\n", 200),
         (b"HEAD /healthz HTTP/1.0\r\n\r\n", 200),
@@ -141,6 +146,7 @@ fn http_1_0_closes_and_errors_are_answered() {
         (b"DELETE / HTTP/1.0\r\n\r\n", 405),
         (b"NONSENSE\r\n\r\n", 400),
         (b"GET / HTTP/1.1\r\nno colon here\r\n\r\n", 400),
+        (&big_head, 431),
     ];
     for (request, expected) in cases {
         let mut s = connect(&m);
@@ -178,7 +184,7 @@ fn shutdown_closes_the_listener() {
     let addr = m.url.trim_start_matches("http://").to_string();
     assert_eq!(http_get(&format!("{}/healthz", m.url), &[]).status, 200);
     m.server.take().unwrap().shutdown();
-    // tiny_http's accept thread drops the listener once woken; give it a moment.
+    // The epoll thread drops the listener once woken; give it a moment.
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
     loop {
         match TcpStream::connect(&addr) {
@@ -191,8 +197,8 @@ fn shutdown_closes_the_listener() {
     }
 }
 
-/// A real etcd's /metrics (~150 KB) through the monitor: tiny_http would chunk answers of
-/// 32 KiB and more by default; ours carry Content-Length, also on keep-alive and HEAD.
+/// A real etcd's /metrics (~150 KB) through the monitor: answers carry Content-Length (never
+/// chunked), also on keep-alive and HEAD.
 #[test]
 fn large_answers_carry_content_length_over_keep_alive() {
     let etcd = TestEtcd::start(V3_5_1, &[]);
@@ -235,8 +241,9 @@ fn a_client_that_stops_reading_does_not_block_the_workers() {
     let m = InProcess::start(config);
     let mut stuck = connect(&m);
     // 40 answers of ~150 KB: more than the loopback buffers hold (tcp_wmem max 4 MiB plus the
-    // receiver's unread window, ~28 answers). tiny_http queues all 40 requests at once, ahead
-    // of the next client's, and each blocked write costs the send timeout.
+    // receiver's unread window, ~28 answers). Pipelined requests are answered one per turn,
+    // behind other clients'; the write that blocks fails after the send timeout and the
+    // connection is closed.
     let burst = b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n".repeat(40);
     stuck.write_all(&burst).unwrap();
     std::thread::sleep(Duration::from_secs(2));

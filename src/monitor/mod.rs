@@ -10,13 +10,18 @@
 
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 mod buffers;
 mod http;
+mod server;
 
-pub use http::{raise_open_files_limit, route, Route, Server, DEFAULT_WRITE_TIMEOUT};
+pub use http::{route, Route};
+pub use server::{
+    raise_open_files_limit, Server, DEFAULT_MAX_CONNECTIONS, DEFAULT_WRITE_TIMEOUT, HEAD_TIMEOUT,
+    MAX_REQUEST_HEAD,
+};
 
 use crate::build_info;
 use crate::etcd::client::{ClientError, HttpClient, TlsFiles, DEFAULT_BODY_LIMIT};
@@ -69,6 +74,9 @@ pub struct MonitorConfig {
     /// Largest etcd answer accepted.
     pub body_limit: u64,
     pub workers: usize,
+    /// Most connections open at once; `None`: [`DEFAULT_MAX_CONNECTIONS`], lowered to what the
+    /// open-files limit leaves.
+    pub max_connections: Option<usize>,
     /// How long writing one answer may block (a client that stops reading).
     pub write_timeout: Duration,
     /// Log scrape failures and recoveries (off for `--once`, which reports the error itself).
@@ -86,6 +94,7 @@ impl Default for MonitorConfig {
             tls: TlsFiles::default(),
             body_limit: DEFAULT_BODY_LIMIT,
             workers: DEFAULT_WORKERS,
+            max_connections: None,
             write_timeout: DEFAULT_WRITE_TIMEOUT,
             log_state_changes: true,
         }
@@ -176,20 +185,22 @@ impl std::error::Error for ScrapeError {}
 /// One answer for the metrics path: always a valid exposition; `error` says whether etcd
 /// could be scraped.
 pub struct Scrape {
-    /// [`HEAD_ROOM`] bytes kept free for the HTTP response head, then the exposition: the
-    /// head is written in front of the body without moving it.
     pub(crate) buffer: String,
     pub error: Option<ScrapeError>,
 }
 
-/// Room before an answer's body for its response head (about 130 bytes).
-pub(crate) const HEAD_ROOM: usize = 256;
-
 impl Scrape {
     /// The exposition.
     pub fn body(&self) -> &str {
-        &self.buffer[HEAD_ROOM..]
+        &self.buffer
     }
+}
+
+/// A scrape of etcd in progress, which requests arriving meanwhile wait for and share.
+#[derive(Default)]
+struct Flight {
+    answer: Mutex<Option<Arc<Scrape>>>,
+    done: Condvar,
 }
 
 /// The scrape timeout: the flag, or Prometheus' header minus a margin to answer in, whichever
@@ -243,6 +254,7 @@ pub struct Monitor {
     template: Mutex<Arc<Template>>,
     health: Mutex<Health>,
     version: Mutex<VersionCache>,
+    in_flight: Mutex<Option<Arc<Flight>>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -287,6 +299,7 @@ impl Monitor {
             template: Mutex::default(),
             health: Mutex::default(),
             version: Mutex::default(),
+            in_flight: Mutex::default(),
         })
     }
 
@@ -302,7 +315,6 @@ impl Monitor {
         let deadline = started + timeout;
         let fetched = self.fetch_metrics(timeout);
         let mut body = self.buffers.take_string();
-        body.extend(std::iter::repeat_n(' ', HEAD_ROOM));
         let result = fetched.and_then(|text| {
             // Room for etcd's families, ours, and the response head (see `respond`).
             body.reserve(text.len() + text.len() / 16 + 4096);
@@ -312,7 +324,7 @@ impl Monitor {
         });
         let error = result.err();
         if let Some(e) = &error {
-            body.truncate(HEAD_ROOM);
+            body.clear();
             if let Some(i) = ERROR_REASONS.iter().position(|r| *r == e.reason()) {
                 self.errors[i].fetch_add(1, Ordering::Relaxed);
             }
@@ -322,6 +334,37 @@ impl Monitor {
         Scrape {
             buffer: body,
             error,
+        }
+    }
+
+    /// The answer of the scrape of etcd in progress, or of a new one when none is: requests
+    /// arriving together share one fetch from etcd (and one answer in memory), so at most one
+    /// scrape of etcd runs at a time whatever the number of clients.
+    pub fn scrape_shared(&self, prometheus_timeout: Option<&str>) -> Arc<Scrape> {
+        let (flight, leads) = {
+            let mut slot = lock(&self.in_flight);
+            match &*slot {
+                Some(f) => (Arc::clone(f), false),
+                None => {
+                    let f = Arc::new(Flight::default());
+                    *slot = Some(Arc::clone(&f));
+                    (f, true)
+                }
+            }
+        };
+        if leads {
+            let answer = Arc::new(self.scrape(prometheus_timeout));
+            *lock(&self.in_flight) = None;
+            *lock(&flight.answer) = Some(Arc::clone(&answer));
+            flight.done.notify_all();
+            return answer;
+        }
+        let mut answer = lock(&flight.answer);
+        loop {
+            if let Some(a) = &*answer {
+                return Arc::clone(a);
+            }
+            answer = flight.done.wait(answer).unwrap_or_else(|e| e.into_inner());
         }
     }
 
