@@ -24,7 +24,7 @@ pub use server::{
 };
 
 use crate::build_info;
-use crate::etcd::client::{ClientError, HttpClient, TlsFiles, DEFAULT_BODY_LIMIT};
+use crate::etcd::client::{ClientError, HttpClient, TlsFiles};
 use crate::prom::pass::{self, PassError, Template};
 use crate::prom::rewrite::{self, SERVER_VERSION};
 use crate::prom::{self, Family, Label, MetricType, ParseError};
@@ -36,6 +36,9 @@ pub const DEFAULT_METRICS_PATH: &str = "/metrics";
 pub const DEFAULT_VERSION_URI: &str = "http://localhost:2379/version";
 pub const DEFAULT_METRICS_URI: &str = "http://localhost:2379/metrics";
 pub const DEFAULT_SCRAPE_TIMEOUT: Duration = Duration::from_secs(15);
+/// Most bytes read from etcd per scrape (a fresh etcd serves 150 to 250 KB); more is
+/// `too_large`. With one fetch at a time this bounds a scrape's memory.
+pub const DEFAULT_BODY_LIMIT: u64 = 16 << 20;
 /// How many requests are handled at once; more wait for a free slot.
 pub const DEFAULT_WORKERS: usize = 8;
 /// `/version` is asked again after this long, or at once when etcd's `etcd_server_version`
