@@ -198,6 +198,16 @@ impl BinaryMonitor {
             .unwrap_or_else(|| panic!("no {field} in /proc/PID/status"))
     }
 
+    /// Like [`Self::log_lines_containing`], after waiting (up to 5 s) for at least one: the
+    /// reader thread may not have read a line the monitor wrote before answering.
+    pub fn logged(&self, needle: &str) -> usize {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while self.log_lines_containing(needle) == 0 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.log_lines_containing(needle)
+    }
+
     pub fn log_lines_containing(&self, needle: &str) -> usize {
         self.stderr
             .lock()
