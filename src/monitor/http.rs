@@ -4,6 +4,7 @@
 use std::fmt;
 use std::io::Write as _;
 use std::net::TcpStream;
+use std::sync::Arc;
 
 use super::server::write_all_2;
 use super::{Monitor, CONTENT_TYPE, PROMETHEUS_TIMEOUT_HEADER};
@@ -154,11 +155,11 @@ fn parse_text(text: &str) -> Option<Request<'_>> {
 pub fn answer(monitor: &Monitor, request: &Request, stream: &mut TcpStream) -> bool {
     let route = route(request.method, request.target, &monitor.config.metrics_path);
     let page;
-    let scrape;
+    let mut scrape = None;
     let (status, content_type, body): (u16, &str, &[u8]) = match route {
         Route::Metrics => {
-            scrape = monitor.scrape_shared(request.prometheus_timeout);
-            (200, CONTENT_TYPE, scrape.body().as_bytes())
+            let shared = scrape.insert(monitor.scrape_shared(request.prometheus_timeout));
+            (200, CONTENT_TYPE, shared.body().as_bytes())
         }
         Route::Healthz => (200, TEXT_CONTENT_TYPE, b"ok\n"),
         Route::Index => {
@@ -189,7 +190,12 @@ pub fn answer(monitor: &Monitor, request: &Request, stream: &mut TcpStream) -> b
     } else {
         body
     };
-    match write_all_2(stream, &head_bytes, body) {
+    let written = write_all_2(stream, &head_bytes, body);
+    // The last writer of a shared answer keeps its buffer for a later scrape.
+    if let Some(Ok(done)) = scrape.map(Arc::try_unwrap) {
+        monitor.recycle(done.buffer.into_bytes());
+    }
+    match written {
         Ok(()) => keep_alive,
         Err(e) => {
             if !matches!(
