@@ -34,16 +34,21 @@ Flags (env fallback in brackets):
   --initial-cluster LIST          [INITIAL_CLUSTER] (default <name>=http://localhost:<peer-port>)
   --target-version VERSION        [TARGET_VERSION] e.g. 3.5.1
   --target-storage etcd2|etcd3    [TARGET_STORAGE]
-  --etcd-server-extra-args ARGS   [ETCD_CREDS] extra etcd flags (shell-style quoting)
+  --etcd-server-extra-args ARGS   [ETCD_CREDS] extra etcd flags, e.g. the peer TLS flags
+                                  (shell-style words and quotes; see docs/migrate.md)
   --lock-timeout DURATION         how long to wait for another migrate on the same dir (default 1m)
   --ready-timeout DURATION        how long a started etcd may take to serve (default 2m)
   --log-level LEVEL               error, warn, info (default), debug, trace
   --dry-run                       print the plan (steps, binaries, files), change nothing
+  --allow-member-id-change        [ALLOW_MEMBER_ID_CHANGE=true] let a downgrade give the member a
+                                  new member ID and cluster ID when --name or its peer URL differ
+                                  from the stored ones (refused by default)
   --version                       print the version and exit
   -h, --help                      this help
 
 Env DO_NOT_MOVE_BINARIES=true skips copying etcd-<target>/etcdctl-<target> to etcd/etcdctl.
-Exit status: 0 on success; on failure 'Migration failed: <reason>' on stderr and 1 (2 for bad flags).
+Exit status: 0 on success; on failure 'Migration failed: <reason>' on stderr and 1 (2 for a bad
+flag or env value).
 ";
 
 fn parse_args() -> Result<Option<(Flags, log::LevelFilter)>, String> {
@@ -130,6 +135,7 @@ fn parse_args() -> Result<Option<(Flags, log::LevelFilter)>, String> {
                 level = etcdtools::logging::parse_level(&v)?;
             }
             Long("dry-run") => flags.dry_run = true,
+            Long("allow-member-id-change") => flags.allow_member_id_change = true,
             Long("version") => want_version = true,
             Short('h') | Long("help") => {
                 print!("{HELP}");
@@ -168,10 +174,15 @@ fn main() -> ExitCode {
     };
     etcdtools::logging::init(level);
     let env = |k: &str| std::env::var(k).ok();
-    let result = resolve(flags, &env)
-        .map_err(|e| e.to_string())
-        .and_then(|cfg| run(&cfg).map_err(|e| e.to_string()));
-    match result {
+    // A flag or env value that does not resolve is a usage error, like an unknown flag.
+    let cfg = match resolve(flags, &env) {
+        Ok(cfg) => cfg,
+        Err(e) => {
+            eprintln!("Migration failed: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match run(&cfg) {
         Ok(outcome) => {
             log::info!("Migration finished: {outcome}");
             ExitCode::SUCCESS
