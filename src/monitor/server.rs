@@ -192,15 +192,18 @@ impl Shared {
         self.open.fetch_sub(1, Ordering::SeqCst);
     }
 
-    /// Back to epoll until its next request arrives.
+    /// Back to epoll until its next request arrives. The re-arm happens under the lock, so
+    /// the poller cannot close (evict) the socket and hand its number to a new one meanwhile.
     fn park(&self, mut conn: Conn) {
         let (id, fd) = (conn.id, conn.stream.as_raw_fd());
         if conn.input.is_empty() {
             conn.input = Vec::new();
         }
-        lock(&self.idle).insert(id, conn);
+        let mut idle = lock(&self.idle);
+        idle.insert(id, conn);
         if epoll_ctl(&self.epoll, libc::EPOLL_CTL_MOD, fd, CONN_EVENTS, id).is_err() {
-            if let Some(conn) = lock(&self.idle).remove(&id) {
+            if let Some(conn) = idle.remove(&id) {
+                drop(idle);
                 self.close(conn);
             }
         }
