@@ -263,6 +263,7 @@ fn command_line() {
         "--key",
         "--once",
         "--log-level",
+        "--max-connections",
     ] {
         assert!(text.contains(flag), "{flag} not in --help");
     }
@@ -274,6 +275,8 @@ fn command_line() {
         (&["--scrape-timeout=15"], "--scrape-timeout"),
         (&["--scrape-timeout"], "--scrape-timeout"),
         (&["--log-level=loud"], "--log-level"),
+        (&["--max-connections=0"], "--max-connections"),
+        (&["--max-connections=many"], "--max-connections"),
         (&["--cert=/x.pem"], "--cert and --key"),
         (&["--metrics-path=metrics"], "--metrics-path"),
         (
