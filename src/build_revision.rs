@@ -21,8 +21,10 @@ pub fn revision_of(dir: &Path, override_: Option<&str>) -> (String, Vec<PathBuf>
     let Some(commit) = git(&["rev-parse", "--short=12", "HEAD"]) else {
         return ("unknown".into(), Vec::new());
     };
+    // HEAD moves with checkouts; logs/HEAD (this worktree's reflog) with every commit, also
+    // when the branch's ref lives only in packed-refs (a fresh clone).
     let mut watch = Vec::new();
-    for what in ["HEAD", "packed-refs"] {
+    for what in ["HEAD", "logs/HEAD", "packed-refs"] {
         watch.extend(git(&["rev-parse", "--git-path", what]).map(|p| dir.join(p)));
     }
     if let Some(branch) = git(&["symbolic-ref", "-q", "HEAD"]) {
