@@ -264,3 +264,29 @@ fn custom_metrics_path() {
     assert_eq!(http_get(&format!("{}/etcd", m.url), &[]).status, 200);
     assert_eq!(http_get(&format!("{}/metrics", m.url), &[]).status, 404);
 }
+
+/// Clients that send a request head slowly (or never finish it) hold no worker: with one
+/// worker and 20 of them, another client is answered at once.
+#[test]
+fn unfinished_request_heads_hold_no_worker() {
+    let mut config = config_for("http://127.0.0.1:1/metrics", "http://127.0.0.1:1/version");
+    config.workers = 1;
+    let m = InProcess::start(config);
+    let slow: Vec<TcpStream> = (0..20)
+        .map(|_| {
+            let mut s = connect(&m);
+            s.write_all(b"GET /metrics HTTP/1.1\r\nX-Slow: ").unwrap();
+            s
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let a = http_get(&format!("{}/healthz", m.url), &[]);
+    assert_eq!((a.status, a.body.as_str()), (200, "ok\n"));
+    assert!(a.took < Duration::from_secs(2), "{:?}", a.took);
+    // The slow ones are still open and are answered once their heads end.
+    let mut r = BufReader::new(slow[0].try_clone().unwrap());
+    (&slow[0]).write_all(b"1\r\n\r\n").unwrap();
+    let (status, _, body) = read_response(&mut r, false);
+    assert_eq!(status, 200);
+    assert!(body.contains("etcd_version_monitor_up 0\n"));
+}

@@ -471,6 +471,7 @@ impl Worker {
     /// Reads what has arrived and answers one request; the connection then waits in epoll,
     /// goes back in line (more pipelined requests) or is closed.
     fn serve(&mut self, mut conn: Conn) {
+        let had_input = !conn.input.is_empty();
         if self.fill(&mut conn).is_err() {
             return self.shared.close(conn);
         }
@@ -480,11 +481,11 @@ impl Worker {
             }
             return self.shared.park(conn);
         }
-        let was_empty = conn.input.is_empty();
         let (consumed, keep) = match parse_head(&conn.input, MAX_REQUEST_HEAD) {
             Head::Partial if conn.eof => return self.shared.close(conn),
             Head::Partial => {
-                if was_empty {
+                // A head's time limit runs from its first byte.
+                if !had_input {
                     conn.since = Instant::now();
                 }
                 return self.shared.park(conn);
