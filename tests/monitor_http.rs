@@ -290,3 +290,23 @@ fn unfinished_request_heads_hold_no_worker() {
     assert_eq!(status, 200);
     assert!(body.contains("etcd_version_monitor_up 0\n"));
 }
+
+/// A head not complete within the limit (here 300 ms instead of 10 s) is closed.
+#[test]
+fn a_head_that_takes_too_long_is_closed() {
+    let mut config = config_for("http://127.0.0.1:1/metrics", "http://127.0.0.1:1/version");
+    config.head_timeout = Duration::from_millis(300);
+    let m = InProcess::start(config);
+    let mut s = connect(&m);
+    s.write_all(b"GET /healthz HTTP/1.1\r\nX-Slow: ").unwrap();
+    let started = std::time::Instant::now();
+    let mut rest = Vec::new();
+    // The sweep runs every second: closed within about 1.3 s, with nothing written.
+    s.read_to_end(&mut rest).unwrap();
+    assert!(rest.is_empty(), "{}", String::from_utf8_lossy(&rest));
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(300) && took < Duration::from_secs(5),
+        "{took:?}"
+    );
+}

@@ -6,7 +6,8 @@
 //! `etcd_version_info` and the monitor's own metrics. When etcd is down or answers garbage the
 //! answer is still 200 with `etcd_version_monitor_up 0`, so Prometheus keeps the target's `up`
 //! for the monitor and this gauge for etcd; the error is logged once per change of state, not
-//! once per scrape. The HTTP side is in `http.rs`; `buffers.rs` keeps body buffers between scrapes.
+//! once per scrape. The HTTP protocol is in `http.rs`, sockets and threads in `server.rs`;
+//! `buffers.rs` keeps body buffers between scrapes.
 
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -80,6 +81,8 @@ pub struct MonitorConfig {
     /// Most connections open at once; `None`: [`DEFAULT_MAX_CONNECTIONS`], lowered to what the
     /// open-files limit leaves.
     pub max_connections: Option<usize>,
+    /// How long a request head may take from its first byte ([`HEAD_TIMEOUT`]).
+    pub head_timeout: Duration,
     /// How long writing one answer may block (a client that stops reading).
     pub write_timeout: Duration,
     /// Log scrape failures and recoveries (off for `--once`, which reports the error itself).
@@ -98,6 +101,7 @@ impl Default for MonitorConfig {
             body_limit: DEFAULT_BODY_LIMIT,
             workers: DEFAULT_WORKERS,
             max_connections: None,
+            head_timeout: HEAD_TIMEOUT,
             write_timeout: DEFAULT_WRITE_TIMEOUT,
             log_state_changes: true,
         }

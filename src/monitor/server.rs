@@ -381,16 +381,17 @@ impl Poller {
 
     /// Closes connections whose request head (or body to skip) is not complete in time.
     fn close_slow_heads(&self) {
+        let limit = self.shared.monitor.config.head_timeout;
         let mut idle = lock(&self.shared.idle);
         let slow: Vec<u64> = idle
             .values()
-            .filter(|c| (!c.input.is_empty() || c.skip > 0) && c.since.elapsed() > HEAD_TIMEOUT)
+            .filter(|c| (!c.input.is_empty() || c.skip > 0) && c.since.elapsed() > limit)
             .map(|c| c.id)
             .collect();
         let closed: Vec<Conn> = slow.iter().filter_map(|id| idle.remove(id)).collect();
         drop(idle);
         for conn in closed {
-            log::debug!("closing a connection whose request took over {HEAD_TIMEOUT:?}");
+            log::debug!("closing a connection whose request took over {limit:?}");
             self.shared.close(conn);
         }
     }
