@@ -338,6 +338,23 @@ mod tests {
     }
 
     #[test]
+    fn heads_cut_or_damaged_anywhere_do_not_panic() {
+        let head: &[u8] = b"GET /metrics HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\nabc";
+        for cut in 0..=head.len() {
+            let _ = parse_head(&head[..cut], 64);
+        }
+        for at in 0..head.len() {
+            for byte in [0u8, b' ', b':', b'\r', b'\n', 0xff] {
+                let mut damaged = head.to_vec();
+                damaged[at] = byte;
+                if let Head::Complete(_, n) = parse_head(&damaged, 64) {
+                    assert!(n <= damaged.len());
+                }
+            }
+        }
+    }
+
+    #[test]
     fn request_heads() {
         let (r, n) = complete(b"\r\nGET /metrics?x HTTP/1.1\r\nHost: a:1\r\n\r\nGET");
         assert_eq!(n, 40);
