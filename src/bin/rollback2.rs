@@ -67,7 +67,7 @@ fn parse() -> Result<Option<Args>, String> {
                 return Ok(None);
             }
             Long("version") => {
-                println!("rollback2 {}", env!("CARGO_PKG_VERSION"));
+                print!("{}", etcdtools::build_info::version_text("rollback2"));
                 return Ok(None);
             }
             other => return Err(other.unexpected().to_string()),
