@@ -922,14 +922,10 @@ fn a_step_that_changes_the_data_fails_and_puts_the_data_dir_back() {
         "{err}"
     );
     assert!(err.contains("etcd 3.3.25 serves"), "{err}");
-    assert!(
-        file_tree(&site.data) == before,
-        "the data dir was not put back"
-    );
+    // Byte for byte, besides the backup kept inside the data dir.
+    let mut after = file_tree(&site.data);
+    after.retain(|p, _| !p.starts_with(".bak"));
+    assert!(after == before, "the data dir was not put back");
     assert_eq!(site.version_txt(), "3.3.25/etcd3");
-    assert!(site
-        .data
-        .with_extension("bak")
-        .join("member/snap/db")
-        .exists());
+    assert!(site.data.join(".bak/member/snap/db").exists());
 }

@@ -6,14 +6,14 @@
 //! back. The figures go to the log.
 //!
 //! Which steps: those that change the data dir and have a bundled etcd on both sides:
-//! - `Upgrade`, `SchemaDowngrade` (in place): backup to `<dir>.bak` and the journal
-//!   `<dir>.step-backup` (holding the step's result) first; before = the previous verified
+//! - `Upgrade`, `SchemaDowngrade` (in place): backup to `<dir>/.bak` and the journal
+//!   `<dir>/.step-backup` (holding the step's result) first; before = the previous verified
 //!   step's after, else the current version started once; after = read while the step's etcd
 //!   runs (Upgrade) or the target started once. A mismatch puts the backup back. A rerun after
 //!   a crash inside the step finds the journal (whose result `version.txt` does not hold yet)
 //!   and puts the backup back before redoing the step.
 //! - `Downgrade`: before = read from the etcd that takes the snapshot; after = the target
-//!   started on `<dir>.restore` before the swap, so a mismatch leaves the data dir untouched.
+//!   started on `<dir>/.restore` before the swap, so a mismatch leaves the data dir untouched.
 //! - A member of several (`--initial-cluster`) is not verified (logged): an extra etcd start
 //!   only gets ready with every member at the same point, and even a read while the step's
 //!   etcd runs lets the first two members stop before the third is ready.
@@ -203,9 +203,10 @@ pub fn fingerprint(
     })
 }
 
-/// `<dir>.step-backup`: an in-place step's backup is in `<dir>.bak`; holds the step's result.
+/// `<dir>/.step-backup`: an in-place step's backup is in `<dir>/.bak`; holds the step's
+/// result. The leftovers scan (`crate::datadir::leftovers`) knows it too.
 fn journal(data: &DataDir) -> PathBuf {
-    data.sibling(".step-backup")
+    data.entry(crate::datadir::names::STEP_JOURNAL)
 }
 
 impl Runner<'_> {
@@ -315,6 +316,7 @@ impl Runner<'_> {
         if let Some(before) = &before {
             if let Err(e) = self.changed(before, &after) {
                 self.put_back_backup()?;
+                finish_step(self.data)?;
                 return Err(MigrateError::Other(format!(
                     "{e}; the data from before the step is back in {}, its backup is kept in {}",
                     self.data.path().display(),
@@ -361,7 +363,7 @@ impl Runner<'_> {
         }
         self.data.backup_copy()?;
         fs::write(&j, result.to_string())
-            .and_then(|_| sync_dir(&self.data.parent()))
+            .and_then(|_| sync_dir(self.data.path()))
             .map_err(io)
     }
 }
