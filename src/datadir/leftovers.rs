@@ -565,4 +565,44 @@ mod tests {
         );
         fs::remove_dir_all(&t).unwrap();
     }
+
+    #[test]
+    fn a_step_journal_is_live_until_version_txt_holds_its_pair() {
+        let t = temp("step-journal");
+        let d = data_with(&t, "3.3.25/etcd3");
+        fs::create_dir_all(d.backup_path().join("member")).unwrap();
+        fs::write(d.entry(names::STEP_JOURNAL), "3.4.23/etcd3").unwrap();
+        fs::create_dir_all(d.restore_path().join("member")).unwrap();
+        fs::write(d.restore_marker(), "").unwrap();
+        // Not begun: dropped (the rerun puts the backup back again).
+        assert_eq!(
+            Leftovers::scan(&d).items,
+            vec![
+                Leftover::Remove(d.restore_path()),
+                Leftover::Remove(d.restore_marker())
+            ]
+        );
+        // Begun: putting the step's backup back; what it replaces is discarded, never in .bak.
+        fs::create_dir_all(d.entry(names::DISCARD)).unwrap();
+        fs::rename(d.member_path(), d.entry(names::DISCARD).join("member")).unwrap();
+        assert_eq!(
+            Leftovers::scan(&d).items[0],
+            Leftover::FinishSwap {
+                staged: d.restore_path(),
+                backup: d.entry(names::DISCARD),
+                marker: Some(d.restore_marker()),
+            }
+        );
+        // Once version.txt holds the step's pair, the journal is stale and goes.
+        fs::remove_dir_all(d.restore_path()).unwrap();
+        fs::remove_file(d.restore_marker()).unwrap();
+        fs::remove_dir_all(d.entry(names::DISCARD)).unwrap();
+        fs::create_dir_all(d.member_path()).unwrap();
+        fs::write(d.path().join("version.txt"), "3.4.23/etcd3").unwrap();
+        assert_eq!(
+            Leftovers::scan(&d).items,
+            vec![Leftover::Remove(d.entry(names::STEP_JOURNAL))]
+        );
+        fs::remove_dir_all(&t).unwrap();
+    }
 }
