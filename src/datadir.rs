@@ -5,7 +5,6 @@
 //! Every sibling lives in the same parent directory as the data dir, so each swap is a
 //! `rename(2)` within one file system, and the parent is fsynced after each rename.
 
-use std::fmt;
 use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::os::unix::ffi::OsStrExt;
@@ -17,26 +16,54 @@ use std::time::{Duration, Instant};
 
 use crate::version::sync_dir;
 
-#[derive(Debug)]
+/// `<what> <path>: <cause>`; an OS error keeps its kind (and gets its hint).
+#[derive(Debug, thiserror::Error)]
+#[error("{what} {}: {cause}", path.display())]
 pub struct DataDirError {
     pub path: PathBuf,
     pub what: String,
-    pub reason: String,
+    pub cause: Cause,
 }
 
-impl fmt::Display for DataDirError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} {}: {}", self.what, self.path.display(), self.reason)
+/// Why a data dir operation failed: the OS said no, or we refuse.
+#[derive(Debug, thiserror::Error)]
+pub enum Cause {
+    #[error("{}", crate::error::describe(.0))]
+    Os(io::Error),
+    #[error("{0}")]
+    Refused(String),
+}
+
+impl From<io::Error> for Cause {
+    fn from(e: io::Error) -> Self {
+        Cause::Os(e)
+    }
+}
+impl From<&str> for Cause {
+    fn from(s: &str) -> Self {
+        Cause::Refused(s.to_string())
+    }
+}
+impl From<String> for Cause {
+    fn from(s: String) -> Self {
+        Cause::Refused(s)
     }
 }
 
-impl std::error::Error for DataDirError {}
+impl crate::error::HasKind for DataDirError {
+    fn kind(&self) -> crate::error::Kind {
+        match self.cause {
+            Cause::Os(_) => crate::error::Kind::Io,
+            Cause::Refused(_) => crate::error::Kind::Refused,
+        }
+    }
+}
 
-fn err(path: &Path, what: &str, reason: impl ToString) -> DataDirError {
+fn err(path: &Path, what: &str, cause: impl Into<Cause>) -> DataDirError {
     DataDirError {
         path: path.to_path_buf(),
         what: what.to_string(),
-        reason: reason.to_string(),
+        cause: cause.into(),
     }
 }
 
@@ -298,8 +325,8 @@ pub fn copy_tree(from: &Path, to: &Path) -> io::Result<()> {
 
 /// Free bytes for an unprivileged writer on the file system holding `path` (statvfs).
 pub fn free_bytes(path: &Path) -> Result<u64, DataDirError> {
-    let c =
-        std::ffi::CString::new(path.as_os_str().as_bytes()).map_err(|e| err(path, "statvfs", e))?;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes())
+        .map_err(|e| err(path, "statvfs", e.to_string()))?;
     let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
     // SAFETY: c is a valid NUL-terminated path, st a valid out-pointer.
     let rc = unsafe { libc::statvfs(c.as_ptr(), &mut st) };

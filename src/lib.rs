@@ -13,6 +13,7 @@
 pub mod base64;
 pub mod datadir;
 pub mod duration;
+pub mod error;
 pub mod etcd;
 pub mod inspect;
 pub mod logging;

@@ -30,7 +30,11 @@ fn reads_the_real_3_4_wal_fixture() {
     assert!(c.hard_state.unwrap().commit <= c.last_index);
     assert!(!c.tail.is_torn());
     println!("last {} {:?}", c.last_index, c.hard_state);
-    assert!(wal::check(&dir).is_empty(), "{:?}", wal::check(&dir));
+    assert!(
+        wal::check(&dir).unwrap().is_empty(),
+        "{:?}",
+        wal::check(&dir).unwrap()
+    );
     // From the newest snapshot.
     let from = wal::read_all(&dir, &WalSnapshot::new(33, 2)).unwrap();
     assert_eq!(from.entries.first().unwrap().index, 34);
@@ -50,7 +54,7 @@ fn reads_the_real_3_4_snap_fixtures() {
         vec![0x1177386ae0746d8e]
     );
     assert!(s.snapshot.data.starts_with(b"{\"Root\""));
-    assert!(snap::check(&dir).is_empty());
+    assert!(snap::check(&dir).unwrap().is_empty());
     let wal_snaps = wal::valid_snapshots(&fixture("v2-datadir/member/wal")).unwrap();
     let avail = snap::load_newest_available(&dir, &wal_snaps).unwrap();
     assert_eq!(avail.loaded.unwrap().snapshot.metadata.index, 0x21);
@@ -129,7 +133,7 @@ fn every_flipped_wal_byte_is_reported_and_never_panics() {
         let mut bytes = original.clone();
         bytes[i] ^= 0xff;
         std::fs::write(&file, &bytes).unwrap();
-        let findings = wal::check(&dir);
+        let findings = wal::check(&dir).unwrap();
         assert!(!findings.is_empty(), "flip at {i} not reported");
         assert!(
             findings.iter().all(|f| f.offset.is_some() || f.file == dir),
@@ -181,7 +185,7 @@ fn truncation_at_every_boundary_and_in_the_middle() {
                 continue;
             }
             std::fs::write(&file, &original[..cut]).unwrap();
-            let findings = wal::check(&dir);
+            let findings = wal::check(&dir).unwrap();
             assert!(
                 findings
                     .iter()
@@ -250,7 +254,11 @@ fn truncating_a_segment_that_is_not_the_last_is_an_error() {
     let two = wal::read_all(&dir, &WalSnapshot::new(0, 0)).unwrap();
     assert_eq!(two.entries, whole.entries);
     assert_eq!(two.hard_state, whole.hard_state);
-    assert!(wal::check(&dir).is_empty(), "{:?}", wal::check(&dir));
+    assert!(
+        wal::check(&dir).unwrap().is_empty(),
+        "{:?}",
+        wal::check(&dir).unwrap()
+    );
 
     // Cut the first segment at its last boundary and in its last record.
     let seg0_frames = frame_offsets(&original[..split]);
@@ -259,7 +267,7 @@ fn truncating_a_segment_that_is_not_the_last_is_an_error() {
         std::fs::write(&seg0, &original[..cut]).unwrap();
         let e = wal::read_all(&dir, &WalSnapshot::new(0, 0)).unwrap_err();
         assert!(matches!(e, wal::WalError::Corrupt(_)), "{e}");
-        let findings = wal::check(&dir);
+        let findings = wal::check(&dir).unwrap();
         assert!(!findings.is_empty());
         assert!(findings.iter().all(|f| f.offset.is_some()), "{findings:?}");
     }
@@ -274,7 +282,7 @@ fn truncating_a_segment_that_is_not_the_last_is_an_error() {
         wal::read_all(&dir, &WalSnapshot::new(0, 0)),
         Err(wal::WalError::SeqGap { .. })
     ));
-    assert!(!wal::check(&dir).is_empty());
+    assert!(!wal::check(&dir).unwrap().is_empty());
 }
 
 #[test]
@@ -298,7 +306,7 @@ fn zero_tails_end_the_log_and_zeroed_records_are_torn() {
             offset: original.len() as u64
         }
     );
-    assert!(wal::check(&dir).is_empty());
+    assert!(wal::check(&dir).unwrap().is_empty());
     // A preallocated next segment (`0.tmp`, all zeros) and a `.broken` copy are ignored.
     std::fs::write(dir.join("0.tmp"), vec![0u8; 4096]).unwrap();
     std::fs::write(
@@ -307,7 +315,7 @@ fn zero_tails_end_the_log_and_zeroed_records_are_torn() {
     )
     .unwrap();
     assert_eq!(wal::list_segments(&dir).unwrap().len(), 1);
-    assert!(wal::check(&dir).is_empty());
+    assert!(wal::check(&dir).unwrap().is_empty());
     assert_eq!(
         wal::read_all(&dir, &WalSnapshot::new(0, 0))
             .unwrap()
@@ -318,7 +326,7 @@ fn zero_tails_end_the_log_and_zeroed_records_are_torn() {
     bytes[original.len() + 5000] = 1;
     std::fs::write(&file, &bytes).unwrap();
     assert!(wal::read_all(&dir, &WalSnapshot::new(0, 0)).is_ok());
-    let f = wal::check(&dir);
+    let f = wal::check(&dir).unwrap();
     assert_eq!(f.len(), 1, "{f:?}");
     assert_eq!(f[0].offset, Some(original.len() as u64 + 5000));
     // The last record's body zeroed (a torn write): etcd's read mode stops before it.
@@ -331,7 +339,7 @@ fn zero_tails_end_the_log_and_zeroed_records_are_torn() {
     std::fs::write(&file, &bytes).unwrap();
     let c = wal::read_all(&dir, &WalSnapshot::new(0, 0)).unwrap();
     assert!(c.tail.is_torn(), "{:?}", c.tail);
-    let f = wal::check(&dir);
+    let f = wal::check(&dir).unwrap();
     assert!(
         f.iter()
             .any(|f| f.offset == Some(last as u64) && f.problem.contains("torn")),
@@ -386,7 +394,7 @@ fn non_zero_bytes_anywhere_in_a_preallocated_or_sparse_tail_are_found() {
                 file.write_all_at(&[0x5a], at).unwrap();
             }
             drop(file);
-            let f = wal::check(&dir);
+            let f = wal::check(&dir).unwrap();
             match at {
                 None => assert!(f.is_empty(), "prealloc {prealloc}: {f:?}"),
                 Some(at) => {
@@ -414,7 +422,7 @@ fn every_flipped_snap_byte_is_reported_and_loading_falls_back() {
         let mut bytes = original.clone();
         bytes[i] ^= 0xff;
         std::fs::write(&newest, &bytes).unwrap();
-        let findings = snap::check(&dir);
+        let findings = snap::check(&dir).unwrap();
         assert_eq!(findings.len(), 1, "flip at {i}: {findings:?}");
         assert_eq!(findings[0].file, newest);
         let choice = snap::load_newest(&dir).unwrap();
@@ -427,7 +435,7 @@ fn every_flipped_snap_byte_is_reported_and_loading_falls_back() {
     }
     for cut in [0, 1, 5, original.len() / 2, original.len() - 1] {
         std::fs::write(&newest, &original[..cut]).unwrap();
-        assert_eq!(snap::check(&dir).len(), 1, "cut at {cut}");
+        assert_eq!(snap::check(&dir).unwrap().len(), 1, "cut at {cut}");
         assert_eq!(
             snap::load_newest(&dir)
                 .unwrap()
@@ -484,7 +492,11 @@ fn a_wal_written_by_us_reads_back_padded_and_unpadded() {
         assert_eq!(c.entries, entries);
         assert_eq!(c.hard_state, Some(hs));
         assert_eq!(c.last_index, 199);
-        assert!(wal::check(&dir).is_empty(), "{:?}", wal::check(&dir));
+        assert!(
+            wal::check(&dir).unwrap().is_empty(),
+            "{:?}",
+            wal::check(&dir).unwrap()
+        );
         let bytes = std::fs::read(&path).unwrap();
         let frames = frame_offsets(&bytes);
         let padded = frames.iter().any(|&f| bytes[f + 7] & 0x80 != 0);
@@ -557,7 +569,7 @@ fn a_snap_written_by_us_reads_back() {
     let path = snap::write_snap(&dir, &snapshot).unwrap();
     assert!(path.ends_with("0000000000000007-00000000000003e8.snap"));
     assert_eq!(snap::read_snap_file(&path).unwrap(), snapshot);
-    assert!(snap::check(&dir).is_empty());
+    assert!(snap::check(&dir).unwrap().is_empty());
     let loaded = snap::load_newest(&dir).unwrap().loaded.unwrap();
     assert_eq!(Store::load(&loaded.snapshot.data).unwrap(), store);
     assert!(

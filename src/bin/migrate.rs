@@ -4,6 +4,7 @@
 use std::process::ExitCode;
 
 use etcdtools::duration::parse_go_duration;
+use etcdtools::error::HasKind;
 use etcdtools::migrate::config::{resolve, Flags};
 use etcdtools::migrate::run::run;
 
@@ -43,7 +44,8 @@ Flags (env fallback in brackets):
   -h, --help                      this help
 
 Env DO_NOT_MOVE_BINARIES=true skips copying etcd-<target>/etcdctl-<target> to etcd/etcdctl.
-Exit status: 0 on success; on failure 'Migration failed: <reason>' on stderr and 1 (2 for bad flags).
+Exit status: 0 on success; on failure 'Migration failed: <reason>' on stderr and 1 (refused or
+failed), 2 (bad flags), 3 (the data is damaged) or 4 (I/O: permission, no space, read-only).
 ";
 
 fn parse_args() -> Result<Option<(Flags, log::LevelFilter)>, String> {
@@ -154,17 +156,21 @@ fn main() -> ExitCode {
     };
     etcdtools::logging::init(level);
     let env = |k: &str| std::env::var(k).ok();
-    let result = resolve(flags, &env)
-        .map_err(|e| e.to_string())
-        .and_then(|cfg| run(&cfg).map_err(|e| e.to_string()));
-    match result {
+    let cfg = match resolve(flags, &env) {
+        Ok(cfg) => cfg,
+        Err(e) => {
+            eprintln!("Migration failed: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match run(&cfg) {
         Ok(outcome) => {
             log::info!("Migration finished: {outcome}");
             ExitCode::SUCCESS
         }
         Err(e) => {
             eprintln!("Migration failed: {e}");
-            ExitCode::FAILURE
+            ExitCode::from(e.kind().exit_code())
         }
     }
 }

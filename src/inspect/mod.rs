@@ -9,60 +9,54 @@ pub mod snap;
 pub mod version;
 pub mod wal;
 
-use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};
 
+use crate::error::IoError;
+use crate::error::{HasKind, Kind};
+use crate::storage::bolt::BoltError;
 use crate::storage::proto::WalSnapshot;
 use crate::storage::snap::{LoadedSnapshot, SnapError};
 use crate::storage::v2store::V2Error;
 use crate::storage::wal::WalError;
 use crate::storage::{snap as snapfile, wal as walfile};
+use db::DbError;
 
-#[derive(Debug)]
+/// Why `etcd-inspect` could not answer; [`HasKind`] gives its exit code.
+#[derive(Debug, thiserror::Error)]
 pub enum InspectError {
-    Wal(WalError),
-    Snap(SnapError),
-    Store {
-        file: PathBuf,
-        error: V2Error,
-    },
-    /// The bbolt db could not be read (message names file and offset).
-    Db(String),
+    #[error(transparent)]
+    Wal(#[from] WalError),
+    #[error(transparent)]
+    Snap(#[from] SnapError),
+    #[error("{}: {error}", file.display())]
+    Store { file: PathBuf, error: V2Error },
+    /// The bbolt db could not be read.
+    #[error(transparent)]
+    Db(#[from] DbError),
+    #[error(transparent)]
+    Io(#[from] IoError),
+    #[error("{}: not found", .0.display())]
     NotFound(PathBuf),
-    Output(io::Error),
+    #[error("writing output: {0}")]
+    Output(#[from] io::Error),
 }
 
-impl fmt::Display for InspectError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+impl HasKind for InspectError {
+    fn kind(&self) -> Kind {
         match self {
-            InspectError::Wal(e) => write!(f, "{e}"),
-            InspectError::Snap(e) => write!(f, "{e}"),
-            InspectError::Store { file, error } => write!(f, "{}: {error}", file.display()),
-            InspectError::Db(e) => write!(f, "{e}"),
-            InspectError::NotFound(p) => write!(f, "{}: not found", p.display()),
-            InspectError::Output(e) => write!(f, "writing output: {e}"),
+            InspectError::Wal(e) => e.kind(),
+            InspectError::Snap(e) => e.kind(),
+            InspectError::Store { .. } => Kind::Corrupt,
+            InspectError::Db(e) => e.kind(),
+            InspectError::Io(_) | InspectError::NotFound(_) | InspectError::Output(_) => Kind::Io,
         }
     }
 }
 
-impl std::error::Error for InspectError {}
-
-impl From<WalError> for InspectError {
-    fn from(e: WalError) -> Self {
-        InspectError::Wal(e)
-    }
-}
-
-impl From<SnapError> for InspectError {
-    fn from(e: SnapError) -> Self {
-        InspectError::Snap(e)
-    }
-}
-
-impl From<io::Error> for InspectError {
-    fn from(e: io::Error) -> Self {
-        InspectError::Output(e)
+impl From<BoltError> for InspectError {
+    fn from(e: BoltError) -> Self {
+        InspectError::Db(DbError::Bolt(e))
     }
 }
 

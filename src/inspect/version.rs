@@ -6,8 +6,12 @@ use std::io::Write;
 use super::dbfacts::{db_facts, DbFacts};
 use super::output::JsonLine;
 use super::{now_nanos, InspectError, Layout};
-use crate::storage::recover::recover;
+use crate::error::IoError;
+use crate::storage::bolt::BoltError;
+use crate::storage::recover::{recover, RecoverError};
+use crate::storage::snap::SnapError;
 use crate::storage::v2store::Store;
+use crate::storage::wal::WalError;
 
 /// Everything `version` finds. `None` where the source is missing or unreadable; the reasons
 /// are in `notes`.
@@ -42,7 +46,10 @@ pub fn detect(layout: &Layout) -> Result<DataVersion, InspectError> {
     match std::fs::read_to_string(layout.data_dir.join("version.txt")) {
         Ok(s) => v.version_txt = Some(s.trim().to_string()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => v.notes.push(format!("version.txt: {e}")),
+        Err(e) => {
+            let path = layout.data_dir.join("version.txt");
+            return Err(IoError::new("cannot read", path, e).into());
+        }
     }
     let mut members = Vec::new();
     let mut store: Option<Store> = None;
@@ -67,6 +74,9 @@ pub fn detect(layout: &Layout) -> Result<DataVersion, InspectError> {
             }
             store = Some(r.store);
         }
+        Err(RecoverError::Wal(WalError::Io(e)) | RecoverError::Snap(SnapError::Io(e))) => {
+            return Err(e.into())
+        }
         Err(e) => v.notes.push(e.to_string()),
     }
     if let Some(st) = &store {
@@ -77,8 +87,9 @@ pub fn detect(layout: &Layout) -> Result<DataVersion, InspectError> {
     let db = if layout.db.is_file() {
         match db_facts(&layout.db) {
             Ok(f) => Some(f),
+            Err(BoltError::Io(e)) => return Err(e.into()),
             Err(e) => {
-                v.notes.push(e);
+                v.notes.push(e.to_string());
                 None
             }
         }

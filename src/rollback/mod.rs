@@ -18,9 +18,12 @@
 pub mod cluster;
 pub mod convert;
 
+use crate::error::{HasKind, IoError, Kind};
 use crate::storage::bolt::{BoltDb, BoltError, Direction};
 use crate::storage::proto::{ConfState, HardState, SnapshotMetadata, WalMetadata, WalSnapshot};
+use crate::storage::snap::SnapError;
 use crate::storage::v2store::Store;
+use crate::storage::wal::WalError;
 use crate::storage::{mvcc, snap, wal, Finding};
 use crate::version::sync_dir;
 use cluster::{Change, WalEntry};
@@ -184,43 +187,36 @@ impl fmt::Display for RollbackReport {
     }
 }
 
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub enum RollbackError {
     /// The data dir is not what rollback can work on (missing parts, etcd running, ...).
+    #[error("{}: {reason}", path.display())]
     Refused { path: PathBuf, reason: String },
-    /// Corrupted or unreadable input, with file and offset.
+    /// Corrupted input, with file and offset.
+    #[error("refusing a damaged data dir: {0}")]
     Corrupt(Finding),
+    /// A damaged WAL ("WAL damaged at <file> offset N: ...").
+    #[error("{0} ({UNTOUCHED})")]
+    Wal(WalError),
     /// Values or keys the v2 store cannot hold as they are.
-    Convert(ConvertError),
-    /// A filesystem operation failed while writing the result; the original is untouched or
-    /// in the backup (the message says which).
-    Io {
-        op: String,
-        path: PathBuf,
-        source: io::Error,
-        state: String,
-    },
+    #[error(transparent)]
+    Convert(#[from] ConvertError),
+    /// The OS refused a read or a write; `state` says where the original is (untouched, or
+    /// in the backup).
+    #[error("{error} ({state})")]
+    Io { error: IoError, state: String },
 }
 
-impl fmt::Display for RollbackError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+impl HasKind for RollbackError {
+    fn kind(&self) -> Kind {
         match self {
-            RollbackError::Refused { path, reason } => write!(f, "{}: {reason}", path.display()),
-            RollbackError::Corrupt(finding) => write!(f, "refusing a damaged data dir: {finding}"),
-            RollbackError::Convert(e) => write!(f, "{e}"),
-            RollbackError::Io {
-                op,
-                path,
-                source,
-                state,
-            } => {
-                write!(f, "{op} {}: {source} ({state})", path.display())
-            }
+            RollbackError::Refused { .. } | RollbackError::Convert(_) => Kind::Refused,
+            RollbackError::Corrupt(_) => Kind::Corrupt,
+            RollbackError::Wal(e) => e.kind(),
+            RollbackError::Io { .. } => Kind::Io,
         }
     }
 }
-
-impl std::error::Error for RollbackError {}
 
 impl From<Finding> for RollbackError {
     fn from(f: Finding) -> Self {
@@ -265,10 +261,16 @@ fn refused(path: &Path, reason: impl Into<String>) -> RollbackError {
 fn io_err(op: &str, path: &Path, state: &str) -> impl FnOnce(io::Error) -> RollbackError {
     let (op, path, state) = (op.to_string(), path.to_path_buf(), state.to_string());
     move |source| RollbackError::Io {
-        op,
-        path,
-        source,
+        error: IoError::new(op, path, source),
         state,
+    }
+}
+
+/// An I/O error reading the input: the data dir is untouched.
+fn read_err(error: IoError) -> RollbackError {
+    RollbackError::Io {
+        error,
+        state: UNTOUCHED.to_string(),
     }
 }
 
@@ -345,13 +347,14 @@ pub fn rollback_data_dir(
 pub fn rollback_for_migrate(
     data_dir: &Path,
     target: &crate::version::EtcdVersion,
-) -> Result<(), String> {
+) -> Result<(), RollbackError> {
     let target = match (target.major(), target.minor()) {
         (2, 2) => TargetVersion::V2_2_1,
         (2, 3) => TargetVersion::V2_3_7,
         _ => {
-            return Err(format!(
-                "rollback2 converts to etcd 2.2 or 2.3 only, not {target}"
+            return Err(refused(
+                data_dir,
+                format!("rollback2 converts to etcd 2.2 or 2.3 only, not {target}"),
             ))
         }
     };
@@ -359,7 +362,7 @@ pub fn rollback_for_migrate(
         target,
         ..RollbackOptions::default()
     };
-    let report = rollback_data_dir(data_dir, &opts).map_err(|e| e.to_string())?;
+    let report = rollback_data_dir(data_dir, &opts)?;
     for line in report.to_string().lines() {
         log::info!("rollback2: {line}");
     }
@@ -418,15 +421,24 @@ fn bolt_err(db: &Path, e: BoltError) -> RollbackError {
             db,
             format!("no `key` bucket: not an etcd 3 backend ({UNTOUCHED})"),
         ),
-        other => RollbackError::Corrupt(Finding::in_file(db, other.to_string())),
+        BoltError::Io(e) => read_err(e),
+        BoltError::Locked { .. } => refused(
+            db,
+            format!("locked: is etcd still running on this data dir? Stop it first ({UNTOUCHED})"),
+        ),
     }
 }
 
-fn wal_err(wal_dir: &Path, e: wal::WalError) -> RollbackError {
+fn wal_err(e: WalError) -> RollbackError {
     match e {
-        wal::WalError::Corrupt(f) => RollbackError::Corrupt(f),
-        other => RollbackError::Corrupt(Finding::in_file(wal_dir, other.to_string())),
+        WalError::Io(e) => read_err(e),
+        other => RollbackError::Wal(other),
     }
+}
+
+fn snap_err(e: SnapError) -> RollbackError {
+    e.into_finding()
+        .map_or_else(read_err, RollbackError::Corrupt)
 }
 
 fn unix_nanos(t: SystemTime) -> i64 {
@@ -460,7 +472,7 @@ fn plan(paths: &Paths, db: &BoltDb, opts: &RollbackOptions) -> Result<Plan, Roll
             (scan, built)
         });
         let wal = match reader.join() {
-            Ok(r) => r.map_err(|e| wal_err(&wal_dir, e)),
+            Ok(r) => r.map_err(wal_err),
             Err(_) => Err(RollbackError::Corrupt(Finding::in_file(
                 &wal_dir,
                 "the WAL reader thread failed",
@@ -488,7 +500,7 @@ fn plan(paths: &Paths, db: &BoltDb, opts: &RollbackOptions) -> Result<Plan, Roll
 
     // Every .snap must be sound; the one used is the newest that the WAL confirms (as etcd
     // 3.4.8+ chooses: a snapshot record with its index and term, covered by the HardState).
-    if let Some(f) = snap::check(&snap_dir).into_iter().next() {
+    if let Some(f) = snap::check(&snap_dir).map_err(read_err)?.into_iter().next() {
         return Err(f.into());
     }
     let mut confirmed = vec![WalSnapshot::new(0, 0)];
@@ -499,7 +511,7 @@ fn plan(paths: &Paths, db: &BoltDb, opts: &RollbackOptions) -> Result<Plan, Roll
             .cloned(),
     );
     let chosen = snap::load_newest_available(&snap_dir, &confirmed)
-        .map_err(|e| RollbackError::Corrupt(e.to_finding()))?
+        .map_err(snap_err)?
         .loaded;
     let (start, start_term) = chosen.as_ref().map_or((0, 0), |s| {
         (s.snapshot.metadata.index, s.snapshot.metadata.term)
@@ -712,7 +724,6 @@ fn db_path(paths: &Paths) -> PathBuf {
 }
 
 fn write_and_swap(paths: &Paths, plan: &mut Plan) -> Result<(), RollbackError> {
-    use std::os::unix::fs::DirBuilderExt;
     // Leftovers of an earlier run that stopped before the swap: never complete results for
     // this DIR (DIR is still the original), so they can go.
     for stale in [&paths.building, &paths.ready] {
@@ -725,50 +736,12 @@ fn write_and_swap(paths: &Paths, plan: &mut Plan) -> Result<(), RollbackError> {
         }
     }
     let tmp = &paths.building;
-    let build = || -> io::Result<()> {
-        fs::DirBuilder::new().mode(0o700).create(tmp)?;
-        let member = tmp.join("member");
-        fs::DirBuilder::new().mode(0o700).create(&member)?;
-        let snap_dir = member.join("snap");
-        fs::DirBuilder::new().mode(0o700).create(&snap_dir)?;
-        let r = &plan.report;
-        let store = &plan.store;
-        let meta = SnapshotMetadata {
-            conf_state: ConfState {
-                voters: r.members.clone(),
-                ..ConfState::default()
-            },
-            index: r.index,
-            term: r.term,
-        };
-        snap::write_snap_streamed(&snap_dir, &meta, &|w| store.write_go_json(w))
-            .map_err(|e| io::Error::other(e.to_string()))?;
-        crash_point("snap-written");
-        // Unpadded frames: etcd 2.x cannot read padded ones, 3.x reads both.
-        let w = wal::WalWriter::create(
-            &member.join("wal"),
-            &plan.metadata,
-            wal::FrameStyle::Unpadded,
-        )
-        .and_then(|mut w| {
-            w.save_snapshot(&WalSnapshot::new(r.index, r.term))?;
-            w.save_hard_state(&HardState {
-                term: r.raft_term,
-                vote: 0,
-                commit: r.index,
-            })?;
-            Ok(w)
-        })
-        .map_err(|e| io::Error::other(e.to_string()))?;
-        // finish() also fsyncs `member` (the WAL dir's parent, which got `snap` and `wal`)
-        w.finish().map_err(|e| io::Error::other(e.to_string()))?;
-        sync_dir(tmp)
-    };
-    if let Err(e) = build() {
+    if let Err(error) = build_new_dir(tmp, plan) {
         let _ = fs::remove_dir_all(tmp);
-        return Err(io_err("cannot write the new data dir in", tmp, UNTOUCHED)(
-            e,
-        ));
+        return Err(RollbackError::Io {
+            error,
+            state: UNTOUCHED.to_string(),
+        });
     }
     crash_point("built");
     fs::rename(tmp, &paths.ready).map_err(io_err("cannot rename", tmp, UNTOUCHED))?;
@@ -790,6 +763,51 @@ fn write_and_swap(paths: &Paths, plan: &mut Plan) -> Result<(), RollbackError> {
     sync_parent(&paths.dir).map_err(io_err("cannot fsync parent of", &paths.dir, &state))?;
     crash_point("swapped");
     Ok(())
+}
+
+/// Writes the v2 data dir (snap, WAL, fsynced) at `tmp`.
+fn build_new_dir(tmp: &Path, plan: &Plan) -> Result<(), IoError> {
+    use std::os::unix::fs::DirBuilderExt;
+    let mkdir = |d: &Path| {
+        fs::DirBuilder::new()
+            .mode(0o700)
+            .create(d)
+            .map_err(IoError::on("cannot create", d))
+    };
+    mkdir(tmp)?;
+    let member = tmp.join("member");
+    mkdir(&member)?;
+    let snap_dir = member.join("snap");
+    mkdir(&snap_dir)?;
+    let r = &plan.report;
+    let store = &plan.store;
+    let meta = SnapshotMetadata {
+        conf_state: ConfState {
+            voters: r.members.clone(),
+            ..ConfState::default()
+        },
+        index: r.index,
+        term: r.term,
+    };
+    snap::write_snap_streamed(&snap_dir, &meta, &|w| store.write_go_json(w))
+        .map_err(|e| e.into_io(&snap_dir))?;
+    crash_point("snap-written");
+    // Unpadded frames: etcd 2.x cannot read padded ones, 3.x reads both.
+    let wal_dir = member.join("wal");
+    let mut w = wal::WalWriter::create(&wal_dir, &plan.metadata, wal::FrameStyle::Unpadded)
+        .map_err(|e| e.into_io(&wal_dir))?;
+    w.save_snapshot(&WalSnapshot::new(r.index, r.term))
+        .and_then(|()| {
+            w.save_hard_state(&HardState {
+                term: r.raft_term,
+                vote: 0,
+                commit: r.index,
+            })
+        })
+        .map_err(|e| e.into_io(&wal_dir))?;
+    // finish() also fsyncs `member` (the WAL dir's parent, which got `snap` and `wal`)
+    w.finish().map_err(|e| e.into_io(&wal_dir))?;
+    sync_dir(tmp).map_err(IoError::on("cannot fsync", tmp))
 }
 
 /// Test hook: `ROLLBACK2_CRASH_AT=<point>` SIGKILLs the process at that point, so tests can
@@ -820,10 +838,14 @@ mod tests {
     #[test]
     fn migrate_seam_refuses_other_targets_before_touching_anything() {
         let v = crate::version::EtcdVersion::new(3, 4, 0);
-        let e = rollback_for_migrate(Path::new("/nonexistent/x"), &v).unwrap_err();
+        let e = rollback_for_migrate(Path::new("/nonexistent/x"), &v)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("2.2 or 2.3 only"), "{e}");
         let v = crate::version::EtcdVersion::new(2, 2, 1);
-        let e = rollback_for_migrate(Path::new("/nonexistent/x"), &v).unwrap_err();
+        let e = rollback_for_migrate(Path::new("/nonexistent/x"), &v)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("no such data directory"), "{e}");
     }
 

@@ -32,6 +32,16 @@ impl Finding {
     }
 }
 
+impl Finding {
+    /// `<file> offset N` (or just the file): where, for "damaged at <place>" messages.
+    pub fn place(&self) -> String {
+        match self.offset {
+            Some(offset) => format!("{} offset {offset}", self.file.display()),
+            None => self.file.display().to_string(),
+        }
+    }
+}
+
 impl fmt::Display for Finding {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.offset {
@@ -47,6 +57,12 @@ impl fmt::Display for Finding {
 }
 
 impl std::error::Error for Finding {}
+
+impl crate::error::HasKind for Finding {
+    fn kind(&self) -> crate::error::Kind {
+        crate::error::Kind::Corrupt
+    }
+}
 
 /// `%016x-%016x<suffix>` (WAL segments, snap files), parsed strictly: exactly 16 hex digits
 /// each, as etcd's `fmt.Sscanf` patterns accept them.

@@ -2,36 +2,34 @@
 //! snapshot it uses, the log after it, and the v2 store (snapshot + committed entries replayed).
 //! This is the membership and v2 state a rollback carries over.
 
-use std::fmt;
 use std::path::{Path, PathBuf};
 
 use super::proto::WalSnapshot;
 use super::snap::{load_newest_available, LoadedSnapshot, SnapError};
 use super::v2store::{ReplayStats, Store, V2Error};
 use super::wal::{read_all, valid_snapshots, WalContents, WalError};
+use crate::error::{HasKind, Kind};
 
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub enum RecoverError {
-    Wal(WalError),
-    Snap(SnapError),
+    #[error(transparent)]
+    Wal(#[from] WalError),
+    #[error(transparent)]
+    Snap(#[from] SnapError),
     /// The snapshot's v2 store JSON cannot be loaded.
-    Store {
-        file: PathBuf,
-        error: V2Error,
-    },
+    #[error("{}: {error}", file.display())]
+    Store { file: PathBuf, error: V2Error },
 }
 
-impl fmt::Display for RecoverError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+impl HasKind for RecoverError {
+    fn kind(&self) -> Kind {
         match self {
-            RecoverError::Wal(e) => write!(f, "{e}"),
-            RecoverError::Snap(e) => write!(f, "{e}"),
-            RecoverError::Store { file, error } => write!(f, "{}: {error}", file.display()),
+            RecoverError::Wal(e) => e.kind(),
+            RecoverError::Snap(e) => e.kind(),
+            RecoverError::Store { .. } => Kind::Corrupt,
         }
     }
 }
-
-impl std::error::Error for RecoverError {}
 
 /// The recovered state.
 #[derive(Debug)]

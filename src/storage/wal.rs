@@ -9,7 +9,6 @@
 //! Where this differs from etcd's read mode, on purpose: a truncated segment that is *not* the
 //! last one is an error (etcd silently stops reading there and would drop the later segments).
 
-use std::fmt;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
@@ -19,6 +18,7 @@ use super::proto::{
     SNAPSHOT_TYPE, STATE_TYPE,
 };
 use super::Finding;
+use crate::error::{HasKind, IoError, Kind};
 
 /// etcd cuts a new segment once a segment reaches this size (decimal bytes, not MiB).
 pub const SEGMENT_SIZE: u64 = 64 * 1000 * 1000;
@@ -26,68 +26,70 @@ pub const SEGMENT_SIZE: u64 = 64 * 1000 * 1000;
 const SECTOR: u64 = 512;
 const FRAME_HEADER: u64 = 8;
 
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub enum WalError {
-    Io {
-        path: PathBuf,
-        op: &'static str,
-        source: io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] IoError),
     /// No `*.wal` file in the directory (or none at or before the start index).
+    #[error("{}: no WAL segment (*.wal) covering index {start_index}", dir.display())]
     NoSegments { dir: PathBuf, start_index: u64 },
     /// Segment sequence numbers are not consecutive.
+    #[error("WAL segments are not consecutive: {} is followed by {}", before.display(), after.display())]
     SeqGap { before: PathBuf, after: PathBuf },
     /// Bad bytes at a place: framing, protobuf, CRC, record type, metadata conflict, gaps.
+    #[error("WAL damaged at {}: {}", .0.place(), .0.problem)]
     Corrupt(Finding),
     /// The WAL has no snapshot record for the snapshot we start from.
+    #[error("{}: no WAL snapshot record for snapshot index {index} term {term}", dir.display())]
     SnapshotNotFound { dir: PathBuf, index: u64, term: u64 },
     /// A new WAL cannot be created over an existing one.
+    #[error("{}: a WAL already exists", .0.display())]
     Exists(PathBuf),
 }
 
-impl fmt::Display for WalError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+impl HasKind for WalError {
+    fn kind(&self) -> Kind {
         match self {
-            WalError::Io { path, op, source } => {
-                write!(f, "{}: {op}: {source}", path.display())
-            }
-            WalError::NoSegments { dir, start_index } => write!(
-                f,
-                "{}: no WAL segment (*.wal) covering index {start_index}",
-                dir.display()
-            ),
-            WalError::SeqGap { before, after } => write!(
-                f,
-                "WAL segments are not consecutive: {} is followed by {}",
-                before.display(),
-                after.display()
-            ),
-            WalError::Corrupt(finding) => write!(f, "{finding}"),
-            WalError::SnapshotNotFound { dir, index, term } => write!(
-                f,
-                "{}: no WAL snapshot record for snapshot index {index} term {term}",
-                dir.display()
-            ),
-            WalError::Exists(dir) => write!(f, "{}: a WAL already exists", dir.display()),
+            WalError::Io(_) => Kind::Io,
+            WalError::Exists(_) => Kind::Refused,
+            _ => Kind::Corrupt,
         }
     }
 }
 
-impl std::error::Error for WalError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+impl WalError {
+    /// The damage as a finding (None for I/O and refusals).
+    pub fn finding(&self) -> Option<Finding> {
         match self {
-            WalError::Io { source, .. } => Some(source),
-            _ => None,
+            WalError::Corrupt(f) => Some(f.clone()),
+            WalError::NoSegments { dir, start_index } => Some(Finding::in_file(
+                dir,
+                format!("no WAL segment (*.wal) covering index {start_index}"),
+            )),
+            WalError::SnapshotNotFound { dir, index, term } => Some(Finding::in_file(
+                dir,
+                format!("no WAL snapshot record for snapshot index {index} term {term}"),
+            )),
+            WalError::SeqGap { before, after } => Some(Finding::in_file(
+                after,
+                format!("segment does not follow {}", before.display()),
+            )),
+            WalError::Io(_) | WalError::Exists(_) => None,
+        }
+    }
+
+    /// The I/O error inside, for callers where nothing else can happen (writing, listing);
+    /// anything else becomes one about `path`.
+    pub fn into_io(self, path: &Path) -> IoError {
+        match self {
+            WalError::Io(e) => e,
+            other => IoError::new("cannot use", path, io::Error::other(other.to_string())),
         }
     }
 }
 
 fn io_err<'a>(path: &'a Path, op: &'static str) -> impl FnOnce(io::Error) -> WalError + 'a {
-    move |source| WalError::Io {
-        path: path.to_path_buf(),
-        op,
-        source,
-    }
+    move |source| WalError::Io(IoError::new(op, path, source))
 }
 
 fn corrupt(path: &Path, offset: u64, problem: impl Into<String>) -> WalError {
@@ -132,15 +134,15 @@ pub fn parse_segment_name(name: &str) -> Option<(u64, u64)> {
 /// The segments in `dir`, sorted by name. `*.tmp` and other files are ignored, as etcd does.
 pub fn list_segments(dir: &Path) -> Result<Vec<Segment>, WalError> {
     let mut segments = Vec::new();
-    for dirent in fs::read_dir(dir).map_err(io_err(dir, "read dir"))? {
-        let dirent = dirent.map_err(io_err(dir, "read dir"))?;
+    for dirent in fs::read_dir(dir).map_err(io_err(dir, "cannot list"))? {
+        let dirent = dirent.map_err(io_err(dir, "cannot list"))?;
         let name = dirent.file_name();
         let Some(name) = name.to_str() else { continue };
         let Some((seq, index)) = parse_segment_name(name) else {
             continue;
         };
         let path = dirent.path();
-        let meta = fs::metadata(&path).map_err(io_err(&path, "stat"))?;
+        let meta = fs::metadata(&path).map_err(io_err(&path, "cannot stat"))?;
         if !meta.is_file() {
             continue;
         }
@@ -222,9 +224,9 @@ struct FrameScanner {
 
 impl FrameScanner {
     fn open(path: &Path) -> Result<FrameScanner, WalError> {
-        let mut file = File::open(path).map_err(io_err(path, "open"))?;
-        let size = file.metadata().map_err(io_err(path, "stat"))?.len();
-        if has_hole(&mut file, size).map_err(io_err(path, "seek"))? {
+        let mut file = File::open(path).map_err(io_err(path, "cannot open"))?;
+        let size = file.metadata().map_err(io_err(path, "cannot stat"))?.len();
+        if has_hole(&mut file, size).map_err(io_err(path, "cannot seek in"))? {
             // Kernel readahead would pull the preallocated tail into the page cache, where
             // SEEK_DATA counts it as data: the tail scan would then read all of it, and so
             // would every later reader. Must be set before the first read; advice only.
@@ -244,7 +246,7 @@ impl FrameScanner {
     fn read_exact(&mut self, buf: &mut [u8]) -> Result<(), WalError> {
         self.reader
             .read_exact(buf)
-            .map_err(io_err(&self.path, "read"))
+            .map_err(io_err(&self.path, "cannot read"))
     }
 
     fn next_frame(&mut self) -> Result<Frame, WalError> {
@@ -324,7 +326,7 @@ impl FrameScanner {
                 buf.resize(want, 0);
                 let n = file
                     .read_at(&mut buf, pos)
-                    .map_err(io_err(&self.path, "read"))?;
+                    .map_err(io_err(&self.path, "cannot read"))?;
                 if n == 0 {
                     return Ok(None); // the file shrank under us
                 }
@@ -818,18 +820,15 @@ pub fn valid_snapshots(dir: &Path) -> Result<Vec<WalSnapshot>, WalError> {
 /// CRC chain, record decoding, metadata agreement, entry continuity, bytes after the end
 /// marker, a torn tail, and a HardState commit beyond the last entry. Never stops at the first
 /// problem when it can resynchronise (a CRC mismatch re-seeds the chain from the record).
-pub fn check(dir: &Path) -> Vec<Finding> {
+pub fn check(dir: &Path) -> Result<Vec<Finding>, IoError> {
     let mut findings = Vec::new();
-    let segments = match list_segments(dir) {
-        Ok(s) => s,
-        Err(e) => return vec![Finding::in_file(dir, e.to_string())],
-    };
+    let segments = list_segments(dir).map_err(|e| e.into_io(dir))?;
     if segments.is_empty() {
         findings.push(Finding::in_file(dir, "no WAL segment (*.wal)"));
-        return findings;
+        return Ok(findings);
     }
     if let Err(e) = check_consecutive(&segments) {
-        findings.push(Finding::in_file(dir, e.to_string()));
+        findings.extend(e.finding());
     }
     let mut crc: u32 = 0;
     let mut metadata: Option<Vec<u8>> = None;
@@ -840,8 +839,9 @@ pub fn check(dir: &Path) -> Vec<Finding> {
         let last = i + 1 == segments.len();
         let mut scanner = match FrameScanner::open(&seg.path) {
             Ok(s) => s,
+            Err(WalError::Io(e)) => return Err(e),
             Err(e) => {
-                findings.push(Finding::in_file(&seg.path, e.to_string()));
+                findings.extend(e.finding());
                 crc = 0;
                 continue;
             }
@@ -850,8 +850,9 @@ pub fn check(dir: &Path) -> Vec<Finding> {
         loop {
             let frame = match scanner.next_frame() {
                 Ok(f) => f,
+                Err(WalError::Io(e)) => return Err(e),
                 Err(e) => {
-                    findings.push(Finding::at(&seg.path, scanner.offset, e.to_string()));
+                    findings.extend(e.finding());
                     break;
                 }
             };
@@ -1014,7 +1015,7 @@ pub fn check(dir: &Path) -> Vec<Finding> {
             ));
         }
     }
-    findings
+    Ok(findings)
 }
 
 /// Does another process hold a write lock on `path`? A running etcd 3.x holds an OFD lock on
@@ -1087,7 +1088,7 @@ impl WalWriter {
                 .recursive(true)
                 .mode(0o700)
                 .create(dir)
-                .map_err(io_err(dir, "create dir"))?;
+                .map_err(io_err(dir, "cannot create"))?;
         }
         let path = dir.join(segment_file_name(0, 0));
         let file = OpenOptions::new()
@@ -1095,7 +1096,7 @@ impl WalWriter {
             .create_new(true)
             .mode(0o600)
             .open(&path)
-            .map_err(io_err(&path, "create"))?;
+            .map_err(io_err(&path, "cannot create"))?;
         let mut w = WalWriter {
             dir: dir.to_path_buf(),
             path,
@@ -1144,7 +1145,7 @@ impl WalWriter {
             .write_all(&len_field.to_le_bytes())
             .and_then(|_| self.file.write_all(&rec))
             .and_then(|_| self.file.write_all(&[0u8; 8][..pad as usize]))
-            .map_err(io_err(&path, "write"))?;
+            .map_err(io_err(&path, "cannot write"))?;
         self.offset += 8 + len + pad;
         Ok(())
     }
@@ -1174,8 +1175,8 @@ impl WalWriter {
         } = self;
         let file = file
             .into_inner()
-            .map_err(|e| io_err(&path, "write")(e.into_error()))?;
-        file.sync_all().map_err(io_err(&path, "fsync"))?;
+            .map_err(|e| io_err(&path, "cannot write")(e.into_error()))?;
+        file.sync_all().map_err(io_err(&path, "cannot fsync"))?;
         drop(file);
         sync_dir(&dir)?;
         if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
@@ -1189,7 +1190,7 @@ impl WalWriter {
 pub fn sync_dir(dir: &Path) -> Result<(), WalError> {
     File::open(dir)
         .and_then(|d| d.sync_all())
-        .map_err(io_err(dir, "fsync dir"))
+        .map_err(io_err(dir, "cannot fsync"))
 }
 
 #[cfg(test)]
