@@ -322,3 +322,250 @@ fn full_file_system_is_said_so() {
         "left beside the data dir"
     );
 }
+
+/// Like `file_tree`, but without opening anything that is not a regular file (a FIFO would
+/// block, a link to /dev/zero never end): links by target, other kinds by name.
+fn safe_tree(dir: &Path) -> Vec<(PathBuf, String)> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            let ft = std::fs::symlink_metadata(&p).unwrap().file_type();
+            let what = if ft.is_symlink() {
+                format!("-> {}", std::fs::read_link(&p).unwrap().display())
+            } else if ft.is_dir() {
+                stack.push(p.clone());
+                "dir".into()
+            } else if ft.is_file() {
+                format!("{:x?}", std::fs::read(&p).unwrap())
+            } else {
+                format!("{ft:?}")
+            };
+            out.push((p, what));
+        }
+    }
+    out.sort();
+    out
+}
+
+/// migrate from 3.4.23 to 3.5.1 (an upgrade: it would start etcd 3.4.23 first).
+fn migrate_upgrade(dir: &Path) -> Output {
+    let bin_dir = etcd_bin_dir();
+    let ports = etcdtools::etcd::process::free_ports(2).unwrap();
+    let (port, peer) = (ports[0].to_string(), ports[1].to_string());
+    std::fs::write(dir.join("version.txt"), "3.4.23/etcd3").ok();
+    std::env::set_var("DO_NOT_MOVE_BINARIES", "true");
+    let args = [
+        "--data-dir",
+        dir.to_str().unwrap(),
+        "--bin-dir",
+        bin_dir.to_str().unwrap(),
+        "--bundled-versions",
+        "3.4.23,3.5.1",
+        "--target-version",
+        "3.5.1",
+        "--target-storage",
+        "etcd3",
+        "--name",
+        "io",
+        "--port",
+        &port,
+        "--peer-port",
+        &peer,
+    ];
+    run(env!("CARGO_BIN_EXE_migrate"), &args, false)
+}
+
+/// One line on stderr (the last), naming `path` once, saying `what`, exiting `code`.
+fn assert_says(out: &Output, code: i32, path: &Path, what: &str) {
+    let err = String::from_utf8_lossy(&out.stderr);
+    let last = err.lines().last().unwrap_or_default();
+    assert_eq!(out.status.code(), Some(code), "exit code: {err}");
+    assert!(last.contains(what), "no {what:?} in {last:?}");
+    let p = path.display().to_string();
+    assert_eq!(
+        last.matches(&p).count(),
+        1,
+        "{p} not named once in {last:?}"
+    );
+    assert!(!last.contains("missing"), "called missing: {last}");
+}
+
+#[test]
+fn paths_of_the_wrong_kind_are_named_as_what_they_are() {
+    let temp = TempDir::new("io-kinds");
+    type Make = fn(&Path);
+    let cases: [(&str, &str, Make, &str); 6] = [
+        (
+            "db-dir",
+            "member/snap/db",
+            |p| {
+                std::fs::remove_file(p).unwrap();
+                std::fs::create_dir(p).unwrap();
+            },
+            "is a directory, not a regular file",
+        ),
+        (
+            "db-fifo",
+            "member/snap/db",
+            |p| {
+                std::fs::remove_file(p).unwrap();
+                let c = std::ffi::CString::new(p.to_str().unwrap()).unwrap();
+                // SAFETY: mkfifo on a NUL-terminated path we own.
+                assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+            },
+            "is a FIFO, not a regular file",
+        ),
+        (
+            "db-zero",
+            "member/snap/db",
+            |p| {
+                std::fs::remove_file(p).unwrap();
+                std::os::unix::fs::symlink("/dev/zero", p).unwrap();
+            },
+            "is a character device (through a symbolic link), not a regular file",
+        ),
+        (
+            "db-dangling",
+            "member/snap/db",
+            |p| {
+                std::fs::remove_file(p).unwrap();
+                std::os::unix::fs::symlink("/nonexistent/db", p).unwrap();
+            },
+            "is a dangling symbolic link (to /nonexistent/db)",
+        ),
+        (
+            "wal-file",
+            "member/wal",
+            |p| {
+                std::fs::remove_dir_all(p).unwrap();
+                std::fs::write(p, b"x").unwrap();
+            },
+            "is a regular file, not a directory",
+        ),
+        (
+            "dir-file",
+            "",
+            |p| {
+                std::fs::remove_dir_all(p).unwrap();
+                std::fs::write(p, b"x").unwrap();
+            },
+            "is a regular file, not a directory",
+        ),
+    ];
+    for (name, rel, make, what) in cases {
+        let d = copy_to(&temp.path().join(name));
+        let target = if rel.is_empty() {
+            d.clone()
+        } else {
+            d.join(rel)
+        };
+        make(&target);
+        let before = if rel.is_empty() {
+            Vec::new()
+        } else {
+            safe_tree(&d)
+        };
+        let out = inspect(&["check", d.to_str().unwrap()], false);
+        if rel.is_empty() {
+            // Not a data dir at all: a refusal (1), not damage.
+            assert_says(&out, 1, &target, what);
+            assert_says(&rollback2(&d, false), 1, &target, what);
+            let out = migrate_upgrade(&d);
+            assert_says(&out, 1, &target, "not a directory");
+            continue;
+        }
+        assert_eq!(out.status.code(), Some(3), "{name}: check must fail");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            text.contains(&format!("{}: {what}", target.display())),
+            "{name}: {text}"
+        );
+        assert_says(&rollback2(&d, false), 3, &target, what);
+        let out = migrate_upgrade(&d);
+        assert_says(&out, 3, &target, what);
+        assert!(
+            !String::from_utf8_lossy(&out.stderr).contains("Starting etcd"),
+            "{name}: etcd started"
+        );
+        if !rel.is_empty() {
+            std::fs::remove_file(d.join("version.txt")).ok();
+            assert_eq!(safe_tree(&d), before, "{name}: changed");
+        }
+    }
+}
+
+#[test]
+fn unreadable_snap_dir_is_a_permission_problem() {
+    let temp = TempDir::new("io-snapdir");
+    let d = copy_to(&temp.path().join("p"));
+    let snap = d.join("member/snap");
+    chmod(&snap, 0o000);
+    let ds = d.to_str().unwrap();
+    assert_io(&inspect(&["check", ds], true), "Permission denied", &snap);
+    assert_io(&rollback2(&d, true), "Permission denied", &snap);
+    chmod(&snap, 0o700);
+}
+
+#[test]
+fn a_damaged_wal_is_named_whatever_the_db_holds() {
+    let temp = TempDir::new("io-wal-dmg");
+    let seg_of = |d: &Path| {
+        std::fs::read_dir(d.join("member/wal"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|p| p.extension().is_some_and(|e| e == "wal"))
+            .unwrap()
+    };
+    // Zeroed head: the first 4 KiB of the only segment.
+    let d = copy_to(&temp.path().join("zeroed"));
+    let seg = seg_of(&d);
+    let mut b = std::fs::read(&seg).unwrap();
+    b[..4096].fill(0);
+    std::fs::write(&seg, &b).unwrap();
+    let before = file_tree(&d);
+    let out = rollback2(&d, false);
+    assert_says(&out, 3, &seg, "WAL damaged at ");
+    assert!(String::from_utf8_lossy(&out.stderr).contains(&format!("{} offset 0: ", seg.display())));
+    let out = inspect(&["check", d.to_str().unwrap()], false);
+    assert_eq!(out.status.code(), Some(3));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("no record at the start"));
+    assert_eq!(file_tree(&d), before);
+
+    // Cut short inside the records: the HardState is gone, the db holds 40 keys.
+    let d = copy_to(&temp.path().join("cut"));
+    let seg = seg_of(&d);
+    let b = std::fs::read(&seg).unwrap();
+    std::fs::write(&seg, &b[..300]).unwrap();
+    let before = file_tree(&d);
+    let out = rollback2(&d, false);
+    assert_says(&out, 3, &seg, "WAL damaged at ");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("the db has applied entries up to index"),
+        "{err}"
+    );
+    assert!(!err.contains("nothing was ever committed"), "{err}");
+    assert_eq!(file_tree(&d), before);
+}
+
+/// etcd 3.x data without its db and without version.txt is not etcd2 data.
+#[test]
+fn v3_data_without_db_or_version_txt_is_refused() {
+    let temp = TempDir::new("io-nodb");
+    let d = copy_to(&temp.path().join("p"));
+    std::fs::remove_file(d.join("member/snap/db")).unwrap();
+    std::fs::remove_file(d.join("version.txt")).ok();
+    let before = file_tree(&d);
+    let out = migrate(&d, false);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    let last = err.lines().last().unwrap_or_default();
+    assert!(
+        last.contains("cannot tell the version: the db is missing"),
+        "{last}"
+    );
+    assert!(!err.contains("detected etcd"), "taken for etcd2? {err}");
+    assert_eq!(file_tree(&d), before);
+}

@@ -7,6 +7,7 @@ use std::io::Write;
 use super::dbfacts::{check_db, db_facts};
 use super::output::JsonLine;
 use super::{start_point, InspectError, Layout};
+use crate::storage::member::PathError;
 use crate::storage::proto::{EntryPayload, EntryType};
 use crate::storage::v2store::Store;
 use crate::storage::wal::read_all;
@@ -14,7 +15,13 @@ use crate::storage::{snap, wal, Finding};
 
 /// Every problem found; empty when the data dir is sound.
 pub fn check_data_dir(layout: &Layout) -> Result<Vec<Finding>, InspectError> {
-    layout.require()?;
+    // A path of the wrong kind is the one finding: decoders must not open a FIFO or a device.
+    match layout.require() {
+        Err(InspectError::Path(PathError::Wrong(w))) => {
+            return Ok(vec![Finding::in_file(w.path, w.what)])
+        }
+        other => other?,
+    }
     let mut findings = Vec::new();
     if layout.wal_dir.is_dir() {
         findings.extend(wal::check(&layout.wal_dir)?);

@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 
 use crate::error::{HasKind, Kind};
 use crate::storage::bolt::{BoltDb, BoltError, Direction, LeafItem};
+use crate::storage::member::{probe, PathError, Want};
 use crate::storage::mvcc::{self, RevisionEntry};
 use crate::storage::Finding;
 
@@ -44,6 +45,9 @@ pub enum DbError {
     /// Writing the output failed (e.g. a closed pipe).
     #[error("writing output: {0}")]
     Output(io::Error),
+    /// The db path is not a readable regular file.
+    #[error(transparent)]
+    Path(#[from] PathError),
 }
 
 impl HasKind for DbError {
@@ -52,6 +56,7 @@ impl HasKind for DbError {
             DbError::NotFound { .. } | DbError::Output(_) => Kind::Io,
             DbError::Conflict => Kind::Usage,
             DbError::Bolt(e) => e.kind(),
+            DbError::Path(e) => e.kind(),
         }
     }
 }
@@ -63,7 +68,7 @@ pub fn db_path(path: &Path) -> Result<PathBuf, DbError> {
     } else {
         path.to_path_buf()
     };
-    if !file.is_file() {
+    if !probe(&file, Want::File)? {
         return Err(DbError::NotFound { path: file });
     }
     Ok(file)

@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 use crate::error::IoError;
 use crate::error::{HasKind, Kind};
 use crate::storage::bolt::BoltError;
+use crate::storage::member::{probe_all, PathError};
 use crate::storage::proto::WalSnapshot;
 use crate::storage::snap::{LoadedSnapshot, SnapError};
 use crate::storage::v2store::V2Error;
@@ -38,6 +39,10 @@ pub enum InspectError {
     Io(#[from] IoError),
     #[error("{}: not found", .0.display())]
     NotFound(PathBuf),
+    /// A path that is the wrong kind of thing (a FIFO db, a WAL dir that is a file), or that
+    /// the OS will not let us open.
+    #[error(transparent)]
+    Path(#[from] PathError),
     #[error("writing output: {0}")]
     Output(#[from] io::Error),
 }
@@ -49,6 +54,7 @@ impl HasKind for InspectError {
             InspectError::Snap(e) => e.kind(),
             InspectError::Store { .. } => Kind::Corrupt,
             InspectError::Db(e) => e.kind(),
+            InspectError::Path(e) => e.kind(),
             InspectError::Io(_) | InspectError::NotFound(_) | InspectError::Output(_) => Kind::Io,
         }
     }
@@ -81,8 +87,10 @@ impl Layout {
         }
     }
 
-    /// Fails when `data_dir` has neither a WAL dir nor a snap dir.
+    /// Fails when a path is not what it should be (see [`probe_all`]), or when `data_dir` has
+    /// neither a WAL dir nor a snap dir.
     pub fn require(&self) -> Result<(), InspectError> {
+        probe_all(&self.data_dir, &self.wal_dir)?;
         if !self.wal_dir.is_dir() && !self.snap_dir.is_dir() {
             return Err(InspectError::NotFound(self.data_dir.join("member")));
         }

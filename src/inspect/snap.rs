@@ -10,6 +10,7 @@ use crate::storage::v2store::{Node, Store};
 
 /// Prints the newest usable snapshot. Without a readable WAL, the newest readable `.snap`.
 pub fn print_snap(layout: &Layout, json: bool, out: &mut dyn Write) -> Result<(), InspectError> {
+    layout.require()?;
     if !layout.snap_dir.is_dir() {
         return Err(InspectError::NotFound(layout.snap_dir.clone()));
     }

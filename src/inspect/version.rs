@@ -117,7 +117,22 @@ pub fn detect(layout: &Layout) -> Result<DataVersion, InspectError> {
                 .into(),
         );
     }
+    // etcd 3.x always has a db: a 3.x cluster without v2 keys and without a db is v3 data
+    // that lost its db, not etcd2 data (etcd2-storage data run by 3.x keeps its v2 keys).
+    let v3_cluster = v.v2_keys == 0
+        && v.cluster_version_v2
+            .as_deref()
+            .is_some_and(|c| !c.starts_with("2."));
+    let db_missing = db.is_none() && !layout.db.exists();
+    if db_missing && v3_cluster {
+        v.notes.push(format!(
+            "the db is missing ({}), but the v2 store says cluster version {}",
+            layout.db.display(),
+            v.cluster_version_v2.as_deref().unwrap_or_default()
+        ));
+    }
     v.storage = match (&db, v.v2_keys) {
+        _ if db_missing && v3_cluster => None,
         (Some(f), _) if f.has_v3_keys => Some("etcd3"),
         _ if db_unreadable => None,
         (_, n) if n > 0 => Some("etcd2"),

@@ -158,6 +158,14 @@ pub fn detect_version(data_dir: &Path) -> Result<Detected, DetectError> {
     } else {
         format!(" (notes: {})", found.notes.join("; "))
     };
+    if found.storage.is_none() && !layout.db.exists() && found.v2_keys == 0 {
+        return Err(format!(
+            "the db is missing ({}), and the files are etcd {} data, not etcd2",
+            layout.db.display(),
+            found.cluster_version_v2.as_deref().unwrap_or_default()
+        )
+        .into());
+    }
     let storage: Storage = match found.storage {
         Some(s) => s.parse()?,
         None => return Err(format!("cannot tell etcd2 from etcd3 storage{notes}").into()),
@@ -203,6 +211,13 @@ pub fn check_integrity(data_dir: &Path) -> Result<(), MigrateError> {
         dir: data_dir.to_path_buf(),
         findings,
     })
+}
+
+/// Before any etcd starts on the data dir: every path it opens is what it should be (etcd
+/// panics on a db that is a directory, blocks on a FIFO).
+pub fn check_paths(data_dir: &Path) -> Result<(), MigrateError> {
+    let wal_dir = data_dir.join("member").join("wal");
+    crate::storage::member::probe_all(data_dir, &wal_dir).map_err(|e| InspectError::from(e).into())
 }
 
 // ---------------------------------------------------------------------------------------
@@ -406,9 +421,10 @@ fn current_version(data: &DataDir, bundled: &[EtcdVersion]) -> Result<VersionPai
             );
             Ok(pair)
         }
-        Err(DetectError::Unreadable(e)) if e.kind() == Kind::Io => Err(e.into()),
+        // Unreadable or damaged files: a version.txt would not help, say what is wrong.
+        Err(DetectError::Unreadable(e)) => Err(e.into()),
         Err(reason) => Err(MigrateError::Other(format!(
-            "existing data directory '{}' {why} and its version cannot be told: {reason}; \
+            "existing data directory '{}' {why}; cannot tell the version: {reason}; \
              write the version of the etcd that last ran on this data into {} (e.g. \
              `printf 3.5.1/etcd3 > {}`; format <major>.<minor>.<patch>/<etcd2|etcd3>) and rerun",
             data.path().display(),
@@ -460,6 +476,8 @@ fn preflight(cfg: &Config, data: &DataDir, steps: &[Step]) -> Result<(), Migrate
                 .map_err(|r| MigrateError::Preflight(format!("step '{step}' needs {name}: {r}")))?;
         }
     }
+    // Also before a version.txt-only step: the etcd started next must not meet them either.
+    check_paths(data.path())?;
     let destructive = steps.iter().any(|s| {
         matches!(
             s,

@@ -20,6 +20,7 @@ pub mod convert;
 
 use crate::error::{HasKind, IoError, Kind};
 use crate::storage::bolt::{BoltDb, BoltError, Direction};
+use crate::storage::member::{probe, probe_all, PathError, Want};
 use crate::storage::proto::{ConfState, HardState, SnapshotMetadata, WalMetadata, WalSnapshot};
 use crate::storage::snap::SnapError;
 use crate::storage::v2store::Store;
@@ -266,6 +267,15 @@ fn io_err(op: &str, path: &Path, state: &str) -> impl FnOnce(io::Error) -> Rollb
     }
 }
 
+/// A path of the wrong kind is damage; one the OS will not open is I/O.
+fn path_err(e: PathError) -> RollbackError {
+    match e {
+        PathError::Io(e) => read_err(e),
+        PathError::Wrong(w) => RollbackError::Corrupt(Finding::in_file(w.path, w.what)),
+        PathError::NotADataDir(w) => refused(&w.path, w.what),
+    }
+}
+
 /// An I/O error reading the input: the data dir is untouched.
 fn read_err(error: IoError) -> RollbackError {
     RollbackError::Io {
@@ -297,8 +307,11 @@ pub fn rollback_data_dir(
     if let Some(r) = resume(&paths)? {
         return Ok(r);
     }
-    if !paths.dir.is_dir() {
-        return Err(refused(&paths.dir, "no such data directory"));
+    match probe(&paths.dir, Want::Dir) {
+        Ok(true) => {}
+        Ok(false) => return Err(refused(&paths.dir, "no such data directory")),
+        Err(PathError::Wrong(w)) => return Err(refused(&w.path, w.what)),
+        Err(e) => return Err(path_err(e)),
     }
     if paths.backup.exists() {
         return Err(refused(
@@ -310,7 +323,7 @@ pub fn rollback_data_dir(
     let snap_dir = member.join("snap");
     let wal_dir = member.join("wal");
     for d in [&member, &snap_dir, &wal_dir] {
-        if !d.is_dir() {
+        if !probe(d, Want::Dir).map_err(path_err)? {
             return Err(refused(
                 d,
                 format!("missing: not an etcd 3.x data dir, or damaged ({UNTOUCHED})"),
@@ -318,12 +331,13 @@ pub fn rollback_data_dir(
         }
     }
     let db_path = snap_dir.join("db");
-    if !db_path.is_file() {
+    if !probe(&db_path, Want::File).map_err(path_err)? {
         return Err(refused(
             &db_path,
             format!("missing: no v3 backend to roll back ({UNTOUCHED})"),
         ));
     }
+    probe_all(&paths.dir, &wal_dir).map_err(path_err)?;
     // BoltDb holds a shared flock while it is open: refused when etcd runs, and an etcd
     // started meanwhile waits for it until the swap is done. Two rollbacks of one dir would
     // both get that one: an exclusive lock on the dir itself keeps a second out.
@@ -488,15 +502,13 @@ fn plan(paths: &Paths, db: &BoltDb, opts: &RollbackOptions) -> Result<Plan, Roll
             .first()
             .map_or_else(|| wal_dir.clone(), |s| s.path.clone())
     };
-    let hs = wal.hard_state.ok_or_else(|| {
-        refused(
-            &wal_dir,
-            format!("the WAL has no HardState: nothing was ever committed ({UNTOUCHED})"),
-        )
-    })?;
+    let consistent_index = mvcc::read_meta(db)
+        .map_err(|e| bolt_err(&db_path(paths), e))?
+        .consistent_index;
+    let hs = wal_covers_db(&wal, consistent_index.unwrap_or(0))?;
     let metadata = wal
         .metadata
-        .ok_or_else(|| Finding::in_file(wal_file(), "the WAL has no metadata record"))?;
+        .ok_or_else(|| wal_damaged(&wal, "the WAL has no metadata record"))?;
 
     // Every .snap must be sound; the one used is the newest that the WAL confirms (as etcd
     // 3.4.8+ chooses: a snapshot record with its index and term, covered by the HardState).
@@ -552,9 +564,6 @@ fn plan(paths: &Paths, db: &BoltDb, opts: &RollbackOptions) -> Result<Plan, Roll
         wal.entries.get(usize::try_from(at).ok()?)
     };
 
-    let consistent_index = mvcc::read_meta(db)
-        .map_err(|e| bolt_err(&db_path(paths), e))?
-        .consistent_index;
     // The db may lag the WAL (3.4 after a crash: up to one uncommitted batch). Committed v3
     // writes the db does not have yet would be lost: refuse, etcd itself would replay them.
     let ci = consistent_index.unwrap_or(0);
@@ -666,6 +675,50 @@ fn plan(paths: &Paths, db: &BoltDb, opts: &RollbackOptions) -> Result<Plan, Roll
         report,
         metadata,
     })
+}
+
+/// The WAL's damage at its end (where it stopped: a torn record, or its clean end).
+fn wal_damaged(wal: &wal::WalContents<WalEntry>, problem: &str) -> RollbackError {
+    let (file, offset, why) = match &wal.tail {
+        wal::WalTail::Torn {
+            file,
+            offset,
+            problem: torn,
+        } => (file, *offset, format!("{problem} ({torn})")),
+        wal::WalTail::Clean { file, offset } => (file, *offset, problem.to_string()),
+    };
+    RollbackError::Wal(WalError::Corrupt(Finding::at(file, offset, why)))
+}
+
+/// The last HardState, when the WAL still holds what the db applied. A WAL that lost its
+/// HardState, or was cut short behind the db, is damage at the place it ends, whatever the db
+/// holds; a WAL without one beside an empty db is a refusal.
+fn wal_covers_db(
+    wal: &wal::WalContents<WalEntry>,
+    consistent_index: u64,
+) -> Result<HardState, RollbackError> {
+    match wal.hard_state {
+        None if consistent_index > 0 || wal.tail.is_torn() => Err(wal_damaged(
+            wal,
+            &format!("no HardState, but the db has applied entries up to index {consistent_index}"),
+        )),
+        None => Err(refused(
+            wal.segments
+                .first()
+                .map_or(Path::new(""), |s| s.path.as_path()),
+            format!("the WAL has no HardState: nothing was ever committed ({UNTOUCHED})"),
+        )),
+        // (A clean WAL may lag the db by one batch: etcd applies while it saves the WAL.)
+        Some(hs) if hs.commit < consistent_index && wal.tail.is_torn() => Err(wal_damaged(
+            wal,
+            &format!(
+                "the WAL ends at commit {}, but the db has applied entries up to index \
+                 {consistent_index}: committed records are lost",
+                hs.commit
+            ),
+        )),
+        Some(hs) => Ok(hs),
+    }
 }
 
 /// The `/1` tree: a second, forward pass over the db reads the live keys in revision order,

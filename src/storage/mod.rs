@@ -107,6 +107,7 @@ pub(crate) fn damaged_copies(
 }
 
 pub mod bolt;
+pub mod member;
 pub mod mvcc;
 pub mod proto;
 pub mod protowire;

@@ -25,6 +25,9 @@ pub const SEGMENT_SIZE: u64 = 64 * 1000 * 1000;
 /// Torn-write detection works on disk sectors of this size.
 const SECTOR: u64 = 512;
 const FRAME_HEADER: u64 = 8;
+/// Every segment starts with a record (a crc record; the first also metadata and a snapshot).
+const NO_FIRST_RECORD: &str =
+    "no record at the start of the segment (zeroed or emptied): every segment starts with a crc record";
 
 #[derive(Debug, thiserror::Error)]
 pub enum WalError {
@@ -516,6 +519,9 @@ impl WalReader {
             };
             let path = scanner.path.clone();
             match scanner.next_frame()? {
+                Frame::End { offset: 0, .. } => {
+                    return Err(corrupt(&path, 0, NO_FIRST_RECORD));
+                }
                 Frame::End { offset, .. } => {
                     if last {
                         self.tail = Some(WalTail::Clean { file: path, offset });
@@ -861,7 +867,9 @@ pub fn check(dir: &Path) -> Result<Vec<Finding>, IoError> {
                     offset,
                     zero_marker,
                 } => {
-                    if zero_marker {
+                    if offset == 0 {
+                        findings.push(Finding::at(&seg.path, 0, NO_FIRST_RECORD));
+                    } else if zero_marker {
                         if let Ok(Some(at)) = scanner.nonzero_after(offset) {
                             findings.push(Finding::at(
                                 &seg.path,
