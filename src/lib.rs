@@ -15,6 +15,7 @@ pub mod datadir;
 pub mod duration;
 pub mod error;
 pub mod etcd;
+pub mod fsutil;
 pub mod inspect;
 pub mod logging;
 pub mod migrate;

@@ -9,7 +9,7 @@
 use std::fmt;
 
 use crate::error::{HasKind, IoError, Kind};
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -255,10 +255,7 @@ pub fn write_version_file(data_dir: &Path, pair: &VersionPair) -> Result<bool, V
     Ok(true)
 }
 
-/// fsync of a directory, so a rename or create inside it survives a power loss.
-pub fn sync_dir(dir: &Path) -> io::Result<()> {
-    File::open(dir)?.sync_all()
-}
+pub use crate::fsutil::sync_dir;
 
 #[cfg(test)]
 mod tests {

@@ -15,12 +15,12 @@ use std::path::{Path, PathBuf};
 use crate::error::IoError;
 use crate::error::{HasKind, Kind};
 use crate::storage::bolt::BoltError;
-use crate::storage::member::{probe_all, PathError};
+use crate::storage::member::{self, probe_all, PathError, StartError};
 use crate::storage::proto::WalSnapshot;
 use crate::storage::snap::{LoadedSnapshot, SnapError};
 use crate::storage::v2store::V2Error;
+use crate::storage::wal as walfile;
 use crate::storage::wal::WalError;
-use crate::storage::{snap as snapfile, wal as walfile};
 use db::DbError;
 
 /// Why `etcd-inspect` could not answer; [`HasKind`] gives its exit code.
@@ -116,15 +116,11 @@ pub fn running_etcd_warning(layout: &Layout) -> Option<String> {
 pub fn start_point(
     layout: &Layout,
 ) -> Result<(WalSnapshot, Option<LoadedSnapshot>, Vec<SnapError>), InspectError> {
-    let valid = walfile::valid_snapshots(&layout.wal_dir)?;
-    if !layout.snap_dir.is_dir() {
-        return Ok((WalSnapshot::new(0, 0), None, Vec::new()));
-    }
-    let choice = snapfile::load_newest_available(&layout.snap_dir, &valid)?;
-    let start = choice.loaded.as_ref().map_or(WalSnapshot::new(0, 0), |l| {
-        WalSnapshot::new(l.snapshot.metadata.index, l.snapshot.metadata.term)
-    });
-    Ok((start, choice.loaded, choice.skipped))
+    let point = member::start_point(&layout.wal_dir, &layout.snap_dir).map_err(|e| match e {
+        StartError::Wal(e) => InspectError::Wal(e),
+        StartError::Snap(e) => InspectError::Snap(e),
+    })?;
+    Ok((point.start(), point.snapshot, point.skipped))
 }
 
 /// One line per newer `.snap` file that was skipped because it is broken (etcd skips them too).

@@ -225,14 +225,7 @@ pub fn check_paths(data_dir: &Path) -> Result<(), MigrateError> {
 /// Test hook: SIGKILL ourselves at a named point when `ETCDTOOLS_MIGRATE_CRASH_AT` names it,
 /// so crash tests hit exact points between two effects. Does nothing otherwise.
 fn crash_point(name: &str) {
-    log::debug!("crash point {name}");
-    if std::env::var(CRASH_POINT_ENV).ok().as_deref() == Some(name) {
-        log::warn!("{CRASH_POINT_ENV}={name}: killing myself (test hook)");
-        // SAFETY: plain syscalls on our own pid.
-        unsafe {
-            libc::kill(libc::getpid(), libc::SIGKILL);
-        }
-    }
+    crate::fsutil::crash_point(CRASH_POINT_ENV, name);
 }
 
 /// The marker that says `<dir>.restore` is complete and may replace the data dir.

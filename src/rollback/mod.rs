@@ -19,14 +19,14 @@ pub mod cluster;
 pub mod convert;
 
 use crate::error::{HasKind, IoError, Kind};
+use crate::fsutil::{sync_dir, sync_parent, try_flock, Lock};
 use crate::storage::bolt::{BoltDb, BoltError, Direction};
-use crate::storage::member::{probe, probe_all, PathError, Want};
+use crate::storage::member::{self, probe, probe_all, PathError, Want};
 use crate::storage::proto::{ConfState, HardState, SnapshotMetadata, WalMetadata, WalSnapshot};
 use crate::storage::snap::SnapError;
 use crate::storage::v2store::Store;
 use crate::storage::wal::WalError;
 use crate::storage::{mvcc, snap, wal, Finding};
-use crate::version::sync_dir;
 use cluster::{Change, WalEntry};
 use convert::{ConvertError, ConvertOptions, KeyScan, LiveKey, TargetVersion};
 use std::fmt;
@@ -401,20 +401,15 @@ fn resume(paths: &Paths) -> Result<Option<RollbackReport>, RollbackError> {
 
 /// An exclusive non-blocking flock on the data dir (only rollback2 takes it).
 fn lock_dir(dir: &Path) -> Result<fs::File, RollbackError> {
-    use std::os::fd::AsRawFd;
-    let f = fs::File::open(dir).map_err(|e| refused(dir, format!("cannot open: {e}")))?;
-    // SAFETY: flock on an fd we own.
-    if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-        let e = io::Error::last_os_error();
-        if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
-            return Err(refused(
-                dir,
-                format!("another rollback2 is working on this data dir ({UNTOUCHED})"),
-            ));
-        }
-        return Err(refused(dir, format!("cannot lock: {e}")));
+    let f = fs::File::open(dir).map_err(|e| read_err(IoError::new("cannot open", dir, e)))?;
+    match try_flock(&f, Lock::Exclusive) {
+        Ok(true) => Ok(f),
+        Ok(false) => Err(refused(
+            dir,
+            format!("another rollback2 is working on this data dir ({UNTOUCHED})"),
+        )),
+        Err(e) => Err(read_err(IoError::new("cannot lock", dir, e))),
     }
-    Ok(f)
 }
 
 /// Opens the db read-only with its shared flock (etcd holds an exclusive one while it runs).
@@ -515,16 +510,10 @@ fn plan(paths: &Paths, db: &BoltDb, opts: &RollbackOptions) -> Result<Plan, Roll
     if let Some(f) = snap::check(&snap_dir).map_err(read_err)?.into_iter().next() {
         return Err(f.into());
     }
-    let mut confirmed = vec![WalSnapshot::new(0, 0)];
-    confirmed.extend(
-        wal.snapshots
-            .iter()
-            .filter(|s| s.index <= hs.commit)
-            .cloned(),
-    );
-    let chosen = snap::load_newest_available(&snap_dir, &confirmed)
+    let valid = member::valid_snapshots(&wal.snapshots, hs.commit);
+    let chosen = member::start_from(&snap_dir, &valid)
         .map_err(snap_err)?
-        .loaded;
+        .snapshot;
     let (start, start_term) = chosen.as_ref().map_or((0, 0), |s| {
         (s.snapshot.metadata.index, s.snapshot.metadata.term)
     });
@@ -868,20 +857,7 @@ fn build_new_dir(tmp: &Path, plan: &Plan) -> Result<(), IoError> {
 pub const CRASH_POINT_ENV: &str = "ROLLBACK2_CRASH_AT";
 
 fn crash_point(name: &str) {
-    if std::env::var(CRASH_POINT_ENV).ok().as_deref() == Some(name) {
-        // SAFETY: kill(2) on our own pid; SIGKILL cannot be caught, like a power cut for us.
-        unsafe {
-            libc::kill(libc::getpid(), libc::SIGKILL);
-        }
-    }
-}
-
-fn sync_parent(p: &Path) -> io::Result<()> {
-    let parent = match p.parent() {
-        Some(x) if !x.as_os_str().is_empty() => x,
-        _ => Path::new("."),
-    };
-    sync_dir(parent)
+    crate::fsutil::crash_point(CRASH_POINT_ENV, name);
 }
 
 #[cfg(test)]

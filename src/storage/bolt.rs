@@ -19,6 +19,7 @@ use std::rc::Rc;
 
 use super::Finding;
 use crate::error::{HasKind, IoError, Kind};
+use crate::fsutil::{try_flock, Lock};
 
 const MAGIC: u32 = 0xED0C_DAED;
 const VERSION: u32 = 2;
@@ -311,16 +312,14 @@ impl BoltDb {
     /// meta like bbolt: the valid one with the higher txid.
     pub fn open(path: &Path) -> Result<BoltDb, BoltError> {
         let file = File::open(path).map_err(IoError::on("cannot open", path))?;
-        // SAFETY: flock on a file descriptor we own; no memory is passed.
-        let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_SH | libc::LOCK_NB) };
-        if rc != 0 {
-            let err = std::io::Error::last_os_error();
-            if err.raw_os_error() == Some(libc::EWOULDBLOCK) {
+        match try_flock(&file, Lock::Shared) {
+            Ok(true) => {}
+            Ok(false) => {
                 return Err(BoltError::Locked {
                     file: path.to_path_buf(),
-                });
+                })
             }
-            return Err(IoError::new("cannot lock", path, err).into());
+            Err(e) => return Err(IoError::new("cannot lock", path, e).into()),
         }
         let size = file
             .metadata()

@@ -7,9 +7,7 @@
 //! unknown fields skipped) but reject a known field with the wrong wire type, which is also how
 //! a v2 `Request` is told from an `InternalRaftRequest`.
 
-use super::protowire::{
-    nested, put_bool, put_bytes, put_int, put_uint, Field, Fields, WireError, WireProblem,
-};
+use super::protowire::{nested, put_bool, put_bytes, put_int, put_uint, Field, Fields, WireError};
 
 type Result<T> = std::result::Result<T, WireError>;
 
@@ -971,14 +969,6 @@ impl EntryPayload {
                 .map(EntryPayload::V2)
                 .map_err(|_| irr_err),
         }
-    }
-}
-
-/// An error for a message whose required part is missing.
-pub fn invalid(offset: usize, what: &'static str) -> WireError {
-    WireError {
-        offset,
-        problem: WireProblem::Invalid(what),
     }
 }
 

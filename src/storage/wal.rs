@@ -19,6 +19,7 @@ use super::proto::{
 };
 use super::Finding;
 use crate::error::{HasKind, IoError, Kind};
+use crate::fsutil::sync_dir;
 
 /// etcd cuts a new segment once a segment reaches this size (decimal bytes, not MiB).
 pub const SEGMENT_SIZE: u64 = 64 * 1000 * 1000;
@@ -805,7 +806,7 @@ fn read_with<E>(
 /// covers (index <= commit). etcd only loads a `.snap` file matching one of these.
 pub fn valid_snapshots(dir: &Path) -> Result<Vec<WalSnapshot>, WalError> {
     let mut reader = WalReader::over(all_segments(dir)?);
-    let mut snaps = vec![WalSnapshot::new(0, 0)];
+    let mut snaps = Vec::new();
     let mut state = HardState::default();
     while let Some(rec) = reader.next_record()? {
         match rec.rec_type {
@@ -814,9 +815,7 @@ pub fn valid_snapshots(dir: &Path) -> Result<Vec<WalSnapshot>, WalError> {
             _ => {}
         }
     }
-    snaps.retain(|s| s.index <= state.commit);
-    snaps.dedup();
-    Ok(snaps)
+    Ok(super::member::valid_snapshots(&snaps, state.commit))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1186,19 +1185,12 @@ impl WalWriter {
             .map_err(|e| io_err(&path, "cannot write")(e.into_error()))?;
         file.sync_all().map_err(io_err(&path, "cannot fsync"))?;
         drop(file);
-        sync_dir(&dir)?;
+        sync_dir(&dir).map_err(io_err(&dir, "cannot fsync"))?;
         if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
-            sync_dir(parent)?;
+            sync_dir(parent).map_err(io_err(parent, "cannot fsync"))?;
         }
         Ok(path)
     }
-}
-
-/// fsync a directory so a new or renamed entry in it is durable.
-pub fn sync_dir(dir: &Path) -> Result<(), WalError> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io_err(dir, "cannot fsync"))
 }
 
 #[cfg(test)]
