@@ -455,48 +455,18 @@ fn unix_nanos(t: SystemTime) -> i64 {
     i64::try_from(d.as_nanos()).unwrap_or(i64::MAX)
 }
 
+type Wal = wal::WalContents<WalEntry>;
+
 fn plan(paths: &Paths, db: &BoltDb, opts: &RollbackOptions) -> Result<Plan, RollbackError> {
     let member = paths.dir.join("member");
     let snap_dir = member.join("snap");
-    let wal_dir = member.join("wal");
-    let t0 = std::time::Instant::now();
-    // The WAL (up to hundreds of MB) is read on a second thread while this one scans the db;
-    // only entry summaries are kept (never the v3 data).
     let now = unix_nanos(opts.now.unwrap_or_else(SystemTime::now));
     let ttl = i64::try_from(opts.ttl.as_nanos()).unwrap_or(i64::MAX);
     let copts = ConvertOptions {
         lossy: opts.lossy,
         lease_expiry_nanos: now.saturating_add(ttl),
     };
-    // The new /1 is built meanwhile too; its errors come after the WAL's and the checks'.
-    let (wal, scanned) = std::thread::scope(|scope| {
-        let reader = scope.spawn(|| {
-            let r = wal::read_whole_with(&wal_dir, cluster::summarize);
-            log::debug!("read the WAL in {:?}", t0.elapsed());
-            r
-        });
-        let scanned = scan_keys(paths, db).map(|scan| {
-            let built = build_user_tree(paths, db, &scan, &copts);
-            log::debug!("built the v2 tree in {:?}", t0.elapsed());
-            (scan, built)
-        });
-        let wal = match reader.join() {
-            Ok(r) => r.map_err(wal_err),
-            Err(_) => Err(RollbackError::Corrupt(Finding::in_file(
-                &wal_dir,
-                "the WAL reader thread failed",
-            ))),
-        };
-        (wal, scanned)
-    });
-    let wal = wal?;
-    let (scan, built) = scanned?;
-    log::debug!("scanned bucket key in {:?}", t0.elapsed());
-    let wal_file = || {
-        wal.segments
-            .first()
-            .map_or_else(|| wal_dir.clone(), |s| s.path.clone())
-    };
+    let (wal, scan, built) = read_inputs(paths, db, &copts)?;
     let consistent_index = mvcc::read_meta(db)
         .map_err(|e| bolt_err(&db_path(paths), e))?
         .consistent_index;
@@ -514,109 +484,17 @@ fn plan(paths: &Paths, db: &BoltDb, opts: &RollbackOptions) -> Result<Plan, Roll
     let chosen = member::start_from(&snap_dir, &valid)
         .map_err(snap_err)?
         .snapshot;
-    let (start, start_term) = chosen.as_ref().map_or((0, 0), |s| {
-        (s.snapshot.metadata.index, s.snapshot.metadata.term)
+    let start = chosen.as_ref().map_or(WalSnapshot::new(0, 0), |s| {
+        WalSnapshot::new(s.snapshot.metadata.index, s.snapshot.metadata.term)
     });
-    let first = wal.entries.first().map(|e| e.index);
-    match first {
-        Some(first) if first > start + 1 => {
-            return Err(Finding::in_file(
-                wal_file(),
-                format!("the WAL starts at entry {first} but the newest usable snapshot is at {start}: entries are missing"),
-            )
-            .into())
-        }
-        None if hs.commit > start => {
-            return Err(Finding::in_file(
-                wal_file(),
-                format!(
-                    "HardState commit {} but no entries after snapshot {start}",
-                    hs.commit
-                ),
-            )
-            .into())
-        }
-        Some(_) if wal.last_index < hs.commit => {
-            return Err(Finding::in_file(
-                wal.segments.last().map(|s| s.path.clone()).unwrap_or_default(),
-                format!(
-                    "HardState commit {} is past the last entry {}",
-                    hs.commit, wal.last_index
-                ),
-            )
-            .into())
-        }
-        _ => {}
-    }
-    let entry = |index: u64| -> Option<&WalEntry> {
-        let at = index.checked_sub(first?)?;
-        wal.entries.get(usize::try_from(at).ok()?)
-    };
-
-    // The db may lag the WAL (3.4 after a crash: up to one uncommitted batch). Committed v3
-    // writes the db does not have yet would be lost: refuse, etcd itself would replay them.
-    let ci = consistent_index.unwrap_or(0);
-    let missing = wal
-        .entries
-        .iter()
-        .filter(|e| e.v3_write && e.index > ci && e.index <= hs.commit)
-        .count();
-    if missing > 0 {
-        return Err(refused(
-            &db_path(paths),
-            format!(
-                "the v3 db is behind the WAL: {missing} committed v3 write(s) after consistent_index {ci} \
-                 (commit {}) are not in it; start etcd on this dir once, stop it cleanly, then rerun ({UNTOUCHED})",
-                hs.commit
-            ),
-        ));
-    }
-    let (deleted, revisions) = (scan.deleted, scan.revisions);
+    check_log(&wal, &hs, start.index)?;
+    refuse_lagging_db(paths, &wal, &hs, consistent_index.unwrap_or(0))?;
     let (mut store, user) = built?;
 
-    // cluster state: the chosen snapshot's store, then the committed entries after it
-    let mut old = match &chosen {
-        Some(s) => Store::load(&s.snapshot.data)
-            .map_err(|e| RollbackError::Corrupt(Finding::in_file(&s.path, e.to_string())))?,
-        None => Store::new(),
-    };
-    let old_v2_keys = chosen.as_ref().map_or(0, |_| cluster::user_keys(&old));
-    let mut replay = Vec::new();
-    let mut old_v2_writes = 0;
-    for e in wal
-        .entries
-        .iter()
-        .filter(|e| e.index > start && e.index <= hs.commit)
-    {
-        match &e.change {
-            Change::None => {}
-            Change::Cluster(entry) => replay.push(entry.clone()),
-            Change::UserV2Write => old_v2_writes += 1,
-            Change::Bad(why) => {
-                return Err(
-                    Finding::in_file(&wal_dir, format!("raft entry {}: {why}", e.index)).into(),
-                )
-            }
-        }
-    }
-    old.replay_entries(&replay, now);
-    // raft's snapshot term is the term of the entry at the snapshot index (members at the
-    // same commit agree on it; their current terms, in the HardState, may differ)
-    let snap_term = match entry(hs.commit) {
-        Some(e) => e.term,
-        None if chosen.is_some() && start == hs.commit => start_term,
-        None => {
-            return Err(Finding::in_file(
-                wal_file(),
-                format!("no entry or snapshot for the committed index {}", hs.commit),
-            )
-            .into())
-        }
-    };
     let cluster_version = opts.target.cluster_version().to_string();
-    old.set("/0/version", &cluster_version, None, now)
-        .map_err(|_| refused(&member, "/0/version is a directory in the old store"))?;
-    let members = cluster::member_ids(&old)
+    let old = old_cluster_state(&wal, chosen.as_ref(), &hs, now, &cluster_version)?;
+    let snap_term = snapshot_term(&wal, &hs, chosen.as_ref().map(|_| &start))?;
+    let members = cluster::member_ids(&old.store)
         .map_err(|e| RollbackError::Corrupt(Finding::in_file(&snap_dir, e)))?;
     if members.is_empty() {
         return Err(refused(
@@ -624,7 +502,7 @@ fn plan(paths: &Paths, db: &BoltDb, opts: &RollbackOptions) -> Result<Plan, Roll
             format!("no members found in the snapshot and WAL ({UNTOUCHED})"),
         ));
     }
-    cluster::copy_zero(&old, &mut store, now)
+    cluster::copy_zero(&old.store, &mut store, now)
         .map_err(|e| refused(&member, format!("cannot copy /0: {e} ({UNTOUCHED})")))?;
     store.reset_event_history();
 
@@ -635,12 +513,12 @@ fn plan(paths: &Paths, db: &BoltDb, opts: &RollbackOptions) -> Result<Plan, Roll
         dirs: user.dirs,
         leased: user.leased,
         leased_examples: user.leased_examples,
-        old_v2_keys,
-        old_v2_writes,
+        old_v2_keys: old.v2_keys,
+        old_v2_writes: old.v2_writes,
         skipped: user.skipped,
-        deleted,
+        deleted: scan.deleted,
         lossy_values: user.lossy_values,
-        revisions,
+        revisions: scan.revisions,
         members,
         cluster_version,
         index: hs.commit,
@@ -666,8 +544,190 @@ fn plan(paths: &Paths, db: &BoltDb, opts: &RollbackOptions) -> Result<Plan, Roll
     })
 }
 
+type Built = Result<(Store, convert::UserTree), RollbackError>;
+
+/// Reads the WAL (up to hundreds of MB, only entry summaries kept) on a second thread while
+/// this one scans the db and builds the new `/1`; the tree's errors come after the WAL's and
+/// the checks' (the caller looks at them last).
+fn read_inputs(
+    paths: &Paths,
+    db: &BoltDb,
+    copts: &ConvertOptions,
+) -> Result<(Wal, KeyScan, Built), RollbackError> {
+    let wal_dir = paths.dir.join("member/wal");
+    let t0 = std::time::Instant::now();
+    let (wal, scanned) = std::thread::scope(|scope| {
+        let reader = scope.spawn(|| {
+            let r = wal::read_whole_with(&wal_dir, cluster::summarize);
+            log::debug!("read the WAL in {:?}", t0.elapsed());
+            r
+        });
+        let scanned = scan_keys(paths, db).map(|scan| {
+            let built = build_user_tree(paths, db, &scan, copts);
+            log::debug!("built the v2 tree in {:?}", t0.elapsed());
+            (scan, built)
+        });
+        let wal = match reader.join() {
+            Ok(r) => r.map_err(wal_err),
+            Err(_) => Err(RollbackError::Corrupt(Finding::in_file(
+                &wal_dir,
+                "the WAL reader thread failed",
+            ))),
+        };
+        (wal, scanned)
+    });
+    let wal = wal?;
+    let (scan, built) = scanned?;
+    Ok((wal, scan, built))
+}
+
+fn first_segment(wal: &Wal) -> PathBuf {
+    wal.segments
+        .first()
+        .map(|s| s.path.clone())
+        .unwrap_or_default()
+}
+
+/// The log after the snapshot at `start` is whole up to the HardState's commit.
+fn check_log(wal: &Wal, hs: &HardState, start: u64) -> Result<(), RollbackError> {
+    let problem = match wal.entries.first().map(|e| e.index) {
+        Some(first) if first > start + 1 => format!(
+            "the WAL starts at entry {first} but the newest usable snapshot is at {start}: \
+             entries are missing"
+        ),
+        None if hs.commit > start => format!(
+            "HardState commit {} but no entries after snapshot {start}",
+            hs.commit
+        ),
+        Some(_) if wal.last_index < hs.commit => {
+            let last = wal
+                .segments
+                .last()
+                .map(|s| s.path.clone())
+                .unwrap_or_default();
+            return Err(Finding::in_file(
+                last,
+                format!(
+                    "HardState commit {} is past the last entry {}",
+                    hs.commit, wal.last_index
+                ),
+            )
+            .into());
+        }
+        _ => return Ok(()),
+    };
+    Err(Finding::in_file(first_segment(wal), problem).into())
+}
+
+/// The db may lag the WAL (3.4 after a crash: up to one uncommitted batch). Committed v3
+/// writes the db does not have yet would be lost: refuse, etcd itself would replay them.
+fn refuse_lagging_db(
+    paths: &Paths,
+    wal: &Wal,
+    hs: &HardState,
+    ci: u64,
+) -> Result<(), RollbackError> {
+    let missing = wal
+        .entries
+        .iter()
+        .filter(|e| e.v3_write && e.index > ci && e.index <= hs.commit)
+        .count();
+    if missing == 0 {
+        return Ok(());
+    }
+    Err(refused(
+        &db_path(paths),
+        format!(
+            "the v3 db is behind the WAL: {missing} committed v3 write(s) after consistent_index {ci} \
+             (commit {}) are not in it; start etcd on this dir once, stop it cleanly, then rerun ({UNTOUCHED})",
+            hs.commit
+        ),
+    ))
+}
+
+/// The old v2 store (membership, `/0`), and what of the old v2 user data is not carried over.
+struct OldState {
+    store: Store,
+    v2_keys: usize,
+    v2_writes: usize,
+}
+
+/// Cluster state: the chosen snapshot's store, the committed entries after it replayed, and
+/// `/0/version` set to the target's cluster version.
+fn old_cluster_state(
+    wal: &Wal,
+    chosen: Option<&snap::LoadedSnapshot>,
+    hs: &HardState,
+    now: i64,
+    cluster_version: &str,
+) -> Result<OldState, RollbackError> {
+    let mut old = match chosen {
+        Some(s) => Store::load(&s.snapshot.data)
+            .map_err(|e| RollbackError::Corrupt(Finding::in_file(&s.path, e.to_string())))?,
+        None => Store::new(),
+    };
+    let start = chosen.map_or(0, |s| s.snapshot.metadata.index);
+    let v2_keys = chosen.map_or(0, |_| cluster::user_keys(&old));
+    let mut replay = Vec::new();
+    let mut v2_writes = 0;
+    for e in wal
+        .entries
+        .iter()
+        .filter(|e| e.index > start && e.index <= hs.commit)
+    {
+        match &e.change {
+            Change::None => {}
+            Change::Cluster(entry) => replay.push(entry.clone()),
+            Change::UserV2Write => v2_writes += 1,
+            Change::Bad(why) => {
+                return Err(Finding::in_file(
+                    first_segment(wal),
+                    format!("raft entry {}: {why}", e.index),
+                )
+                .into())
+            }
+        }
+    }
+    old.replay_entries(&replay, now);
+    old.set("/0/version", cluster_version, None, now)
+        .map_err(|_| {
+            RollbackError::Corrupt(Finding::in_file(
+                first_segment(wal),
+                "/0/version is a directory in the old store",
+            ))
+        })?;
+    Ok(OldState {
+        store: old,
+        v2_keys,
+        v2_writes,
+    })
+}
+
+/// raft's snapshot term is the term of the entry at the snapshot index (members at the same
+/// commit agree on it; their current terms, in the HardState, may differ).
+fn snapshot_term(
+    wal: &Wal,
+    hs: &HardState,
+    snapshot: Option<&WalSnapshot>,
+) -> Result<u64, RollbackError> {
+    let at = |index: u64| -> Option<&WalEntry> {
+        let first = wal.entries.first()?.index;
+        wal.entries
+            .get(usize::try_from(index.checked_sub(first)?).ok()?)
+    };
+    match (at(hs.commit), snapshot) {
+        (Some(e), _) => Ok(e.term),
+        (None, Some(s)) if s.index == hs.commit => Ok(s.term),
+        _ => Err(Finding::in_file(
+            first_segment(wal),
+            format!("no entry or snapshot for the committed index {}", hs.commit),
+        )
+        .into()),
+    }
+}
+
 /// The WAL's damage at its end (where it stopped: a torn record, or its clean end).
-fn wal_damaged(wal: &wal::WalContents<WalEntry>, problem: &str) -> RollbackError {
+fn wal_damaged(wal: &Wal, problem: &str) -> RollbackError {
     let (file, offset, why) = match &wal.tail {
         wal::WalTail::Torn {
             file,
@@ -682,10 +742,7 @@ fn wal_damaged(wal: &wal::WalContents<WalEntry>, problem: &str) -> RollbackError
 /// The last HardState, when the WAL still holds what the db applied. A WAL that lost its
 /// HardState, or was cut short behind the db, is damage at the place it ends, whatever the db
 /// holds; a WAL without one beside an empty db is a refusal.
-fn wal_covers_db(
-    wal: &wal::WalContents<WalEntry>,
-    consistent_index: u64,
-) -> Result<HardState, RollbackError> {
+fn wal_covers_db(wal: &Wal, consistent_index: u64) -> Result<HardState, RollbackError> {
     match wal.hard_state {
         None if consistent_index > 0 || wal.tail.is_torn() => Err(wal_damaged(
             wal,

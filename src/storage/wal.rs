@@ -826,29 +826,42 @@ pub fn valid_snapshots(dir: &Path) -> Result<Vec<WalSnapshot>, WalError> {
 /// marker, a torn tail, and a HardState commit beyond the last entry. Never stops at the first
 /// problem when it can resynchronise (a CRC mismatch re-seeds the chain from the record).
 pub fn check(dir: &Path) -> Result<Vec<Finding>, IoError> {
-    let mut findings = Vec::new();
     let segments = list_segments(dir).map_err(|e| e.into_io(dir))?;
     if segments.is_empty() {
-        findings.push(Finding::in_file(dir, "no WAL segment (*.wal)"));
-        return Ok(findings);
+        return Ok(vec![Finding::in_file(dir, "no WAL segment (*.wal)")]);
     }
+    let mut c = Checker::default();
     if let Err(e) = check_consecutive(&segments) {
-        findings.extend(e.finding());
+        c.findings.extend(e.finding());
     }
-    let mut crc: u32 = 0;
-    let mut metadata: Option<Vec<u8>> = None;
-    let mut last_entry: Option<u64> = None;
-    let mut commit: Option<(u64, PathBuf, u64)> = None;
-    let mut snapshot_index = 0;
     for (i, seg) in segments.iter().enumerate() {
-        let last = i + 1 == segments.len();
-        let mut scanner = match FrameScanner::open(&seg.path) {
+        c.segment(&seg.path, i > 0, i + 1 == segments.len())?;
+    }
+    Ok(c.finish())
+}
+
+/// [`check`]'s state across segments: the CRC chain, the first metadata, the last entry index
+/// and HardState commit (with where it was), and every finding so far.
+#[derive(Default)]
+struct Checker {
+    findings: Vec<Finding>,
+    crc: u32,
+    metadata: Option<Vec<u8>>,
+    last_entry: Option<u64>,
+    commit: Option<(u64, PathBuf, u64)>,
+    snapshot_index: u64,
+}
+
+impl Checker {
+    /// Every frame of one segment; I/O errors end the check, damage is a finding.
+    fn segment(&mut self, path: &Path, not_first: bool, last: bool) -> Result<(), IoError> {
+        let mut scanner = match FrameScanner::open(path) {
             Ok(s) => s,
             Err(WalError::Io(e)) => return Err(e),
             Err(e) => {
-                findings.extend(e.finding());
-                crc = 0;
-                continue;
+                self.findings.extend(e.finding());
+                self.crc = 0;
+                return Ok(());
             }
         };
         let mut first_record = true;
@@ -857,8 +870,8 @@ pub fn check(dir: &Path) -> Result<Vec<Finding>, IoError> {
                 Ok(f) => f,
                 Err(WalError::Io(e)) => return Err(e),
                 Err(e) => {
-                    findings.extend(e.finding());
-                    break;
+                    self.findings.extend(e.finding());
+                    return Ok(());
                 }
             };
             match frame {
@@ -867,17 +880,17 @@ pub fn check(dir: &Path) -> Result<Vec<Finding>, IoError> {
                     zero_marker,
                 } => {
                     if offset == 0 {
-                        findings.push(Finding::at(&seg.path, 0, NO_FIRST_RECORD));
+                        self.findings.push(Finding::at(path, 0, NO_FIRST_RECORD));
                     } else if zero_marker {
                         if let Ok(Some(at)) = scanner.nonzero_after(offset) {
-                            findings.push(Finding::at(
-                                &seg.path,
+                            self.findings.push(Finding::at(
+                                path,
                                 at,
                                 format!("non-zero bytes after the end-of-records marker at offset {offset}: records there are ignored by etcd"),
                             ));
                         }
                     }
-                    break;
+                    return Ok(());
                 }
                 Frame::Truncated { offset, problem } => {
                     let what = if last {
@@ -885,144 +898,151 @@ pub fn check(dir: &Path) -> Result<Vec<Finding>, IoError> {
                     } else {
                         "truncated segment (not the last one)"
                     };
-                    findings.push(Finding::at(&seg.path, offset, format!("{what}: {problem}")));
-                    crc = 0;
-                    break;
+                    let problem = format!("{what}: {problem}");
+                    self.findings.push(Finding::at(path, offset, problem));
+                    self.crc = 0;
+                    return Ok(());
                 }
                 Frame::Record {
                     offset,
                     rec_len,
                     body,
                 } => {
-                    if body[rec_len..].iter().any(|&b| b != 0) {
-                        findings.push(Finding::at(
-                            &seg.path,
-                            offset,
-                            "non-zero frame padding (etcd writes zeros; the CRC does not cover it)",
-                        ));
-                    }
-                    let rec = match RecordRef::decode(&body[..rec_len]) {
-                        Ok(r) => r,
-                        Err(e) => {
-                            let torn = if last && looks_torn(&body, offset) {
-                                " (torn write: a zero sector)"
-                            } else {
-                                ""
-                            };
-                            findings.push(Finding::at(
-                                &seg.path,
-                                offset,
-                                format!("undecodable WAL record{torn}: {e}"),
-                            ));
-                            crc = 0;
-                            break;
-                        }
-                    };
-                    if first_record && i > 0 && rec.rec_type != CRC_TYPE {
-                        findings.push(Finding::at(
-                            &seg.path,
-                            offset,
-                            "segment does not start with a crc record",
-                        ));
-                    }
-                    first_record = false;
-                    if rec.rec_type == CRC_TYPE {
-                        if crc != 0 && rec.crc != crc {
-                            findings.push(Finding::at(
-                                &seg.path,
-                                offset,
-                                format!(
-                                    "crc record holds {:#010x} but the running CRC is {crc:#010x} (records lost or changed before it)",
-                                    rec.crc
-                                ),
-                            ));
-                        }
-                        crc = rec.crc;
-                        continue;
-                    }
-                    let data = rec.data.unwrap_or(&[]);
-                    let next = crc32c::crc32c_append(crc, data);
-                    if rec.crc != next {
-                        let torn = if last && looks_torn(&body, offset) {
-                            " (torn write: a zero sector)"
-                        } else {
-                            ""
-                        };
-                        findings.push(Finding::at(
-                            &seg.path,
-                            offset,
-                            format!(
-                                "CRC mismatch{torn}: record says {:#010x}, computed {next:#010x}",
-                                rec.crc
-                            ),
-                        ));
-                    }
-                    // Re-seed from the record so one bad record gives one finding.
-                    crc = rec.crc;
-                    let problem = match rec.rec_type {
-                        METADATA_TYPE => match &metadata {
-                            Some(m) if m.as_slice() != data => {
-                                Some("metadata record differs from the first one".to_string())
-                            }
-                            Some(_) => None,
-                            None => {
-                                metadata = Some(data.to_vec());
-                                WalMetadata::decode(data)
-                                    .err()
-                                    .map(|e| format!("bad metadata: {e}"))
-                            }
-                        },
-                        ENTRY_TYPE => match Entry::decode(data) {
-                            Ok(e) => {
-                                let p = match last_entry {
-                                    Some(prev) if e.index > prev + 1 => Some(format!(
-                                        "entry index {} follows {prev}: entries missing",
-                                        e.index
-                                    )),
-                                    _ => None,
-                                };
-                                last_entry = Some(e.index);
-                                p
-                            }
-                            Err(e) => Some(format!("bad entry: {e}")),
-                        },
-                        STATE_TYPE => match HardState::decode(data) {
-                            Ok(h) => {
-                                commit = Some((h.commit, seg.path.clone(), offset));
-                                None
-                            }
-                            Err(e) => Some(format!("bad hardstate: {e}")),
-                        },
-                        SNAPSHOT_TYPE => match WalSnapshot::decode(data) {
-                            Ok(s) => {
-                                snapshot_index = snapshot_index.max(s.index);
-                                if last_entry.is_none() && s.index > 0 {
-                                    last_entry = Some(s.index);
-                                }
-                                None
-                            }
-                            Err(e) => Some(format!("bad snapshot record: {e}")),
-                        },
-                        t => Some(format!("unexpected record type {t}")),
-                    };
-                    if let Some(p) = problem {
-                        findings.push(Finding::at(&seg.path, offset, p));
+                    let at = Finding::at(path, offset, "");
+                    let first = std::mem::replace(&mut first_record, false);
+                    if !self.record(&at, &body, rec_len, last, first && not_first) {
+                        return Ok(());
                     }
                 }
             }
         }
     }
-    if let Some((commit, path, offset)) = commit {
-        let have = last_entry.unwrap_or(0).max(snapshot_index);
-        if commit > have {
-            findings.push(Finding::at(
-                path,
-                offset,
-                format!("HardState commit {commit} but the WAL ends at index {have}: committed entries are missing"),
+
+    /// One frame's record: padding, decoding, the CRC chain, then its content. False when the
+    /// rest of the segment cannot be read.
+    fn record(
+        &mut self,
+        at: &Finding,
+        body: &[u8],
+        rec_len: usize,
+        last: bool,
+        must_be_crc: bool,
+    ) -> bool {
+        let offset = at.offset.unwrap_or(0);
+        let finding = |p: String| Finding::at(&at.file, offset, p);
+        if body[rec_len..].iter().any(|&b| b != 0) {
+            self.findings.push(finding(
+                "non-zero frame padding (etcd writes zeros; the CRC does not cover it)".into(),
             ));
         }
+        let torn = if last && looks_torn(body, offset) {
+            " (torn write: a zero sector)"
+        } else {
+            ""
+        };
+        let rec = match RecordRef::decode(&body[..rec_len]) {
+            Ok(r) => r,
+            Err(e) => {
+                self.findings
+                    .push(finding(format!("undecodable WAL record{torn}: {e}")));
+                self.crc = 0;
+                return false;
+            }
+        };
+        if must_be_crc && rec.rec_type != CRC_TYPE {
+            self.findings
+                .push(finding("segment does not start with a crc record".into()));
+        }
+        if rec.rec_type == CRC_TYPE {
+            if self.crc != 0 && rec.crc != self.crc {
+                self.findings.push(finding(format!(
+                    "crc record holds {:#010x} but the running CRC is {:#010x} (records lost or changed before it)",
+                    rec.crc, self.crc
+                )));
+            }
+            self.crc = rec.crc;
+            return true;
+        }
+        let data = rec.data.unwrap_or(&[]);
+        let next = crc32c::crc32c_append(self.crc, data);
+        if rec.crc != next {
+            self.findings.push(finding(format!(
+                "CRC mismatch{torn}: record says {:#010x}, computed {next:#010x}",
+                rec.crc
+            )));
+        }
+        // Re-seed from the record so one bad record gives one finding.
+        self.crc = rec.crc;
+        if let Some(p) = self.content(rec.rec_type, data, &at.file, offset) {
+            self.findings.push(finding(p));
+        }
+        true
     }
-    Ok(findings)
+
+    /// What is wrong with a record's content, given the records before it.
+    fn content(&mut self, rec_type: i64, data: &[u8], path: &Path, offset: u64) -> Option<String> {
+        match rec_type {
+            METADATA_TYPE => match &self.metadata {
+                Some(m) if m.as_slice() != data => {
+                    Some("metadata record differs from the first one".to_string())
+                }
+                Some(_) => None,
+                None => {
+                    self.metadata = Some(data.to_vec());
+                    WalMetadata::decode(data)
+                        .err()
+                        .map(|e| format!("bad metadata: {e}"))
+                }
+            },
+            ENTRY_TYPE => match Entry::decode(data) {
+                Ok(e) => {
+                    let gap = match self.last_entry {
+                        Some(prev) if e.index > prev + 1 => Some(format!(
+                            "entry index {} follows {prev}: entries missing",
+                            e.index
+                        )),
+                        _ => None,
+                    };
+                    self.last_entry = Some(e.index);
+                    gap
+                }
+                Err(e) => Some(format!("bad entry: {e}")),
+            },
+            STATE_TYPE => match HardState::decode(data) {
+                Ok(h) => {
+                    self.commit = Some((h.commit, path.to_path_buf(), offset));
+                    None
+                }
+                Err(e) => Some(format!("bad hardstate: {e}")),
+            },
+            SNAPSHOT_TYPE => match WalSnapshot::decode(data) {
+                Ok(s) => {
+                    self.snapshot_index = self.snapshot_index.max(s.index);
+                    if self.last_entry.is_none() && s.index > 0 {
+                        self.last_entry = Some(s.index);
+                    }
+                    None
+                }
+                Err(e) => Some(format!("bad snapshot record: {e}")),
+            },
+            t => Some(format!("unexpected record type {t}")),
+        }
+    }
+
+    /// Committed entries the WAL does not hold, then the findings.
+    fn finish(mut self) -> Vec<Finding> {
+        if let Some((commit, path, offset)) = self.commit.take() {
+            let have = self.last_entry.unwrap_or(0).max(self.snapshot_index);
+            if commit > have {
+                self.findings.push(Finding::at(
+                    path,
+                    offset,
+                    format!("HardState commit {commit} but the WAL ends at index {have}: committed entries are missing"),
+                ));
+            }
+        }
+        self.findings
+    }
 }
 
 /// Does another process hold a write lock on `path`? A running etcd 3.x holds an OFD lock on
