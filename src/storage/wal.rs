@@ -550,70 +550,77 @@ impl WalReader {
                     offset,
                     rec_len,
                     body,
-                } => {
-                    let torn = |problem: String| -> Result<Option<WalRecord>, WalError> {
-                        if last && looks_torn(&body, offset) {
-                            Ok(None)
-                        } else {
-                            Err(corrupt(&path, offset, problem))
-                        }
-                    };
-                    let rec = match RecordRef::decode(&body[..rec_len]) {
-                        Ok(r) => r,
-                        Err(e) => {
-                            let problem = format!("undecodable WAL record: {e}");
-                            let r = torn(problem.clone());
-                            if r.is_ok() {
-                                self.tail = Some(WalTail::Torn {
-                                    file: path.clone(),
-                                    offset,
-                                    problem,
-                                });
-                            }
-                            return r;
-                        }
-                    };
-                    if rec.rec_type == CRC_TYPE {
-                        if self.crc != 0 && rec.crc != self.crc {
-                            return Err(corrupt(
-                                &path,
-                                offset,
-                                format!(
-                                    "crc record holds {:#010x} but the running CRC is {:#010x}",
-                                    rec.crc, self.crc
-                                ),
-                            ));
-                        }
-                        self.crc = rec.crc;
-                    } else {
-                        let next = crc32c::crc32c_append(self.crc, rec.data.unwrap_or(&[]));
-                        if rec.crc != next {
-                            let problem = format!(
-                                "CRC mismatch: record says {:#010x}, computed {next:#010x}",
-                                rec.crc
-                            );
-                            let r = torn(problem.clone());
-                            if r.is_ok() {
-                                self.tail = Some(WalTail::Torn {
-                                    file: path.clone(),
-                                    offset,
-                                    problem,
-                                });
-                            }
-                            return r;
-                        }
-                        self.crc = next;
-                    }
-                    return Ok(Some(WalRecord {
-                        segment: self.current,
-                        offset,
-                        rec_type: rec.rec_type,
-                        crc: rec.crc,
-                        data: rec.data.map(<[u8]>::to_vec),
-                    }));
-                }
+                } => return self.record(path, offset, &body[..rec_len], &body, last),
             }
         }
+    }
+
+    /// One framed record: decoded and chained into the running CRC. A bad last record that
+    /// looks torn ends the log there (etcd's read mode); anything else is damage.
+    fn record(
+        &mut self,
+        path: PathBuf,
+        offset: u64,
+        bytes: &[u8],
+        body: &[u8],
+        last: bool,
+    ) -> Result<Option<WalRecord>, WalError> {
+        let rec = match RecordRef::decode(bytes) {
+            Ok(r) => r,
+            Err(e) => {
+                let problem = format!("undecodable WAL record: {e}");
+                return self.torn_or_corrupt(path, offset, body, last, problem);
+            }
+        };
+        if rec.rec_type == CRC_TYPE {
+            if self.crc != 0 && rec.crc != self.crc {
+                return Err(corrupt(
+                    &path,
+                    offset,
+                    format!(
+                        "crc record holds {:#010x} but the running CRC is {:#010x}",
+                        rec.crc, self.crc
+                    ),
+                ));
+            }
+            self.crc = rec.crc;
+        } else {
+            let next = crc32c::crc32c_append(self.crc, rec.data.unwrap_or(&[]));
+            if rec.crc != next {
+                let problem = format!(
+                    "CRC mismatch: record says {:#010x}, computed {next:#010x}",
+                    rec.crc
+                );
+                return self.torn_or_corrupt(path, offset, body, last, problem);
+            }
+            self.crc = next;
+        }
+        Ok(Some(WalRecord {
+            segment: self.current,
+            offset,
+            rec_type: rec.rec_type,
+            crc: rec.crc,
+            data: rec.data.map(<[u8]>::to_vec),
+        }))
+    }
+
+    fn torn_or_corrupt(
+        &mut self,
+        file: PathBuf,
+        offset: u64,
+        body: &[u8],
+        last: bool,
+        problem: String,
+    ) -> Result<Option<WalRecord>, WalError> {
+        if !(last && looks_torn(body, offset)) {
+            return Err(corrupt(&file, offset, problem));
+        }
+        self.tail = Some(WalTail::Torn {
+            file,
+            offset,
+            problem,
+        });
+        Ok(None)
     }
 }
 
@@ -690,6 +697,28 @@ pub fn read_whole_with<E>(
     read_with(dir, WalReader::over(all_segments(dir)?), None, keep)
 }
 
+/// The first metadata record is kept; a later one must be the same bytes (etcd compares them).
+fn keep_metadata<E>(
+    out: &mut WalContents<E>,
+    reader: &WalReader,
+    rec: &WalRecord,
+) -> Result<(), WalError> {
+    let data = rec.data.clone().unwrap_or_default();
+    match &out.metadata_bytes {
+        Some(prev) if *prev != data => Err(corrupt(
+            &reader.segments()[rec.segment].path,
+            rec.offset,
+            "metadata record differs from the earlier one (metadata conflict)",
+        )),
+        Some(_) => Ok(()),
+        None => {
+            out.metadata = Some(decode_at(reader, rec, WalMetadata::decode)?);
+            out.metadata_bytes = Some(data);
+            Ok(())
+        }
+    }
+}
+
 /// Reads records like etcd's `ReadAll`: from snapshot `start`, or (None) from the first entry.
 fn read_with<E>(
     dir: &Path,
@@ -746,21 +775,7 @@ fn read_with<E>(
                 }
             }
             STATE_TYPE => out.hard_state = Some(decode_at(&reader, &rec, HardState::decode)?),
-            METADATA_TYPE => {
-                let data = rec.data.clone().unwrap_or_default();
-                if let Some(prev) = &out.metadata_bytes {
-                    if *prev != data {
-                        return Err(corrupt(
-                            &path,
-                            rec.offset,
-                            "metadata record differs from the earlier one (metadata conflict)",
-                        ));
-                    }
-                } else {
-                    out.metadata = Some(decode_at(&reader, &rec, WalMetadata::decode)?);
-                    out.metadata_bytes = Some(data);
-                }
-            }
+            METADATA_TYPE => keep_metadata(&mut out, &reader, &rec)?,
             CRC_TYPE => {}
             SNAPSHOT_TYPE => {
                 let s = decode_at(&reader, &rec, WalSnapshot::decode)?;
