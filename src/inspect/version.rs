@@ -52,33 +52,7 @@ pub fn detect(layout: &Layout) -> Result<DataVersion, InspectError> {
         }
     }
     let mut members = Vec::new();
-    let mut store: Option<Store> = None;
-    match recover(&layout.wal_dir, &layout.snap_dir, now_nanos()) {
-        Ok(r) => {
-            for s in &r.skipped_snaps {
-                v.notes.push(format!("skipped snapshot: {s}"));
-            }
-            if let Some(l) = &r.snapshot {
-                members.extend(&l.snapshot.metadata.conf_state.voters);
-                members.extend(&l.snapshot.metadata.conf_state.learners);
-            }
-            v.last_index = Some(r.wal.last_index);
-            v.last_term = r.wal.last_term().or(Some(r.start().term));
-            v.commit = r.wal.hard_state.map(|h| h.commit);
-            if let Some(m) = r.wal.metadata {
-                v.member_id = Some(m.node_id);
-                v.cluster_id = Some(m.cluster_id);
-            }
-            if r.wal.tail.is_torn() {
-                v.notes.push(format!("WAL: {:?}", r.wal.tail));
-            }
-            store = Some(r.store);
-        }
-        Err(RecoverError::Wal(WalError::Io(e)) | RecoverError::Snap(SnapError::Io(e))) => {
-            return Err(e.into())
-        }
-        Err(e) => v.notes.push(e.to_string()),
-    }
+    let store = recovered(layout, &mut v, &mut members)?;
     if let Some(st) = &store {
         v.cluster_version_v2 = st.cluster_version().map(str::to_string);
         members.extend(st.member_ids());
@@ -144,6 +118,43 @@ pub fn detect(layout: &Layout) -> Result<DataVersion, InspectError> {
     members.dedup();
     v.members = members;
     Ok(v)
+}
+
+/// What recovery (snapshot + WAL, as etcd starts) says: last index/term, commit, member and
+/// cluster IDs, the v2 store. Only I/O errors end `version`; damage becomes a note.
+fn recovered(
+    layout: &Layout,
+    v: &mut DataVersion,
+    members: &mut Vec<u64>,
+) -> Result<Option<Store>, InspectError> {
+    let mut store: Option<Store> = None;
+    match recover(&layout.wal_dir, &layout.snap_dir, now_nanos()) {
+        Ok(r) => {
+            for s in &r.skipped_snaps {
+                v.notes.push(format!("skipped snapshot: {s}"));
+            }
+            if let Some(l) = &r.snapshot {
+                members.extend(&l.snapshot.metadata.conf_state.voters);
+                members.extend(&l.snapshot.metadata.conf_state.learners);
+            }
+            v.last_index = Some(r.wal.last_index);
+            v.last_term = r.wal.last_term().or(Some(r.start().term));
+            v.commit = r.wal.hard_state.map(|h| h.commit);
+            if let Some(m) = r.wal.metadata {
+                v.member_id = Some(m.node_id);
+                v.cluster_id = Some(m.cluster_id);
+            }
+            if r.wal.tail.is_torn() {
+                v.notes.push(format!("WAL: {:?}", r.wal.tail));
+            }
+            store = Some(r.store);
+        }
+        Err(RecoverError::Wal(WalError::Io(e)) | RecoverError::Snap(SnapError::Io(e))) => {
+            return Err(e.into())
+        }
+        Err(e) => v.notes.push(e.to_string()),
+    }
+    Ok(store)
 }
 
 fn count_keys(store: &Store) -> usize {
