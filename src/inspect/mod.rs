@@ -1,5 +1,7 @@
 //! What `etcd-inspect` prints, on top of `storage`. Each subcommand is a function that reads a
-//! data dir and writes text (default) or JSON lines to a `Write`.
+//! data dir and writes text (default) or JSON lines to a `Write`. Where etcd starts and what a
+//! path is are `storage::member`'s answers; errors are typed ([`InspectError`], with a
+//! [`crate::error::Kind`] for the exit code).
 
 pub mod check;
 pub mod db;

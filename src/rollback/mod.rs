@@ -12,8 +12,9 @@
 //! non-UTF-8 values are refused instead of silently mangled; corrupted input is refused before
 //! anything is touched; errors exit non-zero instead of `glog.Fatal` after partial changes.
 //!
-//! All format code is the shared `storage` layer (bolt, mvcc, wal, snap, proto, v2store):
-//! this module only decides and orchestrates.
+//! All format code is the shared `storage` layer (bolt, mvcc, wal, snap, proto, v2store), and
+//! which `.snap` etcd would start from is `storage::member`'s answer: this module only decides
+//! and orchestrates. Errors keep their kind ([`RollbackError`]: refusal, damage, I/O).
 
 pub mod cluster;
 pub mod convert;
@@ -196,7 +197,7 @@ pub enum RollbackError {
     /// Corrupted input, with file and offset.
     #[error("refusing a damaged data dir: {0}")]
     Corrupt(Finding),
-    /// A damaged WAL ("WAL damaged at <file> offset N: ...").
+    /// A damaged WAL (`WAL damaged at <file> offset N: ...`).
     #[error("{0} ({UNTOUCHED})")]
     Wal(WalError),
     /// Values or keys the v2 store cannot hold as they are.

@@ -1,5 +1,7 @@
-//! etcd's files, one module per format. Readers never trust a length field: every length is
-//! checked against the bytes that are there, and every error names the file and byte offset.
+//! etcd's files, one module per format, and [`member`]: the member dir as one thing (what each
+//! path is, where etcd starts). Readers never trust a length field: every length is checked
+//! against the bytes that are there; damage is a [`Finding`] (file and byte offset), and what
+//! the OS refuses is an [`crate::error::IoError`], never a finding.
 
 use std::fmt;
 use std::path::PathBuf;
@@ -33,7 +35,7 @@ impl Finding {
 }
 
 impl Finding {
-    /// `<file> offset N` (or just the file): where, for "damaged at <place>" messages.
+    /// `<file> offset N` (or just the file): where, for `damaged at <place>` messages.
     pub fn place(&self) -> String {
         match self.offset {
             Some(offset) => format!("{} offset {offset}", self.file.display()),
