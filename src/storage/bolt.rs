@@ -406,71 +406,10 @@ impl BoltDb {
                 read(offset, meta_len as usize)
                     .map_err(|e| Finding::at(path, offset, e.to_string()))?
             };
-            let m = parse_meta(page, &buf[PAGE_HEADER..])
-                .map_err(|why| Finding::at(path, offset + PAGE_HEADER as u64, why))?;
-            let id = u64_at(&buf, 0);
-            let flags = u16_at(&buf, 8);
-            if id != page || flags != FLAG_META {
-                return Err(Finding::at(
-                    path,
-                    offset,
-                    format!("meta page {page}: header says page id {id}, flags {flags:#x}"),
-                ));
-            }
-            if m.page_size != page_size {
-                return Err(Finding::at(
-                    path,
-                    offset + PAGE_HEADER as u64 + 8,
-                    format!(
-                        "meta page {page}: page size {} differs from the file's {page_size}",
-                        m.page_size
-                    ),
-                ));
-            }
-            if m.pgid.checked_mul(page_size as u64).is_none() {
-                return Err(Finding::at(
-                    path,
-                    offset + PAGE_HEADER as u64 + 40,
-                    format!("meta page {page}: impossible page count {}", m.pgid),
-                ));
-            }
-            if m.pgid < 2 || m.root < 2 || m.root >= m.pgid {
-                return Err(Finding::at(
-                    path,
-                    offset + PAGE_HEADER as u64 + 16,
-                    format!(
-                        "meta page {page}: root page {} outside the used pages [2, {})",
-                        m.root, m.pgid
-                    ),
-                ));
-            }
-            Ok(m)
+            check_meta(path, page, offset, &buf, page_size)
         };
         let metas = [meta_at(0), meta_at(1)];
-        let meta = match (&metas[0], &metas[1]) {
-            (Ok(a), Ok(b)) => {
-                if b.txid > a.txid {
-                    b.clone()
-                } else {
-                    a.clone()
-                }
-            }
-            (Ok(a), Err(why)) => {
-                log::warn!("{why}; using meta page 0 (txid {})", a.txid);
-                a.clone()
-            }
-            (Err(why), Ok(b)) => {
-                log::warn!("{why}; using meta page 1 (txid {})", b.txid);
-                b.clone()
-            }
-            (Err(a), Err(b)) => {
-                return Err(BoltError::Corrupt(Finding::at(
-                    path,
-                    a.offset.unwrap_or(0),
-                    format!("both meta pages are invalid: {}; and {b}", a.problem),
-                )))
-            }
-        };
+        let meta = newer_meta(path, &metas)?;
         // Tell the kernel we mostly read forward (a scan); it reads ahead for us.
         // SAFETY: advisory call on our own descriptor.
         unsafe {
@@ -1021,6 +960,79 @@ impl BoltDb {
         checker.visited.mark(self.meta.root);
         checker.check_tree(&self.root_bucket(), 0);
         checker.findings
+    }
+}
+
+/// A meta page's content checked against its header and the file's page size.
+fn check_meta(
+    path: &Path,
+    page: u64,
+    offset: u64,
+    buf: &[u8],
+    page_size: u32,
+) -> Result<Meta, Finding> {
+    let m = parse_meta(page, &buf[PAGE_HEADER..])
+        .map_err(|why| Finding::at(path, offset + PAGE_HEADER as u64, why))?;
+    let id = u64_at(&buf, 0);
+    let flags = u16_at(&buf, 8);
+    if id != page || flags != FLAG_META {
+        return Err(Finding::at(
+            path,
+            offset,
+            format!("meta page {page}: header says page id {id}, flags {flags:#x}"),
+        ));
+    }
+    if m.page_size != page_size {
+        return Err(Finding::at(
+            path,
+            offset + PAGE_HEADER as u64 + 8,
+            format!(
+                "meta page {page}: page size {} differs from the file's {page_size}",
+                m.page_size
+            ),
+        ));
+    }
+    if m.pgid.checked_mul(page_size as u64).is_none() {
+        return Err(Finding::at(
+            path,
+            offset + PAGE_HEADER as u64 + 40,
+            format!("meta page {page}: impossible page count {}", m.pgid),
+        ));
+    }
+    if m.pgid < 2 || m.root < 2 || m.root >= m.pgid {
+        return Err(Finding::at(
+            path,
+            offset + PAGE_HEADER as u64 + 16,
+            format!(
+                "meta page {page}: root page {} outside the used pages [2, {})",
+                m.root, m.pgid
+            ),
+        ));
+    }
+    Ok(m)
+}
+
+/// bbolt's choice: the valid meta with the higher txid (a bad one is logged and skipped).
+fn newer_meta(path: &Path, metas: &[Result<Meta, Finding>; 2]) -> Result<Meta, BoltError> {
+    match (&metas[0], &metas[1]) {
+        (Ok(a), Ok(b)) => Ok(if b.txid > a.txid {
+            b.clone()
+        } else {
+            a.clone()
+        }),
+        (Ok(a), Err(why)) => {
+            log::warn!("{why}; using meta page 0 (txid {})", a.txid);
+            Ok(a.clone())
+        }
+        (Err(why), Ok(b)) => {
+            log::warn!("{why}; using meta page 1 (txid {})", b.txid);
+            Ok(b.clone())
+        }
+        (Err(a), Err(b)) => Err(BoltError::Corrupt(Finding::at(
+            path,
+            a.offset.unwrap_or(0),
+            format!("both meta pages are invalid: {}; and {b}", a.problem),
+        ))),
     }
 }
 
