@@ -973,8 +973,8 @@ fn check_meta(
 ) -> Result<Meta, Finding> {
     let m = parse_meta(page, &buf[PAGE_HEADER..])
         .map_err(|why| Finding::at(path, offset + PAGE_HEADER as u64, why))?;
-    let id = u64_at(&buf, 0);
-    let flags = u16_at(&buf, 8);
+    let id = u64_at(buf, 0);
+    let flags = u16_at(buf, 8);
     if id != page || flags != FLAG_META {
         return Err(Finding::at(
             path,
