@@ -17,7 +17,7 @@ DOCKER_ARGS = -f Dockerfile.busybox --platform linux/$(ARCH) \
 	--build-arg BUNDLED_ETCD_VERSIONS="$(BUNDLED_ETCD_VERSIONS)" \
 	$(if $(ETCD_BIN_CONTEXT),--build-context etcd-bin=$(ETCD_BIN_CONTEXT))
 
-.PHONY: all build rootfs test test-all-arch demo image push check-docker check-registry
+.PHONY: all build rootfs test test-all-arch demo image image-local push check-docker check-registry
 
 all: build test
 
@@ -58,6 +58,10 @@ check-registry:
 ## image: build the image for ARCH with Docker (Dockerfile.busybox)
 image: check-docker
 	docker buildx build $(DOCKER_ARGS) --load -t etcd-$(ARCH):$(IMAGE_TAG) .
+
+## image-local: the amd64 image with podman and no registry (scripts/image.sh prints its id and size)
+image-local:
+	./scripts/image.sh
 
 ## push: build and push $(REGISTRY)/etcd-$(ARCH):$(IMAGE_TAG) (and etcd:$(IMAGE_TAG) for amd64)
 push: check-registry check-docker

@@ -1,5 +1,5 @@
 #!/bin/sh
-# Installs what image/layout.txt lists into ROOT. POSIX sh: runs under Debian's dash in the
+# Installs what image/layout.txt lists into ROOT. POSIX sh: runs under busybox ash in the
 # Dockerfile's assemble stage and under bash in scripts/rootfs.sh.
 # Usage: install-layout.sh ROOT BIN_DIR REPO_DIR ETCD_DIR "VERSION..."
 # With ALLOW_MISSING=1, a missing `bin` or `script` source is reported and skipped (for a

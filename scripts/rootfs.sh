@@ -2,12 +2,13 @@
 # Builds into OUT_DIR the filesystem of Dockerfile.busybox's final stage, so it can be tested
 # with chroot where no Docker engine runs:
 #   - Debian's busybox-static at /bin/busybox, its applets as `--install -s` symlinks
-#     (the base image's part; plus /etc/passwd, /etc/group, /tmp as busybox's image has them);
+#     (the base image's part; plus /etc/passwd, /etc/group, /tmp as busybox's image has them),
+#     by scripts/busybox-rootfs.sh, whose tree scripts/image.sh imports as the image's base;
 #   - what image/layout.txt lists (the same install step the Dockerfile runs): our static
 #     binaries, migrate-if-needed.sh, etcd-<v>/etcdctl-<v>/etcdutl-<v> and etcd/etcdctl;
 #   - the shared libraries that dynamically linked etcd binaries need (Debian's 3.4.23 links
-#     glibc; the official etcd releases are static), found with ldd, as a busybox:glibc base
-#     would carry them. Our own binaries must need none: that is an error here.
+#     glibc; the official etcd releases are static), found with ldd by scripts/shared-libs.sh
+#     (which scripts/image.sh runs too). Our own binaries must need none: that is an error here.
 #   - what a container runtime provides: /dev/null, /dev/zero, /dev/random, /dev/urandom (when
 #     we may mknod) and /etc/hosts with localhost.
 # Usage: scripts/rootfs.sh OUT_DIR
@@ -35,36 +36,13 @@ mkdir -p "$out"
 out=$(cd "$out" && pwd)
 touch "$out/$marker"
 
-busybox=/bin/busybox
-if [ ! -x "$busybox" ] || ! file -b "$busybox" | grep 'statically linked' >/dev/null; then
-    log "Debian's busybox-static is needed at $busybox: apt-get install busybox-static (scripts/setup.sh does)"
-    exit 1
-fi
 bins=${STATIC_BIN_DIR:-$("$repo/scripts/build-static.sh" amd64)}
 etcd_dir=${ETCD_BIN_DIR:-$("$repo/scripts/fetch-etcd.sh")}
 versions=${BUNDLED_ETCD_VERSIONS:-$(cd "$etcd_dir" && ls etcd-[0-9]* | sed 's/^etcd-//' | sort -t. -k1,1n -k2,2n -k3,3n | tr '\n' ' ')}
 
-# The base: busybox and its applet links, at the paths busybox itself chooses.
-mkdir -p "$out"/{bin,sbin,usr/bin,usr/sbin,etc,tmp,root,dev,proc,sys,var}
-chmod 1777 "$out/tmp"
-chmod 0700 "$out/root"
-install -m 0755 "$busybox" "$out/bin/busybox"
-if [ "$(id -u)" -eq 0 ] && chroot "$out" /bin/busybox true 2>/dev/null; then
-    chroot "$out" /bin/busybox --install -s
-else
-    # The same links --install -s makes, without needing chroot.
-    "$busybox" --list-full | while read -r applet; do
-        [ -e "$out/$applet" ] || ln -s /bin/busybox "$out/$applet"
-    done
-fi
-cat >"$out/etc/passwd" <<'PASSWD'
-root:x:0:0:root:/root:/bin/sh
-nobody:x:65534:65534:nobody:/home:/bin/false
-PASSWD
-cat >"$out/etc/group" <<'GROUP'
-root:x:0:
-nobody:x:65534:
-GROUP
+# The base: busybox and its applet links (the same tree scripts/image.sh imports as the
+# image's base).
+"$repo/scripts/busybox-rootfs.sh" "$out"
 printf '127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n' >"$out/etc/hosts"
 if [ "$(id -u)" -eq 0 ]; then
     for node in "null c 1 3" "zero c 1 5" "random c 1 8" "urandom c 1 9"; do
@@ -80,24 +58,15 @@ ALLOW_MISSING=$allow_missing "$repo/image/install-layout.sh" "$out" "$bins" "$re
 
 # Shared libraries for dynamically linked etcd binaries; ours must be static.
 ours=$(awk '$1 == "bin" { print $3 }' "$repo/image/layout.txt")
-for f in "$out"/usr/local/bin/*; do
+for rel in $ours; do
+    f=$out$rel
     [ -f "$f" ] || continue
     desc=$(file -b "$f")
     case "$desc" in
-        *"statically linked"* | *"static-pie linked"* | *"shell script"* | *"text executable"*) continue ;;
+        *"statically linked"* | *"static-pie linked"*) ;;
+        *) log "$rel is ours and must be static, but it is: $desc"; exit 1 ;;
     esac
-    rel=/usr/local/bin/${f##*/}
-    if grep -qx "$rel" <<<"$ours"; then
-        log "$rel is ours and must be static, but it is: $desc"
-        exit 1
-    fi
-    # ldd lines: "libc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x...)" or "/lib64/ld-linux-x86-64.so.2 (0x...)"
-    ldd "$f" | awk '{ for (i = 1; i <= NF; i++) if ($i ~ /^\//) print $i }' | while read -r lib; do
-        [ -e "$out$lib" ] && continue
-        mkdir -p "$out$(dirname "$lib")"
-        cp -L "$lib" "$out$lib"
-        log "added $lib (needed by $rel)"
-    done
 done
+"$repo/scripts/shared-libs.sh" "$out" "$out"/usr/local/bin/*
 
 log "built $out (etcd $versions)"

@@ -15,6 +15,11 @@ packages=(
     busybox-static  # the image's shell for scripts/rootfs.sh
     qemu-user-static # runs the cross builds in tests
     curl            # scripts/demo.sh
+    podman          # builds and runs the image in tests (scripts/image.sh, tests/image_podman.rs)
+    buildah         # podman build's engine (--build-context)
+    runc            # the OCI runtime image/containers.conf names
+    catatonit       # podman kube play makes its pause image from it (no registry)
+    conmon          # podman's container monitor
 )
 # Cross compilers: scripts/setup-cross.sh below.
 

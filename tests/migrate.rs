@@ -893,8 +893,14 @@ fn crash_at_any_point_of_a_downgrade_then_rerun_ends_at_target_with_all_keys() {
     // One full run to time the phases for the timed kills.
     let timing = Site::new("crash-timing");
     copy_data(&template, &timing);
+    // The copies run on other peer ports than the template's member: new member IDs are
+    // expected there.
+    const NEW_IDS: (&str, &str) = ("ALLOW_MEMBER_ID_CHANGE", "true");
     let t0 = Instant::now();
-    assert!(timing.migrate("3.4.23/etcd3").status.success());
+    assert!(timing
+        .migrate_with("3.4.23/etcd3", &[NEW_IDS], &[])
+        .status
+        .success());
     let full = t0.elapsed();
     let points = [
         "etcd-started",
@@ -931,14 +937,14 @@ fn crash_at_any_point_of_a_downgrade_then_rerun_ends_at_target_with_all_keys() {
                         None => {
                             site.migrate_with(
                                 "3.4.23/etcd3",
-                                &[("ETCDTOOLS_MIGRATE_CRASH_AT", &label)],
+                                &[("ETCDTOOLS_MIGRATE_CRASH_AT", &label), NEW_IDS],
                                 &[],
                             )
                             .status
                         }
                         Some(d) => {
                             let mut child = site
-                                .command("3.4.23/etcd3", &[], &[])
+                                .command("3.4.23/etcd3", &[NEW_IDS], &[])
                                 .stdout(Stdio::null())
                                 .stderr(Stdio::null())
                                 .spawn()
@@ -957,7 +963,7 @@ fn crash_at_any_point_of_a_downgrade_then_rerun_ends_at_target_with_all_keys() {
                         port_is_free(site.client_port) && port_is_free(site.peer_port),
                         "{label}: etcd outlived migrate"
                     );
-                    let out = site.migrate("3.4.23/etcd3");
+                    let out = site.migrate_with("3.4.23/etcd3", &[NEW_IDS], &[]);
                     assert!(
                         out.status.success(),
                         "{label}: rerun failed: {}",
@@ -1033,56 +1039,59 @@ fn a_second_concurrent_run_is_refused() {
     assert_eq!(all_keys(&etcd.client_url), kv);
 }
 
-/// Upgrades across three minors need a third minor (3.3) that no registry here has, so for
-/// the step SEQUENCING only, `etcd-3.3.0` and `etcd-3.4.0` are stand-in shell scripts that log
-/// their call and exec the real etcd 3.4.23 (the data is real 3.4.23 data labelled 3.2.0).
-/// The hops themselves are real-etcd-tested above.
+/// Upgrades across three minors need more minors than exist here, so for the step SEQUENCING
+/// only, the data is real 3.4.23 data and the minors above are stand-ins: `etcd-3.5.1` logs
+/// its call and execs the real 3.5.1, `etcd-3.6.0` logs and execs the real 3.5.1 too (so the
+/// data stays 3.5 data, which version.txt then calls 3.6.0: version.txt is never older than the
+/// files, which migrate checks), `etcd-3.7.0` is the target and never runs. The hops themselves
+/// are real-etcd-tested above.
 #[test]
 fn multi_minor_upgrade_starts_each_intermediate_minor_in_order_and_resumes() {
     let site = Site::new("multistep");
     site.seed(V3_4, 5, &[]);
     let log = site.root().join("calls.log");
-    for v in ["3.2.0", "3.3.0", "3.4.0"] {
-        for (tool, real) in [("etcd", etcd_bin(V3_4)), ("etcdctl", etcdctl_bin(V3_4))] {
+    let never = "#!/bin/sh\necho never >&2\nexit 1\n".to_string();
+    for v in ["3.5.1", "3.6.0", "3.7.0"] {
+        for tool in ["etcd", "etcdctl", "etcdutl"] {
             let p = site.bin.join(format!("{tool}-{v}"));
-            fs::write(
-                &p,
-                format!(
+            let _ = fs::remove_file(&p);
+            let script = match (tool, v) {
+                ("etcd", "3.5.1" | "3.6.0") => format!(
                     "#!/bin/sh\necho \"{tool}-{v}\" >> '{}'\nexec '{}' \"$@\"\n",
                     log.display(),
-                    real.display()
+                    etcd_bin(V3_5_1).display()
                 ),
-            )
-            .unwrap();
+                _ => never.clone(),
+            };
+            fs::write(&p, script).unwrap();
             fs::set_permissions(&p, fs::Permissions::from_mode(0o755)).unwrap();
         }
     }
-    let bundle = ["--bundled-versions", "3.2.0,3.3.0,3.4.0,3.5.1"];
-    fs::write(site.data.join("version.txt"), "3.2.0/etcd3").unwrap();
-    let dry = site.migrate_with("3.5.1/etcd3", &[], &[&bundle[..], &["--dry-run"]].concat());
+    let bundle = ["--bundled-versions", "3.4.23,3.5.1,3.6.0,3.7.0"];
+    let dry = site.migrate_with("3.7.0/etcd3", &[], &[&bundle[..], &["--dry-run"]].concat());
     let plan = String::from_utf8_lossy(&dry.stdout).into_owned();
     assert!(
-        plan.contains("step 1: upgrade: start etcd 3.3.0")
-            && plan.contains("step 2: upgrade: start etcd 3.4.0")
-            && plan.contains("step 3: write 3.5.1/etcd3"),
+        plan.contains("step 1: upgrade: start etcd 3.5.1")
+            && plan.contains("step 2: upgrade: start etcd 3.6.0")
+            && plan.contains("step 3: write 3.7.0/etcd3"),
         "{plan}"
     );
     assert!(!log.exists(), "--dry-run ran something");
-    // Crash right after the first step recorded 3.3.0: the rerun starts only 3.4.0.
+    // Crash right after the first step recorded 3.5.1: the rerun starts only 3.6.0.
     let out = site.migrate_with(
-        "3.5.1/etcd3",
+        "3.7.0/etcd3",
         &[("ETCDTOOLS_MIGRATE_CRASH_AT", "after-version-write")],
         &bundle,
     );
     assert_eq!(out.status.signal(), Some(9));
-    assert_eq!(site.version_txt(), "3.3.0/etcd3");
-    assert_eq!(fs::read_to_string(&log).unwrap(), "etcd-3.3.0\n");
-    let out = site.migrate_with("3.5.1/etcd3", &[], &bundle);
-    assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(site.version_txt(), "3.5.1/etcd3");
+    assert_eq!(fs::read_to_string(&log).unwrap(), "etcd-3.5.1\n");
+    let out = site.migrate_with("3.7.0/etcd3", &[], &bundle);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(site.version_txt(), "3.7.0/etcd3");
     assert_eq!(
         fs::read_to_string(&log).unwrap(),
-        "etcd-3.3.0\netcd-3.4.0\n"
+        "etcd-3.5.1\netcd-3.6.0\n"
     );
 }
 
@@ -1171,9 +1180,12 @@ fn a_lone_member_of_a_cluster_times_out_with_a_clear_message_and_nothing_changed
     let data = m0.data_dir.display().to_string();
     let before = tree(&m0.data_dir);
     let started = Instant::now();
+    // The cluster's token, or the restore would give it other IDs (refused before any step).
+    let creds = format!("{} --initial-cluster-token=test-cluster", FAST.join(" "));
     let out = site.migrate_with(
         "3.4.23/etcd3",
         &[
+            ("ETCD_CREDS", &creds),
             ("ETCD_NAME", "m0"),
             ("DATA_DIRECTORY", &data),
             ("INITIAL_CLUSTER", &initial_cluster),

@@ -337,7 +337,10 @@ fn single_member(version: &str, snapshot_count: Option<u32>) {
     };
     // etcd holds the db lock: refused, nothing changed
     let (ok, _, err) = rollback2(&dir, &[]);
-    assert!(!ok && err.contains("still running"), "{err}");
+    assert!(
+        !ok && err.contains("etcd is running on this data dir: stop it first"),
+        "{err}"
+    );
     let (client, peer) = (etcd.client_url.clone(), etcd.peer_url.clone());
     etcd.stop();
     let before = file_tree(&dir);

@@ -35,17 +35,22 @@ Flags (env fallback in brackets):
   --initial-cluster LIST          [INITIAL_CLUSTER] (default <name>=http://localhost:<peer-port>)
   --target-version VERSION        [TARGET_VERSION] e.g. 3.5.1
   --target-storage etcd2|etcd3    [TARGET_STORAGE]
-  --etcd-server-extra-args ARGS   [ETCD_CREDS] extra etcd flags (shell-style quoting)
+  --etcd-server-extra-args ARGS   [ETCD_CREDS] extra etcd flags, e.g. the peer TLS flags
+                                  (shell-style words and quotes; see docs/migrate.md)
   --lock-timeout DURATION         how long to wait for another migrate on the same dir (default 1m)
   --ready-timeout DURATION        how long a started etcd may take to serve (default 2m)
   --log-level LEVEL               error, warn, info (default), debug, trace
   --dry-run                       print the plan (steps, binaries, files), change nothing
+  --allow-member-id-change        [ALLOW_MEMBER_ID_CHANGE=true] let a downgrade give the member a
+                                  new member ID and cluster ID when --name or its peer URL differ
+                                  from the stored ones (refused by default)
   --version                       print the version and exit
   -h, --help                      this help
 
 Env DO_NOT_MOVE_BINARIES=true skips copying etcd-<target>/etcdctl-<target> to etcd/etcdctl.
 Exit status: 0 on success; on failure 'Migration failed: <reason>' on stderr and 1 (refused or
-failed), 2 (bad flags), 3 (the data is damaged) or 4 (I/O: permission, no space, read-only).
+failed), 2 (a bad flag or env value), 3 (the data is damaged) or 4 (I/O: permission, no space,
+read-only file system).
 ";
 
 fn parse_args() -> Result<Option<(Flags, log::LevelFilter)>, String> {
@@ -131,6 +136,7 @@ fn parse_args() -> Result<Option<(Flags, log::LevelFilter)>, String> {
                 level = etcdtools::logging::parse_level(&v)?;
             }
             Long("dry-run") => flags.dry_run = true,
+            Long("allow-member-id-change") => flags.allow_member_id_change = true,
             Long("version") => {
                 println!("migrate {}", env!("CARGO_PKG_VERSION"));
                 return Ok(None);
@@ -156,11 +162,12 @@ fn main() -> ExitCode {
     };
     etcdtools::logging::init(level);
     let env = |k: &str| std::env::var(k).ok();
+    // A flag or env value that does not resolve is a usage error, like an unknown flag.
     let cfg = match resolve(flags, &env) {
         Ok(cfg) => cfg,
         Err(e) => {
             eprintln!("Migration failed: {e}");
-            return ExitCode::FAILURE;
+            return ExitCode::from(2);
         }
     };
     match run(&cfg) {

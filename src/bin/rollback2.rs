@@ -93,6 +93,10 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if let Err(e) = etcdtools::migrate::preflight::check_not_member_dir(&args.data_dir) {
+        eprintln!("rollback2: error: {e}");
+        return ExitCode::FAILURE;
+    }
     if !args.opts.dry_run {
         println!(
             "Rolling {} back to etcd {}",

@@ -21,8 +21,6 @@ use super::client::HttpClient;
 
 /// How often readiness is polled. etcd is usually ready within a few hundred ms.
 pub const POLL_INTERVAL: Duration = Duration::from_millis(50);
-/// How many of a child's last output lines we keep for error messages.
-const KEPT_LINES: usize = 40;
 
 /// Environment variables a child may inherit; everything else is dropped.
 /// `ETCD_UNSUPPORTED_ARCH` is no flag (so no conflict) and etcd on arm refuses to start without it.
@@ -77,8 +75,8 @@ impl fmt::Display for ProcessError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         fn tail(f: &mut fmt::Formatter<'_>, output: &[String]) -> fmt::Result {
             if !output.is_empty() {
-                write!(f, "; its last output:")?;
-                for line in output.iter().rev().take(20).rev() {
+                write!(f, "; its output:")?;
+                for line in output {
                     write!(f, "\n    {line}")?;
                 }
             }
@@ -202,41 +200,103 @@ impl EtcdSpec {
     }
 }
 
-/// The first and last lines a child printed, shared with the threads that read its pipes.
-/// Both ends matter: etcd prints a flag error first and then pages of usage.
+/// The lines of a child's output kept for error messages, shared with the threads that read
+/// its pipes (see [`Excerpt`]).
 #[derive(Clone, Default)]
-struct OutputTail(Arc<Mutex<(Vec<String>, VecDeque<String>)>>);
-
-const KEPT_HEAD_LINES: usize = 5;
+struct OutputTail(Arc<Mutex<Excerpt>>);
 
 impl OutputTail {
     fn push(&self, line: String) {
         if let Ok(mut kept) = self.0.lock() {
-            let (head, tail) = &mut *kept;
-            if head.len() < KEPT_HEAD_LINES {
-                head.push(line);
-                return;
-            }
-            if tail.len() == KEPT_LINES {
-                tail.pop_front();
-            }
-            tail.push_back(line);
+            kept.push(line);
         }
     }
 
-    /// The first lines, then (after a `...` marker if lines were dropped) the last ones.
     fn lines(&self) -> Vec<String> {
-        let Ok(kept) = self.0.lock() else {
-            return Vec::new();
-        };
-        let (head, tail) = &*kept;
-        let mut lines = head.clone();
-        if tail.len() > 10 {
-            lines.push("...".into());
-        }
-        lines.extend(tail.iter().skip(tail.len().saturating_sub(10)).cloned());
-        lines
+        self.0.lock().map(|k| k.lines()).unwrap_or_default()
     }
+}
+
+/// How many first lines are quoted: etcd prints a flag error first and then pages of usage.
+const HEAD_LINES: usize = 5;
+/// How many last lines are quoted.
+const TAIL_LINES: usize = 10;
+/// How many cause lines (see [`is_cause_line`]) are kept, wherever they are.
+const CAUSE_LINES: usize = 10;
+
+/// Does this line of etcd's (or a Go program's) output carry the cause of a failure? A Go
+/// panic or fatal error, capnslog's critical level (`C |`, what `plog.Fatal` prints), zap's
+/// `"level":"fatal"`/`"panic"` (JSON) or `FATAL`/`PANIC` (console).
+pub fn is_cause_line(line: &str) -> bool {
+    let l = line.trim_start();
+    l.starts_with("panic:")
+        || l.starts_with("fatal error:")
+        || l.starts_with("C | ")
+        || l.contains(" C | ")
+        || l.contains("\"level\":\"fatal\"")
+        || l.contains("\"level\":\"panic\"")
+        || l.contains("\"level\":\"dpanic\"")
+        || l.contains("\tFATAL\t")
+        || l.contains("\tPANIC\t")
+}
+
+/// A bounded excerpt of a long output, fed line by line: the first lines, every line that
+/// carries the cause (up to a bound), and the last lines, in output order with `...` where
+/// lines were left out.
+#[derive(Debug, Default)]
+pub struct Excerpt {
+    seen: usize,
+    head: Vec<(usize, String)>,
+    causes: Vec<(usize, String)>,
+    tail: VecDeque<(usize, String)>,
+}
+
+impl Excerpt {
+    pub fn push(&mut self, line: String) {
+        let n = self.seen;
+        self.seen += 1;
+        if self.head.len() < HEAD_LINES {
+            self.head.push((n, line));
+            return;
+        }
+        if self.causes.len() < CAUSE_LINES && is_cause_line(&line) {
+            self.causes.push((n, line.clone()));
+        }
+        if self.tail.len() == TAIL_LINES {
+            self.tail.pop_front();
+        }
+        self.tail.push_back((n, line));
+    }
+
+    pub fn lines(&self) -> Vec<String> {
+        let mut kept: Vec<&(usize, String)> = self
+            .head
+            .iter()
+            .chain(&self.causes)
+            .chain(&self.tail)
+            .collect();
+        kept.sort_by_key(|(n, _)| *n);
+        kept.dedup_by_key(|(n, _)| *n);
+        let mut out = Vec::new();
+        let mut next = 0;
+        for (n, line) in kept {
+            if *n > next {
+                out.push("...".to_string());
+            }
+            out.push(line.clone());
+            next = n + 1;
+        }
+        out
+    }
+}
+
+/// The excerpt of a whole output (see [`Excerpt`]).
+pub fn excerpt(lines: impl IntoIterator<Item = String>) -> Vec<String> {
+    let mut e = Excerpt::default();
+    for line in lines {
+        e.push(line);
+    }
+    e.lines()
 }
 
 /// A command with a cleared environment (plus the allow-list and `extra_env`) that dies with
@@ -385,7 +445,7 @@ impl EtcdProcess {
         self.child.as_ref().map(Child::id)
     }
 
-    /// The last lines etcd printed.
+    /// An excerpt of what etcd printed: first lines, cause lines, last lines.
     pub fn recent_output(&self) -> Vec<String> {
         self.tail.lines()
     }
@@ -399,6 +459,7 @@ impl EtcdProcess {
     ) -> Result<Duration, ProcessError> {
         let started = Instant::now();
         let base = self.client_url().trim_end_matches('/').to_string();
+        let mut next_note = PROGRESS_INTERVAL;
         loop {
             if let Some(child) = self.child.as_mut() {
                 if let Ok(Some(status)) = child.try_wait() {
@@ -422,6 +483,19 @@ impl EtcdProcess {
                     last_error,
                     output: self.tail.lines(),
                 });
+            }
+            if started.elapsed() >= next_note {
+                log::info!(
+                    "{}",
+                    progress_note(
+                        &self.spec.name,
+                        &base,
+                        started.elapsed(),
+                        timeout,
+                        &last_error
+                    )
+                );
+                next_note += PROGRESS_INTERVAL;
             }
             thread::sleep(POLL_INTERVAL);
         }
@@ -489,6 +563,25 @@ impl Drop for EtcdProcess {
             let _ = self.stop_inner(Duration::from_secs(10));
         }
     }
+}
+
+/// How often [`EtcdProcess::wait_ready`] says it is still waiting.
+pub const PROGRESS_INTERVAL: Duration = Duration::from_secs(10);
+
+/// The line logged while waiting: what for, how long so far, the timeout, the last answer.
+pub fn progress_note(
+    name: &str,
+    url: &str,
+    waited: Duration,
+    timeout: Duration,
+    last_error: &str,
+) -> String {
+    format!(
+        "still waiting for etcd {name} to serve at {url}: {}s of {}s (--ready-timeout) so far; \
+         last probe: {last_error}",
+        waited.as_secs(),
+        timeout.as_secs()
+    )
 }
 
 /// One readiness probe: `/health` says true, then a linearizable range over the gateway works.
@@ -562,9 +655,20 @@ pub fn run_tool(
         what: command.clone(),
         reason: e.to_string(),
     };
+    let started = Instant::now();
+    let mut next_note = PROGRESS_INTERVAL;
     let status = loop {
         if let Some(status) = child.try_wait().map_err(io)? {
             break Some(status);
+        }
+        if started.elapsed() >= next_note {
+            log::info!(
+                "still running {}: {}s of {}s so far",
+                binary.display(),
+                started.elapsed().as_secs(),
+                timeout.as_secs()
+            );
+            next_note += PROGRESS_INTERVAL;
         }
         if Instant::now() >= deadline {
             let _ = child.kill();
@@ -582,11 +686,7 @@ pub fn run_tool(
     for line in stdout.lines().chain(stderr.lines()) {
         log::debug!("[{name}] {line}");
     }
-    let output: Vec<String> = stderr
-        .lines()
-        .chain(stdout.lines())
-        .map(String::from)
-        .collect();
+    let output = excerpt(stderr.lines().chain(stdout.lines()).map(String::from));
     match status {
         None => Err(ProcessError::ToolTimedOut {
             command,
@@ -617,4 +717,70 @@ pub fn free_ports(n: usize) -> Result<Vec<u16>, ProcessError> {
         .iter()
         .map(|l| l.local_addr().map(|a| a.port()).map_err(io))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn numbered(n: usize) -> Vec<String> {
+        (1..=n).map(|i| format!("line {i}")).collect()
+    }
+
+    #[test]
+    fn cause_lines_of_every_logger() {
+        for cause in [
+            "panic: runtime error: invalid memory address",
+            "fatal error: out of memory",
+            "2024-01-01 10:00:00.000000 C | etcdmain: listen tcp 127.0.0.1:2380: bind: address already in use",
+            r#"{"level":"fatal","ts":"2024","caller":"etcdmain/etcd.go:204","msg":"discovery failed"}"#,
+            r#"{"level":"panic","ts":"2024","msg":"failed to open database"}"#,
+            "2024-01-01T10:00:00Z\tFATAL\tetcdmain/etcd.go:204\tdiscovery failed",
+        ] {
+            assert!(is_cause_line(cause), "{cause}");
+        }
+        for other in [
+            r#"{"level":"info","msg":"panic is not in the level"}"#,
+            "2024-01-01 10:00:00.000000 I | etcdmain: etcd Version: 3.4.23",
+            "goroutine 1 [running]:",
+        ] {
+            assert!(!is_cause_line(other), "{other}");
+        }
+    }
+
+    #[test]
+    fn a_cause_in_the_middle_is_kept_between_head_and_tail() {
+        let mut lines = numbered(40);
+        lines[6] = r#"{"level":"panic","msg":"failed to open database"}"#.into();
+        let e = excerpt(lines.clone());
+        let mut want: Vec<String> = lines[..5].to_vec();
+        want.push("...".into());
+        want.push(lines[6].clone());
+        want.push("...".into());
+        want.extend(lines[30..].iter().cloned());
+        assert_eq!(e, want);
+    }
+
+    #[test]
+    fn short_output_is_whole_and_causes_are_bounded() {
+        assert_eq!(excerpt(numbered(15)), numbered(15));
+        let lines: Vec<String> = (0..100).map(|i| format!("panic: {i}")).collect();
+        let e = excerpt(lines);
+        assert_eq!(e.len(), HEAD_LINES + CAUSE_LINES + 1 + TAIL_LINES);
+        assert_eq!(e.last().unwrap(), "panic: 99");
+    }
+
+    #[test]
+    fn progress_note_names_what_how_long_and_the_timeout() {
+        let n = progress_note(
+            "m",
+            "http://127.0.0.1:1",
+            Duration::from_secs(20),
+            Duration::from_secs(120),
+            "connection refused",
+        );
+        assert!(n.contains("etcd m to serve at http://127.0.0.1:1"), "{n}");
+        assert!(n.contains("20s of 120s"), "{n}");
+        assert!(n.contains("connection refused"), "{n}");
+    }
 }

@@ -34,6 +34,8 @@ pub struct Flags {
     pub lock_timeout: Option<Duration>,
     pub ready_timeout: Option<Duration>,
     pub dry_run: bool,
+    /// `--allow-member-id-change`: a downgrade may give the member new IDs.
+    pub allow_member_id_change: bool,
 }
 
 /// Everything migrate needs, resolved.
@@ -59,6 +61,8 @@ pub struct Config {
     pub lock_timeout: Duration,
     pub ready_timeout: Duration,
     pub dry_run: bool,
+    /// `--allow-member-id-change` or `ALLOW_MEMBER_ID_CHANGE=true`.
+    pub allow_member_id_change: bool,
 }
 
 /// A configuration error: which flag (or env var) and why.
@@ -319,6 +323,8 @@ pub fn resolve(flags: Flags, env: &dyn Fn(&str) -> Option<String>) -> Result<Con
         lock_timeout: flags.lock_timeout.unwrap_or(DEFAULT_LOCK_TIMEOUT),
         ready_timeout: flags.ready_timeout.unwrap_or(DEFAULT_READY_TIMEOUT),
         dry_run: flags.dry_run,
+        allow_member_id_change: flags.allow_member_id_change
+            || env(super::preflight::ALLOW_MEMBER_ID_CHANGE_ENV).as_deref() == Some("true"),
     })
 }
 

@@ -2,8 +2,10 @@
 //!
 //! - [`config`]: flags + env fallbacks + defaults, in the original's order (pure).
 //! - [`plan`]: (current, target, bundled) -> steps (pure).
+//! - [`preflight`]: checks of the data dir and flags that refuse before any step.
 //! - [`run`]: lock, recovery, pre-flight and the steps themselves (files and processes).
 
 pub mod config;
 pub mod plan;
+pub mod preflight;
 pub mod run;

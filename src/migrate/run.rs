@@ -96,11 +96,15 @@ impl HasKind for MigrateError {
     }
 }
 
-/// The first ten findings, `; `-separated.
+/// The first ten findings, `; `-separated, and what to do when the only damage is a torn
+/// last record.
 fn show_findings(findings: &[Finding]) -> String {
     let shown: Vec<String> = findings.iter().take(10).map(ToString::to_string).collect();
     let more = if findings.len() > 10 { "; ..." } else { "" };
-    format!("{}{more}", shown.join("; "))
+    let remedy = super::preflight::torn_wal_remedy(&shown)
+        .map(|r| format!(". {r}"))
+        .unwrap_or_default();
+    format!("{}{more}{remedy}", shown.join("; "))
 }
 
 // ---------------------------------------------------------------------------------------
@@ -317,6 +321,7 @@ impl fmt::Display for Outcome {
 
 /// Runs migrate with a resolved config.
 pub fn run(cfg: &Config) -> Result<Outcome, MigrateError> {
+    super::preflight::check_not_member_dir(&cfg.data_dir).map_err(MigrateError::Preflight)?;
     let data = DataDir::new(&cfg.data_dir)?;
     log::info!("Starting migration to {}", cfg.target);
     check_bundle(cfg)?;
@@ -343,7 +348,7 @@ pub fn run(cfg: &Config) -> Result<Outcome, MigrateError> {
         write_version_file(data.path(), &cfg.target)?;
         return Ok(Outcome::Initialized);
     }
-    let current = current_version(&data, &cfg.bundled)?;
+    let current = current_version(&data, cfg)?;
     let steps = plan(&current, &cfg.target, &cfg.bundled)?;
     if steps.is_empty() {
         log::info!("data is already at the target {}", cfg.target);
@@ -385,11 +390,17 @@ pub fn run(cfg: &Config) -> Result<Outcome, MigrateError> {
     })
 }
 
-/// The current pair: `version.txt`, or for a missing/empty one the detected version.
-fn current_version(data: &DataDir, bundled: &[EtcdVersion]) -> Result<VersionPair, MigrateError> {
+/// The current pair: `version.txt` checked against the files (see
+/// [`super::preflight::judge_claim`]), or for a missing/empty one the detected version.
+fn current_version(data: &DataDir, cfg: &Config) -> Result<VersionPair, MigrateError> {
+    let bundled = &cfg.bundled;
     let file = data.path().join(crate::version::VERSION_FILE);
     let why = match read_version_file(data.path())? {
-        VersionFile::Parsed(p) => return Ok(p),
+        VersionFile::Parsed(p) => {
+            let journal = v2v3_journal(data).exists();
+            return super::preflight::check_claim(data.path(), p, cfg, journal)
+                .map_err(MigrateError::Preflight);
+        }
         VersionFile::Missing => "has no version.txt",
         VersionFile::Empty => {
             "has an empty version.txt (a disk that filled up while it was written?)"
@@ -477,6 +488,7 @@ fn preflight(cfg: &Config, data: &DataDir, steps: &[Step]) -> Result<(), Migrate
             Step::Downgrade { .. } | Step::MigrateV2ToV3 { .. } | Step::RollbackV3ToV2 { .. }
         )
     });
+    super::preflight::check_steps(cfg, data.path(), steps).map_err(MigrateError::Preflight)?;
     if !destructive {
         return Ok(());
     }
@@ -553,7 +565,7 @@ fn dry_run(cfg: &Config, data: &DataDir) -> Result<Outcome, MigrateError> {
         ));
         return print_dry(out);
     }
-    let current = current_version(data, &cfg.bundled)?;
+    let current = current_version(data, cfg)?;
     let steps = plan(&current, &cfg.target, &cfg.bundled)?;
     out.push(format!("current {current}, target {}", cfg.target));
     if steps.is_empty() {
@@ -972,7 +984,7 @@ impl Runner<'_> {
 }
 
 /// `--initial-cluster-token` among the extra args, so a restore keeps the cluster's IDs.
-fn cluster_token(extra: &[String]) -> Option<String> {
+pub(crate) fn cluster_token(extra: &[String]) -> Option<String> {
     let mut it = extra.iter();
     while let Some(a) = it.next() {
         let a = a.trim_start_matches('-');

@@ -22,8 +22,9 @@ pub enum Change {
     None,
     /// Can change `/0`: replayed into the old store.
     Cluster(Entry),
-    /// A v2 write outside `/0`: old v2 user data, not carried over (counted).
-    UserV2Write,
+    /// A v2 write outside `/0`: old v2 user data, not carried over (replayed only to count
+    /// the keys dropped).
+    UserV2Write(Entry),
     /// An entry etcd itself could not apply.
     Bad(String),
 }
@@ -48,7 +49,7 @@ pub fn summarize(e: Entry) -> WalEntry {
             Ok(EntryPayload::Noop) => Change::None,
             Ok(EntryPayload::V2(r)) => match r.method.as_str() {
                 "PUT" | "DELETE" | "POST" if under_zero(&r.path) => Change::Cluster(e),
-                "PUT" | "DELETE" | "POST" => Change::UserV2Write,
+                "PUT" | "DELETE" | "POST" => Change::UserV2Write(e),
                 "QGET" | "SYNC" | "GET" | "HEAD" => Change::None,
                 other => Change::Bad(format!("unknown v2 command {other:?}")),
             },
@@ -151,10 +152,8 @@ mod tests {
     fn keeps_only_what_can_change_slash0() {
         let put0 = normal(3, v2("PUT", "/0/version", "3.4.0"));
         assert_eq!(summarize(put0.clone()).change, Change::Cluster(put0));
-        assert_eq!(
-            summarize(normal(4, v2("PUT", "/1/x", "v"))).change,
-            Change::UserV2Write
-        );
+        let put1 = normal(4, v2("PUT", "/1/x", "v"));
+        assert_eq!(summarize(put1.clone()).change, Change::UserV2Write(put1));
         assert_eq!(
             summarize(normal(5, v2("QGET", "/0/version", ""))).change,
             Change::None

@@ -71,8 +71,8 @@ pub struct RollbackReport {
     pub leased: usize,
     /// The first 10 leased keys (printable).
     pub leased_examples: Vec<String>,
-    /// Old v2 user keys (under `/1` of the v2 snapshot) and v2 writes after it: not carried
-    /// over, as in the original (an etcd 3 cluster normally has none).
+    /// Old v2 user keys (under `/1` of the v2 store, snapshot plus WAL) and the v2 writes in
+    /// the WAL: not carried over, as in the original (an etcd 3 cluster normally has none).
     pub old_v2_keys: usize,
     pub old_v2_writes: usize,
     /// Live v3 keys without a leading `/` (printable), not written.
@@ -133,7 +133,7 @@ impl fmt::Display for RollbackReport {
         if self.old_v2_keys + self.old_v2_writes > 0 {
             writeln!(
                 f,
-                "old v2 data not carried over: {} key(s) in the v2 snapshot, {} v2 write(s) after it",
+                "old v2 data not carried over: {} key(s) in the v2 store ({} v2 write(s) in the WAL)",
                 self.old_v2_keys, self.old_v2_writes
             )?;
         }
@@ -363,6 +363,18 @@ pub fn rollback_for_migrate(
     data_dir: &Path,
     target: &crate::version::EtcdVersion,
 ) -> Result<(), RollbackError> {
+    let opts = migrate_options(data_dir, target)?;
+    let report = rollback_data_dir(data_dir, &opts)?;
+    for line in report.to_string().lines() {
+        log::info!("rollback2: {line}");
+    }
+    Ok(())
+}
+
+fn migrate_options(
+    data_dir: &Path,
+    target: &crate::version::EtcdVersion,
+) -> Result<RollbackOptions, RollbackError> {
     let target = match (target.major(), target.minor()) {
         (2, 2) => TargetVersion::V2_2_1,
         (2, 3) => TargetVersion::V2_3_7,
@@ -373,14 +385,51 @@ pub fn rollback_for_migrate(
             ))
         }
     };
-    let opts = RollbackOptions {
+    Ok(RollbackOptions {
         target,
         ..RollbackOptions::default()
+    })
+}
+
+/// `--dry-run` of [`rollback_for_migrate`]: every refusal rollback2 would make, before
+/// migrate makes its backup.
+pub fn rollback_dry_run_for_migrate(
+    data_dir: &Path,
+    target: &crate::version::EtcdVersion,
+) -> Result<(), String> {
+    let opts = RollbackOptions {
+        dry_run: true,
+        ..migrate_options(data_dir, target).map_err(|e| e.to_string())?
     };
-    let report = rollback_data_dir(data_dir, &opts)?;
-    for line in report.to_string().lines() {
-        log::info!("rollback2: {line}");
+    rollback_data_dir(data_dir, &opts)
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+}
+
+/// etcd2 data (v2 user keys, no v3 key) is refused: converting v3 keys would leave an empty
+/// store. Where both exist, the v2 keys dropped (as the original did) are counted first.
+fn judge_v2_keys(dir: &Path, v3_keys: usize, v2_keys: usize) -> Result<(), RollbackError> {
+    if v2_keys == 0 {
+        return Ok(());
     }
+    if v3_keys == 0 {
+        return Err(refused(
+            dir,
+            format!(
+                "holds etcd2 data: {v2_keys} key(s) in the v2 store and no v3 key. rollback2 \
+                 converts the v3 keys into a v2 store and drops the old v2 store, so the result \
+                 would be an empty store; refused ({UNTOUCHED}, no backup made). To run etcd \
+                 2.x on these keys, restore the etcd 2.x backup taken before the upgrade to \
+                 etcd 3; to keep them in etcd 3, convert them to v3 first (migrate \
+                 --target-storage etcd3, which runs `etcdctl migrate`) and roll that back"
+            ),
+        ));
+    }
+    log::warn!(
+        "{}: {v2_keys} key(s) of the old v2 store will be dropped: only the {v3_keys} v3 key(s) \
+         are converted (as the original rollback did)",
+        dir.display()
+    );
     Ok(())
 }
 
@@ -418,7 +467,7 @@ fn open_db(db: &Path) -> Result<BoltDb, RollbackError> {
     BoltDb::open(db).map_err(|e| match e {
         BoltError::Locked { .. } => refused(
             db,
-            format!("locked: is etcd still running on this data dir? Stop it first ({UNTOUCHED})"),
+            format!("locked: etcd is running on this data dir: stop it first ({UNTOUCHED})"),
         ),
         other => bolt_err(db, other),
     })
@@ -434,7 +483,7 @@ fn bolt_err(db: &Path, e: BoltError) -> RollbackError {
         BoltError::Io(e) => read_err(e),
         BoltError::Locked { .. } => refused(
             db,
-            format!("locked: is etcd still running on this data dir? Stop it first ({UNTOUCHED})"),
+            format!("locked: etcd is running on this data dir: stop it first ({UNTOUCHED})"),
         ),
     }
 }
@@ -494,6 +543,7 @@ fn plan(paths: &Paths, db: &BoltDb, opts: &RollbackOptions) -> Result<Plan, Roll
 
     let cluster_version = opts.target.cluster_version().to_string();
     let old = old_cluster_state(&wal, chosen.as_ref(), &hs, now, &cluster_version)?;
+    judge_v2_keys(&paths.dir, user.keys + user.skipped.len(), old.v2_keys)?;
     let snap_term = snapshot_term(&wal, &hs, chosen.as_ref().map(|_| &start))?;
     let members = cluster::member_ids(&old.store)
         .map_err(|e| RollbackError::Corrupt(Finding::in_file(&snap_dir, e)))?;
@@ -668,7 +718,6 @@ fn old_cluster_state(
         None => Store::new(),
     };
     let start = chosen.map_or(0, |s| s.snapshot.metadata.index);
-    let v2_keys = chosen.map_or(0, |_| cluster::user_keys(&old));
     let mut replay = Vec::new();
     let mut v2_writes = 0;
     for e in wal
@@ -679,7 +728,10 @@ fn old_cluster_state(
         match &e.change {
             Change::None => {}
             Change::Cluster(entry) => replay.push(entry.clone()),
-            Change::UserV2Write => v2_writes += 1,
+            Change::UserV2Write(entry) => {
+                v2_writes += 1;
+                replay.push(entry.clone());
+            }
             Change::Bad(why) => {
                 return Err(Finding::in_file(
                     first_segment(wal),
@@ -690,6 +742,8 @@ fn old_cluster_state(
         }
     }
     old.replay_entries(&replay, now);
+    // The v2 user keys as etcd would serve them, snapshot plus WAL: only /0 is carried over.
+    let v2_keys = cluster::user_keys(&old);
     old.set("/0/version", cluster_version, None, now)
         .map_err(|_| {
             RollbackError::Corrupt(Finding::in_file(
