@@ -86,6 +86,8 @@ impl HasKind for MigrateError {
             MigrateError::DataDir(e) => e.kind(),
             MigrateError::VersionFile(e) => e.kind(),
             MigrateError::Inspect(e) => e.kind(),
+            // Only a torn last record: etcd repairs that itself; a refusal with its remedy.
+            MigrateError::Damaged { findings, .. } if torn_only(findings) => Kind::Refused,
             MigrateError::Damaged { .. } => Kind::Corrupt,
             MigrateError::Rollback { source, .. } => source.kind(),
             MigrateError::Plan(_)
@@ -94,6 +96,11 @@ impl HasKind for MigrateError {
             | MigrateError::Other(_) => Kind::Refused,
         }
     }
+}
+
+fn torn_only(findings: &[Finding]) -> bool {
+    let shown: Vec<String> = findings.iter().take(10).map(ToString::to_string).collect();
+    super::preflight::torn_wal_remedy(&shown).is_some()
 }
 
 /// The first ten findings, `; `-separated, and what to do when the only damage is a torn
