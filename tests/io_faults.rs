@@ -135,8 +135,6 @@ fn migrate(dir: &Path, as_nobody: bool) -> Output {
     ];
     args.push("--lock-timeout");
     args.push("1s");
-    // DO_NOT_MOVE_BINARIES: never write into the shared bin dir.
-    std::env::set_var("DO_NOT_MOVE_BINARIES", "true");
     run(env!("CARGO_BIN_EXE_migrate"), &args, as_nobody)
 }
 
@@ -355,7 +353,6 @@ fn migrate_upgrade(dir: &Path) -> Output {
     let ports = etcdtools::etcd::process::free_ports(2).unwrap();
     let (port, peer) = (ports[0].to_string(), ports[1].to_string());
     std::fs::write(dir.join("version.txt"), "3.4.23/etcd3").ok();
-    std::env::set_var("DO_NOT_MOVE_BINARIES", "true");
     let args = [
         "--data-dir",
         dir.to_str().unwrap(),
