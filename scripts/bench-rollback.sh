@@ -114,8 +114,8 @@ printf '  %-36s %6.2f s wall %6.2f s cpu %6d MB max RSS\n' "rollback2 (full: wri
 if [ -n "$etcdutl" ]; then
     ut=$(pick "${utl_t[@]}"); um=$(pick "${utl_m[@]}"); uc=$(pick "${utl_c[@]}")
     printf '  %-36s %6.2f s wall %6.2f s cpu %6d MB max RSS\n' "$(basename "$etcdutl") snapshot status" "$ut" "$uc" $((um / 1024))
-    awk -v f="$ft" -v u="$ut" -v m="$fm" -v um="$um" 'BEGIN {
-        printf "  rollback2 / etcdutl snapshot status: %.2fx wall, %.2fx max RSS (goal <= 1.0 both)\n", f / (u > 0 ? u : 0.01), m / (um > 0 ? um : 1) }'
+    awk -v f="$ft" -v d="$dt" -v u="$ut" -v m="$fm" -v um="$um" -v fc="$fc" -v uc="$uc" 'BEGIN {
+        printf "  rollback2 / etcdutl snapshot status: %.2fx wall, %.2fx cpu, %.2fx max RSS (goal <= 1.0 wall and RSS); --dry-run: %.2fx wall\n", f / (u > 0 ? u : 0.01), fc / (uc > 0 ? uc : 0.01), m / (um > 0 ? um : 1), d / (u > 0 ? u : 0.01) }'
 else
     echo "  etcdutl 3.5.x not in $bin_dir: no comparison (run ./scripts/fetch-etcd.sh)"
 fi
