@@ -14,6 +14,7 @@
 //! - [`rollback`]: `rollback2`, v3 data dir -> v2 store, on top of `storage`.
 
 pub mod base64;
+pub mod build_info;
 pub mod datadir;
 pub mod duration;
 pub mod error;

@@ -9,8 +9,9 @@ use etcdtools::etcd::process::free_ports;
 use etcdtools::monitor::CONTENT_TYPE;
 use monitor_support::*;
 
-const OWN: [&str; 4] = [
+const OWN: [&str; 5] = [
     "etcd_version_info",
+    "etcd_version_monitor_build_info",
     "etcd_version_monitor_up",
     "etcd_version_monitor_scrape_duration_seconds",
     "etcd_version_monitor_scrape_errors_total",
@@ -134,6 +135,12 @@ fn check_against_etcd(version: &str, extensive: bool, via_metrics_port: bool) ->
     let info = format!("etcd_version_info{{binary_version=\"{version}\"}}");
     assert_eq!(pm.series.get(&info), Some(&1.0), "{version}: {info}");
     assert_eq!(pm.series["etcd_version_monitor_up"], 1.0);
+    let build = format!(
+        "etcd_version_monitor_build_info{{version=\"{}\",revision=\"{}\"}}",
+        etcdtools::build_info::VERSION,
+        etcdtools::build_info::REVISION
+    );
+    assert_eq!(pm.series.get(&build), Some(&1.0), "{build}");
 
     let warnings = promtool_clean(&m, &a);
     eprintln!(

@@ -117,7 +117,7 @@ fn etcd_stopped_mid_run_then_back() {
     let down = http_get(&monitor.metrics_url(), &[]).body;
     assert_eq!(reason_count(&down, "connect"), 5.0);
     promtool_clean(&down, "");
-    assert_eq!(monitor.log_lines_containing("cannot scrape etcd"), 1);
+    assert_eq!(monitor.logged("cannot scrape etcd"), 1);
 
     // Same data dir, same ports: etcd comes back and so does up.
     let mut again = EtcdProcess::start(&spec).unwrap();
@@ -129,10 +129,7 @@ fn etcd_stopped_mid_run_then_back() {
     assert_eq!(p.series["etcd_version_monitor_up"], 1.0);
     assert_eq!(p.series["etcd_version_info{binary_version=\"3.5.1\"}"], 1.0);
     assert_eq!(reason_count(&back, "connect"), 5.0, "errors are kept");
-    assert_eq!(
-        monitor.log_lines_containing("works again after 5 failed"),
-        1
-    );
+    assert_eq!(monitor.logged("works again after 5 failed"), 1);
     assert_eq!(monitor.log_lines_containing("cannot scrape etcd"), 1);
     again.stop(Duration::from_secs(10)).unwrap();
 }
@@ -152,7 +149,7 @@ fn stalled_etcd_hits_the_timeout_of_the_flag_or_of_prometheus() {
     assert_eq!(plain(&a.body).series["etcd_version_monitor_up"], 0.0);
     assert_eq!(reason_count(&a.body, "timeout"), 1.0);
     assert!(a.took < Duration::from_secs(5), "{:?}", a.took);
-    assert_eq!(monitor.log_lines_containing("timed out"), 1);
+    assert_eq!(monitor.logged("timed out"), 1);
 
     // A long flag, but Prometheus says it gives up after 1 s: we answer before that.
     let monitor = BinaryMonitor::start(&[
@@ -266,6 +263,7 @@ fn command_line() {
         "--key",
         "--once",
         "--log-level",
+        "--max-connections",
     ] {
         assert!(text.contains(flag), "{flag} not in --help");
     }
@@ -277,6 +275,8 @@ fn command_line() {
         (&["--scrape-timeout=15"], "--scrape-timeout"),
         (&["--scrape-timeout"], "--scrape-timeout"),
         (&["--log-level=loud"], "--log-level"),
+        (&["--max-connections=0"], "--max-connections"),
+        (&["--max-connections=many"], "--max-connections"),
         (&["--cert=/x.pem"], "--cert and --key"),
         (&["--metrics-path=metrics"], "--metrics-path"),
         (

@@ -1,8 +1,7 @@
-//! The monitor's HTTP side (tiny_http) on raw sockets: keep-alive, HEAD, Connection: close,
-//! HTTP/1.0, pipelining, 404/405/400, Content-Type, shutdown. etcd is "down" here (port 1
-//! refuses), which is enough: the answer is then the monitor's own metrics, still 200.
-//! tiny_http closes the connection where HTTP says so but sends no `Connection: close`
-//! header, so the tests check for the end of the stream instead.
+//! The monitor's HTTP side on raw sockets: keep-alive, HEAD, Connection: close, HTTP/1.0,
+//! pipelining, 404/405/400/431, Content-Type, shutdown. etcd is "down" here (port 1 refuses),
+//! which is enough: the answer is then the monitor's own metrics, still 200. Where the
+//! connection ends, the tests check for the end of the stream.
 mod common;
 mod monitor_support;
 
@@ -134,6 +133,12 @@ fn keep_alive_across_separate_writes() {
 #[test]
 fn http_1_0_closes_and_errors_are_answered() {
     let m = down_monitor();
+    let big_head = [
+        b"GET / HTTP/1.1\r\nX-Big: ".as_slice(),
+        &[b'a'; 20_000],
+        b"\r\n\r\n",
+    ]
+    .concat();
     let cases: &[(&[u8], u16)] = &[
         (b"GET /metrics HTTP/1.0\r\n\r\n", 200),
         (b"HEAD /healthz HTTP/1.0\r\n\r\n", 200),
@@ -141,6 +146,7 @@ fn http_1_0_closes_and_errors_are_answered() {
         (b"DELETE / HTTP/1.0\r\n\r\n", 405),
         (b"NONSENSE\r\n\r\n", 400),
         (b"GET / HTTP/1.1\r\nno colon here\r\n\r\n", 400),
+        (&big_head, 431),
     ];
     for (request, expected) in cases {
         let mut s = connect(&m);
@@ -178,7 +184,7 @@ fn shutdown_closes_the_listener() {
     let addr = m.url.trim_start_matches("http://").to_string();
     assert_eq!(http_get(&format!("{}/healthz", m.url), &[]).status, 200);
     m.server.take().unwrap().shutdown();
-    // tiny_http's accept thread drops the listener once woken; give it a moment.
+    // The epoll thread drops the listener once woken; give it a moment.
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
     loop {
         match TcpStream::connect(&addr) {
@@ -191,8 +197,8 @@ fn shutdown_closes_the_listener() {
     }
 }
 
-/// A real etcd's /metrics (~150 KB) through the monitor: tiny_http would chunk answers of
-/// 32 KiB and more by default; ours carry Content-Length, also on keep-alive and HEAD.
+/// A real etcd's /metrics (~150 KB) through the monitor: answers carry Content-Length (never
+/// chunked), also on keep-alive and HEAD.
 #[test]
 fn large_answers_carry_content_length_over_keep_alive() {
     let etcd = TestEtcd::start(V3_5_1, &[]);
@@ -235,8 +241,9 @@ fn a_client_that_stops_reading_does_not_block_the_workers() {
     let m = InProcess::start(config);
     let mut stuck = connect(&m);
     // 40 answers of ~150 KB: more than the loopback buffers hold (tcp_wmem max 4 MiB plus the
-    // receiver's unread window, ~28 answers). tiny_http queues all 40 requests at once, ahead
-    // of the next client's, and each blocked write costs the send timeout.
+    // receiver's unread window, ~28 answers). Pipelined requests are answered one per turn,
+    // behind other clients'; the write that blocks fails after the send timeout and the
+    // connection is closed.
     let burst = b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n".repeat(40);
     stuck.write_all(&burst).unwrap();
     std::thread::sleep(Duration::from_secs(2));
@@ -256,4 +263,50 @@ fn custom_metrics_path() {
     let m = InProcess::start(config);
     assert_eq!(http_get(&format!("{}/etcd", m.url), &[]).status, 200);
     assert_eq!(http_get(&format!("{}/metrics", m.url), &[]).status, 404);
+}
+
+/// Clients that send a request head slowly (or never finish it) hold no worker: with one
+/// worker and 20 of them, another client is answered at once.
+#[test]
+fn unfinished_request_heads_hold_no_worker() {
+    let mut config = config_for("http://127.0.0.1:1/metrics", "http://127.0.0.1:1/version");
+    config.workers = 1;
+    let m = InProcess::start(config);
+    let slow: Vec<TcpStream> = (0..20)
+        .map(|_| {
+            let mut s = connect(&m);
+            s.write_all(b"GET /metrics HTTP/1.1\r\nX-Slow: ").unwrap();
+            s
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let a = http_get(&format!("{}/healthz", m.url), &[]);
+    assert_eq!((a.status, a.body.as_str()), (200, "ok\n"));
+    assert!(a.took < Duration::from_secs(2), "{:?}", a.took);
+    // The slow ones are still open and are answered once their heads end.
+    let mut r = BufReader::new(slow[0].try_clone().unwrap());
+    (&slow[0]).write_all(b"1\r\n\r\n").unwrap();
+    let (status, _, body) = read_response(&mut r, false);
+    assert_eq!(status, 200);
+    assert!(body.contains("etcd_version_monitor_up 0\n"));
+}
+
+/// A head not complete within the limit (here 300 ms instead of 10 s) is closed.
+#[test]
+fn a_head_that_takes_too_long_is_closed() {
+    let mut config = config_for("http://127.0.0.1:1/metrics", "http://127.0.0.1:1/version");
+    config.head_timeout = Duration::from_millis(300);
+    let m = InProcess::start(config);
+    let mut s = connect(&m);
+    s.write_all(b"GET /healthz HTTP/1.1\r\nX-Slow: ").unwrap();
+    let started = std::time::Instant::now();
+    let mut rest = Vec::new();
+    // The sweep runs every second: closed within about 1.3 s, with nothing written.
+    s.read_to_end(&mut rest).unwrap();
+    assert!(rest.is_empty(), "{}", String::from_utf8_lossy(&rest));
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(300) && took < Duration::from_secs(5),
+        "{took:?}"
+    );
 }

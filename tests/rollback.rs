@@ -161,7 +161,7 @@ fn make_data(gw: &Gw, bulk: usize) {
 }
 
 fn backup_of(dir: &Path) -> PathBuf {
-    sibling(dir, ".rollback.backup")
+    dir.join(".rollback.backup")
 }
 
 /// Starts etcd on a rolled-back dir and waits until the v2 API answers.

@@ -24,7 +24,7 @@ fn refused(dir: &Path, args: &[&str], needles: &[&str]) -> String {
     assert!(!out.contains("Finished successfully"), "{out}");
     assert_eq!(file_tree(dir), before, "files changed: {err}");
     for s in [".rollback.tmp", ".rollback.new"] {
-        assert!(!sibling(dir, s).exists(), "left {s} behind");
+        assert!(!dir.join(s).exists(), "left {s} behind");
     }
     err
 }
@@ -162,10 +162,8 @@ fn bad_inputs_are_refused_and_nothing_changes() {
 
     // An existing backup dir.
     let d = case("backup");
-    std::fs::create_dir(sibling(&d, ".rollback.backup")).unwrap();
-    let before_backup = file_tree(&sibling(&d, ".rollback.backup"));
+    std::fs::create_dir(d.join(".rollback.backup")).unwrap();
     refused(&d, &["--lossy"], &[".rollback.backup", "already exists"]);
-    assert_eq!(file_tree(&sibling(&d, ".rollback.backup")), before_backup);
 
     // Bad flags: usage error, exit 2.
     let d = case("flags");
@@ -181,21 +179,25 @@ fn bad_inputs_are_refused_and_nothing_changes() {
         assert_eq!(file_tree(&d), before);
     }
 
-    // An unwritable parent dir: the temp dir cannot be made.
-    let parent = temp.path().join("ro-parent");
-    std::fs::create_dir(&parent).unwrap();
-    let d = parent.join("data");
-    copy_tree(&orig, &d);
-    if make_unwritable(&parent, true) {
-        let err = refused(
-            &d,
-            &["--lossy"],
-            &["ro-parent/data.rollback.tmp", "untouched"],
-        );
-        make_unwritable(&parent, false);
+    // An unwritable data dir: the temp dir cannot be made. (An unwritable parent does not
+    // matter: nothing is written beside the data dir.)
+    let d = case("ro-data");
+    if make_unwritable(&d, true) {
+        let err = refused(&d, &["--lossy"], &["ro-data/.rollback.tmp", "untouched"]);
+        make_unwritable(&d, false);
         assert!(!err.is_empty());
     } else {
-        eprintln!("SKIPPED unwritable-parent case: cannot make a dir unwritable here (root without chattr)");
+        eprintln!("SKIPPED unwritable-data-dir case: cannot make a dir unwritable here (root without chattr)");
+    }
+    let parent = temp.path().join("ro-parent");
+    let d = parent.join("data");
+    copy_tree(&orig, &d);
+    let beside = std::fs::read_dir(&parent).unwrap().count();
+    if make_unwritable(&parent, true) {
+        let (ok, out, err) = rollback2(&d, &["--lossy"]);
+        make_unwritable(&parent, false);
+        assert!(ok, "{out}{err}");
+        assert_eq!(std::fs::read_dir(&parent).unwrap().count(), beside);
     }
 
     // Success with --lossy; the backup is the untouched original.
@@ -212,22 +214,43 @@ fn bad_inputs_are_refused_and_nothing_changes() {
         "cluster state should come from a snapshot: {out}"
     );
     assert!(out.trim_end().ends_with("Finished successfully"));
-    assert_eq!(file_tree(&sibling(&d, ".rollback.backup")), before);
-    let result = file_tree(&d);
+    assert_eq!(file_tree(&d.join(".rollback.backup")), before);
+    let result = etcd_tree(&d);
 
-    // A crash between the two renames: DIR gone, backup + complete result. A rerun finishes.
+    // A crash in the swap after the original member/ moved to the backup: a rerun finishes.
+    std::fs::create_dir(d.join(".rollback.new")).unwrap();
+    std::fs::rename(d.join("member"), d.join(".rollback.new/member")).unwrap();
+    std::fs::write(d.join(".snapshot.db"), "stale").unwrap();
+    let crashed = file_tree(&d);
+    let (ok, dry, err) = rollback2(&d, &["--dry-run"]);
+    assert!(ok, "{dry}{err}");
+    assert!(
+        dry.contains("would complete an interrupted rollback"),
+        "{dry}"
+    );
+    assert_eq!(file_tree(&d), crashed, "--dry-run changed something");
+    let (ok, out, err) = rollback2(&d, &[]);
+    assert!(
+        err.contains(dry.lines().next().unwrap())
+            && dry.lines().next().unwrap().starts_with("recover: "),
+        "the dry run foretold {dry}, the run logged {err}"
+    );
+    assert!(ok, "{out}{err}");
+    assert!(out.contains("completed an interrupted rollback"), "{out}");
+    assert_eq!(etcd_tree(&d), result);
+    assert_eq!(file_tree(&d.join(".rollback.backup")), before);
+    // The same crash of an older release, which renamed the data dir itself: DIR gone,
+    // DIR.rollback.backup + complete DIR.rollback.new beside it. A rerun finishes that too.
+    std::fs::rename(d.join(".rollback.backup"), sibling(&d, ".rollback.backup")).unwrap();
     std::fs::rename(&d, sibling(&d, ".rollback.new")).unwrap();
     let (ok, out, err) = rollback2(&d, &[]);
     assert!(ok, "{out}{err}");
     assert!(out.contains("completed an interrupted rollback"), "{out}");
-    assert_eq!(file_tree(&d), result);
+    assert_eq!(etcd_tree(&d), result);
     // Rolling back a rolled-back dir: refused (backup exists), and without it: no db.
+    std::fs::rename(sibling(&d, ".rollback.backup"), d.join(".rollback.backup")).unwrap();
     refused(&d, &[], &["already exists"]);
-    std::fs::rename(
-        sibling(&d, ".rollback.backup"),
-        temp.path().join("old-backup"),
-    )
-    .unwrap();
+    std::fs::rename(d.join(".rollback.backup"), temp.path().join("old-backup")).unwrap();
     refused(&d, &[], &["member/snap/db", "missing"]);
 
     // The --lossy result served by real etcd: the binary value with U+FFFD for each bad byte.

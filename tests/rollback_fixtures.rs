@@ -2,7 +2,7 @@
 //! a real dir with three .snap files and a WAL after them, and a fully synthetic one.
 mod common;
 
-use common::{copy_tree, file_tree};
+use common::{copy_tree, etcd_tree, file_tree, is_symlink, spell, Tmpfs, SPELLINGS};
 use etcdtools::rollback::{rollback_data_dir, RollbackOptions};
 use etcdtools::storage::{snap, v2store, wal};
 use std::path::{Path, PathBuf};
@@ -96,10 +96,7 @@ fn real_dir_with_snapshots_and_wal_after_them() {
         }
     });
     assert_eq!(user.len(), 3, "{user:?}");
-    assert!(dir
-        .with_file_name("data.rollback.backup")
-        .join("member/snap/db")
-        .exists());
+    assert!(dir.join(".rollback.backup/member/snap/db").exists());
     std::fs::remove_dir_all(base).unwrap();
 }
 
@@ -132,7 +129,7 @@ fn dry_run_changes_nothing() {
     assert!(r.dry_run);
     assert_eq!((r.index, r.term, r.keys), (33, 2, 3));
     assert_eq!(file_tree(&dir), before, "dry run changed files");
-    assert!(!dir.with_file_name("data.rollback.backup").exists());
+    assert!(!dir.join(".rollback.backup").exists());
     assert_eq!(std::fs::read_dir(&base).unwrap().count(), 1);
     std::fs::remove_dir_all(base).unwrap();
 }
@@ -181,11 +178,36 @@ fn command_line() {
     std::fs::remove_dir_all(base).unwrap();
 }
 
-/// SIGKILL at every point of the write-and-swap: what is left is the untouched original, or
-/// the untouched original as the backup plus a complete result; a rerun always ends with the
-/// complete result and the untouched backup.
+/// SIGKILL at every point of the write-and-swap: every file of the original is in the data
+/// dir or in the backup, and every file of the result in the data dir or in the complete
+/// staged copy; a rerun always ends with the complete result and the untouched backup.
 #[test]
 fn a_crash_at_any_point_leaves_original_or_backup_plus_result() {
+    crash_at_every_point(false);
+}
+
+/// The same with the data dir a mount point (a tmpfs as root; kubeadm's `/var/lib/etcd` is
+/// the hostPath mount): it cannot be renamed, and nothing may land in its parent.
+#[test]
+fn a_mount_point_data_dir_survives_a_crash_at_any_point() {
+    crash_at_every_point(true);
+}
+
+/// A fixture copy at `base/data`, on a tmpfs mounted there when `mounted`.
+fn fixture_at(mounted: bool) -> (PathBuf, PathBuf, Option<Tmpfs>) {
+    let (base, dir) = fixture("v2-rollback-minimal");
+    if !mounted {
+        return (base, dir, None);
+    }
+    let copy = base.join("copy");
+    std::fs::rename(&dir, &copy).unwrap();
+    let mnt = Tmpfs::mount(&dir, "64m");
+    copy_tree(&copy, &dir);
+    std::fs::remove_dir_all(&copy).unwrap();
+    (base, dir, Some(mnt))
+}
+
+fn crash_at_every_point(mounted: bool) {
     use etcdtools::rollback::CRASH_POINT_ENV;
     let run = |dir: &Path, crash: Option<&str>| {
         let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_rollback2"));
@@ -195,27 +217,50 @@ fn a_crash_at_any_point_leaves_original_or_backup_plus_result() {
         }
         c.output().unwrap()
     };
-    let (base, reference) = fixture("v2-rollback-minimal");
+    let (base, reference, mnt) = fixture_at(mounted);
     let original = file_tree(&reference);
-    assert!(run(&reference, None).status.success());
-    let result = file_tree(&reference);
+    let out = run(&reference, None);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let result = etcd_tree(&reference);
+    assert_eq!(file_tree(&reference.join(".rollback.backup")), original);
+    drop(mnt);
     std::fs::remove_dir_all(&base).unwrap();
-    for point in ["snap-written", "built", "ready", "backed-up", "swapped"] {
-        let (base, dir) = fixture("v2-rollback-minimal");
+    let found_in = |tree: &std::collections::BTreeMap<PathBuf, Option<Vec<u8>>>,
+                    places: &[PathBuf],
+                    point: &str| {
+        for (p, content) in tree {
+            assert!(
+                places.iter().any(|d| file_tree(d).get(p) == Some(content)),
+                "{point}: {} is lost",
+                p.display()
+            );
+        }
+    };
+    for point in [
+        "snap-written",
+        "built",
+        "ready",
+        "old-backup-removed",
+        "moved-to-backup",
+        "member-swapped",
+        "swapped",
+    ] {
+        let (base, dir, mnt) = fixture_at(mounted);
         let out = run(&dir, Some(point));
         assert_eq!(
             std::os::unix::process::ExitStatusExt::signal(&out.status),
             Some(9),
             "{point}"
         );
-        let backup = dir.with_file_name("data.rollback.backup");
-        let ready = dir.with_file_name("data.rollback.new");
-        if dir.exists() && file_tree(&dir) == original {
-            assert!(!backup.exists(), "{point}");
-        } else {
-            assert_eq!(file_tree(&backup), original, "{point}: backup");
-            let complete = if dir.exists() { &dir } else { &ready };
-            assert_eq!(file_tree(complete), result, "{point}: result");
+        let backup = dir.join(".rollback.backup");
+        let ready = dir.join(".rollback.new");
+        found_in(&original, &[dir.clone(), backup.clone()], point);
+        if backup.exists() {
+            found_in(&result, &[dir.clone(), ready.clone()], point);
         }
         // rerun: finishes (or, after a full swap, refuses because the backup exists)
         let again = run(&dir, None);
@@ -228,12 +273,70 @@ fn a_crash_at_any_point_leaves_original_or_backup_plus_result() {
                 String::from_utf8_lossy(&again.stderr)
             );
         }
-        assert_eq!(file_tree(&dir), result, "{point}: final result");
+        assert_eq!(etcd_tree(&dir), result, "{point}: final result");
         assert_eq!(file_tree(&backup), original, "{point}: final backup");
         assert!(
-            !ready.exists() && !dir.with_file_name("data.rollback.tmp").exists(),
+            !ready.exists() && !dir.join(".rollback.tmp").exists(),
             "{point}"
         );
+        assert_eq!(
+            std::fs::read_dir(&base).unwrap().count(),
+            1,
+            "{point}: nothing beside"
+        );
+        drop(mnt);
+        std::fs::remove_dir_all(base).unwrap();
+    }
+}
+
+/// rollback2 works on the real directory whatever names it: an absolute and a relative
+/// symlink (the link stays a link), `.` (run from inside the data dir) and `..` (from inside
+/// member/); nothing is written beside it, and nothing inside but the protocol's entries.
+#[test]
+fn symlinks_dot_and_dotdot_name_the_real_dir() {
+    for label in SPELLINGS {
+        let (base, dir) = fixture("v2-rollback-minimal");
+        let original = file_tree(&dir);
+        let (given, cwd) = spell(&dir, &base.join("disk/etcd"), label);
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_rollback2"))
+            .arg("--data-dir")
+            .arg(&given)
+            .current_dir(&cwd)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{label}: {text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(text.trim_end().ends_with("Finished successfully"), "{text}");
+        let link = is_symlink(&dir);
+        assert_eq!(
+            link,
+            label.ends_with("link"),
+            "{label}: the link was replaced"
+        );
+        let entries = |d: &Path| {
+            let mut v: Vec<String> = std::fs::read_dir(d)
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect();
+            v.sort();
+            v
+        };
+        assert_eq!(entries(&dir), vec![".rollback.backup", "member"], "{label}");
+        assert_eq!(
+            file_tree(&dir.join(".rollback.backup")),
+            original,
+            "{label}"
+        );
+        let beside = if link {
+            vec!["data", "disk"]
+        } else {
+            vec!["data"]
+        };
+        assert_eq!(entries(&base), beside, "{label}: left beside the data dir");
         std::fs::remove_dir_all(base).unwrap();
     }
 }

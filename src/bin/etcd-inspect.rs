@@ -75,7 +75,7 @@ fn parse() -> Result<Args, String> {
                 std::process::exit(0);
             }
             Long("version") => {
-                println!("etcd-inspect {}", env!("CARGO_PKG_VERSION"));
+                print!("{}", etcdtools::build_info::version_text("etcd-inspect"));
                 std::process::exit(0);
             }
             Value(v) => positional.push(

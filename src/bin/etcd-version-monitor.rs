@@ -29,6 +29,9 @@ Flags:
       --cacert FILE                   CA bundle (PEM) to verify etcd's https:// certificate
       --cert FILE                     client certificate (PEM) for etcd's https:// endpoints
       --key FILE                      private key (PEM) of --cert
+      --max-connections N             most client connections open at once (default 512, lowered
+                                      to the open-files limit minus 64); at the cap the longest
+                                      idle one is closed
       --once                          scrape once, print the exposition to stdout and exit 0,
                                       or exit 1 with the error when etcd cannot be scraped
       --log-level LEVEL               error, warn, info (default), debug or off (trace: as debug)
@@ -88,6 +91,14 @@ fn parse_args() -> Result<Parsed, String> {
             Long("key") => {
                 config.tls.key = Some(PathBuf::from(parser.value().map_err(|e| e.to_string())?))
             }
+            Long("max-connections") => {
+                let v = text(&mut parser, "--max-connections")?;
+                let n: usize =
+                    v.parse().ok().filter(|n| *n > 0).ok_or_else(|| {
+                        format!("--max-connections: {v:?} is not a number above 0")
+                    })?;
+                config.max_connections = Some(n);
+            }
             Long("once") => once = true,
             Long("log-level") => {
                 log_level = logging::parse_level(&text(&mut parser, "--log-level")?)?
@@ -122,7 +133,10 @@ fn main() -> ExitCode {
             return ExitCode::SUCCESS;
         }
         Ok(Parsed::Version) => {
-            println!("etcd-version-monitor {}", env!("CARGO_PKG_VERSION"));
+            print!(
+                "{}",
+                etcdtools::build_info::version_text("etcd-version-monitor")
+            );
             return ExitCode::SUCCESS;
         }
         Err(e) => {

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use etcdtools::duration::parse_go_duration;
 use etcdtools::error::HasKind;
-use etcdtools::migrate::config::{resolve, Flags};
+use etcdtools::migrate::config::{bundled_versions, join, resolve, Flags};
 use etcdtools::migrate::run::run;
 
 const HELP: &str = "\
@@ -58,6 +58,7 @@ fn parse_args() -> Result<Option<(Flags, log::LevelFilter)>, String> {
     let mut flags = Flags::default();
     let mut level = log::LevelFilter::Info;
     let mut parser = lexopt::Parser::from_env();
+    let mut want_version = false;
     while let Some(arg) = parser.next().map_err(|e| e.to_string())? {
         let string = |p: &mut lexopt::Parser, name: &str| -> Result<Option<String>, String> {
             let v = p.value().map_err(|e| e.to_string())?;
@@ -137,10 +138,7 @@ fn parse_args() -> Result<Option<(Flags, log::LevelFilter)>, String> {
             }
             Long("dry-run") => flags.dry_run = true,
             Long("allow-member-id-change") => flags.allow_member_id_change = true,
-            Long("version") => {
-                println!("migrate {}", env!("CARGO_PKG_VERSION"));
-                return Ok(None);
-            }
+            Long("version") => want_version = true,
             Short('h') | Long("help") => {
                 print!("{HELP}");
                 return Ok(None);
@@ -148,7 +146,23 @@ fn parse_args() -> Result<Option<(Flags, log::LevelFilter)>, String> {
             _ => return Err(format!("{} (see --help)", arg.unexpected())),
         }
     }
+    if want_version {
+        print!("{}", etcdtools::build_info::version_text("migrate"));
+        println!("bundled etcd: {}", bundled_summary(&flags));
+        return Ok(None);
+    }
     Ok(Some((flags, level)))
+}
+
+/// The etcd versions a run with these flags would use, and where they come from.
+fn bundled_summary(flags: &Flags) -> String {
+    let (bin_dir, listed) = bundled_versions(flags);
+    let where_ = format!("etcd-<version> in {}", bin_dir.display());
+    match listed {
+        Ok(v) if v.is_empty() => format!("none found ({where_})"),
+        Ok(v) => format!("{} ({where_})", join(&v)),
+        Err(e) => e.to_string(),
+    }
 }
 
 fn main() -> ExitCode {

@@ -12,7 +12,8 @@ const USAGE: &str = "\
 Usage: rollback2 --data-dir DIR [--ttl 1h] [--target-version 2.2.1|2.3.7] [--dry-run] [--lossy]
 
 Converts a stopped etcd 3.x data dir (v3 keys in member/snap/db) into an etcd 2.x data dir
-(a v2 store snapshot and a fresh WAL). The original is kept as DIR.rollback.backup.
+(a v2 store snapshot and a fresh WAL). The original member/ and version.txt are kept in
+DIR/.rollback.backup.
 Run it on every member.
 
   --data-dir DIR          the etcd data dir (required)
@@ -70,7 +71,7 @@ fn parse() -> Result<Option<Args>, String> {
                 return Ok(None);
             }
             Long("version") => {
-                println!("rollback2 {}", env!("CARGO_PKG_VERSION"));
+                print!("{}", etcdtools::build_info::version_text("rollback2"));
                 return Ok(None);
             }
             other => return Err(other.unexpected().to_string()),

@@ -366,6 +366,17 @@ pub fn parse_bundled(list: &str) -> Result<Vec<EtcdVersion>, ConfigError> {
     Ok(out)
 }
 
+/// The bundle a run with `flags` would use (for `--version`): `--bin-dir` and the versions of
+/// `--bundled-versions`, else those found there (the rule of `resolve`'s step 14).
+pub fn bundled_versions(flags: &Flags) -> (PathBuf, Result<Vec<EtcdVersion>, ConfigError>) {
+    let bin_dir = PathBuf::from(nonempty(flags.bin_dir.clone()).unwrap_or(DEFAULT_BIN_DIR.into()));
+    let versions = match nonempty(flags.bundled_versions.clone()) {
+        Some(list) => parse_bundled(&list),
+        None => Ok(scan_bin_dir(&bin_dir)),
+    };
+    (bin_dir, versions)
+}
+
 /// Versions `v` for which `<bin_dir>/etcd-<v>` exists.
 fn scan_bin_dir(bin_dir: &Path) -> Vec<EtcdVersion> {
     let mut found: Vec<EtcdVersion> = std::fs::read_dir(bin_dir)

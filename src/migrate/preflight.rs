@@ -7,6 +7,8 @@ use std::path::Path;
 
 use super::config::Config;
 use super::plan::Step;
+use crate::datadir::leftovers::View;
+use crate::datadir::DataDir;
 use crate::version::{EtcdVersion, Storage, VersionPair};
 
 // ---------------------------------------------------------------------------------------
@@ -130,18 +132,19 @@ pub fn files_say(data_dir: &Path) -> Option<FilesSay> {
     Some(say)
 }
 
-/// `version.txt`'s pair checked against the files ([`judge_claim`]): the pair to go on from.
+/// `version.txt`'s pair (in `view.version_dir`) checked against the files (in `view.files_dir`,
+/// [`judge_claim`]): the pair to go on from.
 /// `v2v3_journal`: an interrupted etcd2 -> etcd3 conversion is on record.
 pub fn check_claim(
-    data_dir: &Path,
+    view: &View,
     claim: VersionPair,
     cfg: &Config,
     v2v3_journal: bool,
 ) -> Result<VersionPair, String> {
-    let Some(files) = files_say(data_dir) else {
+    let Some(files) = files_say(&view.files_dir) else {
         return Ok(claim);
     };
-    let file = data_dir.join(crate::version::VERSION_FILE);
+    let file = view.version_dir.join(crate::version::VERSION_FILE);
     match judge_claim(
         &file,
         &claim,
@@ -586,7 +589,12 @@ pub fn torn_wal_remedy(findings: &[String]) -> Option<String> {
 // ---------------------------------------------------------------------------------------
 
 /// What migrate's pre-flight adds to the binaries, space and integrity checks.
-pub fn check_steps(cfg: &Config, data_dir: &Path, steps: &[Step]) -> Result<(), String> {
+pub fn check_steps(
+    cfg: &Config,
+    data: &DataDir,
+    view: &View,
+    steps: &[Step],
+) -> Result<(), String> {
     let starts_etcd = steps.iter().any(|s| {
         matches!(
             s,
@@ -598,13 +606,13 @@ pub fn check_steps(cfg: &Config, data_dir: &Path, steps: &[Step]) -> Result<(), 
             .iter()
             .any(|s| matches!(s, Step::RollbackV3ToV2 { .. }));
     if works_on_data {
-        check_no_running_etcd(data_dir)?;
+        check_no_running_etcd(data.path())?;
     }
     if starts_etcd {
         check_peer_tls(cfg)?;
     }
     if steps.iter().any(|s| matches!(s, Step::Downgrade { .. })) {
-        if let Some(stored) = stored_member(data_dir) {
+        if let Some(stored) = stored_member(&view.files_dir) {
             judge_identity(&stored, cfg, cfg.allow_member_id_change)?;
             judge_restored_ids(&stored, cfg, cfg.allow_member_id_change)?;
         }
@@ -615,7 +623,7 @@ pub fn check_steps(cfg: &Config, data_dir: &Path, steps: &[Step]) -> Result<(), 
     {
         // rollback2's own refusals (etcd2 data, values a v2 store cannot hold) before the
         // backup is made.
-        crate::rollback::rollback_dry_run_for_migrate(data_dir, to)?;
+        crate::rollback::rollback_dry_run_for_migrate(data, to)?;
     }
     Ok(())
 }

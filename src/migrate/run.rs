@@ -6,14 +6,15 @@
 //!   rerun redoes at most the interrupted step.
 //! - A started etcd dies with us (`PR_SET_PDEATHSIG`); the lock is a flock, released by the
 //!   kernel.
-//! - A downgrade never modifies the data dir in place: it snapshots it, restores into
-//!   `<dir>.restore`, writes the target `version.txt` there and then creates the marker
-//!   `<dir>.restore.complete`. Only then is the data dir renamed to `<dir>.bak` and the
-//!   restored dir renamed into its place. On start, [`recover`] finishes a swap that has the
-//!   marker and a missing data dir, and discards any other leftover (`.restore`, `.bak.tmp`,
-//!   `.discard`), after which the data dir holds either the old data with the old
-//!   `version.txt` (the downgrade is redone) or the new data with the target.
-//! - etcd2 -> etcd3 backs up to `<dir>.bak` first and records that in `<dir>.v2v3-backup`;
+//! - Everything a rerun needs lives inside the data dir (see `crate::datadir`), which is
+//!   never renamed (it may be a mount point). A downgrade never modifies `member/` in place:
+//!   it snapshots it, restores into `<dir>/.restore`, writes the target `version.txt` there
+//!   and then creates the marker `<dir>/.restore.complete`. Only then is `member/` moved to
+//!   `<dir>/.bak` and the restored one moved into its place. On start, the leftovers scan
+//!   (`crate::datadir::leftovers`) finishes a swap that began and discards everything else,
+//!   after which the data dir holds either the old data with the old `version.txt` (the
+//!   downgrade is redone) or the new data with the target.
+//! - etcd2 -> etcd3 backs up to `<dir>/.bak` first and records that in `<dir>/.v2v3-backup`;
 //!   an interrupted conversion is rolled back from that backup before it is retried.
 
 use std::fmt;
@@ -26,7 +27,8 @@ use serde_json::json;
 
 use super::config::{join, Config};
 use super::plan::{plan, restore_tool, PlanError, Step};
-use crate::datadir::{free_bytes, remove_tree, rename_synced, set_mode, DataDir, DataDirError};
+use crate::datadir::leftovers::{Leftovers, View};
+use crate::datadir::{names, remove_tree, set_mode, DataDir, DataDirError};
 use crate::error::{HasKind, Kind};
 use crate::etcd::client::HttpClient;
 use crate::etcd::process::{run_tool, EtcdProcess, EtcdSpec, ProcessError};
@@ -239,17 +241,8 @@ fn crash_point(name: &str) {
     crate::fsutil::crash_point(CRASH_POINT_ENV, name);
 }
 
-/// The marker that says `<dir>.restore` is complete and may replace the data dir.
-fn restore_marker(data: &DataDir) -> PathBuf {
-    data.sibling(".restore.complete")
-}
-
-fn discard_path(data: &DataDir) -> PathBuf {
-    data.sibling(".discard")
-}
-
 fn v2v3_journal(data: &DataDir) -> PathBuf {
-    data.sibling(".v2v3-backup")
+    data.entry(names::V2V3_JOURNAL)
 }
 
 /// After the data reached the target, an etcd2 -> etcd3 journal is stale.
@@ -258,45 +251,9 @@ fn finish_v2v3_journal(data: &DataDir) -> Result<(), MigrateError> {
     Ok(())
 }
 
-/// Finishes or discards what an interrupted run left beside the data dir (see module doc).
+/// Finishes or discards what an interrupted run left (see [`Leftovers`]). Needs the lock.
 pub fn recover(data: &DataDir) -> Result<(), MigrateError> {
-    let restore = data.restore_path();
-    let marker = restore_marker(data);
-    if !data.exists() && restore.exists() && marker.exists() {
-        log::warn!(
-            "an earlier run was interrupted in the middle of a swap: moving the complete \
-             restored data {} into place",
-            restore.display()
-        );
-        rename_synced(&restore, data.path())?;
-    }
-    // rollback2's own swap (DIR.rollback.new complete, DIR renamed to DIR.rollback.backup):
-    // finish it here too, or the missing data dir below would be recreated empty.
-    let rb = crate::rollback::Paths::of(data.path());
-    if !data.exists() && rb.ready.is_dir() && rb.backup.is_dir() {
-        log::warn!(
-            "an earlier rollback2 was interrupted in the middle of its swap: moving {} into place",
-            rb.ready.display()
-        );
-        rename_synced(&rb.ready, data.path())?;
-    }
-    // A leftover snapshot is only ever an input of an unfinished downgrade, which redoes it.
-    for leftover in [
-        restore.clone(),
-        data.backup_tmp_path(),
-        discard_path(data),
-        data.snapshot_path(),
-        data.path().join(crate::version::VERSION_FILE_NEXT),
-    ] {
-        if leftover.exists() {
-            log::info!(
-                "removing leftover {} of an interrupted run",
-                leftover.display()
-            );
-            remove_tree(&leftover)?;
-        }
-    }
-    remove_tree(&marker)?;
+    Leftovers::scan(data).recover(data, &crash_point)?;
     Ok(())
 }
 
@@ -329,22 +286,17 @@ impl fmt::Display for Outcome {
 /// Runs migrate with a resolved config.
 pub fn run(cfg: &Config) -> Result<Outcome, MigrateError> {
     super::preflight::check_not_member_dir(&cfg.data_dir).map_err(MigrateError::Preflight)?;
-    let data = DataDir::new(&cfg.data_dir)?;
+    let data = DataDir::resolve(&cfg.data_dir)?;
     log::info!("Starting migration to {}", cfg.target);
     check_bundle(cfg)?;
     if cfg.dry_run {
         return dry_run(cfg, &data);
     }
-    let parent = data.parent();
-    fs::create_dir_all(&parent).map_err(|e| {
-        MigrateError::Other(format!(
-            "cannot create the parent directory {} of the data dir: {e}",
-            parent.display()
-        ))
-    })?;
+    // An older release may have renamed the data dir away: put it back before it is created.
+    Leftovers::scan(&data).recover_legacy_swap(&data)?;
+    data.create_if_missing()?;
     let _lock = data.lock(cfg.lock_timeout)?;
     recover(&data)?;
-    data.create_if_missing()?;
     if data.is_empty()? {
         log::info!(
             "data directory '{}' is empty, writing target version '{}' to version.txt",
@@ -355,7 +307,8 @@ pub fn run(cfg: &Config) -> Result<Outcome, MigrateError> {
         write_version_file(data.path(), &cfg.target)?;
         return Ok(Outcome::Initialized);
     }
-    let current = current_version(&data, cfg)?;
+    let here = View::here(&data);
+    let current = current_version(&data, &here, cfg)?;
     let steps = plan(&current, &cfg.target, &cfg.bundled)?;
     if steps.is_empty() {
         log::info!("data is already at the target {}", cfg.target);
@@ -372,7 +325,7 @@ pub fn run(cfg: &Config) -> Result<Outcome, MigrateError> {
     for (i, s) in steps.iter().enumerate() {
         log::info!("  step {}: {s}", i + 1);
     }
-    preflight(cfg, &data, &steps)?;
+    preflight(cfg, &data, &here, &steps)?;
     move_binaries(cfg)?;
     let runner = Runner {
         cfg,
@@ -397,15 +350,16 @@ pub fn run(cfg: &Config) -> Result<Outcome, MigrateError> {
     })
 }
 
-/// The current pair: `version.txt` checked against the files (see
-/// [`super::preflight::judge_claim`]), or for a missing/empty one the detected version.
-fn current_version(data: &DataDir, cfg: &Config) -> Result<VersionPair, MigrateError> {
+/// The current pair: `version.txt` in `view.version_dir` checked against the files in
+/// `view.files_dir` (see [`super::preflight::judge_claim`]), or for a missing/empty one the
+/// version detected from those files.
+fn current_version(data: &DataDir, view: &View, cfg: &Config) -> Result<VersionPair, MigrateError> {
     let bundled = &cfg.bundled;
     let file = data.path().join(crate::version::VERSION_FILE);
-    let why = match read_version_file(data.path())? {
+    let why = match read_version_file(&view.version_dir)? {
         VersionFile::Parsed(p) => {
             let journal = v2v3_journal(data).exists();
-            return super::preflight::check_claim(data.path(), p, cfg, journal)
+            return super::preflight::check_claim(view, p, cfg, journal)
                 .map_err(MigrateError::Preflight);
         }
         VersionFile::Missing => "has no version.txt",
@@ -413,7 +367,7 @@ fn current_version(data: &DataDir, cfg: &Config) -> Result<VersionPair, MigrateE
             "has an empty version.txt (a disk that filled up while it was written?)"
         }
     };
-    match detect_version(data.path()) {
+    match detect_version(&view.files_dir) {
         Ok(d) => {
             // The files name only the minor; take the highest bundled patch of it.
             let mut pair = d.pair.clone();
@@ -479,8 +433,15 @@ fn check_executable(path: &Path) -> Result<(), String> {
     Ok(())
 }
 
-/// Before anything destructive: binaries, disk space, the integrity check.
-fn preflight(cfg: &Config, data: &DataDir, steps: &[Step]) -> Result<(), MigrateError> {
+/// Before anything destructive: binaries, disk space, the integrity check. The one pre-flight:
+/// the real run and `--dry-run` both call it (on the data as it is after recovery, `view`),
+/// so a dry run refuses exactly what the run would.
+fn preflight(
+    cfg: &Config,
+    data: &DataDir,
+    view: &View,
+    steps: &[Step],
+) -> Result<(), MigrateError> {
     for step in steps {
         for name in step.binaries() {
             check_executable(&cfg.bin_dir.join(&name))
@@ -488,30 +449,32 @@ fn preflight(cfg: &Config, data: &DataDir, steps: &[Step]) -> Result<(), Migrate
         }
     }
     // Also before a version.txt-only step: the etcd started next must not meet them either.
-    check_paths(data.path())?;
+    check_paths(&view.files_dir)?;
     let destructive = steps.iter().any(|s| {
         matches!(
             s,
             Step::Downgrade { .. } | Step::MigrateV2ToV3 { .. } | Step::RollbackV3ToV2 { .. }
         )
     });
-    super::preflight::check_steps(cfg, data.path(), steps).map_err(MigrateError::Preflight)?;
+    super::preflight::check_steps(cfg, data, view, steps).map_err(MigrateError::Preflight)?;
     if !destructive {
         return Ok(());
     }
-    // A downgrade writes a snapshot (~db size) and a restored copy; a backup copies the dir.
+    // A downgrade writes a snapshot (~db size) and a restored copy; a backup copies the
+    // data. All of them go inside the data dir, so its file system is the one measured.
     let size = data.size_bytes()?;
     let need = size.saturating_mul(2).saturating_add(16 << 20);
-    let free = free_bytes(&data.parent())?;
+    let free = data.free_bytes()?;
     if free < need {
         return Err(MigrateError::Preflight(format!(
-            "not enough free disk space beside {}: {free} bytes free, the backup/snapshot/restore \
-             of {size} bytes of data needs about {need}",
+            "not enough free disk space on the file system of {}: {free} bytes free, the \
+             backup/snapshot/restore of {size} bytes of data needs about {need}",
             data.path().display()
         )));
     }
-    check_integrity(data.path())?;
-    log::info!("integrity check of {} passed", data.path().display());
+    let files = &view.files_dir;
+    check_integrity(files)?;
+    log::info!("integrity check of {} passed", files.display());
     Ok(())
 }
 
@@ -545,71 +508,78 @@ fn move_binaries(cfg: &Config) -> Result<(), MigrateError> {
     Ok(())
 }
 
-/// `--dry-run`: print the plan, change nothing (no lock, no mkdir, no recovery).
+/// `--dry-run`: change nothing (no lock taken, no dir created, nothing recovered) and print
+/// what the run would do: the leftovers it would deal with (the same scan `recover` acts
+/// on), then the plan for the data as it will be after that, after the same pre-flight.
 fn dry_run(cfg: &Config, data: &DataDir) -> Result<Outcome, MigrateError> {
-    let mut out = Vec::new();
-    let restore = data.restore_path();
-    if !data.exists() && restore.exists() && restore_marker(data).exists() {
+    let left = Leftovers::scan(data);
+    if left.view(data).files_dir == data.path() {
+        data.check_creatable()?;
+    }
+    let mut out = vec![format!(
+        "data dir {}{} ({} bytes free on its file system; every copy is made inside it)",
+        data.path().display(),
+        if data.given() != data.path() {
+            format!(" (given as {})", data.given().display())
+        } else {
+            String::new()
+        },
+        data.free_bytes()
+            .map_or_else(|e| format!("? ({e})"), |f| f.to_string())
+    )];
+    if data.exists() {
         out.push(format!(
-            "would finish an interrupted swap: rename {} to {}",
-            restore.display(),
+            "locks {} (flock on the directory itself)",
             data.path().display()
         ));
-        out.push("then rerun --dry-run to see the plan".into());
-        return print_dry(out);
+        if let Err(e) = data.lock(Duration::ZERO) {
+            out.push(format!(
+                "the run would wait up to {:?}: {e}",
+                cfg.lock_timeout
+            ));
+        }
     }
-    if data.is_empty()? {
+    out.extend(left.lines());
+    if left.data_is_empty(data)? {
         out.push(format!(
             "data directory {} is {}: would write {} to {}",
             data.path().display(),
-            if data.exists() {
+            if data.exists() || !left.is_empty() {
                 "empty"
             } else {
-                "missing (would create it)"
+                "missing (would create it, mode 0700)"
             },
             cfg.target,
             data.path().join("version.txt").display()
         ));
         return print_dry(out);
     }
-    let current = current_version(data, cfg)?;
+    let view = left.view(data);
+    let current = current_version(data, &view, cfg)?;
     let steps = plan(&current, &cfg.target, &cfg.bundled)?;
     out.push(format!("current {current}, target {}", cfg.target));
     if steps.is_empty() {
         out.push("nothing to do".into());
+        if !matches!(read_version_file(&view.version_dir)?, VersionFile::Parsed(p) if p == cfg.target)
+        {
+            out.push(format!(
+                "  writes {}/version.txt = {} (records the version)",
+                data.path().display(),
+                cfg.target
+            ));
+        }
     }
-    let bin = |n: &str| cfg.bin_dir.join(n).display().to_string();
-    let d = data.path().display().to_string();
+    preflight(cfg, data, &view, &steps)?;
     for (i, step) in steps.iter().enumerate() {
         out.push(format!("step {}: {step}", i + 1));
-        for name in step.binaries() {
-            out.push(format!("  runs  {}", bin(&name)));
-        }
-        let writes: Vec<String> = match step {
-            Step::WriteVersion { .. } | Step::Upgrade { .. } => vec![],
-            Step::Downgrade { .. } => vec![
-                data.snapshot_path().display().to_string(),
-                format!("{} (then swapped in)", restore.display()),
-                format!(
-                    "{} (the old data dir, replaced)",
-                    data.backup_path().display()
-                ),
-            ],
-            Step::MigrateV2ToV3 { .. } => vec![
-                format!("{} (backup, replaced)", data.backup_path().display()),
-                format!("{d}/member (converted in place)"),
-            ],
-            Step::RollbackV3ToV2 { .. } => vec![
-                format!("{} (backup, replaced)", data.backup_path().display()),
-                format!("{d}/member (converted by the rollback2 library)"),
-            ],
-        };
-        for w in writes {
-            out.push(format!("  writes {w}"));
-        }
-        out.push(format!("  writes {d}/version.txt = {}", step.result()));
+        out.extend(
+            step_uses(cfg, data, step)
+                .into_iter()
+                .map(|l| format!("  {l}")),
+        );
     }
     if cfg.move_binaries {
+        let bin = |n: &str| cfg.bin_dir.join(n).display().to_string();
         out.push(format!(
             "copy {} and {} to {} and {} (DO_NOT_MOVE_BINARIES is not true)",
             bin(&format!("etcd-{}", cfg.target.version)),
@@ -619,6 +589,78 @@ fn dry_run(cfg: &Config, data: &DataDir) -> Result<Outcome, MigrateError> {
         ));
     }
     print_dry(out)
+}
+
+/// The binaries, ports and files one step uses, for `--dry-run`.
+fn step_uses(cfg: &Config, data: &DataDir, step: &Step) -> Vec<String> {
+    let mut out: Vec<String> = step
+        .binaries()
+        .iter()
+        .map(|n| format!("runs   {}", cfg.bin_dir.join(n).display()))
+        .collect();
+    if matches!(
+        step,
+        Step::Upgrade { .. } | Step::Downgrade { .. } | Step::MigrateV2ToV3 { .. }
+    ) {
+        out.push(format!(
+            "listens on 127.0.0.1:{} (client) and {} (peer)",
+            cfg.port, cfg.listen_peer_urls
+        ));
+    }
+    let e = |name: &str| data.entry(name).display().to_string();
+    let d = data.path().display();
+    let writes: Vec<String> = match step {
+        Step::WriteVersion { .. } | Step::Upgrade { .. } => vec![],
+        Step::Downgrade { .. } => vec![
+            e(names::SNAPSHOT),
+            format!("{} (restored member/ and version.txt)", e(names::RESTORE)),
+            format!(
+                "{} (marker: the restore is complete)",
+                e(names::RESTORE_MARKER)
+            ),
+            format!(
+                "{} (the old member/ and version.txt, replaced)",
+                e(names::BACKUP)
+            ),
+            format!("{d}/member (swapped in)"),
+        ],
+        Step::MigrateV2ToV3 { .. } => vec![
+            format!(
+                "{} -> {} (backup, replaced)",
+                e(names::BACKUP_TMP),
+                e(names::BACKUP)
+            ),
+            format!(
+                "{} (marker: the backup is complete)",
+                e(names::V2V3_JOURNAL)
+            ),
+            format!("{d}/member (converted in place)"),
+        ],
+        Step::RollbackV3ToV2 { .. } => vec![
+            format!(
+                "{} -> {} (backup, replaced)",
+                e(names::BACKUP_TMP),
+                e(names::BACKUP)
+            ),
+            format!(
+                "{} -> {} (the converted member/)",
+                e(names::ROLLBACK_TMP),
+                e(names::ROLLBACK_NEW)
+            ),
+            format!(
+                "{} (the old member/ and version.txt)",
+                e(names::ROLLBACK_BACKUP)
+            ),
+            format!("{d}/member (swapped in)"),
+        ],
+    };
+    out.extend(writes.into_iter().map(|w| format!("writes {w}")));
+    out.push(format!(
+        "writes {d}/{} -> {d}/version.txt = {}",
+        crate::version::VERSION_FILE_NEXT,
+        step.result()
+    ));
+    out
 }
 
 fn print_dry(lines: Vec<String>) -> Result<Outcome, MigrateError> {
@@ -648,7 +690,7 @@ impl Runner<'_> {
             Step::RollbackV3ToV2 { from, to } => {
                 log::info!("Backup and remove all existing v2 data (from {from})");
                 self.data.backup_copy()?;
-                crate::rollback::rollback_for_migrate(self.data.path(), to).map_err(|source| {
+                crate::rollback::rollback_for_migrate(self.data, to).map_err(|source| {
                     MigrateError::Rollback {
                         to: to.clone(),
                         backup: self.data.backup_path(),
@@ -737,6 +779,9 @@ impl Runner<'_> {
         let snapshot = data.snapshot_path();
         let restore = data.restore_path();
         log::info!("Performing etcd {current} -> {to} rollback");
+        // version.txt says etcd3: any etcd2 -> etcd3 journal is stale, and `.bak` is
+        // replaced below.
+        finish_v2v3_journal(data)?;
         remove_tree(&snapshot).map_err(|e| {
             MigrateError::Other(format!(
                 "failed to clean snapshot file before rollback: {e}"
@@ -799,7 +844,7 @@ impl Runner<'_> {
         crash_point("restore-complete");
         log::info!(
             "Backing up data before rolling back: {} -> {}",
-            data.path().display(),
+            data.member_path().display(),
             data.backup_path().display()
         );
         self.swap_in_restore(&data.backup_path())?;
@@ -808,22 +853,18 @@ impl Runner<'_> {
     }
 
     fn mark_restore_complete(&self) -> Result<(), MigrateError> {
-        let marker = restore_marker(self.data);
+        let marker = self.data.restore_marker();
         fs::write(&marker, b"")
-            .and_then(|_| sync_dir(&self.data.parent()))
+            .and_then(|_| sync_dir(self.data.path()))
             .map_err(|e| MigrateError::Other(format!("cannot write {}: {e}", marker.display())))
     }
 
-    /// data dir -> `old_to`, `<dir>.restore` -> data dir, marker removed. Needs the marker.
+    /// `member/` (and version.txt) -> `old_to`, `<dir>/.restore` -> `member/`, marker
+    /// removed. Needs the marker.
     fn swap_in_restore(&self, old_to: &Path) -> Result<(), MigrateError> {
         let data = self.data;
-        remove_tree(old_to)?;
-        crash_point("old-backup-removed");
-        rename_synced(data.path(), old_to)?;
-        crash_point("moved-to-backup");
-        rename_synced(&data.restore_path(), data.path())?;
-        crash_point("swapped");
-        remove_tree(&restore_marker(data))?;
+        data.swap_in(&data.restore_path(), old_to, &crash_point)?;
+        remove_tree(&data.restore_marker())?;
         Ok(())
     }
 
@@ -840,8 +881,9 @@ impl Runner<'_> {
             remove_tree(&restore)?;
             copy_dir(&data.backup_path(), &restore)?;
             self.mark_restore_complete()?;
-            self.swap_in_restore(&discard_path(data))?;
-            remove_tree(&discard_path(data))?;
+            let discard = data.entry(names::DISCARD);
+            self.swap_in_restore(&discard)?;
+            remove_tree(&discard)?;
         } else {
             log::info!(
                 "Backing up {} to {}",
@@ -850,7 +892,7 @@ impl Runner<'_> {
             );
             data.backup_copy()?;
             fs::write(&journal, b"")
-                .and_then(|_| sync_dir(&data.parent()))
+                .and_then(|_| sync_dir(data.path()))
                 .map_err(|e| {
                     MigrateError::Other(format!("cannot write {}: {e}", journal.display()))
                 })?;
@@ -1050,55 +1092,5 @@ mod tests {
             Some("t2".into())
         );
         assert_eq!(cluster_token(&a(&["--x=1"])), None);
-    }
-
-    #[test]
-    fn recover_finishes_a_marked_swap_and_drops_leftovers() {
-        let t = std::env::temp_dir().join(format!("etcdtools-recover-{}", std::process::id()));
-        let _ = fs::remove_dir_all(&t);
-        fs::create_dir_all(&t).unwrap();
-        let data = DataDir::new(&t.join("data")).unwrap();
-        // Interrupted after data -> .bak: restore complete, data dir missing.
-        fs::create_dir_all(data.restore_path()).unwrap();
-        fs::write(data.restore_path().join("version.txt"), "3.4.23/etcd3").unwrap();
-        fs::write(restore_marker(&data), "").unwrap();
-        fs::create_dir_all(data.backup_path()).unwrap();
-        recover(&data).unwrap();
-        assert_eq!(
-            fs::read_to_string(data.path().join("version.txt")).unwrap(),
-            "3.4.23/etcd3"
-        );
-        assert!(!restore_marker(&data).exists() && !data.restore_path().exists());
-        // An unmarked (incomplete) restore is dropped; the data dir stays; a torn
-        // version.txt-next goes.
-        fs::create_dir_all(data.restore_path()).unwrap();
-        fs::write(data.path().join("version.txt-next"), "3.5").unwrap();
-        fs::create_dir_all(data.backup_tmp_path()).unwrap();
-        recover(&data).unwrap();
-        assert!(!data.restore_path().exists() && !data.backup_tmp_path().exists());
-        assert!(!data.path().join("version.txt-next").exists());
-        assert!(data.path().join("version.txt").exists());
-        // Marked restore while the data dir still exists: not swapped, dropped.
-        fs::create_dir_all(data.restore_path()).unwrap();
-        fs::write(restore_marker(&data), "").unwrap();
-        recover(&data).unwrap();
-        assert!(!data.restore_path().exists());
-        assert_eq!(
-            fs::read_to_string(data.path().join("version.txt")).unwrap(),
-            "3.4.23/etcd3"
-        );
-        // rollback2 interrupted between its two renames: its complete result goes into place.
-        let rb_new = data.sibling(".rollback.new");
-        let rb_backup = data.sibling(".rollback.backup");
-        fs::rename(data.path(), &rb_backup).unwrap();
-        fs::create_dir_all(&rb_new).unwrap();
-        fs::write(rb_new.join("version.txt"), "2.2.1/etcd2").unwrap();
-        recover(&data).unwrap();
-        assert_eq!(
-            fs::read_to_string(data.path().join("version.txt")).unwrap(),
-            "2.2.1/etcd2"
-        );
-        assert!(rb_backup.exists() && !rb_new.exists());
-        fs::remove_dir_all(&t).unwrap();
     }
 }

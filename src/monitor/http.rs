@@ -1,18 +1,13 @@
-//! The monitor's HTTP side on tiny_http: routing, the worker threads, the listening socket's
-//! options, and answers written head and body in one `write_all`.
+//! The monitor's HTTP protocol: a request head parsed from bytes (pure), routing, and answers
+//! written head and body in one `writev`. The sockets and threads are in `server.rs`.
 
 use std::fmt;
-use std::net::{SocketAddr, TcpListener};
-use std::os::fd::AsRawFd;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::thread::{self, JoinHandle};
-use std::time::Duration;
+use std::io::Write as _;
+use std::net::TcpStream;
+use std::sync::Arc;
 
-use super::{
-    lock, normalize_listen_address, Monitor, MonitorError, CONTENT_TYPE, HEAD_ROOM,
-    PROMETHEUS_TIMEOUT_HEADER,
-};
+use super::server::write_all_2;
+use super::{Monitor, CONTENT_TYPE, PROMETHEUS_TIMEOUT_HEADER};
 
 /// What a request asks for.
 #[derive(Debug, PartialEq, Eq)]
@@ -43,330 +38,224 @@ pub fn route(method: &str, url: &str, metrics_path: &str) -> Route {
     }
 }
 
-/// How long writing one answer may block: a client that stops reading frees its worker.
-pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(60);
-/// TCP keep-alive probes (idle 60 s, then every 10 s, 3 misses) close connections whose
-/// peer vanished, so they don't hold a tiny_http connection thread forever.
-const KEEPALIVE_IDLE: libc::c_int = 60;
-const KEEPALIVE_INTERVAL: libc::c_int = 10;
-const KEEPALIVE_COUNT: libc::c_int = 3;
-
-/// The HTTP side: tiny_http reads requests on its own thread per connection and queues them;
-/// `workers` threads take them off the queue, so at most that many scrapes run at once.
-pub struct Server {
-    http: Arc<tiny_http::Server>,
-    addr: SocketAddr,
-    stopping: Arc<AtomicBool>,
-    failure: Arc<Mutex<Option<String>>>,
-    workers: Vec<JoinHandle<()>>,
+/// The parts of a request head the monitor uses.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Request<'a> {
+    pub method: &'a str,
+    pub target: &'a str,
+    /// 0 for HTTP/1.0, 1 for HTTP/1.1.
+    pub minor: u8,
+    /// The client keeps the connection open after the answer (HTTP/1.1 unless
+    /// `Connection: close`; HTTP/1.0 only with `Connection: keep-alive`).
+    pub keep_alive: bool,
+    pub content_length: u64,
+    /// A `Transfer-Encoding` body, which we do not read: the connection is closed.
+    pub chunked: bool,
+    pub prometheus_timeout: Option<&'a str>,
 }
 
-/// One of the threads taking requests off tiny_http's queue.
-struct Worker {
-    http: Arc<tiny_http::Server>,
-    monitor: Arc<Monitor>,
-    stopping: Arc<AtomicBool>,
-    failure: Arc<Mutex<Option<String>>>,
-    count: usize,
+#[derive(Debug, PartialEq, Eq)]
+pub enum Head<'a> {
+    /// A request and the length of its head in bytes.
+    Complete(Request<'a>, usize),
+    /// More bytes needed.
+    Partial,
+    /// No end of the head within the limit.
+    TooLarge,
+    Bad,
 }
 
-impl Worker {
-    fn run(self) {
-        loop {
-            match self.http.recv() {
-                Ok(request) => respond(request, &self.monitor),
-                Err(_) if self.stopping.load(Ordering::SeqCst) => return,
-                Err(e) => {
-                    // tiny_http's accept thread ends at its first accept() error (e.g. out
-                    // of file descriptors): stop all workers, so the process exits loudly
-                    // instead of silently accepting nothing.
-                    *lock(&self.failure) = Some(e.to_string());
-                    self.stopping.store(true, Ordering::SeqCst);
-                    for _ in 0..self.count {
-                        self.http.unblock();
-                    }
-                    return;
+/// Parses the request head at the start of `buf` (empty lines before it are skipped, as
+/// RFC 9112 allows), at most `max` bytes long.
+pub fn parse_head(buf: &[u8], max: usize) -> Head<'_> {
+    let start = buf.iter().position(|b| !matches!(b, b'\r' | b'\n'));
+    let Some(start) = start else {
+        return if buf.len() > max {
+            Head::TooLarge
+        } else {
+            Head::Partial
+        };
+    };
+    let Some(end) = buf[start..].windows(4).position(|w| w == b"\r\n\r\n") else {
+        return if buf.len() > max {
+            Head::TooLarge
+        } else {
+            Head::Partial
+        };
+    };
+    if end + 4 > max {
+        return Head::TooLarge;
+    }
+    let Ok(text) = std::str::from_utf8(&buf[start..start + end]) else {
+        return Head::Bad;
+    };
+    match parse_text(text) {
+        Some(request) => Head::Complete(request, start + end + 4),
+        None => Head::Bad,
+    }
+}
+
+fn parse_text(text: &str) -> Option<Request<'_>> {
+    let mut lines = text.split("\r\n");
+    let mut parts = lines.next()?.split(' ');
+    let (method, target, version) = (parts.next()?, parts.next()?, parts.next()?);
+    let is_token = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_graphic());
+    if parts.next().is_some() || !is_token(method) || !is_token(target) {
+        return None;
+    }
+    let minor = match version {
+        "HTTP/1.1" => 1,
+        "HTTP/1.0" => 0,
+        _ => return None,
+    };
+    let mut request = Request {
+        method,
+        target,
+        minor,
+        keep_alive: minor == 1,
+        content_length: 0,
+        chunked: false,
+        prometheus_timeout: None,
+    };
+    let mut length: Option<u64> = None;
+    for line in lines {
+        let (name, value) = line.split_once(':')?;
+        if !is_token(name) || name.contains(':') {
+            return None;
+        }
+        let value = value.trim_matches([' ', '\t']);
+        if name.eq_ignore_ascii_case("connection") {
+            for option in value.split(',').map(str::trim) {
+                if option.eq_ignore_ascii_case("close") {
+                    request.keep_alive = false;
+                } else if option.eq_ignore_ascii_case("keep-alive") && minor == 0 {
+                    request.keep_alive = true;
                 }
             }
-        }
-    }
-}
-
-impl Server {
-    pub fn start(monitor: Arc<Monitor>) -> Result<Server, MonitorError> {
-        let address = normalize_listen_address(&monitor.config.listen_address);
-        let listen_error = |reason: String| MonitorError::Listen {
-            address: address.clone(),
-            reason,
-        };
-        let listener =
-            TcpListener::bind(address.as_str()).map_err(|e| listen_error(e.to_string()))?;
-        tune_listener(&listener, monitor.config.write_timeout)
-            .map_err(|e| listen_error(format!("socket options: {e}")))?;
-        let addr = listener
-            .local_addr()
-            .map_err(|e| listen_error(e.to_string()))?;
-        let http = Arc::new(
-            tiny_http::Server::from_listener(listener, None)
-                .map_err(|e| listen_error(e.to_string()))?,
-        );
-        let stopping = Arc::new(AtomicBool::new(false));
-        let failure = Arc::new(Mutex::new(None));
-        let count = monitor.config.workers.max(1);
-        let mut workers = Vec::with_capacity(count);
-        for i in 0..count {
-            let worker = Worker {
-                http: http.clone(),
-                monitor: monitor.clone(),
-                stopping: stopping.clone(),
-                failure: failure.clone(),
-                count,
-            };
-            let spawned = thread::Builder::new()
-                .name(format!("http-worker-{i}"))
-                .spawn(move || worker.run());
-            match spawned {
-                Ok(handle) => workers.push(handle),
-                Err(e) => {
-                    stopping.store(true, Ordering::SeqCst);
-                    for _ in 0..workers.len() {
-                        http.unblock();
-                    }
-                    return Err(listen_error(format!("cannot start a worker thread: {e}")));
-                }
+        } else if name.eq_ignore_ascii_case("content-length") {
+            let n = value
+                .parse()
+                .ok()
+                .filter(|_| value.bytes().all(|b| b.is_ascii_digit()))?;
+            if length.is_some_and(|l| l != n) {
+                return None;
             }
-        }
-        Ok(Server {
-            http,
-            addr,
-            stopping,
-            failure,
-            workers,
-        })
-    }
-
-    pub fn local_addr(&self) -> Option<SocketAddr> {
-        Some(self.addr)
-    }
-
-    /// Blocks while the server runs; an error when it stopped because it could no longer
-    /// accept connections.
-    pub fn join(mut self) -> Result<(), MonitorError> {
-        for w in self.workers.drain(..) {
-            let _ = w.join();
-        }
-        match lock(&self.failure).take() {
-            Some(reason) => Err(MonitorError::Serve {
-                address: self.addr.to_string(),
-                reason,
-            }),
-            None => Ok(()),
+            length = Some(n);
+        } else if name.eq_ignore_ascii_case("transfer-encoding") {
+            request.chunked = true;
+        } else if name.eq_ignore_ascii_case(PROMETHEUS_TIMEOUT_HEADER) {
+            request.prometheus_timeout = Some(value);
         }
     }
-
-    /// Stops taking requests: answers being written finish, the listener closes.
-    pub fn shutdown(mut self) {
-        self.stop();
-    }
-
-    fn stop(&mut self) {
-        self.stopping.store(true, Ordering::SeqCst);
-        // Each unblock() wakes one thread waiting in recv().
-        for _ in 0..self.workers.len() {
-            self.http.unblock();
-        }
-        for w in self.workers.drain(..) {
-            let _ = w.join();
-        }
-        // Dropping the last tiny_http::Server handle ends its accept thread.
-    }
+    request.content_length = length.unwrap_or(0);
+    Some(request)
 }
 
-impl Drop for Server {
-    fn drop(&mut self) {
-        if !self.workers.is_empty() {
-            self.stop();
-        }
-    }
-}
-
-/// Options set on the listening socket, which Linux copies to every accepted one (tiny_http
-/// accepts on its own thread and offers no hook): TCP_NODELAY (tiny_http writes the head and
-/// the body separately; without it each keep-alive scrape waits ~40 ms for a delayed ACK),
-/// a send timeout and TCP keep-alive. A receive timeout cannot be set this way: on the
-/// listener it would make accept() fail, which ends tiny_http's accept thread.
-fn tune_listener(listener: &TcpListener, write_timeout: Duration) -> std::io::Result<()> {
-    let fd = listener.as_raw_fd();
-    let set = |level: libc::c_int, name: libc::c_int, value: libc::c_int| {
-        set_option(fd, level, name, &value)
-    };
-    set(libc::IPPROTO_TCP, libc::TCP_NODELAY, 1)?;
-    set(libc::SOL_SOCKET, libc::SO_KEEPALIVE, 1)?;
-    set(libc::IPPROTO_TCP, libc::TCP_KEEPIDLE, KEEPALIVE_IDLE)?;
-    set(libc::IPPROTO_TCP, libc::TCP_KEEPINTVL, KEEPALIVE_INTERVAL)?;
-    set(libc::IPPROTO_TCP, libc::TCP_KEEPCNT, KEEPALIVE_COUNT)?;
-    let timeout = libc::timeval {
-        tv_sec: write_timeout.as_secs() as _,
-        tv_usec: write_timeout.subsec_micros() as _,
-    };
-    set_option(fd, libc::SOL_SOCKET, libc::SO_SNDTIMEO, &timeout)
-}
-
-/// Raises the soft limit of open files to the hard limit, as Go programs do at start: every
-/// connection costs tiny_http two descriptors, and running out ends its accept thread.
-/// Returns the new soft limit.
-pub fn raise_open_files_limit() -> std::io::Result<u64> {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit/setrlimit only read or write the struct we pass.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    if limit.rlim_cur < limit.rlim_max {
-        let raised = libc::rlimit {
-            rlim_cur: limit.rlim_max,
-            rlim_max: limit.rlim_max,
-        };
-        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } != 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        limit = raised;
-    }
-    Ok(limit.rlim_cur)
-}
-
-fn set_option<T>(
-    fd: libc::c_int,
-    level: libc::c_int,
-    name: libc::c_int,
-    value: &T,
-) -> std::io::Result<()> {
-    // SAFETY: `value` points to a live T of the size passed; `fd` is an open socket.
-    let rc = unsafe {
-        libc::setsockopt(
-            fd,
-            level,
-            name,
-            (value as *const T).cast(),
-            std::mem::size_of::<T>() as libc::socklen_t,
-        )
-    };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(std::io::Error::last_os_error())
-    }
-}
-
-fn respond(request: tiny_http::Request, monitor: &Monitor) {
-    let route = route(
-        request.method().as_str(),
-        request.url(),
-        &monitor.config.metrics_path,
-    );
-    let (status, content_type, body) = match route {
+/// Answers `request` on `stream`; false when the connection is to be closed.
+pub fn answer(monitor: &Monitor, request: &Request, stream: &mut TcpStream) -> bool {
+    let route = route(request.method, request.target, &monitor.config.metrics_path);
+    let page;
+    let mut scrape = None;
+    let (status, content_type, body): (u16, &str, &[u8]) = match route {
         Route::Metrics => {
-            let timeout_header = request
-                .headers()
-                .iter()
-                .find(|h| h.field.equiv(PROMETHEUS_TIMEOUT_HEADER))
-                .map(|h| h.value.as_str());
-            let scrape = monitor.scrape(timeout_header);
-            (200, CONTENT_TYPE, scrape.buffer.into_bytes())
+            let shared = scrape.insert(monitor.scrape_shared(request.prometheus_timeout));
+            (200, CONTENT_TYPE, shared.body().as_bytes())
         }
-        Route::Healthz => (200, TEXT_CONTENT_TYPE, with_head_room("ok\n")),
-        Route::Index => (
-            200,
-            "text/html; charset=utf-8",
-            with_head_room(&format!(
+        Route::Healthz => (200, TEXT_CONTENT_TYPE, b"ok\n"),
+        Route::Index => {
+            page = format!(
                 "<html><head><title>etcd-version-monitor</title></head><body>\
                  <h1>etcd-version-monitor</h1><p><a href=\"{0}\">{0}</a></p></body></html>\n",
                 html_escape(&monitor.config.metrics_path)
-            )),
-        ),
-        Route::NotFound => (404, TEXT_CONTENT_TYPE, with_head_room("not found\n")),
-        Route::MethodNotAllowed => (
-            405,
-            TEXT_CONTENT_TYPE,
-            with_head_room("method not allowed\n"),
-        ),
+            );
+            (200, "text/html; charset=utf-8", page.as_bytes())
+        }
+        Route::NotFound => (404, TEXT_CONTENT_TYPE, b"not found\n"),
+        Route::MethodNotAllowed => (405, TEXT_CONTENT_TYPE, b"method not allowed\n"),
     };
-    let version = request.http_version();
+    let keep_alive = request.keep_alive && !request.chunked;
     let head = ResponseHead {
-        http_version: (version.0, version.1),
+        minor: request.minor,
         status,
         content_type,
         allow: route == Route::MethodNotAllowed,
-        content_length: body.len() - HEAD_ROOM,
+        content_length: body.len(),
+        close: !keep_alive,
         date: std::time::SystemTime::now(),
     };
-    let send_body = *request.method() != tiny_http::Method::Head;
-    // One buffer, one write: tiny_http's own `respond` copies the body through an 8 KiB
-    // `io::copy` into the socket, one system call (and TCP segment burst) per chunk.
-    // The head goes into the room left in front of the body, so the body is neither copied
-    // nor moved.
-    let mut head_bytes = Vec::with_capacity(HEAD_ROOM);
+    let mut head_bytes = Vec::with_capacity(256);
     head.write(&mut head_bytes);
-    let (out, from) = if !send_body {
-        (head_bytes, 0)
-    } else if let Some(from) = HEAD_ROOM.checked_sub(head_bytes.len()) {
-        let mut out = body;
-        out[from..HEAD_ROOM].copy_from_slice(&head_bytes);
-        (out, from)
+    let body = if request.method == "HEAD" {
+        &[][..]
     } else {
-        // A head longer than the room (not one we write): move the body after it.
-        let mut out = head_bytes;
-        out.extend_from_slice(&body[HEAD_ROOM..]);
-        (out, 0)
+        body
     };
-    let peer = request.remote_addr().copied();
-    let mut writer = request.into_writer();
-    let written = writer.write_all(&out[from..]).and_then(|()| writer.flush());
-    monitor.recycle(out);
-    if let Err(e) = written {
-        if !matches!(
-            e.kind(),
-            std::io::ErrorKind::BrokenPipe
-                | std::io::ErrorKind::ConnectionAborted
-                | std::io::ErrorKind::ConnectionReset
-        ) {
-            log::debug!("cannot answer {peer:?}: {e}");
+    let written = write_all_2(stream, &head_bytes, body);
+    // The last writer of a shared answer keeps its buffer for a later scrape.
+    if let Some(Ok(done)) = scrape.map(Arc::try_unwrap) {
+        monitor.recycle(done.buffer.into_bytes());
+    }
+    match written {
+        Ok(()) => keep_alive,
+        Err(e) => {
+            if !matches!(
+                e.kind(),
+                std::io::ErrorKind::BrokenPipe
+                    | std::io::ErrorKind::ConnectionAborted
+                    | std::io::ErrorKind::ConnectionReset
+            ) {
+                log::debug!("cannot answer {:?}: {e}", stream.peer_addr().ok());
+            }
+            false
         }
     }
+}
+
+/// An error answer (400, 431) before closing the connection.
+pub fn write_error(stream: &mut TcpStream, status: u16) -> std::io::Result<()> {
+    let body: &[u8] = match status {
+        431 => b"request header too large\n",
+        _ => b"bad request\n",
+    };
+    let head = ResponseHead {
+        minor: 1,
+        status,
+        content_type: TEXT_CONTENT_TYPE,
+        allow: false,
+        content_length: body.len(),
+        close: true,
+        date: std::time::SystemTime::now(),
+    };
+    let mut head_bytes = Vec::with_capacity(256);
+    head.write(&mut head_bytes);
+    write_all_2(stream, &head_bytes, body)
 }
 
 const TEXT_CONTENT_TYPE: &str = "text/plain; charset=utf-8";
 
-/// `body` after [`HEAD_ROOM`] free bytes, as a scrape leaves it.
-fn with_head_room(body: &str) -> Vec<u8> {
-    let mut out = vec![b' '; HEAD_ROOM];
-    out.extend_from_slice(body.as_bytes());
-    out
-}
-
-/// The status line and headers of an answer, as tiny_http's `respond` wrote them (minus its
-/// `Server` header): identity encoding with `Content-Length`, never chunked.
-struct ResponseHead {
-    http_version: (u8, u8),
+/// The status line and headers of an answer: identity encoding with `Content-Length`, never
+/// chunked; `Connection: close` when the connection ends after it.
+struct ResponseHead<'a> {
+    minor: u8,
     status: u16,
-    content_type: &'static str,
+    content_type: &'a str,
     allow: bool,
     content_length: usize,
+    close: bool,
     date: std::time::SystemTime,
 }
 
-impl ResponseHead {
+impl ResponseHead<'_> {
     fn write(&self, out: &mut Vec<u8>) {
-        use std::io::Write as _;
         let reason = match self.status {
             200 => "OK",
+            400 => "Bad Request",
             404 => "Not Found",
             405 => "Method Not Allowed",
+            431 => "Request Header Fields Too Large",
             _ => "Unknown",
         };
-        let (major, minor) = self.http_version;
+        let (major, minor) = (1, self.minor);
         // Writing into a Vec cannot fail.
         let _ = write!(
             out,
@@ -377,6 +266,9 @@ impl ResponseHead {
         );
         if self.allow {
             out.extend_from_slice(b"Allow: GET, HEAD\r\n");
+        }
+        if self.close {
+            out.extend_from_slice(b"Connection: close\r\n");
         }
         let _ = write!(out, "Content-Length: {}\r\n\r\n", self.content_length);
     }
@@ -436,6 +328,70 @@ fn html_escape(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
+
+    fn complete(head: &[u8]) -> (Request<'_>, usize) {
+        match parse_head(head, 1024) {
+            Head::Complete(r, n) => (r, n),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn heads_cut_or_damaged_anywhere_do_not_panic() {
+        let head: &[u8] = b"GET /metrics HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\nabc";
+        for cut in 0..=head.len() {
+            let _ = parse_head(&head[..cut], 64);
+        }
+        for at in 0..head.len() {
+            for byte in [0u8, b' ', b':', b'\r', b'\n', 0xff] {
+                let mut damaged = head.to_vec();
+                damaged[at] = byte;
+                if let Head::Complete(_, n) = parse_head(&damaged, 64) {
+                    assert!(n <= damaged.len());
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn request_heads() {
+        let (r, n) = complete(b"\r\nGET /metrics?x HTTP/1.1\r\nHost: a:1\r\n\r\nGET");
+        assert_eq!(n, 40);
+        assert_eq!((r.method, r.target, r.minor), ("GET", "/metrics?x", 1));
+        assert!(r.keep_alive && !r.chunked && r.content_length == 0);
+        let (r, _) = complete(
+            b"POST / HTTP/1.1\r\nconnection: Upgrade, close\r\nContent-Length: 2\r\n\
+              x-prometheus-scrape-timeout-seconds:  10\r\n\r\nhi",
+        );
+        assert!(!r.keep_alive);
+        assert_eq!((r.content_length, r.prometheus_timeout), (2, Some("10")));
+        let (r, _) = complete(b"GET / HTTP/1.0\r\n\r\n");
+        assert!(!r.keep_alive);
+        let (r, _) = complete(b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n");
+        assert!(r.keep_alive);
+        let (r, _) = complete(b"GET / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n");
+        assert!(r.chunked);
+        for partial in [&b""[..], b"\r\n", b"GET / HTTP/1.1\r\nHost: x\r\n"] {
+            assert_eq!(parse_head(partial, 1024), Head::Partial);
+        }
+        for bad in [
+            &b"NONSENSE\r\n\r\n"[..],
+            b"GET / HTTP/1.1\r\nno colon here\r\n\r\n",
+            b"GET  / HTTP/1.1\r\n\r\n",
+            b"GET / HTTP/2\r\n\r\n",
+            b"GET / HTTP/1.1\r\nContent-Length: -1\r\n\r\n",
+            b"GET / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+            b"GET /\xff HTTP/1.1\r\n\r\n",
+        ] {
+            assert_eq!(parse_head(bad, 1024), Head::Bad, "{bad:?}");
+        }
+        let long = [b"GET / HTTP/1.1\r\nX: ".as_slice(), &[b'a'; 2000]].concat();
+        assert_eq!(parse_head(&long, 1024), Head::TooLarge);
+        assert_eq!(parse_head(&long[..1000], 1024), Head::Partial);
+        let ended = [&long[..1100], b"\r\n\r\n"].concat();
+        assert_eq!(parse_head(&ended, 1024), Head::TooLarge);
+    }
 
     #[test]
     fn http_dates_are_imf_fixdates() {
@@ -461,19 +417,5 @@ mod tests {
             Route::MethodNotAllowed
         );
         assert_eq!(route("GET", "/m", "/m"), Route::Metrics);
-    }
-
-    #[test]
-    fn open_files_limit_is_raised_to_the_hard_limit() {
-        let soft = raise_open_files_limit().unwrap();
-        let mut limit = libc::rlimit {
-            rlim_cur: 0,
-            rlim_max: 0,
-        };
-        assert_eq!(
-            unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) },
-            0
-        );
-        assert_eq!((soft, soft), (limit.rlim_cur, limit.rlim_max));
     }
 }

@@ -6,19 +6,26 @@
 //! `etcd_version_info` and the monitor's own metrics. When etcd is down or answers garbage the
 //! answer is still 200 with `etcd_version_monitor_up 0`, so Prometheus keeps the target's `up`
 //! for the monitor and this gauge for etcd; the error is logged once per change of state, not
-//! once per scrape. The HTTP side is in `http.rs`; `buffers.rs` keeps body buffers between scrapes.
+//! once per scrape. The HTTP protocol is in `http.rs`, sockets and threads in `server.rs`;
+//! `buffers.rs` keeps body buffers between scrapes.
 
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 mod buffers;
 mod http;
+mod server;
 
-pub use http::{raise_open_files_limit, route, Route, Server, DEFAULT_WRITE_TIMEOUT};
+pub use http::{route, Route};
+pub use server::{
+    raise_open_files_limit, Server, DEFAULT_MAX_CONNECTIONS, DEFAULT_WRITE_TIMEOUT, HEAD_TIMEOUT,
+    MAX_REQUEST_HEAD,
+};
 
-use crate::etcd::client::{ClientError, HttpClient, TlsFiles, DEFAULT_BODY_LIMIT};
+use crate::build_info;
+use crate::etcd::client::{ClientError, HttpClient, TlsFiles};
 use crate::prom::pass::{self, PassError, Template};
 use crate::prom::rewrite::{self, SERVER_VERSION};
 use crate::prom::{self, Family, Label, MetricType, ParseError};
@@ -30,6 +37,9 @@ pub const DEFAULT_METRICS_PATH: &str = "/metrics";
 pub const DEFAULT_VERSION_URI: &str = "http://localhost:2379/version";
 pub const DEFAULT_METRICS_URI: &str = "http://localhost:2379/metrics";
 pub const DEFAULT_SCRAPE_TIMEOUT: Duration = Duration::from_secs(15);
+/// Most bytes read from etcd per scrape (a fresh etcd serves 150 to 250 KB); more is
+/// `too_large`. With one fetch at a time this bounds a scrape's memory.
+pub const DEFAULT_BODY_LIMIT: u64 = 16 << 20;
 /// How many requests are handled at once; more wait for a free slot.
 pub const DEFAULT_WORKERS: usize = 8;
 /// `/version` is asked again after this long, or at once when etcd's `etcd_server_version`
@@ -44,7 +54,8 @@ pub const VERSION_INFO: &str = "etcd_version_info";
 pub const UP: &str = "etcd_version_monitor_up";
 pub const SCRAPE_DURATION: &str = "etcd_version_monitor_scrape_duration_seconds";
 pub const SCRAPE_ERRORS: &str = "etcd_version_monitor_scrape_errors_total";
-const OWN_FAMILIES: [&str; 4] = [VERSION_INFO, UP, SCRAPE_DURATION, SCRAPE_ERRORS];
+pub const BUILD_INFO: &str = "etcd_version_monitor_build_info";
+const OWN_FAMILIES: [&str; 5] = [VERSION_INFO, UP, SCRAPE_DURATION, SCRAPE_ERRORS, BUILD_INFO];
 
 /// Values of the `reason` label of `etcd_version_monitor_scrape_errors_total`.
 pub const ERROR_REASONS: [&str; 6] = [
@@ -67,6 +78,11 @@ pub struct MonitorConfig {
     /// Largest etcd answer accepted.
     pub body_limit: u64,
     pub workers: usize,
+    /// Most connections open at once; `None`: [`DEFAULT_MAX_CONNECTIONS`], lowered to what the
+    /// open-files limit leaves.
+    pub max_connections: Option<usize>,
+    /// How long a request head may take from its first byte ([`HEAD_TIMEOUT`]).
+    pub head_timeout: Duration,
     /// How long writing one answer may block (a client that stops reading).
     pub write_timeout: Duration,
     /// Log scrape failures and recoveries (off for `--once`, which reports the error itself).
@@ -84,6 +100,8 @@ impl Default for MonitorConfig {
             tls: TlsFiles::default(),
             body_limit: DEFAULT_BODY_LIMIT,
             workers: DEFAULT_WORKERS,
+            max_connections: None,
+            head_timeout: HEAD_TIMEOUT,
             write_timeout: DEFAULT_WRITE_TIMEOUT,
             log_state_changes: true,
         }
@@ -174,20 +192,22 @@ impl std::error::Error for ScrapeError {}
 /// One answer for the metrics path: always a valid exposition; `error` says whether etcd
 /// could be scraped.
 pub struct Scrape {
-    /// [`HEAD_ROOM`] bytes kept free for the HTTP response head, then the exposition: the
-    /// head is written in front of the body without moving it.
     pub(crate) buffer: String,
     pub error: Option<ScrapeError>,
 }
 
-/// Room before an answer's body for its response head (about 130 bytes).
-pub(crate) const HEAD_ROOM: usize = 256;
-
 impl Scrape {
     /// The exposition.
     pub fn body(&self) -> &str {
-        &self.buffer[HEAD_ROOM..]
+        &self.buffer
     }
+}
+
+/// A scrape of etcd in progress, which requests arriving meanwhile wait for and share.
+#[derive(Default)]
+struct Flight {
+    answer: Mutex<Option<Arc<Scrape>>>,
+    done: Condvar,
 }
 
 /// The scrape timeout: the flag, or Prometheus' header minus a margin to answer in, whichever
@@ -241,6 +261,7 @@ pub struct Monitor {
     template: Mutex<Arc<Template>>,
     health: Mutex<Health>,
     version: Mutex<VersionCache>,
+    in_flight: Mutex<Option<Arc<Flight>>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -285,6 +306,7 @@ impl Monitor {
             template: Mutex::default(),
             health: Mutex::default(),
             version: Mutex::default(),
+            in_flight: Mutex::default(),
         })
     }
 
@@ -300,7 +322,6 @@ impl Monitor {
         let deadline = started + timeout;
         let fetched = self.fetch_metrics(timeout);
         let mut body = self.buffers.take_string();
-        body.extend(std::iter::repeat_n(' ', HEAD_ROOM));
         let result = fetched.and_then(|text| {
             // Room for etcd's families, ours, and the response head (see `respond`).
             body.reserve(text.len() + text.len() / 16 + 4096);
@@ -310,7 +331,7 @@ impl Monitor {
         });
         let error = result.err();
         if let Some(e) = &error {
-            body.truncate(HEAD_ROOM);
+            body.clear();
             if let Some(i) = ERROR_REASONS.iter().position(|r| *r == e.reason()) {
                 self.errors[i].fetch_add(1, Ordering::Relaxed);
             }
@@ -320,6 +341,37 @@ impl Monitor {
         Scrape {
             buffer: body,
             error,
+        }
+    }
+
+    /// The answer of the scrape of etcd in progress, or of a new one when none is: requests
+    /// arriving together share one fetch from etcd (and one answer in memory), so at most one
+    /// scrape of etcd runs at a time whatever the number of clients.
+    pub fn scrape_shared(&self, prometheus_timeout: Option<&str>) -> Arc<Scrape> {
+        let (flight, leads) = {
+            let mut slot = lock(&self.in_flight);
+            match &*slot {
+                Some(f) => (Arc::clone(f), false),
+                None => {
+                    let f = Arc::new(Flight::default());
+                    *slot = Some(Arc::clone(&f));
+                    (f, true)
+                }
+            }
+        };
+        if leads {
+            let answer = Arc::new(self.scrape(prometheus_timeout));
+            *lock(&self.in_flight) = None;
+            *lock(&flight.answer) = Some(Arc::clone(&answer));
+            flight.done.notify_all();
+            return answer;
+        }
+        let mut answer = lock(&flight.answer);
+        loop {
+            if let Some(a) = &*answer {
+                return Arc::clone(a);
+            }
+            answer = flight.done.wait(answer).unwrap_or_else(|e| e.into_inner());
         }
     }
 
@@ -535,6 +587,19 @@ impl Monitor {
             );
         }
         prom::write_family(&f, out);
+        let mut f = Family::new(
+            BUILD_INFO,
+            "1, labelled by the version and git commit etcd-version-monitor was built from.",
+            MetricType::Gauge,
+        );
+        f.push(
+            vec![
+                Label::new("version", build_info::VERSION),
+                Label::new("revision", build_info::REVISION),
+            ],
+            1.0,
+        );
+        prom::write_family(&f, out);
     }
 }
 
@@ -611,7 +676,7 @@ mod tests {
         assert_eq!(scrape.error.as_ref().unwrap().reason(), "connect");
         let expo = prom::parse(scrape.body()).unwrap();
         let names: Vec<&str> = expo.families.iter().map(|f| f.name.as_ref()).collect();
-        assert_eq!(names, [UP, SCRAPE_DURATION, SCRAPE_ERRORS]);
+        assert_eq!(names, [UP, SCRAPE_DURATION, SCRAPE_ERRORS, BUILD_INFO]);
         assert_eq!(expo.family(UP).unwrap().samples[0].value.number, 0.0);
         let errors = expo.family(SCRAPE_ERRORS).unwrap();
         let connect = errors
@@ -620,6 +685,10 @@ mod tests {
             .find(|s| s.label("reason") == Some("connect"))
             .unwrap();
         assert_eq!(connect.value.number, 1.0);
+        let build = &expo.family(BUILD_INFO).unwrap().samples[0];
+        assert_eq!(build.label("version"), Some(build_info::VERSION));
+        assert_eq!(build.label("revision"), Some(build_info::REVISION));
+        assert_eq!(build.value.number, 1.0);
         let again = monitor.scrape(None);
         let expo = prom::parse(again.body()).unwrap();
         let total: f64 = expo

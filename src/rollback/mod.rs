@@ -2,10 +2,11 @@
 //! a fresh WAL), offline, without losing anything it does not say it drops.
 //!
 //! Flow: check and read everything (WAL CRC chain, every `.snap` CRC, bbolt meta and tree)
-//! -> pure conversion ([`convert`], [`cluster`]) -> write the result in a temp dir next to
-//! DIR, fsync -> rename it to `DIR.rollback.new` (= complete) -> rename DIR to
-//! `DIR.rollback.backup` -> rename the new dir to DIR. A crash leaves either the untouched
-//! original, or the backup plus a complete result (a rerun finishes the last rename).
+//! -> pure conversion ([`convert`], [`cluster`]) -> write the result in `DIR/.rollback.tmp`,
+//! fsync -> rename it to `DIR/.rollback.new` (= complete) -> move `DIR/member` and
+//! `DIR/version.txt` to `DIR/.rollback.backup` -> move the new `member/` into place. DIR itself
+//! is never renamed (it may be a mount point). A crash leaves either the untouched original,
+//! or the backup plus a complete result (a rerun finishes the swap: `crate::datadir::leftovers`).
 //!
 //! Fixed against the Go original: tombstoned keys stay deleted; a HardState is written (without
 //! it etcd 3.3.21+/3.4.8+ silently ignore the snapshot); `/0/version` is 2.3.0 for 2.3.7;
@@ -19,8 +20,10 @@
 pub mod cluster;
 pub mod convert;
 
+use crate::datadir::leftovers::Leftovers;
+use crate::datadir::{names, Cause, DataDir, DataDirError};
 use crate::error::{HasKind, IoError, Kind};
-use crate::fsutil::{sync_dir, sync_parent, try_flock, Lock};
+use crate::fsutil::sync_dir;
 use crate::storage::bolt::{BoltDb, BoltError, Direction};
 use crate::storage::member::{self, probe, probe_all, PathError, Want};
 use crate::storage::proto::{ConfState, HardState, SnapshotMetadata, WalMetadata, WalSnapshot};
@@ -95,16 +98,27 @@ pub struct RollbackReport {
     pub snap_file: PathBuf,
     pub wal_file: PathBuf,
     pub backup: PathBuf,
-    /// True when this run only finished the renames of an interrupted earlier run.
+    /// True when this run only finished the swap of an interrupted earlier run.
     pub resumed: bool,
+    /// What an interrupted run left and this run dealt with (or, dry, would deal with):
+    /// the `recover: ...` lines of `crate::datadir::leftovers`, as migrate prints them.
+    pub leftovers: Vec<String>,
 }
 
 impl fmt::Display for RollbackReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for line in &self.leftovers {
+            writeln!(f, "{line}")?;
+        }
         if self.resumed {
             return writeln!(
                 f,
-                "completed an interrupted rollback of {} (original in {})",
+                "{} an interrupted rollback of {} (original in {})",
+                if self.dry_run {
+                    "would complete"
+                } else {
+                    "completed"
+                },
                 self.data_dir.display(),
                 self.backup.display()
             );
@@ -226,7 +240,7 @@ impl From<Finding> for RollbackError {
     }
 }
 
-/// The sibling paths rollback uses for DIR.
+/// The paths rollback uses inside DIR (see `crate::datadir::names`).
 #[derive(Debug, Clone)]
 pub struct Paths {
     pub dir: PathBuf,
@@ -238,15 +252,12 @@ pub struct Paths {
 }
 
 impl Paths {
-    pub fn of(dir: &Path) -> Paths {
-        let s = dir.as_os_str().to_string_lossy();
-        let s = s.trim_end_matches('/');
-        let with = |suffix: &str| PathBuf::from(format!("{s}{suffix}"));
+    pub fn of(data: &DataDir) -> Paths {
         Paths {
-            dir: PathBuf::from(s),
-            backup: with(".rollback.backup"),
-            building: with(".rollback.tmp"),
-            ready: with(".rollback.new"),
+            dir: data.path().to_path_buf(),
+            backup: data.entry(names::ROLLBACK_BACKUP),
+            building: data.entry(names::ROLLBACK_TMP),
+            ready: data.entry(names::ROLLBACK_NEW),
         }
     }
 }
@@ -293,20 +304,37 @@ struct Plan {
 }
 
 /// Converts `dir` (an etcd 3.x data dir, etcd stopped) into an etcd 2.x data dir.
-/// This is the one entry point: `rollback2` and `migrate` call it.
+/// This is the one entry point of `rollback2`.
 ///
-/// On success `dir` holds only `member/{snap,wal}`; the original (with its `db`, any
-/// `version.txt` and anything else) is `<dir>.rollback.backup`. The caller writes the new
-/// `version.txt` (`2.2.1/etcd2`). On error nothing under `dir` was changed (see
-/// [`RollbackError`]); with `opts.dry_run` nothing is written at all. If a previous run was
-/// interrupted between its two final renames, this call finishes it (`report.resumed`).
+/// `dir` is resolved to the real directory (a symlink stays a link) and locked (the lock
+/// migrate takes too). On success `dir` holds the new `member/{snap,wal}` and no
+/// `version.txt`; the original `member/` (with its `db`) and `version.txt` are in
+/// `<dir>/.rollback.backup`. The caller writes the new `version.txt` (`2.2.1/etcd2`). On
+/// error `member/` and `version.txt` were not changed (see [`RollbackError`]); with
+/// `opts.dry_run` nothing is written at all. What an interrupted run left is dealt with
+/// first ([`Leftovers`]); when that finishes a rollback, the report says `resumed`.
 pub fn rollback_data_dir(
     dir: &Path,
     opts: &RollbackOptions,
 ) -> Result<RollbackReport, RollbackError> {
-    let paths = Paths::of(dir);
-    if let Some(r) = resume(&paths)? {
-        return Ok(r);
+    let data = DataDir::resolve(dir).map_err(|e| refused(dir, e.to_string()))?;
+    let paths = Paths::of(&data);
+    let left = Leftovers::scan(&data);
+    let resumed = || RollbackReport {
+        data_dir: paths.dir.clone(),
+        backup: paths.backup.clone(),
+        resumed: true,
+        dry_run: opts.dry_run,
+        leftovers: left.lines(),
+        ..Default::default()
+    };
+    let finished = left.finishes_rollback();
+    if opts.dry_run && finished {
+        return Ok(resumed());
+    }
+    if !opts.dry_run {
+        left.recover_legacy_swap(&data)
+            .map_err(datadir_err(UNTOUCHED))?;
     }
     match probe(&paths.dir, Want::Dir) {
         Ok(true) => {}
@@ -314,6 +342,31 @@ pub fn rollback_data_dir(
         Err(PathError::Wrong(w)) => return Err(refused(&w.path, w.what)),
         Err(e) => return Err(path_err(e)),
     }
+    // The data dir's own lock (migrate's too): a second rollback2 or a migrate is kept out.
+    let _lock = data.lock(Duration::ZERO).map_err(|e| match e.cause {
+        Cause::Refused(reason) => refused(&paths.dir, format!("{reason} ({UNTOUCHED})")),
+        Cause::Os(_) => datadir_err(UNTOUCHED)(e),
+    })?;
+    if !opts.dry_run {
+        let left = Leftovers::scan(&data);
+        left.recover(&data, &crash_point)
+            .map_err(datadir_err("rerun to finish the interrupted run"))?;
+        if finished || left.finishes_rollback() {
+            return Ok(resumed());
+        }
+    }
+    let mut report = rollback_locked(&data, opts)?;
+    report.leftovers = left.lines();
+    Ok(report)
+}
+
+/// [`rollback_data_dir`] for a caller that holds the data dir's lock and has dealt with the
+/// leftovers (migrate).
+fn rollback_locked(
+    data: &DataDir,
+    opts: &RollbackOptions,
+) -> Result<RollbackReport, RollbackError> {
+    let paths = Paths::of(data);
     if paths.backup.exists() {
         return Err(refused(
             &paths.backup,
@@ -340,9 +393,7 @@ pub fn rollback_data_dir(
     }
     probe_all(&paths.dir, &wal_dir).map_err(path_err)?;
     // BoltDb holds a shared flock while it is open: refused when etcd runs, and an etcd
-    // started meanwhile waits for it until the swap is done. Two rollbacks of one dir would
-    // both get that one: an exclusive lock on the dir itself keeps a second out.
-    let dir_lock = lock_dir(&paths.dir)?;
+    // started meanwhile waits for it until the swap is done.
     let db = open_db(&db_path)?;
     let mut plan = plan(&paths, &db, opts)?;
     if opts.dry_run {
@@ -351,12 +402,11 @@ pub fn rollback_data_dir(
         return Ok(plan.report);
     }
     let t0 = std::time::Instant::now();
-    let written = write_and_swap(&paths, &mut plan);
+    let written = write_and_swap(&paths, data, &mut plan);
     log::debug!("wrote and swapped in {:?}", t0.elapsed());
     free_later(plan.store);
     written?;
     drop(db);
-    drop(dir_lock);
     Ok(plan.report)
 }
 
@@ -370,14 +420,15 @@ fn free_later(store: Store) {
     drop(spawned);
 }
 
-/// The etcd3 -> etcd2 step of `migrate`: target 2.2.x or 2.3.x, `--ttl 1h` like the Go migrator's
-/// `RollbackV3ToV2(dataDir, time.Hour)`. The plan is logged at info level.
+/// The etcd3 -> etcd2 step of `migrate` (which holds the lock and has recovered): target
+/// 2.2.x or 2.3.x, `--ttl 1h` like the Go migrator's `RollbackV3ToV2(dataDir, time.Hour)`.
+/// The plan is logged at info level.
 pub fn rollback_for_migrate(
-    data_dir: &Path,
+    data: &DataDir,
     target: &crate::version::EtcdVersion,
 ) -> Result<(), RollbackError> {
-    let opts = migrate_options(data_dir, target)?;
-    let report = rollback_data_dir(data_dir, &opts)?;
+    let opts = migrate_options(data.path(), target)?;
+    let report = rollback_locked(data, &opts)?;
     for line in report.to_string().lines() {
         log::info!("rollback2: {line}");
     }
@@ -407,14 +458,14 @@ fn migrate_options(
 /// `--dry-run` of [`rollback_for_migrate`]: every refusal rollback2 would make, before
 /// migrate makes its backup.
 pub fn rollback_dry_run_for_migrate(
-    data_dir: &Path,
+    data: &DataDir,
     target: &crate::version::EtcdVersion,
 ) -> Result<(), String> {
     let opts = RollbackOptions {
         dry_run: true,
-        ..migrate_options(data_dir, target).map_err(|e| e.to_string())?
+        ..migrate_options(data.path(), target).map_err(|e| e.to_string())?
     };
-    rollback_data_dir(data_dir, &opts)
+    rollback_locked(data, &opts)
         .map(|_| ())
         .map_err(|e| e.to_string())
 }
@@ -446,32 +497,18 @@ fn judge_v2_keys(dir: &Path, v3_keys: usize, v2_keys: usize) -> Result<(), Rollb
     Ok(())
 }
 
-/// Finishes an interrupted run: DIR gone, backup and complete result present.
-fn resume(paths: &Paths) -> Result<Option<RollbackReport>, RollbackError> {
-    if paths.dir.exists() || !paths.backup.is_dir() || !paths.ready.is_dir() {
-        return Ok(None);
-    }
-    let state = format!("the original is in {}", paths.backup.display());
-    fs::rename(&paths.ready, &paths.dir).map_err(io_err("cannot rename", &paths.ready, &state))?;
-    sync_parent(&paths.dir).map_err(io_err("cannot fsync parent of", &paths.dir, &state))?;
-    Ok(Some(RollbackReport {
-        data_dir: paths.dir.clone(),
-        backup: paths.backup.clone(),
-        resumed: true,
-        ..Default::default()
-    }))
-}
-
-/// An exclusive non-blocking flock on the data dir (only rollback2 takes it).
-fn lock_dir(dir: &Path) -> Result<fs::File, RollbackError> {
-    let f = fs::File::open(dir).map_err(|e| read_err(IoError::new("cannot open", dir, e)))?;
-    match try_flock(&f, Lock::Exclusive) {
-        Ok(true) => Ok(f),
-        Ok(false) => Err(refused(
-            dir,
-            format!("another rollback2 is working on this data dir ({UNTOUCHED})"),
-        )),
-        Err(e) => Err(read_err(IoError::new("cannot lock", dir, e))),
+/// A failed step of the swap or of the recovery, with the state it leaves.
+fn datadir_err(state: &str) -> impl FnOnce(DataDirError) -> RollbackError {
+    let state = state.to_string();
+    move |e| match e.cause {
+        Cause::Os(source) => RollbackError::Io {
+            error: IoError::new(e.what, e.path, source),
+            state,
+        },
+        Cause::Refused(reason) => RollbackError::Refused {
+            path: e.path,
+            reason: format!("{}: {reason} ({state})", e.what),
+        },
     }
 }
 
@@ -600,6 +637,7 @@ fn plan(paths: &Paths, db: &BoltDb, opts: &RollbackOptions) -> Result<Plan, Roll
             .join(wal::segment_file_name(0, 0)),
         backup: paths.backup.clone(),
         resumed: false,
+        leftovers: Vec::new(),
     };
     Ok(Plan {
         store,
@@ -890,7 +928,7 @@ fn db_path(paths: &Paths) -> PathBuf {
     paths.dir.join("member/snap/db")
 }
 
-fn write_and_swap(paths: &Paths, plan: &mut Plan) -> Result<(), RollbackError> {
+fn write_and_swap(paths: &Paths, data: &DataDir, plan: &mut Plan) -> Result<(), RollbackError> {
     // Leftovers of an earlier run that stopped before the swap: never complete results for
     // this DIR (DIR is still the original), so they can go.
     for stale in [&paths.building, &paths.ready] {
@@ -904,32 +942,28 @@ fn write_and_swap(paths: &Paths, plan: &mut Plan) -> Result<(), RollbackError> {
     }
     let tmp = &paths.building;
     if let Err(error) = build_new_dir(tmp, plan) {
-        let _ = fs::remove_dir_all(tmp);
-        return Err(RollbackError::Io {
-            error,
-            state: UNTOUCHED.to_string(),
-        });
+        // "untouched" only when true: the partial copy inside the data dir is gone too.
+        let state = match fs::remove_dir_all(tmp) {
+            Err(r) if r.kind() != io::ErrorKind::NotFound => format!(
+                "member/ and version.txt are untouched; {} could not be removed: {r}",
+                tmp.display()
+            ),
+            _ => UNTOUCHED.to_string(),
+        };
+        return Err(RollbackError::Io { error, state });
     }
     crash_point("built");
     fs::rename(tmp, &paths.ready).map_err(io_err("cannot rename", tmp, UNTOUCHED))?;
-    sync_parent(&paths.dir).map_err(io_err("cannot fsync parent of", &paths.dir, UNTOUCHED))?;
+    sync_dir(&paths.dir).map_err(io_err("cannot fsync", &paths.dir, UNTOUCHED))?;
     crash_point("ready");
-    fs::rename(&paths.dir, &paths.backup).map_err(io_err(
-        "cannot move the original to",
-        &paths.backup,
-        UNTOUCHED,
-    ))?;
     let state = format!(
-        "the original is in {}, the complete result in {}; rerun to finish",
+        "the original member/ is in {} or still in place, the complete result in {}; rerun \
+         to finish",
         paths.backup.display(),
         paths.ready.display()
     );
-    sync_parent(&paths.dir).map_err(io_err("cannot fsync parent of", &paths.dir, &state))?;
-    crash_point("backed-up");
-    fs::rename(&paths.ready, &paths.dir).map_err(io_err("cannot rename", &paths.ready, &state))?;
-    sync_parent(&paths.dir).map_err(io_err("cannot fsync parent of", &paths.dir, &state))?;
-    crash_point("swapped");
-    Ok(())
+    data.swap_in(&paths.ready, &paths.backup, &crash_point)
+        .map_err(datadir_err(&state))
 }
 
 /// Writes the v2 data dir (snap, WAL, fsynced) at `tmp`.
@@ -991,41 +1025,40 @@ mod tests {
 
     #[test]
     fn migrate_seam_refuses_other_targets_before_touching_anything() {
+        let data = DataDir::resolve(Path::new("/nonexistent/x")).unwrap();
         let v = crate::version::EtcdVersion::new(3, 4, 0);
-        let e = rollback_for_migrate(Path::new("/nonexistent/x"), &v)
-            .unwrap_err()
-            .to_string();
+        let e = rollback_for_migrate(&data, &v).unwrap_err().to_string();
         assert!(e.contains("2.2 or 2.3 only"), "{e}");
         let v = crate::version::EtcdVersion::new(2, 2, 1);
-        let e = rollback_for_migrate(Path::new("/nonexistent/x"), &v)
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("no such data directory"), "{e}");
+        let e = rollback_for_migrate(&data, &v).unwrap_err().to_string();
+        assert!(e.contains("missing"), "{e}");
     }
 
     #[test]
     fn a_second_rollback_of_the_same_dir_is_refused() {
         let dir = std::env::temp_dir().join(format!("rb-lock-unit-{}", std::process::id()));
         fs::create_dir_all(&dir).unwrap();
-        let first = lock_dir(&dir).unwrap();
-        let e = lock_dir(&dir).unwrap_err().to_string();
-        assert!(e.contains("another rollback2"), "{e}");
-        drop(first);
-        drop(lock_dir(&dir).unwrap());
+        let held = DataDir::resolve(&dir)
+            .unwrap()
+            .lock(Duration::ZERO)
+            .unwrap();
+        let e = rollback_data_dir(&dir, &RollbackOptions::default())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains(&format!("pid {}", std::process::id())), "{e}");
+        assert!(e.contains("untouched"), "{e}");
+        drop(held);
         fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
-    fn sibling_paths() {
-        let p = Paths::of(Path::new("/var/etcd/data/"));
+    fn paths_are_inside_the_data_dir() {
+        let data = DataDir::resolve(Path::new("/var/etcd/data/")).unwrap();
+        let p = Paths::of(&data);
         assert_eq!(p.dir, PathBuf::from("/var/etcd/data"));
-        assert_eq!(p.backup, PathBuf::from("/var/etcd/data.rollback.backup"));
-        assert_eq!(p.building, PathBuf::from("/var/etcd/data.rollback.tmp"));
-        assert_eq!(p.ready, PathBuf::from("/var/etcd/data.rollback.new"));
-        assert_eq!(
-            Paths::of(Path::new("data")).backup,
-            PathBuf::from("data.rollback.backup")
-        );
+        assert_eq!(p.backup, PathBuf::from("/var/etcd/data/.rollback.backup"));
+        assert_eq!(p.building, PathBuf::from("/var/etcd/data/.rollback.tmp"));
+        assert_eq!(p.ready, PathBuf::from("/var/etcd/data/.rollback.new"));
     }
 
     #[test]

@@ -268,3 +268,106 @@ pub fn copy_tree(from: &Path, to: &Path) {
         }
     }
 }
+
+/// [`file_tree`] of what etcd and the version file own: entries whose first component does
+/// not start with `.` (the tools keep their backups and staging there, see
+/// `etcdtools::datadir::names`).
+pub fn etcd_tree(dir: &Path) -> std::collections::BTreeMap<PathBuf, Option<Vec<u8>>> {
+    file_tree(dir)
+        .into_iter()
+        .filter(|(p, _)| {
+            !p.components()
+                .next()
+                .is_some_and(|c| c.as_os_str().to_string_lossy().starts_with('.'))
+        })
+        .collect()
+}
+
+/// `mount -t tmpfs` on a dir (as root), unmounted on drop, also when the test fails.
+pub struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    pub fn mount(dir: &Path, size: &str) -> Tmpfs {
+        std::fs::create_dir_all(dir).unwrap();
+        let ok = std::process::Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size},mode=0700"),
+                "tmpfs",
+            ])
+            .arg(dir)
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        assert!(
+            ok,
+            "mount -t tmpfs on {} failed: these tests need root (a mount point as data dir)",
+            dir.display()
+        );
+        Tmpfs(dir.to_path_buf())
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        for args in [&[][..], &["-l"]] {
+            let ok = std::process::Command::new("umount")
+                .args(args)
+                .arg(&self.0)
+                .status()
+                .map(|s| s.success())
+                .unwrap_or(false);
+            if ok {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+}
+
+/// The spellings of one data dir that the tools must treat as that dir: an absolute and a
+/// relative symlink to it, `.` from inside it, `..` from inside its `member/`.
+pub const SPELLINGS: &[&str] = &["abs-link", "rel-link", "dot", "dotdot"];
+
+/// Sets up `spelling` for the data dir `dir` (for a link: the data moves to `real`, `dir`
+/// becomes the link) and returns the `--data-dir` value and the directory to run in.
+pub fn spell(dir: &Path, real: &Path, spelling: &str) -> (PathBuf, PathBuf) {
+    match spelling {
+        "abs-link" | "rel-link" => {
+            std::fs::create_dir_all(real.parent().unwrap()).unwrap();
+            std::fs::rename(dir, real).unwrap();
+            let to = if spelling == "abs-link" {
+                real.to_path_buf()
+            } else {
+                relative(dir.parent().unwrap(), real)
+            };
+            std::os::unix::fs::symlink(&to, dir).unwrap();
+            (dir.to_path_buf(), dir.parent().unwrap().to_path_buf())
+        }
+        "dot" => (PathBuf::from("."), dir.to_path_buf()),
+        "dotdot" => (PathBuf::from(".."), dir.join("member")),
+        other => panic!("no spelling {other}"),
+    }
+}
+
+/// `to` as seen from the directory `from` (both absolute).
+fn relative(from: &Path, to: &Path) -> PathBuf {
+    let (f, t): (Vec<_>, Vec<_>) = (from.components().collect(), to.components().collect());
+    let common = f.iter().zip(&t).take_while(|(a, b)| a == b).count();
+    let mut out = PathBuf::new();
+    for _ in common..f.len() {
+        out.push("..");
+    }
+    for c in &t[common..] {
+        out.push(c);
+    }
+    out
+}
+
+pub fn is_symlink(p: &Path) -> bool {
+    std::fs::symlink_metadata(p)
+        .map(|m| m.file_type().is_symlink())
+        .unwrap_or(false)
+}

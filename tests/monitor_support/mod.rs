@@ -114,8 +114,21 @@ pub struct BinaryMonitor {
 
 impl BinaryMonitor {
     pub fn start(args: &[&str]) -> BinaryMonitor {
+        Self::start_under(&[], args)
+    }
+
+    /// The binary run by `wrapper` (e.g. `["prlimit", "--nofile=256", "--"]`, which execs it:
+    /// the child's pid is the monitor's).
+    pub fn start_under(wrapper: &[&str], args: &[&str]) -> BinaryMonitor {
         let port = free_ports(1).unwrap()[0];
-        let mut cmd = clean_command(Path::new(MONITOR_BIN), &[]);
+        let mut cmd = match wrapper.split_first() {
+            None => clean_command(Path::new(MONITOR_BIN), &[]),
+            Some((program, rest)) => {
+                let mut c = clean_command(Path::new(program), &[]);
+                c.args(rest).arg(MONITOR_BIN);
+                c
+            }
+        };
         cmd.arg(format!("--listen-address=127.0.0.1:{port}"))
             .args(args)
             .stdout(Stdio::null())
@@ -158,6 +171,41 @@ impl BinaryMonitor {
 
     pub fn metrics_url(&self) -> String {
         format!("{}/metrics", self.url)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
+    }
+
+    /// The process still runs (no exit, no abort).
+    pub fn assert_running(&mut self) {
+        let status = self.child.as_mut().unwrap().try_wait().unwrap();
+        assert!(
+            status.is_none(),
+            "monitor exited: {status:?}: {:?}",
+            self.stderr.lock().unwrap()
+        );
+    }
+
+    /// A field of /proc/PID/status (`Threads`, `VmHWM`, ...), as its number.
+    pub fn status_field(&self, field: &str) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{field}:")))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no {field} in /proc/PID/status"))
+    }
+
+    /// Like [`Self::log_lines_containing`], after waiting (up to 5 s) for at least one: the
+    /// reader thread may not have read a line the monitor wrote before answering.
+    pub fn logged(&self, needle: &str) -> usize {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while self.log_lines_containing(needle) == 0 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.log_lines_containing(needle)
     }
 
     pub fn log_lines_containing(&self, needle: &str) -> usize {
