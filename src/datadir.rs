@@ -15,11 +15,11 @@ use std::fs::{self, File};
 use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
-use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use crate::fsutil::{try_flock, Lock};
 use crate::version::{sync_dir, VERSION_FILE};
 
 /// `<what> <path>: <cause>`; an OS error keeps its kind (and gets its hint).
@@ -290,18 +290,16 @@ impl DataDir {
         let started = Instant::now();
         let mut logged = false;
         loop {
-            // SAFETY: flock on a descriptor we own; std opens it with O_CLOEXEC, so children
-            // (etcd) never inherit the lock.
-            let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-            if rc == 0 {
-                return Ok(DirLock {
-                    _file: file,
-                    path: self.path.clone(),
-                });
-            }
-            let e = io::Error::last_os_error();
-            if e.raw_os_error() != Some(libc::EWOULDBLOCK) {
-                return Err(err(&self.path, "cannot lock", e));
+            // std opens with O_CLOEXEC, so children (etcd) never inherit the lock.
+            match try_flock(&file, Lock::Exclusive) {
+                Ok(true) => {
+                    return Ok(DirLock {
+                        _file: file,
+                        path: self.path.clone(),
+                    })
+                }
+                Ok(false) => {}
+                Err(e) => return Err(err(&self.path, "cannot lock", e)),
             }
             let holder = lock_holder(&self.path).unwrap_or_else(|| "another process".into());
             if started.elapsed() >= wait {
@@ -309,7 +307,7 @@ impl DataDir {
                     &self.path,
                     "cannot lock",
                     format!(
-                        "{holder} is working on this data dir (it still holds the lock after                          {wait:?}); wait for it to finish, then rerun"
+                        "{holder} is working on this data dir (it still holds the lock after {wait:?}); wait for it to finish, then rerun"
                     ),
                 ));
             }
