@@ -190,7 +190,7 @@ pub fn answer(monitor: &Monitor, request: &Request, stream: &mut TcpStream) -> b
     } else {
         body
     };
-    let written = write_all_2(stream, &head_bytes, body);
+    let written = write_all_2(stream, &head_bytes, body, monitor.config.write_timeout);
     // The last writer of a shared answer keeps its buffer for a later scrape.
     if let Some(Ok(done)) = scrape.map(Arc::try_unwrap) {
         monitor.recycle(done.buffer.into_bytes());
@@ -212,7 +212,11 @@ pub fn answer(monitor: &Monitor, request: &Request, stream: &mut TcpStream) -> b
 }
 
 /// An error answer (400, 431) before closing the connection.
-pub fn write_error(stream: &mut TcpStream, status: u16) -> std::io::Result<()> {
+pub fn write_error(
+    stream: &mut TcpStream,
+    status: u16,
+    limit: std::time::Duration,
+) -> std::io::Result<()> {
     let body: &[u8] = match status {
         431 => b"request header too large\n",
         _ => b"bad request\n",
@@ -228,7 +232,7 @@ pub fn write_error(stream: &mut TcpStream, status: u16) -> std::io::Result<()> {
     };
     let mut head_bytes = Vec::with_capacity(256);
     head.write(&mut head_bytes);
-    write_all_2(stream, &head_bytes, body)
+    write_all_2(stream, &head_bytes, body, limit)
 }
 
 const TEXT_CONTENT_TYPE: &str = "text/plain; charset=utf-8";
