@@ -164,8 +164,10 @@ impl Container {
         let name = unique_name(label);
         let mut cmd = podman(&["run", "-d", "--name", &name]);
         cmd.args(args);
+        // Made first: a run that created the container and then failed still removes it.
+        let container = Container { name };
         ok(cmd);
-        Container { name }
+        container
     }
 
     /// `Some(exit code)` once the container has exited.
@@ -228,11 +230,13 @@ pub struct KubePod {
 
 impl KubePod {
     pub fn play(file: &Path) -> KubePod {
-        ok(podman(&["kube", "play", &file.display().to_string()]));
-        KubePod {
+        // Made first: a play that created the pod and then failed still takes it down.
+        let pod = KubePod {
             file: file.to_path_buf(),
             up: true,
-        }
+        };
+        ok(podman(&["kube", "play", &file.display().to_string()]));
+        pod
     }
 
     pub fn down(&mut self) {
