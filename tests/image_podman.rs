@@ -274,9 +274,9 @@ fn image_rootfs_equals_what_rootfs_sh_makes() {
         .env("STATIC_BIN_DIR", static_bin_dir())
         .env("ROOTFS_STRICT", "1");
     ok(cmd);
-    let mounted = ok(podman(&["image", "mount", &img.tag]));
-    let mounted = PathBuf::from(mounted.trim());
-    let in_image = image_tree(&mounted);
+    let mount = MountedImage::mount(&img.tag);
+    let mounted = &mount.path;
+    let in_image = image_tree(mounted);
     let owners: Vec<String> = in_image
         .keys()
         .filter(|p| {
@@ -285,7 +285,7 @@ fn image_rootfs_equals_what_rootfs_sh_makes() {
         })
         .cloned()
         .collect();
-    ok(podman(&["image", "unmount", &img.tag]));
+    drop(mount);
     let from_script = image_tree(&rootfs);
     let only = |a: &BTreeMap<String, Entry>, b: &BTreeMap<String, Entry>| {
         a.keys()

@@ -255,6 +255,28 @@ impl Drop for KubePod {
     }
 }
 
+/// `podman image mount` of an image; unmounted when dropped (also when the test fails).
+pub struct MountedImage {
+    tag: String,
+    pub path: PathBuf,
+}
+
+impl MountedImage {
+    pub fn mount(tag: &str) -> MountedImage {
+        let path = ok(podman(&["image", "mount", tag]));
+        MountedImage {
+            tag: tag.to_string(),
+            path: PathBuf::from(path.trim()),
+        }
+    }
+}
+
+impl Drop for MountedImage {
+    fn drop(&mut self) {
+        let _ = output(podman(&["image", "unmount", &self.tag]));
+    }
+}
+
 /// `text` with each `(from, to)` replaced; each `from` must occur (a manifest that changed
 /// under the test fails it instead of being tested half-filled).
 pub fn fill(text: &str, replacements: &[(&str, String)]) -> String {
