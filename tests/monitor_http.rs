@@ -159,6 +159,22 @@ fn http_1_0_closes_and_errors_are_answered() {
     }
 }
 
+/// An HTTP/1.0 client keeps the connection only when the answer says `Connection: keep-alive`
+/// (RFC 9112 section 9.3); then a second request is answered on it.
+#[test]
+fn http_1_0_keep_alive_is_acknowledged() {
+    let m = down_monitor();
+    let s = connect(&m);
+    let mut r = BufReader::new(s.try_clone().unwrap());
+    for _ in 0..2 {
+        (&s).write_all(b"GET /healthz HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+            .unwrap();
+        let (status, headers, body) = read_response(&mut r, false);
+        assert_eq!((status, body.as_str()), (200, "ok\n"));
+        assert_eq!(header(&headers, "connection"), Some("keep-alive"));
+    }
+}
+
 #[test]
 fn method_not_allowed_reads_the_body_and_keeps_the_connection() {
     let m = down_monitor();

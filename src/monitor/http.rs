@@ -238,7 +238,8 @@ pub fn write_error(
 const TEXT_CONTENT_TYPE: &str = "text/plain; charset=utf-8";
 
 /// The status line and headers of an answer: identity encoding with `Content-Length`, never
-/// chunked; `Connection: close` when the connection ends after it.
+/// chunked; `Connection: close` when the connection ends after it, `Connection: keep-alive`
+/// when an HTTP/1.0 connection does not.
 struct ResponseHead<'a> {
     minor: u8,
     status: u16,
@@ -273,6 +274,9 @@ impl ResponseHead<'_> {
         }
         if self.close {
             out.extend_from_slice(b"Connection: close\r\n");
+        } else if self.minor == 0 {
+            // An HTTP/1.0 client keeps the connection only when told (RFC 9112 9.3).
+            out.extend_from_slice(b"Connection: keep-alive\r\n");
         }
         let _ = write!(out, "Content-Length: {}\r\n\r\n", self.content_length);
     }
