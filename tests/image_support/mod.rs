@@ -241,8 +241,9 @@ impl KubePod {
 
     pub fn down(&mut self) {
         if self.up {
-            self.up = false;
             ok(podman(&["kube", "down", &self.file.display().to_string()]));
+            // Only now: a down that failed is tried again when dropped.
+            self.up = false;
         }
     }
 }
