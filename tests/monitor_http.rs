@@ -326,3 +326,37 @@ fn a_head_that_takes_too_long_is_closed() {
         "{took:?}"
     );
 }
+
+/// A client streaming an endless request body as fast as it can (here to /metrics, answered
+/// 405 with the body to be skipped) is closed once the body is not complete within the head
+/// time limit (here 300 ms), also when its data never stops; meanwhile the only worker still
+/// answers another client.
+#[test]
+fn an_endless_body_is_closed_at_the_head_time_limit() {
+    let mut config = config_for("http://127.0.0.1:1/metrics", "http://127.0.0.1:1/version");
+    config.workers = 1;
+    config.head_timeout = Duration::from_millis(300);
+    let m = InProcess::start(config);
+    let mut s = connect(&m);
+    s.write_all(b"POST /metrics HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000000000\r\n\r\n")
+        .unwrap();
+    let streamer = std::thread::spawn(move || {
+        let chunk = vec![b'x'; 4 << 20];
+        let started = std::time::Instant::now();
+        // Until the monitor closes the connection, or for 30 s.
+        while started.elapsed() < Duration::from_secs(30) && s.write_all(&chunk).is_ok() {}
+        started.elapsed()
+    });
+    let a = http_get(&format!("{}/healthz", m.url), &[]);
+    assert_eq!((a.status, a.body.as_str()), (200, "ok\n"));
+    let streamed = streamer.join().unwrap();
+    // Closed at the limit (plus a turn); without it, the stream ran the whole 30 s.
+    assert!(
+        streamed < Duration::from_secs(10),
+        "streamed for {streamed:?}"
+    );
+    eprintln!(
+        "healthz answered in {:?}; the body closed after {streamed:?}",
+        a.took
+    );
+}

@@ -476,14 +476,17 @@ impl Worker {
         if self.fill(&mut conn).is_err() {
             return self.shared.close(conn);
         }
+        // The time limit is checked here too: the poller's sweep sees only parked connections,
+        // and one whose data never stops is hardly ever parked.
+        let late = conn.since.elapsed() > self.shared.monitor.config.head_timeout;
         if conn.skip > 0 {
-            if conn.eof {
+            if conn.eof || late {
                 return self.shared.close(conn);
             }
             return self.shared.park(conn);
         }
         let (consumed, keep) = match parse_head(&conn.input, MAX_REQUEST_HEAD) {
-            Head::Partial if conn.eof => return self.shared.close(conn),
+            Head::Partial if conn.eof || (had_input && late) => return self.shared.close(conn),
             Head::Partial => {
                 // A head's time limit runs from its first byte.
                 if !had_input {
