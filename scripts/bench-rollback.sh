@@ -11,7 +11,11 @@ runs=${RUNS:-3}
 keys=${KEYS:-200000}
 bench="$repo/.cache/bench"
 src="$bench/rollback-${keys}"
-etcd="$repo/.cache/etcd-bin/etcd-3.4.23"
+bin_dir=${ETCD_BIN_DIR:-$repo/.cache/etcd-bin}
+etcd="$bin_dir/etcd-3.4.23"
+# The floor both must pay: reading the whole db once. etcdutl (3.5.x) `snapshot status` does it
+# (bbolt walk + hash of every key/value), so rollback2 is measured against it on the same db.
+etcdutl=$(ls "$bin_dir"/etcdutl-3.5.* 2>/dev/null | sort -V | tail -1)
 command -v /usr/bin/time >/dev/null || { echo "bench-rollback: needs GNU time (/usr/bin/time)" >&2; exit 1; }
 
 cargo build --release --locked --bin rollback2 >&2
@@ -82,11 +86,16 @@ measure() { # prints "wall_s maxrss_kb cpu_s" of the command; fails when the com
 best() { sort -n | head -1; }
 
 read_t=(); read_m=(); read_c=(); dry_t=(); dry_m=(); dry_c=(); full_t=(); full_m=(); full_c=()
+utl_t=(); utl_m=(); utl_c=()
 for r in $(seq "$runs"); do
     rm -rf "$work" "$work.rollback.backup"; mkdir -p "$(dirname "$work")"
     cp -a "$src/data" "$work"
     cat "$work/member/snap/db" "$work"/member/wal/* >/dev/null   # same page-cache state each run
     x=$(measure cat "$work/member/snap/db"); read -r t m c <<<"$x"; read_t+=("$t"); read_m+=("$m"); read_c+=("$c")
+    if [ -n "$etcdutl" ]; then
+        x=$(measure "$etcdutl" snapshot status "$work/member/snap/db" -w json); read -r t m c <<<"$x"
+        utl_t+=("$t"); utl_m+=("$m"); utl_c+=("$c")
+    fi
     x=$(measure "$bin" --data-dir "$work" --dry-run); read -r t m c <<<"$x"; dry_t+=("$t"); dry_m+=("$m"); dry_c+=("$c")
     x=$(measure "$bin" --data-dir "$work"); read -r t m c <<<"$x"; full_t+=("$t"); full_m+=("$m"); full_c+=("$c")
     grep -q 'Finished successfully' "$bench/cmd.out" || { echo "bench-rollback: no success line" >&2; exit 1; }
@@ -102,6 +111,14 @@ echo "rollback2, $keys keys x 500 B, db ${db_mb} MB, best of $runs runs (load av
 printf '  %-36s %6.2f s wall %6.2f s cpu %6d MB max RSS\n' "read the db (cat > /dev/null)" "$rt" "$rc" $((rm_ / 1024))
 printf '  %-36s %6.2f s wall %6.2f s cpu %6d MB max RSS\n' "rollback2 --dry-run (read+convert)" "$dt" "$dc" $((dm / 1024))
 printf '  %-36s %6.2f s wall %6.2f s cpu %6d MB max RSS\n' "rollback2 (full: writes, fsync, swap)" "$ft" "$fc" $((fm / 1024))
+if [ -n "$etcdutl" ]; then
+    ut=$(pick "${utl_t[@]}"); um=$(pick "${utl_m[@]}"); uc=$(pick "${utl_c[@]}")
+    printf '  %-36s %6.2f s wall %6.2f s cpu %6d MB max RSS\n' "$(basename "$etcdutl") snapshot status" "$ut" "$uc" $((um / 1024))
+    awk -v f="$ft" -v d="$dt" -v u="$ut" -v m="$fm" -v um="$um" -v fc="$fc" -v uc="$uc" 'BEGIN {
+        printf "  rollback2 / etcdutl snapshot status: %.2fx wall, %.2fx cpu, %.2fx max RSS (goal <= 1.0 wall and RSS); --dry-run: %.2fx wall\n", f / (u > 0 ? u : 0.01), fc / (uc > 0 ? uc : 0.01), m / (um > 0 ? um : 1), d / (u > 0 ? u : 0.01) }'
+else
+    echo "  etcdutl 3.5.x not in $bin_dir: no comparison (run ./scripts/fetch-etcd.sh)"
+fi
 awk -v f="$ft" -v r="$rt" -v m="$fm" -v fc="$fc" -v dc="$dc" -v rc="$rc" 'BEGIN {
     if (r > 0) printf "  ratio full / read-db: %.1fx wall; dry-run / read-db: %.1fx cpu\n", f / r, (rc > 0 ? dc / rc : 0);
     printf "  vs Go original (3.7-4.4 s, 0.9-1.1 GB): %.1fx faster, %.1fx less memory (midpoints)\n", 4.05 / (f > 0 ? f : 0.01), 1000 / (m / 1024);

@@ -11,38 +11,65 @@
 
 pub mod leftovers;
 
-use std::fmt;
 use std::fs::{self, File};
 use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
-use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use crate::fsutil::{try_flock, Lock};
 use crate::version::{sync_dir, VERSION_FILE};
 
-#[derive(Debug)]
+/// `<what> <path>: <cause>`; an OS error keeps its kind (and gets its hint).
+#[derive(Debug, thiserror::Error)]
+#[error("{what} {}: {cause}", path.display())]
 pub struct DataDirError {
     pub path: PathBuf,
     pub what: String,
-    pub reason: String,
+    pub cause: Cause,
 }
 
-impl fmt::Display for DataDirError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} {}: {}", self.what, self.path.display(), self.reason)
+/// Why a data dir operation failed: the OS said no, or we refuse.
+#[derive(Debug, thiserror::Error)]
+pub enum Cause {
+    #[error("{}", crate::error::describe(.0))]
+    Os(io::Error),
+    #[error("{0}")]
+    Refused(String),
+}
+
+impl From<io::Error> for Cause {
+    fn from(e: io::Error) -> Self {
+        Cause::Os(e)
+    }
+}
+impl From<&str> for Cause {
+    fn from(s: &str) -> Self {
+        Cause::Refused(s.to_string())
+    }
+}
+impl From<String> for Cause {
+    fn from(s: String) -> Self {
+        Cause::Refused(s)
     }
 }
 
-impl std::error::Error for DataDirError {}
+impl crate::error::HasKind for DataDirError {
+    fn kind(&self) -> crate::error::Kind {
+        match self.cause {
+            Cause::Os(_) => crate::error::Kind::Io,
+            Cause::Refused(_) => crate::error::Kind::Refused,
+        }
+    }
+}
 
-fn err(path: &Path, what: &str, reason: impl ToString) -> DataDirError {
+fn err(path: &Path, what: &str, cause: impl Into<Cause>) -> DataDirError {
     DataDirError {
         path: path.to_path_buf(),
         what: what.to_string(),
-        reason: reason.to_string(),
+        cause: cause.into(),
     }
 }
 
@@ -207,7 +234,7 @@ impl DataDir {
             return Ok(());
         };
         let c = std::ffi::CString::new(existing.as_os_str().as_bytes())
-            .map_err(|e| err(existing, "cannot check", e))?;
+            .map_err(|e| err(existing, "cannot check", e.to_string()))?;
         // SAFETY: c is a valid NUL-terminated path.
         if unsafe { libc::access(c.as_ptr(), libc::W_OK | libc::X_OK) } == 0 {
             return Ok(());
@@ -263,18 +290,16 @@ impl DataDir {
         let started = Instant::now();
         let mut logged = false;
         loop {
-            // SAFETY: flock on a descriptor we own; std opens it with O_CLOEXEC, so children
-            // (etcd) never inherit the lock.
-            let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-            if rc == 0 {
-                return Ok(DirLock {
-                    _file: file,
-                    path: self.path.clone(),
-                });
-            }
-            let e = io::Error::last_os_error();
-            if e.raw_os_error() != Some(libc::EWOULDBLOCK) {
-                return Err(err(&self.path, "cannot lock", e));
+            // std opens with O_CLOEXEC, so children (etcd) never inherit the lock.
+            match try_flock(&file, Lock::Exclusive) {
+                Ok(true) => {
+                    return Ok(DirLock {
+                        _file: file,
+                        path: self.path.clone(),
+                    })
+                }
+                Ok(false) => {}
+                Err(e) => return Err(err(&self.path, "cannot lock", e)),
             }
             let holder = lock_holder(&self.path).unwrap_or_else(|| "another process".into());
             if started.elapsed() >= wait {
@@ -282,7 +307,7 @@ impl DataDir {
                     &self.path,
                     "cannot lock",
                     format!(
-                        "{holder} is working on this data dir (it still holds the lock after                          {wait:?}); wait for it to finish, then rerun"
+                        "{holder} is working on this data dir (it still holds the lock after {wait:?}); wait for it to finish, then rerun"
                     ),
                 ));
             }
@@ -552,8 +577,8 @@ pub fn copy_tree(from: &Path, to: &Path) -> io::Result<()> {
 
 /// Free bytes for an unprivileged writer on the file system holding `path` (statvfs).
 pub fn free_bytes(path: &Path) -> Result<u64, DataDirError> {
-    let c =
-        std::ffi::CString::new(path.as_os_str().as_bytes()).map_err(|e| err(path, "statvfs", e))?;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes())
+        .map_err(|e| err(path, "statvfs", e.to_string()))?;
     let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
     // SAFETY: c is a valid NUL-terminated path, st a valid out-pointer.
     let rc = unsafe { libc::statvfs(c.as_ptr(), &mut st) };

@@ -4,7 +4,10 @@
 //! - [`prom`]: the Prometheus text model (parse, rewrite, write).
 //! - [`monitor`]: `etcd-version-monitor`, the exporter.
 //! - [`etcd`]: talking to a running etcd over HTTP, and starting/stopping etcd processes.
-//! - [`storage`]: etcd's files, one module per format (WAL, snap, bbolt, mvcc, v2 store).
+//! - [`storage`]: etcd's files, one module per format (WAL, snap, bbolt, mvcc, v2 store), and
+//!   `storage::member`, the member dir as one thing (path kinds, start point).
+//! - [`error`]: error kinds and exit codes shared by the tools; [`fsutil`]: fsync, flock, crash
+//!   points.
 //! - [`inspect`]: what `etcd-inspect` prints, on top of `storage`.
 //! - [`version`], [`datadir`], [`migrate`]: `version.txt`, the data dir, the migration plan
 //!   (pure) and its executor.
@@ -14,7 +17,9 @@ pub mod base64;
 pub mod build_info;
 pub mod datadir;
 pub mod duration;
+pub mod error;
 pub mod etcd;
+pub mod fsutil;
 pub mod inspect;
 pub mod logging;
 pub mod migrate;

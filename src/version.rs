@@ -7,7 +7,9 @@
 //! the old or the new content, never a torn or empty file.
 
 use std::fmt;
-use std::fs::{self, File, OpenOptions};
+
+use crate::error::{HasKind, IoError, Kind};
+use std::fs::{self, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -144,53 +146,35 @@ pub enum VersionFile {
     Parsed(VersionPair),
 }
 
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub enum VersionFileError {
-    Read {
-        path: PathBuf,
-        reason: String,
-    },
+    #[error("failed to read version file {}: {reason}", path.display())]
+    NotAFile { path: PathBuf, reason: String },
     /// Content that is not `<version>/<storage>`; `content` is quoted as found (lossy UTF-8).
+    #[error(
+        "{} holds {content:?}, which is not '<major>.<minor>.<patch>/<etcd2|etcd3>' \
+         ({reason}); fix or remove that file by hand (it must name the etcd version \
+         that last ran on this data, e.g. 3.5.1/etcd3)",
+        path.display()
+    )]
     Malformed {
         path: PathBuf,
         content: String,
         reason: String,
     },
-    Write {
-        path: PathBuf,
-        reason: String,
-    },
+    /// Reading or writing it failed (`failed to read version file <path>: ...`).
+    #[error(transparent)]
+    Io(#[from] IoError),
 }
 
-impl fmt::Display for VersionFileError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+impl HasKind for VersionFileError {
+    fn kind(&self) -> Kind {
         match self {
-            VersionFileError::Read { path, reason } => {
-                write!(
-                    f,
-                    "failed to read version file {}: {reason}",
-                    path.display()
-                )
-            }
-            VersionFileError::Malformed {
-                path,
-                content,
-                reason,
-            } => write!(
-                f,
-                "{} holds {content:?}, which is not '<major>.<minor>.<patch>/<etcd2|etcd3>' \
-                 ({reason}); fix or remove that file by hand (it must name the etcd version \
-                 that last ran on this data, e.g. 3.5.1/etcd3)",
-                path.display()
-            ),
-            VersionFileError::Write { path, reason } => {
-                write!(f, "failed to write {}: {reason}", path.display())
-            }
+            VersionFileError::NotAFile { .. } | VersionFileError::Malformed { .. } => Kind::Refused,
+            VersionFileError::Io(_) => Kind::Io,
         }
     }
 }
-
-impl std::error::Error for VersionFileError {}
 
 pub fn version_file_path(data_dir: &Path) -> PathBuf {
     data_dir.join(VERSION_FILE)
@@ -199,17 +183,14 @@ pub fn version_file_path(data_dir: &Path) -> PathBuf {
 /// Reads `<data_dir>/version.txt`.
 pub fn read_version_file(data_dir: &Path) -> Result<VersionFile, VersionFileError> {
     let path = version_file_path(data_dir);
-    let read_err = |e: io::Error| VersionFileError::Read {
-        path: path.clone(),
-        reason: e.to_string(),
-    };
+    let read_err = |e: io::Error| IoError::new("failed to read version file", &path, e);
     let meta = match fs::metadata(&path) {
         Ok(m) => m,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(VersionFile::Missing),
-        Err(e) => return Err(read_err(e)),
+        Err(e) => return Err(read_err(e).into()),
     };
     if !meta.is_file() {
-        return Err(VersionFileError::Read {
+        return Err(VersionFileError::NotAFile {
             path,
             reason: "not a regular file".into(),
         });
@@ -253,31 +234,28 @@ pub fn write_version_file(data_dir: &Path, pair: &VersionPair) -> Result<bool, V
         }
     }
     let next = data_dir.join(VERSION_FILE_NEXT);
-    let write_err = |p: &Path, e: io::Error| VersionFileError::Write {
-        path: p.to_path_buf(),
-        reason: e.to_string(),
-    };
-    {
+    let write_err = |p: &Path, e: io::Error| IoError::new("failed to write", p, e);
+    let written = (|| {
         let mut file = OpenOptions::new()
             .write(true)
             .create(true)
             .truncate(true)
-            .open(&next)
-            .map_err(|e| write_err(&next, e))?;
+            .open(&next)?;
         // No trailing newline, as the Go original (the reader accepts either).
-        file.write_all(pair.to_string().as_bytes())
-            .map_err(|e| write_err(&next, e))?;
-        file.sync_all().map_err(|e| write_err(&next, e))?;
+        file.write_all(pair.to_string().as_bytes())?;
+        file.sync_all()
+    })();
+    if let Err(e) = written {
+        // A full disk leaves an empty temp file: the data dir stays as it was.
+        let _ = fs::remove_file(&next);
+        return Err(write_err(&next, e).into());
     }
     fs::rename(&next, &path).map_err(|e| write_err(&path, e))?;
     sync_dir(data_dir).map_err(|e| write_err(data_dir, e))?;
     Ok(true)
 }
 
-/// fsync of a directory, so a rename or create inside it survives a power loss.
-pub fn sync_dir(dir: &Path) -> io::Result<()> {
-    File::open(dir)?.sync_all()
-}
+pub use crate::fsutil::sync_dir;
 
 #[cfg(test)]
 mod tests {

@@ -132,16 +132,16 @@ fn check_inspect_agrees(version: &str) {
     assert!(segments.len() >= 2, "{segments:?}");
     assert!(segments[0].size >= wal::SEGMENT_SIZE);
     assert!(
-        wal::check(&wal_dir).is_empty(),
+        wal::check(&wal_dir).unwrap().is_empty(),
         "{:?}",
-        wal::check(&wal_dir)
+        wal::check(&wal_dir).unwrap()
     );
     let snap_dir = etcd.data_dir.join("member/snap");
     assert!(!snap::list_snap_files(&snap_dir).unwrap().is_empty());
     assert!(
-        snap::check(&snap_dir).is_empty(),
+        snap::check(&snap_dir).unwrap().is_empty(),
         "{:?}",
-        snap::check(&snap_dir)
+        snap::check(&snap_dir).unwrap()
     );
 
     // wal: the same last index/term as etcd reported.
@@ -249,17 +249,18 @@ fn errors_name_the_file_and_offset_and_exit_non_zero() {
     bytes[at + 5] = b'3';
     std::fs::write(&wal_file, &bytes).unwrap();
     let (code, _, err) = inspect(&["wal", d, "--all"]);
-    assert_eq!(code, 1);
+    assert_eq!(code, 3, "damage exits 3");
     assert!(
-        err.contains("0000000000000000-0000000000000000.wal: offset "),
+        err.contains("WAL damaged at ")
+            && err.contains("0000000000000000-0000000000000000.wal offset "),
         "{err}"
     );
     assert!(err.contains("CRC mismatch"), "{err}");
     let (code, out, _) = inspect(&["check", d]);
-    assert_eq!(code, 1);
+    assert_eq!(code, 3);
     assert!(out.contains("CRC mismatch"), "{out}");
     let (code, out, _) = inspect(&["check", d, "--json"]);
-    assert_eq!(code, 1);
+    assert_eq!(code, 3);
     let f = json_lines(&out)
         .into_iter()
         .find(|f| f["problem"].as_str().unwrap().contains("CRC"))
@@ -277,18 +278,18 @@ fn errors_name_the_file_and_offset_and_exit_non_zero() {
     bytes[4096 + 16] ^= 0xff; // meta page 1 magic
     std::fs::write(&db, &bytes).unwrap();
     let (code, out, _) = inspect(&["check", d, "--json"]);
-    assert_eq!(code, 1);
+    assert_eq!(code, 3);
     assert!(
         json_lines(&out)
             .iter()
             .any(|f| f["file"].as_str().unwrap().ends_with("member/snap/db")),
         "{out}"
     );
-    // Usage errors: 2. Missing dir: 1 with its name.
+    // Usage errors: 2. Missing dir: 4 (I/O) with its name.
     assert_eq!(inspect(&["wal"]).0, 2);
     assert_eq!(inspect(&["frobnicate", d]).0, 2);
     let (code, _, err) = inspect(&["wal", "/nonexistent/dir"]);
-    assert_eq!(code, 1);
+    assert_eq!(code, 4);
     assert!(err.contains("/nonexistent/dir"), "{err}");
 }
 
@@ -425,7 +426,7 @@ fn a_torn_last_record_is_the_documented_recovery() {
     assert!(end["tail_offset"].as_u64().unwrap() < bytes.len() as u64 - 3);
     // check reports it, with the offset of the torn record.
     let (code, out, _) = inspect(&["check", d, "--json"]);
-    assert_eq!(code, 1);
+    assert_eq!(code, 3);
     let f = json_lines(&out);
     assert!(
         f.iter()

@@ -272,9 +272,13 @@ fn cross_check_with_storage(dir: &Path, made: &Made) {
     use etcdtools::storage::{snap, v2store, wal};
     let wal_dir = dir.join("member/wal");
     let snap_dir = dir.join("member/snap");
-    assert_eq!(wal::check(&wal_dir), vec![], "storage::wal::check findings");
     assert_eq!(
-        snap::check(&snap_dir),
+        wal::check(&wal_dir).unwrap(),
+        vec![],
+        "storage::wal::check findings"
+    );
+    assert_eq!(
+        snap::check(&snap_dir).unwrap(),
         vec![],
         "storage::snap::check findings"
     );

@@ -38,7 +38,7 @@ fn result_store(dir: &Path, index: u64, term: u64) -> v2store::Store {
     let s = snap::read_snap_file(&files[0]).unwrap();
     assert_eq!((s.metadata.index, s.metadata.term), (index, term));
     assert_eq!(s.metadata.conf_state.voters, vec![0x1177386ae0746d8e]);
-    assert_eq!(wal::check(&dir.join("member/wal")), vec![]);
+    assert_eq!(wal::check(&dir.join("member/wal")).unwrap(), vec![]);
     let start = etcdtools::storage::proto::WalSnapshot {
         index,
         term,

@@ -1,12 +1,14 @@
 //! etcd-inspect: read an etcd data dir without running etcd. See docs/inspect.md.
 //!
-//! Exit codes: 0 ok (for `check`: no problems), 1 the data is unreadable or `check` found
-//! problems, 2 usage error.
+//! Exit codes (etcdtools::error::Kind): 0 ok (for `check`: no problems), 1 refused (etcd holds
+//! the db), 2 usage error, 3 the data is damaged (`check`: problems found), 4 I/O error
+//! (permission, a file the OS will not open).
 
 use std::io::{self, BufWriter, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use etcdtools::error::{HasKind, Kind};
 use etcdtools::inspect::{self, InspectError, Layout};
 
 const USAGE: &str = "\
@@ -21,13 +23,16 @@ commands:
   snap <data-dir>      newest usable snapshot: metadata and its v2 store
   version <data-dir>   what the data is: version.txt, storage, cluster/storage version,
                        last index/term, members
-  check <data-dir>     integrity of WAL, snap files and db; exit 1 with each problem
+  check <data-dir>     integrity of WAL, snap files and db; exit 3 with each problem
 
 options:
   --json               one JSON object per line (bytes as base64)
   --wal-dir DIR        WAL directory when etcd ran with --wal-dir
   -h, --help           this help
   --version            print the version
+
+exit status: 0 ok, 1 refused (etcd holds the db), 2 usage, 3 damaged data (check: problems
+found), 4 I/O error (permission, missing file)
 ";
 
 struct Args {
@@ -150,13 +155,13 @@ fn main() -> ExitCode {
         }
         (Ok(_), Err(e)) => {
             eprintln!("etcd-inspect: writing output: {e}");
-            ExitCode::from(1)
+            ExitCode::from(Kind::Io.exit_code())
         }
         (Ok(true), Ok(())) => ExitCode::SUCCESS,
-        (Ok(false), Ok(())) => ExitCode::from(1),
+        (Ok(false), Ok(())) => ExitCode::from(Kind::Corrupt.exit_code()),
         (Err(e), _) => {
             eprintln!("etcd-inspect: {e}");
-            ExitCode::from(1)
+            ExitCode::from(e.kind().exit_code())
         }
     }
 }

@@ -4,6 +4,7 @@
 use std::process::ExitCode;
 
 use etcdtools::duration::parse_go_duration;
+use etcdtools::error::HasKind;
 use etcdtools::migrate::config::{bundled_versions, join, resolve, Flags};
 use etcdtools::migrate::run::run;
 
@@ -47,8 +48,9 @@ Flags (env fallback in brackets):
   -h, --help                      this help
 
 Env DO_NOT_MOVE_BINARIES=true skips copying etcd-<target>/etcdctl-<target> to etcd/etcdctl.
-Exit status: 0 on success; on failure 'Migration failed: <reason>' on stderr and 1 (2 for a bad
-flag or env value).
+Exit status: 0 on success; on failure 'Migration failed: <reason>' on stderr and 1 (refused or
+failed), 2 (a bad flag or env value), 3 (the data is damaged) or 4 (I/O: permission, no space,
+read-only file system).
 ";
 
 fn parse_args() -> Result<Option<(Flags, log::LevelFilter)>, String> {
@@ -189,7 +191,7 @@ fn main() -> ExitCode {
         }
         Err(e) => {
             eprintln!("Migration failed: {e}");
-            ExitCode::FAILURE
+            ExitCode::from(e.kind().exit_code())
         }
     }
 }

@@ -2,6 +2,7 @@
 //! Flags only; the work is `etcdtools::rollback::rollback_data_dir`.
 
 use etcdtools::duration::parse_go_duration;
+use etcdtools::error::HasKind;
 use etcdtools::rollback::convert::TargetVersion;
 use etcdtools::rollback::{rollback_data_dir, RollbackOptions};
 use std::path::PathBuf;
@@ -23,6 +24,9 @@ Run it on every member.
                           (default: refuse and list them)
   -h, --help              this help
   --version               print the version
+
+Exit status: 0 done, 1 refused, 2 bad flags, 3 the data is damaged, 4 I/O error
+(permission, no space, read-only file system).
 ";
 
 struct Args {
@@ -113,7 +117,7 @@ fn main() -> ExitCode {
         }
         Err(e) => {
             eprintln!("rollback2: error: {e}");
-            ExitCode::FAILURE
+            ExitCode::from(e.kind().exit_code())
         }
     }
 }

@@ -7,6 +7,7 @@ use std::io::Write;
 use super::dbfacts::{check_db, db_facts};
 use super::output::JsonLine;
 use super::{start_point, InspectError, Layout};
+use crate::storage::member::PathError;
 use crate::storage::proto::{EntryPayload, EntryType};
 use crate::storage::v2store::Store;
 use crate::storage::wal::read_all;
@@ -14,15 +15,21 @@ use crate::storage::{snap, wal, Finding};
 
 /// Every problem found; empty when the data dir is sound.
 pub fn check_data_dir(layout: &Layout) -> Result<Vec<Finding>, InspectError> {
-    layout.require()?;
+    // A path of the wrong kind is the one finding: decoders must not open a FIFO or a device.
+    match layout.require() {
+        Err(InspectError::Path(PathError::Wrong(w))) => {
+            return Ok(vec![Finding::in_file(w.path, w.what)])
+        }
+        other => other?,
+    }
     let mut findings = Vec::new();
     if layout.wal_dir.is_dir() {
-        findings.extend(wal::check(&layout.wal_dir));
+        findings.extend(wal::check(&layout.wal_dir)?);
     } else {
         findings.push(Finding::in_file(&layout.wal_dir, "missing WAL directory"));
     }
     if layout.snap_dir.is_dir() {
-        findings.extend(snap::check(&layout.snap_dir));
+        findings.extend(snap::check(&layout.snap_dir)?);
     } else {
         findings.push(Finding::in_file(&layout.snap_dir, "missing snap directory"));
     }
@@ -61,20 +68,19 @@ pub fn check_data_dir(layout: &Layout) -> Result<Vec<Finding>, InspectError> {
                             }
                         }
                     }
-                    Err(e) => {
-                        // Corruption is already reported by wal::check; other problems are new.
-                        if !matches!(e, wal::WalError::Corrupt(_)) {
-                            findings.push(Finding::in_file(&layout.wal_dir, e.to_string()));
-                        }
-                    }
+                    // Corruption is already reported by wal::check; other problems are new.
+                    Err(wal::WalError::Corrupt(_)) => {}
+                    Err(e) => findings.push(e.finding().ok_or(e)?),
                 }
             }
             Err(InspectError::Wal(wal::WalError::Corrupt(_))) => {}
-            Err(e) => findings.push(Finding::in_file(&layout.data_dir, e.to_string())),
+            Err(InspectError::Wal(e)) => findings.push(e.finding().ok_or(e)?),
+            Err(InspectError::Snap(e)) => findings.push(e.into_finding()?),
+            Err(e) => return Err(e),
         }
     }
     if layout.db.is_file() {
-        findings.extend(check_db(&layout.db));
+        findings.extend(check_db(&layout.db)?);
         if let Ok(f) = db_facts(&layout.db) {
             if let Some(ci) = f.consistent_index {
                 let snap_db = layout

@@ -10,12 +10,13 @@
 //! Text by default (one line per item, bytes escaped); `json`: one object per line, bytes as
 //! base64, with etcdctl's field names.
 
-use std::fmt;
 use std::io::{self, Write};
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 
+use crate::error::{HasKind, Kind};
 use crate::storage::bolt::{BoltDb, BoltError, Direction, LeafItem};
+use crate::storage::member::{probe, PathError, Want};
 use crate::storage::mvcc::{self, RevisionEntry};
 use crate::storage::Finding;
 
@@ -30,38 +31,33 @@ pub struct DbOptions {
     pub json: bool,
 }
 
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub enum DbError {
     /// No db at the path (for a data dir: `<dir>/member/snap/db`).
+    #[error("{}: no such file (expected a data dir with member/snap/db, or a db file)", path.display())]
     NotFound { path: PathBuf },
     /// `bucket` and `revisions` asked together.
+    #[error("--bucket and --revisions cannot be used together")]
     Conflict,
     /// The db could not be read (names file and offset).
-    Bolt(BoltError),
+    #[error(transparent)]
+    Bolt(#[from] BoltError),
     /// Writing the output failed (e.g. a closed pipe).
+    #[error("writing output: {0}")]
     Output(io::Error),
+    /// The db path is not a readable regular file.
+    #[error(transparent)]
+    Path(#[from] PathError),
 }
 
-impl fmt::Display for DbError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+impl HasKind for DbError {
+    fn kind(&self) -> Kind {
         match self {
-            DbError::NotFound { path } => write!(
-                f,
-                "{}: no such file (expected a data dir with member/snap/db, or a db file)",
-                path.display()
-            ),
-            DbError::Conflict => write!(f, "--bucket and --revisions cannot be used together"),
-            DbError::Bolt(e) => write!(f, "{e}"),
-            DbError::Output(e) => write!(f, "writing output: {e}"),
+            DbError::NotFound { .. } | DbError::Output(_) => Kind::Io,
+            DbError::Conflict => Kind::Usage,
+            DbError::Bolt(e) => e.kind(),
+            DbError::Path(e) => e.kind(),
         }
-    }
-}
-
-impl std::error::Error for DbError {}
-
-impl From<BoltError> for DbError {
-    fn from(e: BoltError) -> Self {
-        DbError::Bolt(e)
     }
 }
 
@@ -72,7 +68,7 @@ pub fn db_path(path: &Path) -> Result<PathBuf, DbError> {
     } else {
         path.to_path_buf()
     };
-    if !file.is_file() {
+    if !probe(&file, Want::File)? {
         return Err(DbError::NotFound { path: file });
     }
     Ok(file)
@@ -297,7 +293,7 @@ fn push_int(line: &mut Vec<u8>, v: i64) {
     line.extend_from_slice(&digits[i..]);
 }
 
-fn push_fmt(line: &mut Vec<u8>, args: fmt::Arguments<'_>) {
+fn push_fmt(line: &mut Vec<u8>, args: std::fmt::Arguments<'_>) {
     // Writing to a Vec cannot fail.
     let _ = line.write_fmt(args);
 }

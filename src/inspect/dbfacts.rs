@@ -6,8 +6,8 @@ use std::path::Path;
 
 use std::ops::ControlFlow;
 
-use crate::inspect::db::DbOptions;
-use crate::storage::bolt::{BoltDb, Direction};
+use crate::inspect::db::{DbError, DbOptions};
+use crate::storage::bolt::{BoltDb, BoltError, Direction};
 use crate::storage::mvcc;
 use crate::storage::Finding;
 
@@ -24,22 +24,17 @@ pub struct DbFacts {
 }
 
 /// Reads what `version` needs from the db.
-pub fn db_facts(db: &Path) -> Result<DbFacts, String> {
-    let bolt = BoltDb::open(db).map_err(|e| e.to_string())?;
-    let meta = mvcc::read_meta(&bolt).map_err(|e| e.to_string())?;
-    let cluster_version = mvcc::cluster_version(&bolt).map_err(|e| e.to_string())?;
-    let member_ids = mvcc::members(&bolt)
-        .map_err(|e| e.to_string())?
-        .into_iter()
-        .map(|m| m.id)
-        .collect();
+pub fn db_facts(db: &Path) -> Result<DbFacts, BoltError> {
+    let bolt = BoltDb::open(db)?;
+    let meta = mvcc::read_meta(&bolt)?;
+    let cluster_version = mvcc::cluster_version(&bolt)?;
+    let member_ids = mvcc::members(&bolt)?.into_iter().map(|m| m.id).collect();
     let mut has_v3_keys = false;
-    if let Some(bucket) = bolt.bucket(b"key").map_err(|e| e.to_string())? {
+    if let Some(bucket) = bolt.bucket(b"key")? {
         bolt.for_each(&bucket, Direction::Forward, &mut |_| {
             has_v3_keys = true;
             Ok(ControlFlow::Break(()))
-        })
-        .map_err(|e| e.to_string())?;
+        })?;
     }
     Ok(DbFacts {
         consistent_index: meta.consistent_index,
@@ -52,9 +47,10 @@ pub fn db_facts(db: &Path) -> Result<DbFacts, String> {
 }
 
 /// bbolt integrity (meta pages, full page-tree walk) and mvcc decoding of bucket `key`/`meta`
-/// ([`crate::inspect::db::check_db`]); a db that cannot be opened at all is one finding.
-pub fn check_db(db: &Path) -> Vec<Finding> {
-    crate::inspect::db::check_db(db).unwrap_or_else(|e| vec![Finding::in_file(db, e.to_string())])
+/// ([`crate::inspect::db::check_db`]). A db the OS will not read, or that etcd holds, is an
+/// error, not a finding.
+pub fn check_db(db: &Path) -> Result<Vec<Finding>, DbError> {
+    crate::inspect::db::check_db(db)
 }
 
 /// `etcd-inspect db`.
@@ -64,11 +60,11 @@ pub fn print_db(
     revisions: bool,
     json: bool,
     out: &mut dyn Write,
-) -> Result<(), String> {
+) -> Result<(), DbError> {
     let opts = DbOptions {
         bucket,
         revisions,
         json,
     };
-    crate::inspect::db::print_db(path, &opts, out).map_err(|e| e.to_string())
+    crate::inspect::db::print_db(path, &opts, out)
 }

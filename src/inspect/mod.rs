@@ -1,5 +1,7 @@
 //! What `etcd-inspect` prints, on top of `storage`. Each subcommand is a function that reads a
-//! data dir and writes text (default) or JSON lines to a `Write`.
+//! data dir and writes text (default) or JSON lines to a `Write`. Where etcd starts and what a
+//! path is are `storage::member`'s answers; errors are typed ([`InspectError`], with a
+//! [`crate::error::Kind`] for the exit code).
 
 pub mod check;
 pub mod db;
@@ -9,60 +11,60 @@ pub mod snap;
 pub mod version;
 pub mod wal;
 
-use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};
 
+use crate::error::IoError;
+use crate::error::{HasKind, Kind};
+use crate::storage::bolt::BoltError;
+use crate::storage::member::{self, probe_all, PathError, StartError};
 use crate::storage::proto::WalSnapshot;
 use crate::storage::snap::{LoadedSnapshot, SnapError};
 use crate::storage::v2store::V2Error;
+use crate::storage::wal as walfile;
 use crate::storage::wal::WalError;
-use crate::storage::{snap as snapfile, wal as walfile};
+use db::DbError;
 
-#[derive(Debug)]
+/// Why `etcd-inspect` could not answer; [`HasKind`] gives its exit code.
+#[derive(Debug, thiserror::Error)]
 pub enum InspectError {
-    Wal(WalError),
-    Snap(SnapError),
-    Store {
-        file: PathBuf,
-        error: V2Error,
-    },
-    /// The bbolt db could not be read (message names file and offset).
-    Db(String),
+    #[error(transparent)]
+    Wal(#[from] WalError),
+    #[error(transparent)]
+    Snap(#[from] SnapError),
+    #[error("{}: {error}", file.display())]
+    Store { file: PathBuf, error: V2Error },
+    /// The bbolt db could not be read.
+    #[error(transparent)]
+    Db(#[from] DbError),
+    #[error(transparent)]
+    Io(#[from] IoError),
+    #[error("{}: not found", .0.display())]
     NotFound(PathBuf),
-    Output(io::Error),
+    /// A path that is the wrong kind of thing (a FIFO db, a WAL dir that is a file), or that
+    /// the OS will not let us open.
+    #[error(transparent)]
+    Path(#[from] PathError),
+    #[error("writing output: {0}")]
+    Output(#[from] io::Error),
 }
 
-impl fmt::Display for InspectError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+impl HasKind for InspectError {
+    fn kind(&self) -> Kind {
         match self {
-            InspectError::Wal(e) => write!(f, "{e}"),
-            InspectError::Snap(e) => write!(f, "{e}"),
-            InspectError::Store { file, error } => write!(f, "{}: {error}", file.display()),
-            InspectError::Db(e) => write!(f, "{e}"),
-            InspectError::NotFound(p) => write!(f, "{}: not found", p.display()),
-            InspectError::Output(e) => write!(f, "writing output: {e}"),
+            InspectError::Wal(e) => e.kind(),
+            InspectError::Snap(e) => e.kind(),
+            InspectError::Store { .. } => Kind::Corrupt,
+            InspectError::Db(e) => e.kind(),
+            InspectError::Path(e) => e.kind(),
+            InspectError::Io(_) | InspectError::NotFound(_) | InspectError::Output(_) => Kind::Io,
         }
     }
 }
 
-impl std::error::Error for InspectError {}
-
-impl From<WalError> for InspectError {
-    fn from(e: WalError) -> Self {
-        InspectError::Wal(e)
-    }
-}
-
-impl From<SnapError> for InspectError {
-    fn from(e: SnapError) -> Self {
-        InspectError::Snap(e)
-    }
-}
-
-impl From<io::Error> for InspectError {
-    fn from(e: io::Error) -> Self {
-        InspectError::Output(e)
+impl From<BoltError> for InspectError {
+    fn from(e: BoltError) -> Self {
+        InspectError::Db(DbError::Bolt(e))
     }
 }
 
@@ -87,8 +89,10 @@ impl Layout {
         }
     }
 
-    /// Fails when `data_dir` has neither a WAL dir nor a snap dir.
+    /// Fails when a path is not what it should be (see [`probe_all`]), or when `data_dir` has
+    /// neither a WAL dir nor a snap dir.
     pub fn require(&self) -> Result<(), InspectError> {
+        probe_all(&self.data_dir, &self.wal_dir)?;
         if !self.wal_dir.is_dir() && !self.snap_dir.is_dir() {
             return Err(InspectError::NotFound(self.data_dir.join("member")));
         }
@@ -114,15 +118,11 @@ pub fn running_etcd_warning(layout: &Layout) -> Option<String> {
 pub fn start_point(
     layout: &Layout,
 ) -> Result<(WalSnapshot, Option<LoadedSnapshot>, Vec<SnapError>), InspectError> {
-    let valid = walfile::valid_snapshots(&layout.wal_dir)?;
-    if !layout.snap_dir.is_dir() {
-        return Ok((WalSnapshot::new(0, 0), None, Vec::new()));
-    }
-    let choice = snapfile::load_newest_available(&layout.snap_dir, &valid)?;
-    let start = choice.loaded.as_ref().map_or(WalSnapshot::new(0, 0), |l| {
-        WalSnapshot::new(l.snapshot.metadata.index, l.snapshot.metadata.term)
-    });
-    Ok((start, choice.loaded, choice.skipped))
+    let point = member::start_point(&layout.wal_dir, &layout.snap_dir).map_err(|e| match e {
+        StartError::Wal(e) => InspectError::Wal(e),
+        StartError::Snap(e) => InspectError::Snap(e),
+    })?;
+    Ok((point.start(), point.snapshot, point.skipped))
 }
 
 /// One line per newer `.snap` file that was skipped because it is broken (etcd skips them too).

@@ -5,11 +5,12 @@ use std::io::Write;
 
 use super::output::{preview, JsonLine};
 use super::{start_point, InspectError, Layout};
-use crate::storage::snap::load_newest;
+use crate::storage::snap::{load_newest, LoadedSnapshot};
 use crate::storage::v2store::{Node, Store};
 
 /// Prints the newest usable snapshot. Without a readable WAL, the newest readable `.snap`.
 pub fn print_snap(layout: &Layout, json: bool, out: &mut dyn Write) -> Result<(), InspectError> {
+    layout.require()?;
     if !layout.snap_dir.is_dir() {
         return Err(InspectError::NotFound(layout.snap_dir.clone()));
     }
@@ -50,65 +51,86 @@ pub fn print_snap(layout: &Layout, json: bool, out: &mut dyn Write) -> Result<()
         }
         return Ok(());
     };
-    let m = &loaded.snapshot.metadata;
-    let hex = |v: &[u64]| v.iter().map(|id| format!("{id:x}")).collect::<Vec<_>>();
     let store = Store::load(&loaded.snapshot.data).map_err(|error| InspectError::Store {
         file: loaded.path.clone(),
         error,
     })?;
     if json {
-        out.write_all(
-            JsonLine::new()
-                .str("record", "snapshot")
-                .str("file", &loaded.path.display().to_string())
-                .num("index", m.index)
-                .num("term", m.term)
-                .strs("voters", &hex(&m.conf_state.voters))
-                .strs("learners", &hex(&m.conf_state.learners))
-                .num("data_bytes", loaded.snapshot.data.len() as u64)
-                .finish()
-                .as_bytes(),
-        )?;
-        out.write_all(
-            JsonLine::new()
-                .str("record", "store")
-                .num("current_index", store.current_index)
-                .num("current_version", store.current_version)
-                .num("events", store.watcher_hub.event_history.queue.size as u64)
-                .opt_str("cluster_version", store.cluster_version())
-                .strs(
-                    "members",
-                    &store
-                        .member_ids()
-                        .iter()
-                        .map(|id| format!("{id:x}"))
-                        .collect::<Vec<_>>(),
-                )
-                .finish()
-                .as_bytes(),
-        )?;
-        let mut result = Ok(());
-        store.root.walk(&mut |n: &Node| {
-            if n.path == "/" || result.is_err() {
-                return;
-            }
-            let line = JsonLine::new()
-                .str("record", "node")
-                .str("key", &n.path)
-                .bool("dir", n.is_dir())
-                .str("value", &n.value)
-                .num("created_index", n.created_index)
-                .num("modified_index", n.modified_index)
-                .opt_str(
-                    "expire_time",
-                    (!n.is_permanent()).then_some(n.expire_time.as_str()),
-                )
-                .finish();
-            result = out.write_all(line.as_bytes());
-        });
-        result?;
-        return Ok(());
+        print_snap_json(&loaded, &store, out)
+    } else {
+        print_snap_text(&loaded, &store, out)
     }
+}
+
+fn hex(v: &[u64]) -> Vec<String> {
+    v.iter().map(|id| format!("{id:x}")).collect()
+}
+
+fn print_snap_json(
+    loaded: &LoadedSnapshot,
+    store: &Store,
+    out: &mut dyn Write,
+) -> Result<(), InspectError> {
+    let m = &loaded.snapshot.metadata;
+    out.write_all(
+        JsonLine::new()
+            .str("record", "snapshot")
+            .str("file", &loaded.path.display().to_string())
+            .num("index", m.index)
+            .num("term", m.term)
+            .strs("voters", &hex(&m.conf_state.voters))
+            .strs("learners", &hex(&m.conf_state.learners))
+            .num("data_bytes", loaded.snapshot.data.len() as u64)
+            .finish()
+            .as_bytes(),
+    )?;
+    out.write_all(
+        JsonLine::new()
+            .str("record", "store")
+            .num("current_index", store.current_index)
+            .num("current_version", store.current_version)
+            .num("events", store.watcher_hub.event_history.queue.size as u64)
+            .opt_str("cluster_version", store.cluster_version())
+            .strs(
+                "members",
+                &store
+                    .member_ids()
+                    .iter()
+                    .map(|id| format!("{id:x}"))
+                    .collect::<Vec<_>>(),
+            )
+            .finish()
+            .as_bytes(),
+    )?;
+    let mut result = Ok(());
+    store.root.walk(&mut |n: &Node| {
+        if n.path == "/" || result.is_err() {
+            return;
+        }
+        let line = JsonLine::new()
+            .str("record", "node")
+            .str("key", &n.path)
+            .bool("dir", n.is_dir())
+            .str("value", &n.value)
+            .num("created_index", n.created_index)
+            .num("modified_index", n.modified_index)
+            .opt_str(
+                "expire_time",
+                (!n.is_permanent()).then_some(n.expire_time.as_str()),
+            )
+            .finish();
+        result = out.write_all(line.as_bytes());
+    });
+    result?;
+    Ok(())
+}
+
+fn print_snap_text(
+    loaded: &LoadedSnapshot,
+    store: &Store,
+    out: &mut dyn Write,
+) -> Result<(), InspectError> {
+    let m = &loaded.snapshot.metadata;
     writeln!(
         out,
         "snapshot {}: index {} term {}, voters [{}], learners [{}], {} bytes of v2 store",

@@ -6,8 +6,12 @@ use std::io::Write;
 use super::dbfacts::{db_facts, DbFacts};
 use super::output::JsonLine;
 use super::{now_nanos, InspectError, Layout};
-use crate::storage::recover::recover;
+use crate::error::IoError;
+use crate::storage::bolt::BoltError;
+use crate::storage::recover::{recover, RecoverError};
+use crate::storage::snap::SnapError;
 use crate::storage::v2store::Store;
+use crate::storage::wal::WalError;
 
 /// Everything `version` finds. `None` where the source is missing or unreadable; the reasons
 /// are in `notes`.
@@ -42,33 +46,13 @@ pub fn detect(layout: &Layout) -> Result<DataVersion, InspectError> {
     match std::fs::read_to_string(layout.data_dir.join("version.txt")) {
         Ok(s) => v.version_txt = Some(s.trim().to_string()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => v.notes.push(format!("version.txt: {e}")),
+        Err(e) => {
+            let path = layout.data_dir.join("version.txt");
+            return Err(IoError::new("cannot read", path, e).into());
+        }
     }
     let mut members = Vec::new();
-    let mut store: Option<Store> = None;
-    match recover(&layout.wal_dir, &layout.snap_dir, now_nanos()) {
-        Ok(r) => {
-            for s in &r.skipped_snaps {
-                v.notes.push(format!("skipped snapshot: {s}"));
-            }
-            if let Some(l) = &r.snapshot {
-                members.extend(&l.snapshot.metadata.conf_state.voters);
-                members.extend(&l.snapshot.metadata.conf_state.learners);
-            }
-            v.last_index = Some(r.wal.last_index);
-            v.last_term = r.wal.last_term().or(Some(r.start().term));
-            v.commit = r.wal.hard_state.map(|h| h.commit);
-            if let Some(m) = r.wal.metadata {
-                v.member_id = Some(m.node_id);
-                v.cluster_id = Some(m.cluster_id);
-            }
-            if r.wal.tail.is_torn() {
-                v.notes.push(format!("WAL: {:?}", r.wal.tail));
-            }
-            store = Some(r.store);
-        }
-        Err(e) => v.notes.push(e.to_string()),
-    }
+    let store = recovered(layout, &mut v, &mut members)?;
     if let Some(st) = &store {
         v.cluster_version_v2 = st.cluster_version().map(str::to_string);
         members.extend(st.member_ids());
@@ -77,8 +61,9 @@ pub fn detect(layout: &Layout) -> Result<DataVersion, InspectError> {
     let db = if layout.db.is_file() {
         match db_facts(&layout.db) {
             Ok(f) => Some(f),
+            Err(BoltError::Io(e)) => return Err(e.into()),
             Err(e) => {
-                v.notes.push(e);
+                v.notes.push(e.to_string());
                 None
             }
         }
@@ -106,7 +91,22 @@ pub fn detect(layout: &Layout) -> Result<DataVersion, InspectError> {
                 .into(),
         );
     }
+    // etcd 3.x always has a db: a 3.x cluster without v2 keys and without a db is v3 data
+    // that lost its db, not etcd2 data (etcd2-storage data run by 3.x keeps its v2 keys).
+    let v3_cluster = v.v2_keys == 0
+        && v.cluster_version_v2
+            .as_deref()
+            .is_some_and(|c| !c.starts_with("2."));
+    let db_missing = db.is_none() && !layout.db.exists();
+    if db_missing && v3_cluster {
+        v.notes.push(format!(
+            "the db is missing ({}), but the v2 store says cluster version {}",
+            layout.db.display(),
+            v.cluster_version_v2.as_deref().unwrap_or_default()
+        ));
+    }
     v.storage = match (&db, v.v2_keys) {
+        _ if db_missing && v3_cluster => None,
         (Some(f), _) if f.has_v3_keys => Some("etcd3"),
         _ if db_unreadable => None,
         (_, n) if n > 0 => Some("etcd2"),
@@ -118,6 +118,43 @@ pub fn detect(layout: &Layout) -> Result<DataVersion, InspectError> {
     members.dedup();
     v.members = members;
     Ok(v)
+}
+
+/// What recovery (snapshot + WAL, as etcd starts) says: last index/term, commit, member and
+/// cluster IDs, the v2 store. Only I/O errors end `version`; damage becomes a note.
+fn recovered(
+    layout: &Layout,
+    v: &mut DataVersion,
+    members: &mut Vec<u64>,
+) -> Result<Option<Store>, InspectError> {
+    let mut store: Option<Store> = None;
+    match recover(&layout.wal_dir, &layout.snap_dir, now_nanos()) {
+        Ok(r) => {
+            for s in &r.skipped_snaps {
+                v.notes.push(format!("skipped snapshot: {s}"));
+            }
+            if let Some(l) = &r.snapshot {
+                members.extend(&l.snapshot.metadata.conf_state.voters);
+                members.extend(&l.snapshot.metadata.conf_state.learners);
+            }
+            v.last_index = Some(r.wal.last_index);
+            v.last_term = r.wal.last_term().or(Some(r.start().term));
+            v.commit = r.wal.hard_state.map(|h| h.commit);
+            if let Some(m) = r.wal.metadata {
+                v.member_id = Some(m.node_id);
+                v.cluster_id = Some(m.cluster_id);
+            }
+            if r.wal.tail.is_torn() {
+                v.notes.push(format!("WAL: {:?}", r.wal.tail));
+            }
+            store = Some(r.store);
+        }
+        Err(RecoverError::Wal(WalError::Io(e)) | RecoverError::Snap(SnapError::Io(e))) => {
+            return Err(e.into())
+        }
+        Err(e) => v.notes.push(e.to_string()),
+    }
+    Ok(store)
 }
 
 fn count_keys(store: &Store) -> usize {

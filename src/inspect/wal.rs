@@ -6,7 +6,7 @@ use std::io::Write;
 use super::output::{preview, show_bytes, JsonLine};
 use super::{start_point, InspectError, Layout};
 use crate::storage::proto::{ConfChange, Entry, EntryPayload, EntryType, V3Request, WalSnapshot};
-use crate::storage::wal::{read_all_with, WalTail};
+use crate::storage::wal::{read_all_with, WalContents, WalTail};
 
 /// One entry in words, for text output.
 pub fn describe_entry(e: &Entry) -> String {
@@ -176,71 +176,101 @@ pub fn print_wal(
         }
     })?;
     super::print_skipped_snapshots(&skipped, json, out)?;
-    let meta = contents.metadata.unwrap_or_default();
+    let start = Start {
+        at: start,
+        snap_file: snap.map(|s| s.path),
+    };
     if json {
-        for seg in &contents.segments {
-            out.write_all(
-                JsonLine::new()
-                    .str("record", "segment")
-                    .str("file", &seg.path.display().to_string())
-                    .num("seq", seg.seq)
-                    .num("first_index", seg.index)
-                    .num("size", seg.size)
-                    .finish()
-                    .as_bytes(),
-            )?;
-        }
-        out.write_all(
-            JsonLine::new()
-                .str("record", "metadata")
-                .str("member_id", &format!("{:x}", meta.node_id))
-                .str("cluster_id", &format!("{:x}", meta.cluster_id))
-                .finish()
-                .as_bytes(),
-        )?;
-        out.write_all(
-            JsonLine::new()
-                .str("record", "start")
-                .num("index", start.index)
-                .num("term", start.term)
-                .opt_str(
-                    "snap_file",
-                    snap.as_ref()
-                        .map(|s| s.path.display().to_string())
-                        .as_deref(),
-                )
-                .finish()
-                .as_bytes(),
-        )?;
-        for line in &contents.entries {
-            out.write_all(line.as_bytes())?;
-        }
-        let hs = contents.hard_state.unwrap_or_default();
-        out.write_all(
-            JsonLine::new()
-                .str("record", "hardstate")
-                .num("term", hs.term)
-                .str("vote", &format!("{:x}", hs.vote))
-                .num("commit", hs.commit)
-                .finish()
-                .as_bytes(),
-        )?;
-        let (tail, tail_file, tail_offset, problem) = tail_parts(&contents.tail);
-        out.write_all(
-            JsonLine::new()
-                .str("record", "end")
-                .num("last_index", contents.last_index)
-                .num("last_term", contents.last_term().unwrap_or(start.term))
-                .num("entries", contents.entries.len() as u64)
-                .str("tail", tail)
-                .str("tail_file", &tail_file)
-                .num("tail_offset", tail_offset)
-                .opt_str("tail_problem", problem)
-                .finish()
-                .as_bytes(),
-        )?;
-        return Ok(());
+        print_wal_json(&contents, &start, out)
+    } else {
+        print_wal_text(&contents, &start, out)
     }
+}
+
+/// Where the printed log starts.
+struct Start {
+    at: WalSnapshot,
+    snap_file: Option<std::path::PathBuf>,
+}
+
+fn print_wal_json(
+    contents: &WalContents<String>,
+    start: &Start,
+    out: &mut dyn Write,
+) -> Result<(), InspectError> {
+    let meta = contents.metadata.unwrap_or_default();
+    for seg in &contents.segments {
+        out.write_all(
+            JsonLine::new()
+                .str("record", "segment")
+                .str("file", &seg.path.display().to_string())
+                .num("seq", seg.seq)
+                .num("first_index", seg.index)
+                .num("size", seg.size)
+                .finish()
+                .as_bytes(),
+        )?;
+    }
+    out.write_all(
+        JsonLine::new()
+            .str("record", "metadata")
+            .str("member_id", &format!("{:x}", meta.node_id))
+            .str("cluster_id", &format!("{:x}", meta.cluster_id))
+            .finish()
+            .as_bytes(),
+    )?;
+    out.write_all(
+        JsonLine::new()
+            .str("record", "start")
+            .num("index", start.at.index)
+            .num("term", start.at.term)
+            .opt_str(
+                "snap_file",
+                start
+                    .snap_file
+                    .as_ref()
+                    .map(|p| p.display().to_string())
+                    .as_deref(),
+            )
+            .finish()
+            .as_bytes(),
+    )?;
+    for line in &contents.entries {
+        out.write_all(line.as_bytes())?;
+    }
+    let hs = contents.hard_state.unwrap_or_default();
+    out.write_all(
+        JsonLine::new()
+            .str("record", "hardstate")
+            .num("term", hs.term)
+            .str("vote", &format!("{:x}", hs.vote))
+            .num("commit", hs.commit)
+            .finish()
+            .as_bytes(),
+    )?;
+    let (tail, tail_file, tail_offset, problem) = tail_parts(&contents.tail);
+    out.write_all(
+        JsonLine::new()
+            .str("record", "end")
+            .num("last_index", contents.last_index)
+            .num("last_term", contents.last_term().unwrap_or(start.at.term))
+            .num("entries", contents.entries.len() as u64)
+            .str("tail", tail)
+            .str("tail_file", &tail_file)
+            .num("tail_offset", tail_offset)
+            .opt_str("tail_problem", problem)
+            .finish()
+            .as_bytes(),
+    )?;
+    Ok(())
+}
+
+fn print_wal_text(
+    contents: &WalContents<String>,
+    start: &Start,
+    out: &mut dyn Write,
+) -> Result<(), InspectError> {
+    let meta = contents.metadata.unwrap_or_default();
     for seg in &contents.segments {
         writeln!(
             out,
@@ -256,13 +286,13 @@ pub fn print_wal(
         "metadata: member {:x} cluster {:x}",
         meta.node_id, meta.cluster_id
     )?;
-    match &snap {
-        Some(s) => writeln!(
+    match &start.snap_file {
+        Some(p) => writeln!(
             out,
             "start: snapshot index {} term {} ({})",
-            start.index,
-            start.term,
-            s.path.display()
+            start.at.index,
+            start.at.term,
+            p.display()
         )?,
         None => writeln!(out, "start: index 0 (no snapshot)")?,
     }
@@ -281,7 +311,7 @@ pub fn print_wal(
         out,
         "last index {} term {} ({} entries after the snapshot)",
         contents.last_index,
-        contents.last_term().unwrap_or(start.term),
+        contents.last_term().unwrap_or(start.at.term),
         contents.entries.len()
     )?;
     match &contents.tail {

@@ -92,57 +92,148 @@ fn is_events(data_dir: &Path) -> bool {
     data_dir.to_string_lossy().contains("event")
 }
 
+/// `--name`, else `ETCD_NAME`, else `etcd-$ETCD_HOSTNAME`, else `etcd-$HOSTNAME` (logged as the
+/// original logs each fallback).
+fn resolve_name(
+    flag: Option<String>,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<String, ConfigError> {
+    if let Some(n) = nonempty(flag) {
+        return Ok(n);
+    }
+    log::info!("--name unset - falling back to ETCD_NAME variable");
+    if let Some(n) = env("ETCD_NAME") {
+        return Ok(n);
+    }
+    log::warn!("ETCD_NAME variable unset - falling back to etcd-ETCD_HOSTNAME variable");
+    if let Some(h) = env("ETCD_HOSTNAME") {
+        return Ok(format!("etcd-{h}"));
+    }
+    log::warn!("ETCD_HOSTNAME variable unset - falling back to etcd-HOSTNAME variable");
+    match env("HOSTNAME") {
+        Some(h) => Ok(format!("etcd-{h}")),
+        None => Err(ConfigError(
+            "defaulting --name failed due to all ETCD_NAME, ETCD_HOSTNAME and HOSTNAME unset"
+                .into(),
+        )),
+    }
+}
+
+/// A flag that falls back to a required env var.
+fn required(
+    flag: Option<String>,
+    flag_name: &str,
+    var: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<String, ConfigError> {
+    if let Some(v) = nonempty(flag) {
+        return Ok(v);
+    }
+    log::info!("{flag_name} unset - falling back to {var} variable");
+    env(var).ok_or_else(|| ConfigError(format!("{var} variable unset - expected failure")))
+}
+
+/// The port the health probe and etcdctl use: etcd must listen on plain
+/// `http://127.0.0.1:<port>` (the original then timed out after 2 min). Without `--port`, a
+/// plain loopback URL in the list gives the port, so LISTEN_CLIENT_URLS alone is enough.
+fn probe_port(listen_client_urls: &str, port: u16, explicit: bool) -> Result<u16, ConfigError> {
+    let urls: Vec<&str> = listen_client_urls
+        .split(',')
+        .map(|u| u.trim().trim_end_matches('/'))
+        .collect();
+    let mut port = port;
+    if !explicit && !urls.contains(&format!("http://127.0.0.1:{port}").as_str()) {
+        if let Some(p) = urls.iter().find_map(|u| {
+            u.strip_prefix("http://127.0.0.1:")
+                .and_then(|p| p.parse::<u16>().ok())
+        }) {
+            log::info!(
+                "--port unset and --listen-client-urls has no http://127.0.0.1:{port}: using \
+                 port {p} from it"
+            );
+            port = p;
+        }
+    }
+    let probe_url = format!("http://127.0.0.1:{port}");
+    if !urls.contains(&probe_url.as_str()) {
+        return Err(ConfigError(format!(
+            "--listen-client-urls {listen_client_urls:?} does not include {probe_url}: migrate \
+             checks the etcd it starts over plain HTTP on 127.0.0.1:<port> (client TLS during \
+             migration is not supported); add {probe_url} to the list"
+        )));
+    }
+    Ok(port)
+}
+
+/// Client URLs in the extra args would override ours (etcd takes the last flag), and the
+/// probe then finds nothing on plain `http://127.0.0.1:<port>`.
+fn refuse_client_urls(extra: &[String], probe_url: &str) -> Result<(), ConfigError> {
+    match extra.iter().find(|a| {
+        let flag = a.trim_start_matches('-');
+        flag.starts_with("listen-client-urls") || flag.starts_with("advertise-client-urls")
+    }) {
+        Some(a) => Err(ConfigError(format!(
+            "--etcd-server-extra-args / ETCD_CREDS sets {a:?}: migrate sets the client URLs of \
+             the etcd it starts itself (plain {probe_url}; client TLS during migration is not \
+             supported); put extra plain URLs into --listen-client-urls / LISTEN_CLIENT_URLS"
+        ))),
+        None => Ok(()),
+    }
+}
+
+/// `--bundled-versions`, or the `etcd-<version>` binaries found in `bin_dir`.
+fn resolve_bundled(flag: Option<String>, bin_dir: &Path) -> Result<Vec<EtcdVersion>, ConfigError> {
+    if let Some(list) = nonempty(flag) {
+        return parse_bundled(&list);
+    }
+    let found = scan_bin_dir(bin_dir);
+    if found.is_empty() {
+        return Err(ConfigError(format!(
+            "--bundled-versions unset and no etcd-<version> binaries found in --bin-dir '{}'",
+            bin_dir.display()
+        )));
+    }
+    log::info!(
+        "--bundled-versions unset - using the versions found in {}: {}",
+        bin_dir.display(),
+        join(&found)
+    );
+    Ok(found)
+}
+
+/// `--target-version` and `--target-storage` (or their env vars), parsed.
+fn resolve_target(
+    version: Option<String>,
+    storage: Option<String>,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<(EtcdVersion, Storage), ConfigError> {
+    let v = required(version, "--target-version", "TARGET_VERSION", env)?
+        .parse()
+        .map_err(|e| ConfigError(format!("--target-version: {e}")))?;
+    let s = required(storage, "--target-storage", "TARGET_STORAGE", env)?
+        .parse()
+        .map_err(|e| ConfigError(format!("--target-storage: {e} (want etcd2 or etcd3)")))?;
+    Ok((v, s))
+}
+
 /// Resolves flags against `env` in the original's order. Logs each fallback as it does.
 pub fn resolve(flags: Flags, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
     let env = |k: &str| nonempty(env(k));
     let fail = |m: String| Err(ConfigError(m));
 
     // 1. name
-    let name =
-        match nonempty(flags.name) {
-            Some(n) => n,
-            None => {
-                log::info!("--name unset - falling back to ETCD_NAME variable");
-                if let Some(n) = env("ETCD_NAME") {
-                    n
-                } else {
-                    log::warn!(
-                        "ETCD_NAME variable unset - falling back to etcd-ETCD_HOSTNAME variable"
-                    );
-                    if let Some(h) = env("ETCD_HOSTNAME") {
-                        format!("etcd-{h}")
-                    } else {
-                        log::warn!(
-                            "ETCD_HOSTNAME variable unset - falling back to etcd-HOSTNAME variable"
-                        );
-                        match env("HOSTNAME") {
-                            Some(h) => format!("etcd-{h}"),
-                            None => return fail(
-                                "defaulting --name failed due to all ETCD_NAME, ETCD_HOSTNAME and \
-                                 HOSTNAME unset"
-                                    .into(),
-                            ),
-                        }
-                    }
-                }
-            }
-        };
+    let name = resolve_name(flags.name, &env)?;
     // 2. data-dir
-    let data_dir = match nonempty(flags.data_dir) {
-        Some(d) => d,
-        None => {
-            log::info!("--data-dir unset - falling back to DATA_DIRECTORY variable");
-            match env("DATA_DIRECTORY") {
-                Some(d) => d,
-                None => return fail("DATA_DIRECTORY variable unset - expected failure".into()),
-            }
-        }
-    };
-    let data_dir = PathBuf::from(data_dir);
+    let data_dir = PathBuf::from(required(
+        flags.data_dir,
+        "--data-dir",
+        "DATA_DIRECTORY",
+        &env,
+    )?);
     // 3, 4. ports
     let events = is_events(&data_dir);
     let port_explicit = flags.port.is_some_and(|p| p != 0);
-    let mut port = port_or_default(flags.port, if events { 18631 } else { 18629 }, "--port")?;
+    let port = port_or_default(flags.port, if events { 18631 } else { 18629 }, "--port")?;
     let peer_port = port_or_default(
         flags.peer_port,
         if events { 2381 } else { 2380 },
@@ -179,60 +270,11 @@ pub fn resolve(flags: Flags, env: &dyn Fn(&str) -> Option<String>) -> Result<Con
         "--listen-client-urls",
         format!("http://127.0.0.1:{port}"),
     );
-    // The health probe and etcdctl talk plain HTTP to 127.0.0.1:<port>; etcd must listen there.
-    // (The original then timed out after 2 min.) Without --port, a plain loopback URL in the
-    // list gives the port, so LISTEN_CLIENT_URLS alone is enough.
-    let urls: Vec<&str> = listen_client_urls
-        .split(',')
-        .map(|u| u.trim().trim_end_matches('/'))
-        .collect();
-    if !port_explicit && !urls.contains(&format!("http://127.0.0.1:{port}").as_str()) {
-        if let Some(p) = urls.iter().find_map(|u| {
-            u.strip_prefix("http://127.0.0.1:")
-                .and_then(|p| p.parse::<u16>().ok())
-        }) {
-            log::info!(
-                "--port unset and --listen-client-urls has no http://127.0.0.1:{port}: using \
-                 port {p} from it"
-            );
-            port = p;
-        }
-    }
+    let port = probe_port(&listen_client_urls, port, port_explicit)?;
     let probe_url = format!("http://127.0.0.1:{port}");
-    if !urls.contains(&probe_url.as_str()) {
-        return fail(format!(
-            "--listen-client-urls {listen_client_urls:?} does not include {probe_url}: migrate \
-             checks the etcd it starts over plain HTTP on 127.0.0.1:<port> (client TLS during \
-             migration is not supported); add {probe_url} to the list"
-        ));
-    }
     // 9, 10. target
-    let target_version = match nonempty(flags.target_version) {
-        Some(v) => v,
-        None => {
-            log::info!("--target-version unset - falling back to TARGET_VERSION variable");
-            match env("TARGET_VERSION") {
-                Some(v) => v,
-                None => return fail("TARGET_VERSION variable unset - expected failure".into()),
-            }
-        }
-    };
-    let target_version: EtcdVersion = target_version
-        .parse()
-        .map_err(|e| ConfigError(format!("--target-version: {e}")))?;
-    let target_storage = match nonempty(flags.target_storage) {
-        Some(v) => v,
-        None => {
-            log::info!("--target-storage unset - falling back to TARGET_STORAGE variable");
-            match env("TARGET_STORAGE") {
-                Some(v) => v,
-                None => return fail("TARGET_STORAGE variable unset - expected failure".into()),
-            }
-        }
-    };
-    let target_storage: Storage = target_storage
-        .parse()
-        .map_err(|e| ConfigError(format!("--target-storage: {e} (want etcd2 or etcd3)")))?;
+    let (target_version, target_storage) =
+        resolve_target(flags.target_version, flags.target_storage, &env)?;
     // 11, 12. prefix and TTL dir
     let etcd_data_prefix = with_default(
         flags.etcd_data_prefix,
@@ -240,53 +282,21 @@ pub fn resolve(flags: Flags, env: &dyn Fn(&str) -> Option<String>) -> Result<Con
         "--etcd-data-prefix",
         "/registry".into(),
     );
-    let ttl_keys_directory = match nonempty(flags.ttl_keys_directory) {
-        Some(d) => d,
-        None => {
-            let d = format!("{etcd_data_prefix}/events");
-            log::info!("--ttl-keys-directory unset - defaulting to {d}");
-            d
-        }
-    };
+    let ttl_keys_directory = nonempty(flags.ttl_keys_directory).unwrap_or_else(|| {
+        let d = format!("{etcd_data_prefix}/events");
+        log::info!("--ttl-keys-directory unset - defaulting to {d}");
+        d
+    });
     // 13. extra args
     let extra = nonempty(flags.etcd_server_extra_args)
         .or_else(|| env("ETCD_CREDS"))
         .unwrap_or_default();
     let etcd_server_extra_args = split_args(&extra)
         .map_err(|e| ConfigError(format!("--etcd-server-extra-args / ETCD_CREDS: {e}")))?;
-    // Client URLs in the extra args would override ours (etcd takes the last flag), and the
-    // probe then finds nothing on plain http://127.0.0.1:<port>.
-    if let Some(a) = etcd_server_extra_args.iter().find(|a| {
-        let flag = a.trim_start_matches('-');
-        flag.starts_with("listen-client-urls") || flag.starts_with("advertise-client-urls")
-    }) {
-        return fail(format!(
-            "--etcd-server-extra-args / ETCD_CREDS sets {a:?}: migrate sets the client URLs of \
-             the etcd it starts itself (plain {probe_url}; client TLS during migration is not \
-             supported); put extra plain URLs into --listen-client-urls / LISTEN_CLIENT_URLS"
-        ));
-    }
+    refuse_client_urls(&etcd_server_extra_args, &probe_url)?;
     // 14. bundled versions (default: what --bin-dir holds)
     let bin_dir = PathBuf::from(nonempty(flags.bin_dir).unwrap_or_else(|| DEFAULT_BIN_DIR.into()));
-    let bundled = match nonempty(flags.bundled_versions) {
-        Some(list) => parse_bundled(&list)?,
-        None => {
-            let found = scan_bin_dir(&bin_dir);
-            if found.is_empty() {
-                return fail(format!(
-                    "--bundled-versions unset and no etcd-<version> binaries found in --bin-dir \
-                     '{}'",
-                    bin_dir.display()
-                ));
-            }
-            log::info!(
-                "--bundled-versions unset - using the versions found in {}: {}",
-                bin_dir.display(),
-                join(&found)
-            );
-            found
-        }
-    };
+    let bundled = resolve_bundled(flags.bundled_versions, &bin_dir)?;
     if !bundled.contains(&target_version) {
         return fail(format!(
             "target version {target_version} is not one of the bundled versions ({}); bundle \

@@ -61,13 +61,12 @@ pub fn check_no_running_etcd(data_dir: &Path) -> Result<(), String> {
 }
 
 fn db_locked(db: &Path) -> bool {
-    use std::os::fd::AsRawFd;
+    use crate::fsutil::{try_flock, Lock};
     let Ok(f) = std::fs::File::open(db) else {
         return false;
     };
-    // SAFETY: flock on an fd we own; the shared lock goes away with the file.
-    let rc = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_SH | libc::LOCK_NB) };
-    rc != 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::EWOULDBLOCK)
+    // The shared lock goes away with the file.
+    matches!(try_flock(&f, Lock::Shared), Ok(false))
 }
 
 // ---------------------------------------------------------------------------------------

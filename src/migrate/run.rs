@@ -29,8 +29,12 @@ use super::config::{join, Config};
 use super::plan::{plan, restore_tool, PlanError, Step};
 use crate::datadir::leftovers::{Leftovers, View};
 use crate::datadir::{names, remove_tree, set_mode, DataDir, DataDirError};
+use crate::error::{HasKind, Kind};
 use crate::etcd::client::HttpClient;
 use crate::etcd::process::{run_tool, EtcdProcess, EtcdSpec, ProcessError};
+use crate::inspect::InspectError;
+use crate::rollback::RollbackError;
+use crate::storage::Finding;
 use crate::version::{
     read_version_file, sync_dir, write_version_file, EtcdVersion, Storage, VersionFile,
     VersionFileError, VersionPair,
@@ -45,54 +49,93 @@ const TTL_LEASE_SECONDS: u64 = 3600;
 /// Test-only hook: when this env var names a crash point, migrate SIGKILLs itself there.
 pub const CRASH_POINT_ENV: &str = "ETCDTOOLS_MIGRATE_CRASH_AT";
 
-#[derive(Debug)]
+/// Why a migration failed; [`HasKind`] gives the exit code (`Migration failed: ...` either way).
+#[derive(Debug, thiserror::Error)]
 pub enum MigrateError {
-    DataDir(DataDirError),
-    VersionFile(VersionFileError),
-    Plan(PlanError),
-    Process(ProcessError),
+    #[error(transparent)]
+    DataDir(#[from] DataDirError),
+    #[error(transparent)]
+    VersionFile(#[from] VersionFileError),
+    #[error(transparent)]
+    Plan(#[from] PlanError),
+    #[error(transparent)]
+    Process(#[from] ProcessError),
+    /// The data dir could not be read (I/O) or is damaged (what `etcd-inspect` says).
+    #[error(transparent)]
+    Inspect(#[from] InspectError),
+    /// The pre-flight integrity check found damage.
+    #[error("integrity check of {} failed: {} problem(s): {}", dir.display(), findings.len(), show_findings(findings))]
+    Damaged {
+        dir: PathBuf,
+        findings: Vec<Finding>,
+    },
+    /// The etcd3 -> etcd2 step failed; the data before it is in `backup`.
+    #[error("rollback to etcd {to} failed: {source}; the data before it is in {}", backup.display())]
+    Rollback {
+        to: EtcdVersion,
+        backup: PathBuf,
+        source: Box<RollbackError>,
+    },
+    #[error("{0}")]
     Preflight(String),
+    #[error("{0}")]
     Other(String),
 }
 
-impl fmt::Display for MigrateError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+impl HasKind for MigrateError {
+    fn kind(&self) -> Kind {
         match self {
-            MigrateError::DataDir(e) => e.fmt(f),
-            MigrateError::VersionFile(e) => e.fmt(f),
-            MigrateError::Plan(e) => e.fmt(f),
-            MigrateError::Process(e) => e.fmt(f),
-            MigrateError::Preflight(m) | MigrateError::Other(m) => f.write_str(m),
+            MigrateError::DataDir(e) => e.kind(),
+            MigrateError::VersionFile(e) => e.kind(),
+            MigrateError::Inspect(e) => e.kind(),
+            // Only a torn last record: etcd repairs that itself; a refusal with its remedy.
+            MigrateError::Damaged { findings, .. } if torn_only(findings) => Kind::Refused,
+            MigrateError::Damaged { .. } => Kind::Corrupt,
+            MigrateError::Rollback { source, .. } => source.kind(),
+            MigrateError::Plan(_)
+            | MigrateError::Process(_)
+            | MigrateError::Preflight(_)
+            | MigrateError::Other(_) => Kind::Refused,
         }
     }
 }
 
-impl std::error::Error for MigrateError {}
+fn torn_only(findings: &[Finding]) -> bool {
+    let shown: Vec<String> = findings.iter().take(10).map(ToString::to_string).collect();
+    super::preflight::torn_wal_remedy(&shown).is_some()
+}
 
-impl From<DataDirError> for MigrateError {
-    fn from(e: DataDirError) -> Self {
-        MigrateError::DataDir(e)
-    }
-}
-impl From<VersionFileError> for MigrateError {
-    fn from(e: VersionFileError) -> Self {
-        MigrateError::VersionFile(e)
-    }
-}
-impl From<PlanError> for MigrateError {
-    fn from(e: PlanError) -> Self {
-        MigrateError::Plan(e)
-    }
-}
-impl From<ProcessError> for MigrateError {
-    fn from(e: ProcessError) -> Self {
-        MigrateError::Process(e)
-    }
+/// The first ten findings, `; `-separated, and what to do when the only damage is a torn
+/// last record.
+fn show_findings(findings: &[Finding]) -> String {
+    let shown: Vec<String> = findings.iter().take(10).map(ToString::to_string).collect();
+    let more = if findings.len() > 10 { "; ..." } else { "" };
+    let remedy = super::preflight::torn_wal_remedy(&shown)
+        .map(|r| format!(". {r}"))
+        .unwrap_or_default();
+    format!("{}{more}{remedy}", shown.join("; "))
 }
 
 // ---------------------------------------------------------------------------------------
 // Seams for work of other engineers: each is ONE function, wired by replacing its body.
 // ---------------------------------------------------------------------------------------
+
+/// Why [`detect_version`] has no answer.
+#[derive(Debug, thiserror::Error)]
+pub enum DetectError {
+    /// The files could not be read (I/O) or decoded.
+    #[error(transparent)]
+    Unreadable(#[from] InspectError),
+    /// They were read but do not tell the version.
+    #[error("{0}")]
+    Unknown(String),
+}
+
+impl From<String> for DetectError {
+    fn from(s: String) -> Self {
+        DetectError::Unknown(s)
+    }
+}
 
 /// What [`detect_version`] found in a data dir without a usable `version.txt`.
 #[derive(Debug, Clone)]
@@ -107,17 +150,20 @@ pub struct Detected {
 /// kind is known and every cluster version recorded (bbolt `cluster/clusterVersion`, v2 store
 /// `/0/version`) names the same minor. Files record only `<major>.<minor>.0`; the caller
 /// picks the patch.
-pub fn detect_version(data_dir: &Path) -> Result<Detected, String> {
+pub fn detect_version(data_dir: &Path) -> Result<Detected, DetectError> {
     use crate::inspect::version::detect;
     use crate::inspect::Layout;
     let layout = Layout::of(data_dir, None);
-    let found = detect(&layout).map_err(|e| e.to_string())?;
+    let found = detect(&layout)?;
     // Without the db's facts, v2 keys alone do not tell etcd2 data from etcd3 data that was
     // converted from etcd2 (the v2 store keeps its keys); guessing etcd2 there would convert
     // again and overwrite newer v3 values.
     if layout.db.is_file() {
         if let Err(e) = crate::inspect::dbfacts::db_facts(&layout.db) {
-            return Err(format!("the bbolt db cannot be read: {e}"));
+            if e.kind() == Kind::Io {
+                return Err(DetectError::Unreadable(e.into()));
+            }
+            return Err(format!("the bbolt db cannot be read: {e}").into());
         }
     }
     let notes = if found.notes.is_empty() {
@@ -125,9 +171,17 @@ pub fn detect_version(data_dir: &Path) -> Result<Detected, String> {
     } else {
         format!(" (notes: {})", found.notes.join("; "))
     };
+    if found.storage.is_none() && !layout.db.exists() && found.v2_keys == 0 {
+        return Err(format!(
+            "the db is missing ({}), and the files are etcd {} data, not etcd2",
+            layout.db.display(),
+            found.cluster_version_v2.as_deref().unwrap_or_default()
+        )
+        .into());
+    }
     let storage: Storage = match found.storage {
         Some(s) => s.parse()?,
-        None => return Err(format!("cannot tell etcd2 from etcd3 storage{notes}")),
+        None => return Err(format!("cannot tell etcd2 from etcd3 storage{notes}").into()),
     };
     let mut seen: Vec<(EtcdVersion, &str)> = Vec::new();
     for (v, source) in [
@@ -137,18 +191,16 @@ pub fn detect_version(data_dir: &Path) -> Result<Detected, String> {
         if let Some(v) = v {
             let parsed: EtcdVersion = v
                 .parse()
-                .map_err(|e| format!("{source} holds {v:?}: {e}"))?;
+                .map_err(|e| DetectError::Unknown(format!("{source} holds {v:?}: {e}")))?;
             seen.push((parsed, source));
         }
     }
     let Some((first, _)) = seen.first() else {
-        return Err(format!(
-            "no cluster version is recorded in the files{notes}"
-        ));
+        return Err(format!("no cluster version is recorded in the files{notes}").into());
     };
     if seen.iter().any(|(v, _)| !v.major_minor_equals(first)) {
         let all: Vec<String> = seen.iter().map(|(v, s)| format!("{s} = {v}")).collect();
-        return Err(format!("the files disagree: {}{notes}", all.join(", ")));
+        return Err(format!("the files disagree: {}{notes}", all.join(", ")).into());
     }
     let evidence: Vec<String> = seen.iter().map(|(v, s)| format!("{s} = {v}")).collect();
     Ok(Detected {
@@ -158,26 +210,27 @@ pub fn detect_version(data_dir: &Path) -> Result<Detected, String> {
 }
 
 /// The integrity check run before a destructive step (etcd-inspect `check`): WAL framing and
-/// CRC chain, snap files, v2 store, bbolt meta and page tree, mvcc decoding. `Err` = the
-/// findings (file and offset each).
-pub fn check_integrity(data_dir: &Path) -> Result<(), String> {
+/// CRC chain, snap files, v2 store, bbolt meta and page tree, mvcc decoding. `Damaged` holds
+/// the findings (file and offset each); a file the OS will not read is an I/O error.
+pub fn check_integrity(data_dir: &Path) -> Result<(), MigrateError> {
     use crate::inspect::check::check_data_dir;
     use crate::inspect::Layout;
     let layout = Layout::of(data_dir, None);
-    let findings = check_data_dir(&layout).map_err(|e| e.to_string())?;
+    let findings = check_data_dir(&layout)?;
     if findings.is_empty() {
         return Ok(());
     }
-    let shown: Vec<String> = findings.iter().take(10).map(ToString::to_string).collect();
-    let remedy = super::preflight::torn_wal_remedy(&shown)
-        .map(|r| format!(". {r}"))
-        .unwrap_or_default();
-    Err(format!(
-        "{} problem(s): {}{}{remedy}",
-        findings.len(),
-        shown.join("; "),
-        if findings.len() > 10 { "; ..." } else { "" }
-    ))
+    Err(MigrateError::Damaged {
+        dir: data_dir.to_path_buf(),
+        findings,
+    })
+}
+
+/// Before any etcd starts on the data dir: every path it opens is what it should be (etcd
+/// panics on a db that is a directory, blocks on a FIFO).
+pub fn check_paths(data_dir: &Path) -> Result<(), MigrateError> {
+    let wal_dir = data_dir.join("member").join("wal");
+    crate::storage::member::probe_all(data_dir, &wal_dir).map_err(|e| InspectError::from(e).into())
 }
 
 // ---------------------------------------------------------------------------------------
@@ -185,14 +238,7 @@ pub fn check_integrity(data_dir: &Path) -> Result<(), String> {
 /// Test hook: SIGKILL ourselves at a named point when `ETCDTOOLS_MIGRATE_CRASH_AT` names it,
 /// so crash tests hit exact points between two effects. Does nothing otherwise.
 fn crash_point(name: &str) {
-    log::debug!("crash point {name}");
-    if std::env::var(CRASH_POINT_ENV).ok().as_deref() == Some(name) {
-        log::warn!("{CRASH_POINT_ENV}={name}: killing myself (test hook)");
-        // SAFETY: plain syscalls on our own pid.
-        unsafe {
-            libc::kill(libc::getpid(), libc::SIGKILL);
-        }
-    }
+    crate::fsutil::crash_point(CRASH_POINT_ENV, name);
 }
 
 fn v2v3_journal(data: &DataDir) -> PathBuf {
@@ -340,8 +386,10 @@ fn current_version(data: &DataDir, view: &View, cfg: &Config) -> Result<VersionP
             );
             Ok(pair)
         }
+        // Unreadable or damaged files: a version.txt would not help, say what is wrong.
+        Err(DetectError::Unreadable(e)) => Err(e.into()),
         Err(reason) => Err(MigrateError::Other(format!(
-            "existing data directory '{}' {why} and its version cannot be told: {reason}; \
+            "existing data directory '{}' {why}; cannot tell the version: {reason}; \
              write the version of the etcd that last ran on this data into {} (e.g. \
              `printf 3.5.1/etcd3 > {}`; format <major>.<minor>.<patch>/<etcd2|etcd3>) and rerun",
             data.path().display(),
@@ -400,6 +448,8 @@ fn preflight(
                 .map_err(|r| MigrateError::Preflight(format!("step '{step}' needs {name}: {r}")))?;
         }
     }
+    // Also before a version.txt-only step: the etcd started next must not meet them either.
+    check_paths(&view.files_dir)?;
     let destructive = steps.iter().any(|s| {
         matches!(
             s,
@@ -423,12 +473,7 @@ fn preflight(
         )));
     }
     let files = &view.files_dir;
-    check_integrity(files).map_err(|e| {
-        MigrateError::Preflight(format!(
-            "integrity check of {} failed: {e}",
-            files.display()
-        ))
-    })?;
+    check_integrity(files)?;
     log::info!("integrity check of {} passed", files.display());
     Ok(())
 }
@@ -645,11 +690,12 @@ impl Runner<'_> {
             Step::RollbackV3ToV2 { from, to } => {
                 log::info!("Backup and remove all existing v2 data (from {from})");
                 self.data.backup_copy()?;
-                crate::rollback::rollback_for_migrate(self.data, to).map_err(|e| {
-                    MigrateError::Other(format!(
-                        "rollback to etcd {to} failed: {e}; the data before it is in {}",
-                        self.data.backup_path().display()
-                    ))
+                crate::rollback::rollback_for_migrate(self.data, to).map_err(|source| {
+                    MigrateError::Rollback {
+                        to: to.clone(),
+                        backup: self.data.backup_path(),
+                        source: Box::new(source),
+                    }
                 })
             }
         }

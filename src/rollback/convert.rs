@@ -75,31 +75,19 @@ pub struct UserTree {
     pub lossy_values: usize,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ConvertError {
     /// Values (or keys) that are not UTF-8; at most 10 examples.
+    #[error(
+        "{total} key(s) have a value or name that is not valid UTF-8 and cannot be stored \
+         in a v2 store without changing it (first: {}); rerun with --lossy to replace \
+         the invalid bytes with U+FFFD like etcd's JSON would",
+        examples.join(", ")
+    )]
     NotUtf8 { total: usize, examples: Vec<String> },
     /// Keys that cannot coexist or cannot be a v2 path, with the reason; at most 10.
+    #[error("{total} key(s) cannot be represented in a v2 store: {}", examples.join("; "))]
     Unrepresentable { total: usize, examples: Vec<String> },
-}
-
-impl std::fmt::Display for ConvertError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            ConvertError::NotUtf8 { total, examples } => write!(
-                f,
-                "{total} key(s) have a value or name that is not valid UTF-8 and cannot be stored \
-                 in a v2 store without changing it (first: {}); rerun with --lossy to replace \
-                 the invalid bytes with U+FFFD like etcd's JSON would",
-                examples.join(", ")
-            ),
-            ConvertError::Unrepresentable { total, examples } => write!(
-                f,
-                "{total} key(s) cannot be represented in a v2 store: {}",
-                examples.join("; ")
-            ),
-        }
-    }
 }
 
 /// Printable form of a key for messages.

@@ -13,19 +13,24 @@
 //! non-UTF-8 values are refused instead of silently mangled; corrupted input is refused before
 //! anything is touched; errors exit non-zero instead of `glog.Fatal` after partial changes.
 //!
-//! All format code is the shared `storage` layer (bolt, mvcc, wal, snap, proto, v2store):
-//! this module only decides and orchestrates.
+//! All format code is the shared `storage` layer (bolt, mvcc, wal, snap, proto, v2store), and
+//! which `.snap` etcd would start from is `storage::member`'s answer: this module only decides
+//! and orchestrates. Errors keep their kind ([`RollbackError`]: refusal, damage, I/O).
 
 pub mod cluster;
 pub mod convert;
 
 use crate::datadir::leftovers::Leftovers;
-use crate::datadir::{names, DataDir, DataDirError};
+use crate::datadir::{names, Cause, DataDir, DataDirError};
+use crate::error::{HasKind, IoError, Kind};
+use crate::fsutil::sync_dir;
 use crate::storage::bolt::{BoltDb, BoltError, Direction};
+use crate::storage::member::{self, probe, probe_all, PathError, Want};
 use crate::storage::proto::{ConfState, HardState, SnapshotMetadata, WalMetadata, WalSnapshot};
+use crate::storage::snap::SnapError;
 use crate::storage::v2store::Store;
+use crate::storage::wal::WalError;
 use crate::storage::{mvcc, snap, wal, Finding};
-use crate::version::sync_dir;
 use cluster::{Change, WalEntry};
 use convert::{ConvertError, ConvertOptions, KeyScan, LiveKey, TargetVersion};
 use std::fmt;
@@ -198,43 +203,36 @@ impl fmt::Display for RollbackReport {
     }
 }
 
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub enum RollbackError {
     /// The data dir is not what rollback can work on (missing parts, etcd running, ...).
+    #[error("{}: {reason}", path.display())]
     Refused { path: PathBuf, reason: String },
-    /// Corrupted or unreadable input, with file and offset.
+    /// Corrupted input, with file and offset.
+    #[error("refusing a damaged data dir: {0}")]
     Corrupt(Finding),
+    /// A damaged WAL (`WAL damaged at <file> offset N: ...`).
+    #[error("{0} ({UNTOUCHED})")]
+    Wal(WalError),
     /// Values or keys the v2 store cannot hold as they are.
-    Convert(ConvertError),
-    /// A filesystem operation failed while writing the result; the original is untouched or
-    /// in the backup (the message says which).
-    Io {
-        op: String,
-        path: PathBuf,
-        source: io::Error,
-        state: String,
-    },
+    #[error(transparent)]
+    Convert(#[from] ConvertError),
+    /// The OS refused a read or a write; `state` says where the original is (untouched, or
+    /// in the backup).
+    #[error("{error} ({state})")]
+    Io { error: IoError, state: String },
 }
 
-impl fmt::Display for RollbackError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+impl HasKind for RollbackError {
+    fn kind(&self) -> Kind {
         match self {
-            RollbackError::Refused { path, reason } => write!(f, "{}: {reason}", path.display()),
-            RollbackError::Corrupt(finding) => write!(f, "refusing a damaged data dir: {finding}"),
-            RollbackError::Convert(e) => write!(f, "{e}"),
-            RollbackError::Io {
-                op,
-                path,
-                source,
-                state,
-            } => {
-                write!(f, "{op} {}: {source} ({state})", path.display())
-            }
+            RollbackError::Refused { .. } | RollbackError::Convert(_) => Kind::Refused,
+            RollbackError::Corrupt(_) => Kind::Corrupt,
+            RollbackError::Wal(e) => e.kind(),
+            RollbackError::Io { .. } => Kind::Io,
         }
     }
 }
-
-impl std::error::Error for RollbackError {}
 
 impl From<Finding> for RollbackError {
     fn from(f: Finding) -> Self {
@@ -276,10 +274,25 @@ fn refused(path: &Path, reason: impl Into<String>) -> RollbackError {
 fn io_err(op: &str, path: &Path, state: &str) -> impl FnOnce(io::Error) -> RollbackError {
     let (op, path, state) = (op.to_string(), path.to_path_buf(), state.to_string());
     move |source| RollbackError::Io {
-        op,
-        path,
-        source,
+        error: IoError::new(op, path, source),
         state,
+    }
+}
+
+/// A path of the wrong kind is damage; one the OS will not open is I/O.
+fn path_err(e: PathError) -> RollbackError {
+    match e {
+        PathError::Io(e) => read_err(e),
+        PathError::Wrong(w) => RollbackError::Corrupt(Finding::in_file(w.path, w.what)),
+        PathError::NotADataDir(w) => refused(&w.path, w.what),
+    }
+}
+
+/// An I/O error reading the input: the data dir is untouched.
+fn read_err(error: IoError) -> RollbackError {
+    RollbackError::Io {
+        error,
+        state: UNTOUCHED.to_string(),
     }
 }
 
@@ -323,13 +336,17 @@ pub fn rollback_data_dir(
         left.recover_legacy_swap(&data)
             .map_err(datadir_err(UNTOUCHED))?;
     }
-    if !paths.dir.is_dir() {
-        return Err(refused(&paths.dir, "no such data directory"));
+    match probe(&paths.dir, Want::Dir) {
+        Ok(true) => {}
+        Ok(false) => return Err(refused(&paths.dir, "no such data directory")),
+        Err(PathError::Wrong(w)) => return Err(refused(&w.path, w.what)),
+        Err(e) => return Err(path_err(e)),
     }
     // The data dir's own lock (migrate's too): a second rollback2 or a migrate is kept out.
-    let _lock = data
-        .lock(Duration::ZERO)
-        .map_err(|e| refused(&paths.dir, format!("{} ({UNTOUCHED})", e.reason)))?;
+    let _lock = data.lock(Duration::ZERO).map_err(|e| match e.cause {
+        Cause::Refused(reason) => refused(&paths.dir, format!("{reason} ({UNTOUCHED})")),
+        Cause::Os(_) => datadir_err(UNTOUCHED)(e),
+    })?;
     if !opts.dry_run {
         let left = Leftovers::scan(&data);
         left.recover(&data, &crash_point)
@@ -360,7 +377,7 @@ fn rollback_locked(
     let snap_dir = member.join("snap");
     let wal_dir = member.join("wal");
     for d in [&member, &snap_dir, &wal_dir] {
-        if !d.is_dir() {
+        if !probe(d, Want::Dir).map_err(path_err)? {
             return Err(refused(
                 d,
                 format!("missing: not an etcd 3.x data dir, or damaged ({UNTOUCHED})"),
@@ -368,25 +385,39 @@ fn rollback_locked(
         }
     }
     let db_path = snap_dir.join("db");
-    if !db_path.is_file() {
+    if !probe(&db_path, Want::File).map_err(path_err)? {
         return Err(refused(
             &db_path,
             format!("missing: no v3 backend to roll back ({UNTOUCHED})"),
         ));
     }
+    probe_all(&paths.dir, &wal_dir).map_err(path_err)?;
     // BoltDb holds a shared flock while it is open: refused when etcd runs, and an etcd
     // started meanwhile waits for it until the swap is done.
     let db = open_db(&db_path)?;
     let mut plan = plan(&paths, &db, opts)?;
     if opts.dry_run {
         plan.report.dry_run = true;
+        free_later(plan.store);
         return Ok(plan.report);
     }
     let t0 = std::time::Instant::now();
-    write_and_swap(&paths, data, &mut plan)?;
+    let written = write_and_swap(&paths, data, &mut plan);
     log::debug!("wrote and swapped in {:?}", t0.elapsed());
+    free_later(plan.store);
+    written?;
     drop(db);
     Ok(plan.report)
+}
+
+/// Frees the store (200,000 keys: a sixth of a rollback's CPU, measured) on a thread of its
+/// own: the caller goes on at once, and a process that exits first does not wait for it.
+fn free_later(store: Store) {
+    let spawned = std::thread::Builder::new()
+        .name("free-store".into())
+        .spawn(move || drop(store));
+    // Without a thread (resource limits), `store` was dropped here by the failed spawn.
+    drop(spawned);
 }
 
 /// The etcd3 -> etcd2 step of `migrate` (which holds the lock and has recovered): target
@@ -395,22 +426,26 @@ fn rollback_locked(
 pub fn rollback_for_migrate(
     data: &DataDir,
     target: &crate::version::EtcdVersion,
-) -> Result<(), String> {
-    let opts = migrate_options(target)?;
-    let report = rollback_locked(data, &opts).map_err(|e| e.to_string())?;
+) -> Result<(), RollbackError> {
+    let opts = migrate_options(data.path(), target)?;
+    let report = rollback_locked(data, &opts)?;
     for line in report.to_string().lines() {
         log::info!("rollback2: {line}");
     }
     Ok(())
 }
 
-fn migrate_options(target: &crate::version::EtcdVersion) -> Result<RollbackOptions, String> {
+fn migrate_options(
+    data_dir: &Path,
+    target: &crate::version::EtcdVersion,
+) -> Result<RollbackOptions, RollbackError> {
     let target = match (target.major(), target.minor()) {
         (2, 2) => TargetVersion::V2_2_1,
         (2, 3) => TargetVersion::V2_3_7,
         _ => {
-            return Err(format!(
-                "rollback2 converts to etcd 2.2 or 2.3 only, not {target}"
+            return Err(refused(
+                data_dir,
+                format!("rollback2 converts to etcd 2.2 or 2.3 only, not {target}"),
             ))
         }
     };
@@ -428,7 +463,7 @@ pub fn rollback_dry_run_for_migrate(
 ) -> Result<(), String> {
     let opts = RollbackOptions {
         dry_run: true,
-        ..migrate_options(target)?
+        ..migrate_options(data.path(), target).map_err(|e| e.to_string())?
     };
     rollback_locked(data, &opts)
         .map(|_| ())
@@ -465,11 +500,15 @@ fn judge_v2_keys(dir: &Path, v3_keys: usize, v2_keys: usize) -> Result<(), Rollb
 /// A failed step of the swap or of the recovery, with the state it leaves.
 fn datadir_err(state: &str) -> impl FnOnce(DataDirError) -> RollbackError {
     let state = state.to_string();
-    move |e| RollbackError::Io {
-        op: e.what,
-        path: e.path,
-        source: io::Error::other(e.reason),
-        state,
+    move |e| match e.cause {
+        Cause::Os(source) => RollbackError::Io {
+            error: IoError::new(e.what, e.path, source),
+            state,
+        },
+        Cause::Refused(reason) => RollbackError::Refused {
+            path: e.path,
+            reason: format!("{}: {reason} ({state})", e.what),
+        },
     }
 }
 
@@ -491,15 +530,24 @@ fn bolt_err(db: &Path, e: BoltError) -> RollbackError {
             db,
             format!("no `key` bucket: not an etcd 3 backend ({UNTOUCHED})"),
         ),
-        other => RollbackError::Corrupt(Finding::in_file(db, other.to_string())),
+        BoltError::Io(e) => read_err(e),
+        BoltError::Locked { .. } => refused(
+            db,
+            format!("locked: etcd is running on this data dir: stop it first ({UNTOUCHED})"),
+        ),
     }
 }
 
-fn wal_err(wal_dir: &Path, e: wal::WalError) -> RollbackError {
+fn wal_err(e: WalError) -> RollbackError {
     match e {
-        wal::WalError::Corrupt(f) => RollbackError::Corrupt(f),
-        other => RollbackError::Corrupt(Finding::in_file(wal_dir, other.to_string())),
+        WalError::Io(e) => read_err(e),
+        other => RollbackError::Wal(other),
     }
+}
+
+fn snap_err(e: SnapError) -> RollbackError {
+    e.into_finding()
+        .map_or_else(read_err, RollbackError::Corrupt)
 }
 
 fn unix_nanos(t: SystemTime) -> i64 {
@@ -507,184 +555,47 @@ fn unix_nanos(t: SystemTime) -> i64 {
     i64::try_from(d.as_nanos()).unwrap_or(i64::MAX)
 }
 
+type Wal = wal::WalContents<WalEntry>;
+
 fn plan(paths: &Paths, db: &BoltDb, opts: &RollbackOptions) -> Result<Plan, RollbackError> {
     let member = paths.dir.join("member");
     let snap_dir = member.join("snap");
-    let wal_dir = member.join("wal");
-    let t0 = std::time::Instant::now();
-    // The WAL (up to hundreds of MB) is read on a second thread while this one scans the db;
-    // only entry summaries are kept (never the v3 data).
     let now = unix_nanos(opts.now.unwrap_or_else(SystemTime::now));
     let ttl = i64::try_from(opts.ttl.as_nanos()).unwrap_or(i64::MAX);
     let copts = ConvertOptions {
         lossy: opts.lossy,
         lease_expiry_nanos: now.saturating_add(ttl),
     };
-    // The new /1 is built meanwhile too; its errors come after the WAL's and the checks'.
-    let (wal, scanned) = std::thread::scope(|scope| {
-        let reader = scope.spawn(|| {
-            let r = wal::read_whole_with(&wal_dir, cluster::summarize);
-            log::debug!("read the WAL in {:?}", t0.elapsed());
-            r
-        });
-        let scanned = scan_keys(paths, db).map(|scan| {
-            let built = build_user_tree(paths, db, &scan, &copts);
-            log::debug!("built the v2 tree in {:?}", t0.elapsed());
-            (scan, built)
-        });
-        let wal = match reader.join() {
-            Ok(r) => r.map_err(|e| wal_err(&wal_dir, e)),
-            Err(_) => Err(RollbackError::Corrupt(Finding::in_file(
-                &wal_dir,
-                "the WAL reader thread failed",
-            ))),
-        };
-        (wal, scanned)
-    });
-    let wal = wal?;
-    let (scan, built) = scanned?;
-    log::debug!("scanned bucket key in {:?}", t0.elapsed());
-    let wal_file = || {
-        wal.segments
-            .first()
-            .map_or_else(|| wal_dir.clone(), |s| s.path.clone())
-    };
-    let hs = wal.hard_state.ok_or_else(|| {
-        refused(
-            &wal_dir,
-            format!("the WAL has no HardState: nothing was ever committed ({UNTOUCHED})"),
-        )
-    })?;
-    let metadata = wal
-        .metadata
-        .ok_or_else(|| Finding::in_file(wal_file(), "the WAL has no metadata record"))?;
-
-    // Every .snap must be sound; the one used is the newest that the WAL confirms (as etcd
-    // 3.4.8+ chooses: a snapshot record with its index and term, covered by the HardState).
-    if let Some(f) = snap::check(&snap_dir).into_iter().next() {
-        return Err(f.into());
-    }
-    let mut confirmed = vec![WalSnapshot::new(0, 0)];
-    confirmed.extend(
-        wal.snapshots
-            .iter()
-            .filter(|s| s.index <= hs.commit)
-            .cloned(),
-    );
-    let chosen = snap::load_newest_available(&snap_dir, &confirmed)
-        .map_err(|e| RollbackError::Corrupt(e.to_finding()))?
-        .loaded;
-    let (start, start_term) = chosen.as_ref().map_or((0, 0), |s| {
-        (s.snapshot.metadata.index, s.snapshot.metadata.term)
-    });
-    let first = wal.entries.first().map(|e| e.index);
-    match first {
-        Some(first) if first > start + 1 => {
-            return Err(Finding::in_file(
-                wal_file(),
-                format!("the WAL starts at entry {first} but the newest usable snapshot is at {start}: entries are missing"),
-            )
-            .into())
-        }
-        None if hs.commit > start => {
-            return Err(Finding::in_file(
-                wal_file(),
-                format!(
-                    "HardState commit {} but no entries after snapshot {start}",
-                    hs.commit
-                ),
-            )
-            .into())
-        }
-        Some(_) if wal.last_index < hs.commit => {
-            return Err(Finding::in_file(
-                wal.segments.last().map(|s| s.path.clone()).unwrap_or_default(),
-                format!(
-                    "HardState commit {} is past the last entry {}",
-                    hs.commit, wal.last_index
-                ),
-            )
-            .into())
-        }
-        _ => {}
-    }
-    let entry = |index: u64| -> Option<&WalEntry> {
-        let at = index.checked_sub(first?)?;
-        wal.entries.get(usize::try_from(at).ok()?)
-    };
-
+    let (wal, scan, built) = read_inputs(paths, db, &copts)?;
     let consistent_index = mvcc::read_meta(db)
         .map_err(|e| bolt_err(&db_path(paths), e))?
         .consistent_index;
-    // The db may lag the WAL (3.4 after a crash: up to one uncommitted batch). Committed v3
-    // writes the db does not have yet would be lost: refuse, etcd itself would replay them.
-    let ci = consistent_index.unwrap_or(0);
-    let missing = wal
-        .entries
-        .iter()
-        .filter(|e| e.v3_write && e.index > ci && e.index <= hs.commit)
-        .count();
-    if missing > 0 {
-        return Err(refused(
-            &db_path(paths),
-            format!(
-                "the v3 db is behind the WAL: {missing} committed v3 write(s) after consistent_index {ci} \
-                 (commit {}) are not in it; start etcd on this dir once, stop it cleanly, then rerun ({UNTOUCHED})",
-                hs.commit
-            ),
-        ));
+    let hs = wal_covers_db(&wal, consistent_index.unwrap_or(0))?;
+    let metadata = wal
+        .metadata
+        .ok_or_else(|| wal_damaged(&wal, "the WAL has no metadata record"))?;
+
+    // Every .snap must be sound; the one used is the newest that the WAL confirms (as etcd
+    // 3.4.8+ chooses: a snapshot record with its index and term, covered by the HardState).
+    if let Some(f) = snap::check(&snap_dir).map_err(read_err)?.into_iter().next() {
+        return Err(f.into());
     }
-    let (deleted, revisions) = (scan.deleted, scan.revisions);
+    let valid = member::valid_snapshots(&wal.snapshots, hs.commit);
+    let chosen = member::start_from(&snap_dir, &valid)
+        .map_err(snap_err)?
+        .snapshot;
+    let start = chosen.as_ref().map_or(WalSnapshot::new(0, 0), |s| {
+        WalSnapshot::new(s.snapshot.metadata.index, s.snapshot.metadata.term)
+    });
+    check_log(&wal, &hs, start.index)?;
+    refuse_lagging_db(paths, &wal, &hs, consistent_index.unwrap_or(0))?;
     let (mut store, user) = built?;
 
-    // cluster state: the chosen snapshot's store, then the committed entries after it
-    let mut old = match &chosen {
-        Some(s) => Store::load(&s.snapshot.data)
-            .map_err(|e| RollbackError::Corrupt(Finding::in_file(&s.path, e.to_string())))?,
-        None => Store::new(),
-    };
-    let mut replay = Vec::new();
-    let mut old_v2_writes = 0;
-    for e in wal
-        .entries
-        .iter()
-        .filter(|e| e.index > start && e.index <= hs.commit)
-    {
-        match &e.change {
-            Change::None => {}
-            Change::Cluster(entry) => replay.push(entry.clone()),
-            Change::UserV2Write(entry) => {
-                old_v2_writes += 1;
-                replay.push(entry.clone());
-            }
-            Change::Bad(why) => {
-                return Err(
-                    Finding::in_file(&wal_dir, format!("raft entry {}: {why}", e.index)).into(),
-                )
-            }
-        }
-    }
-    old.replay_entries(&replay, now);
-    // The v2 user keys as etcd would serve them, snapshot plus WAL: only /0 is carried over.
-    let old_v2_keys = cluster::user_keys(&old);
-    judge_v2_keys(&paths.dir, user.keys + user.skipped.len(), old_v2_keys)?;
-    // raft's snapshot term is the term of the entry at the snapshot index (members at the
-    // same commit agree on it; their current terms, in the HardState, may differ)
-    let snap_term = match entry(hs.commit) {
-        Some(e) => e.term,
-        None if chosen.is_some() && start == hs.commit => start_term,
-        None => {
-            return Err(Finding::in_file(
-                wal_file(),
-                format!("no entry or snapshot for the committed index {}", hs.commit),
-            )
-            .into())
-        }
-    };
     let cluster_version = opts.target.cluster_version().to_string();
-    old.set("/0/version", &cluster_version, None, now)
-        .map_err(|_| refused(&member, "/0/version is a directory in the old store"))?;
-    let members = cluster::member_ids(&old)
+    let old = old_cluster_state(&wal, chosen.as_ref(), &hs, now, &cluster_version)?;
+    judge_v2_keys(&paths.dir, user.keys + user.skipped.len(), old.v2_keys)?;
+    let snap_term = snapshot_term(&wal, &hs, chosen.as_ref().map(|_| &start))?;
+    let members = cluster::member_ids(&old.store)
         .map_err(|e| RollbackError::Corrupt(Finding::in_file(&snap_dir, e)))?;
     if members.is_empty() {
         return Err(refused(
@@ -692,7 +603,7 @@ fn plan(paths: &Paths, db: &BoltDb, opts: &RollbackOptions) -> Result<Plan, Roll
             format!("no members found in the snapshot and WAL ({UNTOUCHED})"),
         ));
     }
-    cluster::copy_zero(&old, &mut store, now)
+    cluster::copy_zero(&old.store, &mut store, now)
         .map_err(|e| refused(&member, format!("cannot copy /0: {e} ({UNTOUCHED})")))?;
     store.reset_event_history();
 
@@ -703,12 +614,12 @@ fn plan(paths: &Paths, db: &BoltDb, opts: &RollbackOptions) -> Result<Plan, Roll
         dirs: user.dirs,
         leased: user.leased,
         leased_examples: user.leased_examples,
-        old_v2_keys,
-        old_v2_writes,
+        old_v2_keys: old.v2_keys,
+        old_v2_writes: old.v2_writes,
         skipped: user.skipped,
-        deleted,
+        deleted: scan.deleted,
         lossy_values: user.lossy_values,
-        revisions,
+        revisions: scan.revisions,
         members,
         cluster_version,
         index: hs.commit,
@@ -733,6 +644,233 @@ fn plan(paths: &Paths, db: &BoltDb, opts: &RollbackOptions) -> Result<Plan, Roll
         report,
         metadata,
     })
+}
+
+type Built = Result<(Store, convert::UserTree), RollbackError>;
+
+/// Reads the WAL (up to hundreds of MB, only entry summaries kept) on a second thread while
+/// this one scans the db and builds the new `/1`; the tree's errors come after the WAL's and
+/// the checks' (the caller looks at them last).
+fn read_inputs(
+    paths: &Paths,
+    db: &BoltDb,
+    copts: &ConvertOptions,
+) -> Result<(Wal, KeyScan, Built), RollbackError> {
+    let wal_dir = paths.dir.join("member/wal");
+    let t0 = std::time::Instant::now();
+    let (wal, scanned) = std::thread::scope(|scope| {
+        let reader = scope.spawn(|| {
+            let r = wal::read_whole_with(&wal_dir, cluster::summarize);
+            log::debug!("read the WAL in {:?}", t0.elapsed());
+            r
+        });
+        let scanned = scan_keys(paths, db).map(|scan| {
+            let built = build_user_tree(paths, db, &scan, copts);
+            log::debug!("built the v2 tree in {:?}", t0.elapsed());
+            (scan, built)
+        });
+        let wal = match reader.join() {
+            Ok(r) => r.map_err(wal_err),
+            Err(_) => Err(RollbackError::Corrupt(Finding::in_file(
+                &wal_dir,
+                "the WAL reader thread failed",
+            ))),
+        };
+        (wal, scanned)
+    });
+    let wal = wal?;
+    let (scan, built) = scanned?;
+    Ok((wal, scan, built))
+}
+
+fn first_segment(wal: &Wal) -> PathBuf {
+    wal.segments
+        .first()
+        .map(|s| s.path.clone())
+        .unwrap_or_default()
+}
+
+/// The log after the snapshot at `start` is whole up to the HardState's commit.
+fn check_log(wal: &Wal, hs: &HardState, start: u64) -> Result<(), RollbackError> {
+    let problem = match wal.entries.first().map(|e| e.index) {
+        Some(first) if first > start + 1 => format!(
+            "the WAL starts at entry {first} but the newest usable snapshot is at {start}: \
+             entries are missing"
+        ),
+        None if hs.commit > start => format!(
+            "HardState commit {} but no entries after snapshot {start}",
+            hs.commit
+        ),
+        Some(_) if wal.last_index < hs.commit => {
+            let last = wal
+                .segments
+                .last()
+                .map(|s| s.path.clone())
+                .unwrap_or_default();
+            return Err(Finding::in_file(
+                last,
+                format!(
+                    "HardState commit {} is past the last entry {}",
+                    hs.commit, wal.last_index
+                ),
+            )
+            .into());
+        }
+        _ => return Ok(()),
+    };
+    Err(Finding::in_file(first_segment(wal), problem).into())
+}
+
+/// The db may lag the WAL (3.4 after a crash: up to one uncommitted batch). Committed v3
+/// writes the db does not have yet would be lost: refuse, etcd itself would replay them.
+fn refuse_lagging_db(
+    paths: &Paths,
+    wal: &Wal,
+    hs: &HardState,
+    ci: u64,
+) -> Result<(), RollbackError> {
+    let missing = wal
+        .entries
+        .iter()
+        .filter(|e| e.v3_write && e.index > ci && e.index <= hs.commit)
+        .count();
+    if missing == 0 {
+        return Ok(());
+    }
+    Err(refused(
+        &db_path(paths),
+        format!(
+            "the v3 db is behind the WAL: {missing} committed v3 write(s) after consistent_index {ci} \
+             (commit {}) are not in it; start etcd on this dir once, stop it cleanly, then rerun ({UNTOUCHED})",
+            hs.commit
+        ),
+    ))
+}
+
+/// The old v2 store (membership, `/0`), and what of the old v2 user data is not carried over.
+struct OldState {
+    store: Store,
+    v2_keys: usize,
+    v2_writes: usize,
+}
+
+/// Cluster state: the chosen snapshot's store, the committed entries after it replayed, and
+/// `/0/version` set to the target's cluster version.
+fn old_cluster_state(
+    wal: &Wal,
+    chosen: Option<&snap::LoadedSnapshot>,
+    hs: &HardState,
+    now: i64,
+    cluster_version: &str,
+) -> Result<OldState, RollbackError> {
+    let mut old = match chosen {
+        Some(s) => Store::load(&s.snapshot.data)
+            .map_err(|e| RollbackError::Corrupt(Finding::in_file(&s.path, e.to_string())))?,
+        None => Store::new(),
+    };
+    let start = chosen.map_or(0, |s| s.snapshot.metadata.index);
+    let mut replay = Vec::new();
+    let mut v2_writes = 0;
+    for e in wal
+        .entries
+        .iter()
+        .filter(|e| e.index > start && e.index <= hs.commit)
+    {
+        match &e.change {
+            Change::None => {}
+            Change::Cluster(entry) => replay.push(entry.clone()),
+            Change::UserV2Write(entry) => {
+                v2_writes += 1;
+                replay.push(entry.clone());
+            }
+            Change::Bad(why) => {
+                return Err(Finding::in_file(
+                    first_segment(wal),
+                    format!("raft entry {}: {why}", e.index),
+                )
+                .into())
+            }
+        }
+    }
+    old.replay_entries(&replay, now);
+    // The v2 user keys as etcd would serve them, snapshot plus WAL: only /0 is carried over.
+    let v2_keys = cluster::user_keys(&old);
+    old.set("/0/version", cluster_version, None, now)
+        .map_err(|_| {
+            RollbackError::Corrupt(Finding::in_file(
+                first_segment(wal),
+                "/0/version is a directory in the old store",
+            ))
+        })?;
+    Ok(OldState {
+        store: old,
+        v2_keys,
+        v2_writes,
+    })
+}
+
+/// raft's snapshot term is the term of the entry at the snapshot index (members at the same
+/// commit agree on it; their current terms, in the HardState, may differ).
+fn snapshot_term(
+    wal: &Wal,
+    hs: &HardState,
+    snapshot: Option<&WalSnapshot>,
+) -> Result<u64, RollbackError> {
+    let at = |index: u64| -> Option<&WalEntry> {
+        let first = wal.entries.first()?.index;
+        wal.entries
+            .get(usize::try_from(index.checked_sub(first)?).ok()?)
+    };
+    match (at(hs.commit), snapshot) {
+        (Some(e), _) => Ok(e.term),
+        (None, Some(s)) if s.index == hs.commit => Ok(s.term),
+        _ => Err(Finding::in_file(
+            first_segment(wal),
+            format!("no entry or snapshot for the committed index {}", hs.commit),
+        )
+        .into()),
+    }
+}
+
+/// The WAL's damage at its end (where it stopped: a torn record, or its clean end).
+fn wal_damaged(wal: &Wal, problem: &str) -> RollbackError {
+    let (file, offset, why) = match &wal.tail {
+        wal::WalTail::Torn {
+            file,
+            offset,
+            problem: torn,
+        } => (file, *offset, format!("{problem} ({torn})")),
+        wal::WalTail::Clean { file, offset } => (file, *offset, problem.to_string()),
+    };
+    RollbackError::Wal(WalError::Corrupt(Finding::at(file, offset, why)))
+}
+
+/// The last HardState, when the WAL still holds what the db applied. A WAL that lost its
+/// HardState, or was cut short behind the db, is damage at the place it ends, whatever the db
+/// holds; a WAL without one beside an empty db is a refusal.
+fn wal_covers_db(wal: &Wal, consistent_index: u64) -> Result<HardState, RollbackError> {
+    match wal.hard_state {
+        None if consistent_index > 0 || wal.tail.is_torn() => Err(wal_damaged(
+            wal,
+            &format!("no HardState, but the db has applied entries up to index {consistent_index}"),
+        )),
+        None => Err(refused(
+            wal.segments
+                .first()
+                .map_or(Path::new(""), |s| s.path.as_path()),
+            format!("the WAL has no HardState: nothing was ever committed ({UNTOUCHED})"),
+        )),
+        // (A clean WAL may lag the db by one batch: etcd applies while it saves the WAL.)
+        Some(hs) if hs.commit < consistent_index && wal.tail.is_torn() => Err(wal_damaged(
+            wal,
+            &format!(
+                "the WAL ends at commit {}, but the db has applied entries up to index \
+                 {consistent_index}: committed records are lost",
+                hs.commit
+            ),
+        )),
+        Some(hs) => Ok(hs),
+    }
 }
 
 /// The `/1` tree: a second, forward pass over the db reads the live keys in revision order,
@@ -791,7 +929,6 @@ fn db_path(paths: &Paths) -> PathBuf {
 }
 
 fn write_and_swap(paths: &Paths, data: &DataDir, plan: &mut Plan) -> Result<(), RollbackError> {
-    use std::os::unix::fs::DirBuilderExt;
     // Leftovers of an earlier run that stopped before the swap: never complete results for
     // this DIR (DIR is still the original), so they can go.
     for stale in [&paths.building, &paths.ready] {
@@ -804,46 +941,7 @@ fn write_and_swap(paths: &Paths, data: &DataDir, plan: &mut Plan) -> Result<(), 
         }
     }
     let tmp = &paths.building;
-    let build = || -> io::Result<()> {
-        fs::DirBuilder::new().mode(0o700).create(tmp)?;
-        let member = tmp.join("member");
-        fs::DirBuilder::new().mode(0o700).create(&member)?;
-        let snap_dir = member.join("snap");
-        fs::DirBuilder::new().mode(0o700).create(&snap_dir)?;
-        let r = &plan.report;
-        let store = &plan.store;
-        let meta = SnapshotMetadata {
-            conf_state: ConfState {
-                voters: r.members.clone(),
-                ..ConfState::default()
-            },
-            index: r.index,
-            term: r.term,
-        };
-        snap::write_snap_streamed(&snap_dir, &meta, &|w| store.write_go_json(w))
-            .map_err(|e| io::Error::other(e.to_string()))?;
-        crash_point("snap-written");
-        // Unpadded frames: etcd 2.x cannot read padded ones, 3.x reads both.
-        let w = wal::WalWriter::create(
-            &member.join("wal"),
-            &plan.metadata,
-            wal::FrameStyle::Unpadded,
-        )
-        .and_then(|mut w| {
-            w.save_snapshot(&WalSnapshot::new(r.index, r.term))?;
-            w.save_hard_state(&HardState {
-                term: r.raft_term,
-                vote: 0,
-                commit: r.index,
-            })?;
-            Ok(w)
-        })
-        .map_err(|e| io::Error::other(e.to_string()))?;
-        // finish() also fsyncs `member` (the WAL dir's parent, which got `snap` and `wal`)
-        w.finish().map_err(|e| io::Error::other(e.to_string()))?;
-        sync_dir(tmp)
-    };
-    if let Err(e) = build() {
+    if let Err(error) = build_new_dir(tmp, plan) {
         // "untouched" only when true: the partial copy inside the data dir is gone too.
         let state = match fs::remove_dir_all(tmp) {
             Err(r) if r.kind() != io::ErrorKind::NotFound => format!(
@@ -852,7 +950,7 @@ fn write_and_swap(paths: &Paths, data: &DataDir, plan: &mut Plan) -> Result<(), 
             ),
             _ => UNTOUCHED.to_string(),
         };
-        return Err(io_err("cannot write the new data dir in", tmp, &state)(e));
+        return Err(RollbackError::Io { error, state });
     }
     crash_point("built");
     fs::rename(tmp, &paths.ready).map_err(io_err("cannot rename", tmp, UNTOUCHED))?;
@@ -868,17 +966,57 @@ fn write_and_swap(paths: &Paths, data: &DataDir, plan: &mut Plan) -> Result<(), 
         .map_err(datadir_err(&state))
 }
 
+/// Writes the v2 data dir (snap, WAL, fsynced) at `tmp`.
+fn build_new_dir(tmp: &Path, plan: &Plan) -> Result<(), IoError> {
+    use std::os::unix::fs::DirBuilderExt;
+    let mkdir = |d: &Path| {
+        fs::DirBuilder::new()
+            .mode(0o700)
+            .create(d)
+            .map_err(IoError::on("cannot create", d))
+    };
+    mkdir(tmp)?;
+    let member = tmp.join("member");
+    mkdir(&member)?;
+    let snap_dir = member.join("snap");
+    mkdir(&snap_dir)?;
+    let r = &plan.report;
+    let store = &plan.store;
+    let meta = SnapshotMetadata {
+        conf_state: ConfState {
+            voters: r.members.clone(),
+            ..ConfState::default()
+        },
+        index: r.index,
+        term: r.term,
+    };
+    snap::write_snap_streamed(&snap_dir, &meta, &|w| store.write_go_json(w))
+        .map_err(|e| e.into_io(&snap_dir))?;
+    crash_point("snap-written");
+    // Unpadded frames: etcd 2.x cannot read padded ones, 3.x reads both.
+    let wal_dir = member.join("wal");
+    let mut w = wal::WalWriter::create(&wal_dir, &plan.metadata, wal::FrameStyle::Unpadded)
+        .map_err(|e| e.into_io(&wal_dir))?;
+    w.save_snapshot(&WalSnapshot::new(r.index, r.term))
+        .and_then(|()| {
+            w.save_hard_state(&HardState {
+                term: r.raft_term,
+                vote: 0,
+                commit: r.index,
+            })
+        })
+        .map_err(|e| e.into_io(&wal_dir))?;
+    // finish() also fsyncs `member` (the WAL dir's parent, which got `snap` and `wal`)
+    w.finish().map_err(|e| e.into_io(&wal_dir))?;
+    sync_dir(tmp).map_err(IoError::on("cannot fsync", tmp))
+}
+
 /// Test hook: `ROLLBACK2_CRASH_AT=<point>` SIGKILLs the process at that point, so tests can
 /// check what a crash leaves behind. Does nothing otherwise.
 pub const CRASH_POINT_ENV: &str = "ROLLBACK2_CRASH_AT";
 
 fn crash_point(name: &str) {
-    if std::env::var(CRASH_POINT_ENV).ok().as_deref() == Some(name) {
-        // SAFETY: kill(2) on our own pid; SIGKILL cannot be caught, like a power cut for us.
-        unsafe {
-            libc::kill(libc::getpid(), libc::SIGKILL);
-        }
-    }
+    crate::fsutil::crash_point(CRASH_POINT_ENV, name);
 }
 
 #[cfg(test)]
@@ -889,10 +1027,10 @@ mod tests {
     fn migrate_seam_refuses_other_targets_before_touching_anything() {
         let data = DataDir::resolve(Path::new("/nonexistent/x")).unwrap();
         let v = crate::version::EtcdVersion::new(3, 4, 0);
-        let e = rollback_for_migrate(&data, &v).unwrap_err();
+        let e = rollback_for_migrate(&data, &v).unwrap_err().to_string();
         assert!(e.contains("2.2 or 2.3 only"), "{e}");
         let v = crate::version::EtcdVersion::new(2, 2, 1);
-        let e = rollback_for_migrate(&data, &v).unwrap_err();
+        let e = rollback_for_migrate(&data, &v).unwrap_err().to_string();
         assert!(e.contains("missing"), "{e}");
     }
 

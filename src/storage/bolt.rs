@@ -18,6 +18,8 @@ use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
 use super::Finding;
+use crate::error::{HasKind, IoError, Kind};
+use crate::fsutil::{try_flock, Lock};
 
 const MAGIC: u32 = 0xED0C_DAED;
 const VERSION: u32 = 2;
@@ -46,53 +48,31 @@ const CACHE_PAGES: usize = 512;
 const MAX_FINDINGS: usize = 1000;
 
 /// Why a db could not be read.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub enum BoltError {
-    /// The OS refused a read (or open); `offset` is where we tried to read.
-    Io {
-        file: PathBuf,
-        offset: Option<u64>,
-        reason: String,
-    },
+    /// The OS refused an open or a read.
+    #[error(transparent)]
+    Io(#[from] IoError),
     /// The bytes are not a valid bbolt file at this place.
+    #[error("{0}")]
     Corrupt(Finding),
     /// A running process (etcd) holds the exclusive lock on the file.
+    #[error("{}: locked by another process (is etcd running on this data dir?); stop it or inspect a copy", file.display())]
     Locked { file: PathBuf },
     /// No bucket of that name at the top level.
+    #[error("{}: no bucket named {:?}", file.display(), String::from_utf8_lossy(name))]
     NoBucket { file: PathBuf, name: Vec<u8> },
 }
 
-impl fmt::Display for BoltError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+impl HasKind for BoltError {
+    fn kind(&self) -> Kind {
         match self {
-            BoltError::Io {
-                file,
-                offset: Some(o),
-                reason,
-            } => write!(f, "{}: offset {o}: read failed: {reason}", file.display()),
-            BoltError::Io {
-                file,
-                offset: None,
-                reason,
-            } => write!(f, "{}: {reason}", file.display()),
-            BoltError::Corrupt(finding) => write!(f, "{finding}"),
-            BoltError::Locked { file } => write!(
-                f,
-                "{}: locked by another process (is etcd running on this data dir?); stop it \
-                 or inspect a copy",
-                file.display()
-            ),
-            BoltError::NoBucket { file, name } => write!(
-                f,
-                "{}: no bucket named {:?}",
-                file.display(),
-                String::from_utf8_lossy(name)
-            ),
+            BoltError::Io(_) => Kind::Io,
+            BoltError::Corrupt(_) | BoltError::NoBucket { .. } => Kind::Corrupt,
+            BoltError::Locked { .. } => Kind::Refused,
         }
     }
 }
-
-impl std::error::Error for BoltError {}
 
 /// A meta page's content (pages 0 and 1).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -331,26 +311,19 @@ impl BoltDb {
     /// and a db being written is not a consistent read), detects the page size and picks the
     /// meta like bbolt: the valid one with the higher txid.
     pub fn open(path: &Path) -> Result<BoltDb, BoltError> {
-        let io = |reason: String| BoltError::Io {
-            file: path.to_path_buf(),
-            offset: None,
-            reason,
-        };
-        let file = File::open(path).map_err(|e| io(format!("cannot open: {e}")))?;
-        // SAFETY: flock on a file descriptor we own; no memory is passed.
-        let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_SH | libc::LOCK_NB) };
-        if rc != 0 {
-            let err = std::io::Error::last_os_error();
-            if err.raw_os_error() == Some(libc::EWOULDBLOCK) {
+        let file = File::open(path).map_err(IoError::on("cannot open", path))?;
+        match try_flock(&file, Lock::Shared) {
+            Ok(true) => {}
+            Ok(false) => {
                 return Err(BoltError::Locked {
                     file: path.to_path_buf(),
-                });
+                })
             }
-            return Err(io(format!("cannot lock: {err}")));
+            Err(e) => return Err(IoError::new("cannot lock", path, e).into()),
         }
         let size = file
             .metadata()
-            .map_err(|e| io(format!("cannot stat: {e}")))?
+            .map_err(IoError::on("cannot stat", path))?
             .len();
         Self::from_file(file, path, size)
     }
@@ -361,11 +334,7 @@ impl BoltDb {
         let read = |offset: u64, len: usize| -> Result<Vec<u8>, BoltError> {
             let mut buf = vec![0u8; len];
             file.read_exact_at(&mut buf, offset)
-                .map_err(|e| BoltError::Io {
-                    file: path.to_path_buf(),
-                    offset: Some(offset),
-                    reason: e.to_string(),
-                })?;
+                .map_err(|e| read_err(path, offset, e))?;
             Ok(buf)
         };
         let meta_len = (PAGE_HEADER + META_SIZE) as u64;
@@ -437,71 +406,10 @@ impl BoltDb {
                 read(offset, meta_len as usize)
                     .map_err(|e| Finding::at(path, offset, e.to_string()))?
             };
-            let m = parse_meta(page, &buf[PAGE_HEADER..])
-                .map_err(|why| Finding::at(path, offset + PAGE_HEADER as u64, why))?;
-            let id = u64_at(&buf, 0);
-            let flags = u16_at(&buf, 8);
-            if id != page || flags != FLAG_META {
-                return Err(Finding::at(
-                    path,
-                    offset,
-                    format!("meta page {page}: header says page id {id}, flags {flags:#x}"),
-                ));
-            }
-            if m.page_size != page_size {
-                return Err(Finding::at(
-                    path,
-                    offset + PAGE_HEADER as u64 + 8,
-                    format!(
-                        "meta page {page}: page size {} differs from the file's {page_size}",
-                        m.page_size
-                    ),
-                ));
-            }
-            if m.pgid.checked_mul(page_size as u64).is_none() {
-                return Err(Finding::at(
-                    path,
-                    offset + PAGE_HEADER as u64 + 40,
-                    format!("meta page {page}: impossible page count {}", m.pgid),
-                ));
-            }
-            if m.pgid < 2 || m.root < 2 || m.root >= m.pgid {
-                return Err(Finding::at(
-                    path,
-                    offset + PAGE_HEADER as u64 + 16,
-                    format!(
-                        "meta page {page}: root page {} outside the used pages [2, {})",
-                        m.root, m.pgid
-                    ),
-                ));
-            }
-            Ok(m)
+            check_meta(path, page, offset, &buf, page_size)
         };
         let metas = [meta_at(0), meta_at(1)];
-        let meta = match (&metas[0], &metas[1]) {
-            (Ok(a), Ok(b)) => {
-                if b.txid > a.txid {
-                    b.clone()
-                } else {
-                    a.clone()
-                }
-            }
-            (Ok(a), Err(why)) => {
-                log::warn!("{why}; using meta page 0 (txid {})", a.txid);
-                a.clone()
-            }
-            (Err(why), Ok(b)) => {
-                log::warn!("{why}; using meta page 1 (txid {})", b.txid);
-                b.clone()
-            }
-            (Err(a), Err(b)) => {
-                return Err(BoltError::Corrupt(Finding::at(
-                    path,
-                    a.offset.unwrap_or(0),
-                    format!("both meta pages are invalid: {}; and {b}", a.problem),
-                )))
-            }
-        };
+        let meta = newer_meta(path, &metas)?;
         // Tell the kernel we mostly read forward (a scan); it reads ahead for us.
         // SAFETY: advisory call on our own descriptor.
         unsafe {
@@ -617,11 +525,7 @@ impl BoltDb {
     fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<(), BoltError> {
         self.file
             .read_exact_at(buf, offset)
-            .map_err(|e| BoltError::Io {
-                file: self.path.clone(),
-                offset: Some(offset),
-                reason: e.to_string(),
-            })
+            .map_err(|e| read_err(&self.path, offset, e))
     }
 
     /// A page through the cache (seeks touch the same pages again and again).
@@ -1056,6 +960,88 @@ impl BoltDb {
         checker.visited.mark(self.meta.root);
         checker.check_tree(&self.root_bucket(), 0);
         checker.findings
+    }
+}
+
+/// A meta page's content checked against its header and the file's page size.
+fn check_meta(
+    path: &Path,
+    page: u64,
+    offset: u64,
+    buf: &[u8],
+    page_size: u32,
+) -> Result<Meta, Finding> {
+    let m = parse_meta(page, &buf[PAGE_HEADER..])
+        .map_err(|why| Finding::at(path, offset + PAGE_HEADER as u64, why))?;
+    let id = u64_at(buf, 0);
+    let flags = u16_at(buf, 8);
+    if id != page || flags != FLAG_META {
+        return Err(Finding::at(
+            path,
+            offset,
+            format!("meta page {page}: header says page id {id}, flags {flags:#x}"),
+        ));
+    }
+    if m.page_size != page_size {
+        return Err(Finding::at(
+            path,
+            offset + PAGE_HEADER as u64 + 8,
+            format!(
+                "meta page {page}: page size {} differs from the file's {page_size}",
+                m.page_size
+            ),
+        ));
+    }
+    if m.pgid.checked_mul(page_size as u64).is_none() {
+        return Err(Finding::at(
+            path,
+            offset + PAGE_HEADER as u64 + 40,
+            format!("meta page {page}: impossible page count {}", m.pgid),
+        ));
+    }
+    if m.pgid < 2 || m.root < 2 || m.root >= m.pgid {
+        return Err(Finding::at(
+            path,
+            offset + PAGE_HEADER as u64 + 16,
+            format!(
+                "meta page {page}: root page {} outside the used pages [2, {})",
+                m.root, m.pgid
+            ),
+        ));
+    }
+    Ok(m)
+}
+
+/// bbolt's choice: the valid meta with the higher txid (a bad one is logged and skipped).
+fn newer_meta(path: &Path, metas: &[Result<Meta, Finding>; 2]) -> Result<Meta, BoltError> {
+    match (&metas[0], &metas[1]) {
+        (Ok(a), Ok(b)) => Ok(if b.txid > a.txid {
+            b.clone()
+        } else {
+            a.clone()
+        }),
+        (Ok(a), Err(why)) => {
+            log::warn!("{why}; using meta page 0 (txid {})", a.txid);
+            Ok(a.clone())
+        }
+        (Err(why), Ok(b)) => {
+            log::warn!("{why}; using meta page 1 (txid {})", b.txid);
+            Ok(b.clone())
+        }
+        (Err(a), Err(b)) => Err(BoltError::Corrupt(Finding::at(
+            path,
+            a.offset.unwrap_or(0),
+            format!("both meta pages are invalid: {}; and {b}", a.problem),
+        ))),
+    }
+}
+
+/// A short read is damage (the file ends early); anything else is the OS's.
+fn read_err(path: &Path, offset: u64, e: std::io::Error) -> BoltError {
+    if e.kind() == std::io::ErrorKind::UnexpectedEof {
+        BoltError::Corrupt(Finding::at(path, offset, "the file ends inside this page"))
+    } else {
+        BoltError::Io(IoError::new("cannot read", path, e).at_offset(offset))
     }
 }
 

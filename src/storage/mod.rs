@@ -1,5 +1,7 @@
-//! etcd's files, one module per format. Readers never trust a length field: every length is
-//! checked against the bytes that are there, and every error names the file and byte offset.
+//! etcd's files, one module per format, and [`member`]: the member dir as one thing (what each
+//! path is, where etcd starts). Readers never trust a length field: every length is checked
+//! against the bytes that are there; damage is a [`Finding`] (file and byte offset), and what
+//! the OS refuses is an [`crate::error::IoError`], never a finding.
 
 use std::fmt;
 use std::path::PathBuf;
@@ -32,6 +34,16 @@ impl Finding {
     }
 }
 
+impl Finding {
+    /// `<file> offset N` (or just the file): where, for `damaged at <place>` messages.
+    pub fn place(&self) -> String {
+        match self.offset {
+            Some(offset) => format!("{} offset {offset}", self.file.display()),
+            None => self.file.display().to_string(),
+        }
+    }
+}
+
 impl fmt::Display for Finding {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.offset {
@@ -47,6 +59,12 @@ impl fmt::Display for Finding {
 }
 
 impl std::error::Error for Finding {}
+
+impl crate::error::HasKind for Finding {
+    fn kind(&self) -> crate::error::Kind {
+        crate::error::Kind::Corrupt
+    }
+}
 
 /// `%016x-%016x<suffix>` (WAL segments, snap files), parsed strictly: exactly 16 hex digits
 /// each, as etcd's `fmt.Sscanf` patterns accept them.
@@ -91,6 +109,7 @@ pub(crate) fn damaged_copies(
 }
 
 pub mod bolt;
+pub mod member;
 pub mod mvcc;
 pub mod proto;
 pub mod protowire;

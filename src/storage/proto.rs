@@ -7,9 +7,7 @@
 //! unknown fields skipped) but reject a known field with the wrong wire type, which is also how
 //! a v2 `Request` is told from an `InternalRaftRequest`.
 
-use super::protowire::{
-    nested, put_bool, put_bytes, put_int, put_uint, Field, Fields, WireError, WireProblem,
-};
+use super::protowire::{nested, put_bool, put_bytes, put_int, put_uint, Field, Fields, WireError};
 
 type Result<T> = std::result::Result<T, WireError>;
 
@@ -765,6 +763,129 @@ fn txn_keys(buf: &[u8], depth: u32, keys: &mut Vec<Vec<u8>>) -> Result<(usize, u
     Ok((compares, success, failure))
 }
 
+/// The cluster-level admin requests (version, member attributes, downgrade info).
+fn decode_cluster(number: u32, bytes: &[u8]) -> Result<Option<V3Request>> {
+    Ok(Some(match number {
+        1300 => {
+            let mut version = String::new();
+            each(bytes, |g| {
+                if g.number == 1 {
+                    version = g.string()?;
+                }
+                Ok(())
+            })?;
+            V3Request::ClusterVersionSet { version }
+        }
+        1301 => {
+            let (mut member_id, mut name, mut client_urls) = (0, String::new(), vec![]);
+            each(bytes, |g| {
+                match g.number {
+                    1 => member_id = g.varint()?,
+                    2 => each(g.bytes()?, |a| {
+                        match a.number {
+                            1 => name = a.string()?,
+                            2 => client_urls.push(a.string()?),
+                            _ => {}
+                        }
+                        Ok(())
+                    })?,
+                    _ => {}
+                }
+                Ok(())
+            })?;
+            V3Request::ClusterMemberAttrSet {
+                member_id,
+                name,
+                client_urls,
+            }
+        }
+        1302 => {
+            let (mut enabled, mut version) = (false, String::new());
+            each(bytes, |g| {
+                match g.number {
+                    1 => enabled = g.bool()?,
+                    2 => version = g.string()?,
+                    _ => {}
+                }
+                Ok(())
+            })?;
+            V3Request::DowngradeInfoSet { enabled, version }
+        }
+        _ => return Ok(None),
+    }))
+}
+
+/// The admin requests (compaction, leases, alarms, cluster version and member attributes,
+/// downgrade info): field number -> request, None for a number not among them.
+fn decode_admin(number: u32, bytes: &[u8]) -> Result<Option<V3Request>> {
+    Ok(Some(match number {
+        7 => {
+            let (mut revision, mut physical) = (0, false);
+            each(bytes, |g| {
+                match g.number {
+                    1 => revision = g.i64()?,
+                    2 => physical = g.bool()?,
+                    _ => {}
+                }
+                Ok(())
+            })?;
+            V3Request::Compaction { revision, physical }
+        }
+        8 => {
+            let (mut ttl, mut lid) = (0, 0);
+            each(bytes, |g| {
+                match g.number {
+                    1 => ttl = g.i64()?,
+                    2 => lid = g.i64()?,
+                    _ => {}
+                }
+                Ok(())
+            })?;
+            V3Request::LeaseGrant { ttl, id: lid }
+        }
+        9 => {
+            let mut lid = 0;
+            each(bytes, |g| {
+                if g.number == 1 {
+                    lid = g.i64()?;
+                }
+                Ok(())
+            })?;
+            V3Request::LeaseRevoke { id: lid }
+        }
+        10 => {
+            let (mut action, mut member_id, mut alarm) = (0, 0, 0);
+            each(bytes, |g| {
+                match g.number {
+                    1 => action = g.varint()?,
+                    2 => member_id = g.varint()?,
+                    3 => alarm = g.varint()?,
+                    _ => {}
+                }
+                Ok(())
+            })?;
+            V3Request::Alarm {
+                action,
+                member_id,
+                alarm,
+            }
+        }
+        11 => {
+            let mut checkpoints = 0;
+            each(bytes, |g| {
+                if g.number == 1 {
+                    g.bytes()?;
+                    checkpoints += 1;
+                }
+                Ok(())
+            })?;
+            V3Request::LeaseCheckpoint { checkpoints }
+        }
+        1300..=1302 => return decode_cluster(number, bytes),
+        _ => return Ok(None),
+    }))
+}
+
 impl InternalRaftRequest {
     /// Strict: a known field with the wrong wire type is an error (that is how etcd's gogo
     /// decoder rejects a v2 `Request`, whose field 5 is a varint).
@@ -810,120 +931,12 @@ impl InternalRaftRequest {
                         keys,
                     }
                 }
-                7 => {
-                    let (mut revision, mut physical) = (0, false);
-                    each(f.bytes()?, |g| {
-                        match g.number {
-                            1 => revision = g.i64()?,
-                            2 => physical = g.bool()?,
-                            _ => {}
-                        }
-                        Ok(())
-                    })
-                    .map_err(nested(base))?;
-                    V3Request::Compaction { revision, physical }
-                }
-                8 => {
-                    let (mut ttl, mut lid) = (0, 0);
-                    each(f.bytes()?, |g| {
-                        match g.number {
-                            1 => ttl = g.i64()?,
-                            2 => lid = g.i64()?,
-                            _ => {}
-                        }
-                        Ok(())
-                    })
-                    .map_err(nested(base))?;
-                    V3Request::LeaseGrant { ttl, id: lid }
-                }
-                9 => {
-                    let mut lid = 0;
-                    each(f.bytes()?, |g| {
-                        if g.number == 1 {
-                            lid = g.i64()?;
-                        }
-                        Ok(())
-                    })
-                    .map_err(nested(base))?;
-                    V3Request::LeaseRevoke { id: lid }
-                }
-                10 => {
-                    let (mut action, mut member_id, mut alarm) = (0, 0, 0);
-                    each(f.bytes()?, |g| {
-                        match g.number {
-                            1 => action = g.varint()?,
-                            2 => member_id = g.varint()?,
-                            3 => alarm = g.varint()?,
-                            _ => {}
-                        }
-                        Ok(())
-                    })
-                    .map_err(nested(base))?;
-                    V3Request::Alarm {
-                        action,
-                        member_id,
-                        alarm,
+                7..=11 | 1300..=1302 => {
+                    let bytes = f.bytes()?;
+                    match decode_admin(f.number, bytes).map_err(nested(base))? {
+                        Some(r) => r,
+                        None => return Ok(()),
                     }
-                }
-                11 => {
-                    let mut checkpoints = 0;
-                    each(f.bytes()?, |g| {
-                        if g.number == 1 {
-                            g.bytes()?;
-                            checkpoints += 1;
-                        }
-                        Ok(())
-                    })
-                    .map_err(nested(base))?;
-                    V3Request::LeaseCheckpoint { checkpoints }
-                }
-                1300 => {
-                    let mut version = String::new();
-                    each(f.bytes()?, |g| {
-                        if g.number == 1 {
-                            version = g.string()?;
-                        }
-                        Ok(())
-                    })
-                    .map_err(nested(base))?;
-                    V3Request::ClusterVersionSet { version }
-                }
-                1301 => {
-                    let (mut member_id, mut name, mut client_urls) = (0, String::new(), vec![]);
-                    each(f.bytes()?, |g| {
-                        match g.number {
-                            1 => member_id = g.varint()?,
-                            2 => each(g.bytes()?, |a| {
-                                match a.number {
-                                    1 => name = a.string()?,
-                                    2 => client_urls.push(a.string()?),
-                                    _ => {}
-                                }
-                                Ok(())
-                            })?,
-                            _ => {}
-                        }
-                        Ok(())
-                    })
-                    .map_err(nested(base))?;
-                    V3Request::ClusterMemberAttrSet {
-                        member_id,
-                        name,
-                        client_urls,
-                    }
-                }
-                1302 => {
-                    let (mut enabled, mut version) = (false, String::new());
-                    each(f.bytes()?, |g| {
-                        match g.number {
-                            1 => enabled = g.bool()?,
-                            2 => version = g.string()?,
-                            _ => {}
-                        }
-                        Ok(())
-                    })
-                    .map_err(nested(base))?;
-                    V3Request::DowngradeInfoSet { enabled, version }
                 }
                 n => {
                     if let Some(name) = auth_name(n) {
@@ -971,14 +984,6 @@ impl EntryPayload {
                 .map(EntryPayload::V2)
                 .map_err(|_| irr_err),
         }
-    }
-}
-
-/// An error for a message whose required part is missing.
-pub fn invalid(offset: usize, what: &'static str) -> WireError {
-    WireError {
-        offset,
-        problem: WireProblem::Invalid(what),
     }
 }
 

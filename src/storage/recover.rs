@@ -2,36 +2,35 @@
 //! snapshot it uses, the log after it, and the v2 store (snapshot + committed entries replayed).
 //! This is the membership and v2 state a rollback carries over.
 
-use std::fmt;
 use std::path::{Path, PathBuf};
 
+use super::member::{start_point, StartError};
 use super::proto::WalSnapshot;
-use super::snap::{load_newest_available, LoadedSnapshot, SnapError};
+use super::snap::{LoadedSnapshot, SnapError};
 use super::v2store::{ReplayStats, Store, V2Error};
-use super::wal::{read_all, valid_snapshots, WalContents, WalError};
+use super::wal::{read_all, WalContents, WalError};
+use crate::error::{HasKind, Kind};
 
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub enum RecoverError {
-    Wal(WalError),
-    Snap(SnapError),
+    #[error(transparent)]
+    Wal(#[from] WalError),
+    #[error(transparent)]
+    Snap(#[from] SnapError),
     /// The snapshot's v2 store JSON cannot be loaded.
-    Store {
-        file: PathBuf,
-        error: V2Error,
-    },
+    #[error("{}: {error}", file.display())]
+    Store { file: PathBuf, error: V2Error },
 }
 
-impl fmt::Display for RecoverError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+impl HasKind for RecoverError {
+    fn kind(&self) -> Kind {
         match self {
-            RecoverError::Wal(e) => write!(f, "{e}"),
-            RecoverError::Snap(e) => write!(f, "{e}"),
-            RecoverError::Store { file, error } => write!(f, "{}: {error}", file.display()),
+            RecoverError::Wal(e) => e.kind(),
+            RecoverError::Snap(e) => e.kind(),
+            RecoverError::Store { .. } => Kind::Corrupt,
         }
     }
 }
-
-impl std::error::Error for RecoverError {}
 
 /// The recovered state.
 #[derive(Debug)]
@@ -50,28 +49,22 @@ pub struct Recovered {
 impl Recovered {
     /// The (index, term) recovery started from.
     pub fn start(&self) -> WalSnapshot {
-        start_of(self.snapshot.as_ref())
+        self.snapshot.as_ref().map_or(WalSnapshot::new(0, 0), |s| {
+            WalSnapshot::new(s.snapshot.metadata.index, s.snapshot.metadata.term)
+        })
     }
-}
-
-fn start_of(snapshot: Option<&LoadedSnapshot>) -> WalSnapshot {
-    snapshot.map_or(WalSnapshot::new(0, 0), |s| {
-        WalSnapshot::new(s.snapshot.metadata.index, s.snapshot.metadata.term)
-    })
 }
 
 /// Recovers like etcd 3.4.8+ on start: the WAL's valid snapshot records pick the `.snap`
 /// (newest readable one among them), the WAL is read from it, and entries up to the last
 /// HardState's commit are replayed into its v2 store. `snap_dir` may be missing.
 pub fn recover(wal_dir: &Path, snap_dir: &Path, now_nanos: i64) -> Result<Recovered, RecoverError> {
-    let valid = valid_snapshots(wal_dir).map_err(RecoverError::Wal)?;
-    let (snapshot, skipped_snaps) = if snap_dir.is_dir() {
-        let c = load_newest_available(snap_dir, &valid).map_err(RecoverError::Snap)?;
-        (c.loaded, c.skipped)
-    } else {
-        (None, Vec::new())
-    };
-    let start = start_of(snapshot.as_ref());
+    let point = start_point(wal_dir, snap_dir).map_err(|e| match e {
+        StartError::Wal(e) => RecoverError::Wal(e),
+        StartError::Snap(e) => RecoverError::Snap(e),
+    })?;
+    let start = point.start();
+    let (snapshot, skipped_snaps) = (point.snapshot, point.skipped);
     let mut store = match &snapshot {
         Some(s) => Store::load(&s.snapshot.data).map_err(|error| RecoverError::Store {
             file: s.path.clone(),

@@ -5,52 +5,55 @@
 //! cleanly wins; broken ones are skipped. Unlike etcd's loader we never rename broken files
 //! (`*.broken`): a reader must not change the data dir.
 
-use std::fmt;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
 use super::proto::{RaftSnapshot, SnapFileMessage, SnapshotMetadata, WalSnapshot};
-use super::wal::sync_dir;
 use super::Finding;
+use crate::error::{HasKind, IoError, Kind};
+use crate::version::sync_dir;
 
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub enum SnapError {
-    Io {
-        path: PathBuf,
-        op: &'static str,
-        source: io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] IoError),
     /// Empty file, empty data or a zero CRC (etcd's `ErrEmptySnapshot`).
+    #[error("{}: offset 0: empty snapshot (no data or zero CRC)", .0.display())]
     Empty(PathBuf),
     /// Undecodable protobuf or a CRC mismatch, at a byte offset in the file.
+    #[error("{0}")]
     Corrupt(Finding),
     /// The file name is not `%016x-%016x.snap`, or disagrees with the metadata inside.
+    #[error("{0}")]
     BadName(Finding),
 }
 
-impl fmt::Display for SnapError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+impl HasKind for SnapError {
+    fn kind(&self) -> Kind {
         match self {
-            SnapError::Io { path, op, source } => write!(f, "{}: {op}: {source}", path.display()),
-            SnapError::Empty(path) => write!(
-                f,
-                "{}: offset 0: empty snapshot (no data or zero CRC)",
-                path.display()
-            ),
-            SnapError::Corrupt(finding) | SnapError::BadName(finding) => write!(f, "{finding}"),
+            SnapError::Io(_) => Kind::Io,
+            _ => Kind::Corrupt,
         }
     }
 }
 
-impl std::error::Error for SnapError {}
-
 impl SnapError {
-    pub fn to_finding(&self) -> Finding {
+    /// The damage as a finding, or the I/O error that kept us from looking.
+    pub fn into_finding(self) -> Result<Finding, IoError> {
         match self {
-            SnapError::Corrupt(f) | SnapError::BadName(f) => f.clone(),
-            SnapError::Empty(p) => Finding::at(p, 0, "empty snapshot (no data or zero CRC)"),
-            SnapError::Io { path, op, source } => Finding::in_file(path, format!("{op}: {source}")),
+            SnapError::Corrupt(f) | SnapError::BadName(f) => Ok(f),
+            SnapError::Empty(p) => Ok(Finding::at(p, 0, "empty snapshot (no data or zero CRC)")),
+            SnapError::Io(e) => Err(e),
+        }
+    }
+
+    /// The I/O error inside, for callers where nothing else can happen (writing, listing);
+    /// anything else becomes one about `path`.
+    pub fn into_io(self, path: &Path) -> IoError {
+        match self {
+            SnapError::Io(e) => e,
+            other => IoError::new("cannot use", path, io::Error::other(other.to_string())),
         }
     }
 }
@@ -74,11 +77,7 @@ pub struct LoadedSnapshot {
 
 /// Reads and verifies one `.snap` file.
 pub fn read_snap_file(path: &Path) -> Result<RaftSnapshot, SnapError> {
-    let bytes = fs::read(path).map_err(|source| SnapError::Io {
-        path: path.to_path_buf(),
-        op: "read",
-        source,
-    })?;
+    let bytes = fs::read(path).map_err(io_err(path, "cannot read"))?;
     decode_snap_bytes(path, &bytes)
 }
 
@@ -122,17 +121,9 @@ pub fn decode_snap_bytes(path: &Path, bytes: &[u8]) -> Result<RaftSnapshot, Snap
 /// `*.snap` files in `dir`, newest first (names sorted descending, as etcd does).
 pub fn list_snap_files(dir: &Path) -> Result<Vec<PathBuf>, SnapError> {
     let mut names = Vec::new();
-    let rd = fs::read_dir(dir).map_err(|source| SnapError::Io {
-        path: dir.to_path_buf(),
-        op: "read dir",
-        source,
-    })?;
+    let rd = fs::read_dir(dir).map_err(io_err(dir, "cannot list"))?;
     for dirent in rd {
-        let dirent = dirent.map_err(|source| SnapError::Io {
-            path: dir.to_path_buf(),
-            op: "read dir",
-            source,
-        })?;
+        let dirent = dirent.map_err(io_err(dir, "cannot list"))?;
         let name = dirent.file_name();
         if let Some(name) = name.to_str() {
             if name.ends_with(".snap") {
@@ -214,7 +205,8 @@ pub fn write_snap(dir: &Path, snapshot: &RaftSnapshot) -> Result<PathBuf, SnapEr
         snapshot.metadata.index,
     ));
     create_snap_file(dir, &path, |file| {
-        file.write_all(&bytes).map_err(io_err(&path, "write"))
+        file.write_all(&bytes)
+            .map_err(io_err(&path, "cannot write"))
     })?;
     Ok(path)
 }
@@ -231,7 +223,7 @@ pub fn write_snap_streamed(
     use super::protowire::{put_bytes, put_uint, put_varint};
     let path = dir.join(snap_file_name(metadata.term, metadata.index));
     let mut probe = CrcCount::default();
-    json(&mut probe).map_err(io_err(&path, "encode"))?;
+    json(&mut probe).map_err(io_err(&path, "cannot encode"))?;
     // raftpb.Snapshot = field 1 (the JSON: tag and length here, body streamed), field 2 metadata
     let mut head = Vec::new();
     put_varint(&mut head, (1 << 3) | 2);
@@ -251,29 +243,28 @@ pub fn write_snap_streamed(
 
     create_snap_file(dir, &path, |file| {
         let mut w = io::BufWriter::with_capacity(1 << 20, file);
-        w.write_all(&outer).map_err(io_err(&path, "write"))?;
+        w.write_all(&outer).map_err(io_err(&path, "cannot write"))?;
         let mut again = CrcCount::default();
         json(&mut Tee {
             out: &mut w,
             count: &mut again,
         })
-        .map_err(io_err(&path, "write"))?;
+        .map_err(io_err(&path, "cannot write"))?;
         if (again.len, again.crc) != (probe.len, probe.crc) {
-            return Err(SnapError::Io {
-                path: path.clone(),
-                op: "write",
-                source: io::Error::other("the snapshot data changed between its two passes"),
-            });
+            return Err(SnapError::Io(IoError::new(
+                "cannot write",
+                &path,
+                io::Error::other("the snapshot data changed between its two passes"),
+            )));
         }
-        w.write_all(&tail).map_err(io_err(&path, "write"))?;
-        w.flush().map_err(io_err(&path, "write"))
+        w.write_all(&tail).map_err(io_err(&path, "cannot write"))?;
+        w.flush().map_err(io_err(&path, "cannot write"))
     })?;
     Ok(path)
 }
 
-fn io_err(path: &Path, op: &'static str) -> impl FnOnce(io::Error) -> SnapError {
-    let path = path.to_path_buf();
-    move |source| SnapError::Io { path, op, source }
+fn io_err<'a>(path: &'a Path, op: &'static str) -> impl FnOnce(io::Error) -> SnapError + 'a {
+    move |source| SnapError::Io(IoError::new(op, path, source))
 }
 
 /// Creates `dir` (0700) if missing and `path` in it (new, 0644), lets `write` fill it, then
@@ -289,22 +280,18 @@ fn create_snap_file(
             .recursive(true)
             .mode(0o700)
             .create(dir)
-            .map_err(io_err(dir, "create dir"))?;
+            .map_err(io_err(dir, "cannot create"))?;
     }
     let mut file = OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(0o644)
         .open(path)
-        .map_err(io_err(path, "create"))?;
+        .map_err(io_err(path, "cannot create"))?;
     write(&mut file)?;
-    file.sync_all().map_err(io_err(path, "fsync"))?;
+    file.sync_all().map_err(io_err(path, "cannot fsync"))?;
     drop(file);
-    sync_dir(dir).map_err(|e| SnapError::Io {
-        path: dir.to_path_buf(),
-        op: "fsync dir",
-        source: io::Error::other(e.to_string()),
-    })
+    sync_dir(dir).map_err(io_err(dir, "cannot fsync"))
 }
 
 /// A writer that only counts bytes and their CRC-32C.
@@ -341,12 +328,9 @@ impl Write for Tee<'_> {
 }
 
 /// Checks every `*.snap` in `dir`: name, CRC, decoding, and that the metadata inside agrees
-/// with the name.
-pub fn check(dir: &Path) -> Vec<Finding> {
-    let files = match list_snap_files(dir) {
-        Ok(f) => f,
-        Err(e) => return vec![e.to_finding()],
-    };
+/// with the name. A file the OS will not read is an error, not a finding.
+pub fn check(dir: &Path) -> Result<Vec<Finding>, IoError> {
+    let files = list_snap_files(dir).map_err(|e| e.into_io(dir))?;
     let mut findings = Vec::new();
     for path in files {
         let name = path
@@ -370,10 +354,10 @@ pub fn check(dir: &Path) -> Vec<Finding> {
                     ));
                 }
             }
-            Err(e) => findings.push(e.to_finding()),
+            Err(e) => findings.push(e.into_finding()?),
         }
     }
-    findings
+    Ok(findings)
 }
 
 #[cfg(test)]

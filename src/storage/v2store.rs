@@ -424,16 +424,9 @@ impl Store {
         Ok(store)
     }
 
-    /// The JSON etcd's `store.Save` would write (one line).
-    pub fn save(&self) -> Vec<u8> {
-        // Serialising these plain structs cannot fail.
-        serde_json::to_vec(self).unwrap_or_default()
-    }
-
     /// Writes the JSON exactly as Go's `encoding/json` (etcd's `store.Save`) does, streamed
     /// (a store of 100+ MB of values is never held twice): HTML-safe `\u003c \u003e \u0026`,
-    /// `\u2028 \u2029`, and `\u0008 \u000c` for backspace and form feed. `save` writes the
-    /// same document with serde_json's plainer (equally valid) string escaping.
+    /// `\u2028 \u2029`, and `\u0008 \u000c` for backspace and form feed.
     pub fn write_go_json(&self, w: &mut dyn io::Write) -> io::Result<()> {
         let mut w = io::BufWriter::with_capacity(1 << 16, w);
         // The node tree (all the bytes that matter) by hand; the small rest through serde.
@@ -521,10 +514,6 @@ impl Store {
         Ok(node)
     }
 
-    fn extern_of(&self, n: &Node, now_nanos: i64) -> NodeExtern {
-        node_extern(n, now_nanos)
-    }
-
     /// etcd's `internalCreate`. Returns the new node's index.
     #[allow(clippy::too_many_arguments)]
     fn internal_create(
@@ -552,7 +541,7 @@ impl Store {
         let prev = match self.lookup(&path) {
             Some(_) if !replace => return Err(op_err(V2ErrorCode::NodeExist, &path)),
             Some(n) if n.is_dir() => return Err(op_err(V2ErrorCode::NotFile, &path)),
-            Some(n) => Some(self.extern_of(n, now_nanos)),
+            Some(n) => Some(node_extern(n, now_nanos)),
             None => None,
         };
         self.check_parents_are_dirs(&path)?;
@@ -1534,6 +1523,12 @@ impl serde_json::ser::Formatter for GoFormatter {
 mod tests {
     use super::*;
 
+    fn go_json(s: &Store) -> Vec<u8> {
+        let mut out = Vec::new();
+        s.write_go_json(&mut out).unwrap();
+        out
+    }
+
     /// `load_key` leaves exactly the tree and indexes `set` does, and refuses the same keys
     /// without changing anything.
     #[test]
@@ -1745,7 +1740,7 @@ mod tests {
         assert!(s.get("/1/a").is_none());
         assert_eq!(s.watcher_hub.event_history.queue.size, 4);
         assert_eq!(s.watcher_hub.event_history.last_index, 4);
-        let json = s.save();
+        let json = go_json(&s);
         assert_eq!(Store::load(&json).unwrap(), s);
     }
 
@@ -1754,7 +1749,7 @@ mod tests {
         let deep = |n: usize| format!("/1{}", "/a".repeat(n - 1));
         let mut s = Store::new();
         s.set(&deep(MAX_PATH_DEPTH), "v", None, 0).unwrap();
-        assert!(Store::load(&s.save()).is_ok());
+        assert!(Store::load(&go_json(&s)).is_ok());
         assert!(matches!(
             s.set(&deep(MAX_PATH_DEPTH + 1), "v", None, 0),
             Err(V2Error::Unsupported(_))

@@ -9,7 +9,6 @@
 //! Where this differs from etcd's read mode, on purpose: a truncated segment that is *not* the
 //! last one is an error (etcd silently stops reading there and would drop the later segments).
 
-use std::fmt;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
@@ -19,75 +18,82 @@ use super::proto::{
     SNAPSHOT_TYPE, STATE_TYPE,
 };
 use super::Finding;
+use crate::error::{HasKind, IoError, Kind};
+use crate::fsutil::sync_dir;
 
 /// etcd cuts a new segment once a segment reaches this size (decimal bytes, not MiB).
 pub const SEGMENT_SIZE: u64 = 64 * 1000 * 1000;
 /// Torn-write detection works on disk sectors of this size.
 const SECTOR: u64 = 512;
 const FRAME_HEADER: u64 = 8;
+/// Every segment starts with a record (a crc record; the first also metadata and a snapshot).
+const NO_FIRST_RECORD: &str =
+    "no record at the start of the segment (zeroed or emptied): every segment starts with a crc record";
 
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub enum WalError {
-    Io {
-        path: PathBuf,
-        op: &'static str,
-        source: io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] IoError),
     /// No `*.wal` file in the directory (or none at or before the start index).
+    #[error("{}: no WAL segment (*.wal) covering index {start_index}", dir.display())]
     NoSegments { dir: PathBuf, start_index: u64 },
     /// Segment sequence numbers are not consecutive.
+    #[error("WAL segments are not consecutive: {} is followed by {}", before.display(), after.display())]
     SeqGap { before: PathBuf, after: PathBuf },
     /// Bad bytes at a place: framing, protobuf, CRC, record type, metadata conflict, gaps.
+    #[error("WAL damaged at {}: {}", .0.place(), .0.problem)]
     Corrupt(Finding),
     /// The WAL has no snapshot record for the snapshot we start from.
+    #[error("{}: no WAL snapshot record for snapshot index {index} term {term}", dir.display())]
     SnapshotNotFound { dir: PathBuf, index: u64, term: u64 },
     /// A new WAL cannot be created over an existing one.
+    #[error("{}: a WAL already exists", .0.display())]
     Exists(PathBuf),
 }
 
-impl fmt::Display for WalError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+impl HasKind for WalError {
+    fn kind(&self) -> Kind {
         match self {
-            WalError::Io { path, op, source } => {
-                write!(f, "{}: {op}: {source}", path.display())
-            }
-            WalError::NoSegments { dir, start_index } => write!(
-                f,
-                "{}: no WAL segment (*.wal) covering index {start_index}",
-                dir.display()
-            ),
-            WalError::SeqGap { before, after } => write!(
-                f,
-                "WAL segments are not consecutive: {} is followed by {}",
-                before.display(),
-                after.display()
-            ),
-            WalError::Corrupt(finding) => write!(f, "{finding}"),
-            WalError::SnapshotNotFound { dir, index, term } => write!(
-                f,
-                "{}: no WAL snapshot record for snapshot index {index} term {term}",
-                dir.display()
-            ),
-            WalError::Exists(dir) => write!(f, "{}: a WAL already exists", dir.display()),
+            WalError::Io(_) => Kind::Io,
+            WalError::Exists(_) => Kind::Refused,
+            _ => Kind::Corrupt,
         }
     }
 }
 
-impl std::error::Error for WalError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+impl WalError {
+    /// The damage as a finding (None for I/O and refusals).
+    pub fn finding(&self) -> Option<Finding> {
         match self {
-            WalError::Io { source, .. } => Some(source),
-            _ => None,
+            WalError::Corrupt(f) => Some(f.clone()),
+            WalError::NoSegments { dir, start_index } => Some(Finding::in_file(
+                dir,
+                format!("no WAL segment (*.wal) covering index {start_index}"),
+            )),
+            WalError::SnapshotNotFound { dir, index, term } => Some(Finding::in_file(
+                dir,
+                format!("no WAL snapshot record for snapshot index {index} term {term}"),
+            )),
+            WalError::SeqGap { before, after } => Some(Finding::in_file(
+                after,
+                format!("segment does not follow {}", before.display()),
+            )),
+            WalError::Io(_) | WalError::Exists(_) => None,
+        }
+    }
+
+    /// The I/O error inside, for callers where nothing else can happen (writing, listing);
+    /// anything else becomes one about `path`.
+    pub fn into_io(self, path: &Path) -> IoError {
+        match self {
+            WalError::Io(e) => e,
+            other => IoError::new("cannot use", path, io::Error::other(other.to_string())),
         }
     }
 }
 
 fn io_err<'a>(path: &'a Path, op: &'static str) -> impl FnOnce(io::Error) -> WalError + 'a {
-    move |source| WalError::Io {
-        path: path.to_path_buf(),
-        op,
-        source,
-    }
+    move |source| WalError::Io(IoError::new(op, path, source))
 }
 
 fn corrupt(path: &Path, offset: u64, problem: impl Into<String>) -> WalError {
@@ -132,15 +138,15 @@ pub fn parse_segment_name(name: &str) -> Option<(u64, u64)> {
 /// The segments in `dir`, sorted by name. `*.tmp` and other files are ignored, as etcd does.
 pub fn list_segments(dir: &Path) -> Result<Vec<Segment>, WalError> {
     let mut segments = Vec::new();
-    for dirent in fs::read_dir(dir).map_err(io_err(dir, "read dir"))? {
-        let dirent = dirent.map_err(io_err(dir, "read dir"))?;
+    for dirent in fs::read_dir(dir).map_err(io_err(dir, "cannot list"))? {
+        let dirent = dirent.map_err(io_err(dir, "cannot list"))?;
         let name = dirent.file_name();
         let Some(name) = name.to_str() else { continue };
         let Some((seq, index)) = parse_segment_name(name) else {
             continue;
         };
         let path = dirent.path();
-        let meta = fs::metadata(&path).map_err(io_err(&path, "stat"))?;
+        let meta = fs::metadata(&path).map_err(io_err(&path, "cannot stat"))?;
         if !meta.is_file() {
             continue;
         }
@@ -222,9 +228,9 @@ struct FrameScanner {
 
 impl FrameScanner {
     fn open(path: &Path) -> Result<FrameScanner, WalError> {
-        let mut file = File::open(path).map_err(io_err(path, "open"))?;
-        let size = file.metadata().map_err(io_err(path, "stat"))?.len();
-        if has_hole(&mut file, size).map_err(io_err(path, "seek"))? {
+        let mut file = File::open(path).map_err(io_err(path, "cannot open"))?;
+        let size = file.metadata().map_err(io_err(path, "cannot stat"))?.len();
+        if has_hole(&mut file, size).map_err(io_err(path, "cannot seek in"))? {
             // Kernel readahead would pull the preallocated tail into the page cache, where
             // SEEK_DATA counts it as data: the tail scan would then read all of it, and so
             // would every later reader. Must be set before the first read; advice only.
@@ -244,7 +250,7 @@ impl FrameScanner {
     fn read_exact(&mut self, buf: &mut [u8]) -> Result<(), WalError> {
         self.reader
             .read_exact(buf)
-            .map_err(io_err(&self.path, "read"))
+            .map_err(io_err(&self.path, "cannot read"))
     }
 
     fn next_frame(&mut self) -> Result<Frame, WalError> {
@@ -324,7 +330,7 @@ impl FrameScanner {
                 buf.resize(want, 0);
                 let n = file
                     .read_at(&mut buf, pos)
-                    .map_err(io_err(&self.path, "read"))?;
+                    .map_err(io_err(&self.path, "cannot read"))?;
                 if n == 0 {
                     return Ok(None); // the file shrank under us
                 }
@@ -514,6 +520,9 @@ impl WalReader {
             };
             let path = scanner.path.clone();
             match scanner.next_frame()? {
+                Frame::End { offset: 0, .. } => {
+                    return Err(corrupt(&path, 0, NO_FIRST_RECORD));
+                }
                 Frame::End { offset, .. } => {
                     if last {
                         self.tail = Some(WalTail::Clean { file: path, offset });
@@ -541,70 +550,77 @@ impl WalReader {
                     offset,
                     rec_len,
                     body,
-                } => {
-                    let torn = |problem: String| -> Result<Option<WalRecord>, WalError> {
-                        if last && looks_torn(&body, offset) {
-                            Ok(None)
-                        } else {
-                            Err(corrupt(&path, offset, problem))
-                        }
-                    };
-                    let rec = match RecordRef::decode(&body[..rec_len]) {
-                        Ok(r) => r,
-                        Err(e) => {
-                            let problem = format!("undecodable WAL record: {e}");
-                            let r = torn(problem.clone());
-                            if r.is_ok() {
-                                self.tail = Some(WalTail::Torn {
-                                    file: path.clone(),
-                                    offset,
-                                    problem,
-                                });
-                            }
-                            return r;
-                        }
-                    };
-                    if rec.rec_type == CRC_TYPE {
-                        if self.crc != 0 && rec.crc != self.crc {
-                            return Err(corrupt(
-                                &path,
-                                offset,
-                                format!(
-                                    "crc record holds {:#010x} but the running CRC is {:#010x}",
-                                    rec.crc, self.crc
-                                ),
-                            ));
-                        }
-                        self.crc = rec.crc;
-                    } else {
-                        let next = crc32c::crc32c_append(self.crc, rec.data.unwrap_or(&[]));
-                        if rec.crc != next {
-                            let problem = format!(
-                                "CRC mismatch: record says {:#010x}, computed {next:#010x}",
-                                rec.crc
-                            );
-                            let r = torn(problem.clone());
-                            if r.is_ok() {
-                                self.tail = Some(WalTail::Torn {
-                                    file: path.clone(),
-                                    offset,
-                                    problem,
-                                });
-                            }
-                            return r;
-                        }
-                        self.crc = next;
-                    }
-                    return Ok(Some(WalRecord {
-                        segment: self.current,
-                        offset,
-                        rec_type: rec.rec_type,
-                        crc: rec.crc,
-                        data: rec.data.map(<[u8]>::to_vec),
-                    }));
-                }
+                } => return self.record(path, offset, &body[..rec_len], &body, last),
             }
         }
+    }
+
+    /// One framed record: decoded and chained into the running CRC. A bad last record that
+    /// looks torn ends the log there (etcd's read mode); anything else is damage.
+    fn record(
+        &mut self,
+        path: PathBuf,
+        offset: u64,
+        bytes: &[u8],
+        body: &[u8],
+        last: bool,
+    ) -> Result<Option<WalRecord>, WalError> {
+        let rec = match RecordRef::decode(bytes) {
+            Ok(r) => r,
+            Err(e) => {
+                let problem = format!("undecodable WAL record: {e}");
+                return self.torn_or_corrupt(path, offset, body, last, problem);
+            }
+        };
+        if rec.rec_type == CRC_TYPE {
+            if self.crc != 0 && rec.crc != self.crc {
+                return Err(corrupt(
+                    &path,
+                    offset,
+                    format!(
+                        "crc record holds {:#010x} but the running CRC is {:#010x}",
+                        rec.crc, self.crc
+                    ),
+                ));
+            }
+            self.crc = rec.crc;
+        } else {
+            let next = crc32c::crc32c_append(self.crc, rec.data.unwrap_or(&[]));
+            if rec.crc != next {
+                let problem = format!(
+                    "CRC mismatch: record says {:#010x}, computed {next:#010x}",
+                    rec.crc
+                );
+                return self.torn_or_corrupt(path, offset, body, last, problem);
+            }
+            self.crc = next;
+        }
+        Ok(Some(WalRecord {
+            segment: self.current,
+            offset,
+            rec_type: rec.rec_type,
+            crc: rec.crc,
+            data: rec.data.map(<[u8]>::to_vec),
+        }))
+    }
+
+    fn torn_or_corrupt(
+        &mut self,
+        file: PathBuf,
+        offset: u64,
+        body: &[u8],
+        last: bool,
+        problem: String,
+    ) -> Result<Option<WalRecord>, WalError> {
+        if !(last && looks_torn(body, offset)) {
+            return Err(corrupt(&file, offset, problem));
+        }
+        self.tail = Some(WalTail::Torn {
+            file,
+            offset,
+            problem,
+        });
+        Ok(None)
     }
 }
 
@@ -681,6 +697,28 @@ pub fn read_whole_with<E>(
     read_with(dir, WalReader::over(all_segments(dir)?), None, keep)
 }
 
+/// The first metadata record is kept; a later one must be the same bytes (etcd compares them).
+fn keep_metadata<E>(
+    out: &mut WalContents<E>,
+    reader: &WalReader,
+    rec: &WalRecord,
+) -> Result<(), WalError> {
+    let data = rec.data.clone().unwrap_or_default();
+    match &out.metadata_bytes {
+        Some(prev) if *prev != data => Err(corrupt(
+            &reader.segments()[rec.segment].path,
+            rec.offset,
+            "metadata record differs from the earlier one (metadata conflict)",
+        )),
+        Some(_) => Ok(()),
+        None => {
+            out.metadata = Some(decode_at(reader, rec, WalMetadata::decode)?);
+            out.metadata_bytes = Some(data);
+            Ok(())
+        }
+    }
+}
+
 /// Reads records like etcd's `ReadAll`: from snapshot `start`, or (None) from the first entry.
 fn read_with<E>(
     dir: &Path,
@@ -737,21 +775,7 @@ fn read_with<E>(
                 }
             }
             STATE_TYPE => out.hard_state = Some(decode_at(&reader, &rec, HardState::decode)?),
-            METADATA_TYPE => {
-                let data = rec.data.clone().unwrap_or_default();
-                if let Some(prev) = &out.metadata_bytes {
-                    if *prev != data {
-                        return Err(corrupt(
-                            &path,
-                            rec.offset,
-                            "metadata record differs from the earlier one (metadata conflict)",
-                        ));
-                    }
-                } else {
-                    out.metadata = Some(decode_at(&reader, &rec, WalMetadata::decode)?);
-                    out.metadata_bytes = Some(data);
-                }
-            }
+            METADATA_TYPE => keep_metadata(&mut out, &reader, &rec)?,
             CRC_TYPE => {}
             SNAPSHOT_TYPE => {
                 let s = decode_at(&reader, &rec, WalSnapshot::decode)?;
@@ -797,7 +821,7 @@ fn read_with<E>(
 /// covers (index <= commit). etcd only loads a `.snap` file matching one of these.
 pub fn valid_snapshots(dir: &Path) -> Result<Vec<WalSnapshot>, WalError> {
     let mut reader = WalReader::over(all_segments(dir)?);
-    let mut snaps = vec![WalSnapshot::new(0, 0)];
+    let mut snaps = Vec::new();
     let mut state = HardState::default();
     while let Some(rec) = reader.next_record()? {
         match rec.rec_type {
@@ -806,9 +830,7 @@ pub fn valid_snapshots(dir: &Path) -> Result<Vec<WalSnapshot>, WalError> {
             _ => {}
         }
     }
-    snaps.retain(|s| s.index <= state.commit);
-    snaps.dedup();
-    Ok(snaps)
+    Ok(super::member::valid_snapshots(&snaps, state.commit))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -818,41 +840,53 @@ pub fn valid_snapshots(dir: &Path) -> Result<Vec<WalSnapshot>, WalError> {
 /// CRC chain, record decoding, metadata agreement, entry continuity, bytes after the end
 /// marker, a torn tail, and a HardState commit beyond the last entry. Never stops at the first
 /// problem when it can resynchronise (a CRC mismatch re-seeds the chain from the record).
-pub fn check(dir: &Path) -> Vec<Finding> {
-    let mut findings = Vec::new();
-    let segments = match list_segments(dir) {
-        Ok(s) => s,
-        Err(e) => return vec![Finding::in_file(dir, e.to_string())],
-    };
+pub fn check(dir: &Path) -> Result<Vec<Finding>, IoError> {
+    let segments = list_segments(dir).map_err(|e| e.into_io(dir))?;
     if segments.is_empty() {
-        findings.push(Finding::in_file(dir, "no WAL segment (*.wal)"));
-        return findings;
+        return Ok(vec![Finding::in_file(dir, "no WAL segment (*.wal)")]);
     }
+    let mut c = Checker::default();
     if let Err(e) = check_consecutive(&segments) {
-        findings.push(Finding::in_file(dir, e.to_string()));
+        c.findings.extend(e.finding());
     }
-    let mut crc: u32 = 0;
-    let mut metadata: Option<Vec<u8>> = None;
-    let mut last_entry: Option<u64> = None;
-    let mut commit: Option<(u64, PathBuf, u64)> = None;
-    let mut snapshot_index = 0;
     for (i, seg) in segments.iter().enumerate() {
-        let last = i + 1 == segments.len();
-        let mut scanner = match FrameScanner::open(&seg.path) {
+        c.segment(&seg.path, i > 0, i + 1 == segments.len())?;
+    }
+    Ok(c.finish())
+}
+
+/// [`check`]'s state across segments: the CRC chain, the first metadata, the last entry index
+/// and HardState commit (with where it was), and every finding so far.
+#[derive(Default)]
+struct Checker {
+    findings: Vec<Finding>,
+    crc: u32,
+    metadata: Option<Vec<u8>>,
+    last_entry: Option<u64>,
+    commit: Option<(u64, PathBuf, u64)>,
+    snapshot_index: u64,
+}
+
+impl Checker {
+    /// Every frame of one segment; I/O errors end the check, damage is a finding.
+    fn segment(&mut self, path: &Path, not_first: bool, last: bool) -> Result<(), IoError> {
+        let mut scanner = match FrameScanner::open(path) {
             Ok(s) => s,
+            Err(WalError::Io(e)) => return Err(e),
             Err(e) => {
-                findings.push(Finding::in_file(&seg.path, e.to_string()));
-                crc = 0;
-                continue;
+                self.findings.extend(e.finding());
+                self.crc = 0;
+                return Ok(());
             }
         };
         let mut first_record = true;
         loop {
             let frame = match scanner.next_frame() {
                 Ok(f) => f,
+                Err(WalError::Io(e)) => return Err(e),
                 Err(e) => {
-                    findings.push(Finding::at(&seg.path, scanner.offset, e.to_string()));
-                    break;
+                    self.findings.extend(e.finding());
+                    return Ok(());
                 }
             };
             match frame {
@@ -860,16 +894,18 @@ pub fn check(dir: &Path) -> Vec<Finding> {
                     offset,
                     zero_marker,
                 } => {
-                    if zero_marker {
+                    if offset == 0 {
+                        self.findings.push(Finding::at(path, 0, NO_FIRST_RECORD));
+                    } else if zero_marker {
                         if let Ok(Some(at)) = scanner.nonzero_after(offset) {
-                            findings.push(Finding::at(
-                                &seg.path,
+                            self.findings.push(Finding::at(
+                                path,
                                 at,
                                 format!("non-zero bytes after the end-of-records marker at offset {offset}: records there are ignored by etcd"),
                             ));
                         }
                     }
-                    break;
+                    return Ok(());
                 }
                 Frame::Truncated { offset, problem } => {
                     let what = if last {
@@ -877,144 +913,151 @@ pub fn check(dir: &Path) -> Vec<Finding> {
                     } else {
                         "truncated segment (not the last one)"
                     };
-                    findings.push(Finding::at(&seg.path, offset, format!("{what}: {problem}")));
-                    crc = 0;
-                    break;
+                    let problem = format!("{what}: {problem}");
+                    self.findings.push(Finding::at(path, offset, problem));
+                    self.crc = 0;
+                    return Ok(());
                 }
                 Frame::Record {
                     offset,
                     rec_len,
                     body,
                 } => {
-                    if body[rec_len..].iter().any(|&b| b != 0) {
-                        findings.push(Finding::at(
-                            &seg.path,
-                            offset,
-                            "non-zero frame padding (etcd writes zeros; the CRC does not cover it)",
-                        ));
-                    }
-                    let rec = match RecordRef::decode(&body[..rec_len]) {
-                        Ok(r) => r,
-                        Err(e) => {
-                            let torn = if last && looks_torn(&body, offset) {
-                                " (torn write: a zero sector)"
-                            } else {
-                                ""
-                            };
-                            findings.push(Finding::at(
-                                &seg.path,
-                                offset,
-                                format!("undecodable WAL record{torn}: {e}"),
-                            ));
-                            crc = 0;
-                            break;
-                        }
-                    };
-                    if first_record && i > 0 && rec.rec_type != CRC_TYPE {
-                        findings.push(Finding::at(
-                            &seg.path,
-                            offset,
-                            "segment does not start with a crc record",
-                        ));
-                    }
-                    first_record = false;
-                    if rec.rec_type == CRC_TYPE {
-                        if crc != 0 && rec.crc != crc {
-                            findings.push(Finding::at(
-                                &seg.path,
-                                offset,
-                                format!(
-                                    "crc record holds {:#010x} but the running CRC is {crc:#010x} (records lost or changed before it)",
-                                    rec.crc
-                                ),
-                            ));
-                        }
-                        crc = rec.crc;
-                        continue;
-                    }
-                    let data = rec.data.unwrap_or(&[]);
-                    let next = crc32c::crc32c_append(crc, data);
-                    if rec.crc != next {
-                        let torn = if last && looks_torn(&body, offset) {
-                            " (torn write: a zero sector)"
-                        } else {
-                            ""
-                        };
-                        findings.push(Finding::at(
-                            &seg.path,
-                            offset,
-                            format!(
-                                "CRC mismatch{torn}: record says {:#010x}, computed {next:#010x}",
-                                rec.crc
-                            ),
-                        ));
-                    }
-                    // Re-seed from the record so one bad record gives one finding.
-                    crc = rec.crc;
-                    let problem = match rec.rec_type {
-                        METADATA_TYPE => match &metadata {
-                            Some(m) if m.as_slice() != data => {
-                                Some("metadata record differs from the first one".to_string())
-                            }
-                            Some(_) => None,
-                            None => {
-                                metadata = Some(data.to_vec());
-                                WalMetadata::decode(data)
-                                    .err()
-                                    .map(|e| format!("bad metadata: {e}"))
-                            }
-                        },
-                        ENTRY_TYPE => match Entry::decode(data) {
-                            Ok(e) => {
-                                let p = match last_entry {
-                                    Some(prev) if e.index > prev + 1 => Some(format!(
-                                        "entry index {} follows {prev}: entries missing",
-                                        e.index
-                                    )),
-                                    _ => None,
-                                };
-                                last_entry = Some(e.index);
-                                p
-                            }
-                            Err(e) => Some(format!("bad entry: {e}")),
-                        },
-                        STATE_TYPE => match HardState::decode(data) {
-                            Ok(h) => {
-                                commit = Some((h.commit, seg.path.clone(), offset));
-                                None
-                            }
-                            Err(e) => Some(format!("bad hardstate: {e}")),
-                        },
-                        SNAPSHOT_TYPE => match WalSnapshot::decode(data) {
-                            Ok(s) => {
-                                snapshot_index = snapshot_index.max(s.index);
-                                if last_entry.is_none() && s.index > 0 {
-                                    last_entry = Some(s.index);
-                                }
-                                None
-                            }
-                            Err(e) => Some(format!("bad snapshot record: {e}")),
-                        },
-                        t => Some(format!("unexpected record type {t}")),
-                    };
-                    if let Some(p) = problem {
-                        findings.push(Finding::at(&seg.path, offset, p));
+                    let at = Finding::at(path, offset, "");
+                    let first = std::mem::replace(&mut first_record, false);
+                    if !self.record(&at, &body, rec_len, last, first && not_first) {
+                        return Ok(());
                     }
                 }
             }
         }
     }
-    if let Some((commit, path, offset)) = commit {
-        let have = last_entry.unwrap_or(0).max(snapshot_index);
-        if commit > have {
-            findings.push(Finding::at(
-                path,
-                offset,
-                format!("HardState commit {commit} but the WAL ends at index {have}: committed entries are missing"),
+
+    /// One frame's record: padding, decoding, the CRC chain, then its content. False when the
+    /// rest of the segment cannot be read.
+    fn record(
+        &mut self,
+        at: &Finding,
+        body: &[u8],
+        rec_len: usize,
+        last: bool,
+        must_be_crc: bool,
+    ) -> bool {
+        let offset = at.offset.unwrap_or(0);
+        let finding = |p: String| Finding::at(&at.file, offset, p);
+        if body[rec_len..].iter().any(|&b| b != 0) {
+            self.findings.push(finding(
+                "non-zero frame padding (etcd writes zeros; the CRC does not cover it)".into(),
             ));
         }
+        let torn = if last && looks_torn(body, offset) {
+            " (torn write: a zero sector)"
+        } else {
+            ""
+        };
+        let rec = match RecordRef::decode(&body[..rec_len]) {
+            Ok(r) => r,
+            Err(e) => {
+                self.findings
+                    .push(finding(format!("undecodable WAL record{torn}: {e}")));
+                self.crc = 0;
+                return false;
+            }
+        };
+        if must_be_crc && rec.rec_type != CRC_TYPE {
+            self.findings
+                .push(finding("segment does not start with a crc record".into()));
+        }
+        if rec.rec_type == CRC_TYPE {
+            if self.crc != 0 && rec.crc != self.crc {
+                self.findings.push(finding(format!(
+                    "crc record holds {:#010x} but the running CRC is {:#010x} (records lost or changed before it)",
+                    rec.crc, self.crc
+                )));
+            }
+            self.crc = rec.crc;
+            return true;
+        }
+        let data = rec.data.unwrap_or(&[]);
+        let next = crc32c::crc32c_append(self.crc, data);
+        if rec.crc != next {
+            self.findings.push(finding(format!(
+                "CRC mismatch{torn}: record says {:#010x}, computed {next:#010x}",
+                rec.crc
+            )));
+        }
+        // Re-seed from the record so one bad record gives one finding.
+        self.crc = rec.crc;
+        if let Some(p) = self.content(rec.rec_type, data, &at.file, offset) {
+            self.findings.push(finding(p));
+        }
+        true
     }
-    findings
+
+    /// What is wrong with a record's content, given the records before it.
+    fn content(&mut self, rec_type: i64, data: &[u8], path: &Path, offset: u64) -> Option<String> {
+        match rec_type {
+            METADATA_TYPE => match &self.metadata {
+                Some(m) if m.as_slice() != data => {
+                    Some("metadata record differs from the first one".to_string())
+                }
+                Some(_) => None,
+                None => {
+                    self.metadata = Some(data.to_vec());
+                    WalMetadata::decode(data)
+                        .err()
+                        .map(|e| format!("bad metadata: {e}"))
+                }
+            },
+            ENTRY_TYPE => match Entry::decode(data) {
+                Ok(e) => {
+                    let gap = match self.last_entry {
+                        Some(prev) if e.index > prev + 1 => Some(format!(
+                            "entry index {} follows {prev}: entries missing",
+                            e.index
+                        )),
+                        _ => None,
+                    };
+                    self.last_entry = Some(e.index);
+                    gap
+                }
+                Err(e) => Some(format!("bad entry: {e}")),
+            },
+            STATE_TYPE => match HardState::decode(data) {
+                Ok(h) => {
+                    self.commit = Some((h.commit, path.to_path_buf(), offset));
+                    None
+                }
+                Err(e) => Some(format!("bad hardstate: {e}")),
+            },
+            SNAPSHOT_TYPE => match WalSnapshot::decode(data) {
+                Ok(s) => {
+                    self.snapshot_index = self.snapshot_index.max(s.index);
+                    if self.last_entry.is_none() && s.index > 0 {
+                        self.last_entry = Some(s.index);
+                    }
+                    None
+                }
+                Err(e) => Some(format!("bad snapshot record: {e}")),
+            },
+            t => Some(format!("unexpected record type {t}")),
+        }
+    }
+
+    /// Committed entries the WAL does not hold, then the findings.
+    fn finish(mut self) -> Vec<Finding> {
+        if let Some((commit, path, offset)) = self.commit.take() {
+            let have = self.last_entry.unwrap_or(0).max(self.snapshot_index);
+            if commit > have {
+                self.findings.push(Finding::at(
+                    path,
+                    offset,
+                    format!("HardState commit {commit} but the WAL ends at index {have}: committed entries are missing"),
+                ));
+            }
+        }
+        self.findings
+    }
 }
 
 /// Does another process hold a write lock on `path`? A running etcd 3.x holds an OFD lock on
@@ -1087,7 +1130,7 @@ impl WalWriter {
                 .recursive(true)
                 .mode(0o700)
                 .create(dir)
-                .map_err(io_err(dir, "create dir"))?;
+                .map_err(io_err(dir, "cannot create"))?;
         }
         let path = dir.join(segment_file_name(0, 0));
         let file = OpenOptions::new()
@@ -1095,7 +1138,7 @@ impl WalWriter {
             .create_new(true)
             .mode(0o600)
             .open(&path)
-            .map_err(io_err(&path, "create"))?;
+            .map_err(io_err(&path, "cannot create"))?;
         let mut w = WalWriter {
             dir: dir.to_path_buf(),
             path,
@@ -1144,7 +1187,7 @@ impl WalWriter {
             .write_all(&len_field.to_le_bytes())
             .and_then(|_| self.file.write_all(&rec))
             .and_then(|_| self.file.write_all(&[0u8; 8][..pad as usize]))
-            .map_err(io_err(&path, "write"))?;
+            .map_err(io_err(&path, "cannot write"))?;
         self.offset += 8 + len + pad;
         Ok(())
     }
@@ -1174,22 +1217,15 @@ impl WalWriter {
         } = self;
         let file = file
             .into_inner()
-            .map_err(|e| io_err(&path, "write")(e.into_error()))?;
-        file.sync_all().map_err(io_err(&path, "fsync"))?;
+            .map_err(|e| io_err(&path, "cannot write")(e.into_error()))?;
+        file.sync_all().map_err(io_err(&path, "cannot fsync"))?;
         drop(file);
-        sync_dir(&dir)?;
+        sync_dir(&dir).map_err(io_err(&dir, "cannot fsync"))?;
         if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
-            sync_dir(parent)?;
+            sync_dir(parent).map_err(io_err(parent, "cannot fsync"))?;
         }
         Ok(path)
     }
-}
-
-/// fsync a directory so a new or renamed entry in it is durable.
-pub fn sync_dir(dir: &Path) -> Result<(), WalError> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io_err(dir, "fsync dir"))
 }
 
 #[cfg(test)]
