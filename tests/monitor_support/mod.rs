@@ -3,6 +3,8 @@
 //! with `etcdtools::prom` (so checks against etcd's own output are independent).
 #![allow(dead_code)]
 
+pub mod upstream;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
