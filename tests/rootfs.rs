@@ -461,7 +461,7 @@ fn inspect_check_on_real_data_inside_the_chroot() {
     );
     assert_eq!(
         out.status.code(),
-        Some(1),
+        Some(3),
         "etcd-inspect check on a corrupted db: {}",
         text(&out)
     );
