@@ -14,6 +14,8 @@ use std::io::{self, Write as _};
 
 use serde::{Deserialize, Serialize};
 
+use crate::civil::{civil_from_days, days_from_civil};
+
 use super::proto::{
     ConfChange, ConfChangeType, Entry, EntryPayload, EntryType, V2Request, V3Request,
 };
@@ -1163,29 +1165,6 @@ fn node_extern(n: &Node, now_nanos: i64) -> NodeExtern {
 
 // ---------------------------------------------------------------------------------------------
 // RFC 3339 with nanoseconds, UTC, as Go's time.RFC3339Nano writes it.
-
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = if y >= 0 { y } else { y - 399 } / 400;
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
-fn civil_from_days(z: i64) -> (i64, i64, i64) {
-    let z = z + 719_468;
-    let era = if z >= 0 { z } else { z - 146_096 } / 146_097;
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    (if m <= 2 { y + 1 } else { y }, m, d)
-}
 
 /// Unix nanoseconds as Go's RFC3339Nano in UTC (`2026-11-25T18:14:11.350616914Z`, trailing
 /// zeros of the fraction dropped).
