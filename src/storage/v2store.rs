@@ -8,8 +8,6 @@
 //! Membership lives under `/0`, user keys under `/1`.
 
 use std::collections::BTreeMap;
-use std::fmt;
-
 use std::io::{self, Write as _};
 
 use serde::{Deserialize, Serialize};
@@ -44,39 +42,34 @@ pub enum V2ErrorCode {
     InvalidField = 209,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum V2Error {
-    /// A store operation refused, as etcd would (code, path).
-    Op { code: V2ErrorCode, path: String },
-    /// The JSON is not a v2 store.
-    Json(String),
-    /// A v2 request or conf change this store cannot apply.
-    Unsupported(String),
-}
-
-impl fmt::Display for V2Error {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+impl V2ErrorCode {
+    /// etcd's words for the code.
+    pub fn message(self) -> &'static str {
         match self {
-            V2Error::Op { code, path } => {
-                let what = match code {
-                    V2ErrorCode::KeyNotFound => "Key not found",
-                    V2ErrorCode::TestFailed => "Compare failed",
-                    V2ErrorCode::NotFile => "Not a file",
-                    V2ErrorCode::NotDir => "Not a directory",
-                    V2ErrorCode::NodeExist => "Key already exists",
-                    V2ErrorCode::RootReadOnly => "Root is read only",
-                    V2ErrorCode::DirNotEmpty => "Directory not empty",
-                    V2ErrorCode::InvalidField => "Invalid field",
-                };
-                write!(f, "v2 store: {what} ({}): {path}", *code as u32)
-            }
-            V2Error::Json(e) => write!(f, "v2 store JSON: {e}"),
-            V2Error::Unsupported(e) => write!(f, "v2 store: {e}"),
+            V2ErrorCode::KeyNotFound => "Key not found",
+            V2ErrorCode::TestFailed => "Compare failed",
+            V2ErrorCode::NotFile => "Not a file",
+            V2ErrorCode::NotDir => "Not a directory",
+            V2ErrorCode::NodeExist => "Key already exists",
+            V2ErrorCode::RootReadOnly => "Root is read only",
+            V2ErrorCode::DirNotEmpty => "Directory not empty",
+            V2ErrorCode::InvalidField => "Invalid field",
         }
     }
 }
 
-impl std::error::Error for V2Error {}
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum V2Error {
+    /// A store operation refused, as etcd would (code, path).
+    #[error("v2 store: {} ({}): {path}", code.message(), *code as u32)]
+    Op { code: V2ErrorCode, path: String },
+    /// The JSON is not a v2 store.
+    #[error("v2 store JSON: {0}")]
+    Json(String),
+    /// A v2 request or conf change this store cannot apply.
+    #[error("v2 store: {0}")]
+    Unsupported(String),
+}
 
 fn op_err(code: V2ErrorCode, path: &str) -> V2Error {
     V2Error::Op {
@@ -1506,6 +1499,50 @@ mod tests {
         let mut out = Vec::new();
         s.write_go_json(&mut out).unwrap();
         out
+    }
+
+    #[test]
+    fn errors_read_like_etcds() {
+        let op = |code| op_err(code, "/1/k").to_string();
+        assert_eq!(
+            op(V2ErrorCode::KeyNotFound),
+            "v2 store: Key not found (100): /1/k"
+        );
+        assert_eq!(
+            op(V2ErrorCode::TestFailed),
+            "v2 store: Compare failed (101): /1/k"
+        );
+        assert_eq!(op(V2ErrorCode::NotFile), "v2 store: Not a file (102): /1/k");
+        assert_eq!(
+            op(V2ErrorCode::NotDir),
+            "v2 store: Not a directory (104): /1/k"
+        );
+        assert_eq!(
+            op(V2ErrorCode::NodeExist),
+            "v2 store: Key already exists (105): /1/k"
+        );
+        assert_eq!(
+            op(V2ErrorCode::RootReadOnly),
+            "v2 store: Root is read only (107): /1/k"
+        );
+        assert_eq!(
+            op(V2ErrorCode::DirNotEmpty),
+            "v2 store: Directory not empty (108): /1/k"
+        );
+        assert_eq!(
+            op(V2ErrorCode::InvalidField),
+            "v2 store: Invalid field (209): /1/k"
+        );
+        assert_eq!(
+            Store::load(br#"{"Root":{"Path":"/"}}"#)
+                .unwrap_err()
+                .to_string(),
+            "v2 store JSON: Root is not a directory"
+        );
+        assert_eq!(
+            V2Error::Unsupported("conf change type 9".into()).to_string(),
+            "v2 store: conf change type 9"
+        );
     }
 
     /// `load_key` leaves exactly the tree and indexes `set` does, and refuses the same keys
