@@ -1503,36 +1503,20 @@ mod tests {
 
     #[test]
     fn errors_read_like_etcds() {
-        let op = |code| op_err(code, "/1/k").to_string();
-        assert_eq!(
-            op(V2ErrorCode::KeyNotFound),
-            "v2 store: Key not found (100): /1/k"
-        );
-        assert_eq!(
-            op(V2ErrorCode::TestFailed),
-            "v2 store: Compare failed (101): /1/k"
-        );
-        assert_eq!(op(V2ErrorCode::NotFile), "v2 store: Not a file (102): /1/k");
-        assert_eq!(
-            op(V2ErrorCode::NotDir),
-            "v2 store: Not a directory (104): /1/k"
-        );
-        assert_eq!(
-            op(V2ErrorCode::NodeExist),
-            "v2 store: Key already exists (105): /1/k"
-        );
-        assert_eq!(
-            op(V2ErrorCode::RootReadOnly),
-            "v2 store: Root is read only (107): /1/k"
-        );
-        assert_eq!(
-            op(V2ErrorCode::DirNotEmpty),
-            "v2 store: Directory not empty (108): /1/k"
-        );
-        assert_eq!(
-            op(V2ErrorCode::InvalidField),
-            "v2 store: Invalid field (209): /1/k"
-        );
+        let codes = [
+            (V2ErrorCode::KeyNotFound, "Key not found (100)"),
+            (V2ErrorCode::TestFailed, "Compare failed (101)"),
+            (V2ErrorCode::NotFile, "Not a file (102)"),
+            (V2ErrorCode::NotDir, "Not a directory (104)"),
+            (V2ErrorCode::NodeExist, "Key already exists (105)"),
+            (V2ErrorCode::RootReadOnly, "Root is read only (107)"),
+            (V2ErrorCode::DirNotEmpty, "Directory not empty (108)"),
+            (V2ErrorCode::InvalidField, "Invalid field (209)"),
+        ];
+        for (code, text) in codes {
+            let e = op_err(code, "/1/k").to_string();
+            assert_eq!(e, format!("v2 store: {text}: /1/k"));
+        }
         assert_eq!(
             Store::load(br#"{"Root":{"Path":"/"}}"#)
                 .unwrap_err()
