@@ -121,14 +121,7 @@ impl HttpClient {
         timeout: Duration,
         limit: u64,
     ) -> Result<String, ClientError> {
-        let response = self
-            .agent
-            .get(url)
-            .config()
-            .timeout_global(Some(timeout))
-            .build()
-            .call()
-            .map_err(|e| transport(url, e))?;
+        let response = self.get(url, None, timeout)?;
         read_body(url, response, limit)
     }
 
@@ -144,15 +137,7 @@ impl HttpClient {
         limit: u64,
         buffer: Vec<u8>,
     ) -> Result<TextResponse, ClientError> {
-        let response = self
-            .agent
-            .get(url)
-            .config()
-            .timeout_global(Some(timeout))
-            .build()
-            .header("Accept", accept)
-            .call()
-            .map_err(|e| transport(url, e))?;
+        let response = self.get(url, Some(accept), timeout)?;
         let content_type = response
             .headers()
             .get("content-type")
@@ -160,6 +145,24 @@ impl HttpClient {
             .map(str::to_string);
         let body = read_body_into(url, response, limit, buffer)?;
         Ok(TextResponse { body, content_type })
+    }
+
+    fn get(
+        &self,
+        url: &str,
+        accept: Option<&str>,
+        timeout: Duration,
+    ) -> Result<ureq::http::Response<ureq::Body>, ClientError> {
+        let mut request = self
+            .agent
+            .get(url)
+            .config()
+            .timeout_global(Some(timeout))
+            .build();
+        if let Some(accept) = accept {
+            request = request.header("Accept", accept);
+        }
+        request.call().map_err(|e| transport(url, e))
     }
 
     /// POST a JSON body to `url` (etcd's grpc-gateway) and decode the JSON answer.
