@@ -71,6 +71,18 @@ pub enum V2Error {
     Unsupported(String),
 }
 
+/// `compare`'s test of a node (an empty prev value and a 0 prev index are not compared).
+fn compare_node(n: &Node, compare: Option<(&str, u64)>, path: &str) -> Result<(), V2Error> {
+    match compare {
+        Some((pv, pi))
+            if (!pv.is_empty() && pv != n.value) || (pi != 0 && pi != n.modified_index) =>
+        {
+            Err(op_err(V2ErrorCode::TestFailed, path))
+        }
+        _ => Ok(()),
+    }
+}
+
 fn op_err(code: V2ErrorCode, path: &str) -> V2Error {
     V2Error::Op {
         code,
@@ -736,22 +748,13 @@ impl Store {
         now_nanos: i64,
     ) -> Result<u64, V2Error> {
         let path = clean_path(path);
-        if is_read_only(&path) {
-            return Err(op_err(V2ErrorCode::RootReadOnly, "/"));
-        }
         let next = self.current_index + 1;
         let (prev, node) = {
-            let Some(n) = self.get(&path) else {
-                return Err(op_err(V2ErrorCode::KeyNotFound, &path));
-            };
+            let n = self.existing(&path)?;
             if n.is_dir() && (compare.is_some() || !value.is_empty()) {
                 return Err(op_err(V2ErrorCode::NotFile, &path));
             }
-            if let Some((pv, pi)) = compare {
-                if (!pv.is_empty() && pv != n.value) || (pi != 0 && pi != n.modified_index) {
-                    return Err(op_err(V2ErrorCode::TestFailed, &path));
-                }
-            }
+            compare_node(n, compare, &path)?;
             (node_extern(n, now_nanos), n.clone())
         };
         let expire_time = expire_time_of(expire_nanos);
@@ -773,6 +776,15 @@ impl Store {
             refresh: false,
         });
         Ok(next)
+    }
+
+    /// The node at `path` (cleaned) that an update or delete acts on: never the root.
+    fn existing(&self, path: &str) -> Result<&Node, V2Error> {
+        if is_read_only(path) {
+            return Err(op_err(V2ErrorCode::RootReadOnly, "/"));
+        }
+        self.get(path)
+            .ok_or_else(|| op_err(V2ErrorCode::KeyNotFound, path))
     }
 
     /// `store.Delete`: a key, or a dir (`dir`; non-empty only with `recursive`).
@@ -815,23 +827,14 @@ impl Store {
         now_nanos: i64,
     ) -> Result<u64, V2Error> {
         let path = clean_path(path);
-        if is_read_only(&path) {
-            return Err(op_err(V2ErrorCode::RootReadOnly, "/"));
-        }
         let dir = dir || recursive;
         let next = self.current_index + 1;
         let prev = {
-            let Some(n) = self.get(&path) else {
-                return Err(op_err(V2ErrorCode::KeyNotFound, &path));
-            };
-            if let Some((pv, pi)) = compare {
-                if n.is_dir() {
-                    return Err(op_err(V2ErrorCode::NotFile, &path));
-                }
-                if (!pv.is_empty() && pv != n.value) || (pi != 0 && pi != n.modified_index) {
-                    return Err(op_err(V2ErrorCode::TestFailed, &path));
-                }
+            let n = self.existing(&path)?;
+            if compare.is_some() && n.is_dir() {
+                return Err(op_err(V2ErrorCode::NotFile, &path));
             }
+            compare_node(n, compare, &path)?;
             if n.is_dir() {
                 if !dir {
                     return Err(op_err(V2ErrorCode::NotFile, &path));
@@ -1499,6 +1502,71 @@ mod tests {
         let mut out = Vec::new();
         s.write_go_json(&mut out).unwrap();
         out
+    }
+
+    #[test]
+    fn compare_and_delete_and_swap_refuse_like_etcd() {
+        let code = |r: Result<u64, V2Error>| match r {
+            Err(V2Error::Op { code, .. }) => Some(code),
+            _ => None,
+        };
+        let mut s = Store::new();
+        s.set("/1/k", "v", None, 0).unwrap();
+        s.set_dir("/1/d", None, 0).unwrap();
+        let k_index = s.get("/1/k").unwrap().modified_index;
+        use V2ErrorCode::*;
+        assert_eq!(
+            code(s.compare_and_swap("/", "", 0, "x", None, 0)),
+            Some(RootReadOnly)
+        );
+        assert_eq!(
+            code(s.compare_and_swap("/1/no", "", 0, "x", None, 0)),
+            Some(KeyNotFound)
+        );
+        assert_eq!(
+            code(s.compare_and_swap("/1/d", "", 0, "", None, 0)),
+            Some(NotFile)
+        );
+        assert_eq!(
+            code(s.compare_and_swap("/1/k", "w", 0, "x", None, 0)),
+            Some(TestFailed)
+        );
+        assert_eq!(
+            code(s.compare_and_swap("/1/k", "", 9, "x", None, 0)),
+            Some(TestFailed)
+        );
+        assert_eq!(code(s.update("/1/d", "x", None, 0)), Some(NotFile));
+        assert!(s.update("/1/d", "", None, 0).is_ok());
+        assert_eq!(code(s.update("/1/no", "x", None, 0)), Some(KeyNotFound));
+        assert!(s
+            .compare_and_swap("/1/k", "v", k_index, "x", None, 0)
+            .is_ok());
+        assert_eq!(s.get("/1/k").unwrap().value, "x");
+        assert_eq!(code(s.compare_and_delete("/", "", 0)), Some(RootReadOnly));
+        assert_eq!(
+            code(s.compare_and_delete("/1/no", "", 0)),
+            Some(KeyNotFound)
+        );
+        assert_eq!(code(s.compare_and_delete("/1/d", "", 0)), Some(NotFile));
+        assert_eq!(code(s.compare_and_delete("/1/k", "v", 0)), Some(TestFailed));
+        assert_eq!(code(s.delete("/1/d", false, false)), Some(NotFile));
+        assert!(s.compare_and_delete("/1/k", "x", 0).is_ok());
+        assert!(s.get("/1/k").is_none());
+        assert!(s.delete("/1/d", true, false).is_ok());
+        assert_eq!(
+            (
+                s.stats.compare_and_swap_success,
+                s.stats.compare_and_swap_fail
+            ),
+            (1, 5)
+        );
+        assert_eq!(
+            (
+                s.stats.compare_and_delete_success,
+                s.stats.compare_and_delete_fail
+            ),
+            (1, 4)
+        );
     }
 
     #[test]
