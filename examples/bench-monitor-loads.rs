@@ -6,16 +6,20 @@
 //!
 //! Usage: bench-monitor-loads --monitor PATH --etcd PATH
 
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::io::Write;
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
 use etcdtools::etcd::client::HttpClient;
+
+#[path = "../tests/monitor_support/upstream.rs"]
+mod upstream;
 use etcdtools::etcd::process::{clean_command, free_ports, EtcdProcess, EtcdSpec};
+use upstream::slow_upstream;
 
 struct Monitor {
     child: Child,
@@ -112,52 +116,6 @@ fn connections(url: &str, n: usize) -> Vec<TcpStream> {
         .collect()
 }
 
-/// A loopback upstream answering /metrics with `body` after `delay`, counting the fetches.
-fn upstream(body: Vec<u8>, delay: Duration) -> (String, Arc<AtomicUsize>) {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-    let url = format!("http://{}", listener.local_addr().expect("addr"));
-    let count = Arc::new(AtomicUsize::new(0));
-    let (counted, body) = (count.clone(), Arc::new(body));
-    std::thread::spawn(move || {
-        for conn in listener.incoming().flatten() {
-            let (body, counted) = (body.clone(), counted.clone());
-            std::thread::spawn(move || serve(conn, &body, delay, &counted));
-        }
-    });
-    (url, count)
-}
-
-fn serve(mut conn: TcpStream, body: &[u8], delay: Duration, count: &AtomicUsize) {
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    loop {
-        while !head.ends_with(b"\r\n\r\n") {
-            if conn.read(&mut byte).unwrap_or(0) == 0 {
-                return;
-            }
-            head.push(byte[0]);
-        }
-        let metrics = head.starts_with(b"GET /metrics");
-        head.clear();
-        let body: &[u8] = if metrics {
-            body
-        } else {
-            b"{\"etcdserver\":\"3.5.1\"}"
-        };
-        if metrics {
-            count.fetch_add(1, Ordering::SeqCst);
-            std::thread::sleep(delay);
-        }
-        let head = format!(
-            "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n",
-            body.len()
-        );
-        if conn.write_all(head.as_bytes()).is_err() || conn.write_all(body).is_err() {
-            return;
-        }
-    }
-}
-
 fn exposition(bytes: usize) -> Vec<u8> {
     let mut body = b"# HELP big A big family.\n# TYPE big gauge\n".to_vec();
     let mut i = 0u64;
@@ -242,7 +200,7 @@ fn main() {
     drop(m);
 
     for mb in [12, 50] {
-        let (url, fetches) = upstream(exposition(mb << 20), Duration::from_millis(300));
+        let (url, fetches) = slow_upstream(exposition(mb << 20), Duration::from_millis(300));
         let mut m = Monitor::start(
             &bin,
             None,

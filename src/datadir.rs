@@ -91,6 +91,9 @@ pub mod names {
     pub const ROLLBACK_TMP: &str = ".rollback.tmp";
     pub const ROLLBACK_NEW: &str = ".rollback.new";
     pub const ROLLBACK_BACKUP: &str = ".rollback.backup";
+    /// Says `.bak` is the backup taken before an in-place migrate step; holds the version
+    /// pair that step ends at (`crate::migrate::verify`). Live while `version.txt` differs.
+    pub const STEP_JOURNAL: &str = ".step-backup";
     /// Every name above (and `version.txt-next`): the entries a data dir may hold besides
     /// etcd's without holding data.
     pub const ALL: &[&str] = &[
@@ -104,6 +107,7 @@ pub mod names {
         ROLLBACK_TMP,
         ROLLBACK_NEW,
         ROLLBACK_BACKUP,
+        STEP_JOURNAL,
         crate::version::VERSION_FILE_NEXT,
     ];
 }

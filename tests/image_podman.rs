@@ -274,9 +274,9 @@ fn image_rootfs_equals_what_rootfs_sh_makes() {
         .env("STATIC_BIN_DIR", static_bin_dir())
         .env("ROOTFS_STRICT", "1");
     ok(cmd);
-    let mounted = ok(podman(&["image", "mount", &img.tag]));
-    let mounted = PathBuf::from(mounted.trim());
-    let in_image = image_tree(&mounted);
+    let mount = MountedImage::mount(&img.tag);
+    let mounted = &mount.path;
+    let in_image = image_tree(mounted);
     let owners: Vec<String> = in_image
         .keys()
         .filter(|p| {
@@ -285,7 +285,7 @@ fn image_rootfs_equals_what_rootfs_sh_makes() {
         })
         .cloned()
         .collect();
-    ok(podman(&["image", "unmount", &img.tag]));
+    drop(mount);
     let from_script = image_tree(&rootfs);
     let only = |a: &BTreeMap<String, Entry>, b: &BTreeMap<String, Entry>| {
         a.keys()
@@ -749,14 +749,35 @@ fn pod_whose_migration_fails_never_starts_etcd() {
     );
     let _pod = KubePod::play(&m.etcd);
     let deadline = Instant::now() + Duration::from_secs(60);
-    let logs = loop {
+    loop {
         let logs = text(&output(podman(&["logs", &m.etcd_container])));
         if logs.contains("Migration failed: ") {
-            break logs;
+            break;
         }
         assert!(Instant::now() < deadline, "no failure logged: {logs}");
         std::thread::sleep(Duration::from_millis(200));
+    }
+    // That attempt must have ended (exited, or exited and restarted) before its log can show
+    // that nothing ran after the failure.
+    let state = loop {
+        let state = ok(podman(&[
+            "inspect",
+            "--format",
+            "{{.State.Status}} {{.RestartCount}}",
+            &m.etcd_container,
+        ]));
+        let ended = match state.trim().split_once(' ') {
+            Some((status, restarts)) => status == "exited" || restarts != "0",
+            None => false,
+        };
+        if ended {
+            break state;
+        }
+        assert!(Instant::now() < deadline, "still running: {state}");
+        std::thread::sleep(Duration::from_millis(200));
     };
+    eprintln!("after the failure: {}", state.trim());
+    let logs = text(&output(podman(&["logs", &m.etcd_container])));
     assert!(logs.contains("not one of the bundled versions"), "{logs}");
     assert!(
         !logs.contains("etcd-3.5.0: not found"),

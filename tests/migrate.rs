@@ -730,7 +730,7 @@ fn missing_or_empty_version_txt_is_detected_or_refused_with_instructions() {
                         "{v}: {err}"
                     );
                     // The files name the minor only: the highest bundled patch of it.
-                    let bundled = if minor == "3.4" { V3_4 } else { V3_5_1 };
+                    let bundled = highest_in_bin_dir(minor);
                     assert!(
                         err.contains(&format!("going on as {bundled}/etcd3")),
                         "{v}: {err}"
@@ -1166,8 +1166,9 @@ fn a_second_run_through_another_spelling_waits_or_refuses_naming_the_holder() {
 }
 
 /// Upgrades across three minors need more minors than exist here, so for the step SEQUENCING
-/// only, the data is real 3.4.23 data and the minors above are stand-ins: `etcd-3.5.1` logs
-/// its call and execs the real 3.5.1, `etcd-3.6.0` logs and execs the real 3.5.1 too (so the
+/// only, the data is real 3.4.23 data and the minors above are stand-ins: `etcd-3.5.30` logs
+/// its call and execs the real 3.5.30 (3.6 needs 3.5.24+ first), `etcd-3.6.0` logs and execs
+/// the real 3.5.30 too (so the
 /// data stays 3.5 data, which version.txt then calls 3.6.0: version.txt is never older than the
 /// files, which migrate checks), `etcd-3.7.0` is the target and never runs. The hops themselves
 /// are real-etcd-tested above.
@@ -1177,15 +1178,15 @@ fn multi_minor_upgrade_starts_each_intermediate_minor_in_order_and_resumes() {
     site.seed(V3_4, 5, &[]);
     let log = site.root().join("calls.log");
     let never = "#!/bin/sh\necho never >&2\nexit 1\n".to_string();
-    for v in ["3.5.1", "3.6.0", "3.7.0"] {
+    for v in ["3.5.30", "3.6.0", "3.7.0"] {
         for tool in ["etcd", "etcdctl", "etcdutl"] {
             let p = site.bin.join(format!("{tool}-{v}"));
             let _ = fs::remove_file(&p);
             let script = match (tool, v) {
-                ("etcd", "3.5.1" | "3.6.0") => format!(
+                ("etcd", "3.5.30" | "3.6.0") => format!(
                     "#!/bin/sh\necho \"{tool}-{v}\" >> '{}'\nexec '{}' \"$@\"\n",
                     log.display(),
-                    etcd_bin(V3_5_1).display()
+                    etcd_bin(V3_5_30).display()
                 ),
                 _ => never.clone(),
             };
@@ -1193,31 +1194,33 @@ fn multi_minor_upgrade_starts_each_intermediate_minor_in_order_and_resumes() {
             fs::set_permissions(&p, fs::Permissions::from_mode(0o755)).unwrap();
         }
     }
-    let bundle = ["--bundled-versions", "3.4.23,3.5.1,3.6.0,3.7.0"];
+    let bundle = ["--bundled-versions", "3.4.23,3.5.30,3.6.0,3.7.0"];
     let dry = site.migrate_with("3.7.0/etcd3", &[], &[&bundle[..], &["--dry-run"]].concat());
     let plan = String::from_utf8_lossy(&dry.stdout).into_owned();
     assert!(
-        plan.contains("step 1: upgrade: start etcd 3.5.1")
+        plan.contains("step 1: upgrade: start etcd 3.5.30")
             && plan.contains("step 2: upgrade: start etcd 3.6.0")
             && plan.contains("step 3: write 3.7.0/etcd3"),
         "{plan}"
     );
     assert!(!log.exists(), "--dry-run ran something");
-    // Crash right after the first step recorded 3.5.1: the rerun starts only 3.6.0.
+    // Crash right after the first step recorded 3.5.30: the rerun starts 3.6.0 next.
     let out = site.migrate_with(
         "3.7.0/etcd3",
         &[("ETCDTOOLS_MIGRATE_CRASH_AT", "after-version-write")],
         &bundle,
     );
     assert_eq!(out.status.signal(), Some(9));
-    assert_eq!(site.version_txt(), "3.5.1/etcd3");
-    assert_eq!(fs::read_to_string(&log).unwrap(), "etcd-3.5.1\n");
+    assert_eq!(site.version_txt(), "3.5.30/etcd3");
+    assert_eq!(fs::read_to_string(&log).unwrap(), "etcd-3.5.30\n");
     let out = site.migrate_with("3.7.0/etcd3", &[], &bundle);
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(site.version_txt(), "3.7.0/etcd3");
     assert_eq!(
         fs::read_to_string(&log).unwrap(),
-        "etcd-3.5.1\netcd-3.6.0\n"
+        // Each upgrade step first reads the data with the etcd that wrote it
+        // (src/migrate/verify.rs): the rerun starts the 3.5.30 stand-in once more.
+        "etcd-3.5.30\netcd-3.5.30\netcd-3.6.0\n"
     );
 }
 
@@ -1337,22 +1340,32 @@ fn a_lone_member_of_a_cluster_times_out_with_a_clear_message_and_nothing_changed
     assert!(before.keys().all(|k| after.contains_key(k)), "files lost");
 }
 
-/// The restore of a downgrade to 3.5 goes through `etcdutl-<v>` (etcdctl lost `snapshot
-/// restore` in 3.6). No etcd 3.6 exists here, so `etcd-3.6.0`/`etcdctl-3.6.0` are stand-in
-/// scripts that exec the real 3.5.1 binaries, on real 3.5.1 data labelled 3.6.0; the restore
-/// itself is the real etcdutl 3.5.1, and real etcd 3.5.1 must serve every key afterwards.
+/// 3.6 -> 3.5 is `etcdutl-<3.6> migrate --data-dir <dir> --target-version 3.5` on the
+/// stopped data dir (etcd's 3.6 downgrade guide), after a backup. No etcd 3.6 exists here, so
+/// `etcd-3.6.0`/`etcdctl-3.6.0`/`etcdutl-3.6.0` are STAND-INS: etcd/etcdctl exec the real
+/// 3.5.1 ones (verify reads the data before the step with "3.6.0"); the etcdutl one records
+/// its argv and changes nothing (on real 3.5.1 data, labelled 3.6.0, the real one would find
+/// the storage version already 3.5). Real etcd 3.5.1 must serve every key afterwards.
+/// tests/versions.rs runs the real thing wherever an etcd-3.6.x is in the bin dir.
 #[test]
-fn downgrade_to_3_5_restores_with_etcdutl() {
+fn downgrade_from_3_6_runs_etcdutl_migrate_on_the_stopped_data_dir() {
     let site = Site::new("etcdutl");
     let kv = site.seed(V3_5_1, 30, &[]);
     fs::write(site.data.join("version.txt"), "3.6.0/etcd3").unwrap();
-    for (tool, real) in [
-        ("etcd", etcd_bin(V3_5_1)),
-        ("etcdctl", etcdctl_bin(V3_5_1)),
-        ("etcdutl", etcdutl_bin(V3_5_1)),
+    let argv = site.root().join("etcdutl-argv");
+    for (tool, body) in [
+        (
+            "etcd",
+            format!("exec '{}' \"$@\"", etcd_bin(V3_5_1).display()),
+        ),
+        (
+            "etcdctl",
+            format!("exec '{}' \"$@\"", etcdctl_bin(V3_5_1).display()),
+        ),
+        ("etcdutl", format!("echo \"$@\" >> '{}'", argv.display())),
     ] {
         let p = site.bin.join(format!("{tool}-3.6.0"));
-        fs::write(&p, format!("#!/bin/sh\nexec '{}' \"$@\"\n", real.display())).unwrap();
+        fs::write(&p, format!("#!/bin/sh\n{body}\n")).unwrap();
         fs::set_permissions(&p, fs::Permissions::from_mode(0o755)).unwrap();
     }
     let out = site.migrate_with(
@@ -1361,15 +1374,15 @@ fn downgrade_to_3_5_restores_with_etcdutl() {
         &["--bundled-versions", "3.5.1,3.6.0", "--log-level", "debug"],
     );
     assert!(out.status.success(), "{}", stderr(&out));
-    assert!(
-        stderr(&out).contains(&format!(
-            "running {}/etcdutl-3.5.1 snapshot restore",
-            site.bin.display()
-        )),
-        "{}",
-        stderr(&out)
+    assert_eq!(
+        fs::read_to_string(&argv).unwrap(),
+        format!(
+            "migrate --data-dir {} --target-version 3.5\n",
+            site.data.display()
+        )
     );
     assert_eq!(site.version_txt(), "3.5.1/etcd3");
+    assert!(site.data.join(".bak/member/snap/db").exists());
     let etcd = site.start(V3_5_1);
     assert_eq!(all_keys(&etcd.client_url), kv);
 }

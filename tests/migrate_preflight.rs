@@ -305,7 +305,8 @@ fn files_newer_than_version_txt_are_refused_and_the_named_fix_works() {
     fs::write(m.data.join("version.txt"), "3.4.23/etcd3").unwrap();
     let before = m.snapshot();
     let vt = m.data.join("version.txt").display().to_string();
-    let fix = format!("printf 3.5.1/etcd3 > {vt}");
+    // migrate names the highest bundled 3.5 (the bin dir holds several, scripts/fetch-etcd.sh).
+    let fix = format!("printf {}/etcd3 > {vt}", highest_in_bin_dir("3.5"));
     for args in [&[][..], &["--dry-run"][..]] {
         let out = m.migrate("3.4.23/etcd3", &[], args);
         assert_refused(
@@ -649,9 +650,9 @@ fn a_failed_etcd_is_quoted_with_its_cause() {
 
 /// The one case where files newer than version.txt are no guess: an upgrade step killed after
 /// etcd of the next minor ran and before version.txt recorded it. Real 3.4.23 data, target
-/// 3.6.0 (a stand-in that never runs: the plan starts the real 3.5.1, then writes 3.6.0);
-/// killed when 3.5.1 is ready, then 3.5.1 run once more so its version is surely in the log:
-/// the rerun goes on from 3.5.1 and ends at the target with every key.
+/// 3.6.0 (a stand-in that never runs: the plan starts the real 3.5.30, as 3.6 needs 3.5.24+
+/// first, then writes 3.6.0); killed when the first etcd is ready, then 3.5.30 run so its version is surely in the log:
+/// the rerun goes on from 3.5.30 and ends at the target with every key.
 #[test]
 fn an_upgrade_killed_after_etcd_ran_goes_on_from_the_files() {
     use std::os::unix::process::ExitStatusExt;
@@ -662,7 +663,7 @@ fn an_upgrade_killed_after_etcd_ran_goes_on_from_the_files() {
         fs::write(&p, "#!/bin/sh\necho never >&2\nexit 1\n").unwrap();
         fs::set_permissions(&p, fs::Permissions::from_mode(0o755)).unwrap();
     }
-    let bundle = ["--bundled-versions", "3.4.23,3.5.1,3.6.0"];
+    let bundle = ["--bundled-versions", "3.4.23,3.5.30,3.6.0"];
     let out = m.migrate(
         "3.6.0/etcd3",
         &[("ETCDTOOLS_MIGRATE_CRASH_AT", "etcd-ready")],
@@ -670,17 +671,17 @@ fn an_upgrade_killed_after_etcd_ran_goes_on_from_the_files() {
     );
     assert_eq!(out.status.signal(), Some(9), "{}", stderr(&out));
     assert_eq!(m.version_txt(), "3.4.23/etcd3");
-    drop(m.start(V3_5_1, &[]));
+    drop(m.start(V3_5_30, &[]));
     let out = m.migrate("3.6.0/etcd3", &[], &bundle);
     let err = stderr(&out);
     assert!(out.status.success(), "{err}");
-    assert!(err.contains("going on from 3.5.1/etcd3"), "{err}");
+    assert!(err.contains("going on from 3.5.30/etcd3"), "{err}");
     assert!(
-        !err.contains("etcd-3.5.1 --name"),
-        "3.5.1 started again: {err}"
+        !err.contains("etcd-3.5.30 --name"),
+        "3.5.30 started again: {err}"
     );
     assert_eq!(m.version_txt(), "3.6.0/etcd3");
-    let etcd = m.start(V3_5_1, &[]);
+    let etcd = m.start(V3_5_30, &[]);
     for (k, v) in &kv {
         assert_eq!(get(&etcd.client_url, k).as_deref(), Some(v.as_str()), "{k}");
     }

@@ -1,5 +1,5 @@
-//! The monitor in front of real etcd 3.4.23 and 3.5.1, with and without --metrics=extensive:
-//! after gRPC load, its answer is checked against etcd's own /metrics scraped just before and
+//! The monitor in front of real etcd 3.3.25, 3.4.23, 3.5.1 and 3.5.30, with and without
+//! --metrics=extensive: after gRPC load, its answer is checked against etcd's own /metrics scraped just before and
 //! just after (A, monitor, B), with a line-splitting reader that shares no code with ours.
 mod common;
 mod monitor_support;
@@ -170,6 +170,28 @@ fn etcd_3_5_1_basic_via_the_metrics_port() {
 #[test]
 fn etcd_3_5_1_extensive() {
     check_against_etcd(V3_5_1, true, false);
+}
+
+/// etcd 3.3.25 (Debian bullseye): the oldest version migrate starts; its gateway is /v3beta.
+#[test]
+fn etcd_3_3_25_basic_via_the_metrics_port() {
+    check_against_etcd(V3_3, false, true);
+}
+
+#[test]
+fn etcd_3_3_25_extensive() {
+    check_against_etcd(V3_3, true, false);
+}
+
+/// etcd 3.5.30 (Debian sid): the newest 3.5.
+#[test]
+fn etcd_3_5_30_basic_via_the_metrics_port() {
+    check_against_etcd(V3_5_30, false, true);
+}
+
+#[test]
+fn etcd_3_5_30_extensive() {
+    check_against_etcd(V3_5_30, true, false);
 }
 
 #[test]

@@ -159,6 +159,22 @@ fn http_1_0_closes_and_errors_are_answered() {
     }
 }
 
+/// An HTTP/1.0 client keeps the connection only when the answer says `Connection: keep-alive`
+/// (RFC 9112 section 9.3); then a second request is answered on it.
+#[test]
+fn http_1_0_keep_alive_is_acknowledged() {
+    let m = down_monitor();
+    let s = connect(&m);
+    let mut r = BufReader::new(s.try_clone().unwrap());
+    for _ in 0..2 {
+        (&s).write_all(b"GET /healthz HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+            .unwrap();
+        let (status, headers, body) = read_response(&mut r, false);
+        assert_eq!((status, body.as_str()), (200, "ok\n"));
+        assert_eq!(header(&headers, "connection"), Some("keep-alive"));
+    }
+}
+
 #[test]
 fn method_not_allowed_reads_the_body_and_keeps_the_connection() {
     let m = down_monitor();
@@ -308,5 +324,39 @@ fn a_head_that_takes_too_long_is_closed() {
     assert!(
         took >= Duration::from_millis(300) && took < Duration::from_secs(5),
         "{took:?}"
+    );
+}
+
+/// A client streaming an endless request body as fast as it can (here to /metrics, answered
+/// 405 with the body to be skipped) is closed once the body is not complete within the head
+/// time limit (here 300 ms), also when its data never stops; meanwhile the only worker still
+/// answers another client.
+#[test]
+fn an_endless_body_is_closed_at_the_head_time_limit() {
+    let mut config = config_for("http://127.0.0.1:1/metrics", "http://127.0.0.1:1/version");
+    config.workers = 1;
+    config.head_timeout = Duration::from_millis(300);
+    let m = InProcess::start(config);
+    let mut s = connect(&m);
+    s.write_all(b"POST /metrics HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000000000\r\n\r\n")
+        .unwrap();
+    let streamer = std::thread::spawn(move || {
+        let chunk = vec![b'x'; 4 << 20];
+        let started = std::time::Instant::now();
+        // Until the monitor closes the connection, or for 30 s.
+        while started.elapsed() < Duration::from_secs(30) && s.write_all(&chunk).is_ok() {}
+        started.elapsed()
+    });
+    let a = http_get(&format!("{}/healthz", m.url), &[]);
+    assert_eq!((a.status, a.body.as_str()), (200, "ok\n"));
+    let streamed = streamer.join().unwrap();
+    // Closed at the limit (plus a turn); without it, the stream ran the whole 30 s.
+    assert!(
+        streamed < Duration::from_secs(10),
+        "streamed for {streamed:?}"
+    );
+    eprintln!(
+        "healthz answered in {:?}; the body closed after {streamed:?}",
+        a.took
     );
 }

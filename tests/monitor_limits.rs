@@ -7,12 +7,13 @@ mod common;
 mod monitor_support;
 
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::net::TcpStream;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
 use common::{TestEtcd, V3_5_1};
+use monitor_support::upstream::slow_upstream;
 use monitor_support::*;
 
 /// main + the epoll thread + 8 workers, whatever the number of connections.
@@ -146,49 +147,6 @@ fn a_huge_request_header_is_refused_with_bounded_memory() {
     m.assert_running();
     assert_scrape_works(&m);
     report("after a 300 MiB header", &m);
-}
-
-/// A loopback upstream that answers every request with `body` after `delay`, counting them.
-fn slow_upstream(body: Vec<u8>, delay: Duration) -> (String, Arc<AtomicUsize>) {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    let count = Arc::new(AtomicUsize::new(0));
-    let counted = count.clone();
-    let body = Arc::new(body);
-    std::thread::spawn(move || {
-        for conn in listener.incoming().flatten() {
-            let (body, counted) = (body.clone(), counted.clone());
-            std::thread::spawn(move || serve_upstream(conn, &body, delay, &counted));
-        }
-    });
-    (url, count)
-}
-
-fn serve_upstream(mut conn: TcpStream, body: &[u8], delay: Duration, count: &AtomicUsize) {
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    loop {
-        while !head.ends_with(b"\r\n\r\n") {
-            if conn.read(&mut byte).unwrap_or(0) == 0 {
-                return;
-            }
-            head.push(byte[0]);
-        }
-        let metrics = head.starts_with(b"GET /metrics");
-        head.clear();
-        if metrics {
-            count.fetch_add(1, Ordering::SeqCst);
-            std::thread::sleep(delay);
-        }
-        let body = if metrics { body } else { b"{}" };
-        let response = format!(
-            "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n",
-            body.len()
-        );
-        if conn.write_all(response.as_bytes()).is_err() || conn.write_all(body).is_err() {
-            return;
-        }
-    }
 }
 
 /// 8 scrapes arriving together while etcd is slow share one fetch of 12 MB and one answer:

@@ -56,6 +56,9 @@ fn rootfs() -> Option<&'static Path> {
                 .arg(&dir)
                 .env("STATIC_BIN_DIR", static_bin_dir())
                 .env("ETCD_BIN_DIR", etcd_bin_dir())
+                // The bin dir holds six versions (scripts/fetch-etcd.sh); this image layout test
+                // bundles the three it checks.
+                .env("BUNDLED_ETCD_VERSIONS", format!("{V3_4} {V3_5_0} {V3_5_1}"))
                 .output()
                 .expect("run scripts/rootfs.sh");
             assert!(

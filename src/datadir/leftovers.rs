@@ -126,9 +126,15 @@ impl Leftovers {
         if data.exists() {
             let journal = data.entry(names::V2V3_JOURNAL);
             let journal_live = present(&journal) && !converted;
-            // While the etcd2 -> etcd3 journal says `.bak` is the backup of the etcd2 data,
-            // a restore is that backup being put back: what it replaces is discarded.
-            let restore_backup = if journal_live {
+            // While the etcd2 -> etcd3 journal (or migrate's step journal) says `.bak` is the
+            // backup of the data before a step, a restore is that backup being put back: what
+            // it replaces is discarded.
+            let step_journal = data.entry(names::STEP_JOURNAL);
+            let step_live = step_journal_live(data);
+            if present(&step_journal) && !step_live {
+                items.push(Leftover::Remove(step_journal));
+            }
+            let restore_backup = if journal_live || step_live {
                 data.entry(names::DISCARD)
             } else {
                 data.backup_path()
@@ -278,6 +284,17 @@ impl Leftovers {
 }
 
 /// Whether `dir/version.txt` names etcd3 storage.
+/// migrate's step journal names the pair its step ends at; until `version.txt` holds that
+/// pair, `.bak` is the data before the step.
+fn step_journal_live(data: &DataDir) -> bool {
+    let Ok(pair) = std::fs::read_to_string(data.entry(names::STEP_JOURNAL)) else {
+        return false;
+    };
+    let now =
+        std::fs::read_to_string(data.path().join(crate::version::VERSION_FILE)).unwrap_or_default();
+    pair.trim() != now.trim() && data.backup_path().is_dir()
+}
+
 fn says_etcd3(dir: &Path) -> bool {
     matches!(
         crate::version::read_version_file(dir),
@@ -545,6 +562,46 @@ mod tests {
         assert_eq!(
             Leftovers::scan(&d).items,
             vec![Leftover::Remove(d.entry(names::V2V3_JOURNAL))]
+        );
+        fs::remove_dir_all(&t).unwrap();
+    }
+
+    #[test]
+    fn a_step_journal_is_live_until_version_txt_holds_its_pair() {
+        let t = temp("step-journal");
+        let d = data_with(&t, "3.3.25/etcd3");
+        fs::create_dir_all(d.backup_path().join("member")).unwrap();
+        fs::write(d.entry(names::STEP_JOURNAL), "3.4.23/etcd3").unwrap();
+        fs::create_dir_all(d.restore_path().join("member")).unwrap();
+        fs::write(d.restore_marker(), "").unwrap();
+        // Not begun: dropped (the rerun puts the backup back again).
+        assert_eq!(
+            Leftovers::scan(&d).items,
+            vec![
+                Leftover::Remove(d.restore_path()),
+                Leftover::Remove(d.restore_marker())
+            ]
+        );
+        // Begun: putting the step's backup back; what it replaces is discarded, never in .bak.
+        fs::create_dir_all(d.entry(names::DISCARD)).unwrap();
+        fs::rename(d.member_path(), d.entry(names::DISCARD).join("member")).unwrap();
+        assert_eq!(
+            Leftovers::scan(&d).items[0],
+            Leftover::FinishSwap {
+                staged: d.restore_path(),
+                backup: d.entry(names::DISCARD),
+                marker: Some(d.restore_marker()),
+            }
+        );
+        // Once version.txt holds the step's pair, the journal is stale and goes.
+        fs::remove_dir_all(d.restore_path()).unwrap();
+        fs::remove_file(d.restore_marker()).unwrap();
+        fs::remove_dir_all(d.entry(names::DISCARD)).unwrap();
+        fs::create_dir_all(d.member_path()).unwrap();
+        fs::write(d.path().join("version.txt"), "3.4.23/etcd3").unwrap();
+        assert_eq!(
+            Leftovers::scan(&d).items,
+            vec![Leftover::Remove(d.entry(names::STEP_JOURNAL))]
         );
         fs::remove_dir_all(&t).unwrap();
     }

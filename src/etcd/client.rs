@@ -12,6 +12,16 @@ use ureq::tls::{Certificate, ClientCert, PemItem, PrivateKey, RootCerts, TlsConf
 use ureq::unversioned::resolver::{self, DefaultResolver, ResolvedSocketAddrs};
 use ureq::unversioned::transport::{DefaultConnector, NextTimeout};
 
+/// The path prefix of etcd `version`'s JSON gateway: `/v3` from 3.4, `/v3beta` in 3.3,
+/// `/v3alpha` before (3.3 still has `/v3alpha`; 3.4 has all three, 3.5 dropped the old ones).
+pub fn gateway_prefix(major: u64, minor: u64) -> &'static str {
+    match (major, minor) {
+        (3, m) if m <= 2 => "/v3alpha",
+        (3, 3) => "/v3beta",
+        _ => "/v3",
+    }
+}
+
 /// Largest body we accept from etcd unless a caller says otherwise.
 pub const DEFAULT_BODY_LIMIT: u64 = 64 * 1024 * 1024;
 

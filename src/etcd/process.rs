@@ -559,13 +559,19 @@ fn probe_ready(client: &HttpClient, base: &str) -> Result<(), String> {
         return Err(format!("/health answered {}", health.trim()));
     }
     // A linearizable read of one key (the empty range at "\0") proves a leader serves reads.
-    client
-        .post_json(
-            &format!("{base}/v3/kv/range"),
+    // etcd 3.3 serves its gateway under /v3beta only (404 on /v3).
+    let range = |prefix: &str| {
+        client.post_json(
+            &format!("{base}{prefix}/kv/range"),
             &serde_json::json!({"key": "AA=="}),
             timeout,
         )
-        .map_err(|e| e.to_string())?;
+    };
+    match range("/v3") {
+        Err(crate::etcd::client::ClientError::Status { status: 404, .. }) => range("/v3beta"),
+        other => other,
+    }
+    .map_err(|e| e.to_string())?;
     Ok(())
 }
 

@@ -4,8 +4,10 @@
 //! - [`plan`]: (current, target, bundled) -> steps (pure).
 //! - [`preflight`]: checks of the data dir and flags that refuse before any step.
 //! - [`run`]: lock, recovery, pre-flight and the steps themselves (files and processes).
+//! - [`verify`]: each step proves it kept the data (keyspace hash before and after).
 
 pub mod config;
 pub mod plan;
 pub mod preflight;
 pub mod run;
+pub mod verify;

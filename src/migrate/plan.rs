@@ -7,7 +7,12 @@
 //! - same minor, or one minor behind the target: only rewrite `version.txt` (the target etcd
 //!   does the last hop itself on start);
 //! - further behind: start the highest bundled patch of every intermediate minor in turn;
-//! - one minor ahead: snapshot downgrade; two or more: refused;
+//! - one minor ahead: snapshot downgrade up to 3.5 data; from 3.6 data (which carries a
+//!   storage version) `etcdutl-<cur> migrate --target-version <minor>` on the stopped data dir,
+//!   as etcd's 3.6 downgrade guide says; two or more: refused;
+//! - into 3.6 from 3.5: etcd's upgrade guide wants the 3.5 member on >= 3.5.24 first
+//!   ([`V3_6_FROM_3_5_FLOOR`]), so an older 3.5 patch is started on the highest bundled 3.5
+//!   at or above it first (refused when none is bundled);
 //! - storage etcd3 -> etcd2 last, by the rollback2 library;
 //! - anything else (another major, a missing intermediate minor): an error naming what is
 //!   missing, never a loop.
@@ -37,7 +42,18 @@ pub enum Step {
     /// Back up to `<dir>.bak`, convert v3 -> v2 with the rollback2 library; then
     /// `version.txt` := `to/etcd2`.
     RollbackV3ToV2 { from: EtcdVersion, to: EtcdVersion },
+    /// One minor down from 3.6 or later: back up to `<dir>.bak`, then `etcdutl-<run> migrate
+    /// --data-dir <dir> --target-version <to's minor>` on the stopped data dir (in place;
+    /// idempotent, so a rerun after a crash redoes it); then `version.txt` := `to/etcd3`.
+    SchemaDowngrade {
+        current: EtcdVersion,
+        run: EtcdVersion,
+        to: EtcdVersion,
+    },
 }
+
+/// etcd's 3.5 -> 3.6 upgrade guide: every 3.5 member must run 3.5.24 or later before 3.6.
+pub const V3_6_FROM_3_5_FLOOR: (u64, u64, u64) = (3, 5, 24);
 
 impl Step {
     /// The pair `version.txt` holds once this step is done.
@@ -45,7 +61,9 @@ impl Step {
         match self {
             Step::WriteVersion { to } => to.clone(),
             Step::Upgrade { to, storage } => VersionPair::new(to.clone(), *storage),
-            Step::Downgrade { to, .. } => VersionPair::new(to.clone(), Storage::Etcd3),
+            Step::Downgrade { to, .. } | Step::SchemaDowngrade { to, .. } => {
+                VersionPair::new(to.clone(), Storage::Etcd3)
+            }
             Step::MigrateV2ToV3 { at } => VersionPair::new(at.clone(), Storage::Etcd3),
             Step::RollbackV3ToV2 { to, .. } => VersionPair::new(to.clone(), Storage::Etcd2),
         }
@@ -62,6 +80,7 @@ impl Step {
                 restore_tool(to),
             ],
             Step::MigrateV2ToV3 { at } => vec![format!("etcdctl-{at}"), format!("etcd-{at}")],
+            Step::SchemaDowngrade { run, .. } => vec![format!("etcdutl-{run}")],
         }
     }
 }
@@ -104,6 +123,12 @@ impl fmt::Display for Step {
                     "storage etcd3 -> etcd2: rollback2 converts {from} v3 data for etcd {to}"
                 )
             }
+            Step::SchemaDowngrade { current, run, to } => write!(
+                f,
+                "downgrade {current} -> {to}: etcdutl-{run} migrate --target-version {} on the \
+                 stopped data dir (after a backup)",
+                to.minor_string()
+            ),
         }
     }
 }
@@ -229,11 +254,12 @@ fn version_steps(
             ),
         });
     }
-    if c.minor() == t.minor() || c.minor() + 1 == t.minor() {
+    if c.minor() == t.minor() {
         return Ok(vec![Step::WriteVersion { to: target }]);
     }
     if c.minor() < t.minor() {
         let mut steps = Vec::new();
+        let mut at = c.clone();
         for minor in c.minor() + 1..t.minor() {
             let v = highest_of_minor(bundled, c.major(), minor).ok_or_else(|| {
                 PlanError::MinorNotBundled {
@@ -242,8 +268,21 @@ fn version_steps(
                     bundled: bundled.to_vec(),
                 }
             })?;
+            if let Some(floor) = patch_floor_before(&at, &v, bundled, original, &target)? {
+                steps.push(Step::Upgrade {
+                    to: floor.clone(),
+                    storage: cur.storage,
+                });
+            }
             steps.push(Step::Upgrade {
-                to: v,
+                to: v.clone(),
+                storage: cur.storage,
+            });
+            at = v;
+        }
+        if let Some(floor) = patch_floor_before(&at, t, bundled, original, &target)? {
+            steps.push(Step::Upgrade {
+                to: floor,
                 storage: cur.storage,
             });
         }
@@ -264,14 +303,28 @@ fn version_steps(
             highest_of_minor(bundled, c.major(), c.minor()).ok_or_else(|| {
                 PlanError::MinorNotBundled {
                     minor: c.minor_string(),
-                    why: format!(
-                        "the downgrade must start etcd {} to take a snapshot",
-                        c.minor_string()
-                    ),
+                    why: if (c.major(), c.minor()) >= (3, 6) {
+                        format!(
+                            "the downgrade runs etcdutl {} migrate on the data",
+                            c.minor_string()
+                        )
+                    } else {
+                        format!(
+                            "the downgrade must start etcd {} to take a snapshot",
+                            c.minor_string()
+                        )
+                    },
                     bundled: bundled.to_vec(),
                 }
             })?
         };
+        if (c.major(), c.minor()) >= (3, 6) {
+            return Ok(vec![Step::SchemaDowngrade {
+                current: c.clone(),
+                run,
+                to: t.clone(),
+            }]);
+        }
         return Ok(vec![Step::Downgrade {
             current: c.clone(),
             run,
@@ -282,6 +335,34 @@ fn version_steps(
         current: cur.clone(),
         target,
     })
+}
+
+/// The 3.5 patch to run before the hop from `at` (3.5.x) into `t` (3.6+): `None` when `at`
+/// is already at or above [`V3_6_FROM_3_5_FLOOR`] or the hop does not cross into 3.6.
+fn patch_floor_before(
+    at: &EtcdVersion,
+    t: &EtcdVersion,
+    bundled: &[EtcdVersion],
+    original: &VersionPair,
+    target: &VersionPair,
+) -> Result<Option<EtcdVersion>, PlanError> {
+    let (fm, fn_, fp) = V3_6_FROM_3_5_FLOOR;
+    let floor = EtcdVersion::new(fm, fn_, fp);
+    if (at.major(), at.minor()) != (fm, fn_) || (t.major(), t.minor()) < (3, 6) || *at >= floor {
+        return Ok(None);
+    }
+    match highest_of_minor(bundled, fm, fn_).filter(|v| *v >= floor) {
+        Some(v) => Ok(Some(v)),
+        None => Err(PlanError::NoRule {
+            current: original.clone(),
+            target: target.clone(),
+            why: format!(
+                "etcd's upgrade guide requires every 3.5 member to run etcd >= {floor} before \
+                 3.6, and no such 3.5 is bundled (bundled: {}); bundle etcd {floor} or later",
+                join(bundled)
+            ),
+        }),
+    }
 }
 
 /// Which version's `etcdctl migrate` converts etcd2 data: the current minor for 3.0-3.4 data,
@@ -523,9 +604,109 @@ mod tests {
     }
 
     #[test]
+    fn from_3_6_one_minor_down_is_etcdutl_migrate_of_the_current_minor() {
+        let bundle = b("3.4.37,3.5.30,3.6.5");
+        let down = |cur: &str, run: &str, to: &str| Step::SchemaDowngrade {
+            current: v(cur),
+            run: v(run),
+            to: v(to),
+        };
+        assert_eq!(
+            plan(&p("3.6.5/etcd3"), &p("3.5.30/etcd3"), &bundle),
+            Ok(vec![down("3.6.5", "3.6.5", "3.5.30")])
+        );
+        // Current patch not bundled: the bundled 3.6 knows the same schema.
+        assert_eq!(
+            plan(&p("3.6.2/etcd3"), &p("3.5.30/etcd3"), &bundle),
+            Ok(vec![down("3.6.2", "3.6.5", "3.5.30")])
+        );
+        let s = down("3.6.5", "3.6.5", "3.5.30");
+        assert_eq!(s.binaries(), vec!["etcdutl-3.6.5"]);
+        assert!(s.to_string().contains("--target-version 3.5"), "{s}");
+        assert_eq!(s.result(), p("3.5.30/etcd3"));
+        // 3.7 -> 3.6 likewise; two minors down stays refused.
+        assert_eq!(
+            plan(&p("3.7.0/etcd3"), &p("3.6.5/etcd3"), &b("3.6.5,3.7.0")),
+            Ok(vec![down("3.7.0", "3.7.0", "3.6.5")])
+        );
+        assert!(matches!(
+            plan(&p("3.6.5/etcd3"), &p("3.4.37/etcd3"), &bundle),
+            Err(PlanError::TooFarDown { .. })
+        ));
+        // Up to 3.5 data the snapshot downgrade stays.
+        assert!(matches!(
+            plan(&p("3.5.30/etcd3"), &p("3.4.37/etcd3"), &bundle).unwrap()[..],
+            [Step::Downgrade { .. }]
+        ));
+    }
+
+    #[test]
+    fn into_3_6_the_3_5_data_must_have_run_3_5_24_or_later() {
+        // At or above the floor: 3.6 does the hop itself.
+        assert_eq!(
+            plan(&p("3.5.30/etcd3"), &p("3.6.5/etcd3"), &b("3.5.30,3.6.5")),
+            Ok(vec![w("3.6.5/etcd3")])
+        );
+        // Below it: the highest bundled 3.5 (>= the floor) runs first.
+        assert_eq!(
+            plan(
+                &p("3.5.21/etcd3"),
+                &p("3.6.5/etcd3"),
+                &b("3.5.21,3.5.30,3.6.5")
+            ),
+            Ok(vec![up("3.5.30"), w("3.6.5/etcd3")])
+        );
+        assert_eq!(
+            plan(
+                &p("3.4.23/etcd3"),
+                &p("3.6.5/etcd3"),
+                &b("3.4.23,3.5.30,3.6.5")
+            ),
+            Ok(vec![up("3.5.30"), w("3.6.5/etcd3")])
+        );
+        // No bundled 3.5 at the floor (the bundle 3.4.37 3.5.21 3.6.5): refused, saying so.
+        for cur in ["3.5.21/etcd3", "3.4.37/etcd3"] {
+            let e = plan(&p(cur), &p("3.6.5/etcd3"), &b("3.4.37,3.5.21,3.6.5")).unwrap_err();
+            assert!(matches!(e, PlanError::NoRule { .. }), "{e}");
+            assert!(e.to_string().contains("etcd >= 3.5.24 before 3.6"), "{e}");
+        }
+        // Also when 3.6 is an intermediate minor.
+        assert_eq!(
+            plan(
+                &p("3.4.23/etcd3"),
+                &p("3.7.0/etcd3"),
+                &b("3.4.23,3.5.30,3.6.0,3.7.0")
+            ),
+            Ok(vec![up("3.5.30"), up("3.6.0"), w("3.7.0/etcd3")])
+        );
+        assert_eq!(
+            plan(
+                &p("3.5.1/etcd3"),
+                &p("3.7.0/etcd3"),
+                &b("3.5.1,3.5.30,3.6.0,3.7.0")
+            ),
+            Ok(vec![up("3.5.30"), up("3.6.0"), w("3.7.0/etcd3")])
+        );
+        let e = plan(
+            &p("3.4.23/etcd3"),
+            &p("3.7.0/etcd3"),
+            &b("3.4.23,3.5.1,3.6.0,3.7.0"),
+        );
+        assert!(e.unwrap_err().to_string().contains("3.5.24"));
+        // Moves that do not enter 3.6 are not affected.
+        assert_eq!(
+            plan(&p("3.5.0/etcd3"), &p("3.5.21/etcd3"), &b("3.5.21,3.6.5")),
+            Ok(vec![w("3.5.21/etcd3")])
+        );
+    }
+
+    #[test]
     fn every_step_result_chains_to_the_target() {
-        let bundle = b("3.2.32,3.3.17,3.4.18,3.4.23,3.5.0,3.5.1");
+        let bundle = b("3.2.32,3.3.17,3.4.18,3.4.23,3.5.0,3.5.1,3.5.30,3.6.5");
         let all = [
+            "3.5.30/etcd3",
+            "3.6.5/etcd3",
+            "3.6.0/etcd3",
             "3.2.0/etcd3",
             "3.3.17/etcd3",
             "3.4.18/etcd3",

@@ -46,6 +46,9 @@ const TOOL_TIMEOUT: Duration = Duration::from_secs(600);
 const STOP_GRACE: Duration = Duration::from_secs(120);
 /// TTL of the lease attached to the keys under `--ttl-keys-directory` after etcd2 -> etcd3.
 const TTL_LEASE_SECONDS: u64 = 3600;
+/// How long a cluster member's etcd keeps running after it saw every member run the step's
+/// etcd, so the slowest one gets ready with a quorum.
+const PEER_GRACE: Duration = Duration::from_secs(2);
 /// Test-only hook: when this env var names a crash point, migrate SIGKILLs itself there.
 pub const CRASH_POINT_ENV: &str = "ETCDTOOLS_MIGRATE_CRASH_AT";
 
@@ -316,6 +319,7 @@ pub fn run(cfg: &Config) -> Result<Outcome, MigrateError> {
         // A detected version is recorded, so the next run need not detect again.
         write_version_file(data.path(), &cfg.target)?;
         finish_v2v3_journal(&data)?;
+        super::verify::finish_step(&data)?;
         return Ok(Outcome::AlreadyAtTarget);
     }
     log::info!(
@@ -331,11 +335,16 @@ pub fn run(cfg: &Config) -> Result<Outcome, MigrateError> {
         cfg,
         data: &data,
         client: HttpClient::plain(),
+        step_no: Default::default(),
+        last_after: Default::default(),
     };
-    for step in &steps {
+    let (mut at, mut served) = (current.clone(), None);
+    for (i, step) in steps.iter().enumerate() {
         let started = Instant::now();
-        runner.step(step)?;
+        served = runner.verified_step(i + 1, step, &at, served)?;
         write_version_file(data.path(), &step.result())?;
+        super::verify::finish_step(&data)?;
+        at = step.result();
         crash_point("after-version-write");
         log::info!(
             "done in {:?}: {step}; version.txt is {}",
@@ -450,11 +459,17 @@ fn preflight(
     }
     // Also before a version.txt-only step: the etcd started next must not meet them either.
     check_paths(&view.files_dir)?;
+    // verify backs a lone member up before an upgrade step (a cluster member's is not verified).
+    let lone = cfg.initial_cluster.split(',').count() == 1;
     let destructive = steps.iter().any(|s| {
-        matches!(
-            s,
-            Step::Downgrade { .. } | Step::MigrateV2ToV3 { .. } | Step::RollbackV3ToV2 { .. }
-        )
+        (lone && matches!(s, Step::Upgrade { .. }))
+            || matches!(
+                s,
+                Step::Downgrade { .. }
+                    | Step::MigrateV2ToV3 { .. }
+                    | Step::RollbackV3ToV2 { .. }
+                    | Step::SchemaDowngrade { .. }
+            )
     });
     super::preflight::check_steps(cfg, data, view, steps).map_err(MigrateError::Preflight)?;
     if !destructive {
@@ -610,7 +625,19 @@ fn step_uses(cfg: &Config, data: &DataDir, step: &Step) -> Vec<String> {
     let e = |name: &str| data.entry(name).display().to_string();
     let d = data.path().display();
     let writes: Vec<String> = match step {
-        Step::WriteVersion { .. } | Step::Upgrade { .. } => vec![],
+        Step::WriteVersion { .. } => vec![],
+        // A lone member's in-place steps are backed up first (src/migrate/verify.rs).
+        Step::Upgrade { .. } | Step::SchemaDowngrade { .. } => vec![
+            format!(
+                "{} -> {} (backup, replaced; put back if the step changed the data)",
+                e(names::BACKUP_TMP),
+                e(names::BACKUP)
+            ),
+            format!(
+                "{} (marker: the backup is of the data before this step)",
+                e(names::STEP_JOURNAL)
+            ),
+        ],
         Step::Downgrade { .. } => vec![
             e(names::SNAPSHOT),
             format!("{} (restored member/ and version.txt)", e(names::RESTORE)),
@@ -670,23 +697,35 @@ fn print_dry(lines: Vec<String>) -> Result<Outcome, MigrateError> {
     Ok(Outcome::DryRun)
 }
 
-struct Runner<'a> {
-    cfg: &'a Config,
-    data: &'a DataDir,
-    client: HttpClient,
+pub(super) struct Runner<'a> {
+    pub(super) cfg: &'a Config,
+    pub(super) data: &'a DataDir,
+    pub(super) client: HttpClient,
+    /// The step running now (1-based), for messages of `verify`.
+    pub(super) step_no: std::cell::Cell<usize>,
+    /// What the step's target etcd served when the step itself read it (`verify`).
+    pub(super) last_after: std::cell::Cell<Option<super::verify::Fingerprint>>,
 }
 
 impl Runner<'_> {
-    fn step(&self, step: &Step) -> Result<(), MigrateError> {
+    pub(super) fn step(&self, step: &Step) -> Result<(), MigrateError> {
         match step {
             Step::WriteVersion { .. } => Ok(()),
             Step::Upgrade { to, .. } => {
                 log::info!("upgrading etcd to {to}");
                 let etcd = self.start_etcd(to)?;
-                self.stop_etcd(etcd)
+                if !self.single_member() {
+                    self.wait_for_peers(to);
+                    return self.stop_etcd(etcd);
+                }
+                let served = self.record(to, "after the step");
+                self.stop_etcd(etcd)?;
+                self.last_after.set(Some(served?));
+                Ok(())
             }
             Step::Downgrade { current, run, to } => self.downgrade(current, run, to),
             Step::MigrateV2ToV3 { at } => self.v2_to_v3(at),
+            Step::SchemaDowngrade { run, to, .. } => self.schema_downgrade(run, to),
             Step::RollbackV3ToV2 { from, to } => {
                 log::info!("Backup and remove all existing v2 data (from {from})");
                 self.data.backup_copy()?;
@@ -701,12 +740,12 @@ impl Runner<'_> {
         }
     }
 
-    fn client_url(&self) -> String {
+    pub(super) fn client_url(&self) -> String {
         format!("http://127.0.0.1:{}", self.cfg.port)
     }
 
     /// The original's argv order, without the deprecated `--debug`.
-    fn etcd_args(&self) -> Vec<String> {
+    fn etcd_args(&self, data_dir: &Path) -> Vec<String> {
         let c = self.cfg;
         let mut args = vec![
             "--name".into(),
@@ -714,7 +753,7 @@ impl Runner<'_> {
             "--initial-cluster".into(),
             c.initial_cluster.clone(),
             "--data-dir".into(),
-            self.data.path().display().to_string(),
+            data_dir.display().to_string(),
             "--listen-client-urls".into(),
             c.listen_client_urls.clone(),
             "--advertise-client-urls".into(),
@@ -728,16 +767,25 @@ impl Runner<'_> {
         args
     }
 
-    fn start_etcd(&self, version: &EtcdVersion) -> Result<EtcdProcess, MigrateError> {
+    pub(super) fn start_etcd(&self, version: &EtcdVersion) -> Result<EtcdProcess, MigrateError> {
+        self.start_etcd_on(version, self.data.path())
+    }
+
+    /// Starts etcd `version` on `data_dir` (the data dir, or a restored copy beside it).
+    pub(super) fn start_etcd_on(
+        &self,
+        version: &EtcdVersion,
+        data_dir: &Path,
+    ) -> Result<EtcdProcess, MigrateError> {
         let mut spec = EtcdSpec::single(
             &self.cfg.bin_dir.join(format!("etcd-{version}")),
             &self.cfg.name,
-            self.data.path(),
+            data_dir,
             self.cfg.port,
             self.cfg.peer_port,
         );
         spec.client_urls = vec![self.client_url()];
-        let mut etcd = EtcdProcess::start_with_args(&spec, self.etcd_args())?;
+        let mut etcd = EtcdProcess::start_with_args(&spec, self.etcd_args(data_dir))?;
         crash_point("etcd-started");
         let took = etcd
             .wait_ready(&self.client, self.cfg.ready_timeout)
@@ -762,7 +810,39 @@ impl Runner<'_> {
         Ok(etcd)
     }
 
-    fn stop_etcd(&self, etcd: EtcdProcess) -> Result<(), MigrateError> {
+    /// A member of several must not stop its etcd while another member still waits for a
+    /// quorum (it would wait forever): wait until every other member of --initial-cluster runs
+    /// etcd `version` (its peer URL's /version), then [`PEER_GRACE`] more for the slowest one
+    /// to get ready. Bounded by --ready-timeout; a peer not seen is logged, not fatal.
+    fn wait_for_peers(&self, version: &EtcdVersion) {
+        let deadline = Instant::now() + self.cfg.ready_timeout;
+        let want = format!("\"etcdserver\":\"{version}\"");
+        let peers: Vec<&str> = self
+            .cfg
+            .initial_cluster
+            .split(',')
+            .filter_map(|m| m.split_once('='))
+            .filter(|(name, _)| *name != self.cfg.name)
+            .map(|(_, url)| url.trim_end_matches('/'))
+            .collect();
+        for peer in peers {
+            let url = format!("{peer}/version");
+            while !self
+                .client
+                .get_text(&url, Duration::from_secs(1), 4096)
+                .is_ok_and(|v| v.contains(&want))
+            {
+                if Instant::now() >= deadline {
+                    log::warn!("member at {peer} was not seen running etcd {version}");
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        std::thread::sleep(PEER_GRACE);
+    }
+
+    pub(super) fn stop_etcd(&self, etcd: EtcdProcess) -> Result<(), MigrateError> {
         let status = etcd.stop(STOP_GRACE)?;
         log::info!("Stopped etcd server {} ({status})", self.cfg.name);
         crash_point("etcd-stopped");
@@ -795,6 +875,11 @@ impl Runner<'_> {
                  rollback snapshot failed: {e}"
             ))
         })?;
+        let before = if self.single_member() {
+            Some(super::verify::before_downgrade(self, run)?)
+        } else {
+            None
+        };
         log::info!("Snapshotting etcd {run} to {}", snapshot.display());
         let tool = self.cfg.bin_dir.join(format!("etcdctl-{run}"));
         run_tool(
@@ -840,6 +925,9 @@ impl Runner<'_> {
         crash_point("restored");
         set_mode(&restore, mode)?;
         write_version_file(&restore, &VersionPair::new(to.clone(), Storage::Etcd3))?;
+        if let Some(before) = &before {
+            super::verify::after_downgrade(self, before, to, &restore)?;
+        }
         self.mark_restore_complete()?;
         crash_point("restore-complete");
         log::info!(
@@ -849,6 +937,37 @@ impl Runner<'_> {
         );
         self.swap_in_restore(&data.backup_path())?;
         remove_tree(&snapshot)?;
+        Ok(())
+    }
+
+    /// 3.6+ -> one minor down: etcdutl of the current minor rewrites the storage version in
+    /// place (a bbolt transaction, idempotent; `verify` backs the dir up first).
+    fn schema_downgrade(&self, run: &EtcdVersion, to: &EtcdVersion) -> Result<(), MigrateError> {
+        run_tool(
+            &self.cfg.bin_dir.join(format!("etcdutl-{run}")),
+            &[
+                "migrate".into(),
+                "--data-dir".into(),
+                self.data.path().display().to_string(),
+                "--target-version".into(),
+                to.minor_string(),
+            ],
+            &[],
+            TOOL_TIMEOUT,
+        )?;
+        Ok(())
+    }
+
+    /// `<dir>.bak` (kept) copied back into the data dir through the marked swap.
+    pub(super) fn put_back_backup(&self) -> Result<(), MigrateError> {
+        let data = self.data;
+        let restore = data.restore_path();
+        remove_tree(&restore)?;
+        copy_dir(&data.backup_path(), &restore)?;
+        self.mark_restore_complete()?;
+        let discard = data.entry(names::DISCARD);
+        self.swap_in_restore(&discard)?;
+        remove_tree(&discard)?;
         Ok(())
     }
 
@@ -877,13 +996,7 @@ impl Runner<'_> {
                  its backup {} before retrying",
                 data.backup_path().display()
             );
-            let restore = data.restore_path();
-            remove_tree(&restore)?;
-            copy_dir(&data.backup_path(), &restore)?;
-            self.mark_restore_complete()?;
-            let discard = data.entry(names::DISCARD);
-            self.swap_in_restore(&discard)?;
-            remove_tree(&discard)?;
+            self.put_back_backup()?;
         } else {
             log::info!(
                 "Backing up {} to {}",
@@ -912,7 +1025,7 @@ impl Runner<'_> {
         crash_point("v2v3-migrated");
         log::info!("Attaching leases to TTL entries");
         let etcd = self.start_etcd(at)?;
-        let attached = self.attach_leases();
+        let attached = self.attach_leases(at);
         let stopped = self.stop_etcd(etcd);
         let n = attached?;
         stopped?;
@@ -927,14 +1040,15 @@ impl Runner<'_> {
     /// `AttachLease`, without its nil dereference). Pages of 1000 keys; each batch of 100 is
     /// one txn that re-puts the keys with the lease only if every value is still the one read,
     /// so a concurrent writer is detected, as the original's previous-value check did.
-    fn attach_leases(&self) -> Result<usize, MigrateError> {
+    fn attach_leases(&self, at: &EtcdVersion) -> Result<usize, MigrateError> {
         const PAGE: u64 = 1000;
         const BATCH: usize = 100;
+        let gateway = crate::etcd::client::gateway_prefix(at.major(), at.minor());
         let base = self.client_url();
         let timeout = Duration::from_secs(30);
         let post = |path: &str, body: serde_json::Value| {
             self.client
-                .post_json(&format!("{base}{path}"), &body, timeout)
+                .post_json(&format!("{base}{gateway}{path}"), &body, timeout)
                 .map_err(|e| MigrateError::Other(format!("attaching leases: {e}")))
         };
         let field = |kv: &serde_json::Value, name: &str| {
@@ -956,7 +1070,7 @@ impl Runner<'_> {
         let mut attached = 0;
         loop {
             let page = post(
-                "/v3/kv/range",
+                "/kv/range",
                 json!({"key": from, "range_end": end, "limit": PAGE}),
             )?;
             let kvs = page
@@ -968,7 +1082,7 @@ impl Runner<'_> {
             let id = match &lease {
                 Some(id) => id.clone(),
                 None => {
-                    let grant = post("/v3/lease/grant", json!({"TTL": TTL_LEASE_SECONDS}))?;
+                    let grant = post("/lease/grant", json!({"TTL": TTL_LEASE_SECONDS}))?;
                     let id = grant
                         .get("ID")
                         .and_then(|i| i.as_str())
@@ -990,14 +1104,11 @@ impl Runner<'_> {
                     .iter()
                     .map(|kv| json!({"request_put": {"key": field(kv, "key"), "value": field(kv, "value"), "lease": id}}))
                     .collect();
-                let r = post(
-                    "/v3/kv/txn",
-                    json!({"compare": compare, "success": success}),
-                )?;
+                let r = post("/kv/txn", json!({"compare": compare, "success": success}))?;
                 if r.get("succeeded").and_then(|v| v.as_bool()) != Some(true) {
                     // Name the key that changed, as the original did.
                     for kv in chunk {
-                        let now = post("/v3/kv/range", json!({"key": field(kv, "key")}))?;
+                        let now = post("/kv/range", json!({"key": field(kv, "key")}))?;
                         let current = now
                             .get("kvs")
                             .and_then(|k| k.as_array())

@@ -192,7 +192,7 @@ pub fn answer(monitor: &Monitor, request: &Request, stream: &mut TcpStream) -> b
     } else {
         body
     };
-    let written = write_all_2(stream, &head_bytes, body);
+    let written = write_all_2(stream, &head_bytes, body, monitor.config.write_timeout);
     // The last writer of a shared answer keeps its buffer for a later scrape.
     if let Some(Ok(done)) = scrape.map(Arc::try_unwrap) {
         monitor.recycle(done.buffer.into_bytes());
@@ -214,7 +214,11 @@ pub fn answer(monitor: &Monitor, request: &Request, stream: &mut TcpStream) -> b
 }
 
 /// An error answer (400, 431) before closing the connection.
-pub fn write_error(stream: &mut TcpStream, status: u16) -> std::io::Result<()> {
+pub fn write_error(
+    stream: &mut TcpStream,
+    status: u16,
+    limit: std::time::Duration,
+) -> std::io::Result<()> {
     let body: &[u8] = match status {
         431 => b"request header too large\n",
         _ => b"bad request\n",
@@ -230,13 +234,14 @@ pub fn write_error(stream: &mut TcpStream, status: u16) -> std::io::Result<()> {
     };
     let mut head_bytes = Vec::with_capacity(256);
     head.write(&mut head_bytes);
-    write_all_2(stream, &head_bytes, body)
+    write_all_2(stream, &head_bytes, body, limit)
 }
 
 const TEXT_CONTENT_TYPE: &str = "text/plain; charset=utf-8";
 
 /// The status line and headers of an answer: identity encoding with `Content-Length`, never
-/// chunked; `Connection: close` when the connection ends after it.
+/// chunked; `Connection: close` when the connection ends after it, `Connection: keep-alive`
+/// when an HTTP/1.0 connection does not.
 struct ResponseHead<'a> {
     minor: u8,
     status: u16,
@@ -271,6 +276,9 @@ impl ResponseHead<'_> {
         }
         if self.close {
             out.extend_from_slice(b"Connection: close\r\n");
+        } else if self.minor == 0 {
+            // An HTTP/1.0 client keeps the connection only when told (RFC 9112 9.3).
+            out.extend_from_slice(b"Connection: keep-alive\r\n");
         }
         let _ = write!(out, "Content-Length: {}\r\n\r\n", self.content_length);
     }

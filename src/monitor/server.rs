@@ -476,14 +476,17 @@ impl Worker {
         if self.fill(&mut conn).is_err() {
             return self.shared.close(conn);
         }
+        // The time limit is checked here too: the poller's sweep sees only parked connections,
+        // and one whose data never stops is hardly ever parked.
+        let late = conn.since.elapsed() > self.shared.monitor.config.head_timeout;
         if conn.skip > 0 {
-            if conn.eof {
+            if conn.eof || late {
                 return self.shared.close(conn);
             }
             return self.shared.park(conn);
         }
         let (consumed, keep) = match parse_head(&conn.input, MAX_REQUEST_HEAD) {
-            Head::Partial if conn.eof => return self.shared.close(conn),
+            Head::Partial if conn.eof || (had_input && late) => return self.shared.close(conn),
             Head::Partial => {
                 // A head's time limit runs from its first byte.
                 if !had_input {
@@ -497,11 +500,19 @@ impl Worker {
                 (len, keep && !request.chunked)
             }
             Head::TooLarge => {
-                let _ = write_error(&mut conn.stream, 431);
+                let _ = write_error(
+                    &mut conn.stream,
+                    431,
+                    self.shared.monitor.config.write_timeout,
+                );
                 return self.shared.close(conn);
             }
             Head::Bad => {
-                let _ = write_error(&mut conn.stream, 400);
+                let _ = write_error(
+                    &mut conn.stream,
+                    400,
+                    self.shared.monitor.config.write_timeout,
+                );
                 return self.shared.close(conn);
             }
         };
@@ -556,11 +567,21 @@ impl Worker {
     }
 }
 
-/// Writes `head` and `body` with as few system calls as the socket takes (usually one).
-pub(super) fn write_all_2(stream: &mut TcpStream, head: &[u8], body: &[u8]) -> io::Result<()> {
+/// Writes `head` and `body` with as few system calls as the socket takes (usually one), all
+/// within `limit`. The socket's send timeout (also `limit`) bounds one call only: a client
+/// reading just fast enough to keep each call moving would otherwise hold the worker for as
+/// long as it likes, so after a partial write the next call gets only what is left.
+pub(super) fn write_all_2(
+    stream: &mut TcpStream,
+    head: &[u8],
+    body: &[u8],
+    limit: Duration,
+) -> io::Result<()> {
+    let deadline = Instant::now() + limit;
     let mut slices = [IoSlice::new(head), IoSlice::new(body)];
     let mut rest = &mut slices[..];
     IoSlice::advance_slices(&mut rest, 0);
+    let mut shortened = false;
     while !rest.is_empty() {
         match stream.write_vectored(rest) {
             Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
@@ -568,6 +589,19 @@ pub(super) fn write_all_2(stream: &mut TcpStream, head: &[u8], body: &[u8]) -> i
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => return Err(e),
         }
+        if !rest.is_empty() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                let why = format!("the client took more than {limit:?} to read the answer");
+                return Err(io::Error::new(io::ErrorKind::TimedOut, why));
+            }
+            stream.set_write_timeout(Some(left))?;
+            shortened = true;
+        }
+    }
+    if shortened {
+        // The next answer on this connection gets the whole limit again.
+        stream.set_write_timeout(Some(limit))?;
     }
     Ok(())
 }
@@ -774,5 +808,55 @@ mod tests {
         assert!(cap <= DEFAULT_MAX_CONNECTIONS);
         assert!(cap as u64 + RESERVED_FDS <= limit.max(RESERVED_FDS + 1));
         assert_eq!(connection_cap(Some(3)), 3);
+    }
+
+    /// SO_SNDTIMEO bounds one send call only: a client that reads just fast enough to keep
+    /// each call moving must still lose the answer once the whole write took `limit`.
+    #[test]
+    fn a_client_reading_just_fast_enough_is_cut_off_at_the_write_limit() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (mut server, _) = listener.accept().unwrap();
+        // Small buffers on both sides, so that the answer takes many calls.
+        let small: libc::c_int = 8 << 10;
+        set_option(
+            client.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUF,
+            &small,
+        )
+        .unwrap();
+        set_option(
+            server.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_SNDBUF,
+            &small,
+        )
+        .unwrap();
+        let limit = Duration::from_millis(300);
+        server.set_write_timeout(Some(limit)).unwrap();
+        // 4 KiB every 10 ms: every call moves, the whole answer would take about 10 s.
+        let reader = thread::spawn(move || {
+            let mut client = client;
+            let (mut buf, mut total) = ([0u8; 4096], 0);
+            loop {
+                match io::Read::read(&mut client, &mut buf) {
+                    Ok(0) | Err(_) => return total,
+                    Ok(n) => total += n,
+                }
+                thread::sleep(Duration::from_millis(10));
+            }
+        });
+        let body = vec![b'x'; 4 << 20];
+        let started = Instant::now();
+        let written = write_all_2(&mut server, b"head", &body, limit);
+        let took = started.elapsed();
+        drop(server);
+        let read = reader.join().unwrap();
+        eprintln!("{written:?} after {took:?}, {read} bytes read");
+        assert!(written.is_err(), "the whole answer was written");
+        // Cut off at the limit: what the reader took in about 300 ms, not most of the answer
+        // (without a limit on the whole write, it read nearly all in about 30 s).
+        assert!(read < body.len() / 4, "{read} bytes read in {took:?}");
     }
 }

@@ -10,20 +10,46 @@ use etcdtools::etcd::client::HttpClient;
 use etcdtools::etcd::process::{free_ports, EtcdProcess, EtcdSpec, ProcessError};
 
 /// The etcd versions this machine can have (see scripts/fetch-etcd.sh).
+pub const V3_3: &str = "3.3.25";
 pub const V3_4: &str = "3.4.23";
 pub const V3_5_0: &str = "3.5.0";
 pub const V3_5_1: &str = "3.5.1";
+pub const V3_5_16: &str = "3.5.16";
+pub const V3_5_30: &str = "3.5.30";
+/// Every version scripts/fetch-etcd.sh puts in the bin dir.
+pub const ALL_VERSIONS: [&str; 6] = [V3_3, V3_4, V3_5_0, V3_5_1, V3_5_16, V3_5_30];
+
+/// The highest version of `minor` (`"3.5"`) in the bin dir: what migrate picks when the files
+/// name only the minor and the bundle is the whole bin dir.
+pub fn highest_in_bin_dir(minor: &str) -> String {
+    let mut found: Vec<semver::Version> = std::fs::read_dir(etcd_bin_dir())
+        .unwrap()
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let v: semver::Version = name.strip_prefix("etcd-")?.parse().ok()?;
+            (format!("{}.{}", v.major, v.minor) == minor).then_some(v)
+        })
+        .collect();
+    found.sort();
+    found
+        .pop()
+        .unwrap_or_else(|| panic!("no etcd {minor}.x in the bin dir"))
+        .to_string()
+}
 
 /// The dir holding `etcd-<v>`, `etcdctl-<v>`, `etcdutl-<v>`: `$ETCD_BIN_DIR` or `.cache/etcd-bin`.
 pub fn etcd_bin_dir() -> PathBuf {
     let dir = std::env::var_os("ETCD_BIN_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join(".cache/etcd-bin"));
-    assert!(
-        dir.join(format!("etcd-{V3_4}")).exists(),
-        "no etcd binaries in {}: run ./scripts/fetch-etcd.sh (./scripts/test.sh does)",
-        dir.display()
-    );
+    for v in ALL_VERSIONS {
+        assert!(
+            dir.join(format!("etcd-{v}")).exists(),
+            "no etcd-{v} in {}: run ./scripts/fetch-etcd.sh (./scripts/test.sh does)",
+            dir.display()
+        );
+    }
     dir
 }
 

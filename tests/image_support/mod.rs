@@ -119,14 +119,20 @@ pub fn image() -> &'static Image {
     })
 }
 
-/// Containers and pods of earlier test processes that are gone (killed mid-test).
+/// Whether `name` is one of ours left by an earlier test process: its pid is gone, or is
+/// this process's own (a fresh CI container hands out the same pids every run, and nothing
+/// of this process exists yet when this runs, before the image is ready).
+fn is_leftover(name: &str, own_pid: u32, running: &dyn Fn(u32) -> bool) -> bool {
+    name.strip_prefix(NAME_PREFIX)
+        .and_then(|rest| rest.split('-').next())
+        .and_then(|pid| pid.parse().ok())
+        .is_some_and(|pid| pid == own_pid || !running(pid))
+}
+
+/// Containers and pods of earlier test processes (killed mid-test, or of an earlier CI run).
 fn remove_leftovers() {
-    let dead = |name: &str| {
-        name.strip_prefix(NAME_PREFIX)
-            .and_then(|rest| rest.split('-').next())
-            .map(|pid| !Path::new(&format!("/proc/{pid}")).exists())
-            .unwrap_or(false)
-    };
+    let running = |pid: u32| Path::new(&format!("/proc/{pid}")).exists();
+    let dead = |name: &str| is_leftover(name, std::process::id(), &running);
     let names = |args: &[&str]| {
         let out = output(podman(args));
         String::from_utf8_lossy(&out.stdout)
@@ -158,8 +164,10 @@ impl Container {
         let name = unique_name(label);
         let mut cmd = podman(&["run", "-d", "--name", &name]);
         cmd.args(args);
+        // Made first: a run that created the container and then failed still removes it.
+        let container = Container { name };
         ok(cmd);
-        Container { name }
+        container
     }
 
     /// `Some(exit code)` once the container has exited.
@@ -222,17 +230,20 @@ pub struct KubePod {
 
 impl KubePod {
     pub fn play(file: &Path) -> KubePod {
-        ok(podman(&["kube", "play", &file.display().to_string()]));
-        KubePod {
+        // Made first: a play that created the pod and then failed still takes it down.
+        let pod = KubePod {
             file: file.to_path_buf(),
             up: true,
-        }
+        };
+        ok(podman(&["kube", "play", &file.display().to_string()]));
+        pod
     }
 
     pub fn down(&mut self) {
         if self.up {
-            self.up = false;
             ok(podman(&["kube", "down", &self.file.display().to_string()]));
+            // Only now: a down that failed is tried again when dropped.
+            self.up = false;
         }
     }
 }
@@ -245,6 +256,28 @@ impl Drop for KubePod {
     }
 }
 
+/// `podman image mount` of an image; unmounted when dropped (also when the test fails).
+pub struct MountedImage {
+    tag: String,
+    pub path: PathBuf,
+}
+
+impl MountedImage {
+    pub fn mount(tag: &str) -> MountedImage {
+        let path = ok(podman(&["image", "mount", tag]));
+        MountedImage {
+            tag: tag.to_string(),
+            path: PathBuf::from(path.trim()),
+        }
+    }
+}
+
+impl Drop for MountedImage {
+    fn drop(&mut self) {
+        let _ = output(podman(&["image", "unmount", &self.tag]));
+    }
+}
+
 /// `text` with each `(from, to)` replaced; each `from` must occur (a manifest that changed
 /// under the test fails it instead of being tested half-filled).
 pub fn fill(text: &str, replacements: &[(&str, String)]) -> String {
@@ -254,4 +287,14 @@ pub fn fill(text: &str, replacements: &[(&str, String)]) -> String {
         out = out.replace(from, to);
     }
     out
+}
+
+#[test]
+fn leftovers_are_of_gone_processes_or_of_an_earlier_process_with_this_pid() {
+    let running = |pid: u32| pid == 7 || pid == 42;
+    assert!(is_leftover("etcdtools-test-9-0-boot-3.5.1", 42, &running));
+    assert!(is_leftover("etcdtools-test-42-3-etcd", 42, &running));
+    assert!(!is_leftover("etcdtools-test-7-3-etcd", 42, &running));
+    assert!(!is_leftover("etcdtools-test-x-3-etcd", 42, &running));
+    assert!(!is_leftover("someone-else-9", 42, &running));
 }

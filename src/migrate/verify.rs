@@ -1,0 +1,454 @@
+//! Every step proves it kept the data. Before a step, what the member serves is recorded: the
+//! key count and a hash over every key, value, create/mod revision, version and lease of the
+//! live keyspace, read through the JSON gateway in pages at one revision, plus `HashKV` at that
+//! revision where the gateway has it (later 3.5 patches). After the step the target etcd must serve the
+//! same, or the migration fails with `step N changed the data (...)` and the data dir is put
+//! back. The figures go to the log.
+//!
+//! Which steps: those that change the data dir and have a bundled etcd on both sides:
+//! - `Upgrade`, `SchemaDowngrade` (in place): backup to `<dir>/.bak` and the journal
+//!   `<dir>/.step-backup` (holding the step's result) first; before = the previous verified
+//!   step's after, else the current version started once; after = read while the step's etcd
+//!   runs (Upgrade) or the target started once. A mismatch puts the backup back. A rerun after
+//!   a crash inside the step finds the journal (whose result `version.txt` does not hold yet)
+//!   and puts the backup back before redoing the step.
+//! - `Downgrade`: before = read from the etcd that takes the snapshot; after = the target
+//!   started on `<dir>/.restore` before the swap, so a mismatch leaves the data dir untouched.
+//! - A member of several (`--initial-cluster`) is not verified (logged): an extra etcd start
+//!   only gets ready with every member at the same point, and even a read while the step's
+//!   etcd runs lets the first two members stop before the third is ready.
+//! - `WriteVersion` changes no data; `MigrateV2ToV3`/`RollbackV3ToV2` change the storage
+//!   kind (the keyspace is not comparable through one API): logged as not verified here.
+
+use std::fmt;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use super::plan::Step;
+use super::run::{MigrateError, Runner};
+use crate::datadir::{remove_tree, DataDir};
+use crate::etcd::client::{gateway_prefix, ClientError, HttpClient};
+use crate::version::{sync_dir, EtcdVersion, VersionPair};
+
+/// Keys per range request; shrunk when a page would exceed the client's body limit.
+const PAGE: u64 = 10_000;
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// What a member serves, in brief.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fingerprint {
+    pub revision: i64,
+    pub keys: u64,
+    /// FNV-1a 64 over every live key's fields, length-prefixed, in key order.
+    pub hash: u64,
+    /// etcd's own `HashKV` at `revision`, where the gateway serves it.
+    pub hash_kv: Option<u32>,
+}
+
+impl fmt::Display for Fingerprint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} keys at revision {}, hash {:016x}",
+            self.keys, self.revision, self.hash
+        )?;
+        if let Some(h) = self.hash_kv {
+            write!(f, ", HashKV {h}")?;
+        }
+        Ok(())
+    }
+}
+
+/// The differences between `before` and `after`; `Ok` when the after serves the same.
+/// `HashKV` is compared only when both sides served it.
+pub fn compare(before: &Fingerprint, after: &Fingerprint) -> Result<(), String> {
+    let mut diffs = Vec::new();
+    if before.keys != after.keys {
+        diffs.push(format!("{} keys before, {} after", before.keys, after.keys));
+    }
+    if before.revision != after.revision {
+        diffs.push(format!(
+            "revision {} before, {} after",
+            before.revision, after.revision
+        ));
+    }
+    if before.hash != after.hash {
+        diffs.push(format!(
+            "keyspace hash {:016x} before, {:016x} after",
+            before.hash, after.hash
+        ));
+    }
+    if let (Some(a), Some(b)) = (before.hash_kv, after.hash_kv) {
+        if a != b {
+            diffs.push(format!("HashKV {a} before, {b} after"));
+        }
+    }
+    if diffs.is_empty() {
+        Ok(())
+    } else {
+        Err(diffs.join(", "))
+    }
+}
+
+struct Fnv(u64);
+
+impl Fnv {
+    fn new() -> Fnv {
+        Fnv(0xcbf2_9ce4_8422_2325)
+    }
+    fn field(&mut self, bytes: &[u8]) {
+        for b in (bytes.len() as u64).to_le_bytes().iter().chain(bytes) {
+            self.0 ^= u64::from(*b);
+            self.0 = self.0.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+}
+
+fn int(v: &Value) -> i64 {
+    v.as_str()
+        .and_then(|s| s.parse().ok())
+        .or_else(|| v.as_i64())
+        .unwrap_or(0)
+}
+
+/// The gateway prefix `version` should serve, else the first of `/v3`, `/v3beta` that does.
+fn gateway(client: &HttpClient, base: &str, version: &EtcdVersion) -> Result<&'static str, String> {
+    let mut last = None;
+    for gw in [
+        gateway_prefix(version.major(), version.minor()),
+        "/v3",
+        "/v3beta",
+    ] {
+        let probe = client.post_json(
+            &format!("{base}{gw}/kv/range"),
+            &json!({"key": "AA=="}),
+            REQUEST_TIMEOUT,
+        );
+        match probe {
+            Err(e @ ClientError::Status { status: 404, .. }) => last = Some(e),
+            Err(e) => return Err(format!("reading the keyspace: {e}")),
+            Ok(_) => return Ok(gw),
+        }
+    }
+    Err(format!(
+        "reading the keyspace: no JSON gateway found: {}",
+        last.map(|e| e.to_string()).unwrap_or_default()
+    ))
+}
+
+/// Reads the whole live keyspace of the etcd `version` at `base` in pages at one revision.
+pub fn fingerprint(
+    client: &HttpClient,
+    base: &str,
+    version: &EtcdVersion,
+) -> Result<Fingerprint, String> {
+    let gw = gateway(client, base, version)?;
+    let url = format!("{base}{gw}/kv/range");
+    let (mut from, mut revision, mut limit) = (vec![0u8], 0i64, PAGE);
+    let (mut fnv, mut keys) = (Fnv::new(), 0u64);
+    loop {
+        let body = json!({"key": crate::base64::encode(&from), "range_end": "AA==",
+                          "limit": limit, "revision": revision.to_string()});
+        let mut page = match client.post_json(&url, &body, REQUEST_TIMEOUT) {
+            Err(ClientError::TooLarge { .. }) if limit > 1 => {
+                limit = (limit / 10).max(1);
+                continue;
+            }
+            r => r.map_err(|e| format!("reading the keyspace: {e}"))?,
+        };
+        if revision == 0 {
+            revision = int(&page["header"]["revision"]);
+        }
+        let kvs = match page.get_mut("kvs").map(Value::take) {
+            Some(Value::Array(kvs)) => kvs,
+            _ => Vec::new(),
+        };
+        for kv in &kvs {
+            for name in ["key", "value"] {
+                fnv.field(kv[name].as_str().unwrap_or("").as_bytes());
+            }
+            for name in ["create_revision", "mod_revision", "version", "lease"] {
+                fnv.field(&int(&kv[name]).to_le_bytes());
+            }
+        }
+        keys += kvs.len() as u64;
+        let more = page["more"].as_bool() == Some(true);
+        match kvs.last() {
+            Some(last) if more => {
+                from = crate::base64::decode(last["key"].as_str().unwrap_or(""))
+                    .ok_or("reading the keyspace: a key that is not base64")?;
+                from.push(0);
+            }
+            _ => break,
+        }
+    }
+    // The gateway maps HashKV in later 3.5 patches only (3.5.16 and 3.5.30 do, 3.5.1 not).
+    let hash_kv = match client.post_json(
+        &format!("{base}{gw}/maintenance/hashkv"),
+        &json!({"revision": revision.to_string()}),
+        REQUEST_TIMEOUT,
+    ) {
+        Ok(r) => r["hash"].as_u64().map(|h| h as u32),
+        Err(ClientError::Status { status: 404, .. }) => None,
+        Err(e) => return Err(format!("HashKV: {e}")),
+    };
+    Ok(Fingerprint {
+        revision,
+        keys,
+        hash: fnv.0,
+        hash_kv,
+    })
+}
+
+/// `<dir>/.step-backup`: an in-place step's backup is in `<dir>/.bak`; holds the step's
+/// result. The leftovers scan (`crate::datadir::leftovers`) knows it too.
+fn journal(data: &DataDir) -> PathBuf {
+    data.entry(crate::datadir::names::STEP_JOURNAL)
+}
+
+impl Runner<'_> {
+    /// The etcd at the migration's client URL, read now, with the figures logged.
+    pub(super) fn record(
+        &self,
+        version: &EtcdVersion,
+        when: &str,
+    ) -> Result<Fingerprint, MigrateError> {
+        let t = Instant::now();
+        let fp = fingerprint(&self.client, &self.client_url(), version).map_err(|e| {
+            MigrateError::Other(format!(
+                "step {}: cannot read what etcd {version} serves {when}: {e}",
+                self.step_no.get()
+            ))
+        })?;
+        log::info!(
+            "step {}: {when}, etcd {version} serves {fp} (read in {:?})",
+            self.step_no.get(),
+            t.elapsed()
+        );
+        Ok(fp)
+    }
+
+    /// `Err("step N changed the data (...)")` unless `after` serves what `before` did.
+    fn changed(&self, before: &Fingerprint, after: &Fingerprint) -> Result<(), String> {
+        let n = self.step_no.get();
+        compare(before, after).map_err(|diff| format!("step {n} changed the data ({diff})"))?;
+        log::info!("step {n}: the data is the same after the step");
+        Ok(())
+    }
+
+    /// Runs step `n` with its proof (see the module doc). `carried` is what the previous
+    /// verified step left the data serving; returns what this one leaves, when known.
+    pub(super) fn verified_step(
+        &self,
+        n: usize,
+        step: &Step,
+        current: &VersionPair,
+        carried: Option<Fingerprint>,
+    ) -> Result<Option<Fingerprint>, MigrateError> {
+        self.step_no.set(n);
+        let (run_before, target) = match step {
+            Step::Upgrade { to, .. } => (self.runnable(&current.version), to.clone()),
+            Step::SchemaDowngrade { run, to, .. } => (Some(run.clone()), to.clone()),
+            Step::Downgrade { .. } => {
+                if !self.single_member() {
+                    log::warn!("step {n}: not verified: this member is one of several");
+                }
+                self.step(step)?;
+                return Ok(self.last_after.take());
+            }
+            Step::WriteVersion { .. } => {
+                self.step(step)?;
+                log::info!("step {n}: version.txt only, no data touched");
+                return Ok(carried);
+            }
+            Step::MigrateV2ToV3 { .. } | Step::RollbackV3ToV2 { .. } => {
+                self.step(step)?;
+                log::warn!("step {n}: a storage conversion, not verified by a keyspace hash");
+                return Ok(None);
+            }
+        };
+        if !self.single_member() {
+            log::warn!(
+                "step {n}: not verified: this member is one of several (--initial-cluster); \
+                 reading or starting etcd once more would race the other members' migrate"
+            );
+            self.step(step)?;
+            return Ok(None);
+        }
+        let t = Instant::now();
+        self.backup_for_step(&step.result())?;
+        log::info!("step {n}: backed up in {:?}", t.elapsed());
+        let before = match (carried, run_before) {
+            (Some(fp), _) => Some(fp),
+            (None, Some(v)) => {
+                let t = Instant::now();
+                let etcd = self.start_etcd(&v)?;
+                let fp = self.record(&v, "before the step");
+                self.stop_etcd(etcd)?;
+                log::info!(
+                    "step {n}: extra start of etcd {v} to read the data took {:?}",
+                    t.elapsed()
+                );
+                Some(fp?)
+            }
+            (None, None) => {
+                log::warn!(
+                    "step {n}: not verified: no etcd {} is bundled to read the data before it",
+                    current.version.minor_string()
+                );
+                None
+            }
+        };
+        self.last_after.set(None);
+        self.step(step)?;
+        let after = match self.last_after.take() {
+            Some(fp) => fp,
+            None => {
+                let etcd = self.start_etcd(&target)?;
+                let fp = self.record(&target, "after the step");
+                self.stop_etcd(etcd)?;
+                fp?
+            }
+        };
+        if let Some(before) = &before {
+            if let Err(e) = self.changed(before, &after) {
+                self.put_back_backup()?;
+                finish_step(self.data)?;
+                return Err(MigrateError::Other(format!(
+                    "{e}; the data from before the step is back in {}, its backup is kept in {}",
+                    self.data.path().display(),
+                    self.data.backup_path().display()
+                )));
+            }
+        }
+        Ok(Some(after))
+    }
+
+    /// Extra etcd starts only get ready with a quorum: only a lone member makes them.
+    pub(super) fn single_member(&self) -> bool {
+        self.cfg.initial_cluster.split(',').count() == 1
+    }
+
+    /// The bundled etcd that reads `v`'s data: `v` itself, else its minor's highest patch.
+    fn runnable(&self, v: &EtcdVersion) -> Option<EtcdVersion> {
+        if self.cfg.bundled.contains(v) {
+            return Some(v.clone());
+        }
+        self.cfg
+            .bundled
+            .iter()
+            .filter(|b| b.major_minor_equals(v) && !b.is_prerelease())
+            .max()
+            .cloned()
+    }
+
+    /// Backs up to `<dir>.bak` with the journal; a journal left by a crash inside this same
+    /// step puts that backup back first.
+    fn backup_for_step(&self, result: &VersionPair) -> Result<(), MigrateError> {
+        let j = journal(self.data);
+        let io = |e: std::io::Error| MigrateError::Other(format!("{}: {e}", j.display()));
+        if j.exists() && self.data.backup_path().exists() {
+            let recorded = fs::read_to_string(&j).map_err(io)?;
+            if recorded.trim() == result.to_string() {
+                log::warn!(
+                    "an earlier run was interrupted inside this step; putting its backup {} back \
+                     before redoing it",
+                    self.data.backup_path().display()
+                );
+                return self.put_back_backup();
+            }
+        }
+        self.data.backup_copy()?;
+        fs::write(&j, result.to_string())
+            .and_then(|_| sync_dir(self.data.path()))
+            .map_err(io)
+    }
+}
+
+/// After `version.txt` holds a step's result, its journal is stale.
+pub fn finish_step(data: &DataDir) -> Result<(), MigrateError> {
+    remove_tree(&journal(data))?;
+    Ok(())
+}
+
+/// The start of a downgrade (lone members only): read the etcd that takes the snapshot.
+pub(super) fn before_downgrade(r: &Runner, run: &EtcdVersion) -> Result<Fingerprint, MigrateError> {
+    r.record(run, "before the step")
+}
+
+/// The end of a downgrade, before the swap: the target started on `restored` must serve
+/// what `before` recorded; else `restored` is dropped and the data dir stays as it was.
+pub(super) fn after_downgrade(
+    r: &Runner,
+    before: &Fingerprint,
+    to: &EtcdVersion,
+    restored: &Path,
+) -> Result<(), MigrateError> {
+    let t = Instant::now();
+    let etcd = r.start_etcd_on(to, restored)?;
+    let after = r.record(to, "after the restore");
+    r.stop_etcd(etcd)?;
+    log::info!(
+        "step {}: extra start of etcd {to} on the restored data took {:?}",
+        r.step_no.get(),
+        t.elapsed()
+    );
+    let after = after?;
+    if let Err(e) = r.changed(before, &after) {
+        remove_tree(restored)?;
+        return Err(MigrateError::Other(format!(
+            "{e}; the data dir {} was not changed",
+            r.data.path().display()
+        )));
+    }
+    r.last_after.set(Some(after));
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fp(keys: u64, revision: i64, hash: u64, hash_kv: Option<u32>) -> Fingerprint {
+        Fingerprint {
+            revision,
+            keys,
+            hash,
+            hash_kv,
+        }
+    }
+
+    #[test]
+    fn compare_names_every_difference() {
+        let a = fp(10, 20, 0xabc, Some(7));
+        assert_eq!(compare(&a, &a.clone()), Ok(()));
+        // HashKV is compared only when both sides have it (3.4 serves none).
+        assert_eq!(compare(&a, &fp(10, 20, 0xabc, None)), Ok(()));
+        let e = compare(&a, &fp(9, 21, 0xabd, Some(8))).unwrap_err();
+        assert_eq!(
+            e,
+            "10 keys before, 9 after, revision 20 before, 21 after, keyspace hash \
+             0000000000000abc before, 0000000000000abd after, HashKV 7 before, 8 after"
+        );
+        assert!(fp(3, 4, 5, Some(6))
+            .to_string()
+            .contains("3 keys at revision 4"));
+    }
+
+    #[test]
+    fn the_hash_sees_every_field_and_where_it_ends() {
+        let h = |fields: &[&[u8]]| {
+            let mut f = Fnv::new();
+            for x in fields {
+                f.field(x);
+            }
+            f.0
+        };
+        assert_ne!(h(&[b"ab", b"c"]), h(&[b"a", b"bc"]));
+        assert_ne!(h(&[b"a"]), h(&[b"b"]));
+        assert_eq!(h(&[b"a", b""]), h(&[b"a", b""]));
+    }
+}
