@@ -1515,26 +1515,17 @@ mod tests {
         s.set_dir("/1/d", None, 0).unwrap();
         let k_index = s.get("/1/k").unwrap().modified_index;
         use V2ErrorCode::*;
-        assert_eq!(
-            code(s.compare_and_swap("/", "", 0, "x", None, 0)),
-            Some(RootReadOnly)
-        );
-        assert_eq!(
-            code(s.compare_and_swap("/1/no", "", 0, "x", None, 0)),
-            Some(KeyNotFound)
-        );
-        assert_eq!(
-            code(s.compare_and_swap("/1/d", "", 0, "", None, 0)),
-            Some(NotFile)
-        );
-        assert_eq!(
-            code(s.compare_and_swap("/1/k", "w", 0, "x", None, 0)),
-            Some(TestFailed)
-        );
-        assert_eq!(
-            code(s.compare_and_swap("/1/k", "", 9, "x", None, 0)),
-            Some(TestFailed)
-        );
+        let swaps = [
+            ("/", "", 0, "x", RootReadOnly),
+            ("/1/no", "", 0, "x", KeyNotFound),
+            ("/1/d", "", 0, "", NotFile),
+            ("/1/k", "w", 0, "x", TestFailed),
+            ("/1/k", "", 9, "x", TestFailed),
+        ];
+        for (path, prev_value, prev_index, value, want) in swaps {
+            let r = s.compare_and_swap(path, prev_value, prev_index, value, None, 0);
+            assert_eq!(code(r), Some(want), "{path}");
+        }
         assert_eq!(code(s.update("/1/d", "x", None, 0)), Some(NotFile));
         assert!(s.update("/1/d", "", None, 0).is_ok());
         assert_eq!(code(s.update("/1/no", "x", None, 0)), Some(KeyNotFound));
