@@ -170,15 +170,17 @@ impl Site {
         spec.extra_args
             .extend(extra_args.iter().map(|s| s.to_string()));
         let etcd = TestEtcd::start_spec(version, spec);
+        let minor: u64 = version.split('.').nth(1).unwrap().parse().unwrap();
+        let prefix = etcdtools::etcd::client::gateway_prefix(3, minor);
         let mut kv = Kv::new();
         for i in 0..n {
             let k = format!("/registry/k{i:04}").into_bytes();
             let v = format!("value-{i}-{version}").into_bytes();
-            put(&etcd.client_url, &k, &v);
+            put_at(&etcd.client_url, prefix, &k, &v);
             kv.insert(k, v);
         }
         let (k, v) = (b"/registry/bin\x00\xff".to_vec(), vec![0u8, 1, 2, 255, 254]);
-        put(&etcd.client_url, &k, &v);
+        put_at(&etcd.client_url, prefix, &k, &v);
         kv.insert(k, v);
         drop(etcd);
         fs::write(self.data.join("version.txt"), format!("{version}/etcd3")).unwrap();
@@ -195,9 +197,14 @@ fn http() -> HttpClient {
 }
 
 fn put(url: &str, key: &[u8], value: &[u8]) {
+    put_at(url, "/v3", key, value)
+}
+
+/// `put` through the gateway prefix `prefix` (`/v3beta` on etcd 3.3).
+fn put_at(url: &str, prefix: &str, key: &[u8], value: &[u8]) {
     http()
         .post_json(
-            &format!("{url}/v3/kv/put"),
+            &format!("{url}{prefix}/kv/put"),
             &serde_json::json!({"key": b64::encode(key), "value": b64::encode(value)}),
             Duration::from_secs(10),
         )
@@ -1167,7 +1174,7 @@ fn a_second_run_through_another_spelling_waits_or_refuses_naming_the_holder() {
 
 /// Upgrades across three minors need more minors than exist here, so for the step SEQUENCING
 /// only, the data is real 3.4.23 data and the minors above are stand-ins: `etcd-3.5.30` logs
-/// its call and execs the real 3.5.30 (3.6 needs 3.5.24+ first), `etcd-3.6.0` logs and execs
+/// its call and execs the real 3.5.30 (3.6 needs 3.5.26+ first), `etcd-3.6.0` logs and execs
 /// the real 3.5.30 too (so the
 /// data stays 3.5 data, which version.txt then calls 3.6.0: version.txt is never older than the
 /// files, which migrate checks), `etcd-3.7.0` is the target and never runs. The hops themselves
@@ -1475,21 +1482,20 @@ fn a_mount_point_data_dir_is_downgraded_and_survives_a_kill_at_every_point() {
     });
 }
 
-/// The same for an upgrade that starts etcd: real 3.4.23 data to 3.5.1, so migrate starts
-/// etcd 3.5.1 on the mount point, then writes 3.5.1; killed at every crash point of that and
-/// at timed moments.
+/// The same for an upgrade that starts etcd: real etcd 3.3.25 data to 3.5.1, so migrate
+/// starts etcd 3.4.23 on the mount point, then writes 3.5.1; killed at every crash point of
+/// that and at timed moments.
 #[test]
-#[ignore = "integration: needs real etcd 3.3.25 data (the versions branch); un-ignored at its merge"]
 fn a_mount_point_data_dir_is_upgraded_through_a_minor_and_survives_a_kill_at_every_point() {
     let template = Site::new("mntup-template");
-    let kv = template.seed(V3_4, 50, &[]);
-    let timing = Mounted::new("mntup-timing", "300m");
+    let kv = template.seed(V3_3, 50, &[]);
+    let timing = Mounted::new("mntup-timing", "600m");
     timing.copy_from(&template);
     let t0 = Instant::now();
     let out = timing.site.migrate("3.5.1/etcd3");
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(
-        stderr(&out).contains("upgrading etcd to 3.5.1"),
+        stderr(&out).contains("upgrading etcd to 3.4.23"),
         "{}",
         stderr(&out)
     );
@@ -1503,7 +1509,7 @@ fn a_mount_point_data_dir_is_upgraded_through_a_minor_and_survives_a_kill_at_eve
         "after-version-write",
     ];
     in_parallel(crash_cases(points, full), move |label, delay| {
-        let m = Mounted::new("mntup-crash", "300m");
+        let m = Mounted::new("mntup-crash", "600m");
         m.copy_from(&template);
         crash_and_rerun(&m.site, label, delay, "3.5.1/etcd3", V3_5_1, &kv);
         m.check_layout(label);

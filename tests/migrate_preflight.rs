@@ -650,7 +650,7 @@ fn a_failed_etcd_is_quoted_with_its_cause() {
 
 /// The one case where files newer than version.txt are no guess: an upgrade step killed after
 /// etcd of the next minor ran and before version.txt recorded it. Real 3.4.23 data, target
-/// 3.6.0 (a stand-in that never runs: the plan starts the real 3.5.30, as 3.6 needs 3.5.24+
+/// 3.6.0 (a stand-in that never runs: the plan starts the real 3.5.30, as 3.6 needs 3.5.26+
 /// first, then writes 3.6.0); killed when the first etcd is ready, then 3.5.30 run so its version is surely in the log:
 /// the rerun goes on from 3.5.30 and ends at the target with every key.
 #[test]

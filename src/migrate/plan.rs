@@ -10,7 +10,8 @@
 //! - one minor ahead: snapshot downgrade up to 3.5 data; from 3.6 data (which carries a
 //!   storage version) `etcdutl-<cur> migrate --target-version <minor>` on the stopped data dir,
 //!   as etcd's 3.6 downgrade guide says; two or more: refused;
-//! - into 3.6 from 3.5: etcd's upgrade guide wants the 3.5 member on >= 3.5.24 first
+//! - into 3.6 from 3.5: etcd wants the 3.5 member on >= 3.5.26 first (zombie members; the
+//!   3.5.20 learner fix, etcd#19557, is below that floor too)
 //!   ([`V3_6_FROM_3_5_FLOOR`]), so an older 3.5 patch is started on the highest bundled 3.5
 //!   at or above it first (refused when none is bundled);
 //! - storage etcd3 -> etcd2 last, by the rollback2 library;
@@ -52,8 +53,10 @@ pub enum Step {
     },
 }
 
-/// etcd's 3.5 -> 3.6 upgrade guide: every 3.5 member must run 3.5.24 or later before 3.6.
-pub const V3_6_FROM_3_5_FLOOR: (u64, u64, u64) = (3, 5, 24);
+/// etcd's advice for 3.5 -> 3.6 (etcd.io blog, "Avoiding Zombie Cluster Members When Upgrading
+/// to etcd v3.6"): every 3.5 member runs 3.5.26 or later before 3.6; 3.5.26 syncs the v3
+/// store's members from the v2 store, which 3.6 takes as the truth.
+pub const V3_6_FROM_3_5_FLOOR: (u64, u64, u64) = (3, 5, 26);
 
 impl Step {
     /// The pair `version.txt` holds once this step is done.
@@ -641,7 +644,7 @@ mod tests {
     }
 
     #[test]
-    fn into_3_6_the_3_5_data_must_have_run_3_5_24_or_later() {
+    fn into_3_6_the_3_5_data_must_have_run_3_5_26_or_later() {
         // At or above the floor: 3.6 does the hop itself.
         assert_eq!(
             plan(&p("3.5.30/etcd3"), &p("3.6.5/etcd3"), &b("3.5.30,3.6.5")),
@@ -664,11 +667,11 @@ mod tests {
             ),
             Ok(vec![up("3.5.30"), w("3.6.5/etcd3")])
         );
-        // No bundled 3.5 at the floor (the bundle 3.4.37 3.5.21 3.6.5): refused, saying so.
-        for cur in ["3.5.21/etcd3", "3.4.37/etcd3"] {
-            let e = plan(&p(cur), &p("3.6.5/etcd3"), &b("3.4.37,3.5.21,3.6.5")).unwrap_err();
+        // No bundled 3.5 at the floor (3.5.25 is one below it): refused, saying so.
+        for cur in ["3.5.25/etcd3", "3.4.37/etcd3"] {
+            let e = plan(&p(cur), &p("3.6.5/etcd3"), &b("3.4.37,3.5.25,3.6.5")).unwrap_err();
             assert!(matches!(e, PlanError::NoRule { .. }), "{e}");
-            assert!(e.to_string().contains("etcd >= 3.5.24 before 3.6"), "{e}");
+            assert!(e.to_string().contains("etcd >= 3.5.26 before 3.6"), "{e}");
         }
         // Also when 3.6 is an intermediate minor.
         assert_eq!(
@@ -692,7 +695,7 @@ mod tests {
             &p("3.7.0/etcd3"),
             &b("3.4.23,3.5.1,3.6.0,3.7.0"),
         );
-        assert!(e.unwrap_err().to_string().contains("3.5.24"));
+        assert!(e.unwrap_err().to_string().contains("3.5.26"));
         // Moves that do not enter 3.6 are not affected.
         assert_eq!(
             plan(&p("3.5.0/etcd3"), &p("3.5.21/etcd3"), &b("3.5.21,3.6.5")),
