@@ -1,22 +1,14 @@
 //! Go's `time.ParseDuration` syntax (`500ms`, `15s`, `1m30s`, `1.5h`), used by flags that the
 //! Go originals took as durations (`--scrape-timeout`, `--ttl`).
 
-use std::fmt;
 use std::time::Duration;
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid duration {input:?}: {reason}")]
 pub struct DurationError {
     pub input: String,
     pub reason: &'static str,
 }
-
-impl fmt::Display for DurationError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "invalid duration {:?}: {}", self.input, self.reason)
-    }
-}
-
-impl std::error::Error for DurationError {}
 
 /// Parses a Go duration. Negative durations are refused: no flag of ours means anything by one.
 pub fn parse_go_duration(input: &str) -> Result<Duration, DurationError> {
@@ -91,5 +83,13 @@ mod tests {
         for bad in ["", "15", "s", "1x", "-1s", "1s2", "..s"] {
             assert!(parse_go_duration(bad).is_err(), "{bad:?} should be refused");
         }
+    }
+
+    #[test]
+    fn error_names_the_input_and_why() {
+        assert_eq!(
+            parse_go_duration("-1s").unwrap_err().to_string(),
+            "invalid duration \"-1s\": negative durations are not allowed"
+        );
     }
 }

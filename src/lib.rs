@@ -7,7 +7,7 @@
 //! - [`storage`]: etcd's files, one module per format (WAL, snap, bbolt, mvcc, v2 store), and
 //!   `storage::member`, the member dir as one thing (path kinds, start point).
 //! - [`error`]: error kinds and exit codes shared by the tools; [`fsutil`]: fsync, flock, crash
-//!   points.
+//!   points; [`civil`]: calendar dates.
 //! - [`inspect`]: what `etcd-inspect` prints, on top of `storage`.
 //! - [`version`], [`datadir`], [`migrate`]: `version.txt`, the data dir, the migration plan
 //!   (pure) and its executor.
@@ -15,6 +15,7 @@
 
 pub mod base64;
 pub mod build_info;
+pub mod civil;
 pub mod datadir;
 pub mod duration;
 pub mod error;

@@ -459,6 +459,7 @@ fn inspect_check_on_real_data_inside_the_chroot() {
         &format!("/usr/local/bin/etcd-inspect check {data}"),
         &[],
     );
+    // Exit 3: the data is damaged (src/error.rs).
     assert_eq!(
         out.status.code(),
         Some(3),

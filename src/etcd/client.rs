@@ -2,7 +2,6 @@
 //! Plain `http://` and `https://` with an optional CA and client certificate (kubeadm's etcd
 //! requires client certificates on its client port).
 
-use std::fmt;
 use std::io::Read;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -37,44 +36,31 @@ pub struct TlsFiles {
     pub key: Option<PathBuf>,
 }
 
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     /// A TLS file could not be read or holds no usable PEM item.
+    #[error("{}: {reason}", path.display())]
     TlsFile { path: PathBuf, reason: String },
     /// `--cert` without `--key` or the other way round.
+    #[error("--cert and --key must be given together")]
     TlsPairing,
     /// The request failed before a response arrived (refused, timeout, TLS handshake).
+    #[error("GET/POST {url} failed: {reason}")]
     Transport { url: String, reason: String },
     /// A response arrived with a non-2xx status.
+    #[error("{url} answered HTTP {status}: {}", body.trim())]
     Status {
         url: String,
         status: u16,
         body: String,
     },
     /// The body was larger than the limit.
+    #[error("{url}: response body larger than {limit} bytes")]
     TooLarge { url: String, limit: u64 },
     /// The body was not what we expected (not UTF-8, not JSON, missing field).
+    #[error("{url}: {reason}")]
     Body { url: String, reason: String },
 }
-
-impl fmt::Display for ClientError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            ClientError::TlsFile { path, reason } => write!(f, "{}: {reason}", path.display()),
-            ClientError::TlsPairing => write!(f, "--cert and --key must be given together"),
-            ClientError::Transport { url, reason } => write!(f, "GET/POST {url} failed: {reason}"),
-            ClientError::Status { url, status, body } => {
-                write!(f, "{url} answered HTTP {status}: {}", body.trim())
-            }
-            ClientError::TooLarge { url, limit } => {
-                write!(f, "{url}: response body larger than {limit} bytes")
-            }
-            ClientError::Body { url, reason } => write!(f, "{url}: {reason}"),
-        }
-    }
-}
-
-impl std::error::Error for ClientError {}
 
 /// A text body with the Content-Type it came with.
 #[derive(Debug)]
@@ -145,14 +131,7 @@ impl HttpClient {
         timeout: Duration,
         limit: u64,
     ) -> Result<String, ClientError> {
-        let response = self
-            .agent
-            .get(url)
-            .config()
-            .timeout_global(Some(timeout))
-            .build()
-            .call()
-            .map_err(|e| transport(url, e))?;
+        let response = self.get(url, None, timeout)?;
         read_body(url, response, limit)
     }
 
@@ -168,15 +147,7 @@ impl HttpClient {
         limit: u64,
         buffer: Vec<u8>,
     ) -> Result<TextResponse, ClientError> {
-        let response = self
-            .agent
-            .get(url)
-            .config()
-            .timeout_global(Some(timeout))
-            .build()
-            .header("Accept", accept)
-            .call()
-            .map_err(|e| transport(url, e))?;
+        let response = self.get(url, Some(accept), timeout)?;
         let content_type = response
             .headers()
             .get("content-type")
@@ -184,6 +155,24 @@ impl HttpClient {
             .map(str::to_string);
         let body = read_body_into(url, response, limit, buffer)?;
         Ok(TextResponse { body, content_type })
+    }
+
+    fn get(
+        &self,
+        url: &str,
+        accept: Option<&str>,
+        timeout: Duration,
+    ) -> Result<ureq::http::Response<ureq::Body>, ClientError> {
+        let mut request = self
+            .agent
+            .get(url)
+            .config()
+            .timeout_global(Some(timeout))
+            .build();
+        if let Some(accept) = accept {
+            request = request.header("Accept", accept);
+        }
+        request.call().map_err(|e| transport(url, e))
     }
 
     /// POST a JSON body to `url` (etcd's grpc-gateway) and decode the JSON answer.
@@ -369,6 +358,56 @@ mod tests {
             per_write: None,
         };
         resolver.resolve(&uri, &config, timeout).unwrap().to_vec()
+    }
+
+    #[test]
+    fn errors_name_the_url_or_file() {
+        let url = "http://127.0.0.1:2379/metrics".to_string();
+        let cases = [
+            (
+                ClientError::TlsFile {
+                    path: "/etc/ca.pem".into(),
+                    reason: "no CERTIFICATE block found".into(),
+                },
+                "/etc/ca.pem: no CERTIFICATE block found",
+            ),
+            (
+                ClientError::TlsPairing,
+                "--cert and --key must be given together",
+            ),
+            (
+                ClientError::Transport {
+                    url: url.clone(),
+                    reason: "connection refused".into(),
+                },
+                "GET/POST http://127.0.0.1:2379/metrics failed: connection refused",
+            ),
+            (
+                ClientError::Status {
+                    url: url.clone(),
+                    status: 503,
+                    body: "  not ready\n".into(),
+                },
+                "http://127.0.0.1:2379/metrics answered HTTP 503: not ready",
+            ),
+            (
+                ClientError::TooLarge {
+                    url: url.clone(),
+                    limit: 10,
+                },
+                "http://127.0.0.1:2379/metrics: response body larger than 10 bytes",
+            ),
+            (
+                ClientError::Body {
+                    url,
+                    reason: "body is not UTF-8 (byte 3)".into(),
+                },
+                "http://127.0.0.1:2379/metrics: body is not UTF-8 (byte 3)",
+            ),
+        ];
+        for (e, text) in cases {
+            assert_eq!(e.to_string(), text);
+        }
     }
 
     #[test]

@@ -7,7 +7,6 @@
 //! dies (also on SIGKILL of our process), and `Drop` stops it on every other path.
 
 use std::collections::VecDeque;
-use std::fmt;
 use std::io::{BufRead, BufReader, Read};
 use std::net::TcpListener;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
@@ -32,20 +31,26 @@ const ENV_ALLOW_LIST: &[&str] = &[
     "ETCD_UNSUPPORTED_ARCH",
 ];
 
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub enum ProcessError {
     /// The binary could not be started at all.
+    #[error("cannot start {}: {source}", binary.display())]
     Spawn {
         binary: PathBuf,
-        reason: String,
+        source: std::io::Error,
     },
     /// The process exited while we waited for it to become ready.
+    #[error("{name} exited before it was ready ({status}){}", tail(output))]
     ExitedEarly {
         name: String,
         status: String,
         output: Vec<String>,
     },
     /// The process did not become ready in time.
+    #[error(
+        "{name} not ready at {url} after {waited:?}: {last_error}{}",
+        tail(output)
+    )]
     NotReady {
         name: String,
         url: String,
@@ -54,84 +59,45 @@ pub enum ProcessError {
         output: Vec<String>,
     },
     /// A tool (etcdctl, etcdutl) ran and failed.
+    #[error("`{command}` failed ({status}){}", tail(output))]
     ToolFailed {
         command: String,
         status: String,
         output: Vec<String>,
     },
     /// A tool did not finish in time and was killed.
+    #[error(
+        "`{command}` did not finish within {timeout:?} and was killed{}",
+        tail(output)
+    )]
     ToolTimedOut {
         command: String,
         timeout: Duration,
         output: Vec<String>,
     },
+    /// Waiting for, signalling or reading a child (or finding a free port) failed.
+    #[error("{what}: {source}")]
     Io {
         what: String,
-        reason: String,
+        source: std::io::Error,
     },
+    /// `stop` or `kill` of an etcd that was already stopped.
+    #[error("stop etcd: already stopped")]
+    AlreadyStopped,
 }
 
-impl fmt::Display for ProcessError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fn tail(f: &mut fmt::Formatter<'_>, output: &[String]) -> fmt::Result {
-            if !output.is_empty() {
-                write!(f, "; its output:")?;
-                for line in output {
-                    write!(f, "\n    {line}")?;
-                }
-            }
-            Ok(())
-        }
-        match self {
-            ProcessError::Spawn { binary, reason } => {
-                write!(f, "cannot start {}: {reason}", binary.display())
-            }
-            ProcessError::ExitedEarly {
-                name,
-                status,
-                output,
-            } => {
-                write!(f, "{name} exited before it was ready ({status})")?;
-                tail(f, output)
-            }
-            ProcessError::NotReady {
-                name,
-                url,
-                waited,
-                last_error,
-                output,
-            } => {
-                write!(
-                    f,
-                    "{name} not ready at {url} after {waited:?}: {last_error}"
-                )?;
-                tail(f, output)
-            }
-            ProcessError::ToolFailed {
-                command,
-                status,
-                output,
-            } => {
-                write!(f, "`{command}` failed ({status})")?;
-                tail(f, output)
-            }
-            ProcessError::ToolTimedOut {
-                command,
-                timeout,
-                output,
-            } => {
-                write!(
-                    f,
-                    "`{command}` did not finish within {timeout:?} and was killed"
-                )?;
-                tail(f, output)
-            }
-            ProcessError::Io { what, reason } => write!(f, "{what}: {reason}"),
-        }
+/// A child's last lines, one an indented line, after the message.
+fn tail(output: &[String]) -> String {
+    if output.is_empty() {
+        return String::new();
     }
+    let mut s = String::from("; its output:");
+    for line in output {
+        s.push_str("\n    ");
+        s.push_str(line);
+    }
+    s
 }
-
-impl std::error::Error for ProcessError {}
 
 /// Everything needed to start one etcd member. URLs are used for both listen and advertise.
 #[derive(Debug, Clone)]
@@ -338,7 +304,7 @@ fn spawn_logged(
     cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
     let mut child = cmd.spawn().map_err(|e| ProcessError::Spawn {
         binary: binary.to_path_buf(),
-        reason: e.to_string(),
+        source: e,
     })?;
     let tail = OutputTail::default();
     let mut readers = Vec::new();
@@ -513,14 +479,11 @@ impl EtcdProcess {
 
     fn stop_inner(&mut self, grace: Duration) -> Result<ExitStatus, ProcessError> {
         let Some(mut child) = self.child.take() else {
-            return Err(ProcessError::Io {
-                what: "stop etcd".into(),
-                reason: "already stopped".into(),
-            });
+            return Err(ProcessError::AlreadyStopped);
         };
         let io = |e: std::io::Error| ProcessError::Io {
             what: format!("stop etcd {}", self.spec.name),
-            reason: e.to_string(),
+            source: e,
         };
         if let Ok(Some(status)) = child.try_wait() {
             self.join_readers();
@@ -633,7 +596,7 @@ pub fn run_tool(
     cmd.args(args).stdout(Stdio::piped()).stderr(Stdio::piped());
     let mut child = cmd.spawn().map_err(|e| ProcessError::Spawn {
         binary: binary.to_path_buf(),
-        reason: e.to_string(),
+        source: e,
     })?;
     let collect = |pipe: Option<Box<dyn Read + Send>>| {
         thread::spawn(move || {
@@ -659,7 +622,7 @@ pub fn run_tool(
     let deadline = Instant::now() + timeout;
     let io = |e: std::io::Error| ProcessError::Io {
         what: command.clone(),
-        reason: e.to_string(),
+        source: e,
     };
     let started = Instant::now();
     let mut next_note = PROGRESS_INTERVAL;
@@ -713,7 +676,7 @@ pub fn run_tool(
 pub fn free_ports(n: usize) -> Result<Vec<u16>, ProcessError> {
     let io = |e: std::io::Error| ProcessError::Io {
         what: "find a free port on 127.0.0.1".into(),
-        reason: e.to_string(),
+        source: e,
     };
     let listeners = (0..n)
         .map(|_| TcpListener::bind("127.0.0.1:0"))
@@ -731,6 +694,65 @@ mod tests {
 
     fn numbered(n: usize) -> Vec<String> {
         (1..=n).map(|i| format!("line {i}")).collect()
+    }
+
+    #[test]
+    fn errors_say_what_failed_with_the_output_tail() {
+        let out = || vec!["first".to_string(), "last".to_string()];
+        let cases = [
+            (
+                ProcessError::Spawn {
+                    binary: "/bin/etcd".into(),
+                    source: std::io::Error::from_raw_os_error(libc::ENOENT),
+                },
+                "cannot start /bin/etcd: No such file or directory (os error 2)",
+            ),
+            (
+                ProcessError::ExitedEarly {
+                    name: "etcd m".into(),
+                    status: "exit code 1".into(),
+                    output: out(),
+                },
+                "etcd m exited before it was ready (exit code 1); its output:\n    first\n    last",
+            ),
+            (
+                ProcessError::NotReady {
+                    name: "etcd m".into(),
+                    url: "http://127.0.0.1:1/health".into(),
+                    waited: Duration::from_millis(1500),
+                    last_error: "connection refused".into(),
+                    output: Vec::new(),
+                },
+                "etcd m not ready at http://127.0.0.1:1/health after 1.5s: connection refused",
+            ),
+            (
+                ProcessError::ToolFailed {
+                    command: "etcdctl get".into(),
+                    status: "exit code 2".into(),
+                    output: out(),
+                },
+                "`etcdctl get` failed (exit code 2); its output:\n    first\n    last",
+            ),
+            (
+                ProcessError::ToolTimedOut {
+                    command: "etcdutl migrate".into(),
+                    timeout: Duration::from_secs(600),
+                    output: Vec::new(),
+                },
+                "`etcdutl migrate` did not finish within 600s and was killed",
+            ),
+            (
+                ProcessError::Io {
+                    what: "stop etcd m".into(),
+                    source: std::io::Error::from_raw_os_error(libc::ECHILD),
+                },
+                "stop etcd m: No child processes (os error 10)",
+            ),
+            (ProcessError::AlreadyStopped, "stop etcd: already stopped"),
+        ];
+        for (e, text) in cases {
+            assert_eq!(e.to_string(), text);
+        }
     }
 
     #[test]

@@ -9,7 +9,6 @@ use super::output::JsonLine;
 use super::{start_point, InspectError, Layout};
 use crate::storage::member::PathError;
 use crate::storage::proto::{EntryPayload, EntryType};
-use crate::storage::v2store::Store;
 use crate::storage::wal::read_all;
 use crate::storage::{snap, wal, Finding};
 
@@ -40,13 +39,13 @@ pub fn check_data_dir(layout: &Layout) -> Result<Vec<Finding>, InspectError> {
             Ok((start, loaded, _skipped)) => {
                 snapshot_index = start.index;
                 if let Some(l) = &loaded {
-                    match Store::load(&l.snapshot.data) {
+                    match l.store() {
                         Ok(store) => {
                             for p in store.problems() {
                                 findings.push(Finding::in_file(&l.path, format!("v2 store: {p}")));
                             }
                         }
-                        Err(e) => findings.push(Finding::in_file(&l.path, e.to_string())),
+                        Err(f) => findings.push(f),
                     }
                 } else if snap::load_newest(&layout.snap_dir).is_ok_and(|c| c.loaded.is_some()) {
                     // A readable .snap exists, but no WAL snapshot record covers it.

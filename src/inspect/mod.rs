@@ -20,9 +20,9 @@ use crate::storage::bolt::BoltError;
 use crate::storage::member::{self, probe_all, PathError, StartError};
 use crate::storage::proto::WalSnapshot;
 use crate::storage::snap::{LoadedSnapshot, SnapError};
-use crate::storage::v2store::V2Error;
 use crate::storage::wal as walfile;
 use crate::storage::wal::WalError;
+use crate::storage::Finding;
 use db::DbError;
 
 /// Why `etcd-inspect` could not answer; [`HasKind`] gives its exit code.
@@ -32,8 +32,9 @@ pub enum InspectError {
     Wal(#[from] WalError),
     #[error(transparent)]
     Snap(#[from] SnapError),
-    #[error("{}: {error}", file.display())]
-    Store { file: PathBuf, error: V2Error },
+    /// The snapshot's v2 store JSON cannot be loaded.
+    #[error("{0}")]
+    Store(Finding),
     /// The bbolt db could not be read.
     #[error(transparent)]
     Db(#[from] DbError),
@@ -54,7 +55,7 @@ impl HasKind for InspectError {
         match self {
             InspectError::Wal(e) => e.kind(),
             InspectError::Snap(e) => e.kind(),
-            InspectError::Store { .. } => Kind::Corrupt,
+            InspectError::Store(e) => e.kind(),
             InspectError::Db(e) => e.kind(),
             InspectError::Path(e) => e.kind(),
             InspectError::Io(_) | InspectError::NotFound(_) | InspectError::Output(_) => Kind::Io,

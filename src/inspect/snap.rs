@@ -51,10 +51,7 @@ pub fn print_snap(layout: &Layout, json: bool, out: &mut dyn Write) -> Result<()
         }
         return Ok(());
     };
-    let store = Store::load(&loaded.snapshot.data).map_err(|error| InspectError::Store {
-        file: loaded.path.clone(),
-        error,
-    })?;
+    let store = loaded.store().map_err(InspectError::Store)?;
     if json {
         print_snap_json(&loaded, &store, out)
     } else {

@@ -6,6 +6,8 @@ use std::io::Write as _;
 use std::net::TcpStream;
 use std::sync::Arc;
 
+use crate::civil::civil_from_days;
+
 use super::server::write_all_2;
 use super::{Monitor, CONTENT_TYPE, PROMETHEUS_TIMEOUT_HEADER};
 
@@ -309,21 +311,6 @@ impl fmt::Display for HttpDate {
             rem % 60
         )
     }
-}
-
-/// Days since 1970-01-01 to (year, month 1-12, day 1-31), proleptic Gregorian (Howard
-/// Hinnant's algorithm).
-fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    (year, month, day)
 }
 
 fn html_escape(s: &str) -> String {

@@ -764,8 +764,7 @@ fn old_cluster_state(
     cluster_version: &str,
 ) -> Result<OldState, RollbackError> {
     let mut old = match chosen {
-        Some(s) => Store::load(&s.snapshot.data)
-            .map_err(|e| RollbackError::Corrupt(Finding::in_file(&s.path, e.to_string())))?,
+        Some(s) => s.store().map_err(RollbackError::Corrupt)?,
         None => Store::new(),
     };
     let start = chosen.map_or(0, |s| s.snapshot.metadata.index);

@@ -6,71 +6,44 @@
 //! Every length is checked against the bytes that are there, so decoding never over-reads and
 //! never allocates more than its input.
 
-use std::fmt;
-
 /// What went wrong decoding, with the byte offset inside the message.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("protobuf byte {offset}: {problem}")]
 pub struct WireError {
     pub offset: usize,
     pub problem: WireProblem,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum WireProblem {
+    #[error("truncated varint")]
     TruncatedVarint,
+    #[error("varint longer than 10 bytes")]
     VarintTooLong,
     /// A length-delimited field claims more bytes than remain.
-    LengthBeyondEnd {
-        len: u64,
-        remaining: usize,
-    },
+    #[error("length {len} but only {remaining} bytes remain")]
+    LengthBeyondEnd { len: u64, remaining: usize },
+    #[error("truncated fixed-width field")]
     TruncatedFixed,
     /// Field number 0, or a group / reserved wire type (3, 4, 6, 7).
+    #[error("invalid tag {0}")]
     BadTag(u64),
     /// A known field arrived with another wire type than its declaration.
-    WrongWireType {
-        field: u32,
-        wire_type: u8,
-    },
+    #[error("field {field} has unexpected wire type {wire_type}")]
+    WrongWireType { field: u32, wire_type: u8 },
     /// A value does not fit its declared type (e.g. a bool that is not 0/1 is fine in protobuf,
     /// but an enum or u32 far out of range is not).
-    OutOfRange {
-        field: u32,
-    },
+    #[error("field {field} out of range")]
+    OutOfRange { field: u32 },
     /// Something the message requires is missing or inconsistent.
+    #[error("{0}")]
     Invalid(&'static str),
 }
-
-impl fmt::Display for WireError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "protobuf byte {}: ", self.offset)?;
-        match &self.problem {
-            WireProblem::TruncatedVarint => write!(f, "truncated varint"),
-            WireProblem::VarintTooLong => write!(f, "varint longer than 10 bytes"),
-            WireProblem::LengthBeyondEnd { len, remaining } => {
-                write!(f, "length {len} but only {remaining} bytes remain")
-            }
-            WireProblem::TruncatedFixed => write!(f, "truncated fixed-width field"),
-            WireProblem::BadTag(t) => write!(f, "invalid tag {t}"),
-            WireProblem::WrongWireType { field, wire_type } => {
-                write!(f, "field {field} has unexpected wire type {wire_type}")
-            }
-            WireProblem::OutOfRange { field } => write!(f, "field {field} out of range"),
-            WireProblem::Invalid(what) => write!(f, "{what}"),
-        }
-    }
-}
-
-impl std::error::Error for WireError {}
 
 impl WireError {
     /// The problem without the offset (for callers that report their own file offset).
     pub fn problem_text(&self) -> String {
-        let full = self.to_string();
-        match full.split_once(": ") {
-            Some((_, rest)) => rest.to_string(),
-            None => full,
-        }
+        self.problem.to_string()
     }
 }
 
@@ -352,6 +325,38 @@ mod tests {
             put_varint(&mut b, v);
             assert_eq!(b.len(), varint_len(v));
             assert_eq!(read_varint(&b, 0).unwrap(), (v, b.len()));
+        }
+    }
+
+    #[test]
+    fn errors_say_where_and_what() {
+        let e = |offset, problem| WireError { offset, problem };
+        let cases = [
+            (WireProblem::TruncatedVarint, "truncated varint"),
+            (WireProblem::VarintTooLong, "varint longer than 10 bytes"),
+            (
+                WireProblem::LengthBeyondEnd {
+                    len: 100,
+                    remaining: 1,
+                },
+                "length 100 but only 1 bytes remain",
+            ),
+            (WireProblem::TruncatedFixed, "truncated fixed-width field"),
+            (WireProblem::BadTag(3), "invalid tag 3"),
+            (
+                WireProblem::WrongWireType {
+                    field: 2,
+                    wire_type: 5,
+                },
+                "field 2 has unexpected wire type 5",
+            ),
+            (WireProblem::OutOfRange { field: 4 }, "field 4 out of range"),
+            (WireProblem::Invalid("no term: x"), "no term: x"),
+        ];
+        for (problem, text) in cases {
+            let err = e(7, problem);
+            assert_eq!(err.to_string(), format!("protobuf byte 7: {text}"));
+            assert_eq!(err.problem_text(), text);
         }
     }
 

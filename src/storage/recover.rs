@@ -2,13 +2,14 @@
 //! snapshot it uses, the log after it, and the v2 store (snapshot + committed entries replayed).
 //! This is the membership and v2 state a rollback carries over.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use super::member::{start_point, StartError};
 use super::proto::WalSnapshot;
 use super::snap::{LoadedSnapshot, SnapError};
-use super::v2store::{ReplayStats, Store, V2Error};
+use super::v2store::{ReplayStats, Store};
 use super::wal::{read_all, WalContents, WalError};
+use super::Finding;
 use crate::error::{HasKind, Kind};
 
 #[derive(Debug, thiserror::Error)]
@@ -18,8 +19,8 @@ pub enum RecoverError {
     #[error(transparent)]
     Snap(#[from] SnapError),
     /// The snapshot's v2 store JSON cannot be loaded.
-    #[error("{}: {error}", file.display())]
-    Store { file: PathBuf, error: V2Error },
+    #[error("{0}")]
+    Store(Finding),
 }
 
 impl HasKind for RecoverError {
@@ -27,7 +28,7 @@ impl HasKind for RecoverError {
         match self {
             RecoverError::Wal(e) => e.kind(),
             RecoverError::Snap(e) => e.kind(),
-            RecoverError::Store { .. } => Kind::Corrupt,
+            RecoverError::Store(e) => e.kind(),
         }
     }
 }
@@ -66,10 +67,7 @@ pub fn recover(wal_dir: &Path, snap_dir: &Path, now_nanos: i64) -> Result<Recove
     let start = point.start();
     let (snapshot, skipped_snaps) = (point.snapshot, point.skipped);
     let mut store = match &snapshot {
-        Some(s) => Store::load(&s.snapshot.data).map_err(|error| RecoverError::Store {
-            file: s.path.clone(),
-            error,
-        })?,
+        Some(s) => s.store().map_err(RecoverError::Store)?,
         None => Store::new(),
     };
     let wal = read_all(wal_dir, &start).map_err(RecoverError::Wal)?;

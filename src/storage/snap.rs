@@ -10,6 +10,7 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
 use super::proto::{RaftSnapshot, SnapFileMessage, SnapshotMetadata, WalSnapshot};
+use super::v2store::Store;
 use super::Finding;
 use crate::error::{HasKind, IoError, Kind};
 use crate::version::sync_dir;
@@ -73,6 +74,13 @@ pub fn parse_snap_name(name: &str) -> Option<(u64, u64)> {
 pub struct LoadedSnapshot {
     pub path: PathBuf,
     pub snapshot: RaftSnapshot,
+}
+
+impl LoadedSnapshot {
+    /// The v2 store its data holds; JSON that is no v2 store is damage in this file.
+    pub fn store(&self) -> Result<Store, Finding> {
+        Store::load(&self.snapshot.data).map_err(|e| Finding::in_file(&self.path, e.to_string()))
+    }
 }
 
 /// Reads and verifies one `.snap` file.
@@ -363,6 +371,25 @@ pub fn check(dir: &Path) -> Result<Vec<Finding>, IoError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_store_that_is_no_v2_store_is_damage_in_its_file() {
+        let loaded = |data: &[u8]| LoadedSnapshot {
+            path: "/d/member/snap/1-2.snap".into(),
+            snapshot: RaftSnapshot {
+                data: data.to_vec(),
+                ..RaftSnapshot::default()
+            },
+        };
+        let f = loaded(br#"{"Root":{"Path":"/"}}"#).store().unwrap_err();
+        assert_eq!(
+            f.to_string(),
+            "/d/member/snap/1-2.snap: v2 store JSON: Root is not a directory"
+        );
+        assert_eq!(crate::error::HasKind::kind(&f), Kind::Corrupt);
+        let store = loaded(br#"{"Root":{"Path":"/","Children":{}}}"#).store();
+        assert!(store.unwrap().get("/1").is_some());
+    }
 
     #[test]
     fn names() {

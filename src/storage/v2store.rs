@@ -8,11 +8,11 @@
 //! Membership lives under `/0`, user keys under `/1`.
 
 use std::collections::BTreeMap;
-use std::fmt;
-
 use std::io::{self, Write as _};
 
 use serde::{Deserialize, Serialize};
+
+use crate::civil::{civil_from_days, days_from_civil};
 
 use super::proto::{
     ConfChange, ConfChangeType, Entry, EntryPayload, EntryType, V2Request, V3Request,
@@ -42,39 +42,46 @@ pub enum V2ErrorCode {
     InvalidField = 209,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum V2Error {
-    /// A store operation refused, as etcd would (code, path).
-    Op { code: V2ErrorCode, path: String },
-    /// The JSON is not a v2 store.
-    Json(String),
-    /// A v2 request or conf change this store cannot apply.
-    Unsupported(String),
-}
-
-impl fmt::Display for V2Error {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+impl V2ErrorCode {
+    /// etcd's words for the code.
+    pub fn message(self) -> &'static str {
         match self {
-            V2Error::Op { code, path } => {
-                let what = match code {
-                    V2ErrorCode::KeyNotFound => "Key not found",
-                    V2ErrorCode::TestFailed => "Compare failed",
-                    V2ErrorCode::NotFile => "Not a file",
-                    V2ErrorCode::NotDir => "Not a directory",
-                    V2ErrorCode::NodeExist => "Key already exists",
-                    V2ErrorCode::RootReadOnly => "Root is read only",
-                    V2ErrorCode::DirNotEmpty => "Directory not empty",
-                    V2ErrorCode::InvalidField => "Invalid field",
-                };
-                write!(f, "v2 store: {what} ({}): {path}", *code as u32)
-            }
-            V2Error::Json(e) => write!(f, "v2 store JSON: {e}"),
-            V2Error::Unsupported(e) => write!(f, "v2 store: {e}"),
+            V2ErrorCode::KeyNotFound => "Key not found",
+            V2ErrorCode::TestFailed => "Compare failed",
+            V2ErrorCode::NotFile => "Not a file",
+            V2ErrorCode::NotDir => "Not a directory",
+            V2ErrorCode::NodeExist => "Key already exists",
+            V2ErrorCode::RootReadOnly => "Root is read only",
+            V2ErrorCode::DirNotEmpty => "Directory not empty",
+            V2ErrorCode::InvalidField => "Invalid field",
         }
     }
 }
 
-impl std::error::Error for V2Error {}
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum V2Error {
+    /// A store operation refused, as etcd would (code, path).
+    #[error("v2 store: {} ({}): {path}", code.message(), *code as u32)]
+    Op { code: V2ErrorCode, path: String },
+    /// The JSON is not a v2 store.
+    #[error("v2 store JSON: {0}")]
+    Json(String),
+    /// A v2 request or conf change this store cannot apply.
+    #[error("v2 store: {0}")]
+    Unsupported(String),
+}
+
+/// `compare`'s test of a node (an empty prev value and a 0 prev index are not compared).
+fn compare_node(n: &Node, compare: Option<(&str, u64)>, path: &str) -> Result<(), V2Error> {
+    match compare {
+        Some((pv, pi))
+            if (!pv.is_empty() && pv != n.value) || (pi != 0 && pi != n.modified_index) =>
+        {
+            Err(op_err(V2ErrorCode::TestFailed, path))
+        }
+        _ => Ok(()),
+    }
+}
 
 fn op_err(code: V2ErrorCode, path: &str) -> V2Error {
     V2Error::Op {
@@ -741,22 +748,13 @@ impl Store {
         now_nanos: i64,
     ) -> Result<u64, V2Error> {
         let path = clean_path(path);
-        if is_read_only(&path) {
-            return Err(op_err(V2ErrorCode::RootReadOnly, "/"));
-        }
         let next = self.current_index + 1;
         let (prev, node) = {
-            let Some(n) = self.get(&path) else {
-                return Err(op_err(V2ErrorCode::KeyNotFound, &path));
-            };
+            let n = self.existing(&path)?;
             if n.is_dir() && (compare.is_some() || !value.is_empty()) {
                 return Err(op_err(V2ErrorCode::NotFile, &path));
             }
-            if let Some((pv, pi)) = compare {
-                if (!pv.is_empty() && pv != n.value) || (pi != 0 && pi != n.modified_index) {
-                    return Err(op_err(V2ErrorCode::TestFailed, &path));
-                }
-            }
+            compare_node(n, compare, &path)?;
             (node_extern(n, now_nanos), n.clone())
         };
         let expire_time = expire_time_of(expire_nanos);
@@ -778,6 +776,15 @@ impl Store {
             refresh: false,
         });
         Ok(next)
+    }
+
+    /// The node at `path` (cleaned) that an update or delete acts on: never the root.
+    fn existing(&self, path: &str) -> Result<&Node, V2Error> {
+        if is_read_only(path) {
+            return Err(op_err(V2ErrorCode::RootReadOnly, "/"));
+        }
+        self.get(path)
+            .ok_or_else(|| op_err(V2ErrorCode::KeyNotFound, path))
     }
 
     /// `store.Delete`: a key, or a dir (`dir`; non-empty only with `recursive`).
@@ -820,23 +827,14 @@ impl Store {
         now_nanos: i64,
     ) -> Result<u64, V2Error> {
         let path = clean_path(path);
-        if is_read_only(&path) {
-            return Err(op_err(V2ErrorCode::RootReadOnly, "/"));
-        }
         let dir = dir || recursive;
         let next = self.current_index + 1;
         let prev = {
-            let Some(n) = self.get(&path) else {
-                return Err(op_err(V2ErrorCode::KeyNotFound, &path));
-            };
-            if let Some((pv, pi)) = compare {
-                if n.is_dir() {
-                    return Err(op_err(V2ErrorCode::NotFile, &path));
-                }
-                if (!pv.is_empty() && pv != n.value) || (pi != 0 && pi != n.modified_index) {
-                    return Err(op_err(V2ErrorCode::TestFailed, &path));
-                }
+            let n = self.existing(&path)?;
+            if compare.is_some() && n.is_dir() {
+                return Err(op_err(V2ErrorCode::NotFile, &path));
             }
+            compare_node(n, compare, &path)?;
             if n.is_dir() {
                 if !dir {
                     return Err(op_err(V2ErrorCode::NotFile, &path));
@@ -1163,29 +1161,6 @@ fn node_extern(n: &Node, now_nanos: i64) -> NodeExtern {
 
 // ---------------------------------------------------------------------------------------------
 // RFC 3339 with nanoseconds, UTC, as Go's time.RFC3339Nano writes it.
-
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = if y >= 0 { y } else { y - 399 } / 400;
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
-fn civil_from_days(z: i64) -> (i64, i64, i64) {
-    let z = z + 719_468;
-    let era = if z >= 0 { z } else { z - 146_096 } / 146_097;
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    (if m <= 2 { y + 1 } else { y }, m, d)
-}
 
 /// Unix nanoseconds as Go's RFC3339Nano in UTC (`2026-11-25T18:14:11.350616914Z`, trailing
 /// zeros of the fraction dropped).
@@ -1527,6 +1502,90 @@ mod tests {
         let mut out = Vec::new();
         s.write_go_json(&mut out).unwrap();
         out
+    }
+
+    #[test]
+    fn compare_and_delete_and_swap_refuse_like_etcd() {
+        let code = |r: Result<u64, V2Error>| match r {
+            Err(V2Error::Op { code, .. }) => Some(code),
+            _ => None,
+        };
+        let mut s = Store::new();
+        s.set("/1/k", "v", None, 0).unwrap();
+        s.set_dir("/1/d", None, 0).unwrap();
+        let k_index = s.get("/1/k").unwrap().modified_index;
+        use V2ErrorCode::*;
+        let swaps = [
+            ("/", "", 0, "x", RootReadOnly),
+            ("/1/no", "", 0, "x", KeyNotFound),
+            ("/1/d", "", 0, "", NotFile),
+            ("/1/k", "w", 0, "x", TestFailed),
+            ("/1/k", "", 9, "x", TestFailed),
+        ];
+        for (path, prev_value, prev_index, value, want) in swaps {
+            let r = s.compare_and_swap(path, prev_value, prev_index, value, None, 0);
+            assert_eq!(code(r), Some(want), "{path}");
+        }
+        assert_eq!(code(s.update("/1/d", "x", None, 0)), Some(NotFile));
+        assert!(s.update("/1/d", "", None, 0).is_ok());
+        assert_eq!(code(s.update("/1/no", "x", None, 0)), Some(KeyNotFound));
+        assert!(s
+            .compare_and_swap("/1/k", "v", k_index, "x", None, 0)
+            .is_ok());
+        assert_eq!(s.get("/1/k").unwrap().value, "x");
+        assert_eq!(code(s.compare_and_delete("/", "", 0)), Some(RootReadOnly));
+        assert_eq!(
+            code(s.compare_and_delete("/1/no", "", 0)),
+            Some(KeyNotFound)
+        );
+        assert_eq!(code(s.compare_and_delete("/1/d", "", 0)), Some(NotFile));
+        assert_eq!(code(s.compare_and_delete("/1/k", "v", 0)), Some(TestFailed));
+        assert_eq!(code(s.delete("/1/d", false, false)), Some(NotFile));
+        assert!(s.compare_and_delete("/1/k", "x", 0).is_ok());
+        assert!(s.get("/1/k").is_none());
+        assert!(s.delete("/1/d", true, false).is_ok());
+        assert_eq!(
+            (
+                s.stats.compare_and_swap_success,
+                s.stats.compare_and_swap_fail
+            ),
+            (1, 5)
+        );
+        assert_eq!(
+            (
+                s.stats.compare_and_delete_success,
+                s.stats.compare_and_delete_fail
+            ),
+            (1, 4)
+        );
+    }
+
+    #[test]
+    fn errors_read_like_etcds() {
+        let codes = [
+            (V2ErrorCode::KeyNotFound, "Key not found (100)"),
+            (V2ErrorCode::TestFailed, "Compare failed (101)"),
+            (V2ErrorCode::NotFile, "Not a file (102)"),
+            (V2ErrorCode::NotDir, "Not a directory (104)"),
+            (V2ErrorCode::NodeExist, "Key already exists (105)"),
+            (V2ErrorCode::RootReadOnly, "Root is read only (107)"),
+            (V2ErrorCode::DirNotEmpty, "Directory not empty (108)"),
+            (V2ErrorCode::InvalidField, "Invalid field (209)"),
+        ];
+        for (code, text) in codes {
+            let e = op_err(code, "/1/k").to_string();
+            assert_eq!(e, format!("v2 store: {text}: /1/k"));
+        }
+        assert_eq!(
+            Store::load(br#"{"Root":{"Path":"/"}}"#)
+                .unwrap_err()
+                .to_string(),
+            "v2 store JSON: Root is not a directory"
+        );
+        assert_eq!(
+            V2Error::Unsupported("conf change type 9".into()).to_string(),
+            "v2 store: conf change type 9"
+        );
     }
 
     /// `load_key` leaves exactly the tree and indexes `set` does, and refuses the same keys
