@@ -193,6 +193,13 @@ fn assert_stopped_cleanly(version: &str, status: std::process::ExitStatus) {
     );
 }
 
+/// Stops `p` (SIGTERM, [`STOP_GRACE`]) and fails if it had to be SIGKILLed (see
+/// [`assert_stopped_cleanly`]): for tests that read the data dir afterwards.
+pub fn stop_cleanly(p: EtcdProcess, version: &str) {
+    let status = p.stop(STOP_GRACE).expect("stop etcd");
+    assert_stopped_cleanly(version, status);
+}
+
 impl Drop for TestEtcd {
     fn drop(&mut self) {
         if let Some(p) = self.process.take() {
