@@ -462,15 +462,20 @@ pub fn v2v3_differs(file: &V2File, kv: &Value, ttl_dir: &[u8]) -> Option<&'stati
     }
 }
 
-/// The v2 files of `data`'s member, read offline (snapshot + committed WAL entries, as
-/// etcd and `etcdctl migrate` rebuild the v2 store), sorted by key bytes like a v3 range.
+/// The v2 files of `data`'s member, read offline (snapshot + every WAL entry after it, as
+/// `etcdctl migrate` rebuilds the v2 store), sorted by key bytes like a v3 range.
 pub fn v2_files(data: &DataDir) -> Result<Vec<V2File>, String> {
     let member = data.member_path();
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos() as i64);
-    let rec = crate::storage::recover::recover(&member.join("wal"), &member.join("snap"), now)
+    let mut rec = crate::storage::recover::recover(&member.join("wal"), &member.join("snap"), now)
         .map_err(|e| format!("reading the v2 store: {e}"))?;
+    // `etcdctl migrate` applies every WAL entry, committed or not (a lone member's etcd
+    // would commit them on its next start).
+    let commit = rec.wal.hard_state.map_or(rec.start().index, |h| h.commit);
+    let tail = rec.wal.entries.partition_point(|e| e.index <= commit);
+    rec.store.replay_entries(&rec.wal.entries[tail..], now);
     let mut files = Vec::new();
     if let Some(root) = rec.store.get("/1") {
         root.walk(&mut |n| {
