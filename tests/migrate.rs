@@ -583,8 +583,59 @@ fn etcd2_to_etcd3_interrupted_is_redone_from_the_backup() {
     assert!(!site.data.join(".discard").exists());
 }
 
+/// The etcd2 -> etcd3 step proves itself: `etcdctl-3.4.23` here is a STAND-IN, a script
+/// that runs the real etcdctl 3.4.23 with `migrate --no-ttl` (a real flag: keys with a v2 TTL
+/// are not converted), so the conversion loses every TTL key as a broken conversion would. The
+/// step must fail with `step 1 changed the data (...)` naming the counts and the first lost
+/// key, exit 1, and put the data dir back byte for byte (besides the kept `.bak`).
+#[test]
+fn etcd2_to_etcd3_that_loses_keys_fails_and_puts_the_data_dir_back() {
+    let site = Site::new("v2v3-lossy");
+    let expect = seed_v2(&site);
+    let stand_in = site.bin.join(format!("etcdctl-{V3_4}"));
+    fs::remove_file(&stand_in).unwrap();
+    fs::write(
+        &stand_in,
+        format!(
+            "#!/bin/sh\n[ \"$1\" = migrate ] && set -- \"$@\" --no-ttl\nexec '{}' \"$@\"\n",
+            etcdctl_bin(V3_4).display()
+        ),
+    )
+    .unwrap();
+    fs::set_permissions(&stand_in, fs::Permissions::from_mode(0o755)).unwrap();
+    let before = tree(&site.data);
+    let out = site.migrate("3.4.23/etcd3");
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let line = failure_line(&out);
+    // 1235 keys have a TTL (e1 and the 1234 posted events); e2 and the pod key survive.
+    assert!(
+        line.starts_with(&format!(
+            "Migration failed: step 1 changed the data ({} v2 files before, 2 v3 keys after, \
+             first differing key \"/registry/events/",
+            expect.len()
+        )) && line.contains("\": missing after)")
+            && line.contains("is back in"),
+        "{line}"
+    );
+    let mut after = tree(&site.data);
+    after.retain(|p, _| !p.starts_with(".bak"));
+    assert!(after == before, "the data dir was not put back");
+    assert_eq!(site.version_txt(), "3.4.23/etcd2");
+    assert!(site.data.join(".bak/member/wal").exists());
+}
+
 fn check_v2_converted(site: &Site, out: &Output, expect: &Kv) {
     assert!(out.status.success(), "{}", stderr(out));
+    // The step proved itself (src/migrate/verify.rs): every v2 file, counted, through v3.
+    let err = stderr(out);
+    assert!(
+        err.contains(&format!(
+            "step 1: before the step, the v2 store holds {} files",
+            expect.len()
+        )) && err.contains(&format!("etcd 3.4.23 serves {} keys", expect.len()))
+            && err.contains("every v2 file is served through v3 with its value and revisions"),
+        "{err}"
+    );
     assert_eq!(site.version_txt(), "3.4.23/etcd3");
     let d = etcdtools::datadir::DataDir::resolve(&site.data).unwrap();
     assert_eq!(

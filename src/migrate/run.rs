@@ -1011,6 +1011,7 @@ impl Runner<'_> {
                 })?;
         }
         crash_point("v2v3-backed-up");
+        let before = super::verify::before_v2v3(self)?;
         log::info!("Performing etcd2 -> etcd3 migration");
         run_tool(
             &self.cfg.bin_dir.join(format!("etcdctl-{at}")),
@@ -1026,13 +1027,28 @@ impl Runner<'_> {
         log::info!("Attaching leases to TTL entries");
         let etcd = self.start_etcd(at)?;
         let attached = self.attach_leases(at);
+        if let Ok(n) = &attached {
+            log::info!(
+                "attached a {TTL_LEASE_SECONDS} s lease to {n} keys under {}",
+                self.cfg.ttl_keys_directory
+            );
+        }
+        let proof = match (&attached, &before) {
+            (Ok(_), Some(files)) => super::verify::after_v2v3(self, at, files),
+            _ => Ok(Ok(())),
+        };
         let stopped = self.stop_etcd(etcd);
-        let n = attached?;
+        attached?;
         stopped?;
-        log::info!(
-            "attached a {TTL_LEASE_SECONDS} s lease to {n} keys under {}",
-            self.cfg.ttl_keys_directory
-        );
+        if let Err(diff) = proof? {
+            self.put_back_backup()?;
+            finish_v2v3_journal(data)?;
+            return Err(MigrateError::Other(format!(
+                "{diff}; the data from before the step is back in {}, its backup is kept in {}",
+                data.path().display(),
+                data.backup_path().display()
+            )));
+        }
         Ok(())
     }
 

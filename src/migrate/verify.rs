@@ -17,8 +17,11 @@
 //! - A member of several (`--initial-cluster`) is not verified (logged): an extra etcd start
 //!   only gets ready with every member at the same point, and even a read while the step's
 //!   etcd runs lets the first two members stop before the third is ready.
-//! - `WriteVersion` changes no data; `MigrateV2ToV3`/`RollbackV3ToV2` change the storage
-//!   kind (the keyspace is not comparable through one API): logged as not verified here.
+//! - `MigrateV2ToV3`: key by key, not by a hash (the keyspace changes API). Before =
+//!   the v2 files read offline after the step's backup; after = read through v3 while the
+//!   step's etcd runs (after the leases), each key as `etcdctl migrate` maps it
+//!   ([`v2v3_differs`]). A mismatch puts the backup back (in `run.rs`).
+//! - `WriteVersion` changes no data; `RollbackV3ToV2` (in-process) is logged as not verified.
 
 use std::fmt;
 use std::fs;
@@ -145,6 +148,16 @@ pub fn fingerprint(
     base: &str,
     version: &EtcdVersion,
 ) -> Result<Fingerprint, String> {
+    scan(client, base, version, &mut |_| {})
+}
+
+/// [`fingerprint`], showing each key (the gateway's JSON object) to `visit` in key order.
+fn scan(
+    client: &HttpClient,
+    base: &str,
+    version: &EtcdVersion,
+    visit: &mut dyn FnMut(&Value),
+) -> Result<Fingerprint, String> {
     let gw = gateway(client, base, version)?;
     let url = format!("{base}{gw}/kv/range");
     let (mut from, mut revision, mut limit) = (vec![0u8], 0i64, PAGE);
@@ -173,6 +186,7 @@ pub fn fingerprint(
             for name in ["create_revision", "mod_revision", "version", "lease"] {
                 fnv.field(&int(&kv[name]).to_le_bytes());
             }
+            visit(kv);
         }
         keys += kvs.len() as u64;
         let more = page["more"].as_bool() == Some(true);
@@ -264,7 +278,13 @@ impl Runner<'_> {
                 log::info!("step {n}: version.txt only, no data touched");
                 return Ok(carried);
             }
-            Step::MigrateV2ToV3 { .. } | Step::RollbackV3ToV2 { .. } => {
+            Step::MigrateV2ToV3 { .. } => {
+                // Proved inside the step: `before_v2v3`, `after_v2v3`.
+                self.last_after.set(None);
+                self.step(step)?;
+                return Ok(self.last_after.take());
+            }
+            Step::RollbackV3ToV2 { .. } => {
                 self.step(step)?;
                 log::warn!("step {n}: a storage conversion, not verified by a keyspace hash");
                 return Ok(None);
@@ -408,6 +428,169 @@ pub(super) fn after_downgrade(
     Ok(())
 }
 
+/// A v2 file node (dirs become nothing) as `etcdctl migrate` turns it into a v3 key: the
+/// path without the store's `/1`, the value, create/mod revision = created/modified index,
+/// version 1, no lease.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct V2File {
+    pub key: Vec<u8>,
+    pub value: Vec<u8>,
+    pub created: i64,
+    pub modified: i64,
+}
+
+/// What one v3 key must be after etcd2 -> etcd3: what `file` maps to, except that a key under
+/// `ttl_dir` was re-put with a lease (a new mod revision and version; same create revision).
+/// `None`: it is; else what differs.
+pub fn v2v3_differs(file: &V2File, kv: &Value, ttl_dir: &[u8]) -> Option<&'static str> {
+    let b = |name: &str| crate::base64::decode(kv[name].as_str().unwrap_or("")).unwrap_or_default();
+    let leased = file.key.starts_with(ttl_dir);
+    if b("value") != file.value {
+        Some("another value after")
+    } else if int(&kv["create_revision"]) != file.created {
+        Some("another create revision after")
+    } else if leased && int(&kv["lease"]) == 0 {
+        Some("no lease after")
+    } else if !leased
+        && (int(&kv["mod_revision"]) != file.modified
+            || int(&kv["version"]) != 1
+            || int(&kv["lease"]) != 0)
+    {
+        Some("another mod revision, version or lease after")
+    } else {
+        None
+    }
+}
+
+/// The v2 files of `data`'s member, read offline (snapshot + every WAL entry after it, as
+/// `etcdctl migrate` rebuilds the v2 store), sorted by key bytes like a v3 range.
+pub fn v2_files(data: &DataDir) -> Result<Vec<V2File>, String> {
+    let member = data.member_path();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as i64);
+    let mut rec = crate::storage::recover::recover(&member.join("wal"), &member.join("snap"), now)
+        .map_err(|e| format!("reading the v2 store: {e}"))?;
+    // `etcdctl migrate` applies every WAL entry, committed or not (a lone member's etcd
+    // would commit them on its next start).
+    let commit = rec.wal.hard_state.map_or(rec.start().index, |h| h.commit);
+    let tail = rec.wal.entries.partition_point(|e| e.index <= commit);
+    rec.store.replay_entries(&rec.wal.entries[tail..], now);
+    let mut files = Vec::new();
+    if let Some(root) = rec.store.get("/1") {
+        root.walk(&mut |n| {
+            if !n.is_dir() {
+                files.push(V2File {
+                    key: n
+                        .path
+                        .strip_prefix("/1")
+                        .unwrap_or(&n.path)
+                        .as_bytes()
+                        .to_vec(),
+                    value: n.value.as_bytes().to_vec(),
+                    created: n.created_index as i64,
+                    modified: n.modified_index as i64,
+                });
+            }
+        });
+    }
+    files.sort_by(|a, b| a.key.cmp(&b.key));
+    Ok(files)
+}
+
+/// The start of etcd2 -> etcd3, before `etcdctl migrate`: the v2 files, logged. `None` for a
+/// member of several (not verified, as the other steps).
+pub(super) fn before_v2v3(r: &Runner) -> Result<Option<Vec<V2File>>, MigrateError> {
+    let n = r.step_no.get();
+    if !r.single_member() {
+        log::warn!("step {n}: not verified: this member is one of several");
+        return Ok(None);
+    }
+    let t = Instant::now();
+    let files = v2_files(r.data).map_err(|e| MigrateError::Other(format!("step {n}: {e}")))?;
+    let mut fnv = Fnv::new();
+    for f in &files {
+        fnv.field(&f.key);
+        fnv.field(&f.value);
+    }
+    log::info!(
+        "step {n}: before the step, the v2 store holds {} files, hash of keys and values {:016x} \
+         (read in {:?})",
+        files.len(),
+        fnv.0,
+        t.elapsed()
+    );
+    Ok(Some(files))
+}
+
+/// The end of etcd2 -> etcd3, while `at` runs on the converted data: every v2 file must be
+/// served as [`v2v3_differs`] says, and nothing else. `Ok(Err(diff))` on a difference.
+pub(super) fn after_v2v3(
+    r: &Runner,
+    at: &EtcdVersion,
+    before: &[V2File],
+) -> Result<Result<(), String>, MigrateError> {
+    let n = r.step_no.get();
+    let mut ttl_dir = r.cfg.ttl_keys_directory.clone().into_bytes();
+    if !ttl_dir.ends_with(b"/") {
+        ttl_dir.push(b'/');
+    }
+    let (mut next, mut first, mut leased) = (0usize, None::<(Vec<u8>, &str)>, 0u64);
+    let (mut fnv, mut served) = (Fnv::new(), 0u64);
+    let t = Instant::now();
+    let fp = scan(&r.client, &r.client_url(), at, &mut |kv| {
+        let key = crate::base64::decode(kv["key"].as_str().unwrap_or("")).unwrap_or_default();
+        let value = crate::base64::decode(kv["value"].as_str().unwrap_or("")).unwrap_or_default();
+        fnv.field(&key);
+        fnv.field(&value);
+        served += 1;
+        leased += u64::from(int(&kv["lease"]) != 0);
+        if first.is_some() {
+            return;
+        }
+        if next < before.len() && before[next].key < key {
+            first = Some((before[next].key.clone(), "missing after"));
+            return;
+        }
+        match before.get(next) {
+            Some(f) if f.key == key => {
+                next += 1;
+                first = v2v3_differs(f, kv, &ttl_dir).map(|why| (key, why));
+            }
+            _ => first = Some((key, "served after, not a v2 file before")),
+        }
+    })
+    .map_err(|e| {
+        MigrateError::Other(format!(
+            "step {n}: cannot read what etcd {at} serves after the step: {e}"
+        ))
+    })?;
+    if first.is_none() && next < before.len() {
+        first = Some((before[next].key.clone(), "missing after"));
+    }
+    log::info!(
+        "step {n}: after the step, etcd {at} serves {served} keys ({leased} with a lease), \
+         hash of keys and values {:016x}; {fp} (read in {:?})",
+        fnv.0,
+        t.elapsed()
+    );
+    if let Some((key, why)) = first {
+        return Ok(Err(format!(
+            "step {n} changed the data ({} v2 files before, {served} v3 keys after, first \
+             differing key {:?}: {why})",
+            before.len(),
+            String::from_utf8_lossy(&key)
+        )));
+    }
+    log::info!(
+        "step {n}: every v2 file is served through v3 with its value and revisions \
+         ({leased} keys under {} leased)",
+        String::from_utf8_lossy(&ttl_dir)
+    );
+    r.last_after.set(Some(fp));
+    Ok(Ok(()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -450,5 +633,49 @@ mod tests {
         assert_ne!(h(&[b"ab", b"c"]), h(&[b"a", b"bc"]));
         assert_ne!(h(&[b"a"]), h(&[b"b"]));
         assert_eq!(h(&[b"a", b""]), h(&[b"a", b""]));
+    }
+
+    #[test]
+    fn a_converted_key_keeps_value_and_revisions_and_only_ttl_dir_keys_a_lease() {
+        let file = |key: &str| V2File {
+            key: key.as_bytes().to_vec(),
+            value: b"v".to_vec(),
+            created: 5,
+            modified: 7,
+        };
+        let kv = |key: &str, value: &str, create: i64, modr: i64, version: i64, lease: i64| {
+            json!({"key": crate::base64::encode(key.as_bytes()),
+                   "value": crate::base64::encode(value.as_bytes()),
+                   "create_revision": create.to_string(), "mod_revision": modr.to_string(),
+                   "version": version.to_string(), "lease": lease.to_string()})
+        };
+        let ttl = b"/registry/events/";
+        let (pod, ev) = (file("/registry/pods/a"), file("/registry/events/e"));
+        assert_eq!(
+            v2v3_differs(&pod, &kv("/registry/pods/a", "v", 5, 7, 1, 0), ttl),
+            None
+        );
+        let bad = |k, why| assert_eq!(v2v3_differs(&pod, &k, ttl), Some(why));
+        bad(
+            kv("/registry/pods/a", "w", 5, 7, 1, 0),
+            "another value after",
+        );
+        bad(
+            kv("/registry/pods/a", "v", 6, 7, 1, 0),
+            "another create revision after",
+        );
+        let other = "another mod revision, version or lease after";
+        bad(kv("/registry/pods/a", "v", 5, 8, 1, 0), other);
+        bad(kv("/registry/pods/a", "v", 5, 7, 2, 0), other);
+        bad(kv("/registry/pods/a", "v", 5, 7, 1, 9), other);
+        // Under the TTL dir: re-put with the lease (new mod revision and version).
+        assert_eq!(
+            v2v3_differs(&ev, &kv("/registry/events/e", "v", 5, 30, 2, 9), ttl),
+            None
+        );
+        assert_eq!(
+            v2v3_differs(&ev, &kv("/registry/events/e", "v", 5, 7, 1, 0), ttl),
+            Some("no lease after")
+        );
     }
 }
