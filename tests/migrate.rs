@@ -728,12 +728,28 @@ fn etcd3_to_etcd2_converts_with_rollback2_and_refuses_binary_values() {
     assert_eq!(tree(&site.data.join("member")), member_before, "changed");
     assert_eq!(site.version_txt(), "3.4.23/etcd3");
 
-    // Without it, the conversion runs and the v2 store holds every key under /1.
+    // Without it, the conversion runs and the v2 store holds every key under /1. One key
+    // gets a lease: rollback2 gives it an expiry, and the proof checks exactly that.
+    let leased = b"/registry/leases/kube-node-lease/n1".to_vec();
     {
         let etcd = site.start(V3_4);
         let key = b"/registry/bin\x00\xff".to_vec();
         delete(&etcd.client_url, &key);
         kv.remove(&key);
+        let url = &etcd.client_url;
+        let grant = http()
+            .post_json(
+                &format!("{url}/v3/lease/grant"),
+                &serde_json::json!({"TTL": "3600"}),
+                Duration::from_secs(10),
+            )
+            .unwrap();
+        let put = serde_json::json!({"key": b64::encode(&leased), "value": b64::encode(b"l"),
+            "lease": grant["ID"]});
+        http()
+            .post_json(&format!("{url}/v3/kv/put"), &put, Duration::from_secs(10))
+            .unwrap();
+        kv.insert(leased.clone(), b"l".to_vec());
     }
     let dry = site.migrate_with("2.2.1/etcd2", &[], &dry_args);
     assert!(dry.status.success(), "{}", stderr(&dry));
@@ -750,10 +766,10 @@ fn etcd3_to_etcd2_converts_with_rollback2_and_refuses_binary_values() {
     let err = stderr(&out);
     assert!(
         err.contains(&format!(
-            "step 1: before the step, the db holds {} live keys under /",
+            "step 1: before the step, the db holds {} live keys under / (1 with a lease)",
             kv.len()
         )) && err.contains(&format!(
-            "step 1: after the step, the v2 store holds {} keys under /1",
+            "step 1: after the step, the v2 store holds {} keys under /1 (1 with an expiry)",
             kv.len()
         )) && err.contains("every live v3 key is in the v2 store under /1 with its value"),
         "{err}"
@@ -768,6 +784,7 @@ fn etcd3_to_etcd2_converts_with_rollback2_and_refuses_binary_values() {
             .get(&path)
             .unwrap_or_else(|| panic!("{path} missing"));
         assert_eq!(node.value, std::str::from_utf8(v).unwrap(), "{path}");
+        assert_eq!(node.expire_unix_nanos().is_some(), *k == leased, "{path}");
     }
     assert_eq!(got.store.cluster_version(), Some("2.2.0"));
     assert!(!ran.exists(), "a stand-in 2.2.1 binary ran");
