@@ -729,13 +729,25 @@ impl Runner<'_> {
             Step::RollbackV3ToV2 { from, to } => {
                 log::info!("Backup and remove all existing v2 data (from {from})");
                 self.data.backup_copy()?;
+                let before = super::verify::before_v3v2(self)?;
                 crate::rollback::rollback_for_migrate(self.data, to).map_err(|source| {
                     MigrateError::Rollback {
                         to: to.clone(),
                         backup: self.data.backup_path(),
                         source: Box::new(source),
                     }
-                })
+                })?;
+                if let Err(diff) = super::verify::after_v3v2(self, &before)? {
+                    self.put_back_backup()?;
+                    remove_tree(&self.data.entry(names::ROLLBACK_BACKUP))?;
+                    return Err(MigrateError::Other(format!(
+                        "{diff}; the data from before the step is back in {}, its backup is \
+                         kept in {}",
+                        self.data.path().display(),
+                        self.data.backup_path().display()
+                    )));
+                }
+                Ok(())
             }
         }
     }

@@ -21,7 +21,11 @@
 //!   the v2 files read offline after the step's backup; after = read through v3 while the
 //!   step's etcd runs (after the leases), each key as `etcdctl migrate` maps it
 //!   ([`v2v3_differs`]). A mismatch puts the backup back (in `run.rs`).
-//! - `WriteVersion` changes no data; `RollbackV3ToV2` (in-process) is logged as not verified.
+//! - `RollbackV3ToV2`: offline, key by key. Before = the live v3 keys read from the db; after
+//!   = the v2 store rollback2 wrote, read back like `etcd-inspect`: each key as `/1<key>` with
+//!   its value, an expiry exactly for leased keys, nothing else ([`v3v2_first_difference`]).
+//!   A mismatch puts the backup back (in `run.rs`).
+//! - `WriteVersion` changes no data.
 
 use std::fmt;
 use std::fs;
@@ -285,8 +289,9 @@ impl Runner<'_> {
                 return Ok(self.last_after.take());
             }
             Step::RollbackV3ToV2 { .. } => {
+                // Proved inside the step, offline: `before_v3v2`, `after_v3v2`. No etcd 3
+                // follows to compare a keyspace hash with.
                 self.step(step)?;
-                log::warn!("step {n}: a storage conversion, not verified by a keyspace hash");
                 return Ok(None);
             }
         };
@@ -591,6 +596,159 @@ pub(super) fn after_v2v3(
     Ok(Ok(()))
 }
 
+/// A live v3 key as rollback2 must leave it in the v2 store: the file `/1<key>`, the same
+/// value, an expiry exactly when the key had a lease.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct V3Key {
+    pub key: Vec<u8>,
+    pub value: Vec<u8>,
+    pub leased: bool,
+}
+
+/// The live v3 keys of `data`'s db that rollback2 converts (those starting with `/`; the
+/// others are skipped as the original did and logged by rollback2), sorted by key bytes.
+pub fn v3_keys(data: &DataDir) -> Result<Vec<V3Key>, String> {
+    let path = data.member_path().join("snap/db");
+    let db = crate::storage::bolt::BoltDb::open(&path)
+        .map_err(|e| format!("reading {}: {e}", path.display()))?;
+    let mut keys = Vec::new();
+    crate::storage::mvcc::for_each_live(&db, &mut |e| {
+        if e.kv.key.first() == Some(&b'/') {
+            keys.push(V3Key {
+                key: e.kv.key.to_vec(),
+                value: e.kv.value.to_vec(),
+                leased: e.kv.lease != 0,
+            });
+        }
+        Ok(std::ops::ControlFlow::Continue(()))
+    })
+    .map_err(|e| format!("reading {}: {e}", path.display()))?;
+    keys.sort_by(|a, b| a.key.cmp(&b.key));
+    Ok(keys)
+}
+
+/// The v2 store rollback2 wrote, as v3 keys: every file under `/1` (an empty directory,
+/// which no v3 key makes, counts as a key with no value), sorted by key bytes.
+pub fn v2_store_keys(data: &DataDir) -> Result<Vec<V3Key>, String> {
+    let member = data.member_path();
+    // `now` = 0: no expiry applies, so a leased key is read back as written.
+    let rec = crate::storage::recover::recover(&member.join("wal"), &member.join("snap"), 0)
+        .map_err(|e| format!("reading the v2 store: {e}"))?;
+    let mut keys = Vec::new();
+    if let Some(root) = rec.store.get("/1") {
+        root.walk(&mut |n| {
+            let empty_dir = n.is_dir() && n.children.as_ref().is_none_or(|c| c.is_empty());
+            if (!n.is_dir() || empty_dir) && n.path != "/1" {
+                keys.push(V3Key {
+                    key: n
+                        .path
+                        .strip_prefix("/1")
+                        .unwrap_or(&n.path)
+                        .as_bytes()
+                        .to_vec(),
+                    value: n.value.as_bytes().to_vec(),
+                    leased: n.expire_unix_nanos().is_some(),
+                });
+            }
+        });
+    }
+    keys.sort_by(|a, b| a.key.cmp(&b.key));
+    Ok(keys)
+}
+
+/// The first difference between the v3 keys before and the v2 store after, or `None`.
+pub fn v3v2_first_difference(before: &[V3Key], after: &[V3Key]) -> Option<(Vec<u8>, &'static str)> {
+    let (mut i, mut j) = (0, 0);
+    loop {
+        match (before.get(i), after.get(j)) {
+            (None, None) => return None,
+            (Some(b), a) if a.is_none_or(|a| b.key < a.key) => {
+                return Some((b.key.clone(), "missing after"))
+            }
+            (b, Some(a)) if b.is_none_or(|b| a.key < b.key) => {
+                return Some((a.key.clone(), "in the v2 store after, not a v3 key before"))
+            }
+            (Some(b), Some(a)) => {
+                if a.value != b.value {
+                    return Some((b.key.clone(), "another value after"));
+                }
+                if a.leased != b.leased {
+                    return Some((
+                        b.key.clone(),
+                        "an expiry without a lease, or no expiry for a lease",
+                    ));
+                }
+                i += 1;
+                j += 1;
+            }
+            _ => unreachable!("both sides covered"),
+        }
+    }
+}
+
+fn key_hash(keys: &[V3Key]) -> u64 {
+    let mut fnv = Fnv::new();
+    for k in keys {
+        fnv.field(&k.key);
+        fnv.field(&k.value);
+    }
+    fnv.0
+}
+
+/// The start of etcd3 -> etcd2 (offline, before rollback2): the live v3 keys, logged.
+pub(super) fn before_v3v2(r: &Runner) -> Result<Vec<V3Key>, MigrateError> {
+    let n = r.step_no.get();
+    let t = Instant::now();
+    let keys = v3_keys(r.data).map_err(|e| MigrateError::Other(format!("step {n}: {e}")))?;
+    log::info!(
+        "step {n}: before the step, the db holds {} live keys under / ({} with a lease), hash \
+         of keys and values {:016x} (read in {:?})",
+        keys.len(),
+        keys.iter().filter(|k| k.leased).count(),
+        key_hash(&keys),
+        t.elapsed()
+    );
+    Ok(keys)
+}
+
+/// The end of etcd3 -> etcd2: the v2 store rollback2 wrote must hold every key of `before`
+/// as `/1<key>` with its value (an expiry exactly for the leased ones), and nothing else.
+/// `Ok(Err(diff))` on a difference.
+pub(super) fn after_v3v2(r: &Runner, before: &[V3Key]) -> Result<Result<(), String>, MigrateError> {
+    let n = r.step_no.get();
+    let t = Instant::now();
+    let mut after =
+        v2_store_keys(r.data).map_err(|e| MigrateError::Other(format!("step {n}: {e}")))?;
+    if std::env::var(super::run::CRASH_POINT_ENV).as_deref() == Ok("v3v2-lose-first-key") {
+        log::warn!("test hook: the first key of the v2 store is dropped from what was read");
+        if !after.is_empty() {
+            after.remove(0);
+        }
+    }
+    let leased = after.iter().filter(|k| k.leased).count();
+    log::info!(
+        "step {n}: after the step, the v2 store holds {} keys under /1 ({leased} with an \
+         expiry), hash of keys and values {:016x} (read in {:?})",
+        after.len(),
+        key_hash(&after),
+        t.elapsed()
+    );
+    if let Some((key, why)) = v3v2_first_difference(before, &after) {
+        return Ok(Err(format!(
+            "step {n} changed the data ({} v3 keys before, {} v2 keys after, first differing \
+             key {:?}: {why})",
+            before.len(),
+            after.len(),
+            String::from_utf8_lossy(&key)
+        )));
+    }
+    log::info!(
+        "step {n}: every live v3 key is in the v2 store under /1 with its value ({leased} \
+         leased keys with an expiry)"
+    );
+    Ok(Ok(()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -633,6 +791,41 @@ mod tests {
         assert_ne!(h(&[b"ab", b"c"]), h(&[b"a", b"bc"]));
         assert_ne!(h(&[b"a"]), h(&[b"b"]));
         assert_eq!(h(&[b"a", b""]), h(&[b"a", b""]));
+    }
+
+    #[test]
+    fn a_rolled_back_key_keeps_its_value_and_an_expiry_exactly_for_a_lease() {
+        let k = |key: &str, value: &str, leased: bool| V3Key {
+            key: key.as_bytes().to_vec(),
+            value: value.as_bytes().to_vec(),
+            leased,
+        };
+        let before = [k("/a", "1", false), k("/b/c", "2", true)];
+        assert_eq!(v3v2_first_difference(&before, &before), None);
+        let diff = |after: &[V3Key]| {
+            v3v2_first_difference(&before, after).map(|(k, w)| (String::from_utf8(k).unwrap(), w))
+        };
+        assert_eq!(diff(&before[1..]), Some(("/a".into(), "missing after")));
+        assert_eq!(diff(&before[..1]), Some(("/b/c".into(), "missing after")));
+        assert_eq!(
+            diff(&[
+                k("/a", "1", false),
+                k("/b", "", false),
+                k("/b/c", "2", true)
+            ]),
+            Some(("/b".into(), "in the v2 store after, not a v3 key before"))
+        );
+        assert_eq!(
+            diff(&[k("/a", "x", false), k("/b/c", "2", true)]),
+            Some(("/a".into(), "another value after"))
+        );
+        assert_eq!(
+            diff(&[k("/a", "1", false), k("/b/c", "2", false)]),
+            Some((
+                "/b/c".into(),
+                "an expiry without a lease, or no expiry for a lease"
+            ))
+        );
     }
 
     #[test]
