@@ -487,6 +487,12 @@ fn boot_converts_etcd2_data_to_etcd3_and_serves_every_key() {
     assert!(site.server_version().contains("\"etcdserver\":\"3.5.1\""));
     assert_eq!(all_keys(&site.client_url()), expect);
     assert_eq!(site.version_txt(), "3.5.1/etcd3");
+    // The conversion proved itself (src/migrate/verify.rs).
+    let logs = c.logs();
+    assert!(
+        logs.contains("every v2 file is served through v3 with its value and revisions"),
+        "{logs}"
+    );
     let r = http()
         .post_json(
             &format!("{}/v3/kv/range", site.client_url()),

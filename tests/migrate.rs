@@ -583,8 +583,59 @@ fn etcd2_to_etcd3_interrupted_is_redone_from_the_backup() {
     assert!(!site.data.join(".discard").exists());
 }
 
+/// The etcd2 -> etcd3 step proves itself: `etcdctl-3.4.23` here is a STAND-IN, a script
+/// that runs the real etcdctl 3.4.23 with `migrate --no-ttl` (a real flag: keys with a v2 TTL
+/// are not converted), so the conversion loses every TTL key as a broken conversion would. The
+/// step must fail with `step 1 changed the data (...)` naming the counts and the first lost
+/// key, exit 1, and put the data dir back byte for byte (besides the kept `.bak`).
+#[test]
+fn etcd2_to_etcd3_that_loses_keys_fails_and_puts_the_data_dir_back() {
+    let site = Site::new("v2v3-lossy");
+    let expect = seed_v2(&site);
+    let stand_in = site.bin.join(format!("etcdctl-{V3_4}"));
+    fs::remove_file(&stand_in).unwrap();
+    fs::write(
+        &stand_in,
+        format!(
+            "#!/bin/sh\n[ \"$1\" = migrate ] && set -- \"$@\" --no-ttl\nexec '{}' \"$@\"\n",
+            etcdctl_bin(V3_4).display()
+        ),
+    )
+    .unwrap();
+    fs::set_permissions(&stand_in, fs::Permissions::from_mode(0o755)).unwrap();
+    let before = tree(&site.data);
+    let out = site.migrate("3.4.23/etcd3");
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let line = failure_line(&out);
+    // 1235 keys have a TTL (e1 and the 1234 posted events); e2 and the pod key survive.
+    assert!(
+        line.starts_with(&format!(
+            "Migration failed: step 1 changed the data ({} v2 files before, 2 v3 keys after, \
+             first differing key \"/registry/events/",
+            expect.len()
+        )) && line.contains("\": missing after)")
+            && line.contains("is back in"),
+        "{line}"
+    );
+    let mut after = tree(&site.data);
+    after.retain(|p, _| !p.starts_with(".bak"));
+    assert!(after == before, "the data dir was not put back");
+    assert_eq!(site.version_txt(), "3.4.23/etcd2");
+    assert!(site.data.join(".bak/member/wal").exists());
+}
+
 fn check_v2_converted(site: &Site, out: &Output, expect: &Kv) {
     assert!(out.status.success(), "{}", stderr(out));
+    // The step proved itself (src/migrate/verify.rs): every v2 file, counted, through v3.
+    let err = stderr(out);
+    assert!(
+        err.contains(&format!(
+            "step 1: before the step, the v2 store holds {} files",
+            expect.len()
+        )) && err.contains(&format!("etcd 3.4.23 serves {} keys", expect.len()))
+            && err.contains("every v2 file is served through v3 with its value and revisions"),
+        "{err}"
+    );
     assert_eq!(site.version_txt(), "3.4.23/etcd3");
     let d = etcdtools::datadir::DataDir::resolve(&site.data).unwrap();
     assert_eq!(
@@ -677,12 +728,28 @@ fn etcd3_to_etcd2_converts_with_rollback2_and_refuses_binary_values() {
     assert_eq!(tree(&site.data.join("member")), member_before, "changed");
     assert_eq!(site.version_txt(), "3.4.23/etcd3");
 
-    // Without it, the conversion runs and the v2 store holds every key under /1.
+    // Without it, the conversion runs and the v2 store holds every key under /1. One key
+    // gets a lease: rollback2 gives it an expiry, and the proof checks exactly that.
+    let leased = b"/registry/leases/kube-node-lease/n1".to_vec();
     {
         let etcd = site.start(V3_4);
         let key = b"/registry/bin\x00\xff".to_vec();
         delete(&etcd.client_url, &key);
         kv.remove(&key);
+        let url = &etcd.client_url;
+        let grant = http()
+            .post_json(
+                &format!("{url}/v3/lease/grant"),
+                &serde_json::json!({"TTL": "3600"}),
+                Duration::from_secs(10),
+            )
+            .unwrap();
+        let put = serde_json::json!({"key": b64::encode(&leased), "value": b64::encode(b"l"),
+            "lease": grant["ID"]});
+        http()
+            .post_json(&format!("{url}/v3/kv/put"), &put, Duration::from_secs(10))
+            .unwrap();
+        kv.insert(leased.clone(), b"l".to_vec());
     }
     let dry = site.migrate_with("2.2.1/etcd2", &[], &dry_args);
     assert!(dry.status.success(), "{}", stderr(&dry));
@@ -694,6 +761,19 @@ fn etcd3_to_etcd2_converts_with_rollback2_and_refuses_binary_values() {
     let out = site.migrate_with("2.2.1/etcd2", &[], &bundle);
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(site.version_txt(), "2.2.1/etcd2");
+    // The step proved itself offline (src/migrate/verify.rs): every live v3 key read back
+    // from the v2 store rollback2 wrote.
+    let err = stderr(&out);
+    assert!(
+        err.contains(&format!(
+            "step 1: before the step, the db holds {} live keys under / (1 with a lease)",
+            kv.len()
+        )) && err.contains(&format!(
+            "step 1: after the step, the v2 store holds {} keys under /1 (1 with an expiry)",
+            kv.len()
+        )) && err.contains("every live v3 key is in the v2 store under /1 with its value"),
+        "{err}"
+    );
     let member = site.data.join("member");
     let got =
         etcdtools::storage::recover::recover(&member.join("wal"), &member.join("snap"), 0).unwrap();
@@ -704,9 +784,56 @@ fn etcd3_to_etcd2_converts_with_rollback2_and_refuses_binary_values() {
             .get(&path)
             .unwrap_or_else(|| panic!("{path} missing"));
         assert_eq!(node.value, std::str::from_utf8(v).unwrap(), "{path}");
+        assert_eq!(node.expire_unix_nanos().is_some(), *k == leased, "{path}");
     }
     assert_eq!(got.store.cluster_version(), Some("2.2.0"));
     assert!(!ran.exists(), "a stand-in 2.2.1 binary ran");
+}
+
+/// The etcd3 -> etcd2 step proves itself: with the test hook ETCDTOOLS_MIGRATE_CRASH_AT=
+/// v3v2-lose-first-key (read by the release binary too, like the crash points) the first key
+/// of the v2 store rollback2 wrote is dropped from what the proof reads back, as if the
+/// conversion had lost it. The step must fail with `step 1 changed the data (...)` naming the
+/// counts and that key, exit 1, and put the data dir back byte for byte (besides `.bak`).
+#[test]
+fn etcd3_to_etcd2_that_loses_a_key_fails_and_puts_the_data_dir_back() {
+    let site = Site::new("v3v2-lossy");
+    let mut kv = site.seed(V3_4, 3, &[]);
+    {
+        let etcd = site.start(V3_4);
+        let key = b"/registry/bin\x00\xff".to_vec();
+        delete(&etcd.client_url, &key);
+        kv.remove(&key);
+    }
+    // Stand-ins: the 2.2.1 binaries must exist; the step runs neither.
+    for tool in ["etcd-2.2.1", "etcdctl-2.2.1"] {
+        let p = site.bin.join(tool);
+        fs::write(&p, "#!/bin/sh\nexit 1\n").unwrap();
+        fs::set_permissions(&p, fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let before = tree(&site.data);
+    let first = String::from_utf8(kv.keys().next().unwrap().clone()).unwrap();
+    let out = site.migrate_with(
+        "2.2.1/etcd2",
+        &[("ETCDTOOLS_MIGRATE_CRASH_AT", "v3v2-lose-first-key")],
+        &["--bundled-versions", "2.2.1,3.4.23"],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let line = failure_line(&out);
+    assert!(
+        line.starts_with(&format!(
+            "Migration failed: step 1 changed the data ({} v3 keys before, {} v2 keys after, \
+             first differing key {first:?}: missing after)",
+            kv.len(),
+            kv.len() - 1
+        )) && line.contains("is back in"),
+        "{line}"
+    );
+    let mut after = tree(&site.data);
+    after.retain(|p, _| !p.starts_with(".bak"));
+    assert!(after == before, "the data dir was not put back");
+    assert_eq!(site.version_txt(), "3.4.23/etcd3");
+    assert!(site.data.join(".bak/member/snap/db").exists());
 }
 
 /// Real data of every version without (or with an empty) version.txt: migrate reads the

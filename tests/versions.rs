@@ -760,6 +760,13 @@ fn etcd2_data_written_by_3_3_25_becomes_etcd3_at_3_4_and_3_5() {
                 copy_tree(&seed.data, &site.data);
                 let log = site.migrate(&format!("{target}/etcd3"));
                 assert!(log.contains("storage etcd2 -> etcd3 at 3.3.25"), "{log}");
+                // The conversion proved itself (src/migrate/verify.rs): 4 v2 files, 4 v3 keys.
+                assert!(
+                    log.contains("step 1: before the step, the v2 store holds 4 files")
+                        && log.contains("etcd 3.3.25 serves 4 keys (1 with a lease)")
+                        && log.contains("every v2 file is served through v3"),
+                    "{log}"
+                );
                 let etcd = site.start(target);
                 let (_, kvs) = range_all(&etcd.client_url, target, 0).unwrap();
                 let got: BTreeMap<String, String> = kvs

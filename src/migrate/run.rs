@@ -729,13 +729,25 @@ impl Runner<'_> {
             Step::RollbackV3ToV2 { from, to } => {
                 log::info!("Backup and remove all existing v2 data (from {from})");
                 self.data.backup_copy()?;
+                let before = super::verify::before_v3v2(self)?;
                 crate::rollback::rollback_for_migrate(self.data, to).map_err(|source| {
                     MigrateError::Rollback {
                         to: to.clone(),
                         backup: self.data.backup_path(),
                         source: Box::new(source),
                     }
-                })
+                })?;
+                if let Err(diff) = super::verify::after_v3v2(self, &before)? {
+                    self.put_back_backup()?;
+                    remove_tree(&self.data.entry(names::ROLLBACK_BACKUP))?;
+                    return Err(MigrateError::Other(format!(
+                        "{diff}; the data from before the step is back in {}, its backup is \
+                         kept in {}",
+                        self.data.path().display(),
+                        self.data.backup_path().display()
+                    )));
+                }
+                Ok(())
             }
         }
     }
@@ -1011,6 +1023,7 @@ impl Runner<'_> {
                 })?;
         }
         crash_point("v2v3-backed-up");
+        let before = super::verify::before_v2v3(self)?;
         log::info!("Performing etcd2 -> etcd3 migration");
         run_tool(
             &self.cfg.bin_dir.join(format!("etcdctl-{at}")),
@@ -1026,13 +1039,28 @@ impl Runner<'_> {
         log::info!("Attaching leases to TTL entries");
         let etcd = self.start_etcd(at)?;
         let attached = self.attach_leases(at);
+        if let Ok(n) = &attached {
+            log::info!(
+                "attached a {TTL_LEASE_SECONDS} s lease to {n} keys under {}",
+                self.cfg.ttl_keys_directory
+            );
+        }
+        let proof = match (&attached, &before) {
+            (Ok(_), Some(files)) => super::verify::after_v2v3(self, at, files),
+            _ => Ok(Ok(())),
+        };
         let stopped = self.stop_etcd(etcd);
-        let n = attached?;
+        attached?;
         stopped?;
-        log::info!(
-            "attached a {TTL_LEASE_SECONDS} s lease to {n} keys under {}",
-            self.cfg.ttl_keys_directory
-        );
+        if let Err(diff) = proof? {
+            self.put_back_backup()?;
+            finish_v2v3_journal(data)?;
+            return Err(MigrateError::Other(format!(
+                "{diff}; the data from before the step is back in {}, its backup is kept in {}",
+                data.path().display(),
+                data.backup_path().display()
+            )));
+        }
         Ok(())
     }
 

@@ -17,8 +17,15 @@
 //! - A member of several (`--initial-cluster`) is not verified (logged): an extra etcd start
 //!   only gets ready with every member at the same point, and even a read while the step's
 //!   etcd runs lets the first two members stop before the third is ready.
-//! - `WriteVersion` changes no data; `MigrateV2ToV3`/`RollbackV3ToV2` change the storage
-//!   kind (the keyspace is not comparable through one API): logged as not verified here.
+//! - `MigrateV2ToV3`: key by key, not by a hash (the keyspace changes API). Before =
+//!   the v2 files read offline after the step's backup; after = read through v3 while the
+//!   step's etcd runs (after the leases), each key as `etcdctl migrate` maps it
+//!   ([`v2v3_differs`]). A mismatch puts the backup back (in `run.rs`).
+//! - `RollbackV3ToV2`: offline, key by key. Before = the live v3 keys read from the db; after
+//!   = the v2 store rollback2 wrote, read back like `etcd-inspect`: each key as `/1<key>` with
+//!   its value, an expiry exactly for leased keys, nothing else ([`v3v2_first_difference`]).
+//!   A mismatch puts the backup back (in `run.rs`).
+//! - `WriteVersion` changes no data.
 
 use std::fmt;
 use std::fs;
@@ -145,6 +152,16 @@ pub fn fingerprint(
     base: &str,
     version: &EtcdVersion,
 ) -> Result<Fingerprint, String> {
+    scan(client, base, version, &mut |_| {})
+}
+
+/// [`fingerprint`], showing each key (the gateway's JSON object) to `visit` in key order.
+fn scan(
+    client: &HttpClient,
+    base: &str,
+    version: &EtcdVersion,
+    visit: &mut dyn FnMut(&Value),
+) -> Result<Fingerprint, String> {
     let gw = gateway(client, base, version)?;
     let url = format!("{base}{gw}/kv/range");
     let (mut from, mut revision, mut limit) = (vec![0u8], 0i64, PAGE);
@@ -173,6 +190,7 @@ pub fn fingerprint(
             for name in ["create_revision", "mod_revision", "version", "lease"] {
                 fnv.field(&int(&kv[name]).to_le_bytes());
             }
+            visit(kv);
         }
         keys += kvs.len() as u64;
         let more = page["more"].as_bool() == Some(true);
@@ -264,9 +282,16 @@ impl Runner<'_> {
                 log::info!("step {n}: version.txt only, no data touched");
                 return Ok(carried);
             }
-            Step::MigrateV2ToV3 { .. } | Step::RollbackV3ToV2 { .. } => {
+            Step::MigrateV2ToV3 { .. } => {
+                // Proved inside the step: `before_v2v3`, `after_v2v3`.
+                self.last_after.set(None);
                 self.step(step)?;
-                log::warn!("step {n}: a storage conversion, not verified by a keyspace hash");
+                return Ok(self.last_after.take());
+            }
+            Step::RollbackV3ToV2 { .. } => {
+                // Proved inside the step, offline: `before_v3v2`, `after_v3v2`. No etcd 3
+                // follows to compare a keyspace hash with.
+                self.step(step)?;
                 return Ok(None);
             }
         };
@@ -408,6 +433,322 @@ pub(super) fn after_downgrade(
     Ok(())
 }
 
+/// A v2 file node (dirs become nothing) as `etcdctl migrate` turns it into a v3 key: the
+/// path without the store's `/1`, the value, create/mod revision = created/modified index,
+/// version 1, no lease.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct V2File {
+    pub key: Vec<u8>,
+    pub value: Vec<u8>,
+    pub created: i64,
+    pub modified: i64,
+}
+
+/// What one v3 key must be after etcd2 -> etcd3: what `file` maps to, except that a key under
+/// `ttl_dir` was re-put with a lease (a new mod revision and version; same create revision).
+/// `None`: it is; else what differs.
+pub fn v2v3_differs(file: &V2File, kv: &Value, ttl_dir: &[u8]) -> Option<&'static str> {
+    let b = |name: &str| crate::base64::decode(kv[name].as_str().unwrap_or("")).unwrap_or_default();
+    let leased = file.key.starts_with(ttl_dir);
+    if b("value") != file.value {
+        Some("another value after")
+    } else if int(&kv["create_revision"]) != file.created {
+        Some("another create revision after")
+    } else if leased && int(&kv["lease"]) == 0 {
+        Some("no lease after")
+    } else if !leased
+        && (int(&kv["mod_revision"]) != file.modified
+            || int(&kv["version"]) != 1
+            || int(&kv["lease"]) != 0)
+    {
+        Some("another mod revision, version or lease after")
+    } else {
+        None
+    }
+}
+
+/// The v2 files of `data`'s member, read offline (snapshot + every WAL entry after it, as
+/// `etcdctl migrate` rebuilds the v2 store), sorted by key bytes like a v3 range.
+pub fn v2_files(data: &DataDir) -> Result<Vec<V2File>, String> {
+    let member = data.member_path();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as i64);
+    let mut rec = crate::storage::recover::recover(&member.join("wal"), &member.join("snap"), now)
+        .map_err(|e| format!("reading the v2 store: {e}"))?;
+    // `etcdctl migrate` applies every WAL entry, committed or not (a lone member's etcd
+    // would commit them on its next start).
+    let commit = rec.wal.hard_state.map_or(rec.start().index, |h| h.commit);
+    let tail = rec.wal.entries.partition_point(|e| e.index <= commit);
+    rec.store.replay_entries(&rec.wal.entries[tail..], now);
+    let mut files = Vec::new();
+    if let Some(root) = rec.store.get("/1") {
+        root.walk(&mut |n| {
+            if !n.is_dir() {
+                files.push(V2File {
+                    key: n
+                        .path
+                        .strip_prefix("/1")
+                        .unwrap_or(&n.path)
+                        .as_bytes()
+                        .to_vec(),
+                    value: n.value.as_bytes().to_vec(),
+                    created: n.created_index as i64,
+                    modified: n.modified_index as i64,
+                });
+            }
+        });
+    }
+    files.sort_by(|a, b| a.key.cmp(&b.key));
+    Ok(files)
+}
+
+/// The start of etcd2 -> etcd3, before `etcdctl migrate`: the v2 files, logged. `None` for a
+/// member of several (not verified, as the other steps).
+pub(super) fn before_v2v3(r: &Runner) -> Result<Option<Vec<V2File>>, MigrateError> {
+    let n = r.step_no.get();
+    if !r.single_member() {
+        log::warn!("step {n}: not verified: this member is one of several");
+        return Ok(None);
+    }
+    let t = Instant::now();
+    let files = v2_files(r.data).map_err(|e| MigrateError::Other(format!("step {n}: {e}")))?;
+    let mut fnv = Fnv::new();
+    for f in &files {
+        fnv.field(&f.key);
+        fnv.field(&f.value);
+    }
+    log::info!(
+        "step {n}: before the step, the v2 store holds {} files, hash of keys and values {:016x} \
+         (read in {:?})",
+        files.len(),
+        fnv.0,
+        t.elapsed()
+    );
+    Ok(Some(files))
+}
+
+/// The end of etcd2 -> etcd3, while `at` runs on the converted data: every v2 file must be
+/// served as [`v2v3_differs`] says, and nothing else. `Ok(Err(diff))` on a difference.
+pub(super) fn after_v2v3(
+    r: &Runner,
+    at: &EtcdVersion,
+    before: &[V2File],
+) -> Result<Result<(), String>, MigrateError> {
+    let n = r.step_no.get();
+    let mut ttl_dir = r.cfg.ttl_keys_directory.clone().into_bytes();
+    if !ttl_dir.ends_with(b"/") {
+        ttl_dir.push(b'/');
+    }
+    let (mut next, mut first, mut leased) = (0usize, None::<(Vec<u8>, &str)>, 0u64);
+    let (mut fnv, mut served) = (Fnv::new(), 0u64);
+    let t = Instant::now();
+    let fp = scan(&r.client, &r.client_url(), at, &mut |kv| {
+        let key = crate::base64::decode(kv["key"].as_str().unwrap_or("")).unwrap_or_default();
+        let value = crate::base64::decode(kv["value"].as_str().unwrap_or("")).unwrap_or_default();
+        fnv.field(&key);
+        fnv.field(&value);
+        served += 1;
+        leased += u64::from(int(&kv["lease"]) != 0);
+        if first.is_some() {
+            return;
+        }
+        if next < before.len() && before[next].key < key {
+            first = Some((before[next].key.clone(), "missing after"));
+            return;
+        }
+        match before.get(next) {
+            Some(f) if f.key == key => {
+                next += 1;
+                first = v2v3_differs(f, kv, &ttl_dir).map(|why| (key, why));
+            }
+            _ => first = Some((key, "served after, not a v2 file before")),
+        }
+    })
+    .map_err(|e| {
+        MigrateError::Other(format!(
+            "step {n}: cannot read what etcd {at} serves after the step: {e}"
+        ))
+    })?;
+    if first.is_none() && next < before.len() {
+        first = Some((before[next].key.clone(), "missing after"));
+    }
+    log::info!(
+        "step {n}: after the step, etcd {at} serves {served} keys ({leased} with a lease), \
+         hash of keys and values {:016x}; {fp} (read in {:?})",
+        fnv.0,
+        t.elapsed()
+    );
+    if let Some((key, why)) = first {
+        return Ok(Err(format!(
+            "step {n} changed the data ({} v2 files before, {served} v3 keys after, first \
+             differing key {:?}: {why})",
+            before.len(),
+            String::from_utf8_lossy(&key)
+        )));
+    }
+    log::info!(
+        "step {n}: every v2 file is served through v3 with its value and revisions \
+         ({leased} keys under {} leased)",
+        String::from_utf8_lossy(&ttl_dir)
+    );
+    r.last_after.set(Some(fp));
+    Ok(Ok(()))
+}
+
+/// A live v3 key as rollback2 must leave it in the v2 store: the file `/1<key>`, the same
+/// value, an expiry exactly when the key had a lease.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct V3Key {
+    pub key: Vec<u8>,
+    pub value: Vec<u8>,
+    pub leased: bool,
+}
+
+/// The live v3 keys of `data`'s db that rollback2 converts (those starting with `/`; the
+/// others are skipped as the original did and logged by rollback2), sorted by key bytes.
+pub fn v3_keys(data: &DataDir) -> Result<Vec<V3Key>, String> {
+    let path = data.member_path().join("snap/db");
+    let db = crate::storage::bolt::BoltDb::open(&path)
+        .map_err(|e| format!("reading {}: {e}", path.display()))?;
+    let mut keys = Vec::new();
+    crate::storage::mvcc::for_each_live(&db, &mut |e| {
+        if e.kv.key.first() == Some(&b'/') {
+            keys.push(V3Key {
+                key: e.kv.key.to_vec(),
+                value: e.kv.value.to_vec(),
+                leased: e.kv.lease != 0,
+            });
+        }
+        Ok(std::ops::ControlFlow::Continue(()))
+    })
+    .map_err(|e| format!("reading {}: {e}", path.display()))?;
+    keys.sort_by(|a, b| a.key.cmp(&b.key));
+    Ok(keys)
+}
+
+/// The v2 store rollback2 wrote, as v3 keys: every file under `/1` (an empty directory,
+/// which no v3 key makes, counts as a key with no value), sorted by key bytes.
+pub fn v2_store_keys(data: &DataDir) -> Result<Vec<V3Key>, String> {
+    let member = data.member_path();
+    // `now` = 0: no expiry applies, so a leased key is read back as written.
+    let rec = crate::storage::recover::recover(&member.join("wal"), &member.join("snap"), 0)
+        .map_err(|e| format!("reading the v2 store: {e}"))?;
+    let mut keys = Vec::new();
+    if let Some(root) = rec.store.get("/1") {
+        root.walk(&mut |n| {
+            let empty_dir = n.is_dir() && n.children.as_ref().is_none_or(|c| c.is_empty());
+            if (!n.is_dir() || empty_dir) && n.path != "/1" {
+                keys.push(V3Key {
+                    key: n
+                        .path
+                        .strip_prefix("/1")
+                        .unwrap_or(&n.path)
+                        .as_bytes()
+                        .to_vec(),
+                    value: n.value.as_bytes().to_vec(),
+                    leased: n.expire_unix_nanos().is_some(),
+                });
+            }
+        });
+    }
+    keys.sort_by(|a, b| a.key.cmp(&b.key));
+    Ok(keys)
+}
+
+/// The first difference between the v3 keys before and the v2 store after, or `None`.
+pub fn v3v2_first_difference(before: &[V3Key], after: &[V3Key]) -> Option<(Vec<u8>, &'static str)> {
+    let (mut i, mut j) = (0, 0);
+    loop {
+        match (before.get(i), after.get(j)) {
+            (None, None) => return None,
+            (Some(b), a) if a.is_none_or(|a| b.key < a.key) => {
+                return Some((b.key.clone(), "missing after"))
+            }
+            (b, Some(a)) if b.is_none_or(|b| a.key < b.key) => {
+                return Some((a.key.clone(), "in the v2 store after, not a v3 key before"))
+            }
+            (Some(b), Some(a)) => {
+                if a.value != b.value {
+                    return Some((b.key.clone(), "another value after"));
+                }
+                if a.leased != b.leased {
+                    return Some((
+                        b.key.clone(),
+                        "an expiry without a lease, or no expiry for a lease",
+                    ));
+                }
+                i += 1;
+                j += 1;
+            }
+            _ => unreachable!("both sides covered"),
+        }
+    }
+}
+
+fn key_hash(keys: &[V3Key]) -> u64 {
+    let mut fnv = Fnv::new();
+    for k in keys {
+        fnv.field(&k.key);
+        fnv.field(&k.value);
+    }
+    fnv.0
+}
+
+/// The start of etcd3 -> etcd2 (offline, before rollback2): the live v3 keys, logged.
+pub(super) fn before_v3v2(r: &Runner) -> Result<Vec<V3Key>, MigrateError> {
+    let n = r.step_no.get();
+    let t = Instant::now();
+    let keys = v3_keys(r.data).map_err(|e| MigrateError::Other(format!("step {n}: {e}")))?;
+    log::info!(
+        "step {n}: before the step, the db holds {} live keys under / ({} with a lease), hash \
+         of keys and values {:016x} (read in {:?})",
+        keys.len(),
+        keys.iter().filter(|k| k.leased).count(),
+        key_hash(&keys),
+        t.elapsed()
+    );
+    Ok(keys)
+}
+
+/// The end of etcd3 -> etcd2: the v2 store rollback2 wrote must hold every key of `before`
+/// as `/1<key>` with its value (an expiry exactly for the leased ones), and nothing else.
+/// `Ok(Err(diff))` on a difference.
+pub(super) fn after_v3v2(r: &Runner, before: &[V3Key]) -> Result<Result<(), String>, MigrateError> {
+    let n = r.step_no.get();
+    let t = Instant::now();
+    let mut after =
+        v2_store_keys(r.data).map_err(|e| MigrateError::Other(format!("step {n}: {e}")))?;
+    if std::env::var(super::run::CRASH_POINT_ENV).as_deref() == Ok("v3v2-lose-first-key") {
+        log::warn!("test hook: the first key of the v2 store is dropped from what was read");
+        if !after.is_empty() {
+            after.remove(0);
+        }
+    }
+    let leased = after.iter().filter(|k| k.leased).count();
+    log::info!(
+        "step {n}: after the step, the v2 store holds {} keys under /1 ({leased} with an \
+         expiry), hash of keys and values {:016x} (read in {:?})",
+        after.len(),
+        key_hash(&after),
+        t.elapsed()
+    );
+    if let Some((key, why)) = v3v2_first_difference(before, &after) {
+        return Ok(Err(format!(
+            "step {n} changed the data ({} v3 keys before, {} v2 keys after, first differing \
+             key {:?}: {why})",
+            before.len(),
+            after.len(),
+            String::from_utf8_lossy(&key)
+        )));
+    }
+    log::info!(
+        "step {n}: every live v3 key is in the v2 store under /1 with its value ({leased} \
+         leased keys with an expiry)"
+    );
+    Ok(Ok(()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -450,5 +791,84 @@ mod tests {
         assert_ne!(h(&[b"ab", b"c"]), h(&[b"a", b"bc"]));
         assert_ne!(h(&[b"a"]), h(&[b"b"]));
         assert_eq!(h(&[b"a", b""]), h(&[b"a", b""]));
+    }
+
+    #[test]
+    fn a_rolled_back_key_keeps_its_value_and_an_expiry_exactly_for_a_lease() {
+        let k = |key: &str, value: &str, leased: bool| V3Key {
+            key: key.as_bytes().to_vec(),
+            value: value.as_bytes().to_vec(),
+            leased,
+        };
+        let before = [k("/a", "1", false), k("/b/c", "2", true)];
+        assert_eq!(v3v2_first_difference(&before, &before), None);
+        let diff = |after: &[V3Key]| {
+            v3v2_first_difference(&before, after).map(|(k, w)| (String::from_utf8(k).unwrap(), w))
+        };
+        assert_eq!(diff(&before[1..]), Some(("/a".into(), "missing after")));
+        assert_eq!(diff(&before[..1]), Some(("/b/c".into(), "missing after")));
+        assert_eq!(
+            diff(&[
+                k("/a", "1", false),
+                k("/b", "", false),
+                k("/b/c", "2", true)
+            ]),
+            Some(("/b".into(), "in the v2 store after, not a v3 key before"))
+        );
+        assert_eq!(
+            diff(&[k("/a", "x", false), k("/b/c", "2", true)]),
+            Some(("/a".into(), "another value after"))
+        );
+        assert_eq!(
+            diff(&[k("/a", "1", false), k("/b/c", "2", false)]),
+            Some((
+                "/b/c".into(),
+                "an expiry without a lease, or no expiry for a lease"
+            ))
+        );
+    }
+
+    #[test]
+    fn a_converted_key_keeps_value_and_revisions_and_only_ttl_dir_keys_a_lease() {
+        let file = |key: &str| V2File {
+            key: key.as_bytes().to_vec(),
+            value: b"v".to_vec(),
+            created: 5,
+            modified: 7,
+        };
+        let kv = |key: &str, value: &str, create: i64, modr: i64, version: i64, lease: i64| {
+            json!({"key": crate::base64::encode(key.as_bytes()),
+                   "value": crate::base64::encode(value.as_bytes()),
+                   "create_revision": create.to_string(), "mod_revision": modr.to_string(),
+                   "version": version.to_string(), "lease": lease.to_string()})
+        };
+        let ttl = b"/registry/events/";
+        let (pod, ev) = (file("/registry/pods/a"), file("/registry/events/e"));
+        assert_eq!(
+            v2v3_differs(&pod, &kv("/registry/pods/a", "v", 5, 7, 1, 0), ttl),
+            None
+        );
+        let bad = |k, why| assert_eq!(v2v3_differs(&pod, &k, ttl), Some(why));
+        bad(
+            kv("/registry/pods/a", "w", 5, 7, 1, 0),
+            "another value after",
+        );
+        bad(
+            kv("/registry/pods/a", "v", 6, 7, 1, 0),
+            "another create revision after",
+        );
+        let other = "another mod revision, version or lease after";
+        bad(kv("/registry/pods/a", "v", 5, 8, 1, 0), other);
+        bad(kv("/registry/pods/a", "v", 5, 7, 2, 0), other);
+        bad(kv("/registry/pods/a", "v", 5, 7, 1, 9), other);
+        // Under the TTL dir: re-put with the lease (new mod revision and version).
+        assert_eq!(
+            v2v3_differs(&ev, &kv("/registry/events/e", "v", 5, 30, 2, 9), ttl),
+            None
+        );
+        assert_eq!(
+            v2v3_differs(&ev, &kv("/registry/events/e", "v", 5, 7, 1, 0), ttl),
+            Some("no lease after")
+        );
     }
 }
