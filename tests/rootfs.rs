@@ -154,7 +154,7 @@ fn start_etcd_in(root: &Path, version: &str, data_dir: &str, name: &str) -> Etcd
 }
 
 fn stop(etcd: EtcdProcess) {
-    etcd.stop(Duration::from_secs(20)).unwrap();
+    stop_cleanly(etcd, "in the chroot");
 }
 
 // Base64 for the JSON gateway (bytes fields).

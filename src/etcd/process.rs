@@ -671,21 +671,77 @@ pub fn run_tool(
     }
 }
 
-/// `n` distinct TCP ports on 127.0.0.1 that were free a moment ago (the OS picks them; all are
-/// held open together so none is handed out twice).
+/// `n` distinct TCP ports on 127.0.0.1 for an etcd to listen on, reserved for the rest of
+/// this process (for tests, which start members on them, sometimes several times).
+///
+/// A port the OS hands out for `bind(0)` comes from the ephemeral range, which is also where
+/// every outgoing connection (etcd's own loopback gateway and peer connections, HTTP clients)
+/// takes its source port: between our check and etcd's bind, such a connection can take it,
+/// and etcd exits with "address already in use". So the ports come from below that range, and
+/// a flock on `$TMPDIR/etcdtools-ports/<port>` (held until this process exits) keeps other
+/// processes using this function off them; a port something else listens on is skipped.
 pub fn free_ports(n: usize) -> Result<Vec<u16>, ProcessError> {
     let io = |e: std::io::Error| ProcessError::Io {
         what: "find a free port on 127.0.0.1".into(),
         source: e,
     };
-    let listeners = (0..n)
-        .map(|_| TcpListener::bind("127.0.0.1:0"))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(io)?;
-    listeners
-        .iter()
-        .map(|l| l.local_addr().map(|a| a.port()).map_err(io))
-        .collect()
+    let dir = std::env::temp_dir().join("etcdtools-ports");
+    std::fs::create_dir_all(&dir).map_err(io)?;
+    let (lo, hi) = reservable_range();
+    let span = u32::from(hi - lo) + 1;
+    let seed = std::process::id().wrapping_mul(2_654_435_761)
+        ^ std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+    let mut held = RESERVED.lock().unwrap_or_else(|e| e.into_inner());
+    let mut ports = Vec::with_capacity(n);
+    for i in 0..span {
+        if ports.len() == n {
+            break;
+        }
+        let port = lo + ((seed.wrapping_add(i)) % span) as u16;
+        if held.iter().any(|(p, _)| *p == port) {
+            continue;
+        }
+        let file = std::fs::File::create(dir.join(port.to_string())).map_err(io)?;
+        if !crate::fsutil::try_flock(&file, crate::fsutil::Lock::Exclusive).map_err(io)? {
+            continue;
+        }
+        if TcpListener::bind(("127.0.0.1", port)).is_err() {
+            continue;
+        }
+        held.push((port, file));
+        ports.push(port);
+    }
+    if ports.len() < n {
+        return Err(io(std::io::Error::new(
+            std::io::ErrorKind::AddrInUse,
+            format!("fewer than {n} unreserved ports in {lo}-{hi}"),
+        )));
+    }
+    Ok(ports)
+}
+
+/// Ports handed out by [`free_ports`], with the lock file that reserves each.
+static RESERVED: Mutex<Vec<(u16, std::fs::File)>> = Mutex::new(Vec::new());
+
+/// The ports [`free_ports`] picks from: 10000 up to the start of the kernel's ephemeral range
+/// (`ip_local_port_range`), or above its end when that leaves more.
+fn reservable_range() -> (u16, u16) {
+    let (eph_lo, eph_hi) = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| {
+            let mut it = s.split_whitespace().map(str::parse::<u16>);
+            Some((it.next()?.ok()?, it.next()?.ok()?))
+        })
+        .unwrap_or((32768, 60999));
+    let below = (10000, eph_lo.saturating_sub(1).max(10001));
+    let above = (eph_hi.saturating_add(1).min(65534), 65535);
+    if above.1 - above.0 > below.1 - below.0 {
+        above
+    } else {
+        below
+    }
 }
 
 #[cfg(test)]
@@ -796,6 +852,29 @@ mod tests {
         let e = excerpt(lines);
         assert_eq!(e.len(), HEAD_LINES + CAUSE_LINES + 1 + TAIL_LINES);
         assert_eq!(e.last().unwrap(), "panic: 99");
+    }
+
+    #[test]
+    fn free_ports_are_below_the_ephemeral_range_and_never_handed_out_twice() {
+        let (lo, hi) = reservable_range();
+        let a = free_ports(3).unwrap();
+        let b = free_ports(3).unwrap();
+        let mut all = [a, b].concat();
+        assert!(
+            all.iter().all(|p| (lo..=hi).contains(p)),
+            "{all:?} not in {lo}-{hi}"
+        );
+        all.sort_unstable();
+        all.dedup();
+        assert_eq!(all.len(), 6, "a port was handed out twice");
+        // Reserved: another process calling free_ports cannot take it (its flock fails).
+        let file = std::fs::File::open(
+            std::env::temp_dir()
+                .join("etcdtools-ports")
+                .join(all[0].to_string()),
+        )
+        .unwrap();
+        assert!(!crate::fsutil::try_flock(&file, crate::fsutil::Lock::Exclusive).unwrap());
     }
 
     #[test]
