@@ -27,20 +27,8 @@ const MAX_IMAGE_BYTES: u64 = 200_000_000;
 /// Fast elections for a single member (as tests/migrate.rs), passed as a manifest would.
 const FAST: &[&str] = &["--heartbeat-interval=10", "--election-timeout=100"];
 
-type Kv = BTreeMap<Vec<u8>, Vec<u8>>;
-
 fn http() -> HttpClient {
     HttpClient::plain()
-}
-
-fn put(url: &str, key: &[u8], value: &[u8]) {
-    http()
-        .post_json(
-            &format!("{url}/v3/kv/put"),
-            &serde_json::json!({"key": b64::encode(key), "value": b64::encode(value)}),
-            Duration::from_secs(10),
-        )
-        .unwrap();
 }
 
 /// `n` keys (and one with binary bytes) written through etcd's gateway at `url`.
@@ -53,31 +41,13 @@ fn put_keys(url: &str, n: usize, tag: &str) -> Kv {
         .collect();
     kv.insert(b"/registry/bin\x00\xff".to_vec(), vec![0, 1, 2, 255]);
     for (k, v) in &kv {
-        put(url, k, v);
+        gateway_put(url, "/v3", k, v);
     }
     kv
 }
 
-/// Every key in the keyspace with its value.
 fn all_keys(url: &str) -> Kv {
-    let r = http()
-        .post_json(
-            &format!("{url}/v3/kv/range"),
-            &serde_json::json!({"key": "AA==", "range_end": "AA=="}),
-            Duration::from_secs(10),
-        )
-        .unwrap();
-    r.get("kvs")
-        .and_then(|k| k.as_array())
-        .cloned()
-        .unwrap_or_default()
-        .iter()
-        .map(|kv| {
-            let f =
-                |n: &str| b64::decode(kv.get(n).and_then(|v| v.as_str()).unwrap_or("")).unwrap();
-            (f("key"), f("value"))
-        })
-        .collect()
+    gateway_all_keys(url)
 }
 
 fn get(url: &str) -> Option<String> {

@@ -22,8 +22,6 @@ use etcdtools::etcd::process::{free_ports, run_tool, EtcdSpec};
 
 const FAST: &[&str] = &["--heartbeat-interval=10", "--election-timeout=100"];
 
-type Kv = BTreeMap<Vec<u8>, Vec<u8>>;
-
 /// One member's world: a temp root with a bin dir of symlinks to the real binaries, the
 /// wrapper script beside a `migrate` symlink, the data dir and the member's ports.
 struct Site {
@@ -176,11 +174,11 @@ impl Site {
         for i in 0..n {
             let k = format!("/registry/k{i:04}").into_bytes();
             let v = format!("value-{i}-{version}").into_bytes();
-            put_at(&etcd.client_url, prefix, &k, &v);
+            gateway_put(&etcd.client_url, prefix, &k, &v);
             kv.insert(k, v);
         }
         let (k, v) = (b"/registry/bin\x00\xff".to_vec(), vec![0u8, 1, 2, 255, 254]);
-        put_at(&etcd.client_url, prefix, &k, &v);
+        gateway_put(&etcd.client_url, prefix, &k, &v);
         kv.insert(k, v);
         drop(etcd);
         fs::write(self.data.join("version.txt"), format!("{version}/etcd3")).unwrap();
@@ -197,18 +195,7 @@ fn http() -> HttpClient {
 }
 
 fn put(url: &str, key: &[u8], value: &[u8]) {
-    put_at(url, "/v3", key, value)
-}
-
-/// `put` through the gateway prefix `prefix` (`/v3beta` on etcd 3.3).
-fn put_at(url: &str, prefix: &str, key: &[u8], value: &[u8]) {
-    http()
-        .post_json(
-            &format!("{url}{prefix}/kv/put"),
-            &serde_json::json!({"key": b64::encode(key), "value": b64::encode(value)}),
-            Duration::from_secs(10),
-        )
-        .unwrap();
+    gateway_put(url, "/v3", key, value)
 }
 
 fn delete(url: &str, key: &[u8]) {
@@ -222,26 +209,8 @@ fn delete(url: &str, key: &[u8]) {
     assert_eq!(r["deleted"], "1", "{r}");
 }
 
-/// Every key in the keyspace with its value.
 fn all_keys(url: &str) -> Kv {
-    let r = http()
-        .post_json(
-            &format!("{url}/v3/kv/range"),
-            &serde_json::json!({"key": "AA==", "range_end": "AA=="}),
-            Duration::from_secs(10),
-        )
-        .unwrap();
-    r.get("kvs")
-        .and_then(|k| k.as_array())
-        .cloned()
-        .unwrap_or_default()
-        .iter()
-        .map(|kv| {
-            let f =
-                |n: &str| b64::decode(kv.get(n).and_then(|v| v.as_str()).unwrap_or("")).unwrap();
-            (f("key"), f("value"))
-        })
-        .collect()
+    gateway_all_keys(url)
 }
 
 fn stderr(out: &Output) -> String {

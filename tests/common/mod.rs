@@ -420,3 +420,42 @@ pub fn is_symlink(p: &Path) -> bool {
         .map(|m| m.file_type().is_symlink())
         .unwrap_or(false)
 }
+
+/// Keys and values as etcd serves them.
+pub type Kv = std::collections::BTreeMap<Vec<u8>, Vec<u8>>;
+
+/// One put through etcd's JSON gateway at `url` under `prefix` (`/v3`; `/v3beta` on 3.3).
+pub fn gateway_put(url: &str, prefix: &str, key: &[u8], value: &[u8]) {
+    HttpClient::plain()
+        .post_json(
+            &format!("{url}{prefix}/kv/put"),
+            &serde_json::json!({
+                "key": etcdtools::base64::encode(key),
+                "value": etcdtools::base64::encode(value),
+            }),
+            Duration::from_secs(10),
+        )
+        .unwrap();
+}
+
+/// Every key in the keyspace with its value, through the `/v3` gateway at `url`.
+pub fn gateway_all_keys(url: &str) -> Kv {
+    let r = HttpClient::plain()
+        .post_json(
+            &format!("{url}/v3/kv/range"),
+            &serde_json::json!({"key": "AA==", "range_end": "AA=="}),
+            Duration::from_secs(10),
+        )
+        .unwrap();
+    let decode = |kv: &serde_json::Value, n: &str| {
+        etcdtools::base64::decode(kv.get(n).and_then(|v| v.as_str()).unwrap_or("")).unwrap()
+    };
+    r.get("kvs")
+        .and_then(|k| k.as_array())
+        .map(|kvs| {
+            kvs.iter()
+                .map(|kv| (decode(kv, "key"), decode(kv, "value")))
+                .collect()
+        })
+        .unwrap_or_default()
+}
