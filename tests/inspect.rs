@@ -297,7 +297,9 @@ fn errors_name_the_file_and_offset_and_exit_non_zero() {
 fn check_explains_why_etcd_would_ignore_the_snapshot() {
     // etcd-observed.md case A0: a WAL with the snapshot record but no HardState makes etcd
     // ignore the .snap and hang; case D: a db behind the snapshot makes it refuse to start.
-    use etcdtools::inspect::{check::check_data_dir, Layout};
+    use etcdtools::storage::member::Member;
+    // A new member each time: a member's start point is read once, the files change here.
+    let check_data_dir = |dir: &Path| Member::at(dir, None).check();
     use etcdtools::storage::proto::{HardState, WalMetadata, WalSnapshot};
     let fixture =
         Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/3.4.23/v2-rollback-minimal");
@@ -326,15 +328,14 @@ fn check_explains_why_etcd_would_ignore_the_snapshot() {
         }
         w.finish().unwrap();
     };
-    let layout = Layout::of(&dir, None);
     write_wal(Some(HardState {
         term: 2,
         vote: 0,
         commit: 33,
     }));
-    assert_eq!(check_data_dir(&layout).unwrap(), vec![]);
+    assert_eq!(check_data_dir(&dir).unwrap(), vec![]);
     write_wal(None);
-    let f = check_data_dir(&layout).unwrap();
+    let f = check_data_dir(&dir).unwrap();
     assert!(
         f.iter()
             .any(|f| f.problem.contains("etcd ignores the snapshots")),
@@ -363,7 +364,7 @@ fn check_explains_why_etcd_would_ignore_the_snapshot() {
     })
     .unwrap();
     w.finish().unwrap();
-    let f = check_data_dir(&layout).unwrap();
+    let f = check_data_dir(&dir).unwrap();
     assert!(
         f.iter().any(|f| f
             .problem
@@ -442,8 +443,8 @@ fn a_torn_last_record_is_the_documented_recovery() {
 /// and overwrite newer v3 values with the old v2 ones.
 #[test]
 fn an_unreadable_db_with_v2_keys_is_unknown_storage_not_etcd2() {
-    use etcdtools::inspect::version::detect;
-    use etcdtools::inspect::Layout;
+    use etcdtools::storage::member::Member;
+    use etcdtools::version::Storage;
     let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/3.4.23/v2-datadir");
     let tmp = TempDir::new("inspect-v2v3");
     let dir = tmp.path().join("data");
@@ -454,8 +455,9 @@ fn an_unreadable_db_with_v2_keys_is_unknown_storage_not_etcd2() {
         .status()
         .unwrap()
         .success());
-    let v = detect(&Layout::of(&dir, None)).unwrap();
-    assert_eq!(v.storage, Some("etcd3"), "{:?}", v.notes);
+    let member = Member::at(&dir, None);
+    let v = member.version().unwrap();
+    assert_eq!(v.storage, Some(Storage::Etcd3), "{:?}", v.notes);
     assert!(v.v2_keys > 0);
     let db = dir.join("member/snap/db");
     let mut bytes = std::fs::read(&db).unwrap();
@@ -464,11 +466,14 @@ fn an_unreadable_db_with_v2_keys_is_unknown_storage_not_etcd2() {
         bytes[meta + 16] ^= 0xff; // the magic of both meta pages
     }
     std::fs::write(&db, &bytes).unwrap();
-    let v = detect(&Layout::of(&dir, None)).unwrap();
+    let member = Member::at(&dir, None);
+    let v = member.version().unwrap();
     assert_eq!(v.storage, None, "{:?}", v.notes);
     assert!(v.v2_keys > 0);
     assert!(
-        v.notes.iter().any(|n| n.contains("storage unknown")),
+        v.notes
+            .iter()
+            .any(|n| n.to_string().contains("storage unknown")),
         "{:?}",
         v.notes
     );

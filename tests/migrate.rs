@@ -743,9 +743,9 @@ fn etcd3_to_etcd2_converts_with_rollback2_and_refuses_binary_values() {
         )) && err.contains("every live v3 key is in the v2 store under /1 with its value"),
         "{err}"
     );
-    let member = site.data.join("member");
-    let got =
-        etcdtools::storage::recover::recover(&member.join("wal"), &member.join("snap"), 0).unwrap();
+    let got = etcdtools::storage::member::Member::at(&site.data, None)
+        .recover(0)
+        .unwrap();
     for (k, v) in &kv {
         let path = format!("/1{}", String::from_utf8(k.clone()).unwrap());
         let node = got

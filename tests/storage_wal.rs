@@ -742,7 +742,12 @@ fn replaying_the_real_wal_rebuilds_etcds_own_v2_snapshots() {
 
 #[test]
 fn recover_uses_the_snapshot_etcd_uses_and_replays_after_it() {
-    use etcdtools::storage::recover::recover;
+    use etcdtools::storage::member::{Member, Paths};
+    let recover = |wal_dir: &Path, snap_dir: &Path, now| {
+        let mut paths = Paths::of(Path::new("unused"), Some(wal_dir));
+        paths.snap_dir = snap_dir.to_path_buf();
+        Member::with_paths(paths).recover(now)
+    };
     let r = recover(
         &fixture("v2-datadir/member/wal"),
         &fixture("v2-datadir/member/snap"),

@@ -9,7 +9,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use etcdtools::error::{HasKind, Kind};
-use etcdtools::inspect::{self, InspectError, Layout};
+use etcdtools::inspect::db::DbOptions;
+use etcdtools::inspect::{self, InspectError};
+use etcdtools::storage::member::Member;
 
 const USAGE: &str = "\
 usage: etcd-inspect <command> <data-dir> [options]
@@ -116,31 +118,30 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let layout = Layout::of(&args.path, args.wal_dir.as_deref());
+    let member = Member::at(&args.path, args.wal_dir.as_deref());
     if args.command != "db" {
-        if let Some(w) = inspect::running_etcd_warning(&layout) {
+        if let Some(locked) = member.locked_segment() {
+            let w = inspect::running_etcd_warning(&locked);
             eprintln!("etcd-inspect: warning: {w}");
         }
     }
     let stdout = io::stdout();
     let mut out = BufWriter::new(stdout.lock());
     let result: Result<bool, InspectError> = match args.command.as_str() {
-        "wal" => layout
-            .require()
-            .and_then(|_| inspect::wal::print_wal(&layout, args.json, args.all, &mut out))
-            .map(|_| true),
-        "snap" => inspect::snap::print_snap(&layout, args.json, &mut out).map(|_| true),
-        "version" => inspect::version::print_version(&layout, args.json, &mut out).map(|_| true),
-        "check" => inspect::check::print_check(&layout, args.json, &mut out).map(|n| n == 0),
-        "db" => inspect::dbfacts::print_db(
-            &args.path,
-            args.bucket.clone(),
-            args.revisions,
-            args.json,
-            &mut out,
-        )
-        .map(|_| true)
-        .map_err(InspectError::Db),
+        "wal" => inspect::wal::print_wal(&member, args.json, args.all, &mut out).map(|_| true),
+        "snap" => inspect::snap::print_snap(&member, args.json, &mut out).map(|_| true),
+        "version" => inspect::version::print_version(&member, args.json, &mut out).map(|_| true),
+        "check" => inspect::check::print_check(&member, args.json, &mut out).map(|n| n == 0),
+        "db" => {
+            let opts = DbOptions {
+                bucket: args.bucket.clone(),
+                revisions: args.revisions,
+                json: args.json,
+            };
+            inspect::db::print_db(&args.path, &opts, &mut out)
+                .map(|_| true)
+                .map_err(InspectError::Db)
+        }
         other => {
             eprintln!("etcd-inspect: unknown command {other:?}\n\n{USAGE}");
             return ExitCode::from(2);

@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 
 use crate::error::{HasKind, Kind};
 use crate::storage::bolt::{BoltDb, BoltError, Direction, LeafItem};
-use crate::storage::member::{probe, PathError, Want};
+use crate::storage::member::{check_db_file, probe, PathError, Want};
 use crate::storage::mvcc::{self, RevisionEntry};
 use crate::storage::Finding;
 
@@ -167,28 +167,10 @@ pub fn summarize_db(path: &Path) -> Result<DbSummary, DbError> {
     })
 }
 
-/// The db part of `etcd-inspect check`: bbolt structure (metas, file size, every page of every
-/// bucket's tree) and mvcc content (revision keys, KeyValues, bucket `meta`). A db too damaged
-/// to open is one finding; `Err` only for what is not the file's fault (missing, locked,
-/// unreadable).
+/// The db part of the check ([`check_db_file`]) on a data dir, db file or snapshot file.
+/// `Err` only for what is not the file's fault (missing, locked, unreadable).
 pub fn check_db(path: &Path) -> Result<Vec<Finding>, DbError> {
-    let db = match BoltDb::open(&db_path(path)?) {
-        Ok(db) => db,
-        Err(BoltError::Corrupt(f)) => return Ok(vec![f]),
-        Err(e) => return Err(DbError::Bolt(e)),
-    };
-    let mut findings = db.check();
-    // The mvcc walk would only repeat structural errors on a broken tree.
-    if findings.iter().all(|f| is_meta_only(&db, f)) {
-        findings.extend(mvcc::check(&db));
-    }
-    Ok(findings)
-}
-
-/// A finding about a meta page we did not use (the db is still readable).
-fn is_meta_only(db: &BoltDb, f: &Finding) -> bool {
-    let ps = db.page_size() as u64;
-    f.offset.is_some_and(|o| o < 2 * ps) && f.problem.contains("(ignored:")
+    Ok(check_db_file(&db_path(path)?)?)
 }
 
 fn kv_line(line: &mut Vec<u8>, e: &RevisionEntry<'_>, with_revision: bool, json: bool) {

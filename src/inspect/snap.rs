@@ -1,61 +1,49 @@
-//! `etcd-inspect snap`: the snapshot etcd would start from (metadata, ConfState) and its v2
-//! store, node by node.
+//! `etcd-inspect snap`: prints the snapshot etcd would start from ([`Member::shown_snapshot`]:
+//! metadata, ConfState) and its v2 store, node by node.
 
 use std::io::Write;
 
 use super::output::{preview, JsonLine};
-use super::{start_point, InspectError, Layout};
-use crate::storage::snap::{load_newest, LoadedSnapshot};
+use super::InspectError;
+use crate::storage::member::{Member, MemberError, ShownSnapshot};
+use crate::storage::snap::LoadedSnapshot;
 use crate::storage::v2store::{Node, Store};
 
-/// Prints the newest usable snapshot. Without a readable WAL, the newest readable `.snap`.
-pub fn print_snap(layout: &Layout, json: bool, out: &mut dyn Write) -> Result<(), InspectError> {
-    layout.require()?;
-    if !layout.snap_dir.is_dir() {
-        return Err(InspectError::NotFound(layout.snap_dir.clone()));
-    }
-    let (loaded, skipped) = match start_point(layout) {
-        Ok((_, loaded, skipped)) => (loaded, skipped),
-        Err(InspectError::Wal(e)) => {
-            // Still show the snapshot; say why the WAL was not used to choose it.
+/// Prints the newest usable snapshot. Without a readable WAL, the newest readable `.snap`,
+/// after a warning that says why.
+pub fn print_snap(member: &Member, json: bool, out: &mut dyn Write) -> Result<(), InspectError> {
+    let shown = member.shown_snapshot()?;
+    let point = match &shown {
+        ShownSnapshot::Start(p) => *p,
+        ShownSnapshot::WithoutWal { wal, newest } => {
+            let problem = format!("WAL not used to choose the snapshot: {wal}");
             if json {
-                out.write_all(
-                    JsonLine::new()
-                        .str("record", "warning")
-                        .str(
-                            "problem",
-                            &format!("WAL not used to choose the snapshot: {e}"),
-                        )
-                        .finish()
-                        .as_bytes(),
-                )?;
+                let line = JsonLine::new()
+                    .str("record", "warning")
+                    .str("problem", &problem);
+                out.write_all(line.finish().as_bytes())?;
             } else {
-                writeln!(out, "warning: WAL not used to choose the snapshot: {e}")?;
+                writeln!(out, "warning: {problem}")?;
             }
-            let c = load_newest(&layout.snap_dir)?;
-            (c.loaded, c.skipped)
+            newest
         }
-        Err(e) => return Err(e),
     };
-    super::print_skipped_snapshots(&skipped, json, out)?;
-    let Some(loaded) = loaded else {
+    super::print_skipped_snapshots(&point.skipped, json, out)?;
+    let Some(loaded) = &point.snapshot else {
         if json {
-            out.write_all(
-                JsonLine::new()
-                    .str("record", "no_snapshot")
-                    .finish()
-                    .as_bytes(),
-            )?;
+            let line = JsonLine::new().str("record", "no_snapshot");
+            out.write_all(line.finish().as_bytes())?;
         } else {
-            writeln!(out, "no usable snapshot in {}", layout.snap_dir.display())?;
+            let dir = &member.paths().snap_dir;
+            writeln!(out, "no usable snapshot in {}", dir.display())?;
         }
         return Ok(());
     };
-    let store = loaded.store().map_err(InspectError::Store)?;
+    let store = loaded.store().map_err(MemberError::Store)?;
     if json {
-        print_snap_json(&loaded, &store, out)
+        print_snap_json(loaded, &store, out)
     } else {
-        print_snap_text(&loaded, &store, out)
+        print_snap_text(loaded, &store, out)
     }
 }
 

@@ -1,12 +1,16 @@
-//! `etcd-inspect wal`: metadata, HardState and each entry after the snapshot etcd would start
-//! from, with what the entry is (v2 method + path, v3 kind + key, conf change, no-op).
+//! `etcd-inspect wal`: prints the member's WAL ([`Member::read_wal_with`]): metadata, HardState
+//! and each entry after the snapshot etcd would start from, with what the entry is (v2 method
+//! + path, v3 kind + key, conf change, no-op).
 
 use std::io::Write;
 
+use std::path::Path;
+
 use super::output::{preview, show_bytes, JsonLine};
-use super::{start_point, InspectError, Layout};
+use super::InspectError;
+use crate::storage::member::{Member, StartPoint};
 use crate::storage::proto::{ConfChange, Entry, EntryPayload, EntryType, V3Request, WalSnapshot};
-use crate::storage::wal::{read_all_with, WalContents, WalTail};
+use crate::storage::wal::{Segment, WalContents, WalTail};
 
 /// One entry in words, for text output.
 pub fn describe_entry(e: &Entry) -> String {
@@ -148,21 +152,16 @@ pub fn entry_json(e: &Entry) -> String {
     l.finish()
 }
 
-/// Prints the WAL of the data dir.
-/// `from_start`: read from index 0 (the first segment) instead of the snapshot etcd uses.
+/// Prints the WAL of the member, from where etcd starts (`from_start`: from index 0, which
+/// needs the first segment).
 pub fn print_wal(
-    layout: &Layout,
+    member: &Member,
     json: bool,
     from_start: bool,
     out: &mut dyn Write,
 ) -> Result<(), InspectError> {
-    let (start, snap, skipped) = if from_start {
-        (WalSnapshot::new(0, 0), None, Vec::new())
-    } else {
-        start_point(layout)?
-    };
     // Keep only what is printed: a WAL of large values stays out of memory.
-    let contents = read_all_with(&layout.wal_dir, &start, |e| {
+    let (point, contents) = member.read_wal_with(from_start, |e| {
         if json {
             entry_json(&e)
         } else {
@@ -175,174 +174,143 @@ pub fn print_wal(
             )
         }
     })?;
-    super::print_skipped_snapshots(&skipped, json, out)?;
-    let start = Start {
-        at: start,
-        snap_file: snap.map(|s| s.path),
-    };
-    if json {
-        print_wal_json(&contents, &start, out)
-    } else {
-        print_wal_text(&contents, &start, out)
+    if let Some(p) = point {
+        super::print_skipped_snapshots(&p.skipped, json, out)?;
     }
+    let start = Start {
+        at: point.map_or(WalSnapshot::new(0, 0), StartPoint::start),
+        snap_file: point
+            .and_then(|p| p.snapshot.as_ref())
+            .map(|s| s.path.as_path()),
+    };
+    let c = &contents;
+    for seg in &c.segments {
+        out.write_all(segment_line(seg, json).as_bytes())?;
+    }
+    out.write_all(metadata_line(c, json).as_bytes())?;
+    out.write_all(start_line(&start, json).as_bytes())?;
+    for line in &c.entries {
+        out.write_all(line.as_bytes())?;
+    }
+    out.write_all(hardstate_line(c, json).as_bytes())?;
+    out.write_all(end_lines(c, &start, json).as_bytes())?;
+    Ok(())
 }
 
 /// Where the printed log starts.
-struct Start {
+struct Start<'a> {
     at: WalSnapshot,
-    snap_file: Option<std::path::PathBuf>,
+    snap_file: Option<&'a Path>,
 }
 
-fn print_wal_json(
-    contents: &WalContents<String>,
-    start: &Start,
-    out: &mut dyn Write,
-) -> Result<(), InspectError> {
-    let meta = contents.metadata.unwrap_or_default();
-    for seg in &contents.segments {
-        out.write_all(
-            JsonLine::new()
-                .str("record", "segment")
-                .str("file", &seg.path.display().to_string())
-                .num("seq", seg.seq)
-                .num("first_index", seg.index)
-                .num("size", seg.size)
-                .finish()
-                .as_bytes(),
-        )?;
+fn segment_line(seg: &Segment, json: bool) -> String {
+    if json {
+        return JsonLine::new()
+            .str("record", "segment")
+            .str("file", &seg.path.display().to_string())
+            .num("seq", seg.seq)
+            .num("first_index", seg.index)
+            .num("size", seg.size)
+            .finish();
     }
-    out.write_all(
-        JsonLine::new()
+    format!(
+        "segment {} (seq {}, first index {}, {} bytes)\n",
+        seg.path.display(),
+        seg.seq,
+        seg.index,
+        seg.size
+    )
+}
+
+fn metadata_line(c: &WalContents<String>, json: bool) -> String {
+    let meta = c.metadata.unwrap_or_default();
+    if json {
+        return JsonLine::new()
             .str("record", "metadata")
             .str("member_id", &format!("{:x}", meta.node_id))
             .str("cluster_id", &format!("{:x}", meta.cluster_id))
-            .finish()
-            .as_bytes(),
-    )?;
-    out.write_all(
-        JsonLine::new()
+            .finish();
+    }
+    format!(
+        "metadata: member {:x} cluster {:x}\n",
+        meta.node_id, meta.cluster_id
+    )
+}
+
+fn start_line(start: &Start<'_>, json: bool) -> String {
+    if json {
+        let file = start.snap_file.map(|p| p.display().to_string());
+        return JsonLine::new()
             .str("record", "start")
             .num("index", start.at.index)
             .num("term", start.at.term)
-            .opt_str(
-                "snap_file",
-                start
-                    .snap_file
-                    .as_ref()
-                    .map(|p| p.display().to_string())
-                    .as_deref(),
-            )
-            .finish()
-            .as_bytes(),
-    )?;
-    for line in &contents.entries {
-        out.write_all(line.as_bytes())?;
+            .opt_str("snap_file", file.as_deref())
+            .finish();
     }
-    let hs = contents.hard_state.unwrap_or_default();
-    out.write_all(
-        JsonLine::new()
-            .str("record", "hardstate")
-            .num("term", hs.term)
-            .str("vote", &format!("{:x}", hs.vote))
-            .num("commit", hs.commit)
-            .finish()
-            .as_bytes(),
-    )?;
-    let (tail, tail_file, tail_offset, problem) = tail_parts(&contents.tail);
-    out.write_all(
-        JsonLine::new()
-            .str("record", "end")
-            .num("last_index", contents.last_index)
-            .num("last_term", contents.last_term().unwrap_or(start.at.term))
-            .num("entries", contents.entries.len() as u64)
-            .str("tail", tail)
-            .str("tail_file", &tail_file)
-            .num("tail_offset", tail_offset)
-            .opt_str("tail_problem", problem)
-            .finish()
-            .as_bytes(),
-    )?;
-    Ok(())
-}
-
-fn print_wal_text(
-    contents: &WalContents<String>,
-    start: &Start,
-    out: &mut dyn Write,
-) -> Result<(), InspectError> {
-    let meta = contents.metadata.unwrap_or_default();
-    for seg in &contents.segments {
-        writeln!(
-            out,
-            "segment {} (seq {}, first index {}, {} bytes)",
-            seg.path.display(),
-            seg.seq,
-            seg.index,
-            seg.size
-        )?;
-    }
-    writeln!(
-        out,
-        "metadata: member {:x} cluster {:x}",
-        meta.node_id, meta.cluster_id
-    )?;
-    match &start.snap_file {
-        Some(p) => writeln!(
-            out,
-            "start: snapshot index {} term {} ({})",
+    match start.snap_file {
+        Some(p) => format!(
+            "start: snapshot index {} term {} ({})\n",
             start.at.index,
             start.at.term,
             p.display()
-        )?,
-        None => writeln!(out, "start: index 0 (no snapshot)")?,
+        ),
+        None => "start: index 0 (no snapshot)\n".into(),
     }
-    for line in &contents.entries {
-        out.write_all(line.as_bytes())?;
-    }
-    match contents.hard_state {
-        Some(hs) => writeln!(
-            out,
-            "hardstate: term {} vote {:x} commit {}",
-            hs.term, hs.vote, hs.commit
-        )?,
-        None => writeln!(out, "hardstate: none")?,
-    }
-    writeln!(
-        out,
-        "last index {} term {} ({} entries after the snapshot)",
-        contents.last_index,
-        contents.last_term().unwrap_or(start.at.term),
-        contents.entries.len()
-    )?;
-    match &contents.tail {
-        WalTail::Clean { file, offset } => {
-            writeln!(out, "end: clean at {} offset {offset}", file.display())?
-        }
-        WalTail::Torn {
-            file,
-            offset,
-            problem,
-        } => writeln!(
-            out,
-            "end: torn last record at {} offset {offset} ({problem}); etcd truncates it there on start",
-            file.display()
-        )?,
-    }
-    Ok(())
 }
 
-fn tail_parts(t: &WalTail) -> (&'static str, String, u64, Option<&str>) {
-    match t {
-        WalTail::Clean { file, offset } => ("clean", file.display().to_string(), *offset, None),
+fn hardstate_line(c: &WalContents<String>, json: bool) -> String {
+    match (c.hard_state, json) {
+        (hs, true) => {
+            let hs = hs.unwrap_or_default();
+            JsonLine::new()
+                .str("record", "hardstate")
+                .num("term", hs.term)
+                .str("vote", &format!("{:x}", hs.vote))
+                .num("commit", hs.commit)
+                .finish()
+        }
+        (Some(hs), false) => format!(
+            "hardstate: term {} vote {:x} commit {}\n",
+            hs.term, hs.vote, hs.commit
+        ),
+        (None, false) => "hardstate: none\n".into(),
+    }
+}
+
+/// The last index and term, and how the log ends (clean, or a torn last record).
+fn end_lines(c: &WalContents<String>, start: &Start<'_>, json: bool) -> String {
+    let last_term = c.last_term().unwrap_or(start.at.term);
+    let (file, offset, problem) = match &c.tail {
+        WalTail::Clean { file, offset } => (file, *offset, None),
         WalTail::Torn {
             file,
             offset,
             problem,
-        } => (
-            "torn",
-            file.display().to_string(),
-            *offset,
-            Some(problem.as_str()),
-        ),
+        } => (file, *offset, Some(problem.as_str())),
+    };
+    if json {
+        return JsonLine::new()
+            .str("record", "end")
+            .num("last_index", c.last_index)
+            .num("last_term", last_term)
+            .num("entries", c.entries.len() as u64)
+            .str("tail", if problem.is_some() { "torn" } else { "clean" })
+            .str("tail_file", &file.display().to_string())
+            .num("tail_offset", offset)
+            .opt_str("tail_problem", problem)
+            .finish();
     }
+    let last = format!(
+        "last index {} term {last_term} ({} entries after the snapshot)\n",
+        c.last_index,
+        c.entries.len()
+    );
+    let end = match problem {
+        None => format!("end: clean at {} offset {offset}\n", file.display()),
+        Some(problem) => format!(
+            "end: torn last record at {} offset {offset} ({problem}); etcd truncates it there on start\n",
+            file.display()
+        ),
+    };
+    last + &end
 }

@@ -107,9 +107,8 @@ pub enum Claim {
 /// Reads the cluster versions and storage kind from the files (etcd-inspect `version`).
 /// `None` when the files cannot be read: the integrity check reports that.
 pub fn files_say(data_dir: &Path) -> Option<FilesSay> {
-    use crate::inspect::{dbfacts::db_facts, version::detect, Layout};
-    let layout = Layout::of(data_dir, None);
-    let found = detect(&layout).ok()?;
+    let member = crate::storage::member::Member::at(data_dir, None);
+    let found = member.version().ok()?;
     let mut say = FilesSay::default();
     // The db's versions are what the snapshot held: a restore (our downgrade) keeps the newer
     // ones until the older etcd first runs and publishes. Only once the raft log (the v2
@@ -127,7 +126,7 @@ pub fn files_say(data_dir: &Path) -> Option<FilesSay> {
             say.versions.push((parsed, source.to_string()));
         }
     }
-    say.v3_keys = layout.db.is_file() && db_facts(&layout.db).is_ok_and(|f| f.has_v3_keys);
+    say.v3_keys = member.paths().db.is_file() && member.db_facts().is_ok_and(|f| f.has_v3_keys);
     Some(say)
 }
 

@@ -32,8 +32,8 @@ use crate::datadir::{names, remove_tree, set_mode, DataDir, DataDirError};
 use crate::error::{HasKind, Kind};
 use crate::etcd::client::HttpClient;
 use crate::etcd::process::{run_tool, EtcdProcess, EtcdSpec, ProcessError};
-use crate::inspect::InspectError;
 use crate::rollback::RollbackError;
+use crate::storage::member::{Member, MemberError};
 use crate::storage::Finding;
 use crate::version::{
     read_version_file, sync_dir, write_version_file, EtcdVersion, Storage, VersionFile,
@@ -65,7 +65,7 @@ pub enum MigrateError {
     Process(#[from] ProcessError),
     /// The data dir could not be read (I/O) or is damaged (what `etcd-inspect` says).
     #[error(transparent)]
-    Inspect(#[from] InspectError),
+    Member(#[from] MemberError),
     /// The pre-flight integrity check found damage.
     #[error("integrity check of {} failed: {} problem(s): {}", dir.display(), findings.len(), show_findings(findings))]
     Damaged {
@@ -90,7 +90,7 @@ impl HasKind for MigrateError {
         match self {
             MigrateError::DataDir(e) => e.kind(),
             MigrateError::VersionFile(e) => e.kind(),
-            MigrateError::Inspect(e) => e.kind(),
+            MigrateError::Member(e) => e.kind(),
             // Only a torn last record: etcd repairs that itself; a refusal with its remedy.
             MigrateError::Damaged { findings, .. } if torn_only(findings) => Kind::Refused,
             MigrateError::Damaged { .. } => Kind::Corrupt,
@@ -128,7 +128,7 @@ fn show_findings(findings: &[Finding]) -> String {
 pub enum DetectError {
     /// The files could not be read (I/O) or decoded.
     #[error(transparent)]
-    Unreadable(#[from] InspectError),
+    Unreadable(#[from] MemberError),
     /// They were read but do not tell the version.
     #[error("{0}")]
     Unknown(String),
@@ -154,17 +154,16 @@ pub struct Detected {
 /// `/0/version`) names the same minor. Files record only `<major>.<minor>.0`; the caller
 /// picks the patch.
 pub fn detect_version(data_dir: &Path) -> Result<Detected, DetectError> {
-    use crate::inspect::version::detect;
-    use crate::inspect::Layout;
-    let layout = Layout::of(data_dir, None);
-    let found = detect(&layout)?;
+    let member = Member::at(data_dir, None);
+    let found = member.version()?;
+    let layout = member.paths();
     // Without the db's facts, v2 keys alone do not tell etcd2 data from etcd3 data that was
     // converted from etcd2 (the v2 store keeps its keys); guessing etcd2 there would convert
     // again and overwrite newer v3 values.
     if layout.db.is_file() {
-        if let Err(e) = crate::inspect::dbfacts::db_facts(&layout.db) {
+        if let Err(e) = member.db_facts() {
             if e.kind() == Kind::Io {
-                return Err(DetectError::Unreadable(e.into()));
+                return Err(DetectError::Unreadable(MemberError::from(e)));
             }
             return Err(format!("the bbolt db cannot be read: {e}").into());
         }
@@ -172,7 +171,8 @@ pub fn detect_version(data_dir: &Path) -> Result<Detected, DetectError> {
     let notes = if found.notes.is_empty() {
         String::new()
     } else {
-        format!(" (notes: {})", found.notes.join("; "))
+        let notes: Vec<String> = found.notes.iter().map(ToString::to_string).collect();
+        format!(" (notes: {})", notes.join("; "))
     };
     if found.storage.is_none() && !layout.db.exists() && found.v2_keys == 0 {
         return Err(format!(
@@ -183,7 +183,7 @@ pub fn detect_version(data_dir: &Path) -> Result<Detected, DetectError> {
         .into());
     }
     let storage: Storage = match found.storage {
-        Some(s) => s.parse()?,
+        Some(s) => s,
         None => return Err(format!("cannot tell etcd2 from etcd3 storage{notes}").into()),
     };
     let mut seen: Vec<(EtcdVersion, &str)> = Vec::new();
@@ -216,10 +216,7 @@ pub fn detect_version(data_dir: &Path) -> Result<Detected, DetectError> {
 /// CRC chain, snap files, v2 store, bbolt meta and page tree, mvcc decoding. `Damaged` holds
 /// the findings (file and offset each); a file the OS will not read is an I/O error.
 pub fn check_integrity(data_dir: &Path) -> Result<(), MigrateError> {
-    use crate::inspect::check::check_data_dir;
-    use crate::inspect::Layout;
-    let layout = Layout::of(data_dir, None);
-    let findings = check_data_dir(&layout)?;
+    let findings = Member::at(data_dir, None).check()?;
     if findings.is_empty() {
         return Ok(());
     }
@@ -232,8 +229,9 @@ pub fn check_integrity(data_dir: &Path) -> Result<(), MigrateError> {
 /// Before any etcd starts on the data dir: every path it opens is what it should be (etcd
 /// panics on a db that is a directory, blocks on a FIFO).
 pub fn check_paths(data_dir: &Path) -> Result<(), MigrateError> {
-    let wal_dir = data_dir.join("member").join("wal");
-    crate::storage::member::probe_all(data_dir, &wal_dir).map_err(|e| InspectError::from(e).into())
+    Member::at(data_dir, None)
+        .probe()
+        .map_err(|e| MemberError::from(e).into())
 }
 
 // ---------------------------------------------------------------------------------------

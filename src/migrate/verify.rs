@@ -470,11 +470,11 @@ pub fn v2v3_differs(file: &V2File, kv: &Value, ttl_dir: &[u8]) -> Option<&'stati
 /// The v2 files of `data`'s member, read offline (snapshot + every WAL entry after it, as
 /// `etcdctl migrate` rebuilds the v2 store), sorted by key bytes like a v3 range.
 pub fn v2_files(data: &DataDir) -> Result<Vec<V2File>, String> {
-    let member = data.member_path();
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos() as i64);
-    let mut rec = crate::storage::recover::recover(&member.join("wal"), &member.join("snap"), now)
+    let mut rec = crate::storage::member::Member::at(data.path(), None)
+        .recover(now)
         .map_err(|e| format!("reading the v2 store: {e}"))?;
     // `etcdctl migrate` applies every WAL entry, committed or not (a lone member's etcd
     // would commit them on its next start).
@@ -630,9 +630,9 @@ pub fn v3_keys(data: &DataDir) -> Result<Vec<V3Key>, String> {
 /// The v2 store rollback2 wrote, as v3 keys: every file under `/1` (an empty directory,
 /// which no v3 key makes, counts as a key with no value), sorted by key bytes.
 pub fn v2_store_keys(data: &DataDir) -> Result<Vec<V3Key>, String> {
-    let member = data.member_path();
     // `now` = 0: no expiry applies, so a leased key is read back as written.
-    let rec = crate::storage::recover::recover(&member.join("wal"), &member.join("snap"), 0)
+    let rec = crate::storage::member::Member::at(data.path(), None)
+        .recover(0)
         .map_err(|e| format!("reading the v2 store: {e}"))?;
     let mut keys = Vec::new();
     if let Some(root) = rec.store.get("/1") {

@@ -25,7 +25,7 @@ use crate::datadir::{names, Cause, DataDir, DataDirError};
 use crate::error::{HasKind, IoError, Kind};
 use crate::fsutil::sync_dir;
 use crate::storage::bolt::{BoltDb, BoltError, Direction};
-use crate::storage::member::{self, probe, probe_all, PathError, Want};
+use crate::storage::member::{probe, Member, PathError, Want};
 use crate::storage::proto::{ConfState, HardState, SnapshotMetadata, WalMetadata, WalSnapshot};
 use crate::storage::snap::SnapError;
 use crate::storage::v2store::Store;
@@ -391,7 +391,7 @@ fn rollback_locked(
             format!("missing: no v3 backend to roll back ({UNTOUCHED})"),
         ));
     }
-    probe_all(&paths.dir, &wal_dir).map_err(path_err)?;
+    Member::at(&paths.dir, None).probe().map_err(path_err)?;
     // BoltDb holds a shared flock while it is open: refused when etcd runs, and an etcd
     // started meanwhile waits for it until the swap is done.
     let db = open_db(&db_path)?;
@@ -566,7 +566,8 @@ fn plan(paths: &Paths, db: &BoltDb, opts: &RollbackOptions) -> Result<Plan, Roll
         lossy: opts.lossy,
         lease_expiry_nanos: now.saturating_add(ttl),
     };
-    let (wal, scan, built) = read_inputs(paths, db, &copts)?;
+    let files = Member::at(&paths.dir, None);
+    let (wal, scan, built) = read_inputs(paths, &files, db, &copts)?;
     let consistent_index = mvcc::read_meta(db)
         .map_err(|e| bolt_err(&db_path(paths), e))?
         .consistent_index;
@@ -580,8 +581,8 @@ fn plan(paths: &Paths, db: &BoltDb, opts: &RollbackOptions) -> Result<Plan, Roll
     if let Some(f) = snap::check(&snap_dir).map_err(read_err)?.into_iter().next() {
         return Err(f.into());
     }
-    let valid = member::valid_snapshots(&wal.snapshots, hs.commit);
-    let chosen = member::start_from(&snap_dir, &valid)
+    let chosen = files
+        .start_point_given(&wal.snapshots, hs.commit)
         .map_err(snap_err)?
         .snapshot;
     let start = chosen.as_ref().map_or(WalSnapshot::new(0, 0), |s| {
@@ -653,14 +654,15 @@ type Built = Result<(Store, convert::UserTree), RollbackError>;
 /// the checks' (the caller looks at them last).
 fn read_inputs(
     paths: &Paths,
+    member: &Member,
     db: &BoltDb,
     copts: &ConvertOptions,
 ) -> Result<(Wal, KeyScan, Built), RollbackError> {
-    let wal_dir = paths.dir.join("member/wal");
+    let wal_dir = &member.paths().wal_dir;
     let t0 = std::time::Instant::now();
     let (wal, scanned) = std::thread::scope(|scope| {
         let reader = scope.spawn(|| {
-            let r = wal::read_whole_with(&wal_dir, cluster::summarize);
+            let r = member.read_whole_wal_with(cluster::summarize);
             log::debug!("read the WAL in {:?}", t0.elapsed());
             r
         });
@@ -672,7 +674,7 @@ fn read_inputs(
         let wal = match reader.join() {
             Ok(r) => r.map_err(wal_err),
             Err(_) => Err(RollbackError::Corrupt(Finding::in_file(
-                &wal_dir,
+                wal_dir,
                 "the WAL reader thread failed",
             ))),
         };

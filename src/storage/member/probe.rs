@@ -1,76 +1,15 @@
-//! An etcd member's data dir as one thing: where its parts are (`member/{wal,snap,snap/db}`),
-//! what each path actually is, and where etcd starts (which `.snap`, which WAL position): the
-//! one answer recovery, `etcd-inspect`, `migrate` and `rollback2` share. A db that is a directory, a FIFO or a link to a device, a
-//! WAL dir that is a regular file, a dangling link, an unreadable file: each is reported as
-//! exactly that, with the path once, before any decoder opens it (a FIFO would block it).
+//! What each path of a member dir actually is, before any decoder opens it: a db that is a
+//! directory, a FIFO or a link to a device, a WAL dir that is a regular file, a dangling link,
+//! an unreadable file: each is reported as exactly that, with the path once (a FIFO would block
+//! a decoder, a directory would make etcd panic).
 
 use std::fs;
 use std::io;
 use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
 
-use super::proto::WalSnapshot;
-use super::snap::{load_newest_available, LoadedSnapshot, SnapError};
-use super::wal::{self, WalError};
+use super::Paths;
 use crate::error::{HasKind, IoError, Kind};
-
-/// Where etcd 3.4.8+ starts: the newest readable `.snap` that a WAL snapshot record covered by
-/// the last HardState names, or (0, 0) without one.
-#[derive(Debug)]
-pub struct StartPoint {
-    pub snapshot: Option<LoadedSnapshot>,
-    /// Newer `.snap` files skipped because they are broken (etcd skips them too).
-    pub skipped: Vec<SnapError>,
-}
-
-impl StartPoint {
-    /// The (index, term) reading starts from.
-    pub fn start(&self) -> WalSnapshot {
-        self.snapshot.as_ref().map_or(WalSnapshot::new(0, 0), |s| {
-            WalSnapshot::new(s.snapshot.metadata.index, s.snapshot.metadata.term)
-        })
-    }
-}
-
-/// etcd's `ValidSnapshotEntries` over records already read: (0, 0) and every snapshot record
-/// the HardState's `commit` covers.
-pub fn valid_snapshots(records: &[WalSnapshot], commit: u64) -> Vec<WalSnapshot> {
-    let mut snaps = vec![WalSnapshot::new(0, 0)];
-    snaps.extend(records.iter().filter(|s| s.index <= commit).cloned());
-    snaps.dedup();
-    snaps
-}
-
-/// The start point from the `.snap` files in `snap_dir` (may be missing) that `valid` names.
-pub fn start_from(snap_dir: &Path, valid: &[WalSnapshot]) -> Result<StartPoint, SnapError> {
-    if !snap_dir.is_dir() {
-        return Ok(StartPoint {
-            snapshot: None,
-            skipped: Vec::new(),
-        });
-    }
-    let c = load_newest_available(snap_dir, valid)?;
-    Ok(StartPoint {
-        snapshot: c.loaded,
-        skipped: c.skipped,
-    })
-}
-
-/// Why the start point could not be found.
-#[derive(Debug, thiserror::Error)]
-pub enum StartError {
-    #[error(transparent)]
-    Wal(#[from] WalError),
-    #[error(transparent)]
-    Snap(#[from] SnapError),
-}
-
-/// The start point of a member: one pass over the WAL for its snapshot records and last
-/// HardState, then the `.snap` they allow.
-pub fn start_point(wal_dir: &Path, snap_dir: &Path) -> Result<StartPoint, StartError> {
-    let valid = wal::valid_snapshots(wal_dir)?;
-    Ok(start_from(snap_dir, &valid)?)
-}
 
 /// What a path should be.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -184,17 +123,15 @@ fn describe(ft: &fs::FileType) -> &'static str {
 /// Every path of a member dir that a reader opens, in the order they are needed: the data dir,
 /// `member`, the WAL dir and its segments, the snap dir and its `.snap` files, the db. Stops at
 /// the first that is wrong or unreadable; missing ones are left to the caller.
-pub fn probe_all(data_dir: &Path, wal_dir: &Path) -> Result<(), PathError> {
-    match probe(data_dir, Want::Dir) {
+pub(super) fn probe_all(paths: &Paths) -> Result<(), PathError> {
+    match probe(&paths.data_dir, Want::Dir) {
         Ok(false) => return Ok(()),
         Ok(true) => {}
         Err(PathError::Wrong(w)) => return Err(PathError::NotADataDir(w)),
         Err(e) => return Err(e),
     }
-    let member = data_dir.join("member");
-    probe(&member, Want::Dir)?;
-    let snap_dir = member.join("snap");
-    for (dir, suffix) in [(wal_dir, ".wal"), (snap_dir.as_path(), ".snap")] {
+    probe(&paths.data_dir.join("member"), Want::Dir)?;
+    for (dir, suffix) in [(&paths.wal_dir, ".wal"), (&paths.snap_dir, ".snap")] {
         if probe(dir, Want::Dir)? {
             for e in fs::read_dir(dir).map_err(IoError::on("cannot list", dir))? {
                 let e = e.map_err(IoError::on("cannot list", dir))?;
@@ -205,7 +142,7 @@ pub fn probe_all(data_dir: &Path, wal_dir: &Path) -> Result<(), PathError> {
             }
         }
     }
-    probe(&snap_dir.join("db"), Want::File)?;
+    probe(&paths.db, Want::File)?;
     Ok(())
 }
 
