@@ -466,12 +466,22 @@ impl WalTail {
 }
 
 /// Streams the records of a list of segments as one log, checking framing and the CRC chain.
+///
+/// One corruption policy, two modes: a reader ([`WalReader::over`]) stops at the first damage
+/// (a torn last record ends the log, as in etcd's read mode); a checker
+/// ([`WalReader::checking`]) records each damage as a finding, resynchronises (the next
+/// segment, or the CRC re-seeded from the record) and reads on to the end, looking also at
+/// what etcd ignores (frame padding, bytes after the end marker, segment starts).
 pub struct WalReader {
     segments: Vec<Segment>,
     current: usize,
     scanner: Option<FrameScanner>,
+    /// No record read yet from the current segment.
+    segment_start: bool,
     crc: u32,
     tail: Option<WalTail>,
+    /// `Some` in checking mode: the damage found so far.
+    findings: Option<Vec<Finding>>,
 }
 
 impl WalReader {
@@ -486,9 +496,29 @@ impl WalReader {
             segments,
             current: 0,
             scanner: None,
+            segment_start: true,
             crc: 0,
             tail: None,
+            findings: None,
         }
+    }
+
+    /// Reads every given segment to the end, collecting damage instead of stopping at it
+    /// (see [`WalReader::findings`]); non-consecutive sequence numbers are the first finding.
+    pub fn checking(segments: Vec<Segment>) -> WalReader {
+        let mut findings = Vec::new();
+        if let Err(e) = check_consecutive(&segments) {
+            findings.extend(e.finding());
+        }
+        WalReader {
+            findings: Some(findings),
+            ..WalReader::over(segments)
+        }
+    }
+
+    /// The damage found so far (checking mode; empty for a reader, which stops at damage).
+    pub fn findings(&self) -> &[Finding] {
+        self.findings.as_deref().unwrap_or_default()
     }
 
     pub fn segments(&self) -> &[Segment] {
@@ -505,10 +535,28 @@ impl WalReader {
         self.crc
     }
 
+    /// Damage at a place: the error that stops a reader, or (checking) a finding, `Ok`.
+    fn damage(&mut self, e: WalError) -> Result<(), WalError> {
+        match (&mut self.findings, e.finding()) {
+            (Some(findings), Some(f)) => {
+                findings.push(f);
+                Ok(())
+            }
+            _ => Err(e),
+        }
+    }
+
+    /// Ends the current segment: the next one is read from its start.
+    fn next_segment(&mut self) {
+        self.current += 1;
+        self.scanner = None;
+        self.segment_start = true;
+    }
+
     /// The next record, `Ok(None)` at the end (see [`WalReader::tail`]).
     pub fn next_record(&mut self) -> Result<Option<WalRecord>, WalError> {
         loop {
-            if self.tail.is_some() || self.segments.is_empty() {
+            if self.tail.is_some() || self.current >= self.segments.len() {
                 return Ok(None);
             }
             if self.scanner.is_none() {
@@ -520,70 +568,119 @@ impl WalReader {
             };
             let path = scanner.path.clone();
             match scanner.next_frame()? {
-                Frame::End { offset: 0, .. } => {
-                    return Err(corrupt(&path, 0, NO_FIRST_RECORD));
-                }
-                Frame::End { offset, .. } => {
-                    if last {
-                        self.tail = Some(WalTail::Clean { file: path, offset });
-                        return Ok(None);
-                    }
-                    self.current += 1;
-                    self.scanner = None;
-                }
+                Frame::End {
+                    offset,
+                    zero_marker,
+                } => self.end(path, offset, zero_marker, last)?,
                 Frame::Truncated { offset, problem } => {
-                    if last {
-                        self.tail = Some(WalTail::Torn {
-                            file: path,
-                            offset,
-                            problem,
-                        });
-                        return Ok(None);
-                    }
-                    return Err(corrupt(
-                        &path,
-                        offset,
-                        format!("{problem} (not the last segment)"),
-                    ));
+                    self.truncated(path, offset, problem, last)?
                 }
                 Frame::Record {
                     offset,
                     rec_len,
                     body,
-                } => return self.record(path, offset, &body[..rec_len], &body, last),
+                } => {
+                    if let Some(rec) = self.record(path, offset, rec_len, &body, last)? {
+                        return Ok(Some(rec));
+                    }
+                }
             }
         }
     }
 
+    /// The end of a segment's records: the end of the log in the last one. Every segment
+    /// starts with a record; (checking) bytes after the zero marker are records etcd ignores.
+    fn end(
+        &mut self,
+        path: PathBuf,
+        offset: u64,
+        marker: bool,
+        last: bool,
+    ) -> Result<(), WalError> {
+        if offset == 0 {
+            self.damage(corrupt(&path, 0, NO_FIRST_RECORD))?;
+        } else if marker && self.findings.is_some() {
+            let after = self.scanner.as_mut().map(|s| s.nonzero_after(offset));
+            if let Some(Some(at)) = after.transpose()? {
+                let problem = format!("non-zero bytes after the end-of-records marker at offset {offset}: records there are ignored by etcd");
+                self.damage(corrupt(&path, at, problem))?;
+            }
+        }
+        if last {
+            self.tail = Some(WalTail::Clean { file: path, offset });
+        } else {
+            self.next_segment();
+        }
+        Ok(())
+    }
+
+    /// A segment that ends inside a frame: a torn last record ends the log (etcd truncates it
+    /// there on start); in an earlier segment it is damage.
+    fn truncated(
+        &mut self,
+        path: PathBuf,
+        offset: u64,
+        problem: String,
+        last: bool,
+    ) -> Result<(), WalError> {
+        self.crc = 0;
+        if !last {
+            let problem = format!("truncated segment (not the last one): {problem}");
+            self.damage(corrupt(&path, offset, problem))?;
+            self.next_segment();
+            return Ok(());
+        }
+        if self.findings.is_some() {
+            let what = "torn last record (etcd truncates the WAL here on start)";
+            self.damage(corrupt(&path, offset, format!("{what}: {problem}")))?;
+        }
+        self.tail = Some(WalTail::Torn {
+            file: path,
+            offset,
+            problem,
+        });
+        Ok(())
+    }
+
     /// One framed record: decoded and chained into the running CRC. A bad last record that
-    /// looks torn ends the log there (etcd's read mode); anything else is damage.
+    /// looks torn ends the log there (etcd's read mode); anything else is damage. `None`:
+    /// no record to hand out (checking: the rest of the segment is unreadable).
     fn record(
         &mut self,
         path: PathBuf,
         offset: u64,
-        bytes: &[u8],
+        rec_len: usize,
         body: &[u8],
         last: bool,
     ) -> Result<Option<WalRecord>, WalError> {
-        let rec = match RecordRef::decode(bytes) {
+        let first = std::mem::replace(&mut self.segment_start, false);
+        if self.findings.is_some() && body[rec_len..].iter().any(|&b| b != 0) {
+            let problem = "non-zero frame padding (etcd writes zeros; the CRC does not cover it)";
+            self.damage(corrupt(&path, offset, problem))?;
+        }
+        let torn = last && looks_torn(body, offset);
+        let rec = match RecordRef::decode(&body[..rec_len]) {
             Ok(r) => r,
             Err(e) => {
                 let problem = format!("undecodable WAL record: {e}");
-                return self.torn_or_corrupt(path, offset, body, last, problem);
+                self.bad_record(path, offset, torn, problem)?;
+                self.crc = 0;
+                self.next_segment();
+                return Ok(None);
             }
         };
+        if first && self.current > 0 && rec.rec_type != CRC_TYPE && self.findings.is_some() {
+            let problem = "segment does not start with a crc record";
+            self.damage(corrupt(&path, offset, problem))?;
+        }
         if rec.rec_type == CRC_TYPE {
             if self.crc != 0 && rec.crc != self.crc {
-                return Err(corrupt(
-                    &path,
-                    offset,
-                    format!(
-                        "crc record holds {:#010x} but the running CRC is {:#010x}",
-                        rec.crc, self.crc
-                    ),
-                ));
+                let problem = format!(
+                    "crc record holds {:#010x} but the running CRC is {:#010x} (records lost or changed before it)",
+                    rec.crc, self.crc
+                );
+                self.damage(corrupt(&path, offset, problem))?;
             }
-            self.crc = rec.crc;
         } else {
             let next = crc32c::crc32c_append(self.crc, rec.data.unwrap_or(&[]));
             if rec.crc != next {
@@ -591,10 +688,13 @@ impl WalReader {
                     "CRC mismatch: record says {:#010x}, computed {next:#010x}",
                     rec.crc
                 );
-                return self.torn_or_corrupt(path, offset, body, last, problem);
+                if !self.bad_record(path, offset, torn, problem)? {
+                    return Ok(None);
+                }
             }
-            self.crc = next;
         }
+        // Checking re-seeds from the record, so one bad record gives one finding.
+        self.crc = rec.crc;
         Ok(Some(WalRecord {
             segment: self.current,
             offset,
@@ -604,15 +704,25 @@ impl WalReader {
         }))
     }
 
-    fn torn_or_corrupt(
+    /// A record that cannot be trusted: in a reader, a torn last record ends the log
+    /// (`Ok(false)`), anything else is an error; checking notes it (`Ok(true)`: read on).
+    fn bad_record(
         &mut self,
         file: PathBuf,
         offset: u64,
-        body: &[u8],
-        last: bool,
+        torn: bool,
         problem: String,
-    ) -> Result<Option<WalRecord>, WalError> {
-        if !(last && looks_torn(body, offset)) {
+    ) -> Result<bool, WalError> {
+        if self.findings.is_some() {
+            let torn = if torn {
+                " (torn write: a zero sector)"
+            } else {
+                ""
+            };
+            self.damage(corrupt(&file, offset, format!("{problem}{torn}")))?;
+            return Ok(true);
+        }
+        if !torn {
             return Err(corrupt(&file, offset, problem));
         }
         self.tail = Some(WalTail::Torn {
@@ -620,7 +730,7 @@ impl WalReader {
             offset,
             problem,
         });
-        Ok(None)
+        Ok(false)
     }
 }
 
@@ -682,7 +792,12 @@ pub fn read_all_with<E>(
     start: &WalSnapshot,
     keep: impl FnMut(Entry) -> E,
 ) -> Result<WalContents<E>, WalError> {
-    read_with(dir, WalReader::open(dir, start.index)?, Some(start), keep)
+    read_with(
+        dir,
+        &mut WalReader::open(dir, start.index)?,
+        Some(start),
+        keep,
+    )
 }
 
 /// The whole WAL, every segment from the first, in one pass: entries from the first one on
@@ -694,7 +809,7 @@ pub fn read_whole_with<E>(
     dir: &Path,
     keep: impl FnMut(Entry) -> E,
 ) -> Result<WalContents<E>, WalError> {
-    read_with(dir, WalReader::over(all_segments(dir)?), None, keep)
+    read_with(dir, &mut WalReader::over(all_segments(dir)?), None, keep)
 }
 
 /// The first metadata record is kept; a later one must be the same bytes (etcd compares them).
@@ -720,101 +835,187 @@ fn keep_metadata<E>(
 }
 
 /// Reads records like etcd's `ReadAll`: from snapshot `start`, or (None) from the first entry.
+/// A checking reader ([`WalReader::checking`]) gets the damage noted and the log read on.
 fn read_with<E>(
     dir: &Path,
-    mut reader: WalReader,
+    reader: &mut WalReader,
     start: Option<&WalSnapshot>,
     mut keep: impl FnMut(Entry) -> E,
 ) -> Result<WalContents<E>, WalError> {
-    let whole = start.is_none();
-    let mut start = start.cloned().unwrap_or(WalSnapshot::new(0, 0));
-    let mut out = WalContents {
-        metadata: None,
-        metadata_bytes: None,
-        hard_state: None,
-        entries: Vec::new(),
-        snapshots: Vec::new(),
-        last_index: start.index,
-        last_entry_term: None,
-        tail: WalTail::Clean {
-            file: dir.to_path_buf(),
-            offset: 0,
-        },
-        segments: reader.segments().to_vec(),
-    };
-    // Terms of the kept entries, to know the last term after raft overwrites.
-    let mut terms: Vec<u64> = Vec::new();
-    let mut matched = false;
+    let mut log = Log::new(dir, reader, start);
     while let Some(rec) = reader.next_record()? {
-        let path = reader.segments()[rec.segment].path.clone();
-        match rec.rec_type {
-            ENTRY_TYPE => {
-                let e = decode_at(&reader, &rec, Entry::decode)?;
-                if whole && terms.is_empty() && out.entries.is_empty() {
-                    // the log starts at the first entry found
-                    start.index = e.index.saturating_sub(1);
-                }
-                if e.index > start.index {
-                    let up = e.index - start.index - 1;
-                    if up > out.entries.len() as u64 {
-                        return Err(corrupt(
-                            &path,
-                            rec.offset,
-                            format!(
-                                "entry index {} leaves a gap: the last entry before it is {}",
-                                e.index,
-                                start.index + out.entries.len() as u64
-                            ),
-                        ));
-                    }
-                    out.entries.truncate(up as usize);
-                    terms.truncate(up as usize);
-                    out.last_index = e.index;
-                    terms.push(e.term);
-                    out.entries.push(keep(e));
-                }
-            }
-            STATE_TYPE => out.hard_state = Some(decode_at(&reader, &rec, HardState::decode)?),
-            METADATA_TYPE => keep_metadata(&mut out, &reader, &rec)?,
-            CRC_TYPE => {}
-            SNAPSHOT_TYPE => {
-                let s = decode_at(&reader, &rec, WalSnapshot::decode)?;
-                if s.index == start.index {
-                    if s.term != start.term {
-                        return Err(corrupt(
-                            &path,
-                            rec.offset,
-                            format!(
-                                "snapshot record index {} has term {}, expected {} (snapshot mismatch)",
-                                s.index, s.term, start.term
-                            ),
-                        ));
-                    }
-                    matched = true;
-                }
-                out.snapshots.push(s);
-            }
-            t => {
-                return Err(corrupt(
-                    &path,
-                    rec.offset,
-                    format!("unexpected record type {t}"),
-                ))
-            }
+        if let Err(e) = log.record(reader, &rec, &mut keep) {
+            reader.damage(e)?;
         }
     }
-    if let Some(tail) = reader.tail() {
-        out.tail = tail.clone();
+    log.finish(dir, reader)
+}
+
+/// [`read_with`]'s state: the contents so far and where the log starts.
+struct Log<E> {
+    out: WalContents<E>,
+    start: WalSnapshot,
+    /// Whole WAL: the log starts where its first entry (checking: snapshot record) says.
+    whole: bool,
+    based: bool,
+    /// Terms of the kept entries, to know the last term after raft overwrites.
+    terms: Vec<u64>,
+    /// A snapshot record for `start` was read.
+    matched: bool,
+    /// Where the last HardState is (checking: a commit the WAL does not hold is named there).
+    hard_state_at: Option<(PathBuf, u64)>,
+}
+
+impl<E> Log<E> {
+    fn new(dir: &Path, reader: &WalReader, start: Option<&WalSnapshot>) -> Log<E> {
+        let whole = start.is_none();
+        let start = start.cloned().unwrap_or(WalSnapshot::new(0, 0));
+        let out = WalContents {
+            metadata: None,
+            metadata_bytes: None,
+            hard_state: None,
+            entries: Vec::new(),
+            snapshots: Vec::new(),
+            last_index: start.index,
+            last_entry_term: None,
+            tail: WalTail::Clean {
+                file: dir.to_path_buf(),
+                offset: 0,
+            },
+            segments: reader.segments().to_vec(),
+        };
+        Log {
+            out,
+            start,
+            whole,
+            based: !whole,
+            terms: Vec::new(),
+            matched: false,
+            hard_state_at: None,
+        }
     }
-    out.last_entry_term = terms.last().copied();
-    if !matched && !whole {
-        return Err(WalError::SnapshotNotFound {
-            dir: dir.to_path_buf(),
-            index: start.index,
-            term: start.term,
-        });
+
+    /// One record's content, given the records before it.
+    fn record(
+        &mut self,
+        reader: &mut WalReader,
+        rec: &WalRecord,
+        keep: &mut impl FnMut(Entry) -> E,
+    ) -> Result<(), WalError> {
+        let path = &reader.segments()[rec.segment].path;
+        match rec.rec_type {
+            ENTRY_TYPE => {
+                let e = decode_at(reader, rec, Entry::decode)?;
+                self.entry(reader, rec, e, keep)?;
+            }
+            STATE_TYPE => {
+                self.out.hard_state = Some(decode_at(reader, rec, HardState::decode)?);
+                self.hard_state_at = Some((path.clone(), rec.offset));
+            }
+            METADATA_TYPE => keep_metadata(&mut self.out, reader, rec)?,
+            CRC_TYPE => {}
+            SNAPSHOT_TYPE => {
+                let s = decode_at(reader, rec, WalSnapshot::decode)?;
+                self.snapshot(path, rec.offset, reader.findings.is_some(), s)?;
+            }
+            t => {
+                let problem = format!("unexpected record type {t}");
+                return Err(corrupt(path, rec.offset, problem));
+            }
+        }
+        Ok(())
     }
-    Ok(out)
+
+    /// An entry in its place: it may overwrite the tail of the log (raft), never leave a gap
+    /// (checking: the gap is noted and the log goes on from the entry).
+    fn entry(
+        &mut self,
+        reader: &mut WalReader,
+        rec: &WalRecord,
+        e: Entry,
+        keep: &mut impl FnMut(Entry) -> E,
+    ) -> Result<(), WalError> {
+        if !self.based {
+            self.start.index = e.index.saturating_sub(1);
+            self.based = true;
+        }
+        if e.index <= self.start.index {
+            return Ok(());
+        }
+        let last = self.start.index + self.out.entries.len() as u64;
+        if e.index > last + 1 {
+            let path = &reader.segments()[rec.segment].path;
+            let problem = format!(
+                "entry index {} leaves a gap: the last entry before it is {last}",
+                e.index
+            );
+            reader.damage(corrupt(path, rec.offset, problem))?;
+            self.start.index = e.index - 1 - self.out.entries.len() as u64;
+        }
+        let up = (e.index - self.start.index - 1) as usize;
+        self.out.entries.truncate(up);
+        self.terms.truncate(up);
+        self.out.last_index = e.index;
+        self.terms.push(e.term);
+        self.out.entries.push(keep(e));
+        Ok(())
+    }
+
+    /// A snapshot record: the one for `start` must have its term. Checking a whole WAL, one
+    /// before any entry is where the log starts (entries after it must follow it).
+    fn snapshot(
+        &mut self,
+        path: &Path,
+        offset: u64,
+        checking: bool,
+        s: WalSnapshot,
+    ) -> Result<(), WalError> {
+        if checking && !self.based && s.index > 0 {
+            self.start.index = s.index;
+            self.out.last_index = s.index;
+            self.based = true;
+        } else if !self.whole && s.index == self.start.index {
+            if s.term != self.start.term {
+                let problem = format!(
+                    "snapshot record index {} has term {}, expected {} (snapshot mismatch)",
+                    s.index, s.term, self.start.term
+                );
+                return Err(corrupt(path, offset, problem));
+            }
+            self.matched = true;
+        }
+        self.out.snapshots.push(s);
+        Ok(())
+    }
+
+    /// The contents, once the reader is at the end. Checking: a HardState commit beyond the
+    /// log (and its snapshots) means committed entries are missing.
+    fn finish(mut self, dir: &Path, reader: &mut WalReader) -> Result<WalContents<E>, WalError> {
+        if let Some(tail) = reader.tail() {
+            self.out.tail = tail.clone();
+        }
+        self.out.last_entry_term = self.terms.last().copied();
+        if !self.matched && !self.whole {
+            return Err(WalError::SnapshotNotFound {
+                dir: dir.to_path_buf(),
+                index: self.start.index,
+                term: self.start.term,
+            });
+        }
+        if let (true, Some(hs), Some((path, offset))) = (
+            reader.findings.is_some(),
+            self.out.hard_state,
+            &self.hard_state_at,
+        ) {
+            let snap = self.out.snapshots.iter().map(|s| s.index).max();
+            let have = self.out.last_index.max(snap.unwrap_or(0));
+            if hs.commit > have {
+                let problem = format!("HardState commit {} but the WAL ends at index {have}: committed entries are missing", hs.commit);
+                reader.damage(corrupt(path, *offset, problem))?;
+            }
+        }
+        Ok(self.out)
+    }
 }
 
 /// etcd's `ValidSnapshotEntries`: the snapshot records of the whole WAL that the last HardState
@@ -836,228 +1037,25 @@ pub fn valid_snapshots(dir: &Path) -> Result<Vec<WalSnapshot>, WalError> {
 // ---------------------------------------------------------------------------------------------
 // Checking
 
-/// Integrity check of every segment in `dir`, from the first: names and sequence, framing,
-/// CRC chain, record decoding, metadata agreement, entry continuity, bytes after the end
-/// marker, a torn tail, and a HardState commit beyond the last entry. Never stops at the first
-/// problem when it can resynchronise (a CRC mismatch re-seeds the chain from the record).
+/// Integrity check of every segment in `dir`, from the first: the WAL decoder
+/// ([`WalReader::checking`], [`read_whole_with`]'s log) run to the end, collecting damage
+/// instead of stopping at it: names and sequence, framing, CRC chain, record decoding,
+/// metadata agreement, entry continuity, bytes after the end marker, a torn tail, and a
+/// HardState commit beyond the last entry. Only I/O ends it.
 pub fn check(dir: &Path) -> Result<Vec<Finding>, IoError> {
     let segments = list_segments(dir).map_err(|e| e.into_io(dir))?;
     if segments.is_empty() {
         return Ok(vec![Finding::in_file(dir, "no WAL segment (*.wal)")]);
     }
-    let mut c = Checker::default();
-    if let Err(e) = check_consecutive(&segments) {
-        c.findings.extend(e.finding());
+    let mut reader = WalReader::checking(segments);
+    let read = read_with(dir, &mut reader, None, drop);
+    let mut findings = reader.findings.take().unwrap_or_default();
+    match read {
+        Ok(_) => {}
+        Err(WalError::Io(e)) => return Err(e),
+        Err(e) => findings.extend(e.finding()),
     }
-    for (i, seg) in segments.iter().enumerate() {
-        c.segment(&seg.path, i > 0, i + 1 == segments.len())?;
-    }
-    Ok(c.finish())
-}
-
-/// [`check`]'s state across segments: the CRC chain, the first metadata, the last entry index
-/// and HardState commit (with where it was), and every finding so far.
-#[derive(Default)]
-struct Checker {
-    findings: Vec<Finding>,
-    crc: u32,
-    metadata: Option<Vec<u8>>,
-    last_entry: Option<u64>,
-    commit: Option<(u64, PathBuf, u64)>,
-    snapshot_index: u64,
-}
-
-impl Checker {
-    /// Every frame of one segment; I/O errors end the check, damage is a finding.
-    fn segment(&mut self, path: &Path, not_first: bool, last: bool) -> Result<(), IoError> {
-        let mut scanner = match FrameScanner::open(path) {
-            Ok(s) => s,
-            Err(WalError::Io(e)) => return Err(e),
-            Err(e) => {
-                self.findings.extend(e.finding());
-                self.crc = 0;
-                return Ok(());
-            }
-        };
-        let mut first_record = true;
-        loop {
-            let frame = match scanner.next_frame() {
-                Ok(f) => f,
-                Err(WalError::Io(e)) => return Err(e),
-                Err(e) => {
-                    self.findings.extend(e.finding());
-                    return Ok(());
-                }
-            };
-            match frame {
-                Frame::End {
-                    offset,
-                    zero_marker,
-                } => {
-                    if offset == 0 {
-                        self.findings.push(Finding::at(path, 0, NO_FIRST_RECORD));
-                    } else if zero_marker {
-                        if let Ok(Some(at)) = scanner.nonzero_after(offset) {
-                            self.findings.push(Finding::at(
-                                path,
-                                at,
-                                format!("non-zero bytes after the end-of-records marker at offset {offset}: records there are ignored by etcd"),
-                            ));
-                        }
-                    }
-                    return Ok(());
-                }
-                Frame::Truncated { offset, problem } => {
-                    let what = if last {
-                        "torn last record (etcd truncates the WAL here on start)"
-                    } else {
-                        "truncated segment (not the last one)"
-                    };
-                    let problem = format!("{what}: {problem}");
-                    self.findings.push(Finding::at(path, offset, problem));
-                    self.crc = 0;
-                    return Ok(());
-                }
-                Frame::Record {
-                    offset,
-                    rec_len,
-                    body,
-                } => {
-                    let at = Finding::at(path, offset, "");
-                    let first = std::mem::replace(&mut first_record, false);
-                    if !self.record(&at, &body, rec_len, last, first && not_first) {
-                        return Ok(());
-                    }
-                }
-            }
-        }
-    }
-
-    /// One frame's record: padding, decoding, the CRC chain, then its content. False when the
-    /// rest of the segment cannot be read.
-    fn record(
-        &mut self,
-        at: &Finding,
-        body: &[u8],
-        rec_len: usize,
-        last: bool,
-        must_be_crc: bool,
-    ) -> bool {
-        let offset = at.offset.unwrap_or(0);
-        let finding = |p: String| Finding::at(&at.file, offset, p);
-        if body[rec_len..].iter().any(|&b| b != 0) {
-            self.findings.push(finding(
-                "non-zero frame padding (etcd writes zeros; the CRC does not cover it)".into(),
-            ));
-        }
-        let torn = if last && looks_torn(body, offset) {
-            " (torn write: a zero sector)"
-        } else {
-            ""
-        };
-        let rec = match RecordRef::decode(&body[..rec_len]) {
-            Ok(r) => r,
-            Err(e) => {
-                self.findings
-                    .push(finding(format!("undecodable WAL record{torn}: {e}")));
-                self.crc = 0;
-                return false;
-            }
-        };
-        if must_be_crc && rec.rec_type != CRC_TYPE {
-            self.findings
-                .push(finding("segment does not start with a crc record".into()));
-        }
-        if rec.rec_type == CRC_TYPE {
-            if self.crc != 0 && rec.crc != self.crc {
-                self.findings.push(finding(format!(
-                    "crc record holds {:#010x} but the running CRC is {:#010x} (records lost or changed before it)",
-                    rec.crc, self.crc
-                )));
-            }
-            self.crc = rec.crc;
-            return true;
-        }
-        let data = rec.data.unwrap_or(&[]);
-        let next = crc32c::crc32c_append(self.crc, data);
-        if rec.crc != next {
-            self.findings.push(finding(format!(
-                "CRC mismatch{torn}: record says {:#010x}, computed {next:#010x}",
-                rec.crc
-            )));
-        }
-        // Re-seed from the record so one bad record gives one finding.
-        self.crc = rec.crc;
-        if let Some(p) = self.content(rec.rec_type, data, &at.file, offset) {
-            self.findings.push(finding(p));
-        }
-        true
-    }
-
-    /// What is wrong with a record's content, given the records before it.
-    fn content(&mut self, rec_type: i64, data: &[u8], path: &Path, offset: u64) -> Option<String> {
-        match rec_type {
-            METADATA_TYPE => match &self.metadata {
-                Some(m) if m.as_slice() != data => {
-                    Some("metadata record differs from the first one".to_string())
-                }
-                Some(_) => None,
-                None => {
-                    self.metadata = Some(data.to_vec());
-                    WalMetadata::decode(data)
-                        .err()
-                        .map(|e| format!("bad metadata: {e}"))
-                }
-            },
-            ENTRY_TYPE => match Entry::decode(data) {
-                Ok(e) => {
-                    let gap = match self.last_entry {
-                        Some(prev) if e.index > prev + 1 => Some(format!(
-                            "entry index {} follows {prev}: entries missing",
-                            e.index
-                        )),
-                        _ => None,
-                    };
-                    self.last_entry = Some(e.index);
-                    gap
-                }
-                Err(e) => Some(format!("bad entry: {e}")),
-            },
-            STATE_TYPE => match HardState::decode(data) {
-                Ok(h) => {
-                    self.commit = Some((h.commit, path.to_path_buf(), offset));
-                    None
-                }
-                Err(e) => Some(format!("bad hardstate: {e}")),
-            },
-            SNAPSHOT_TYPE => match WalSnapshot::decode(data) {
-                Ok(s) => {
-                    self.snapshot_index = self.snapshot_index.max(s.index);
-                    if self.last_entry.is_none() && s.index > 0 {
-                        self.last_entry = Some(s.index);
-                    }
-                    None
-                }
-                Err(e) => Some(format!("bad snapshot record: {e}")),
-            },
-            t => Some(format!("unexpected record type {t}")),
-        }
-    }
-
-    /// Committed entries the WAL does not hold, then the findings.
-    fn finish(mut self) -> Vec<Finding> {
-        if let Some((commit, path, offset)) = self.commit.take() {
-            let have = self.last_entry.unwrap_or(0).max(self.snapshot_index);
-            if commit > have {
-                self.findings.push(Finding::at(
-                    path,
-                    offset,
-                    format!("HardState commit {commit} but the WAL ends at index {have}: committed entries are missing"),
-                ));
-            }
-        }
-        self.findings
-    }
+    Ok(findings)
 }
 
 /// Does another process hold a write lock on `path`? A running etcd 3.x holds an OFD lock on

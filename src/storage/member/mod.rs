@@ -132,7 +132,10 @@ pub fn valid_snapshots(records: &[WalSnapshot], commit: u64) -> Vec<WalSnapshot>
 #[derive(Debug)]
 pub enum ShownSnapshot<'a> {
     Start(&'a StartPoint),
-    WithoutWal { wal: WalError, newest: StartPoint },
+    WithoutWal {
+        wal: WalError,
+        newest: Box<StartPoint>,
+    },
 }
 
 /// An etcd member dir, opened once; see the module comment.
@@ -237,10 +240,10 @@ impl Member {
             Ok(p) => Ok(ShownSnapshot::Start(p)),
             Err(MemberError::Wal(wal)) => {
                 let c = load_newest(&self.paths.snap_dir)?;
-                let newest = StartPoint {
+                let newest = Box::new(StartPoint {
                     snapshot: c.loaded,
                     skipped: c.skipped,
-                };
+                });
                 Ok(ShownSnapshot::WithoutWal { wal, newest })
             }
             Err(e) => Err(e),
