@@ -169,16 +169,12 @@ pub fn load_newest_available(
 fn load_filtered(dir: &Path, wanted: impl Fn(u64, u64) -> bool) -> Result<SnapChoice, SnapError> {
     let mut skipped = Vec::new();
     for path in list_snap_files(dir)? {
-        let name = path
-            .file_name()
-            .and_then(|n| n.to_str())
-            .unwrap_or_default();
-        let Some((term, index)) = parse_snap_name(name) else {
-            skipped.push(SnapError::BadName(Finding::in_file(
-                &path,
-                "not a <term>-<index>.snap name",
-            )));
-            continue;
+        let (term, index) = match named(&path) {
+            Ok(n) => n,
+            Err(e) => {
+                skipped.push(e);
+                continue;
+            }
         };
         if !wanted(term, index) {
             continue;
@@ -335,33 +331,35 @@ impl Write for Tee<'_> {
     }
 }
 
-/// Checks every `*.snap` in `dir`: name, CRC, decoding, and that the metadata inside agrees
-/// with the name. A file the OS will not read is an error, not a finding.
+/// (term, index) from a snap file's name, or why the name is not one.
+fn named(path: &Path) -> Result<(u64, u64), SnapError> {
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or_default();
+    parse_snap_name(name)
+        .ok_or_else(|| SnapError::BadName(Finding::in_file(path, "not a <term>-<index>.snap name")))
+}
+
+/// Checks every `*.snap` in `dir`: the loader's decoder on each file (name, CRC, decoding),
+/// and that the metadata inside agrees with the name. A file the OS will not read is an
+/// error, not a finding.
 pub fn check(dir: &Path) -> Result<Vec<Finding>, IoError> {
     let files = list_snap_files(dir).map_err(|e| e.into_io(dir))?;
     let mut findings = Vec::new();
     for path in files {
-        let name = path
-            .file_name()
-            .and_then(|n| n.to_str())
-            .unwrap_or_default()
-            .to_string();
-        let Some((term, index)) = parse_snap_name(&name) else {
-            findings.push(Finding::in_file(&path, "not a <term>-<index>.snap name"));
-            continue;
-        };
-        match read_snap_file(&path) {
-            Ok(s) => {
-                if s.metadata.term != term || s.metadata.index != index {
-                    findings.push(Finding::in_file(
-                        &path,
-                        format!(
-                            "metadata says term {} index {}, the name says term {term} index {index}",
-                            s.metadata.term, s.metadata.index
-                        ),
-                    ));
-                }
+        let read = named(&path).and_then(|n| Ok((n, read_snap_file(&path)?)));
+        match read {
+            Ok(((term, index), s)) if s.metadata.term != term || s.metadata.index != index => {
+                findings.push(Finding::in_file(
+                    &path,
+                    format!(
+                        "metadata says term {} index {}, the name says term {term} index {index}",
+                        s.metadata.term, s.metadata.index
+                    ),
+                ))
             }
+            Ok(_) => {}
             Err(e) => findings.push(e.into_finding()?),
         }
     }
