@@ -40,25 +40,25 @@ pub fn print_snap(member: &Member, json: bool, out: &mut dyn Write) -> Result<()
         return Ok(());
     };
     let store = loaded.store().map_err(MemberError::Store)?;
-    if json {
-        print_snap_json(loaded, &store, out)
-    } else {
-        print_snap_text(loaded, &store, out)
-    }
+    out.write_all(snapshot_line(loaded, json).as_bytes())?;
+    out.write_all(store_lines(&store, json).as_bytes())?;
+    let mut result = Ok(());
+    store.root.walk(&mut |n: &Node| {
+        if n.path != "/" && result.is_ok() {
+            result = out.write_all(node_line(n, json).as_bytes());
+        }
+    });
+    Ok(result?)
 }
 
 fn hex(v: &[u64]) -> Vec<String> {
     v.iter().map(|id| format!("{id:x}")).collect()
 }
 
-fn print_snap_json(
-    loaded: &LoadedSnapshot,
-    store: &Store,
-    out: &mut dyn Write,
-) -> Result<(), InspectError> {
+fn snapshot_line(loaded: &LoadedSnapshot, json: bool) -> String {
     let m = &loaded.snapshot.metadata;
-    out.write_all(
-        JsonLine::new()
+    if json {
+        return JsonLine::new()
             .str("record", "snapshot")
             .str("file", &loaded.path.display().to_string())
             .num("index", m.index)
@@ -66,97 +66,69 @@ fn print_snap_json(
             .strs("voters", &hex(&m.conf_state.voters))
             .strs("learners", &hex(&m.conf_state.learners))
             .num("data_bytes", loaded.snapshot.data.len() as u64)
-            .finish()
-            .as_bytes(),
-    )?;
-    out.write_all(
-        JsonLine::new()
-            .str("record", "store")
-            .num("current_index", store.current_index)
-            .num("current_version", store.current_version)
-            .num("events", store.watcher_hub.event_history.queue.size as u64)
-            .opt_str("cluster_version", store.cluster_version())
-            .strs(
-                "members",
-                &store
-                    .member_ids()
-                    .iter()
-                    .map(|id| format!("{id:x}"))
-                    .collect::<Vec<_>>(),
-            )
-            .finish()
-            .as_bytes(),
-    )?;
-    let mut result = Ok(());
-    store.root.walk(&mut |n: &Node| {
-        if n.path == "/" || result.is_err() {
-            return;
-        }
-        let line = JsonLine::new()
-            .str("record", "node")
-            .str("key", &n.path)
-            .bool("dir", n.is_dir())
-            .str("value", &n.value)
-            .num("created_index", n.created_index)
-            .num("modified_index", n.modified_index)
-            .opt_str(
-                "expire_time",
-                (!n.is_permanent()).then_some(n.expire_time.as_str()),
-            )
             .finish();
-        result = out.write_all(line.as_bytes());
-    });
-    result?;
-    Ok(())
-}
-
-fn print_snap_text(
-    loaded: &LoadedSnapshot,
-    store: &Store,
-    out: &mut dyn Write,
-) -> Result<(), InspectError> {
-    let m = &loaded.snapshot.metadata;
-    writeln!(
-        out,
-        "snapshot {}: index {} term {}, voters [{}], learners [{}], {} bytes of v2 store",
+    }
+    format!(
+        "snapshot {}: index {} term {}, voters [{}], learners [{}], {} bytes of v2 store\n",
         loaded.path.display(),
         m.index,
         m.term,
         hex(&m.conf_state.voters).join(" "),
         hex(&m.conf_state.learners).join(" "),
         loaded.snapshot.data.len()
-    )?;
-    writeln!(
-        out,
-        "v2 store: current index {}, version {}, {} events in history, cluster version {}",
+    )
+}
+
+/// The store's summary (text: and its problems, one per line).
+fn store_lines(store: &Store, json: bool) -> String {
+    let events = store.watcher_hub.event_history.queue.size;
+    if json {
+        return JsonLine::new()
+            .str("record", "store")
+            .num("current_index", store.current_index)
+            .num("current_version", store.current_version)
+            .num("events", events as u64)
+            .opt_str("cluster_version", store.cluster_version())
+            .strs("members", &hex(&store.member_ids()))
+            .finish();
+    }
+    let mut s = format!(
+        "v2 store: current index {}, version {}, {events} events in history, cluster version {}\n",
         store.current_index,
         store.current_version,
-        store.watcher_hub.event_history.queue.size,
         store.cluster_version().unwrap_or("(none)")
-    )?;
+    );
     for p in store.problems() {
-        writeln!(out, "problem: {p}")?;
+        s.push_str(&format!("problem: {p}\n"));
     }
-    let mut result = Ok(());
-    store.root.walk(&mut |n: &Node| {
-        if n.path == "/" || result.is_err() {
-            return;
-        }
-        let mut line = if n.is_dir() {
-            format!("{}/ (dir)", n.path)
-        } else {
-            format!("{} = {}", n.path, preview(&n.value, 120))
-        };
-        line.push_str(&format!(
-            " created {} modified {}",
-            n.created_index, n.modified_index
-        ));
-        if !n.is_permanent() {
-            line.push_str(&format!(" expires {}", n.expire_time));
-        }
-        line.push('\n');
-        result = out.write_all(line.as_bytes());
-    });
-    result?;
-    Ok(())
+    s
+}
+
+fn node_line(n: &Node, json: bool) -> String {
+    let expires = (!n.is_permanent()).then_some(n.expire_time.as_str());
+    if json {
+        return JsonLine::new()
+            .str("record", "node")
+            .str("key", &n.path)
+            .bool("dir", n.is_dir())
+            .str("value", &n.value)
+            .num("created_index", n.created_index)
+            .num("modified_index", n.modified_index)
+            .opt_str("expire_time", expires)
+            .finish();
+    }
+    let mut line = if n.is_dir() {
+        format!("{}/ (dir)", n.path)
+    } else {
+        format!("{} = {}", n.path, preview(&n.value, 120))
+    };
+    line.push_str(&format!(
+        " created {} modified {}",
+        n.created_index, n.modified_index
+    ));
+    if let Some(t) = expires {
+        line.push_str(&format!(" expires {t}"));
+    }
+    line.push('\n');
+    line
 }
