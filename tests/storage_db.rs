@@ -11,8 +11,10 @@ use common::*;
 use etcdtools::base64::encode as b64;
 use etcdtools::etcd::client::HttpClient;
 use etcdtools::etcd::process::run_tool;
-use etcdtools::inspect::db::{check_db, print_db, summarize_db, DbError, DbOptions};
+use etcdtools::inspect::db::{check_db, print_db, summarize_db, DbOptions};
+use etcdtools::inspect::InspectError as DbError;
 use etcdtools::storage::bolt::BoltDb;
+use etcdtools::storage::member::MemberError;
 use etcdtools::storage::mvcc;
 use serde_json::{json, Value};
 
@@ -361,7 +363,7 @@ fn check_version(rec: &Recorded, cluster_version: &str) {
                 ..Default::default()
             }
         ),
-        Err(DbError::Bolt(_))
+        Err(DbError::Member(MemberError::Db(_)))
     ));
 }
 

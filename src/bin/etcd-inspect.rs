@@ -138,9 +138,7 @@ fn main() -> ExitCode {
                 revisions: args.revisions,
                 json: args.json,
             };
-            inspect::db::print_db(&args.path, &opts, &mut out)
-                .map(|_| true)
-                .map_err(InspectError::Db)
+            inspect::db::print_db(&args.path, &opts, &mut out).map(|_| true)
         }
         other => {
             eprintln!("etcd-inspect: unknown command {other:?}\n\n{USAGE}");

@@ -14,9 +14,9 @@ use std::io::{self, Write};
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 
-use crate::error::{HasKind, Kind};
-use crate::storage::bolt::{BoltDb, BoltError, Direction, LeafItem};
-use crate::storage::member::{check_db_file, probe, PathError, Want};
+use super::InspectError;
+use crate::storage::bolt::{BoltDb, Direction, LeafItem};
+use crate::storage::member::{check_db_file, probe, MemberError, Want};
 use crate::storage::mvcc::{self, RevisionEntry};
 use crate::storage::Finding;
 
@@ -31,53 +31,25 @@ pub struct DbOptions {
     pub json: bool,
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum DbError {
-    /// No db at the path (for a data dir: `<dir>/member/snap/db`).
-    #[error("{}: no such file (expected a data dir with member/snap/db, or a db file)", path.display())]
-    NotFound { path: PathBuf },
-    /// `bucket` and `revisions` asked together.
-    #[error("--bucket and --revisions cannot be used together")]
-    Conflict,
-    /// The db could not be read (names file and offset).
-    #[error(transparent)]
-    Bolt(#[from] BoltError),
-    /// Writing the output failed (e.g. a closed pipe).
-    #[error("writing output: {0}")]
-    Output(io::Error),
-    /// The db path is not a readable regular file.
-    #[error(transparent)]
-    Path(#[from] PathError),
-}
-
-impl HasKind for DbError {
-    fn kind(&self) -> Kind {
-        match self {
-            DbError::NotFound { .. } | DbError::Output(_) => Kind::Io,
-            DbError::Conflict => Kind::Usage,
-            DbError::Bolt(e) => e.kind(),
-            DbError::Path(e) => e.kind(),
-        }
-    }
-}
-
 /// The db file for `path`: a data dir means `<dir>/member/snap/db`, anything else is the file.
-pub fn db_path(path: &Path) -> Result<PathBuf, DbError> {
+pub fn db_path(path: &Path) -> Result<PathBuf, InspectError> {
     let file = if path.is_dir() {
         path.join("member/snap/db")
     } else {
         path.to_path_buf()
     };
     if !probe(&file, Want::File)? {
-        return Err(DbError::NotFound { path: file });
+        return Err(InspectError::NoDb { path: file });
     }
     Ok(file)
 }
 
 /// Prints the db at `path` (data dir, db file or snapshot file) as `opts` asks.
-pub fn print_db(path: &Path, opts: &DbOptions, out: &mut dyn Write) -> Result<(), DbError> {
+pub fn print_db(path: &Path, opts: &DbOptions, out: &mut dyn Write) -> Result<(), InspectError> {
     if opts.bucket.is_some() && opts.revisions {
-        return Err(DbError::Conflict);
+        return Err(InspectError::Usage(
+            "--bucket and --revisions cannot be used together",
+        ));
     }
     let db = BoltDb::open(&db_path(path)?)?;
     // Lines are built straight into one buffer, written out when it fills.
@@ -118,11 +90,11 @@ pub fn print_db(path: &Path, opts: &DbOptions, out: &mut dyn Write) -> Result<()
         })?;
     }
     if let Some(e) = failed {
-        return Err(DbError::Output(e));
+        return Err(InspectError::Output(e));
     }
     out.write_all(&buf)
         .and_then(|()| out.flush())
-        .map_err(DbError::Output)
+        .map_err(InspectError::Output)
 }
 
 /// What a db says about the member, for `etcd-inspect version` (and anyone who wants the
@@ -146,7 +118,7 @@ pub struct DbSummary {
 }
 
 /// Reads a `DbSummary` from a data dir, db file or snapshot file.
-pub fn summarize_db(path: &Path) -> Result<DbSummary, DbError> {
+pub fn summarize_db(path: &Path) -> Result<DbSummary, InspectError> {
     let file = db_path(path)?;
     let db = BoltDb::open(&file)?;
     Ok(DbSummary {
@@ -169,8 +141,8 @@ pub fn summarize_db(path: &Path) -> Result<DbSummary, DbError> {
 
 /// The db part of the check ([`check_db_file`]) on a data dir, db file or snapshot file.
 /// `Err` only for what is not the file's fault (missing, locked, unreadable).
-pub fn check_db(path: &Path) -> Result<Vec<Finding>, DbError> {
-    Ok(check_db_file(&db_path(path)?)?)
+pub fn check_db(path: &Path) -> Result<Vec<Finding>, InspectError> {
+    Ok(check_db_file(&db_path(path)?).map_err(MemberError::Db)?)
 }
 
 fn kv_line(line: &mut Vec<u8>, e: &RevisionEntry<'_>, with_revision: bool, json: bool) {

@@ -12,20 +12,26 @@ pub mod version;
 pub mod wal;
 
 use std::io;
+use std::path::PathBuf;
 
 use crate::error::{HasKind, Kind};
-use crate::storage::member::MemberError;
+use crate::storage::bolt::BoltError;
+use crate::storage::member::{MemberError, PathError};
 use crate::storage::snap::SnapError;
-use db::DbError;
 
-/// Why `etcd-inspect` could not answer: the member's error, the `db` command's, or the
-/// output; [`HasKind`] gives its exit code.
+/// Why `etcd-inspect` could not answer: the member's error (whatever part of the member dir
+/// it is about), or one of the tool's own; [`HasKind`] gives its exit code.
 #[derive(Debug, thiserror::Error)]
 pub enum InspectError {
     #[error(transparent)]
     Member(#[from] MemberError),
-    #[error(transparent)]
-    Db(#[from] DbError),
+    /// `db`: no db at the path (for a data dir: `<dir>/member/snap/db`).
+    #[error("{}: no such file (expected a data dir with member/snap/db, or a db file)", path.display())]
+    NoDb { path: PathBuf },
+    /// Options that cannot go together.
+    #[error("{0}")]
+    Usage(&'static str),
+    /// Writing the output failed (e.g. a closed pipe).
     #[error("writing output: {0}")]
     Output(#[from] io::Error),
 }
@@ -34,9 +40,21 @@ impl HasKind for InspectError {
     fn kind(&self) -> Kind {
         match self {
             InspectError::Member(e) => e.kind(),
-            InspectError::Db(e) => e.kind(),
-            InspectError::Output(_) => Kind::Io,
+            InspectError::Usage(_) => Kind::Usage,
+            InspectError::NoDb { .. } | InspectError::Output(_) => Kind::Io,
         }
+    }
+}
+
+impl From<BoltError> for InspectError {
+    fn from(e: BoltError) -> Self {
+        InspectError::Member(MemberError::Db(e))
+    }
+}
+
+impl From<PathError> for InspectError {
+    fn from(e: PathError) -> Self {
+        InspectError::Member(MemberError::Path(e))
     }
 }
 
