@@ -1,5 +1,6 @@
-//! etcd's write-ahead log (`member/wal/*.wal`): reading it the way etcd does, checking it more
-//! strictly than etcd does, and writing a new one (for rollback).
+//! etcd's write-ahead log (`member/wal/*.wal`): the one decoder of it ([`WalReader`] for
+//! records, [`read_all`] for the log as etcd's `ReadAll` sees it), the check ([`check`]: that
+//! decoder run to the end, more strictly than etcd reads), and writing a new one (rollback).
 //!
 //! Frame: u64 little-endian length (low 56 bits; top byte `0x80|pad` when padded), the
 //! `walpb.Record`, then `pad` zero bytes. The CRC-32C is chained over every record's `data`
