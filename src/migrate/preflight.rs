@@ -352,71 +352,19 @@ pub fn check_peer_tls(cfg: &Config) -> Result<(), String> {
 // Member identity across a downgrade
 // ---------------------------------------------------------------------------------------
 
-/// This member as the data dir stores it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StoredMember {
-    pub id: u64,
-    pub cluster_id: u64,
-    pub name: String,
-    pub peer_urls: Vec<String>,
-}
+pub use crate::storage::member::StoredMember;
 
 /// The member ID from the WAL's metadata record, its name and peer URLs from the db's
-/// `members` bucket. `None` when the data holds no such record or cannot be read (nothing to
-/// compare; the integrity check that follows names any damage with its offset).
+/// `members` bucket ([`crate::storage::member::Member::identity`]). `None` when the data holds
+/// no such record or cannot be read (nothing to compare; the integrity check that follows
+/// names any damage with its offset).
 pub fn stored_member(data_dir: &Path) -> Option<StoredMember> {
-    read_stored_member(data_dir).unwrap_or_else(|e| {
-        log::debug!("member identity not checked: {e}");
-        None
-    })
-}
-
-fn read_stored_member(data_dir: &Path) -> Result<Option<StoredMember>, String> {
-    use crate::storage::proto::{WalMetadata, METADATA_TYPE};
-    let wal_dir = data_dir.join("member/wal");
-    let mut reader =
-        crate::storage::wal::WalReader::open(&wal_dir, 0).map_err(|e| e.to_string())?;
-    let mut meta = None;
-    for _ in 0..4 {
-        match reader.next_record().map_err(|e| e.to_string())? {
-            Some(r) if r.rec_type == METADATA_TYPE => {
-                meta = Some(
-                    WalMetadata::decode(r.data.as_deref().unwrap_or_default())
-                        .map_err(|e| format!("{}: WAL metadata: {e}", wal_dir.display()))?,
-                );
-                break;
-            }
-            Some(_) => {}
-            None => break,
-        }
-    }
-    let Some(meta) = meta else { return Ok(None) };
-    let db_path = data_dir.join("member/snap/db");
-    if !db_path.is_file() {
-        return Ok(None);
-    }
-    let db = crate::storage::bolt::BoltDb::open(&db_path).map_err(|e| e.to_string())?;
-    let members = crate::storage::mvcc::members(&db).map_err(|e| e.to_string())?;
-    let Some(m) = members.iter().find(|m| m.id == meta.node_id) else {
-        return Ok(None);
-    };
-    let json: serde_json::Value = serde_json::from_str(&m.json)
-        .map_err(|e| format!("{}: member {:x}: {e}", db_path.display(), m.id))?;
-    let peer_urls = json["peerURLs"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|u| u.as_str())
-                .map(|u| u.trim_end_matches('/').to_string())
-                .collect()
+    crate::storage::member::Member::at(data_dir, None)
+        .identity()
+        .unwrap_or_else(|e| {
+            log::debug!("member identity not checked: {e}");
+            None
         })
-        .unwrap_or_default();
-    Ok(Some(StoredMember {
-        id: meta.node_id,
-        cluster_id: meta.cluster_id,
-        name: json["name"].as_str().unwrap_or_default().to_string(),
-        peer_urls,
-    }))
 }
 
 /// Pure: a restore with another name or peer URL gives the member a new member ID and the

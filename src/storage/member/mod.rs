@@ -1,7 +1,8 @@
 //! An etcd member's data dir as one thing, opened once: [`Member`] owns where its parts are
 //! ([`Paths`]), what each path actually is ([`probe`]), where etcd starts (which `.snap`,
 //! which WAL position), what etcd recovers on start ([`Member::recover`]), what the files say
-//! the version is ([`Member::version`]) and the integrity check ([`Member::check`]).
+//! the version is ([`Member::version`]), who the member is ([`Member::identity`]) and the
+//! integrity check ([`Member::check`]).
 //! `etcd-inspect` prints these answers, `migrate` and `rollback2` decide on them; none of them
 //! computes such a fact itself. Reading is lazy: nothing is read when the member is opened
 //! beyond the probe of its paths, the start point is read when first asked (then kept), the
@@ -9,10 +10,12 @@
 
 mod check;
 mod db;
+mod identity;
 mod probe;
 mod version;
 
 pub use db::{check_db_file, DbFacts};
+pub use identity::StoredMember;
 pub use probe::{probe, PathError, Want, WrongKind};
 pub use version::{DataVersion, Note};
 
