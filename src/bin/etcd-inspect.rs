@@ -120,7 +120,7 @@ fn main() -> ExitCode {
     };
     let member = Member::at(&args.path, args.wal_dir.as_deref());
     if args.command != "db" {
-        if let Some(locked) = member.locked_segment() {
+        if let Some(locked) = member.locked_by_etcd() {
             let w = inspect::running_etcd_warning(&locked);
             eprintln!("etcd-inspect: warning: {w}");
         }

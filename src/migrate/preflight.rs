@@ -43,30 +43,16 @@ pub fn check_not_member_dir(dir: &Path) -> Result<(), String> {
 // ---------------------------------------------------------------------------------------
 
 /// etcd holds an exclusive flock on `member/snap/db` and a lock on its newest WAL segment
-/// while it runs.
+/// while it runs ([`crate::storage::member::Member::locked_by_etcd`]).
 pub fn check_no_running_etcd(data_dir: &Path) -> Result<(), String> {
-    let db = data_dir.join("member/snap/db");
-    let wal_dir = data_dir.join("member/wal");
-    let newest_wal = crate::storage::wal::list_segments(&wal_dir)
-        .ok()
-        .and_then(|s| s.last().map(|s| s.path.clone()));
-    let held = db_locked(&db) || newest_wal.is_some_and(|w| crate::storage::wal::is_locked(&w));
-    if held {
+    let member = crate::storage::member::Member::at(data_dir, None);
+    if member.locked_by_etcd().is_some() {
         return Err(format!(
             "etcd is running on this data dir: stop it first ({} is locked)",
             data_dir.display()
         ));
     }
     Ok(())
-}
-
-fn db_locked(db: &Path) -> bool {
-    use crate::fsutil::{try_flock, Lock};
-    let Ok(f) = std::fs::File::open(db) else {
-        return false;
-    };
-    // The shared lock goes away with the file.
-    matches!(try_flock(&f, Lock::Shared), Ok(false))
 }
 
 // ---------------------------------------------------------------------------------------

@@ -28,6 +28,7 @@ use super::snap::{load_newest, load_newest_available, LoadedSnapshot, SnapError}
 use super::wal::{self, WalContents, WalError};
 use super::Finding;
 use crate::error::{HasKind, IoError, Kind};
+use crate::fsutil::{try_flock, Lock};
 
 /// Why a member's files could not answer: the one error of reading a member, whatever asks
 /// (recovery, version detection, the check, `etcd-inspect`). Each variant keeps its kind.
@@ -191,10 +192,21 @@ impl Member {
         Ok(())
     }
 
-    /// The newest WAL segment, when a running etcd holds it: the files may change while read.
-    pub fn locked_segment(&self) -> Option<PathBuf> {
-        let newest = wal::list_segments(&self.paths.wal_dir).ok()?.pop()?;
-        wal::is_locked(&newest.path).then_some(newest.path)
+    /// The file a running etcd holds, if one does: the newest WAL segment (etcd 3.x holds an
+    /// OFD lock on it, 2.x a flock), else the db (an exclusive flock). What is read while it
+    /// runs may change under the reader.
+    pub fn locked_by_etcd(&self) -> Option<PathBuf> {
+        let newest = wal::list_segments(&self.paths.wal_dir)
+            .ok()
+            .and_then(|mut s| s.pop())
+            .map(|s| s.path);
+        if let Some(w) = newest.filter(|w| wal::is_locked(w)) {
+            return Some(w);
+        }
+        let db = std::fs::File::open(&self.paths.db).ok()?;
+        // A shared lock we get goes away with the file.
+        let held = matches!(try_flock(&db, Lock::Shared), Ok(false));
+        held.then(|| self.paths.db.clone())
     }
 
     /// Where etcd starts: one pass over the whole WAL for its snapshot records and last
