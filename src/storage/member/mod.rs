@@ -293,3 +293,51 @@ impl Member {
         wal::read_whole_with(&self.paths.wal_dir, keep)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::version::Storage;
+
+    fn fixture(name: &str) -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/3.4.23")
+            .join(name)
+    }
+
+    /// One member answers every fact from the same files: the start point recovery uses is
+    /// the one read once, version and identity agree with the WAL metadata, the check is clean.
+    #[test]
+    fn one_member_answers_every_fact() {
+        let m = Member::open(&fixture("v2-datadir"), None).unwrap();
+        let point = m.start_point().unwrap();
+        assert_eq!(point.start(), WalSnapshot::new(33, 2));
+        assert!(std::ptr::eq(point, m.start_point().unwrap()), "read once");
+        let r = m.recover(0).unwrap();
+        assert_eq!(r.start(), point.start());
+        let v = m.version().unwrap();
+        assert_eq!(v.storage, Some(Storage::Etcd3), "{:?}", v.notes);
+        assert_eq!(v.last_index, Some(r.wal.last_index));
+        let id = m.identity().unwrap().expect("the db lists the member");
+        assert_eq!(Some(id.id), v.member_id);
+        assert_eq!(Some(id.cluster_id), v.cluster_id);
+        assert!(v.members.contains(&id.id));
+        assert_eq!(m.check().unwrap(), vec![]);
+        assert_eq!(m.locked_by_etcd(), None);
+    }
+
+    /// Errors keep their kind through the member: a missing member dir is I/O, a data dir that
+    /// is a file is a refusal, damage is corruption.
+    #[test]
+    fn errors_keep_their_kind() {
+        let err = Member::open(Path::new("/nonexistent/dir"), None).unwrap_err();
+        assert_eq!(err.kind(), Kind::Io, "{err}");
+        let file = fixture("v2-datadir/member/snap/db");
+        let err = Member::open(&file, None).unwrap_err();
+        assert_eq!(err.kind(), Kind::Refused, "{err}");
+        let mut paths = Paths::of(&fixture("v2-datadir"), None);
+        paths.wal_dir = fixture("v2-datadir/member/snap");
+        let err = Member::with_paths(paths).recover(0).unwrap_err();
+        assert_eq!(err.kind(), Kind::Corrupt, "{err}");
+    }
+}
