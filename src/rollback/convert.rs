@@ -190,13 +190,10 @@ impl<'a> UserTreeBuilder<'a> {
             return;
         }
         t.leased += usize::from(kv.lease != 0);
-        self.keys.push(FlatKey {
-            // Copied (small): sorting by path would otherwise fault in every page of the db.
-            path: Cow::Owned(key.0.into_owned()),
-            value: value.0,
-            index: 0, // set in `finish`
-            expires: kv.lease != 0,
-        });
+        // The path is copied (small): sorting by it would otherwise fault in every page of
+        // the db. The index is set in `finish`.
+        let path = Cow::Owned(key.0.into_owned());
+        self.keys.push(FlatKey::new(path, value.0, kv.lease != 0));
         self.added.push(self.calls);
     }
 
