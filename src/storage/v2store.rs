@@ -1319,6 +1319,18 @@ impl io::Write for Count {
     }
 }
 
+/// `b` as text with its length as a JSON string's body, or None when it is not UTF-8. One
+/// pass for the common case, ASCII that needs no escaping.
+pub fn json_text(b: &[u8]) -> Option<(&str, u64)> {
+    let i = plain_prefix(b);
+    if b[i..].iter().all(|&c| c < 0x80 && !GO_SPECIAL[c as usize]) {
+        // SAFETY: every byte is ASCII.
+        return Some((unsafe { std::str::from_utf8_unchecked(b) }, b.len() as u64));
+    }
+    let s = std::str::from_utf8(b).ok()?;
+    Some((s, go_string_body_len(s)))
+}
+
 /// The length of `s` as a JSON string's body, escaped as [`write_go_string`] writes it.
 fn go_string_body_len(s: &str) -> u64 {
     let mut count = Count(0);

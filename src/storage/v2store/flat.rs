@@ -35,6 +35,17 @@ impl<'a> FlatKey<'a> {
     /// A key with index 0 (the caller sets it).
     pub fn new(path: Cow<'a, str>, value: Cow<'a, str>, expires: bool) -> FlatKey<'a> {
         let value_len = go_string_body_len(&value);
+        Self::measured(path, value, value_len, expires)
+    }
+
+    /// [`FlatKey::new`] with the value's JSON length already known ([`super::json_text`]);
+    /// a wrong one makes the snapshot write fail, it is never written wrong.
+    pub fn measured(
+        path: Cow<'a, str>,
+        value: Cow<'a, str>,
+        value_len: u64,
+        expires: bool,
+    ) -> FlatKey<'a> {
         FlatKey {
             path,
             value,
@@ -344,6 +355,26 @@ mod tests {
         let (want, got, dirs) = both(&[]);
         assert_eq!(got, want);
         assert_eq!(dirs, 0);
+    }
+
+    #[test]
+    fn json_text_measures_like_the_writer_writes() {
+        use super::super::json_text;
+        for s in [
+            "",
+            "plain ascii value of some length, longer than 16",
+            "<&>",
+            "é\u{2028}\n\"x",
+        ] {
+            let mut out = Vec::new();
+            write_go_string(&mut out, s).unwrap();
+            assert_eq!(
+                json_text(s.as_bytes()),
+                Some((s, out.len() as u64 - 2)),
+                "{s:?}"
+            );
+        }
+        assert_eq!(json_text(b"ok\xff"), None);
     }
 
     #[test]
