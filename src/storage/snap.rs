@@ -250,39 +250,108 @@ pub fn write_snap_sized(
     put_varint(&mut outer, head.len() as u64 + json_len + tail.len() as u64);
     outer.extend_from_slice(&head);
     create_snap_file(dir, &path, |file| {
-        let write_err = io_err(&path, "cannot write");
-        let mut w = io::BufWriter::with_capacity(1 << 20, WriteBack::new(file));
-        w.write_all(&outer).map_err(write_err)?;
-        let mut count = CrcCount {
-            crc: crc32c::crc32c(&head),
-            len: 0,
-        };
-        json(&mut Tee {
-            out: &mut w,
-            count: &mut count,
-        })
-        .map_err(io_err(&path, "cannot write"))?;
-        if count.len != json_len {
-            return Err(SnapError::Io(IoError::new(
-                "cannot write",
-                &path,
-                io::Error::other(format!(
-                    "the snapshot data is {} bytes, not the {json_len} announced",
-                    count.len
-                )),
-            )));
-        }
-        let mut crc_field = tail.clone();
-        put_uint(
-            &mut crc_field,
-            1,
-            u64::from(crc32c::crc32c_append(count.crc, &tail)),
-        );
-        w.write_all(&crc_field)
+        on_writer_thread(file, &path, &mut |w| {
+            w.write_all(&outer).map_err(io_err(&path, "cannot write"))?;
+            let mut count = CrcCount {
+                crc: crc32c::crc32c(&head),
+                len: 0,
+            };
+            json(&mut Tee {
+                out: w,
+                count: &mut count,
+            })
             .map_err(io_err(&path, "cannot write"))?;
-        w.flush().map_err(io_err(&path, "cannot write"))
+            if count.len != json_len {
+                return Err(SnapError::Io(IoError::new(
+                    "cannot write",
+                    &path,
+                    io::Error::other(format!(
+                        "the snapshot data is {} bytes, not the {json_len} announced",
+                        count.len
+                    )),
+                )));
+            }
+            let mut crc_field = tail.clone();
+            put_uint(
+                &mut crc_field,
+                1,
+                u64::from(crc32c::crc32c_append(count.crc, &tail)),
+            );
+            w.write_all(&crc_field)
+                .map_err(io_err(&path, "cannot write"))?;
+            w.flush().map_err(io_err(&path, "cannot write"))
+        })
     })?;
     Ok(path)
+}
+
+/// Buffers handed from the producer to the writer thread.
+const PIPE_BUFFER: usize = 1 << 20;
+
+/// Runs `produce` with a writer whose bytes a second thread writes to `file` (in 1 MB
+/// buffers, at most 4 in flight): making the bytes and copying them into the page cache then
+/// take two cores. The writer thread's error wins over the one the producer saw from it.
+fn on_writer_thread(
+    file: &mut File,
+    path: &Path,
+    produce: &mut dyn FnMut(&mut dyn Write) -> Result<(), SnapError>,
+) -> Result<(), SnapError> {
+    use std::sync::mpsc::{channel, sync_channel};
+    std::thread::scope(|scope| {
+        let (full_tx, full_rx) = sync_channel::<Vec<u8>>(2);
+        let (empty_tx, empty_rx) = channel::<Vec<u8>>();
+        let writer = scope.spawn(move || -> io::Result<()> {
+            let mut out = WriteBack::new(file);
+            for mut buf in full_rx {
+                out.write_all(&buf)?;
+                buf.clear();
+                let _ = empty_tx.send(buf); // the producer may be gone: then nobody needs it
+            }
+            Ok(())
+        });
+        let mut pipe = Pipe {
+            buf: Vec::with_capacity(PIPE_BUFFER),
+            full: full_tx,
+            empty: empty_rx,
+        };
+        let produced = produce(&mut pipe);
+        drop(pipe); // ends the writer's loop
+        let written = writer
+            .join()
+            .unwrap_or_else(|_| Err(io::Error::other("the writer thread panicked")));
+        written.map_err(io_err(path, "cannot write"))?;
+        produced
+    })
+}
+
+struct Pipe {
+    buf: Vec<u8>,
+    full: std::sync::mpsc::SyncSender<Vec<u8>>,
+    empty: std::sync::mpsc::Receiver<Vec<u8>>,
+}
+
+impl Pipe {
+    fn send(&mut self) -> io::Result<()> {
+        let next = (self.empty.try_recv()).unwrap_or_else(|_| Vec::with_capacity(PIPE_BUFFER));
+        let full = std::mem::replace(&mut self.buf, next);
+        (self.full.send(full)).map_err(|_| io::Error::other("the writer thread stopped"))
+    }
+}
+
+impl Write for Pipe {
+    fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+        if self.buf.len() + b.len() > PIPE_BUFFER && !self.buf.is_empty() {
+            self.send()?;
+        }
+        self.buf.extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        self.send()
+    }
 }
 
 /// A file writer that starts the kernel's writeback every few MB (`sync_file_range`), so the
