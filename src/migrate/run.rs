@@ -29,7 +29,7 @@ use super::config::{join, Config};
 use super::plan::{plan, restore_tool, PlanError, Step};
 use crate::datadir::leftovers::{Leftovers, View};
 use crate::datadir::{names, remove_tree, set_mode, DataDir, DataDirError};
-use crate::error::{HasKind, Kind};
+use crate::error::{HasKind, IoError, Kind};
 use crate::etcd::client::HttpClient;
 use crate::etcd::process::{run_tool, EtcdProcess, EtcdSpec, ProcessError};
 use crate::inspect::InspectError;
@@ -79,6 +79,15 @@ pub enum MigrateError {
         backup: PathBuf,
         source: Box<RollbackError>,
     },
+    /// A file operation the OS refused.
+    #[error(transparent)]
+    Io(#[from] IoError),
+    /// As `Io`, with another way out than fixing the file system.
+    #[error("{source} ({remedy})")]
+    IoWithRemedy {
+        source: IoError,
+        remedy: &'static str,
+    },
     #[error("{0}")]
     Preflight(String),
     #[error("{0}")]
@@ -95,10 +104,11 @@ impl HasKind for MigrateError {
             MigrateError::Damaged { findings, .. } if torn_only(findings) => Kind::Refused,
             MigrateError::Damaged { .. } => Kind::Corrupt,
             MigrateError::Rollback { source, .. } => source.kind(),
-            MigrateError::Plan(_)
-            | MigrateError::Process(_)
-            | MigrateError::Preflight(_)
-            | MigrateError::Other(_) => Kind::Refused,
+            MigrateError::Process(e) => e.kind(),
+            MigrateError::Io(_) | MigrateError::IoWithRemedy { .. } => Kind::Io,
+            MigrateError::Plan(_) | MigrateError::Preflight(_) | MigrateError::Other(_) => {
+                Kind::Refused
+            }
         }
     }
 }
@@ -507,11 +517,9 @@ fn move_binaries(cfg: &Config) -> Result<(), MigrateError> {
         let src = cfg.bin_dir.join(&from);
         let dst = cfg.bin_dir.join(to);
         let tmp = cfg.bin_dir.join(format!(".{to}.migrate-tmp"));
-        let fail = |e: std::io::Error| {
-            MigrateError::Other(format!(
-                "Failed to copy {from} to {}: {e} (set DO_NOT_MOVE_BINARIES=true to skip this)",
-                dst.display()
-            ))
+        let fail = |e: std::io::Error| MigrateError::IoWithRemedy {
+            source: IoError::new(format!("Failed to copy {from} to"), &dst, e),
+            remedy: "set DO_NOT_MOVE_BINARIES=true to skip this",
         };
         fs::copy(&src, &tmp).map_err(fail)?;
         fs::File::open(&tmp)
@@ -874,11 +882,7 @@ impl Runner<'_> {
         // version.txt says etcd3: any etcd2 -> etcd3 journal is stale, and `.bak` is
         // replaced below.
         finish_v2v3_journal(data)?;
-        remove_tree(&snapshot).map_err(|e| {
-            MigrateError::Other(format!(
-                "failed to clean snapshot file before rollback: {e}"
-            ))
-        })?;
+        remove_tree(&snapshot)?;
         remove_tree(&restore)?;
         log::info!("Starting etcd version {run} to capture rollback snapshot.");
         let etcd = self.start_etcd(run).map_err(|e| {
@@ -987,7 +991,7 @@ impl Runner<'_> {
         let marker = self.data.restore_marker();
         fs::write(&marker, b"")
             .and_then(|_| sync_dir(self.data.path()))
-            .map_err(|e| MigrateError::Other(format!("cannot write {}: {e}", marker.display())))
+            .map_err(|e| IoError::new("cannot write", &marker, e).into())
     }
 
     /// `member/` (and version.txt) -> `old_to`, `<dir>/.restore` -> `member/`, marker
@@ -1018,9 +1022,7 @@ impl Runner<'_> {
             data.backup_copy()?;
             fs::write(&journal, b"")
                 .and_then(|_| sync_dir(data.path()))
-                .map_err(|e| {
-                    MigrateError::Other(format!("cannot write {}: {e}", journal.display()))
-                })?;
+                .map_err(IoError::on("cannot write", &journal))?;
         }
         crash_point("v2v3-backed-up");
         let before = super::verify::before_v2v3(self)?;
@@ -1199,13 +1201,8 @@ fn prefix_end(prefix: &[u8]) -> Vec<u8> {
 }
 
 fn copy_dir(from: &Path, to: &Path) -> Result<(), MigrateError> {
-    crate::datadir::copy_tree(from, to).map_err(|e| {
-        MigrateError::Other(format!(
-            "cannot copy {} to {}: {e}",
-            from.display(),
-            to.display()
-        ))
-    })
+    crate::datadir::copy_tree(from, to)
+        .map_err(|e| IoError::new(format!("cannot copy {} to", from.display()), to, e).into())
 }
 
 #[cfg(test)]
