@@ -472,6 +472,16 @@ impl Worker {
         }
     }
 
+    /// Answers a head we will not serve with `status` and closes the connection.
+    fn refuse(&self, mut conn: Conn, status: u16) {
+        let _ = write_error(
+            &mut conn.stream,
+            status,
+            self.shared.monitor.config.write_timeout,
+        );
+        self.shared.close(conn);
+    }
+
     /// Reads what has arrived and answers one request; the connection then waits in epoll,
     /// goes back in line (more pipelined requests) or is closed.
     fn serve(&mut self, mut conn: Conn) {
@@ -502,22 +512,8 @@ impl Worker {
                 conn.skip = request.content_length;
                 (len, keep && !request.chunked)
             }
-            Head::TooLarge => {
-                let _ = write_error(
-                    &mut conn.stream,
-                    431,
-                    self.shared.monitor.config.write_timeout,
-                );
-                return self.shared.close(conn);
-            }
-            Head::Bad => {
-                let _ = write_error(
-                    &mut conn.stream,
-                    400,
-                    self.shared.monitor.config.write_timeout,
-                );
-                return self.shared.close(conn);
-            }
+            Head::TooLarge => return self.refuse(conn, 431),
+            Head::Bad => return self.refuse(conn, 400),
         };
         conn.input.drain(..consumed);
         let skipped = conn.skip.min(conn.input.len() as u64);
