@@ -421,6 +421,14 @@ mod tests {
             storage: Storage::Etcd3,
         }
     }
+    /// A snapshot downgrade of data at `current`, snapshot taken by etcd `run`.
+    fn snapshot_down(current: &str, run: &str, to: &str) -> Step {
+        Step::Downgrade {
+            current: v(current),
+            run: v(run),
+            to: v(to),
+        }
+    }
 
     const BUNDLE: &str = "3.4.23,3.5.0,3.5.1";
 
@@ -478,28 +486,16 @@ mod tests {
     fn one_minor_down_is_a_snapshot_downgrade() {
         assert_eq!(
             plan(&p("3.5.1/etcd3"), &p("3.4.23/etcd3"), &b(BUNDLE)),
-            Ok(vec![Step::Downgrade {
-                current: v("3.5.1"),
-                run: v("3.5.1"),
-                to: v("3.4.23")
-            }])
+            Ok(vec![snapshot_down("3.5.1", "3.5.1", "3.4.23")])
         );
         // Current patch not bundled: the highest bundled patch of that minor takes the snapshot.
         assert_eq!(
             plan(&p("3.5.3/etcd3"), &p("3.4.23/etcd3"), &b(BUNDLE)),
-            Ok(vec![Step::Downgrade {
-                current: v("3.5.3"),
-                run: v("3.5.1"),
-                to: v("3.4.23")
-            }])
+            Ok(vec![snapshot_down("3.5.3", "3.5.1", "3.4.23")])
         );
         let e = plan(&p("3.6.0/etcd3"), &p("3.5.1/etcd3"), &b(BUNDLE)).unwrap_err();
         assert!(matches!(e, PlanError::MinorNotBundled { ref minor, .. } if minor == "3.6"));
-        let s = Step::Downgrade {
-            current: v("3.5.1"),
-            run: v("3.5.1"),
-            to: v("3.4.23"),
-        };
+        let s = snapshot_down("3.5.1", "3.5.1", "3.4.23");
         assert_eq!(
             s.binaries(),
             vec!["etcd-3.5.1", "etcdctl-3.5.1", "etcdctl-3.4.23"]
