@@ -150,7 +150,8 @@ pub enum PlanError {
     },
     /// No bundled build of a minor the plan must run.
     #[error(
-        "no etcd {minor}.x is bundled ({why}); bundled versions: {}",
+        "no etcd {minor}.x is bundled ({why}); bundled versions: {}; add an etcd {minor}.x \
+         to the image's bundle",
         join(bundled)
     )]
     MinorNotBundled {
@@ -480,6 +481,11 @@ mod tests {
         let e = plan(&p("3.2.0/etcd3"), &p("3.5.1/etcd3"), &b(BUNDLE)).unwrap_err();
         assert!(matches!(e, PlanError::MinorNotBundled { ref minor, .. } if minor == "3.3"));
         assert!(e.to_string().contains("no etcd 3.3.x is bundled"), "{e}");
+        assert!(
+            e.to_string()
+                .ends_with("; add an etcd 3.3.x to the image's bundle"),
+            "{e}"
+        );
     }
 
     #[test]
