@@ -7,8 +7,8 @@
 //! unknown fields skipped) but reject a known field with the wrong wire type, which is also how
 //! a v2 `Request` is told from an `InternalRaftRequest`.
 //!
-//! A message is its struct plus a `message!` table of field numbers; how a field of each Rust
-//! type is read and written (the gogo rules above) is said once, by `Wire`.
+//! A message is declared once, its struct with each field's number (`message!`); how a field
+//! of each Rust type is read and written (the gogo rules above) is said once, by `Wire`.
 
 use super::protowire::{nested, put_bool, put_bytes, put_int, put_uint, Field, Fields, WireError};
 
@@ -82,11 +82,21 @@ impl Wire<'_> for Vec<u64> {
     }
 }
 
-/// A message's `decode` and `encode`, from its fields as `number => struct field` in number
-/// order (the order etcd writes them). Each field goes by its type's [`Wire`]. Unknown field
-/// numbers are skipped; a known one with the wrong wire type is an error.
+/// A message: its struct, each field with its number, listed in number order (the order etcd
+/// writes them), and its `decode` and `encode`. Each field goes by its type's [`Wire`].
+/// Unknown field numbers are skipped; a known one with the wrong wire type is an error.
 macro_rules! message {
-    ($name:ident $(<$lt:lifetime>)? { $($number:literal => $field:ident),+ $(,)? }) => {
+    (
+        $(#[$attr:meta])*
+        pub struct $name:ident $(<$lt:lifetime>)? {
+            $($(#[$field_attr:meta])* $number:literal => pub $field:ident: $type:ty,)+
+        }
+    ) => {
+        $(#[$attr])*
+        pub struct $name $(<$lt>)? {
+            $($(#[$field_attr])* pub $field: $type,)+
+        }
+
         impl<$($lt)?> $name $(<$lt>)? {
             pub fn decode(buf: &$($lt)? [u8]) -> Result<Self> {
                 let mut m = Self::default();
@@ -179,53 +189,39 @@ raft_enum! {
     }
 }
 
-/// A raft log entry. `data` empty means a leader's no-op (Go nil and empty are not told apart).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Entry {
-    pub entry_type: EntryType,
-    pub term: u64,
-    pub index: u64,
-    pub data: Vec<u8>,
+message! {
+    /// A raft log entry. `data` empty means a leader's no-op (Go nil and empty are not told apart).
+    #[derive(Debug, Clone, Default, PartialEq, Eq)]
+    pub struct Entry {
+        1 => pub entry_type: EntryType,
+        2 => pub term: u64,
+        3 => pub index: u64,
+        4 => pub data: Vec<u8>,
+    }
 }
 
-message!(Entry {
-    1 => entry_type,
-    2 => term,
-    3 => index,
-    4 => data,
-});
-
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct HardState {
-    pub term: u64,
-    pub vote: u64,
-    pub commit: u64,
+message! {
+    #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+    pub struct HardState {
+        1 => pub term: u64,
+        2 => pub vote: u64,
+        3 => pub commit: u64,
+    }
 }
 
-message!(HardState {
-    1 => term,
-    2 => vote,
-    3 => commit,
-});
-
-/// Raft membership. Field 1 is `nodes` up to 3.3 and `voters` from 3.4: the same on the wire.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ConfState {
-    pub voters: Vec<u64>,
-    pub learners: Vec<u64>,
-    pub voters_outgoing: Vec<u64>,
-    pub learners_next: Vec<u64>,
-    /// 3.4+ always writes it (`28 00`); 2.3.7 keeps it as an unknown field.
-    pub auto_leave: Option<bool>,
+message! {
+    /// Raft membership. Field 1 is `nodes` up to 3.3 and `voters` from 3.4: the same on the wire.
+    #[derive(Debug, Clone, Default, PartialEq, Eq)]
+    pub struct ConfState {
+        1 => pub voters: Vec<u64>,
+        2 => pub learners: Vec<u64>,
+        3 => pub voters_outgoing: Vec<u64>,
+        4 => pub learners_next: Vec<u64>,
+        /// 3.4+ always writes it (`28 00`); 2.3.7 keeps it as an unknown field.
+        5 => pub auto_leave: Option<bool>,
+    }
 }
 
-message!(ConfState {
-    1 => voters,
-    2 => learners,
-    3 => voters_outgoing,
-    4 => learners_next,
-    5 => auto_leave,
-});
 nested_message!(ConfState);
 
 raft_enum! {
@@ -237,47 +233,36 @@ raft_enum! {
     }
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ConfChange {
-    pub id: u64,
-    pub change_type: ConfChangeType,
-    pub node_id: u64,
-    /// For AddNode/UpdateNode: the member's JSON (`{"id":..,"peerURLs":[..],"name":..}`).
-    pub context: Vec<u8>,
+message! {
+    #[derive(Debug, Clone, Default, PartialEq, Eq)]
+    pub struct ConfChange {
+        1 => pub id: u64,
+        2 => pub change_type: ConfChangeType,
+        3 => pub node_id: u64,
+        /// For AddNode/UpdateNode: the member's JSON (`{"id":..,"peerURLs":[..],"name":..}`).
+        4 => pub context: Vec<u8>,
+    }
 }
 
-message!(ConfChange {
-    1 => id,
-    2 => change_type,
-    3 => node_id,
-    4 => context,
-});
-
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct SnapshotMetadata {
-    pub conf_state: ConfState,
-    pub index: u64,
-    pub term: u64,
+message! {
+    #[derive(Debug, Clone, Default, PartialEq, Eq)]
+    pub struct SnapshotMetadata {
+        1 => pub conf_state: ConfState,
+        2 => pub index: u64,
+        3 => pub term: u64,
+    }
 }
 
-message!(SnapshotMetadata {
-    1 => conf_state,
-    2 => index,
-    3 => term,
-});
 nested_message!(SnapshotMetadata);
 
-/// `raftpb.Snapshot`: in a `.snap` file, `data` is the v2 store JSON.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct RaftSnapshot {
-    pub data: Vec<u8>,
-    pub metadata: SnapshotMetadata,
+message! {
+    /// `raftpb.Snapshot`: in a `.snap` file, `data` is the v2 store JSON.
+    #[derive(Debug, Clone, Default, PartialEq, Eq)]
+    pub struct RaftSnapshot {
+        1 => pub data: Vec<u8>,
+        2 => pub metadata: SnapshotMetadata,
+    }
 }
-
-message!(RaftSnapshot {
-    1 => data,
-    2 => metadata,
-});
 
 // ---------------------------------------------------------------------------------------------
 // walpb, etcdserverpb.Metadata, snappb
@@ -289,27 +274,25 @@ pub const STATE_TYPE: i64 = 3;
 pub const CRC_TYPE: i64 = 4;
 pub const SNAPSHOT_TYPE: i64 = 5;
 
-/// `walpb.Record`, borrowing its data from the frame it was read from.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct RecordRef<'a> {
-    pub rec_type: i64,
-    pub crc: u32,
-    /// `None` when the field is absent (crc records), as Go's nil slice.
-    pub data: Option<&'a [u8]>,
+message! {
+    /// `walpb.Record`, borrowing its data from the frame it was read from.
+    #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+    pub struct RecordRef<'a> {
+        1 => pub rec_type: i64,
+        2 => pub crc: u32,
+        /// `None` when the field is absent (crc records), as Go's nil slice.
+        3 => pub data: Option<&'a [u8]>,
+    }
 }
 
-message!(RecordRef<'a> {
-    1 => rec_type,
-    2 => crc,
-    3 => data,
-});
-
-/// `walpb.Snapshot`: a snapshot record in the WAL. `conf_state` only since 3.5.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct WalSnapshot {
-    pub index: u64,
-    pub term: u64,
-    pub conf_state: Option<ConfState>,
+message! {
+    /// `walpb.Snapshot`: a snapshot record in the WAL. `conf_state` only since 3.5.
+    #[derive(Debug, Clone, Default, PartialEq, Eq)]
+    pub struct WalSnapshot {
+        1 => pub index: u64,
+        2 => pub term: u64,
+        3 => pub conf_state: Option<ConfState>,
+    }
 }
 
 impl WalSnapshot {
@@ -322,82 +305,52 @@ impl WalSnapshot {
     }
 }
 
-message!(WalSnapshot {
-    1 => index,
-    2 => term,
-    3 => conf_state,
-});
-
-/// `etcdserverpb.Metadata`, the WAL metadata record of an etcd member.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct WalMetadata {
-    pub node_id: u64,
-    pub cluster_id: u64,
+message! {
+    /// `etcdserverpb.Metadata`, the WAL metadata record of an etcd member.
+    #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+    pub struct WalMetadata {
+        1 => pub node_id: u64,
+        2 => pub cluster_id: u64,
+    }
 }
 
-message!(WalMetadata {
-    1 => node_id,
-    2 => cluster_id,
-});
-
-/// `snappb.Snapshot`: the outer message of a `.snap` file.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct SnapFileMessage {
-    pub crc: u32,
-    pub data: Vec<u8>,
+message! {
+    /// `snappb.Snapshot`: the outer message of a `.snap` file.
+    #[derive(Debug, Clone, Default, PartialEq, Eq)]
+    pub struct SnapFileMessage {
+        1 => pub crc: u32,
+        2 => pub data: Vec<u8>,
+    }
 }
-
-message!(SnapFileMessage {
-    1 => crc,
-    2 => data,
-});
 
 // ---------------------------------------------------------------------------------------------
 // etcdserverpb: v2 Request and InternalRaftRequest
 
-/// The v2 `etcdserverpb.Request` (what the v2 API and 3.4/3.5 membership publishes propose).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct V2Request {
-    pub id: u64,
-    pub method: String,
-    pub path: String,
-    pub val: String,
-    pub dir: bool,
-    pub prev_value: String,
-    pub prev_index: u64,
-    pub prev_exist: Option<bool>,
-    /// Unix nanoseconds; 0 = no TTL.
-    pub expiration: i64,
-    pub wait: bool,
-    pub since: u64,
-    pub recursive: bool,
-    pub sorted: bool,
-    pub quorum: bool,
-    /// Unix nanoseconds (SYNC).
-    pub time: i64,
-    pub stream: bool,
-    pub refresh: Option<bool>,
+message! {
+    /// The v2 `etcdserverpb.Request` (what the v2 API and 3.4/3.5 membership publishes propose).
+    #[derive(Debug, Clone, Default, PartialEq, Eq)]
+    pub struct V2Request {
+        1 => pub id: u64,
+        2 => pub method: String,
+        3 => pub path: String,
+        4 => pub val: String,
+        5 => pub dir: bool,
+        6 => pub prev_value: String,
+        7 => pub prev_index: u64,
+        8 => pub prev_exist: Option<bool>,
+        /// Unix nanoseconds; 0 = no TTL.
+        9 => pub expiration: i64,
+        10 => pub wait: bool,
+        11 => pub since: u64,
+        12 => pub recursive: bool,
+        13 => pub sorted: bool,
+        14 => pub quorum: bool,
+        /// Unix nanoseconds (SYNC).
+        15 => pub time: i64,
+        16 => pub stream: bool,
+        17 => pub refresh: Option<bool>,
+    }
 }
-
-message!(V2Request {
-    1 => id,
-    2 => method,
-    3 => path,
-    4 => val,
-    5 => dir,
-    6 => prev_value,
-    7 => prev_index,
-    8 => prev_exist,
-    9 => expiration,
-    10 => wait,
-    11 => since,
-    12 => recursive,
-    13 => sorted,
-    14 => quorum,
-    15 => time,
-    16 => stream,
-    17 => refresh,
-});
 
 /// What a v3 `InternalRaftRequest` asks for: the kind and, where there is one, the key.
 #[derive(Debug, Clone, PartialEq, Eq)]
