@@ -88,6 +88,12 @@ pub enum MigrateError {
         source: IoError,
         remedy: &'static str,
     },
+    /// What migrate was doing when `source` failed; the kind is `source`'s.
+    #[error("{doing}: {source}")]
+    During {
+        doing: String,
+        source: Box<MigrateError>,
+    },
     #[error("{0}")]
     Preflight(String),
     #[error("{0}")]
@@ -104,6 +110,7 @@ impl HasKind for MigrateError {
             MigrateError::Damaged { findings, .. } if torn_only(findings) => Kind::Refused,
             MigrateError::Damaged { .. } => Kind::Corrupt,
             MigrateError::Rollback { source, .. } => source.kind(),
+            MigrateError::During { source, .. } => source.kind(),
             MigrateError::Process(e) => e.kind(),
             MigrateError::Io(_) | MigrateError::IoWithRemedy { .. } => Kind::Io,
             MigrateError::Plan(_) | MigrateError::Preflight(_) | MigrateError::Other(_) => {
@@ -885,11 +892,12 @@ impl Runner<'_> {
         remove_tree(&snapshot)?;
         remove_tree(&restore)?;
         log::info!("Starting etcd version {run} to capture rollback snapshot.");
-        let etcd = self.start_etcd(run).map_err(|e| {
-            MigrateError::Other(format!(
+        let etcd = self.start_etcd(run).map_err(|e| MigrateError::During {
+            doing: format!(
                 "Unable to automatically downgrade etcd: starting etcd version {run} to capture \
-                 rollback snapshot failed: {e}"
-            ))
+                 rollback snapshot failed"
+            ),
+            source: Box::new(e),
         })?;
         let before = if self.single_member() {
             Some(super::verify::before_downgrade(self, run)?)
@@ -1208,6 +1216,41 @@ fn copy_dir(from: &Path, to: &Path) -> Result<(), MigrateError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn io_keeps_its_kind_through_migrates_wrappers() {
+        let eacces = || std::io::Error::from_raw_os_error(libc::EACCES);
+        let spawn = MigrateError::Process(ProcessError::Spawn {
+            binary: "/usr/local/bin/etcd-3.4.23".into(),
+            source: eacces(),
+        });
+        assert_eq!(spawn.kind(), Kind::Io);
+        let during = MigrateError::During {
+            doing: "starting etcd version 3.4.23 failed".into(),
+            source: Box::new(spawn),
+        };
+        assert_eq!(during.kind(), Kind::Io);
+        assert!(during
+            .to_string()
+            .starts_with("starting etcd version 3.4.23 failed: cannot start /usr/local/bin/"));
+        let copy = MigrateError::IoWithRemedy {
+            source: IoError::new(
+                "Failed to copy etcd-3.5.1 to",
+                "/usr/local/bin/etcd",
+                eacces(),
+            ),
+            remedy: "set DO_NOT_MOVE_BINARIES=true to skip this",
+        };
+        assert_eq!(copy.kind(), Kind::Io);
+        assert_eq!(
+            copy.to_string(),
+            "Failed to copy etcd-3.5.1 to /usr/local/bin/etcd: Permission denied; run as the \
+             data dir's owner (or fix the permissions) (set DO_NOT_MOVE_BINARIES=true to skip \
+             this)"
+        );
+        let exited = MigrateError::Process(ProcessError::AlreadyStopped);
+        assert_eq!(exited.kind(), Kind::Refused);
+    }
 
     #[test]
     fn prefix_end_like_etcd() {
