@@ -889,7 +889,10 @@ impl Runner<'_> {
         // version.txt says etcd3: any etcd2 -> etcd3 journal is stale, and `.bak` is
         // replaced below.
         finish_v2v3_journal(data)?;
-        remove_tree(&snapshot)?;
+        remove_tree(&snapshot).map_err(|e| MigrateError::During {
+            doing: "failed to clean snapshot file before rollback".into(),
+            source: Box::new(e.into()),
+        })?;
         remove_tree(&restore)?;
         log::info!("Starting etcd version {run} to capture rollback snapshot.");
         let etcd = self.start_etcd(run).map_err(|e| MigrateError::During {
