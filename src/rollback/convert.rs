@@ -5,7 +5,7 @@
 use std::borrow::Cow;
 
 use crate::storage::mvcc::RevisionEntry;
-use crate::storage::v2store::{FlatKey, FlatTree, Store, V2Error, V2ErrorCode};
+use crate::storage::v2store::{json_text, FlatKey, FlatTree, Store, V2Error, V2ErrorCode};
 
 /// One live v3 key at its newest revision (borrowed from the db page being read).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -174,14 +174,15 @@ impl<'a> UserTreeBuilder<'a> {
             t.skipped.push(show(kv.key));
             return;
         }
-        let (Some(key), Some(value)) = (
-            text(kv.key, self.opts.lossy),
-            text(kv.value, self.opts.lossy),
-        ) else {
+        let value = match json_text(kv.value) {
+            Some((s, len)) => Some((Cow::Borrowed(s), len, false)),
+            None => text(kv.value, self.opts.lossy).map(|(s, lossy)| (s, 0, lossy)),
+        };
+        let (Some(key), Some(value)) = (text(kv.key, self.opts.lossy), value) else {
             self.not_utf8.push(show(kv.key));
             return;
         };
-        if key.1 || value.1 {
+        if key.1 || value.2 {
             t.lossy_values += 1;
         }
         if let Err(why) = check_components(&key.0) {
@@ -190,13 +191,14 @@ impl<'a> UserTreeBuilder<'a> {
             return;
         }
         t.leased += usize::from(kv.lease != 0);
-        self.keys.push(FlatKey {
-            // Copied (small): sorting by path would otherwise fault in every page of the db.
-            path: Cow::Owned(key.0.into_owned()),
-            value: value.0,
-            index: 0, // set in `finish`
-            expires: kv.lease != 0,
-        });
+        // The path is copied (small): sorting by it would otherwise fault in every page of
+        // the db. The index is set in `finish`.
+        let path = Cow::Owned(key.0.into_owned());
+        let key = match value {
+            (value, len, false) => FlatKey::measured(path, value, len, kv.lease != 0),
+            (lossy, _, true) => FlatKey::new(path, lossy, kv.lease != 0),
+        };
+        self.keys.push(key);
         self.added.push(self.calls);
     }
 

@@ -956,7 +956,9 @@ fn build_new_dir(tmp: &Path, plan: &Plan) -> Result<(), IoError> {
         term: r.term,
     };
     let user_keys = Some(("1", &plan.keys));
-    snap::write_snap_streamed(&snap_dir, &meta, &|w| {
+    let len = (plan.store.go_json_len_with(user_keys))
+        .map_err(IoError::on("cannot encode", &snap_dir))?;
+    snap::write_snap_sized(&snap_dir, &meta, len, &|w| {
         plan.store.write_go_json_with(w, user_keys)
     })
     .map_err(|e| e.into_io(&snap_dir))?;

@@ -448,6 +448,23 @@ impl Store {
         w: &mut dyn io::Write,
         splice: Option<(&str, &FlatTree<'_>)>,
     ) -> io::Result<()> {
+        self.write_go_json_as(w, splice, Values::Write)
+    }
+
+    /// How many bytes [`Store::write_go_json_with`] writes, without reading the spliced
+    /// tree's values again (their lengths were measured as its keys were made).
+    pub fn go_json_len_with(&self, splice: Option<(&str, &FlatTree<'_>)>) -> io::Result<u64> {
+        let mut count = Count(0);
+        self.write_go_json_as(&mut count, splice, Values::Omit)?;
+        Ok(count.0 + splice.map_or(0, |(_, flat)| flat.value_bytes()))
+    }
+
+    fn write_go_json_as(
+        &self,
+        w: &mut dyn io::Write,
+        splice: Option<(&str, &FlatTree<'_>)>,
+        values: Values,
+    ) -> io::Result<()> {
         let mut w = io::BufWriter::with_capacity(1 << 16, w);
         // The node tree (all the bytes that matter) by hand; the small rest through serde.
         w.write_all(b"{\"Root\":")?;
@@ -463,7 +480,7 @@ impl Store {
                 Some((at, flat)) if at == name && child.is_dir() => {
                     write_go_head(&mut w, child)?;
                     w.write_all(b",\"Children\":{")?;
-                    flat.write_children(&mut w)?;
+                    flat.write_children(&mut w, values)?;
                     w.write_all(b"}}")?;
                 }
                 _ => write_go_node(&mut w, child)?,
@@ -1280,6 +1297,45 @@ pub fn parse_rfc3339_nanos(s: &str) -> Option<i64> {
 fn serde_go<W: io::Write, T: Serialize>(w: &mut W, v: &T) -> io::Result<()> {
     let mut ser = serde_json::Serializer::with_formatter(w, GoFormatter);
     v.serialize(&mut ser).map_err(io::Error::other)
+}
+
+/// Whether a [`FlatTree`]'s values are written, or left empty (to count the rest).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Values {
+    Write,
+    Omit,
+}
+
+/// A writer that only counts.
+struct Count(u64);
+
+impl io::Write for Count {
+    fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+        self.0 += b.len() as u64;
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// `b` as text with its length as a JSON string's body, or None when it is not UTF-8. One
+/// pass for the common case, ASCII that needs no escaping.
+pub fn json_text(b: &[u8]) -> Option<(&str, u64)> {
+    let i = plain_prefix(b);
+    if b[i..].iter().all(|&c| c < 0x80 && !GO_SPECIAL[c as usize]) {
+        // SAFETY: every byte is ASCII.
+        return Some((unsafe { std::str::from_utf8_unchecked(b) }, b.len() as u64));
+    }
+    let s = std::str::from_utf8(b).ok()?;
+    Some((s, go_string_body_len(s)))
+}
+
+/// The length of `s` as a JSON string's body, escaped as [`write_go_string`] writes it.
+fn go_string_body_len(s: &str) -> u64 {
+    let mut count = Count(0);
+    let _ = write_go_string_body(&mut count, s); // counting cannot fail
+    count.0
 }
 
 /// A node's fields up to its value, as Go writes them: `{"Path":…,"Value":…`.

@@ -13,7 +13,8 @@ use std::io;
 
 use super::super::mapped::Touch;
 use super::{
-    expire_time_of, op_err, write_go_fields, write_go_string, V2Error, V2ErrorCode, ZERO_TIME,
+    expire_time_of, go_string_body_len, op_err, write_go_fields, write_go_string, V2Error,
+    V2ErrorCode, Values, ZERO_TIME,
 };
 
 /// One key below the subtree's root.
@@ -26,6 +27,33 @@ pub struct FlatKey<'a> {
     pub index: u64,
     /// Whether it carries the tree's expiry (else permanent).
     pub expires: bool,
+    /// The value's length in JSON, escaped (measured once, while the value is at hand).
+    value_len: u64,
+}
+
+impl<'a> FlatKey<'a> {
+    /// A key with index 0 (the caller sets it).
+    pub fn new(path: Cow<'a, str>, value: Cow<'a, str>, expires: bool) -> FlatKey<'a> {
+        let value_len = go_string_body_len(&value);
+        Self::measured(path, value, value_len, expires)
+    }
+
+    /// [`FlatKey::new`] with the value's JSON length already known ([`super::json_text`]);
+    /// a wrong one makes the snapshot write fail, it is never written wrong.
+    pub fn measured(
+        path: Cow<'a, str>,
+        value: Cow<'a, str>,
+        value_len: u64,
+        expires: bool,
+    ) -> FlatKey<'a> {
+        FlatKey {
+            path,
+            value,
+            index: 0,
+            expires,
+            value_len,
+        }
+    }
 }
 
 /// Keys sorted for writing, with their dirs' indexes (see the module doc).
@@ -105,6 +133,11 @@ impl<'a> FlatTree<'a> {
 
     pub fn keys(&self) -> &[FlatKey<'a>] {
         &self.keys
+    }
+
+    /// The values' bytes in the JSON (escaped, without quotes).
+    pub(super) fn value_bytes(&self) -> u64 {
+        self.keys.iter().map(|k| k.value_len).sum()
     }
 
     /// How many dirs the keys make below the root.
@@ -207,7 +240,7 @@ impl<'a> FlatTree<'a> {
     }
 
     /// The root's children, as `"name":{node},...` (without the braces around them).
-    pub(super) fn write_children<W: io::Write>(&self, w: &mut W) -> io::Result<()> {
+    pub(super) fn write_children<W: io::Write>(&self, w: &mut W, values: Values) -> io::Result<()> {
         if !self.refused.is_empty() {
             return Err(io::Error::other("a tree with refused keys is not written"));
         }
@@ -237,9 +270,14 @@ impl<'a> FlatTree<'a> {
                     };
                     write_go_string(w, name)?;
                     w.write_all(b":")?;
-                    write_go_fields(w, &[root, &k.path], (k.index, k.index), expire, &k.value)?;
+                    let value = if values == Values::Write {
+                        &k.value
+                    } else {
+                        ""
+                    };
+                    write_go_fields(w, &[root, &k.path], (k.index, k.index), expire, value)?;
                     w.write_all(b",\"Children\":null}")?;
-                    if let Some(source) = self.source {
+                    if let (Some(source), Values::Write) = (self.source, values) {
                         source.touched((k.path.len() + k.value.len()) as u64);
                     }
                 }
@@ -262,12 +300,9 @@ mod tests {
     use super::*;
 
     fn key(path: &str, value: &str, index: u64, expires: bool) -> FlatKey<'static> {
-        FlatKey {
-            path: Cow::Owned(path.to_string()),
-            value: Cow::Owned(value.to_string()),
-            index,
-            expires,
-        }
+        let mut k = FlatKey::new(path.to_string().into(), value.to_string().into(), expires);
+        k.index = index;
+        k
     }
 
     /// The same keys through `load_key` (index order) and through a `FlatTree`.
@@ -293,6 +328,8 @@ mod tests {
         empty
             .write_go_json_with(&mut got, Some(("1", &tree)))
             .unwrap();
+        let len = empty.go_json_len_with(Some(("1", &tree))).unwrap();
+        assert_eq!(len, got.len() as u64, "the length is known without writing");
         (want, got, tree.dirs())
     }
 
@@ -318,6 +355,26 @@ mod tests {
         let (want, got, dirs) = both(&[]);
         assert_eq!(got, want);
         assert_eq!(dirs, 0);
+    }
+
+    #[test]
+    fn json_text_measures_like_the_writer_writes() {
+        use super::super::json_text;
+        for s in [
+            "",
+            "plain ascii value of some length, longer than 16",
+            "<&>",
+            "é\u{2028}\n\"x",
+        ] {
+            let mut out = Vec::new();
+            write_go_string(&mut out, s).unwrap();
+            assert_eq!(
+                json_text(s.as_bytes()),
+                Some((s, out.len() as u64 - 2)),
+                "{s:?}"
+            );
+        }
+        assert_eq!(json_text(b"ok\xff"), None);
     }
 
     #[test]
