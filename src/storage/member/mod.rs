@@ -203,6 +203,10 @@ impl Member {
         if let Some(w) = newest.filter(|w| wal::is_locked(w)) {
             return Some(w);
         }
+        // Only a regular file is opened: opening a FIFO would block.
+        if !std::fs::metadata(&self.paths.db).is_ok_and(|m| m.is_file()) {
+            return None;
+        }
         let db = std::fs::File::open(&self.paths.db).ok()?;
         // A shared lock we get goes away with the file.
         let held = matches!(try_flock(&db, Lock::Shared), Ok(false));
