@@ -430,14 +430,16 @@ fn member_of_3_3_25_upgrades_through_3_4_23_to_3_5_30_keeping_everything() {
     assert_eq!(site.served_by(V3_5_30, f.compacted), f.before);
 }
 
-#[test]
-fn cluster_of_three_3_3_25_members_upgrades_through_3_4_23_to_3_5_16() {
+/// A stopped 3-member 3.3.25 cluster with the workload: one site per member, and what the
+/// cluster served.
+fn cluster_sites(label: &str) -> (TestCluster, Vec<Site>, Served, i64) {
     let mut cluster = TestCluster::start(V3_3, 3, FAST);
     let url0 = cluster.members[0].client_url.clone();
     let compacted = write_workload(&url0, V3_3);
     let before = served(&url0, V3_3, compacted);
     assert_eq!(before.members.len(), 3);
     let port = |u: &str| u.rsplit(':').next().unwrap().parse::<u16>().unwrap();
+    let initial_cluster = cluster.initial_cluster.clone();
     let sites: Vec<Site> = cluster
         .members
         .iter_mut()
@@ -445,22 +447,64 @@ fn cluster_of_three_3_3_25_members_upgrades_through_3_4_23_to_3_5_16() {
         .map(|(i, m)| {
             m.stop();
             fs::write(m.data_dir.join("version.txt"), "3.3.25/etcd3").unwrap();
-            let mut s = Site::new(&format!("cluster-m{i}"));
+            let mut s = Site::new(&format!("{label}-m{i}"));
             s.data = m.data_dir.clone();
             s.name = format!("m{i}");
             s.client_port = port(&m.client_url);
             s.peer_port = port(&m.peer_url);
-            s.initial_cluster = cluster.initial_cluster.clone();
+            s.initial_cluster = initial_cluster.clone();
             s.extra = format!("{} --initial-cluster-token=test-cluster", FAST.join(" "));
             s
         })
         .collect();
-    // The 3.4.23 step needs a quorum: every member runs migrate at the same time.
+    (cluster, sites, before, compacted)
+}
+
+/// Runs migrate on every site at once (a step that starts etcd needs a quorum); `env` goes
+/// to the member `hooked` only. Returns each member's output.
+fn migrate_all(
+    sites: &[Site],
+    target: &str,
+    hooked: Option<usize>,
+    env: &[(&str, &str)],
+) -> Vec<Output> {
     std::thread::scope(|scope| {
-        for s in &sites {
-            scope.spawn(move || s.migrate("3.5.16/etcd3"));
-        }
-    });
+        let runs: Vec<_> = sites
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                let env = if hooked == Some(i) { env } else { &[] };
+                scope.spawn(move || s.migrate_with(target, env, &[]))
+            })
+            .collect();
+        runs.into_iter().map(|r| r.join().unwrap()).collect()
+    })
+}
+
+/// The offline proof of a member of several (src/migrate/verify/offline.rs): the db before
+/// the step at its revision R, the db after it at R.
+fn assert_offline_proof(log: &str, keys: usize) {
+    for line in [
+        format!("step 1: before the step, the db holds {keys} keys at revision"),
+        format!("step 1: after the step, the db holds {keys} keys at revision"),
+        "step 1: the data is the same after the step".to_string(),
+    ] {
+        assert!(log.contains(&line), "{line:?} not in {log}");
+    }
+    assert!(!log.contains("not verified"), "{log}");
+}
+
+#[test]
+fn cluster_of_three_3_3_25_members_upgrades_through_3_4_23_to_3_5_16() {
+    let (_cluster, sites, before, compacted) = cluster_sites("cluster");
+    let outs = migrate_all(&sites, "3.5.16/etcd3", None, &[]);
+    for (s, out) in sites.iter().zip(&outs) {
+        let log = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "member {}: {log}", s.name);
+        assert_eq!(s.version_txt(), "3.5.16/etcd3");
+        // Each member's step proved itself offline, with the same figures on every member.
+        assert_offline_proof(&log, before.live.len());
+    }
     let started: Vec<_> = sites
         .iter()
         .map(|s| {
@@ -491,6 +535,79 @@ fn cluster_of_three_3_3_25_members_upgrades_through_3_4_23_to_3_5_16() {
         );
     }
     drop(started);
+}
+
+/// A member of several whose step loses a key fails and puts its data dir back: the test
+/// hook ETCDTOOLS_MIGRATE_CRASH_AT=offline-lose-first-key (read by the release binary too,
+/// like the crash points) drops the first key from the offline read after the step on member
+/// m1 only. m1 must fail with `step 1 changed the data (...)`, exit 1, and hold its data dir
+/// byte for byte as before (besides the backup `.bak`, kept); m0 and m2 prove their step and
+/// finish.
+#[test]
+fn cluster_member_whose_step_loses_a_key_fails_and_puts_its_data_dir_back() {
+    let (_cluster, sites, before, _) = cluster_sites("lossy");
+    let keys = before.live.len();
+    let trees: Vec<_> = sites.iter().map(|s| file_tree(&s.data)).collect();
+    let hook = [("ETCDTOOLS_MIGRATE_CRASH_AT", "offline-lose-first-key")];
+    let outs = migrate_all(&sites, "3.5.16/etcd3", Some(1), &hook);
+    let err = String::from_utf8_lossy(&outs[1].stderr);
+    assert_eq!(outs[1].status.code(), Some(1), "{err}");
+    assert!(
+        err.contains(&format!(
+            "Migration failed: step 1 changed the data ({keys} keys before, {} after, keyspace \
+             hash",
+            keys - 1
+        )) && err.contains("the data from before the step is back in"),
+        "{err}"
+    );
+    let mut after = file_tree(&sites[1].data);
+    after.retain(|p, _| !p.starts_with(".bak"));
+    assert!(after == trees[1], "the data dir of m1 was not put back");
+    assert_eq!(sites[1].version_txt(), "3.3.25/etcd3");
+    assert!(sites[1].data.join(".bak/member/snap/db").exists());
+    for i in [0, 2] {
+        let log = String::from_utf8_lossy(&outs[i].stderr);
+        assert!(outs[i].status.success(), "m{i}: {log}");
+        assert_offline_proof(&log, keys);
+    }
+}
+
+/// The offline fingerprint (src/migrate/verify/offline.rs) that proves a cluster member's
+/// step is what etcd serves: on real 3.4.23 and 3.5.16 data the gateway's fingerprint (key
+/// count, revision, hash over every field) equals the db's read offline after a clean stop;
+/// after more puts, an overwrite and a delete, the db read at that revision still equals it
+/// (and the newest keyspace does not); below the compaction the read refuses.
+#[test]
+fn the_offline_fingerprint_is_what_etcd_serves_on_3_4_and_3_5_data() {
+    use etcdtools::migrate::verify::offline::{db_fingerprint, OfflineError};
+    for version in [V3_4, V3_5_16] {
+        let (site, f) = Site::with_fixture(&format!("offline-{version}"), version);
+        let mut etcd = site.start(version);
+        let url = etcd.client_url.clone();
+        let v = version.parse().unwrap();
+        let served = etcdtools::migrate::verify::fingerprint(&HttpClient::plain(), &url, &v);
+        let served = served.unwrap();
+        assert_eq!(served.keys as usize, f.before.live.len());
+        gateway_put(&url, gw(version), b"/later/new", b"1");
+        gateway_put(&url, gw(version), &f.before.live[0].key, b"overwritten");
+        let gone = b64::encode(&f.before.live[1].key);
+        post(&url, version, "/kv/deleterange", json!({"key": gone})).unwrap();
+        etcd.stop();
+        let db = site.data.join("member/snap/db");
+        let then = db_fingerprint(&db, Some(served.revision)).unwrap();
+        let same = |a: &etcdtools::migrate::verify::Fingerprint| (a.keys, a.revision, a.hash);
+        assert_eq!(same(&then), same(&served), "{version}");
+        let now = db_fingerprint(&db, None).unwrap();
+        assert_eq!(now.revision, served.revision + 3, "{version}");
+        assert_ne!(now.hash, served.hash, "{version}");
+        assert_eq!(
+            db_fingerprint(&db, Some(f.compacted - 1)),
+            Err(OfflineError::Compacted {
+                at: f.compacted - 1,
+                compacted: f.compacted
+            })
+        );
+    }
 }
 
 #[test]

@@ -244,6 +244,11 @@ fn crash_point(name: &str) {
     crate::fsutil::crash_point(CRASH_POINT_ENV, name);
 }
 
+/// Test hook: whether `ETCDTOOLS_MIGRATE_CRASH_AT` (a `,`-separated list) names `name`.
+pub(super) fn test_hook(name: &str) -> bool {
+    std::env::var(CRASH_POINT_ENV).is_ok_and(|v| v.split(',').any(|p| p == name))
+}
+
 fn v2v3_journal(data: &DataDir) -> PathBuf {
     data.entry(names::V2V3_JOURNAL)
 }
@@ -337,6 +342,7 @@ pub fn run(cfg: &Config) -> Result<Outcome, MigrateError> {
         client: HttpClient::plain(),
         step_no: Default::default(),
         last_after: Default::default(),
+        offline_before: Default::default(),
     };
     let (mut at, mut served) = (current.clone(), None);
     for (i, step) in steps.iter().enumerate() {
@@ -459,18 +465,10 @@ fn preflight(
     }
     // Also before a version.txt-only step: the etcd started next must not meet them either.
     check_paths(&view.files_dir)?;
-    // verify backs a lone member up before an upgrade step (a cluster member's is not verified).
-    let lone = cfg.initial_cluster.split(',').count() == 1;
-    let destructive = steps.iter().any(|s| {
-        (lone && matches!(s, Step::Upgrade { .. }))
-            || matches!(
-                s,
-                Step::Downgrade { .. }
-                    | Step::MigrateV2ToV3 { .. }
-                    | Step::RollbackV3ToV2 { .. }
-                    | Step::SchemaDowngrade { .. }
-            )
-    });
+    // verify backs the data dir up before an upgrade step.
+    let destructive = steps
+        .iter()
+        .any(|s| !matches!(s, Step::WriteVersion { .. }));
     super::preflight::check_steps(cfg, data, view, steps).map_err(MigrateError::Preflight)?;
     if !destructive {
         return Ok(());
@@ -626,7 +624,7 @@ fn step_uses(cfg: &Config, data: &DataDir, step: &Step) -> Vec<String> {
     let d = data.path().display();
     let writes: Vec<String> = match step {
         Step::WriteVersion { .. } => vec![],
-        // A lone member's in-place steps are backed up first (src/migrate/verify.rs).
+        // In-place steps are backed up first (src/migrate/verify.rs).
         Step::Upgrade { .. } | Step::SchemaDowngrade { .. } => vec![
             format!(
                 "{} -> {} (backup, replaced; put back if the step changed the data)",
@@ -705,6 +703,8 @@ pub(super) struct Runner<'a> {
     pub(super) step_no: std::cell::Cell<usize>,
     /// What the step's target etcd served when the step itself read it (`verify`).
     pub(super) last_after: std::cell::Cell<Option<super::verify::Fingerprint>>,
+    /// A member of several: its db read offline before the step (`verify`).
+    pub(super) offline_before: std::cell::Cell<Option<super::verify::Fingerprint>>,
 }
 
 impl Runner<'_> {
@@ -887,11 +887,7 @@ impl Runner<'_> {
                  rollback snapshot failed: {e}"
             ))
         })?;
-        let before = if self.single_member() {
-            Some(super::verify::before_downgrade(self, run)?)
-        } else {
-            None
-        };
+        let before = super::verify::before_downgrade(self, run)?;
         log::info!("Snapshotting etcd {run} to {}", snapshot.display());
         let tool = self.cfg.bin_dir.join(format!("etcdctl-{run}"));
         run_tool(
@@ -937,9 +933,7 @@ impl Runner<'_> {
         crash_point("restored");
         set_mode(&restore, mode)?;
         write_version_file(&restore, &VersionPair::new(to.clone(), Storage::Etcd3))?;
-        if let Some(before) = &before {
-            super::verify::after_downgrade(self, before, to, &restore)?;
-        }
+        super::verify::after_downgrade(self, before.as_ref(), to, &restore)?;
         self.mark_restore_complete()?;
         crash_point("restore-complete");
         log::info!(

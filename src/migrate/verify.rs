@@ -40,6 +40,8 @@ use crate::datadir::{remove_tree, DataDir};
 use crate::etcd::client::{gateway_prefix, ClientError, HttpClient};
 use crate::version::{sync_dir, EtcdVersion, VersionPair};
 
+pub mod offline;
+
 /// Keys per range request; shrunk when a page would exceed the client's body limit.
 const PAGE: u64 = 10_000;
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
@@ -270,10 +272,8 @@ impl Runner<'_> {
         let (run_before, target) = match step {
             Step::Upgrade { to, .. } => (self.runnable(&current.version), to.clone()),
             Step::SchemaDowngrade { run, to, .. } => (Some(run.clone()), to.clone()),
+            Step::Downgrade { .. } if !self.single_member() => return self.cluster_step(step),
             Step::Downgrade { .. } => {
-                if !self.single_member() {
-                    log::warn!("step {n}: not verified: this member is one of several");
-                }
                 self.step(step)?;
                 return Ok(self.last_after.take());
             }
@@ -296,12 +296,7 @@ impl Runner<'_> {
             }
         };
         if !self.single_member() {
-            log::warn!(
-                "step {n}: not verified: this member is one of several (--initial-cluster); \
-                 reading or starting etcd once more would race the other members' migrate"
-            );
-            self.step(step)?;
-            return Ok(None);
+            return self.cluster_step(step);
         }
         let t = Instant::now();
         self.backup_for_step(&step.result())?;
@@ -352,6 +347,41 @@ impl Runner<'_> {
         Ok(Some(after))
     }
 
+    /// A step on a member of several, proved offline (see the module doc): the db before
+    /// the step at its revision R; after it, the db at R (in place: the data dir's, the
+    /// backup put back on a mismatch; a downgrade: the restored one, in `after_downgrade`).
+    fn cluster_step(&self, step: &Step) -> Result<Option<Fingerprint>, MigrateError> {
+        let n = self.step_no.get();
+        let in_place = !matches!(step, Step::Downgrade { .. });
+        if in_place {
+            let t = Instant::now();
+            self.backup_for_step(&step.result())?;
+            log::info!("step {n}: backed up in {:?}", t.elapsed());
+        }
+        let db = self.data.member_path().join("snap/db");
+        let before = read_db(self, &db, None, "before the step")
+            .map_err(|e| MigrateError::Other(format!("step {n}: {e}")))?;
+        self.offline_before.set(Some(before.clone()));
+        log_applied(self, &self.data.member_path(), "before the step");
+        self.step(step)?;
+        if in_place {
+            log_applied(self, &self.data.member_path(), "after the step");
+            let proof = read_db(self, &db, Some(before.revision), "after the step")
+                .map_err(|e| offline_failure(n, &e))
+                .and_then(|after| self.changed(&before, &after));
+            if let Err(e) = proof {
+                self.put_back_backup()?;
+                finish_step(self.data)?;
+                return Err(MigrateError::Other(format!(
+                    "{e}; the data from before the step is back in {}, its backup is kept in {}",
+                    self.data.path().display(),
+                    self.data.backup_path().display()
+                )));
+            }
+        }
+        Ok(None)
+    }
+
     /// Extra etcd starts only get ready with a quorum: only a lone member makes them.
     pub(super) fn single_member(&self) -> bool {
         self.cfg.initial_cluster.split(',').count() == 1
@@ -399,19 +429,89 @@ pub fn finish_step(data: &DataDir) -> Result<(), MigrateError> {
     Ok(())
 }
 
-/// The start of a downgrade (lone members only): read the etcd that takes the snapshot.
-pub(super) fn before_downgrade(r: &Runner, run: &EtcdVersion) -> Result<Fingerprint, MigrateError> {
-    r.record(run, "before the step")
+/// `path`'s db read offline ([`offline`]) at `at` (`None`: its current revision), logged.
+/// The test hook `offline-lose-first-key` drops the first key of a read at a given revision.
+fn read_db(
+    r: &Runner,
+    path: &Path,
+    at: Option<i64>,
+    when: &str,
+) -> Result<Fingerprint, offline::OfflineError> {
+    let t = Instant::now();
+    let lose = at.is_some() && super::run::test_hook("offline-lose-first-key");
+    if lose {
+        log::warn!("test hook: the first key of the db is dropped from what was read");
+    }
+    let fp = offline::db_fingerprint_losing(path, at, lose)?;
+    log::info!(
+        "step {}: {when}, the db holds {fp} (read offline from {} in {:?})",
+        r.step_no.get(),
+        path.display(),
+        t.elapsed()
+    );
+    Ok(fp)
 }
 
-/// The end of a downgrade, before the swap: the target started on `restored` must serve
-/// what `before` recorded; else `restored` is dropped and the data dir stays as it was.
+/// How far the db has applied the WAL, for the log: a db may lag its WAL (entries committed,
+/// not applied yet when etcd stopped); etcd applies them again when it starts, as revisions
+/// after the one the proof compares at, so they are not part of "before".
+fn log_applied(r: &Runner, member: &Path, when: &str) {
+    match offline::applied(member) {
+        Ok(a) => log::info!("step {}: {when}, {a}", r.step_no.get()),
+        Err(e) => log::warn!("step {}: {when}: {e}", r.step_no.get()),
+    }
+}
+
+/// The message of an offline read after a step that gave no fingerprint.
+fn offline_failure(n: usize, e: &offline::OfflineError) -> String {
+    match e {
+        offline::OfflineError::Behind { .. } => format!("step {n} changed the data ({e})"),
+        _ => format!("step {n} cannot show it kept the data: {e}"),
+    }
+}
+
+/// The start of a downgrade: a lone member reads the etcd that takes the snapshot; a member
+/// of several was read offline before (`cluster_step`): `None`.
+pub(super) fn before_downgrade(
+    r: &Runner,
+    run: &EtcdVersion,
+) -> Result<Option<Fingerprint>, MigrateError> {
+    if !r.single_member() {
+        return Ok(None);
+    }
+    r.record(run, "before the step").map(Some)
+}
+
+/// The end of a downgrade, before the swap: `restored` must hold what `before` recorded
+/// (a lone member: the target started on it serves it; a member of several: its db read
+/// offline at the revision the db had before the step). Else `restored` is dropped and the
+/// data dir stays as it was.
 pub(super) fn after_downgrade(
     r: &Runner,
-    before: &Fingerprint,
+    before: Option<&Fingerprint>,
     to: &EtcdVersion,
     restored: &Path,
 ) -> Result<(), MigrateError> {
+    let untouched = |e: String| -> Result<(), MigrateError> {
+        remove_tree(restored)?;
+        Err(MigrateError::Other(format!(
+            "{e}; the data dir {} was not changed",
+            r.data.path().display()
+        )))
+    };
+    let Some(before) = before else {
+        let Some(before) = r.offline_before.take() else {
+            return Ok(());
+        };
+        let db = restored.join("member/snap/db");
+        let proof = read_db(r, &db, Some(before.revision), "after the restore")
+            .map_err(|e| offline_failure(r.step_no.get(), &e))
+            .and_then(|after| r.changed(&before, &after));
+        return match proof {
+            Ok(()) => Ok(()),
+            Err(e) => untouched(e),
+        };
+    };
     let t = Instant::now();
     let etcd = r.start_etcd_on(to, restored)?;
     let after = r.record(to, "after the restore");
@@ -423,11 +523,7 @@ pub(super) fn after_downgrade(
     );
     let after = after?;
     if let Err(e) = r.changed(before, &after) {
-        remove_tree(restored)?;
-        return Err(MigrateError::Other(format!(
-            "{e}; the data dir {} was not changed",
-            r.data.path().display()
-        )));
+        return untouched(e);
     }
     r.last_after.set(Some(after));
     Ok(())
@@ -719,7 +815,7 @@ pub(super) fn after_v3v2(r: &Runner, before: &[V3Key]) -> Result<Result<(), Stri
     let t = Instant::now();
     let mut after =
         v2_store_keys(r.data).map_err(|e| MigrateError::Other(format!("step {n}: {e}")))?;
-    if std::env::var(super::run::CRASH_POINT_ENV).as_deref() == Ok("v3v2-lose-first-key") {
+    if super::run::test_hook("v3v2-lose-first-key") {
         log::warn!("test hook: the first key of the v2 store is dropped from what was read");
         if !after.is_empty() {
             after.remove(0);
