@@ -663,9 +663,13 @@ fn step_uses(cfg: &Config, data: &DataDir, step: &Step) -> Vec<String> {
         ],
         Step::RollbackV3ToV2 { .. } => vec![
             format!(
-                "{} -> {} (backup, replaced)",
+                "{} -> {} (backup, replaced; put back if the step changed the data)",
                 e(names::BACKUP_TMP),
                 e(names::BACKUP)
+            ),
+            format!(
+                "{} (marker: the backup is of the data before this step)",
+                e(names::STEP_JOURNAL)
             ),
             format!(
                 "{} -> {} (the converted member/)",
@@ -728,7 +732,9 @@ impl Runner<'_> {
             Step::SchemaDowngrade { run, to, .. } => self.schema_downgrade(run, to),
             Step::RollbackV3ToV2 { from, to } => {
                 log::info!("Backup and remove all existing v2 data (from {from})");
-                self.data.backup_copy()?;
+                // With the step journal: a crash before the proof passed and version.txt
+                // says etcd2 puts this backup back on the rerun (`Leftover::PutBack`).
+                self.backup_for_step(&step.result())?;
                 let before = super::verify::before_v3v2(self)?;
                 crate::rollback::rollback_for_migrate(self.data, to).map_err(|source| {
                     MigrateError::Rollback {
@@ -737,9 +743,12 @@ impl Runner<'_> {
                         source: Box::new(source),
                     }
                 })?;
+                crash_point("v3v2-converted");
                 if let Err(diff) = super::verify::after_v3v2(self, &before)? {
+                    crash_point("v3v2-proof-failed");
                     self.put_back_backup()?;
                     remove_tree(&self.data.entry(names::ROLLBACK_BACKUP))?;
+                    super::verify::finish_step(self.data)?;
                     return Err(MigrateError::Other(format!(
                         "{diff}; the data from before the step is back in {}, its backup is \
                          kept in {}",
@@ -966,14 +975,7 @@ impl Runner<'_> {
 
     /// `<dir>.bak` (kept) copied back into the data dir through the marked swap.
     pub(super) fn put_back_backup(&self) -> Result<(), MigrateError> {
-        let data = self.data;
-        let restore = data.restore_path();
-        remove_tree(&restore)?;
-        copy_dir(&data.backup_path(), &restore)?;
-        self.mark_restore_complete()?;
-        let discard = data.entry(names::DISCARD);
-        self.swap_in_restore(&discard)?;
-        remove_tree(&discard)?;
+        self.data.put_back_backup(&crash_point)?;
         Ok(())
     }
 
@@ -1190,16 +1192,6 @@ fn prefix_end(prefix: &[u8]) -> Vec<u8> {
         }
     }
     vec![0]
-}
-
-fn copy_dir(from: &Path, to: &Path) -> Result<(), MigrateError> {
-    crate::datadir::copy_tree(from, to).map_err(|e| {
-        MigrateError::Other(format!(
-            "cannot copy {} to {}: {e}",
-            from.display(),
-            to.display()
-        ))
-    })
 }
 
 #[cfg(test)]

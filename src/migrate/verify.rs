@@ -402,7 +402,7 @@ impl Runner<'_> {
 
     /// Backs up to `<dir>.bak` with the journal; a journal left by a crash inside this same
     /// step puts that backup back first.
-    fn backup_for_step(&self, result: &VersionPair) -> Result<(), MigrateError> {
+    pub(super) fn backup_for_step(&self, result: &VersionPair) -> Result<(), MigrateError> {
         let j = journal(self.data);
         let io = |e: std::io::Error| MigrateError::Other(format!("{}: {e}", j.display()));
         if j.exists() && self.data.backup_path().exists() {
