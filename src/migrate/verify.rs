@@ -1,9 +1,9 @@
 //! Every step proves it kept the data. Before a step, what the member serves is recorded: the
 //! key count and a hash over every key, value, create/mod revision, version and lease of the
 //! live keyspace, read through the JSON gateway in pages at one revision, plus `HashKV` at that
-//! revision where the gateway has it (later 3.5 patches). After the step the target etcd must serve the
-//! same, or the migration fails with `step N changed the data (...)` and the data dir is put
-//! back. The figures go to the log.
+//! revision where the gateway has it (later 3.5 patches). After the step the target etcd must
+//! serve the same, or the migration fails with `step N changed the data (...)` and the data dir
+//! is put back. The figures go to the log.
 //!
 //! Which steps: those that change the data dir and have a bundled etcd on both sides:
 //! - `Upgrade`, `SchemaDowngrade` (in place): backup to `<dir>/.bak` and the journal
@@ -14,17 +14,28 @@
 //!   and puts the backup back before redoing the step.
 //! - `Downgrade`: before = read from the etcd that takes the snapshot; after = the target
 //!   started on `<dir>/.restore` before the swap, so a mismatch leaves the data dir untouched.
-//! - A member of several (`--initial-cluster`) is not verified (logged): an extra etcd start
-//!   only gets ready with every member at the same point, and even a read while the step's
-//!   etcd runs lets the first two members stop before the third is ready.
+//! - A member of several (`--initial-cluster`): an extra etcd start only gets ready with every
+//!   member at the same point, and a read while the step's etcd runs races the other members
+//!   stopping theirs, so it is proved OFFLINE from `member/snap/db` ([`offline`]), the same
+//!   fingerprint the gateway gives: before = the db at its revision R (etcd stopped, migrate
+//!   holds the lock); after = the db after the step folded back to R (mvcc keeps history).
+//!   The db may lag its WAL (committed entries not applied when etcd stopped: seen on 3.3.25
+//!   and 3.4.23 members, db index 71 of 72 committed): etcd applies them on its next start as
+//!   revisions after R, as it applies the other members' writes, so they are not part of
+//!   "before" and cannot hide a loss at or below R. A db compacted past R cannot show it and
+//!   fails, as a db behind R does. In place (upgrade): with the backup and journal, put back on
+//!   a mismatch. Downgrade: the restored db, checked before the swap.
 //! - `MigrateV2ToV3`: key by key, not by a hash (the keyspace changes API). Before =
-//!   the v2 files read offline after the step's backup; after = read through v3 while the
-//!   step's etcd runs (after the leases), each key as `etcdctl migrate` maps it
-//!   ([`v2v3_differs`]). A mismatch puts the backup back (in `run.rs`).
+//!   the v2 files read offline after the step's backup (a 16-byte hash per value, not the
+//!   value); after = read through v3 while the step's etcd runs (after the leases), each key
+//!   as `etcdctl migrate` maps it ([`v2v3_differs`]). A mismatch puts the backup back (in
+//!   `run.rs`). A member of several is not verified (logged).
 //! - `RollbackV3ToV2`: offline, key by key. Before = the live v3 keys read from the db; after
 //!   = the v2 store rollback2 wrote, read back like `etcd-inspect`: each key as `/1<key>` with
 //!   its value, an expiry exactly for leased keys, nothing else ([`v3v2_first_difference`]).
-//!   A mismatch puts the backup back (in `run.rs`).
+//!   A mismatch puts the backup back (in `run.rs`). The backup has the step journal (an
+//!   etcd2 result): a crash before the proof passed, or inside the put-back, is put back by
+//!   the rerun's leftovers scan (`Leftover::PutBack`), never trusting rollback2's output.
 //! - `WriteVersion` changes no data.
 
 use std::fmt;
