@@ -430,13 +430,13 @@ fn member_of_3_3_25_upgrades_through_3_4_23_to_3_5_30_keeping_everything() {
     assert_eq!(site.served_by(V3_5_30, f.compacted), f.before);
 }
 
-/// A stopped 3-member 3.3.25 cluster with the workload: one site per member, and what the
-/// cluster served.
-fn cluster_sites(label: &str) -> (TestCluster, Vec<Site>, Served, i64) {
-    let mut cluster = TestCluster::start(V3_3, 3, FAST);
+/// A stopped 3-member cluster of `version` with the workload: one site per member, and what
+/// the cluster served.
+fn cluster_sites(label: &str, version: &str) -> (TestCluster, Vec<Site>, Served, i64) {
+    let mut cluster = TestCluster::start(version, 3, FAST);
     let url0 = cluster.members[0].client_url.clone();
-    let compacted = write_workload(&url0, V3_3);
-    let before = served(&url0, V3_3, compacted);
+    let compacted = write_workload(&url0, version);
+    let before = served(&url0, version, compacted);
     assert_eq!(before.members.len(), 3);
     let port = |u: &str| u.rsplit(':').next().unwrap().parse::<u16>().unwrap();
     let initial_cluster = cluster.initial_cluster.clone();
@@ -446,7 +446,7 @@ fn cluster_sites(label: &str) -> (TestCluster, Vec<Site>, Served, i64) {
         .enumerate()
         .map(|(i, m)| {
             m.stop();
-            fs::write(m.data_dir.join("version.txt"), "3.3.25/etcd3").unwrap();
+            fs::write(m.data_dir.join("version.txt"), format!("{version}/etcd3")).unwrap();
             let mut s = Site::new(&format!("{label}-m{i}"));
             s.data = m.data_dir.clone();
             s.name = format!("m{i}");
@@ -496,7 +496,7 @@ fn assert_offline_proof(log: &str, keys: usize) {
 
 #[test]
 fn cluster_of_three_3_3_25_members_upgrades_through_3_4_23_to_3_5_16() {
-    let (_cluster, sites, before, compacted) = cluster_sites("cluster");
+    let (_cluster, sites, before, compacted) = cluster_sites("cluster", V3_3);
     let outs = migrate_all(&sites, "3.5.16/etcd3", None, &[]);
     for (s, out) in sites.iter().zip(&outs) {
         let log = String::from_utf8_lossy(&out.stderr);
@@ -545,7 +545,7 @@ fn cluster_of_three_3_3_25_members_upgrades_through_3_4_23_to_3_5_16() {
 /// finish.
 #[test]
 fn cluster_member_whose_step_loses_a_key_fails_and_puts_its_data_dir_back() {
-    let (_cluster, sites, before, _) = cluster_sites("lossy");
+    let (_cluster, sites, before, _) = cluster_sites("lossy", V3_3);
     let keys = before.live.len();
     let trees: Vec<_> = sites.iter().map(|s| file_tree(&s.data)).collect();
     let hook = [("ETCDTOOLS_MIGRATE_CRASH_AT", "offline-lose-first-key")];
@@ -569,6 +569,56 @@ fn cluster_member_whose_step_loses_a_key_fails_and_puts_its_data_dir_back() {
         let log = String::from_utf8_lossy(&outs[i].stderr);
         assert!(outs[i].status.success(), "m{i}: {log}");
         assert_offline_proof(&log, keys);
+    }
+}
+
+/// A 3-member 3.4.23 cluster downgraded to 3.3.25 (each member: snapshot with 3.4.23, restore
+/// with etcdctl-3.3.25): each member proves its restore offline before the swap (its db before
+/// the step at revision R against the restored db at R), and the restored cluster serves
+/// everything it served before.
+#[test]
+fn cluster_of_three_3_4_23_members_downgrades_to_3_3_25_proving_each_restore() {
+    let (_cluster, sites, before, compacted) = cluster_sites("down-cluster", V3_4);
+    let keys = before.live.len();
+    let outs = migrate_all(&sites, "3.3.25/etcd3", None, &[]);
+    for (s, out) in sites.iter().zip(&outs) {
+        let log = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "member {}: {log}", s.name);
+        assert_eq!(s.version_txt(), "3.3.25/etcd3");
+        for line in [
+            format!("step 1: before the step, the db holds {keys} keys at revision"),
+            format!("step 1: after the restore, the db holds {keys} keys at revision"),
+            "step 1: the data is the same after the step".to_string(),
+        ] {
+            assert!(log.contains(&line), "{line:?} not in {log}");
+        }
+    }
+    let mut started: Vec<_> = sites
+        .iter()
+        .map(|s| {
+            let mut spec = EtcdSpec::single(
+                &etcd_bin(V3_3),
+                &s.name,
+                &s.data,
+                s.client_port,
+                s.peer_port,
+            );
+            spec.initial_cluster = Some(s.initial_cluster.clone());
+            spec.extra_args = s.extra.split(' ').map(str::to_string).collect();
+            etcdtools::etcd::process::EtcdProcess::start(&spec).unwrap()
+        })
+        .collect();
+    for p in started.iter_mut() {
+        p.wait_ready(&HttpClient::plain(), READY_TIMEOUT).unwrap();
+    }
+    for s in &sites {
+        let url = format!("http://127.0.0.1:{}", s.client_port);
+        assert_eq!(
+            served(&url, V3_3, compacted).without_member_ids(),
+            before.clone().without_member_ids(),
+            "member {}",
+            s.name
+        );
     }
 }
 
