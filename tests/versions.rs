@@ -438,15 +438,22 @@ fn cluster_sites(label: &str, version: &str) -> (TestCluster, Vec<Site>, Served,
     let compacted = write_workload(&url0, version);
     let before = served(&url0, version, compacted);
     assert_eq!(before.members.len(), 3);
+    let sites = stopped_sites(&mut cluster, label, &format!("{version}/etcd3"));
+    (cluster, sites, before, compacted)
+}
+
+/// Stops every member of `cluster`, writes `version_txt` into its data dir and gives a site
+/// per member (the cluster's ports, names and token).
+fn stopped_sites(cluster: &mut TestCluster, label: &str, version_txt: &str) -> Vec<Site> {
     let port = |u: &str| u.rsplit(':').next().unwrap().parse::<u16>().unwrap();
     let initial_cluster = cluster.initial_cluster.clone();
-    let sites: Vec<Site> = cluster
+    cluster
         .members
         .iter_mut()
         .enumerate()
         .map(|(i, m)| {
             m.stop();
-            fs::write(m.data_dir.join("version.txt"), format!("{version}/etcd3")).unwrap();
+            fs::write(m.data_dir.join("version.txt"), version_txt).unwrap();
             let mut s = Site::new(&format!("{label}-m{i}"));
             s.data = m.data_dir.clone();
             s.name = format!("m{i}");
@@ -456,8 +463,7 @@ fn cluster_sites(label: &str, version: &str) -> (TestCluster, Vec<Site>, Served,
             s.extra = format!("{} --initial-cluster-token=test-cluster", FAST.join(" "));
             s
         })
-        .collect();
-    (cluster, sites, before, compacted)
+        .collect()
 }
 
 /// Runs migrate on every site at once (a step that starts etcd needs a quorum); `env` goes
@@ -878,6 +884,114 @@ fn v2_files(url: &str) -> BTreeMap<String, (String, i64)> {
         &mut out,
     );
     out
+}
+
+/// etcd2 data of a 3-member 3.4.23 cluster (v2 API: plain keys, TTL keys under
+/// /registry/events) -> etcd3, all members at once. Each member proves its conversion offline
+/// once its etcd stopped (its v2 files before against the live keys of its converted db).
+/// First with the hook `offline-lose-first-key` on every member: each fails with `step 1
+/// changed the data (...)` and holds its data dir byte for byte as before (besides `.bak`);
+/// then without it: each converts, and the cluster serves every v2 file through v3.
+#[test]
+fn cluster_of_three_3_4_23_members_converts_etcd2_data_proving_each_member() {
+    let extra: Vec<&str> = FAST.iter().copied().chain(["--enable-v2"]).collect();
+    let mut cluster = TestCluster::start(V3_4, 3, &extra);
+    let url0 = cluster.members[0].client_url.clone();
+    let v2 = |args: &[&str]| etcdctl(V3_4, "2", &url0, args);
+    for i in 0..5 {
+        v2(&[
+            "set",
+            &format!("/registry/pods/ns/p{i}"),
+            &format!("pod-{i}"),
+        ]);
+    }
+    for i in 0..20 {
+        v2(&[
+            "set",
+            "--ttl",
+            "3600",
+            &format!("/registry/events/e{i}"),
+            "event",
+        ]);
+    }
+    let files = v2_files(&url0);
+    assert_eq!(files.len(), 25);
+    let sites = stopped_sites(&mut cluster, "v2v3-cluster", "3.4.23/etcd2");
+    let trees: Vec<_> = sites.iter().map(|s| file_tree(&s.data)).collect();
+    let hook = [("ETCDTOOLS_MIGRATE_CRASH_AT", "offline-lose-first-key")];
+    let outs: Vec<Output> = std::thread::scope(|scope| {
+        let runs: Vec<_> = sites
+            .iter()
+            .map(|s| scope.spawn(move || s.migrate_with("3.4.23/etcd3", &hook, &[])))
+            .collect();
+        runs.into_iter().map(|r| r.join().unwrap()).collect()
+    });
+    for ((s, out), before) in sites.iter().zip(&outs).zip(&trees) {
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{}: {err}", s.name);
+        assert!(
+            err.contains(
+                "Migration failed: step 1 changed the data (25 v2 files before, 24 v3 keys \
+                 after, first differing key \"/registry/events/e0\": missing after)"
+            ),
+            "{}: {err}",
+            s.name
+        );
+        let mut after = file_tree(&s.data);
+        after.retain(|p, _| !p.starts_with(".bak"));
+        assert!(
+            after == *before,
+            "{}: the data dir was not put back",
+            s.name
+        );
+    }
+    let outs = migrate_all(&sites, "3.4.23/etcd3", None, &[]);
+    for (s, out) in sites.iter().zip(&outs) {
+        let log = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{}: {log}", s.name);
+        for line in [
+            "step 1: before the step, the v2 store holds 25 files",
+            "step 1: after the step, the db holds 25 keys (20 with a lease)",
+            "every v2 file is served through v3 with its value and revisions",
+        ] {
+            assert!(log.contains(line), "{}: {line:?} not in {log}", s.name);
+        }
+        assert!(!log.contains("not verified"), "{log}");
+    }
+    let mut started: Vec<_> = sites
+        .iter()
+        .map(|s| {
+            let mut spec = EtcdSpec::single(
+                &etcd_bin(V3_4),
+                &s.name,
+                &s.data,
+                s.client_port,
+                s.peer_port,
+            );
+            spec.initial_cluster = Some(s.initial_cluster.clone());
+            spec.extra_args = s.extra.split(' ').map(str::to_string).collect();
+            etcdtools::etcd::process::EtcdProcess::start(&spec).unwrap()
+        })
+        .collect();
+    for p in started.iter_mut() {
+        p.wait_ready(&HttpClient::plain(), READY_TIMEOUT).unwrap();
+    }
+    let want: BTreeMap<String, String> = files
+        .iter()
+        .map(|(k, (v, _))| (k.clone(), v.clone()))
+        .collect();
+    for s in &sites {
+        let url = format!("http://127.0.0.1:{}", s.client_port);
+        let (_, kvs) = range_all(&url, V3_4, 0).unwrap();
+        let got: BTreeMap<String, String> = kvs
+            .iter()
+            .map(|kv| {
+                let s = |b: &[u8]| String::from_utf8(b.to_vec()).unwrap();
+                (s(&kv.key), s(&kv.value))
+            })
+            .collect();
+        assert_eq!(got, want, "member {}", s.name);
+    }
 }
 
 /// etcd2 data written through etcd 3.3.25's v2 API (dirs, an empty dir, a TTL key under

@@ -1041,14 +1041,23 @@ impl Runner<'_> {
                 self.cfg.ttl_keys_directory
             );
         }
-        let proof = match (&attached, &before) {
-            (Ok(_), Some(files)) => super::verify::after_v2v3(self, at, files),
+        let lone = self.single_member();
+        let proof = match &attached {
+            Ok(_) if lone => super::verify::after_v2v3(self, at, &before),
             _ => Ok(Ok(())),
         };
+        if !lone && attached.is_ok() {
+            self.wait_for_peers(at);
+        }
         let stopped = self.stop_etcd(etcd);
         attached?;
         stopped?;
-        if let Err(diff) = proof? {
+        // A member of several reads its converted db once its etcd stopped.
+        let proof = match proof? {
+            Ok(()) if !lone => super::verify::after_v2v3_offline(self, &before)?,
+            proof => proof,
+        };
+        if let Err(diff) = proof {
             self.put_back_backup()?;
             finish_v2v3_journal(data)?;
             return Err(MigrateError::Other(format!(

@@ -52,6 +52,9 @@ use crate::etcd::client::{gateway_prefix, ClientError, HttpClient};
 use crate::version::{sync_dir, EtcdVersion, VersionPair};
 
 pub mod offline;
+mod v2v3;
+
+pub(super) use v2v3::after_v2v3_offline;
 
 /// Keys per range request; shrunk when a page would exceed the client's body limit.
 const PAGE: u64 = 10_000;
@@ -564,23 +567,42 @@ pub fn value_hash(value: &[u8]) -> u128 {
     h
 }
 
+/// One v3 key's fields as the etcd2 -> etcd3 proof compares them (the value as its hash).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct V3Fields {
+    pub value_hash: u128,
+    pub create_revision: i64,
+    pub mod_revision: i64,
+    pub version: i64,
+    pub lease: i64,
+}
+
+impl V3Fields {
+    /// A key as the JSON gateway serves it.
+    pub fn of_gateway(kv: &Value) -> V3Fields {
+        let value = crate::base64::decode(kv["value"].as_str().unwrap_or("")).unwrap_or_default();
+        V3Fields {
+            value_hash: value_hash(&value),
+            create_revision: int(&kv["create_revision"]),
+            mod_revision: int(&kv["mod_revision"]),
+            version: int(&kv["version"]),
+            lease: int(&kv["lease"]),
+        }
+    }
+}
+
 /// What one v3 key must be after etcd2 -> etcd3: what `file` maps to, except that a key under
 /// `ttl_dir` was re-put with a lease (a new mod revision and version; same create revision).
 /// `None`: it is; else what differs.
-pub fn v2v3_differs(file: &V2File, kv: &Value, ttl_dir: &[u8]) -> Option<&'static str> {
-    let b = |name: &str| crate::base64::decode(kv[name].as_str().unwrap_or("")).unwrap_or_default();
+pub fn v2v3_differs(file: &V2File, kv: &V3Fields, ttl_dir: &[u8]) -> Option<&'static str> {
     let leased = file.key.starts_with(ttl_dir);
-    if value_hash(&b("value")) != file.value_hash {
+    if kv.value_hash != file.value_hash {
         Some("another value after")
-    } else if int(&kv["create_revision"]) != file.created {
+    } else if kv.create_revision != file.created {
         Some("another create revision after")
-    } else if leased && int(&kv["lease"]) == 0 {
+    } else if leased && kv.lease == 0 {
         Some("no lease after")
-    } else if !leased
-        && (int(&kv["mod_revision"]) != file.modified
-            || int(&kv["version"]) != 1
-            || int(&kv["lease"]) != 0)
-    {
+    } else if !leased && (kv.mod_revision != file.modified || kv.version != 1 || kv.lease != 0) {
         Some("another mod revision, version or lease after")
     } else {
         None
@@ -626,14 +648,9 @@ pub fn v2_files(data: &DataDir) -> Result<Vec<V2File>, String> {
     Ok(files)
 }
 
-/// The start of etcd2 -> etcd3, before `etcdctl migrate`: the v2 files, logged. `None` for a
-/// member of several (not verified, as the other steps).
-pub(super) fn before_v2v3(r: &Runner) -> Result<Option<Vec<V2File>>, MigrateError> {
+/// The start of etcd2 -> etcd3, before `etcdctl migrate`: the v2 files, logged.
+pub(super) fn before_v2v3(r: &Runner) -> Result<Vec<V2File>, MigrateError> {
     let n = r.step_no.get();
-    if !r.single_member() {
-        log::warn!("step {n}: not verified: this member is one of several");
-        return Ok(None);
-    }
     let t = Instant::now();
     let files = v2_files(r.data).map_err(|e| MigrateError::Other(format!("step {n}: {e}")))?;
     let mut fnv = Fnv::new();
@@ -648,75 +665,38 @@ pub(super) fn before_v2v3(r: &Runner) -> Result<Option<Vec<V2File>>, MigrateErro
         fnv.0,
         t.elapsed()
     );
-    Ok(Some(files))
+    Ok(files)
 }
 
-/// The end of etcd2 -> etcd3, while `at` runs on the converted data: every v2 file must be
-/// served as [`v2v3_differs`] says, and nothing else. `Ok(Err(diff))` on a difference.
+/// The end of etcd2 -> etcd3 on a lone member, while `at` runs on the converted data: every
+/// v2 file must be served as [`v2v3_differs`] says, and nothing else. `Ok(Err(diff))` on a
+/// difference.
 pub(super) fn after_v2v3(
     r: &Runner,
     at: &EtcdVersion,
     before: &[V2File],
 ) -> Result<Result<(), String>, MigrateError> {
     let n = r.step_no.get();
-    let mut ttl_dir = r.cfg.ttl_keys_directory.clone().into_bytes();
-    if !ttl_dir.ends_with(b"/") {
-        ttl_dir.push(b'/');
-    }
-    let (mut next, mut first, mut leased) = (0usize, None::<(Vec<u8>, &str)>, 0u64);
-    let (mut fnv, mut served) = (Fnv::new(), 0u64);
+    let mut check = v2v3::Check::new(before, &r.cfg.ttl_keys_directory);
     let t = Instant::now();
     let fp = scan(&r.client, &r.client_url(), at, &mut |kv| {
         let key = crate::base64::decode(kv["key"].as_str().unwrap_or("")).unwrap_or_default();
-        let value = crate::base64::decode(kv["value"].as_str().unwrap_or("")).unwrap_or_default();
-        fnv.field(&key);
-        fnv.field(&value_hash(&value).to_le_bytes());
-        served += 1;
-        leased += u64::from(int(&kv["lease"]) != 0);
-        if first.is_some() {
-            return;
-        }
-        if next < before.len() && before[next].key < key {
-            first = Some((before[next].key.clone(), "missing after"));
-            return;
-        }
-        match before.get(next) {
-            Some(f) if f.key == key => {
-                next += 1;
-                first = v2v3_differs(f, kv, &ttl_dir).map(|why| (key, why));
-            }
-            _ => first = Some((key, "served after, not a v2 file before")),
-        }
+        check.visit(&key, &V3Fields::of_gateway(kv));
     })
     .map_err(|e| {
         MigrateError::Other(format!(
             "step {n}: cannot read what etcd {at} serves after the step: {e}"
         ))
     })?;
-    if first.is_none() && next < before.len() {
-        first = Some((before[next].key.clone(), "missing after"));
-    }
-    log::info!(
-        "step {n}: after the step, etcd {at} serves {served} keys ({leased} with a lease), \
-         hash of keys and value hashes {:016x}; {fp} (read in {:?})",
-        fnv.0,
-        t.elapsed()
+    let verdict = check.finish(
+        r,
+        &format!("etcd {at} serves"),
+        &format!("{fp} (read in {:?})", t.elapsed()),
     );
-    if let Some((key, why)) = first {
-        return Ok(Err(format!(
-            "step {n} changed the data ({} v2 files before, {served} v3 keys after, first \
-             differing key {:?}: {why})",
-            before.len(),
-            String::from_utf8_lossy(&key)
-        )));
+    if verdict.is_ok() {
+        r.last_after.set(Some(fp));
     }
-    log::info!(
-        "step {n}: every v2 file is served through v3 with its value and revisions \
-         ({leased} keys under {} leased)",
-        String::from_utf8_lossy(&ttl_dir)
-    );
-    r.last_after.set(Some(fp));
-    Ok(Ok(()))
+    Ok(verdict)
 }
 
 /// A live v3 key as rollback2 must leave it in the v2 store: the file `/1<key>`, the same
@@ -960,10 +940,10 @@ mod tests {
             modified: 7,
         };
         let kv = |key: &str, value: &str, create: i64, modr: i64, version: i64, lease: i64| {
-            json!({"key": crate::base64::encode(key.as_bytes()),
+            V3Fields::of_gateway(&json!({"key": crate::base64::encode(key.as_bytes()),
                    "value": crate::base64::encode(value.as_bytes()),
                    "create_revision": create.to_string(), "mod_revision": modr.to_string(),
-                   "version": version.to_string(), "lease": lease.to_string()})
+                   "version": version.to_string(), "lease": lease.to_string()}))
         };
         let ttl = b"/registry/events/";
         let (pod, ev) = (file("/registry/pods/a"), file("/registry/events/e"));
