@@ -29,7 +29,8 @@
 //!   the v2 files read offline after the step's backup (a 16-byte hash per value, not the
 //!   value); after = read through v3 while the step's etcd runs (after the leases), each key
 //!   as `etcdctl migrate` maps it ([`v2v3_differs`]). A mismatch puts the backup back (in
-//!   `run.rs`). A member of several is not verified (logged).
+//!   `run.rs`). A member of several reads its converted db offline instead, once its etcd
+//!   stopped (after waiting for the other members), with the same comparison (`v2v3`).
 //! - `RollbackV3ToV2`: offline, key by key. Before = the live v3 keys read from the db; after
 //!   = the v2 store rollback2 wrote, read back like `etcd-inspect`: each key as `/1<key>` with
 //!   its value, an expiry exactly for leased keys, nothing else ([`v3v2_first_difference`]).
