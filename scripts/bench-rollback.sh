@@ -14,8 +14,11 @@ src="$bench/rollback-${keys}"
 bin_dir=${ETCD_BIN_DIR:-$repo/.cache/etcd-bin}
 etcd="$bin_dir/etcd-3.4.23"
 # The floor both must pay: reading the whole db once. etcdutl (3.5.x) `snapshot status` does it
-# (bbolt walk + hash of every key/value), so rollback2 is measured against it on the same db.
+# (bbolt walk + hash of every key/value), so rollback2 is measured against it on the same db:
+# the oldest and the newest 3.5 here (their Go toolchains differ: 3.5.16+ take a third of the
+# time of 3.5.0/3.5.1 on this db).
 etcdutl=$(ls "$bin_dir"/etcdutl-3.5.* 2>/dev/null | sort -V | tail -1)
+etcdutl_old=$(ls "$bin_dir"/etcdutl-3.5.* 2>/dev/null | sort -V | head -1)
 command -v /usr/bin/time >/dev/null || { echo "bench-rollback: needs GNU time (/usr/bin/time)" >&2; exit 1; }
 
 cargo build --release --locked --bin rollback2 >&2
@@ -86,7 +89,7 @@ measure() { # prints "wall_s maxrss_kb cpu_s" of the command; fails when the com
 best() { sort -n | head -1; }
 
 read_t=(); read_m=(); read_c=(); dry_t=(); dry_m=(); dry_c=(); full_t=(); full_m=(); full_c=()
-utl_t=(); utl_m=(); utl_c=()
+utl_t=(); utl_m=(); utl_c=(); old_t=(); old_m=(); old_c=()
 for r in $(seq "$runs"); do
     rm -rf "$work" "$work.rollback.backup"; mkdir -p "$(dirname "$work")"
     cp -a "$src/data" "$work"
@@ -95,6 +98,8 @@ for r in $(seq "$runs"); do
     if [ -n "$etcdutl" ]; then
         x=$(measure "$etcdutl" snapshot status "$work/member/snap/db" -w json); read -r t m c <<<"$x"
         utl_t+=("$t"); utl_m+=("$m"); utl_c+=("$c")
+        x=$(measure "$etcdutl_old" snapshot status "$work/member/snap/db" -w json); read -r t m c <<<"$x"
+        old_t+=("$t"); old_m+=("$m"); old_c+=("$c")
     fi
     x=$(measure "$bin" --data-dir "$work" --dry-run); read -r t m c <<<"$x"; dry_t+=("$t"); dry_m+=("$m"); dry_c+=("$c")
     x=$(measure "$bin" --data-dir "$work"); read -r t m c <<<"$x"; full_t+=("$t"); full_m+=("$m"); full_c+=("$c")
@@ -112,10 +117,13 @@ printf '  %-36s %6.2f s wall %6.2f s cpu %6d MB max RSS\n' "read the db (cat > /
 printf '  %-36s %6.2f s wall %6.2f s cpu %6d MB max RSS\n' "rollback2 --dry-run (read+convert)" "$dt" "$dc" $((dm / 1024))
 printf '  %-36s %6.2f s wall %6.2f s cpu %6d MB max RSS\n' "rollback2 (full: writes, fsync, swap)" "$ft" "$fc" $((fm / 1024))
 if [ -n "$etcdutl" ]; then
-    ut=$(pick "${utl_t[@]}"); um=$(pick "${utl_m[@]}"); uc=$(pick "${utl_c[@]}")
-    printf '  %-36s %6.2f s wall %6.2f s cpu %6d MB max RSS\n' "$(basename "$etcdutl") snapshot status" "$ut" "$uc" $((um / 1024))
-    awk -v f="$ft" -v d="$dt" -v u="$ut" -v m="$fm" -v um="$um" -v fc="$fc" -v uc="$uc" 'BEGIN {
-        printf "  rollback2 / etcdutl snapshot status: %.2fx wall, %.2fx cpu, %.2fx max RSS (goal <= 1.0 wall and RSS); --dry-run: %.2fx wall\n", f / (u > 0 ? u : 0.01), fc / (uc > 0 ? uc : 0.01), m / (um > 0 ? um : 1), d / (u > 0 ? u : 0.01) }'
+    compare() { # name, wall, max RSS, cpu of one etcdutl
+        printf '  %-36s %6.2f s wall %6.2f s cpu %6d MB max RSS\n' "$1 snapshot status" "$2" "$4" $(($3 / 1024))
+        awk -v name="$1" -v f="$ft" -v d="$dt" -v u="$2" -v m="$fm" -v um="$3" -v fc="$fc" -v dc="$dc" -v uc="$4" 'BEGIN {
+            printf "    rollback2 / %s: full %.2fx wall, %.2fx cpu; --dry-run %.2fx wall, %.2fx cpu; max RSS %.2fx (goal <= 1.0)\n", name, f / (u > 0 ? u : 0.01), fc / (uc > 0 ? uc : 0.01), d / (u > 0 ? u : 0.01), dc / (uc > 0 ? uc : 0.01), m / (um > 0 ? um : 1) }'
+    }
+    compare "$(basename "$etcdutl_old")" "$(pick "${old_t[@]}")" "$(pick "${old_m[@]}")" "$(pick "${old_c[@]}")"
+    compare "$(basename "$etcdutl")" "$(pick "${utl_t[@]}")" "$(pick "${utl_m[@]}")" "$(pick "${utl_c[@]}")"
 else
     echo "  etcdutl 3.5.x not in $bin_dir: no comparison (run ./scripts/fetch-etcd.sh)"
 fi

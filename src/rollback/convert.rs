@@ -2,8 +2,10 @@
 //! No files here (the db is read by `storage::mvcc`, the tree is a `storage::v2store::Store`),
 //! so every rule is unit-tested.
 
+use std::borrow::Cow;
+
 use crate::storage::mvcc::RevisionEntry;
-use crate::storage::v2store::{Store, V2Error, V2ErrorCode};
+use crate::storage::v2store::{json_text, FlatKey, FlatTree, Store, V2Error, V2ErrorCode};
 
 /// One live v3 key at its newest revision (borrowed from the db page being read).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -13,13 +15,9 @@ pub struct LiveKey<'a> {
     pub lease: i64,
 }
 
-/// What the (newest first) scan of bucket `key` found: which revisions hold the newest state
-/// of a live key. The keys and values themselves are read in a second, forward pass straight
-/// into the store, so they are never held twice.
+/// What the (newest first) scan of bucket `key` counted.
 #[derive(Debug, Default)]
 pub struct KeyScan {
-    /// (main, sub) of every live key's newest revision, ascending after `finish`.
-    pub live: Vec<(i64, i64)>,
     /// Keys whose newest revision is a tombstone (absent from the result).
     pub deleted: usize,
     pub revisions: u64,
@@ -27,30 +25,17 @@ pub struct KeyScan {
 
 impl KeyScan {
     /// Takes the newest revision of one key (`storage::mvcc::for_each_newest` order: newest
-    /// first): a put is live, a tombstone means deleted.
-    pub fn add_newest(&mut self, e: &RevisionEntry<'_>) {
+    /// first): a put is a live key, a tombstone means deleted.
+    pub fn add_newest<'a>(&mut self, e: &RevisionEntry<'a>) -> Option<LiveKey<'a>> {
         if e.tombstone {
             self.deleted += 1;
-        } else {
-            self.live.push((e.revision.main, e.revision.sub));
+            return None;
         }
-    }
-
-    /// Oldest first: v2 indexes follow the v3 revision order.
-    pub fn finish(mut self, revisions: u64) -> KeyScan {
-        self.live.sort_unstable();
-        self.revisions = revisions;
-        self
-    }
-
-    /// Whether a forward pass entry is the newest state of a live key; `next` is the cursor
-    /// into `live` (revisions come in ascending order, so one comparison each).
-    pub fn is_live(&self, next: &mut usize, e: &RevisionEntry<'_>) -> bool {
-        if e.tombstone || self.live.get(*next) != Some(&(e.revision.main, e.revision.sub)) {
-            return false;
-        }
-        *next += 1;
-        true
+        Some(LiveKey {
+            key: e.kv.key,
+            value: e.kv.value,
+            lease: e.kv.lease,
+        })
     }
 }
 
@@ -121,95 +106,119 @@ pub fn go_lossy(mut b: &[u8]) -> String {
 
 /// The bytes as a string (and whether it was made lossy), or None when not UTF-8 and not
 /// `lossy`.
-fn text(b: &[u8], lossy: bool) -> Option<(String, bool)> {
+fn text(b: &[u8], lossy: bool) -> Option<(Cow<'_, str>, bool)> {
     match std::str::from_utf8(b) {
-        Ok(s) => Some((s.to_string(), false)),
-        Err(_) if lossy => Some((go_lossy(b), true)),
+        Ok(s) => Some((Cow::Borrowed(s), false)),
+        Err(_) if lossy => Some((Cow::Owned(go_lossy(b)), true)),
         Err(_) => None,
     }
 }
 
 /// The v2 path components of a v3 key, or why it has none. v2 cleans paths
 /// (`path.Clean`), so a key that is not already clean would silently change or merge.
-fn components(key: &str) -> Result<Vec<&str>, &'static str> {
+fn check_components(key: &str) -> Result<(), &'static str> {
     let rest = &key[1..];
     if rest.is_empty() {
         return Err("the key \"/\" is the v2 keyspace root");
     }
-    let parts: Vec<&str> = rest.split('/').collect();
-    if parts
-        .iter()
-        .any(|p| p.is_empty() || *p == "." || *p == "..")
+    if rest
+        .split('/')
+        .any(|p| p.is_empty() || p == "." || p == "..")
     {
         return Err("v2 would rewrite this path (empty, `.` or `..` component, or trailing `/`)");
     }
-    Ok(parts)
+    Ok(())
 }
 
-/// Writes live keys (oldest first) under `/1` of a store (`Store::load_key`: `set`'s rules,
-/// no event history): each takes the next store index, missing dirs are created with it.
-/// Problems are collected, so the refusal lists them all (the store is then discarded).
-pub struct UserTreeBuilder<'s> {
-    store: &'s mut Store,
+/// Turns live keys into the `/1` subtree ([`FlatTree`]: keys and values stay borrowed from
+/// the db; `Store::load_key`'s rules and indexes): in revision order each key takes the next
+/// store index, missing dirs take the index of their first key. Keys come newest first (the
+/// scan's order, so each is checked while its page is at hand); `finish` turns the order
+/// round. Problems are collected, so the refusal lists them all.
+pub struct UserTreeBuilder<'a> {
     opts: ConvertOptions,
     tree: UserTree,
+    keys: Vec<FlatKey<'a>>,
+    /// Which `add` call each of `keys` came from (refusals are listed in that order).
+    added: Vec<u32>,
+    calls: u32,
     not_utf8: Vec<String>,
-    bad: Vec<String>,
-    path: String,
+    bad: Vec<(u32, String)>,
 }
 
-impl<'s> UserTreeBuilder<'s> {
-    pub fn new(opts: &ConvertOptions, store: &'s mut Store) -> UserTreeBuilder<'s> {
+/// The conversion's result: what went in, the `/1` keys, and the store they go into (fresh,
+/// its index past theirs; `/1`'s children are written from `keys`).
+pub struct Converted<'a> {
+    pub tree: UserTree,
+    pub keys: FlatTree<'a>,
+    pub store: Store,
+}
+
+impl<'a> UserTreeBuilder<'a> {
+    pub fn new(opts: &ConvertOptions) -> UserTreeBuilder<'a> {
         UserTreeBuilder {
-            store,
             opts: *opts,
             tree: UserTree::default(),
+            keys: Vec::new(),
+            added: Vec::new(),
+            calls: 0,
             not_utf8: Vec::new(),
             bad: Vec::new(),
-            path: String::new(),
         }
     }
 
-    pub fn add(&mut self, kv: &LiveKey<'_>) {
+    pub fn add(&mut self, kv: &LiveKey<'a>) {
+        self.calls += 1;
         let t = &mut self.tree;
         if kv.key.first() != Some(&b'/') {
             t.skipped.push(show(kv.key));
             return;
         }
-        let (Some(key), Some(value)) = (
-            text(kv.key, self.opts.lossy),
-            text(kv.value, self.opts.lossy),
-        ) else {
+        let value = match json_text(kv.value) {
+            Some((s, len)) => Some((Cow::Borrowed(s), len, false)),
+            None => text(kv.value, self.opts.lossy).map(|(s, lossy)| (s, 0, lossy)),
+        };
+        let (Some(key), Some(value)) = (text(kv.key, self.opts.lossy), value) else {
             self.not_utf8.push(show(kv.key));
             return;
         };
-        if key.1 || value.1 {
+        if key.1 || value.2 {
             t.lossy_values += 1;
         }
-        if let Err(why) = components(&key.0) {
-            self.bad.push(format!("{}: {why}", show(kv.key)));
+        if let Err(why) = check_components(&key.0) {
+            self.bad
+                .push((self.calls, format!("{}: {why}", show(kv.key))));
             return;
         }
-        self.path.clear();
-        self.path.push_str("/1");
-        self.path.push_str(&key.0);
-        let expire = (kv.lease != 0).then_some(self.opts.lease_expiry_nanos);
-        match self.store.load_key(&self.path, value.0, expire) {
-            Ok(_) => {
-                t.keys += 1;
-                if kv.lease != 0 {
-                    t.leased += 1;
-                    if t.leased_examples.len() < 10 {
-                        t.leased_examples.push(show(kv.key));
-                    }
-                }
-            }
-            Err(e) => self.bad.push(format!("{}: {}", show(kv.key), why_not(&e))),
-        }
+        t.leased += usize::from(kv.lease != 0);
+        // The path is copied (small): sorting by it would otherwise fault in every page of
+        // the db. The index is set in `finish`.
+        let path = Cow::Owned(key.0.into_owned());
+        let key = match value {
+            (value, len, false) => FlatKey::measured(path, value, len, kv.lease != 0),
+            (lossy, _, true) => FlatKey::new(path, lossy, kv.lease != 0),
+        };
+        self.keys.push(key);
+        self.added.push(self.calls);
     }
 
-    pub fn finish(self) -> Result<UserTree, ConvertError> {
-        let (mut t, mut not_utf8, mut bad) = (self.tree, self.not_utf8, self.bad);
+    /// Oldest first, each key with its store index.
+    fn in_revision_order(&mut self) {
+        self.keys.reverse();
+        self.added.reverse();
+        for (i, k) in self.keys.iter_mut().enumerate() {
+            k.index = i as u64 + 1;
+        }
+        let t = &mut self.tree;
+        t.skipped.reverse();
+        self.not_utf8.reverse();
+        let leased = self.keys.iter().filter(|k| k.expires);
+        t.leased_examples = leased.take(10).map(|k| show(k.path.as_bytes())).collect();
+    }
+
+    pub fn finish(mut self) -> Result<Converted<'a>, ConvertError> {
+        self.in_revision_order();
+        let (mut not_utf8, mut bad) = (self.not_utf8, self.bad);
         if !not_utf8.is_empty() {
             let total = not_utf8.len();
             not_utf8.truncate(10);
@@ -218,24 +227,24 @@ impl<'s> UserTreeBuilder<'s> {
                 examples: not_utf8,
             });
         }
+        let expiry = Some(self.opts.lease_expiry_nanos);
+        let keys = FlatTree::build("/1", self.keys, expiry);
+        for (pos, e) in keys.refused() {
+            let key = show(keys.keys()[*pos].path.as_bytes());
+            bad.push((self.added[*pos], format!("{key}: {}", why_not(e))));
+        }
         if !bad.is_empty() {
+            bad.sort_by_key(|(call, _)| std::cmp::Reverse(*call)); // oldest first
             let total = bad.len();
-            bad.truncate(10);
-            return Err(ConvertError::Unrepresentable {
-                total,
-                examples: bad,
-            });
+            let examples = bad.into_iter().take(10).map(|(_, why)| why).collect();
+            return Err(ConvertError::Unrepresentable { total, examples });
         }
-        // Only live keys went in, and a refused key creates no dirs: no dir is empty.
-        if let Some(one) = self.store.get("/1") {
-            one.walk(&mut |n| {
-                if n.is_dir() {
-                    t.dirs += 1;
-                }
-            });
-            t.dirs -= 1; // /1 itself
-        }
-        Ok(t)
+        let mut tree = self.tree;
+        tree.keys = keys.keys().len();
+        tree.dirs = keys.dirs();
+        let mut store = Store::new();
+        store.current_index = tree.keys as u64;
+        Ok(Converted { tree, keys, store })
     }
 }
 
@@ -253,6 +262,10 @@ fn why_not(e: &V2Error) -> String {
             code: V2ErrorCode::NotFile,
             ..
         } => "it is also a directory of other keys".to_string(),
+        V2Error::Op {
+            code: V2ErrorCode::NodeExist,
+            ..
+        } => "another key has the same name once --lossy replaced the invalid bytes".to_string(),
         other => other.to_string(),
     }
 }
@@ -302,15 +315,19 @@ mod tests {
         lease_expiry_nanos: 1_800_000_000_000_000_000,
     };
 
-    /// [`UserTreeBuilder`] over a list of live keys, oldest first.
+    /// [`UserTreeBuilder`] over a list of live keys, oldest first; the store as etcd would
+    /// load it from the snapshot written.
     fn tree(live: Vec<LiveKey>, opts: &ConvertOptions) -> Result<(UserTree, Store), ConvertError> {
-        let mut store = Store::new();
-        let mut b = UserTreeBuilder::new(opts, &mut store);
-        for kv in &live {
-            b.add(kv);
+        let mut b = UserTreeBuilder::new(opts);
+        for kv in live.iter().rev() {
+            b.add(kv); // newest first, as the scan calls it
         }
-        let t = b.finish()?;
-        Ok((t, store))
+        let c = b.finish()?;
+        let mut json = Vec::new();
+        c.store
+            .write_go_json_with(&mut json, Some(("1", &c.keys)))
+            .unwrap();
+        Ok((c.tree, Store::load(&json).unwrap()))
     }
 
     #[test]
@@ -359,7 +376,7 @@ mod tests {
     }
 
     #[test]
-    fn newest_states_fold_into_live_keys_in_revision_order() {
+    fn newest_states_are_live_keys_or_deletes() {
         use crate::storage::mvcc::{KeyValue, Revision};
         let e =
             |main: i64, key: &'static [u8], value: &'static [u8], tombstone: bool| RevisionEntry {
@@ -374,33 +391,19 @@ mod tests {
             };
         let mut scan = KeyScan::default();
         // newest first, as for_each_newest calls
-        for r in [
+        let got: Vec<_> = [
             e(8, b"/back", b"new", false),
             e(6, b"/a", b"3", false),
             e(5, b"/gone", b"", true),
-        ] {
-            scan.add_newest(&r);
-        }
-        let scan = scan.finish(9);
-        assert_eq!((scan.deleted, scan.revisions), (1, 9));
-        assert_eq!(scan.live, vec![(6, 0), (8, 0)]);
-        // the forward pass picks exactly those revisions
-        let mut next = 0;
-        let forward = [
-            e(2, b"/a", b"1", false),
-            e(5, b"/gone", b"", true),
-            e(6, b"/a", b"3", false),
-            e(7, b"/back", b"old", false),
-            e(8, b"/back", b"new", false),
-        ];
-        let got: Vec<_> = forward
-            .iter()
-            .filter(|r| scan.is_live(&mut next, r))
-            .map(|r| (r.kv.key, r.kv.value))
-            .collect();
+        ]
+        .iter()
+        .filter_map(|r| scan.add_newest(r))
+        .map(|kv| (kv.key, kv.value))
+        .collect();
+        assert_eq!(scan.deleted, 1);
         assert_eq!(
             got,
-            vec![(&b"/a"[..], &b"3"[..]), (&b"/back"[..], &b"new"[..])]
+            vec![(&b"/back"[..], &b"new"[..]), (&b"/a"[..], &b"3"[..])]
         );
     }
 

@@ -24,15 +24,15 @@ use crate::datadir::leftovers::Leftovers;
 use crate::datadir::{names, Cause, DataDir, DataDirError};
 use crate::error::{HasKind, IoError, Kind};
 use crate::fsutil::sync_dir;
-use crate::storage::bolt::{BoltDb, BoltError, Direction};
+use crate::storage::bolt::{BoltDb, BoltError};
 use crate::storage::member::{self, probe, probe_all, PathError, Want};
 use crate::storage::proto::{ConfState, HardState, SnapshotMetadata, WalMetadata, WalSnapshot};
 use crate::storage::snap::SnapError;
-use crate::storage::v2store::Store;
+use crate::storage::v2store::{FlatTree, Store};
 use crate::storage::wal::WalError;
 use crate::storage::{mvcc, snap, wal, Finding};
 use cluster::{Change, WalEntry};
-use convert::{ConvertError, ConvertOptions, KeyScan, LiveKey, TargetVersion};
+use convert::{ConvertError, ConvertOptions, KeyScan, TargetVersion};
 use std::fmt;
 use std::fs;
 use std::io;
@@ -297,8 +297,10 @@ fn read_err(error: IoError) -> RollbackError {
 }
 
 /// Everything read and decided, before any write.
-struct Plan {
+/// What to write: the store (`/0` and the indexes) and the `/1` keys, borrowed from the db.
+struct Plan<'db> {
     store: Store,
+    keys: FlatTree<'db>,
     report: RollbackReport,
     metadata: WalMetadata,
 }
@@ -398,26 +400,12 @@ fn rollback_locked(
     let mut plan = plan(&paths, &db, opts)?;
     if opts.dry_run {
         plan.report.dry_run = true;
-        free_later(plan.store);
         return Ok(plan.report);
     }
     let t0 = std::time::Instant::now();
-    let written = write_and_swap(&paths, data, &mut plan);
+    write_and_swap(&paths, data, &plan)?;
     log::debug!("wrote and swapped in {:?}", t0.elapsed());
-    free_later(plan.store);
-    written?;
-    drop(db);
     Ok(plan.report)
-}
-
-/// Frees the store (200,000 keys: a sixth of a rollback's CPU, measured) on a thread of its
-/// own: the caller goes on at once, and a process that exits first does not wait for it.
-fn free_later(store: Store) {
-    let spawned = std::thread::Builder::new()
-        .name("free-store".into())
-        .spawn(move || drop(store));
-    // Without a thread (resource limits), `store` was dropped here by the failed spawn.
-    drop(spawned);
 }
 
 /// The etcd3 -> etcd2 step of `migrate` (which holds the lock and has recovered): target
@@ -557,7 +545,11 @@ fn unix_nanos(t: SystemTime) -> i64 {
 
 type Wal = wal::WalContents<WalEntry>;
 
-fn plan(paths: &Paths, db: &BoltDb, opts: &RollbackOptions) -> Result<Plan, RollbackError> {
+fn plan<'db>(
+    paths: &Paths,
+    db: &'db BoltDb,
+    opts: &RollbackOptions,
+) -> Result<Plan<'db>, RollbackError> {
     let member = paths.dir.join("member");
     let snap_dir = member.join("snap");
     let now = unix_nanos(opts.now.unwrap_or_else(SystemTime::now));
@@ -589,7 +581,11 @@ fn plan(paths: &Paths, db: &BoltDb, opts: &RollbackOptions) -> Result<Plan, Roll
     });
     check_log(&wal, &hs, start.index)?;
     refuse_lagging_db(paths, &wal, &hs, consistent_index.unwrap_or(0))?;
-    let (mut store, user) = built?;
+    let convert::Converted {
+        tree: user,
+        keys,
+        mut store,
+    } = built?;
 
     let cluster_version = opts.target.cluster_version().to_string();
     let old = old_cluster_state(&wal, chosen.as_ref(), &hs, now, &cluster_version)?;
@@ -641,21 +637,22 @@ fn plan(paths: &Paths, db: &BoltDb, opts: &RollbackOptions) -> Result<Plan, Roll
     };
     Ok(Plan {
         store,
+        keys,
         report,
         metadata,
     })
 }
 
-type Built = Result<(Store, convert::UserTree), RollbackError>;
+type Built<'db> = Result<convert::Converted<'db>, RollbackError>;
 
 /// Reads the WAL (up to hundreds of MB, only entry summaries kept) on a second thread while
 /// this one scans the db and builds the new `/1`; the tree's errors come after the WAL's and
 /// the checks' (the caller looks at them last).
-fn read_inputs(
+fn read_inputs<'db>(
     paths: &Paths,
-    db: &BoltDb,
+    db: &'db BoltDb,
     copts: &ConvertOptions,
-) -> Result<(Wal, KeyScan, Built), RollbackError> {
+) -> Result<(Wal, KeyScan, Built<'db>), RollbackError> {
     let wal_dir = paths.dir.join("member/wal");
     let t0 = std::time::Instant::now();
     let (wal, scanned) = std::thread::scope(|scope| {
@@ -664,11 +661,8 @@ fn read_inputs(
             log::debug!("read the WAL in {:?}", t0.elapsed());
             r
         });
-        let scanned = scan_keys(paths, db).map(|scan| {
-            let built = build_user_tree(paths, db, &scan, copts);
-            log::debug!("built the v2 tree in {:?}", t0.elapsed());
-            (scan, built)
-        });
+        let scanned = scan_keys(paths, db, copts);
+        log::debug!("scanned the db and built the v2 tree in {:?}", t0.elapsed());
         let wal = match reader.join() {
             Ok(r) => r.map_err(wal_err),
             Err(_) => Err(RollbackError::Corrupt(Finding::in_file(
@@ -872,62 +866,35 @@ fn wal_covers_db(wal: &Wal, consistent_index: u64) -> Result<HardState, Rollback
     }
 }
 
-/// The `/1` tree: a second, forward pass over the db reads the live keys in revision order,
-/// straight from their pages into the store.
-fn build_user_tree(
+/// One backward pass over bucket `key`: the newest state of every key, the live ones
+/// straight into the `/1` tree (keys and values stay borrowed from the db).
+fn scan_keys<'db>(
     paths: &Paths,
-    db: &BoltDb,
-    scan: &KeyScan,
+    db: &'db BoltDb,
     copts: &ConvertOptions,
-) -> Result<(Store, convert::UserTree), RollbackError> {
-    let mut store = Store::new();
-    let mut builder = convert::UserTreeBuilder::new(copts, &mut store);
-    let mut next = 0;
-    mvcc::for_each_revision(db, Direction::Forward, &mut |e| {
-        if scan.is_live(&mut next, e) {
-            builder.add(&LiveKey {
-                key: e.kv.key,
-                value: e.kv.value,
-                lease: e.kv.lease,
-            });
-            if next == scan.live.len() {
-                return Ok(ControlFlow::Break(()));
-            }
+) -> Result<(KeyScan, Built<'db>), RollbackError> {
+    let mut scan = KeyScan::default();
+    let mut builder = convert::UserTreeBuilder::new(copts);
+    let revisions = mvcc::for_each_newest(db, &mut |e| {
+        if let Some(kv) = scan.add_newest(e) {
+            builder.add(&kv);
         }
         Ok(ControlFlow::Continue(()))
     })
     .map_err(|e| bolt_err(&db_path(paths), e))?;
-    if next != scan.live.len() {
-        return Err(Finding::in_file(
-            db_path(paths),
-            format!(
-                "bucket key changed between two reads: {} of {} live keys found",
-                next,
-                scan.live.len()
-            ),
-        )
-        .into());
-    }
-    let user = builder.finish().map_err(RollbackError::Convert)?;
-    Ok((store, user))
-}
-
-/// The newest state of every key in bucket `key`.
-fn scan_keys(paths: &Paths, db: &BoltDb) -> Result<KeyScan, RollbackError> {
-    let mut scan = KeyScan::default();
-    let revisions = mvcc::for_each_newest(db, &mut |e| {
-        scan.add_newest(e);
-        Ok(ControlFlow::Continue(()))
-    })
-    .map_err(|e| bolt_err(&db_path(paths), e))?;
-    Ok(scan.finish(revisions))
+    scan.revisions = revisions;
+    let built = builder.finish().map(|mut c| {
+        c.keys.borrowed_from(db);
+        c
+    });
+    Ok((scan, built.map_err(RollbackError::Convert)))
 }
 
 fn db_path(paths: &Paths) -> PathBuf {
     paths.dir.join("member/snap/db")
 }
 
-fn write_and_swap(paths: &Paths, data: &DataDir, plan: &mut Plan) -> Result<(), RollbackError> {
+fn write_and_swap(paths: &Paths, data: &DataDir, plan: &Plan) -> Result<(), RollbackError> {
     // Leftovers of an earlier run that stopped before the swap: never complete results for
     // this DIR (DIR is still the original), so they can go.
     for stale in [&paths.building, &paths.ready] {
@@ -980,7 +947,6 @@ fn build_new_dir(tmp: &Path, plan: &Plan) -> Result<(), IoError> {
     let snap_dir = member.join("snap");
     mkdir(&snap_dir)?;
     let r = &plan.report;
-    let store = &plan.store;
     let meta = SnapshotMetadata {
         conf_state: ConfState {
             voters: r.members.clone(),
@@ -989,8 +955,13 @@ fn build_new_dir(tmp: &Path, plan: &Plan) -> Result<(), IoError> {
         index: r.index,
         term: r.term,
     };
-    snap::write_snap_streamed(&snap_dir, &meta, &|w| store.write_go_json(w))
-        .map_err(|e| e.into_io(&snap_dir))?;
+    let user_keys = Some(("1", &plan.keys));
+    let len = (plan.store.go_json_len_with(user_keys))
+        .map_err(IoError::on("cannot encode", &snap_dir))?;
+    snap::write_snap_sized(&snap_dir, &meta, len, &|w| {
+        plan.store.write_go_json_with(w, user_keys)
+    })
+    .map_err(|e| e.into_io(&snap_dir))?;
     crash_point("snap-written");
     // Unpadded frames: etcd 2.x cannot read padded ones, 3.x reads both.
     let wal_dir = member.join("wal");

@@ -1,22 +1,19 @@
 //! Read-only bbolt (etcd's `member/snap/db`): page size detection, meta selection, and
 //! in-order iteration over buckets without loading the file.
 //!
-//! Pages are read with positioned reads (`pread`), so memory stays flat in the file size:
-//! a walk holds one page per tree level plus a small cache of branch pages. Every page id,
+//! The file is memory-mapped (`storage::mapped`), so a page is a slice of the map and keys
+//! and values are borrowed for as long as the `BoltDb` lives, never copied; resident memory
+//! stays bounded because the map drops its pages every few MB read. Every page id,
 //! element position and length is checked against the page and the file before use, every
 //! error names the file and byte offset, and a walk visits each page at most once, so a
 //! corrupted file (cycles, shared subtrees) can neither loop nor blow up.
 
-use std::cell::RefCell;
-use std::collections::HashMap;
 use std::fmt;
 use std::fs::File;
 use std::ops::ControlFlow;
-use std::os::unix::fs::FileExt;
-use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
-use std::rc::Rc;
 
+use super::mapped::{Mapped, Touch};
 use super::Finding;
 use crate::error::{HasKind, IoError, Kind};
 use crate::fsutil::{try_flock, Lock};
@@ -42,8 +39,6 @@ const MAX_DEPTH: usize = 40;
 const MAX_BUCKET_NESTING: usize = 16;
 const MIN_PAGE_SIZE: u32 = 512;
 const MAX_PAGE_SIZE: u32 = 1 << 20;
-/// Branch pages kept between reads (a seek or a walk touches each level again and again).
-const CACHE_PAGES: usize = 512;
 /// `check` stops collecting after this many findings (a zeroed file would give one per page).
 const MAX_FINDINGS: usize = 1000;
 
@@ -158,26 +153,26 @@ fn parse_meta(page: u64, meta: &[u8]) -> Result<Meta, String> {
     })
 }
 
-/// One page (with its overflow pages) as read from the file, or an inline bucket's page.
-#[derive(Debug)]
-struct Page {
+/// One page (with its overflow pages) in the file, or an inline bucket's page (id 0).
+#[derive(Debug, Clone, Copy)]
+struct Page<'a> {
     id: u64,
     /// File offset of `data[0]`, for error messages.
     offset: u64,
-    data: Vec<u8>,
+    data: &'a [u8],
 }
 
-impl Page {
+impl Page<'_> {
     fn flags(&self) -> u16 {
-        u16_at(&self.data, 8)
+        u16_at(self.data, 8)
     }
 
     fn count(&self) -> usize {
-        u16_at(&self.data, 10) as usize
+        u16_at(self.data, 10) as usize
     }
 
     fn overflow(&self) -> u32 {
-        u32_at(&self.data, 12)
+        u32_at(self.data, 12)
     }
 }
 
@@ -203,18 +198,12 @@ impl LeafItem<'_> {
     }
 }
 
-/// Where a bucket's tree starts: a page, or an inline page inside its parent's leaf value.
+/// Where a bucket's tree starts: a page, or an inline page inside its parent's leaf value
+/// (its file offset and length).
 #[derive(Debug, Clone)]
 pub enum BucketRoot {
     Page(u64),
-    Inline(Rc<InlinePage>),
-}
-
-/// The bytes of an inline bucket's page (copied from the parent leaf) and their file offset.
-#[derive(Debug)]
-pub struct InlinePage {
-    offset: u64,
-    data: Vec<u8>,
+    Inline { offset: u64, len: usize },
 }
 
 /// A bucket: its name (for messages) and root.
@@ -286,14 +275,16 @@ impl Visited {
 
 /// An open bbolt file, read-only.
 pub struct BoltDb {
-    file: File,
+    /// The whole file; pages are slices of it.
+    map: Mapped,
+    /// Holds the shared `flock` for as long as the db is open.
+    _file: File,
     path: PathBuf,
     size: u64,
     page_size: u32,
     meta: Meta,
     /// Both metas as parsed (the chosen one is also in `meta`); `Err` says why one is invalid.
     metas: [Result<Meta, Finding>; 2],
-    cache: RefCell<HashMap<u64, Rc<Page>>>,
 }
 
 impl fmt::Debug for BoltDb {
@@ -303,6 +294,14 @@ impl fmt::Debug for BoltDb {
             .field("size", &self.size)
             .field("meta", &self.meta)
             .finish()
+    }
+}
+
+/// Readers that keep items (keys and values borrowed from the map) and read them again later
+/// say so, so the map's resident pages stay bounded.
+impl Touch for BoltDb {
+    fn touched(&self, bytes: u64) {
+        self.map.touched(bytes);
     }
 }
 
@@ -331,12 +330,6 @@ impl BoltDb {
     fn from_file(file: File, path: &Path, size: u64) -> Result<BoltDb, BoltError> {
         let corrupt =
             |offset: u64, problem: String| BoltError::Corrupt(Finding::at(path, offset, problem));
-        let read = |offset: u64, len: usize| -> Result<Vec<u8>, BoltError> {
-            let mut buf = vec![0u8; len];
-            file.read_exact_at(&mut buf, offset)
-                .map_err(|e| read_err(path, offset, e))?;
-            Ok(buf)
-        };
         let meta_len = (PAGE_HEADER + META_SIZE) as u64;
         if size < meta_len {
             return Err(corrupt(
@@ -344,6 +337,15 @@ impl BoltDb {
                 format!("file is {size} bytes, too small for a bbolt file"),
             ));
         }
+        let map = Mapped::new(&file, path, size).map_err(|e| read_err(path, 0, e))?;
+        let bytes = map.bytes();
+        let size = bytes.len() as u64; // what was read, if the file shrank meanwhile
+        let read = |offset: u64, len: usize| -> Result<&[u8], BoltError> {
+            let at = offset as usize;
+            bytes
+                .get(at..at + len)
+                .ok_or_else(|| corrupt(offset, "the file ends inside this page".into()))
+        };
         // Page size: meta 0's, else the first valid meta at a power-of-two position that
         // names that position as its page size (bbolt's recovery through meta 1).
         let first = read(0, meta_len as usize)?;
@@ -394,7 +396,7 @@ impl BoltDb {
         let meta_at = |page: u64| -> Result<Meta, Finding> {
             let offset = page * page_size as u64;
             let buf = if page == 0 {
-                first.clone()
+                first
             } else {
                 if offset + meta_len > size {
                     return Err(Finding::at(
@@ -406,23 +408,18 @@ impl BoltDb {
                 read(offset, meta_len as usize)
                     .map_err(|e| Finding::at(path, offset, e.to_string()))?
             };
-            check_meta(path, page, offset, &buf, page_size)
+            check_meta(path, page, offset, buf, page_size)
         };
         let metas = [meta_at(0), meta_at(1)];
         let meta = newer_meta(path, &metas)?;
-        // Tell the kernel we mostly read forward (a scan); it reads ahead for us.
-        // SAFETY: advisory call on our own descriptor.
-        unsafe {
-            libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_SEQUENTIAL);
-        }
         Ok(BoltDb {
-            file,
+            map,
+            _file: file,
             path: path.to_path_buf(),
             size,
             page_size,
             meta,
             metas,
-            cache: RefCell::new(HashMap::new()),
         })
     }
 
@@ -460,9 +457,9 @@ impl BoltDb {
         BoltError::Corrupt(Finding::at(&self.path, offset, problem))
     }
 
-    /// Reads page `id` with its overflow pages, checking that it lies within the used pages
-    /// and the file, and that its header names it.
-    fn read_page(&self, id: u64) -> Result<Page, BoltError> {
+    /// Page `id` with its overflow pages, checking that it lies within the used pages and
+    /// the file, and that its header names it.
+    fn read_page(&self, id: u64) -> Result<Page<'_>, BoltError> {
         let ps = self.page_size as u64;
         if id < 2 || id >= self.meta.pgid {
             // Callers check references where they are made; this is the last line of defence.
@@ -475,7 +472,8 @@ impl BoltDb {
             ));
         }
         let offset = id * ps;
-        if offset.saturating_add(ps) > self.size {
+        let bytes = self.map.bytes();
+        let Some(head) = bytes.get(offset as usize..(offset + ps) as usize) else {
             return Err(self.corrupt(
                 offset.min(self.size),
                 format!(
@@ -483,83 +481,59 @@ impl BoltDb {
                     self.size
                 ),
             ));
-        }
-        // One read for the page itself, a second only when it has overflow pages.
-        let mut data = vec![0u8; ps as usize];
-        self.read_at(&mut data, offset)?;
-        let overflow = u32_at(&data, 12) as u64;
-        let header_id = u64_at(&data, 0);
+        };
+        let header_id = u64_at(head, 0);
         if header_id != id {
             return Err(self.corrupt(
                 offset,
                 format!("page {id}: header says page id {header_id}"),
             ));
         }
-        if overflow > 0 {
-            if id + overflow >= self.meta.pgid {
-                return Err(self.corrupt(
-                    offset + 12,
-                    format!(
-                        "page {id}: {overflow} overflow pages run past the used pages ({})",
-                        self.meta.pgid
-                    ),
-                ));
-            }
-            let len = (overflow + 1) * ps;
-            if offset + len > self.size {
-                return Err(self.corrupt(
-                    offset + 12,
-                    format!(
-                        "page {id}: {overflow} overflow pages run past the end of the file ({} \
-                         bytes): truncated file",
-                        self.size
-                    ),
-                ));
-            }
-            data.resize(len as usize, 0);
-            self.read_at(&mut data[ps as usize..], offset + ps)?;
+        let overflow = u32_at(head, 12) as u64;
+        if overflow > 0 && id + overflow >= self.meta.pgid {
+            return Err(self.corrupt(
+                offset + 12,
+                format!(
+                    "page {id}: {overflow} overflow pages run past the used pages ({})",
+                    self.meta.pgid
+                ),
+            ));
         }
+        let len = (overflow + 1) * ps;
+        let Some(data) = bytes.get(offset as usize..(offset + len) as usize) else {
+            return Err(self.corrupt(
+                offset + 12,
+                format!(
+                    "page {id}: {overflow} overflow pages run past the end of the file ({} \
+                     bytes): truncated file",
+                    self.size
+                ),
+            ));
+        };
+        self.map.touched(len);
         Ok(Page { id, offset, data })
     }
 
-    fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<(), BoltError> {
-        self.file
-            .read_exact_at(buf, offset)
-            .map_err(|e| read_err(&self.path, offset, e))
-    }
-
-    /// A page through the cache (seeks touch the same pages again and again).
-    fn page(&self, id: u64) -> Result<Rc<Page>, BoltError> {
-        if let Some(p) = self.cache.borrow().get(&id) {
-            return Ok(p.clone());
-        }
-        let page = Rc::new(self.read_page(id)?);
-        self.cache_insert(id, page.clone());
-        Ok(page)
-    }
-
-    fn cache_insert(&self, id: u64, page: Rc<Page>) {
-        let mut cache = self.cache.borrow_mut();
-        if cache.len() >= CACHE_PAGES {
-            // Crude but bounded: seeks refill the few hot pages at once.
-            cache.clear();
-        }
-        cache.insert(id, page);
-    }
-
-    fn root_page(&self, root: &BucketRoot) -> Result<Rc<Page>, BoltError> {
-        match root {
-            BucketRoot::Page(id) => self.page(*id),
-            BucketRoot::Inline(inline) => Ok(Rc::new(Page {
-                id: 0,
-                offset: inline.offset,
-                data: inline.data.clone(),
-            })),
+    fn root_page(&self, root: &BucketRoot) -> Result<Page<'_>, BoltError> {
+        match *root {
+            BucketRoot::Page(id) => self.read_page(id),
+            BucketRoot::Inline { offset, len } => {
+                let at = offset as usize;
+                let data =
+                    self.map.bytes().get(at..at + len).ok_or_else(|| {
+                        self.corrupt(offset, "inline bucket page outside the file")
+                    })?;
+                Ok(Page {
+                    id: 0,
+                    offset,
+                    data,
+                })
+            }
         }
     }
 
     /// Checks a page's header for `count` elements that fit, and its kind.
-    fn check_elements(&self, page: &Page) -> Result<(), BoltError> {
+    fn check_elements(&self, page: &Page<'_>) -> Result<(), BoltError> {
         let flags = page.flags();
         if flags != FLAG_BRANCH && flags != FLAG_LEAF {
             return Err(self.corrupt(
@@ -592,7 +566,7 @@ impl BoltDb {
     }
 
     /// A branch element's child must be a used page other than the metas.
-    fn check_ref(&self, page: &Page, i: usize, child: u64) -> Result<(), BoltError> {
+    fn check_ref(&self, page: &Page<'_>, i: usize, child: u64) -> Result<(), BoltError> {
         if child < 2 || child >= self.meta.pgid {
             return Err(self.corrupt(
                 page.offset + (PAGE_HEADER + i * ELEMENT) as u64 + 8,
@@ -606,13 +580,13 @@ impl BoltDb {
         Ok(())
     }
 
-    fn branch_elem<'p>(&self, page: &'p Page, i: usize) -> Result<BranchElem<'p>, BoltError> {
+    fn branch_elem<'p>(&self, page: &Page<'p>, i: usize) -> Result<BranchElem<'p>, BoltError> {
         let at = PAGE_HEADER + i * ELEMENT;
         let e = &page.data[at..at + ELEMENT];
         let pos = u32_at(e, 0) as usize;
         let ksize = u32_at(e, 4) as usize;
         let child = u64_at(e, 8);
-        let key = slice_at(&page.data, at, pos, ksize).ok_or_else(|| {
+        let key = slice_at(page.data, at, pos, ksize).ok_or_else(|| {
             self.corrupt(
                 page.offset + at as u64,
                 format!(
@@ -624,14 +598,14 @@ impl BoltDb {
         Ok(BranchElem { key, child })
     }
 
-    fn leaf_item<'p>(&self, page: &'p Page, i: usize) -> Result<LeafItem<'p>, BoltError> {
+    fn leaf_item<'p>(&self, page: &Page<'p>, i: usize) -> Result<LeafItem<'p>, BoltError> {
         let at = PAGE_HEADER + i * ELEMENT;
         let e = &page.data[at..at + ELEMENT];
         let flags = u32_at(e, 0);
         let pos = u32_at(e, 4) as usize;
         let ksize = u32_at(e, 8) as usize;
         let vsize = u32_at(e, 12) as usize;
-        let kv = slice_at(&page.data, at, pos, ksize + vsize).ok_or_else(|| {
+        let kv = slice_at(page.data, at, pos, ksize + vsize).ok_or_else(|| {
             self.corrupt(
                 page.offset + at as u64,
                 format!(
@@ -670,9 +644,9 @@ impl BoltDb {
         let root = u64_at(item.value, 0);
         let sequence = u64_at(item.value, 8);
         let root = if root == 0 {
-            let data = item.value[BUCKET_HEADER..].to_vec();
+            let data = &item.value[BUCKET_HEADER..];
             let offset = item.value_offset + BUCKET_HEADER as u64;
-            if data.len() < PAGE_HEADER || u16_at(&data, 8) != FLAG_LEAF {
+            if data.len() < PAGE_HEADER || u16_at(data, 8) != FLAG_LEAF {
                 return Err(self.corrupt(
                     offset,
                     format!(
@@ -681,7 +655,10 @@ impl BoltDb {
                     ),
                 ));
             }
-            BucketRoot::Inline(Rc::new(InlinePage { offset, data }))
+            BucketRoot::Inline {
+                offset,
+                len: data.len(),
+            }
         } else if root < 2 || root >= self.meta.pgid {
             return Err(self.corrupt(
                 item.value_offset,
@@ -786,7 +763,7 @@ impl BoltDb {
             }
             let child = self.branch_elem(&page, lo.saturating_sub(1))?.child;
             self.check_ref(&page, lo.saturating_sub(1), child)?;
-            page = self.page(child)?;
+            page = self.read_page(child)?;
         }
         Err(self.corrupt(
             page.offset,
@@ -799,32 +776,33 @@ impl BoltDb {
 
     /// Calls `f` on every item of `bucket` in key order (or reverse), until it breaks.
     /// Sub-bucket items are passed as they are (see `sub_bucket`).
-    pub fn for_each(
-        &self,
+    /// Items borrow from the db (the map), so callers may keep them.
+    pub fn for_each<'a>(
+        &'a self,
         bucket: &Bucket,
         direction: Direction,
-        f: &mut dyn FnMut(&LeafItem<'_>) -> Result<ControlFlow<()>, BoltError>,
+        f: &mut dyn FnMut(&LeafItem<'a>) -> Result<ControlFlow<()>, BoltError>,
     ) -> Result<(), BoltError> {
         self.walk_bucket(bucket, direction, None, f).map(drop)
     }
 
     /// Calls `f` on the items of `bucket` with keys `>= start`, in key order, until it breaks.
-    pub fn for_each_from(
-        &self,
+    pub fn for_each_from<'a>(
+        &'a self,
         bucket: &Bucket,
         start: &[u8],
-        f: &mut dyn FnMut(&LeafItem<'_>) -> Result<ControlFlow<()>, BoltError>,
+        f: &mut dyn FnMut(&LeafItem<'a>) -> Result<ControlFlow<()>, BoltError>,
     ) -> Result<(), BoltError> {
         self.walk_bucket(bucket, Direction::Forward, Some(start), f)
             .map(drop)
     }
 
-    fn walk_bucket(
-        &self,
+    fn walk_bucket<'a>(
+        &'a self,
         bucket: &Bucket,
         direction: Direction,
         start: Option<&[u8]>,
-        f: &mut dyn FnMut(&LeafItem<'_>) -> Result<ControlFlow<()>, BoltError>,
+        f: &mut dyn FnMut(&LeafItem<'a>) -> Result<ControlFlow<()>, BoltError>,
     ) -> Result<ControlFlow<()>, BoltError> {
         let mut visited = Visited::new(self.pages());
         let page = self.root_page(&bucket.root)?;
@@ -835,14 +813,15 @@ impl BoltDb {
     }
 
     /// In-order walk of `page`'s subtree. `start` (forward only) skips keys below it.
-    fn walk(
-        &self,
-        page: &Page,
+    #[allow(clippy::too_many_arguments)]
+    fn walk<'a>(
+        &'a self,
+        page: &Page<'a>,
         direction: Direction,
         start: Option<&[u8]>,
         depth: usize,
         visited: &mut Visited,
-        f: &mut dyn FnMut(&LeafItem<'_>) -> Result<ControlFlow<()>, BoltError>,
+        f: &mut dyn FnMut(&LeafItem<'a>) -> Result<ControlFlow<()>, BoltError>,
     ) -> Result<ControlFlow<()>, BoltError> {
         self.check_elements(page)?;
         let n = page.count();
@@ -894,7 +873,7 @@ impl BoltDb {
                     ),
                 ));
             }
-            let child_page = self.read_child(child)?;
+            let child_page = self.read_page(child)?;
             let child_start = if i == first { start } else { None };
             if self
                 .walk(&child_page, direction, child_start, depth + 1, visited, f)?
@@ -904,21 +883,6 @@ impl BoltDb {
             }
         }
         Ok(ControlFlow::Continue(()))
-    }
-
-    /// A child page during a walk: branches through the cache, leaves read directly (a scan
-    /// reads each leaf once; caching them would only evict the branches).
-    fn read_child(&self, id: u64) -> Result<Rc<Page>, BoltError> {
-        if let Some(p) = self.cache.borrow().get(&id) {
-            return Ok(p.clone());
-        }
-        let page = self.read_page(id)?;
-        if page.flags() == FLAG_BRANCH {
-            let page = Rc::new(page);
-            self.cache_insert(id, page.clone());
-            return Ok(page);
-        }
-        Ok(Rc::new(page))
     }
 
     /// Integrity check: both meta pages, the file size against the used pages, the freelist
@@ -1139,7 +1103,7 @@ impl Checker<'_> {
     /// Checks one page and its subtree: every key within `[lo, hi)` and after `last`.
     fn check_page(
         &mut self,
-        page: &Page,
+        page: &Page<'_>,
         depth: usize,
         lo: Option<&[u8]>,
         hi: Option<&[u8]>,
@@ -1232,7 +1196,7 @@ impl Checker<'_> {
                 self.report(e);
                 continue;
             }
-            let child_page = match self.db.read_child(child) {
+            let child_page = match self.db.read_page(child) {
                 Ok(p) => p,
                 Err(e) => {
                     self.report(e);

@@ -109,6 +109,7 @@ pub(crate) fn damaged_copies(
 }
 
 pub mod bolt;
+pub mod mapped;
 pub mod member;
 pub mod mvcc;
 pub mod proto;

@@ -208,10 +208,10 @@ fn entry<'a>(db: &BoltDb, item: &LeafItem<'a>) -> Result<Option<RevisionEntry<'a
 
 /// Calls `f` on every revision in bucket `key` (puts and tombstones), oldest first or newest
 /// first. Memory stays flat: one page per tree level.
-pub fn for_each_revision(
-    db: &BoltDb,
+pub fn for_each_revision<'a>(
+    db: &'a BoltDb,
     direction: Direction,
-    f: &mut dyn FnMut(&RevisionEntry<'_>) -> Result<ControlFlow<()>, BoltError>,
+    f: &mut dyn FnMut(&RevisionEntry<'a>) -> Result<ControlFlow<()>, BoltError>,
 ) -> Result<(), BoltError> {
     let bucket = db.require_bucket(KEY_BUCKET)?;
     let mut skipped = 0u64;
@@ -277,19 +277,19 @@ fn key_hash(key: &[u8]) -> u64 {
 /// are remembered as `hash -> main revision` (16 bytes per key, not the key itself); a hash
 /// seen before is confirmed by reading that revision's entries back, so a hash collision
 /// never hides a key.
-pub fn for_each_live(
-    db: &BoltDb,
-    f: &mut dyn FnMut(&RevisionEntry<'_>) -> Result<ControlFlow<()>, BoltError>,
+pub fn for_each_live<'a>(
+    db: &'a BoltDb,
+    f: &mut dyn FnMut(&RevisionEntry<'a>) -> Result<ControlFlow<()>, BoltError>,
 ) -> Result<(), BoltError> {
     for_each_live_with_hash(db, key_hash, f)
 }
 
 /// `for_each_live` with another key hash: tests pass a weak one to force collisions.
 #[doc(hidden)]
-pub fn for_each_live_with_hash(
-    db: &BoltDb,
+pub fn for_each_live_with_hash<'a>(
+    db: &'a BoltDb,
     key_hash: fn(&[u8]) -> u64,
-    f: &mut dyn FnMut(&RevisionEntry<'_>) -> Result<ControlFlow<()>, BoltError>,
+    f: &mut dyn FnMut(&RevisionEntry<'a>) -> Result<ControlFlow<()>, BoltError>,
 ) -> Result<(), BoltError> {
     newest_with_hash(db, key_hash, false, f).map(drop)
 }
@@ -297,19 +297,19 @@ pub fn for_each_live_with_hash(
 /// Calls `f` on the newest revision of every key, newest first, deletes (tombstones)
 /// included: a key whose newest entry is a tombstone is deleted at the latest revision.
 /// Returns how many revisions (entries of bucket `key`) were scanned.
-pub fn for_each_newest(
-    db: &BoltDb,
-    f: &mut dyn FnMut(&RevisionEntry<'_>) -> Result<ControlFlow<()>, BoltError>,
+pub fn for_each_newest<'a>(
+    db: &'a BoltDb,
+    f: &mut dyn FnMut(&RevisionEntry<'a>) -> Result<ControlFlow<()>, BoltError>,
 ) -> Result<u64, BoltError> {
     newest_with_hash(db, key_hash, true, f)
 }
 
 /// The backward scan behind `for_each_live` and `for_each_newest`.
-fn newest_with_hash(
-    db: &BoltDb,
+fn newest_with_hash<'a>(
+    db: &'a BoltDb,
     key_hash: fn(&[u8]) -> u64,
     tombstones: bool,
-    f: &mut dyn FnMut(&RevisionEntry<'_>) -> Result<ControlFlow<()>, BoltError>,
+    f: &mut dyn FnMut(&RevisionEntry<'a>) -> Result<ControlFlow<()>, BoltError>,
 ) -> Result<u64, BoltError> {
     let bucket = db.require_bucket(KEY_BUCKET)?;
     let mut scanned = 0u64;

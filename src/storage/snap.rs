@@ -104,8 +104,13 @@ pub fn decode_snap_bytes(path: &Path, bytes: &[u8]) -> Result<RaftSnapshot, Snap
     if outer.data.is_empty() || outer.crc == 0 {
         return Err(SnapError::Empty(path.to_path_buf()));
     }
-    // Where `data` starts in the file: after the crc field and the data tag + length.
-    let data_offset = (bytes.len() - outer.data.len()) as u64;
+    // Where `data` starts in the file: after its tag and length, which come first (as
+    // rollback2 writes) or after the crc field (as etcd writes).
+    let data_offset = if bytes[0] == (2 << 3) | 2 {
+        1 + super::protowire::varint_len(outer.data.len() as u64) as u64
+    } else {
+        (bytes.len() - outer.data.len()) as u64
+    };
     let crc = crc32c::crc32c(&outer.data);
     if crc != outer.crc {
         return Err(SnapError::Corrupt(Finding::at(
@@ -219,56 +224,110 @@ pub fn write_snap(dir: &Path, snapshot: &RaftSnapshot) -> Result<PathBuf, SnapEr
     Ok(path)
 }
 
-/// [`write_snap`] for a snapshot whose v2 store JSON is too large to hold twice in memory:
-/// `json` writes it and is called twice (once for its length and CRC, once to write it), and
-/// must produce the same bytes both times (checked: a difference is an error, the file is
-/// left incomplete for the caller to discard). Same bytes, mode and fsyncs as `write_snap`.
-pub fn write_snap_streamed(
+/// [`write_snap`] for a snapshot whose v2 store JSON is too large to hold in memory: `json`
+/// streams it once and must write exactly `json_len` bytes (checked: a difference is an
+/// error, the file is left incomplete for the caller to discard). The CRC is only known at
+/// the end, so the fields come in the other order, data first and crc last (protobuf
+/// readers, etcd's among them, take fields in any order). Same mode and fsyncs as
+/// `write_snap`; writeback starts while the rest is still being written.
+pub fn write_snap_sized(
     dir: &Path,
     metadata: &SnapshotMetadata,
+    json_len: u64,
     json: &dyn Fn(&mut dyn Write) -> io::Result<()>,
 ) -> Result<PathBuf, SnapError> {
     use super::protowire::{put_bytes, put_uint, put_varint};
     let path = dir.join(snap_file_name(metadata.term, metadata.index));
-    let mut probe = CrcCount::default();
-    json(&mut probe).map_err(io_err(&path, "cannot encode"))?;
     // raftpb.Snapshot = field 1 (the JSON: tag and length here, body streamed), field 2 metadata
     let mut head = Vec::new();
     put_varint(&mut head, (1 << 3) | 2);
-    put_varint(&mut head, probe.len);
+    put_varint(&mut head, json_len);
     let mut tail = Vec::new();
     put_bytes(&mut tail, 2, &metadata.encode());
-    let data_len = head.len() as u64 + probe.len + tail.len() as u64;
-    let mut crc = crc32c::crc32c(&head);
-    crc = crc32c::crc32c_combine(crc, probe.crc, probe.len as usize);
-    crc = crc32c::crc32c_append(crc, &tail);
-    // snappb.Snapshot = field 1 crc, field 2 the raftpb.Snapshot bytes
+    // snappb.Snapshot = field 2 the raftpb.Snapshot bytes, then field 1 their crc
     let mut outer = Vec::new();
-    put_uint(&mut outer, 1, u64::from(crc));
     put_varint(&mut outer, (2 << 3) | 2);
-    put_varint(&mut outer, data_len);
+    put_varint(&mut outer, head.len() as u64 + json_len + tail.len() as u64);
     outer.extend_from_slice(&head);
-
     create_snap_file(dir, &path, |file| {
-        let mut w = io::BufWriter::with_capacity(1 << 20, file);
-        w.write_all(&outer).map_err(io_err(&path, "cannot write"))?;
-        let mut again = CrcCount::default();
+        let write_err = io_err(&path, "cannot write");
+        let mut w = io::BufWriter::with_capacity(1 << 20, WriteBack::new(file));
+        w.write_all(&outer).map_err(write_err)?;
+        let mut count = CrcCount {
+            crc: crc32c::crc32c(&head),
+            len: 0,
+        };
         json(&mut Tee {
             out: &mut w,
-            count: &mut again,
+            count: &mut count,
         })
         .map_err(io_err(&path, "cannot write"))?;
-        if (again.len, again.crc) != (probe.len, probe.crc) {
+        if count.len != json_len {
             return Err(SnapError::Io(IoError::new(
                 "cannot write",
                 &path,
-                io::Error::other("the snapshot data changed between its two passes"),
+                io::Error::other(format!(
+                    "the snapshot data is {} bytes, not the {json_len} announced",
+                    count.len
+                )),
             )));
         }
-        w.write_all(&tail).map_err(io_err(&path, "cannot write"))?;
+        let mut crc_field = tail.clone();
+        put_uint(
+            &mut crc_field,
+            1,
+            u64::from(crc32c::crc32c_append(count.crc, &tail)),
+        );
+        w.write_all(&crc_field)
+            .map_err(io_err(&path, "cannot write"))?;
         w.flush().map_err(io_err(&path, "cannot write"))
     })?;
     Ok(path)
+}
+
+/// A file writer that starts the kernel's writeback every few MB (`sync_file_range`), so the
+/// final fsync waits for the last stretch only, not for the whole file.
+struct WriteBack<'f> {
+    file: &'f mut File,
+    written: u64,
+    started: u64,
+}
+
+impl<'f> WriteBack<'f> {
+    const EVERY: u64 = 8 << 20;
+
+    fn new(file: &'f mut File) -> WriteBack<'f> {
+        WriteBack {
+            file,
+            written: 0,
+            started: 0,
+        }
+    }
+}
+
+impl Write for WriteBack<'_> {
+    fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+        let n = self.file.write(b)?;
+        self.written += n as u64;
+        if self.written - self.started >= Self::EVERY {
+            use std::os::unix::io::AsRawFd;
+            let (from, len) = (self.started as i64, (self.written - self.started) as i64);
+            // SAFETY: a hint on our own descriptor; its failure only loses the overlap.
+            unsafe {
+                libc::sync_file_range(
+                    self.file.as_raw_fd(),
+                    from,
+                    len,
+                    libc::SYNC_FILE_RANGE_WRITE,
+                );
+            }
+            self.started = self.written;
+        }
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.file.flush()
+    }
 }
 
 fn io_err<'a>(path: &'a Path, op: &'static str) -> impl FnOnce(io::Error) -> SnapError + 'a {
@@ -427,13 +486,14 @@ mod tests {
         assert!(ok > 0 && bad > 0, "ok {ok} bad {bad}");
     }
 
-    /// The streamed writer gives exactly `write_snap`'s bytes, and reads back.
+    /// The sized writer's file reads back as the same snapshot, its data is `write_snap`'s,
+    /// and a producer that writes another length than announced is caught.
     #[test]
-    fn streamed_write_is_byte_identical_to_write_snap() {
+    fn sized_write_reads_back_like_write_snap() {
         use super::super::proto::ConfState;
         let base = std::env::temp_dir().join(format!("snap-stream-unit-{}", std::process::id()));
         let _ = fs::remove_dir_all(&base);
-        let json = b"{\"Root\":{\"Path\":\"/\"},\"CurrentIndex\":7}".repeat(5000);
+        let json = b"{\"Root\":{\"Path\":\"/\"},\"CurrentIndex\":7}".repeat(500_000);
         let snapshot = RaftSnapshot {
             data: json.clone(),
             metadata: SnapshotMetadata {
@@ -446,25 +506,36 @@ mod tests {
             },
         };
         let a = write_snap(&base.join("a"), &snapshot).unwrap();
-        let b = write_snap_streamed(&base.join("b"), &snapshot.metadata, &|w| {
-            // in pieces, as a serializer writes
-            for chunk in json.chunks(1000) {
-                w.write_all(chunk)?;
-            }
-            Ok(())
-        })
+        let b = write_snap_sized(
+            &base.join("b"),
+            &snapshot.metadata,
+            json.len() as u64,
+            &|w| {
+                // in pieces, as a serializer writes
+                for chunk in json.chunks(1000) {
+                    w.write_all(chunk)?;
+                }
+                Ok(())
+            },
+        )
         .unwrap();
         assert!(b.ends_with("0000000000000005-0000000000000064.snap"));
-        assert_eq!(fs::read(&a).unwrap(), fs::read(&b).unwrap());
-        assert_eq!(read_snap_file(&b).unwrap(), snapshot);
-        // a producer that is not repeatable is caught
-        let n = std::cell::Cell::new(0u8);
-        let e = write_snap_streamed(&base.join("c"), &snapshot.metadata, &|w| {
-            n.set(n.get() + 1);
-            w.write_all(&[n.get()])
+        let (a, b) = (fs::read(&a).unwrap(), fs::read(&b).unwrap());
+        assert_eq!(a.len(), b.len());
+        let (outer_a, outer_b) = (
+            SnapFileMessage::decode(&a).unwrap(),
+            SnapFileMessage::decode(&b).unwrap(),
+        );
+        assert_eq!(
+            outer_a, outer_b,
+            "same crc and data, fields in another order"
+        );
+        assert_eq!(decode_snap_bytes(Path::new("b"), &b).unwrap(), snapshot);
+        let e = write_snap_sized(&base.join("c"), &snapshot.metadata, 2, &|w| {
+            w.write_all(b"1")
         })
         .unwrap_err();
-        assert!(e.to_string().contains("changed between"), "{e}");
+        assert!(e.to_string().contains("not the 2 announced"), "{e}");
         fs::remove_dir_all(&base).unwrap();
     }
 }

@@ -12,6 +12,9 @@ use std::io::{self, Write as _};
 
 use serde::{Deserialize, Serialize};
 
+mod flat;
+pub use flat::{FlatKey, FlatTree};
+
 use crate::civil::{civil_from_days, days_from_civil};
 
 use super::proto::{
@@ -435,10 +438,55 @@ impl Store {
     /// (a store of 100+ MB of values is never held twice): HTML-safe `\u003c \u003e \u0026`,
     /// `\u2028 \u2029`, and `\u0008 \u000c` for backspace and form feed.
     pub fn write_go_json(&self, w: &mut dyn io::Write) -> io::Result<()> {
+        self.write_go_json_with(w, None)
+    }
+
+    /// [`Store::write_go_json`], with the children of the top-level dir `/<name>` taken from
+    /// a [`FlatTree`] instead of the store (its own children there are not written).
+    pub fn write_go_json_with(
+        &self,
+        w: &mut dyn io::Write,
+        splice: Option<(&str, &FlatTree<'_>)>,
+    ) -> io::Result<()> {
+        self.write_go_json_as(w, splice, Values::Write)
+    }
+
+    /// How many bytes [`Store::write_go_json_with`] writes, without reading the spliced
+    /// tree's values again (their lengths were measured as its keys were made).
+    pub fn go_json_len_with(&self, splice: Option<(&str, &FlatTree<'_>)>) -> io::Result<u64> {
+        let mut count = Count(0);
+        self.write_go_json_as(&mut count, splice, Values::Omit)?;
+        Ok(count.0 + splice.map_or(0, |(_, flat)| flat.value_bytes()))
+    }
+
+    fn write_go_json_as(
+        &self,
+        w: &mut dyn io::Write,
+        splice: Option<(&str, &FlatTree<'_>)>,
+        values: Values,
+    ) -> io::Result<()> {
         let mut w = io::BufWriter::with_capacity(1 << 16, w);
         // The node tree (all the bytes that matter) by hand; the small rest through serde.
         w.write_all(b"{\"Root\":")?;
-        write_go_node(&mut w, &self.root)?;
+        write_go_head(&mut w, &self.root)?;
+        w.write_all(b",\"Children\":{")?;
+        for (i, (name, child)) in self.root.children.iter().flatten().enumerate() {
+            if i > 0 {
+                w.write_all(b",")?;
+            }
+            write_go_string(&mut w, name)?;
+            w.write_all(b":")?;
+            match splice {
+                Some((at, flat)) if at == name && child.is_dir() => {
+                    write_go_head(&mut w, child)?;
+                    w.write_all(b",\"Children\":{")?;
+                    flat.write_children(&mut w, values)?;
+                    w.write_all(b"}}")?;
+                }
+                _ => write_go_node(&mut w, child)?,
+            }
+        }
+        w.write_all(b"}}")?;
         w.write_all(b",\"WatcherHub\":")?;
         serde_go(&mut w, &self.watcher_hub)?;
         write!(w, ",\"CurrentIndex\":{},\"Stats\":", self.current_index)?;
@@ -1251,18 +1299,73 @@ fn serde_go<W: io::Write, T: Serialize>(w: &mut W, v: &T) -> io::Result<()> {
     v.serialize(&mut ser).map_err(io::Error::other)
 }
 
+/// Whether a [`FlatTree`]'s values are written, or left empty (to count the rest).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Values {
+    Write,
+    Omit,
+}
+
+/// A writer that only counts.
+struct Count(u64);
+
+impl io::Write for Count {
+    fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+        self.0 += b.len() as u64;
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// `b` as text with its length as a JSON string's body, or None when it is not UTF-8. One
+/// pass for the common case, ASCII that needs no escaping.
+pub fn json_text(b: &[u8]) -> Option<(&str, u64)> {
+    let i = plain_prefix(b);
+    if b[i..].iter().all(|&c| c < 0x80 && !GO_SPECIAL[c as usize]) {
+        // SAFETY: every byte is ASCII.
+        return Some((unsafe { std::str::from_utf8_unchecked(b) }, b.len() as u64));
+    }
+    let s = std::str::from_utf8(b).ok()?;
+    Some((s, go_string_body_len(s)))
+}
+
+/// The length of `s` as a JSON string's body, escaped as [`write_go_string`] writes it.
+fn go_string_body_len(s: &str) -> u64 {
+    let mut count = Count(0);
+    let _ = write_go_string_body(&mut count, s); // counting cannot fail
+    count.0
+}
+
+/// A node's fields up to its value, as Go writes them: `{"Path":…,"Value":…`.
+fn write_go_fields<W: io::Write>(
+    w: &mut W,
+    path: &[&str],
+    index: (u64, u64),
+    expire_time: &str,
+    value: &str,
+) -> io::Result<()> {
+    w.write_all(b"{\"Path\":")?;
+    write_go_string_parts(w, path)?;
+    w.write_all(b",\"CreatedIndex\":")?;
+    write_u64(w, index.0)?;
+    w.write_all(b",\"ModifiedIndex\":")?;
+    write_u64(w, index.1)?;
+    w.write_all(b",\"ExpireTime\":")?;
+    write_go_string(w, expire_time)?;
+    w.write_all(b",\"Value\":")?;
+    write_go_string(w, value)
+}
+
+fn write_go_head<W: io::Write>(w: &mut W, n: &Node) -> io::Result<()> {
+    let index = (n.created_index, n.modified_index);
+    write_go_fields(w, &[&n.path], index, &n.expire_time, &n.value)
+}
+
 /// A node as `#[derive(Serialize)]` + [`GoFormatter`] writes it, faster (the hot path).
 fn write_go_node<W: io::Write>(w: &mut W, n: &Node) -> io::Result<()> {
-    w.write_all(b"{\"Path\":")?;
-    write_go_string(w, &n.path)?;
-    w.write_all(b",\"CreatedIndex\":")?;
-    write_u64(w, n.created_index)?;
-    w.write_all(b",\"ModifiedIndex\":")?;
-    write_u64(w, n.modified_index)?;
-    w.write_all(b",\"ExpireTime\":")?;
-    write_go_string(w, &n.expire_time)?;
-    w.write_all(b",\"Value\":")?;
-    write_go_string(w, &n.value)?;
+    write_go_head(w, n)?;
     match &n.children {
         None => w.write_all(b",\"Children\":null}"),
         Some(children) => {
@@ -1377,8 +1480,21 @@ fn write_u64<W: io::Write>(w: &mut W, mut n: u64) -> io::Result<()> {
 
 /// A JSON string as Go's encoding/json writes it (what [`GoFormatter`] gives through serde).
 fn write_go_string<W: io::Write>(w: &mut W, s: &str) -> io::Result<()> {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
+    write_go_string_parts(w, &[s])
+}
+
+/// [`write_go_string`] of the concatenated `parts` (each part whole UTF-8, as paths split at
+/// `/` are).
+fn write_go_string_parts<W: io::Write>(w: &mut W, parts: &[&str]) -> io::Result<()> {
     w.write_all(b"\"")?;
+    for s in parts {
+        write_go_string_body(w, s)?;
+    }
+    w.write_all(b"\"")
+}
+
+fn write_go_string_body<W: io::Write>(w: &mut W, s: &str) -> io::Result<()> {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
     let b = s.as_bytes();
     let (mut start, mut i) = (0, 0);
     while i < b.len() {
@@ -1433,8 +1549,7 @@ fn write_go_string<W: io::Write>(w: &mut W, s: &str) -> io::Result<()> {
         i += len;
         start = i;
     }
-    w.write_all(&b[start..])?;
-    w.write_all(b"\"")
+    w.write_all(&b[start..])
 }
 
 /// serde_json output with Go's escaping (see [`Store::write_go_json`]). serde_json already
