@@ -385,7 +385,9 @@ impl Runner<'_> {
         }
         let before = read_db(self, &db, None, "before the step")
             .map_err(|e| MigrateError::Other(format!("step {n}: {e}")))?;
-        self.offline_before.set(Some(before.clone()));
+        if !in_place {
+            self.offline_before.set(Some(before.clone()));
+        }
         log_applied(self, &self.data.member_path(), "before the step");
         self.step(step)?;
         if in_place {
@@ -890,6 +892,36 @@ mod tests {
         assert!(fp(3, 4, 5, Some(6))
             .to_string()
             .contains("3 keys at revision 4"));
+    }
+
+    #[test]
+    fn an_offline_read_that_cannot_show_revision_r_says_why() {
+        use offline::OfflineError;
+        let compacted = offline_failure(
+            2,
+            &OfflineError::Compacted {
+                at: 57,
+                compacted: 60,
+            },
+        );
+        assert!(
+            compacted.starts_with(
+                "step 2 cannot show it kept the data: the db is compacted at revision 60, past \
+                 revision 57 the step started from"
+            ),
+            "{compacted}"
+        );
+        assert_eq!(
+            offline_failure(
+                1,
+                &OfflineError::Behind {
+                    at: 57,
+                    current: 50
+                }
+            ),
+            "step 1 changed the data (the db is at revision 50 after the step, 57 before: \
+             revisions were lost)"
+        );
     }
 
     #[test]
