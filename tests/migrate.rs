@@ -759,14 +759,10 @@ fn etcd3_to_etcd2_converts_with_rollback2_and_refuses_binary_values() {
     assert!(!ran.exists(), "a stand-in 2.2.1 binary ran");
 }
 
-/// The etcd3 -> etcd2 step proves itself: with the test hook ETCDTOOLS_MIGRATE_CRASH_AT=
-/// v3v2-lose-first-key (read by the release binary too, like the crash points) the first key
-/// of the v2 store rollback2 wrote is dropped from what the proof reads back, as if the
-/// conversion had lost it. The step must fail with `step 1 changed the data (...)` naming the
-/// counts and that key, exit 1, and put the data dir back byte for byte (besides `.bak`).
-#[test]
-fn etcd3_to_etcd2_that_loses_a_key_fails_and_puts_the_data_dir_back() {
-    let site = Site::new("v3v2-lossy");
+/// 3.4.23 data that rollback2 converts (the seeded binary value deleted) and stand-ins for
+/// the 2.2.1 binaries, which must exist and never run. Returns the site and its keys.
+fn v3v2_site(label: &str) -> (Site, Kv) {
+    let site = Site::new(label);
     let mut kv = site.seed(V3_4, 3, &[]);
     {
         let etcd = site.start(V3_4);
@@ -774,12 +770,22 @@ fn etcd3_to_etcd2_that_loses_a_key_fails_and_puts_the_data_dir_back() {
         delete(&etcd.client_url, &key);
         kv.remove(&key);
     }
-    // Stand-ins: the 2.2.1 binaries must exist; the step runs neither.
     for tool in ["etcd-2.2.1", "etcdctl-2.2.1"] {
         let p = site.bin.join(tool);
         fs::write(&p, "#!/bin/sh\nexit 1\n").unwrap();
         fs::set_permissions(&p, fs::Permissions::from_mode(0o755)).unwrap();
     }
+    (site, kv)
+}
+
+/// The etcd3 -> etcd2 step proves itself: with the test hook ETCDTOOLS_MIGRATE_CRASH_AT=
+/// v3v2-lose-first-key (read by the release binary too, like the crash points) the first key
+/// of the v2 store rollback2 wrote is dropped from what the proof reads back, as if the
+/// conversion had lost it. The step must fail with `step 1 changed the data (...)` naming the
+/// counts and that key, exit 1, and put the data dir back byte for byte (besides `.bak`).
+#[test]
+fn etcd3_to_etcd2_that_loses_a_key_fails_and_puts_the_data_dir_back() {
+    let (site, kv) = v3v2_site("v3v2-lossy");
     let before = tree(&site.data);
     let first = String::from_utf8(kv.keys().next().unwrap().clone()).unwrap();
     let out = site.migrate_with(
@@ -814,19 +820,7 @@ fn etcd3_to_etcd2_that_loses_a_key_fails_and_puts_the_data_dir_back() {
 /// data dir byte for byte as before (besides `.bak`); one without the hook converts.
 #[test]
 fn etcd3_to_etcd2_crash_in_the_put_back_is_finished_by_the_rerun() {
-    let site = Site::new("v3v2-crash");
-    let mut kv = site.seed(V3_4, 3, &[]);
-    {
-        let etcd = site.start(V3_4);
-        let key = b"/registry/bin\x00\xff".to_vec();
-        delete(&etcd.client_url, &key);
-        kv.remove(&key);
-    }
-    for tool in ["etcd-2.2.1", "etcdctl-2.2.1"] {
-        let p = site.bin.join(tool);
-        fs::write(&p, "#!/bin/sh\nexit 1\n").unwrap();
-        fs::set_permissions(&p, fs::Permissions::from_mode(0o755)).unwrap();
-    }
+    let (site, _) = v3v2_site("v3v2-crash");
     let bundle = ["--bundled-versions", "2.2.1,3.4.23"];
     let before = tree(&site.data);
     let hook = "ETCDTOOLS_MIGRATE_CRASH_AT";

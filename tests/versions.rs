@@ -466,6 +466,30 @@ fn stopped_sites(cluster: &mut TestCluster, label: &str, version_txt: &str) -> V
         .collect()
 }
 
+/// Starts `version` on every site's data (each as its member of the cluster) and waits until
+/// all are ready (a member alone has no quorum); they stop when dropped.
+fn start_all(sites: &[Site], version: &str) -> Vec<etcdtools::etcd::process::EtcdProcess> {
+    let mut started: Vec<_> = sites
+        .iter()
+        .map(|s| {
+            let mut spec = EtcdSpec::single(
+                &etcd_bin(version),
+                &s.name,
+                &s.data,
+                s.client_port,
+                s.peer_port,
+            );
+            spec.initial_cluster = Some(s.initial_cluster.clone());
+            spec.extra_args = s.extra.split(' ').map(str::to_string).collect();
+            etcdtools::etcd::process::EtcdProcess::start(&spec).unwrap()
+        })
+        .collect();
+    for p in started.iter_mut() {
+        p.wait_ready(&HttpClient::plain(), READY_TIMEOUT).unwrap();
+    }
+    started
+}
+
 /// Runs migrate on every site at once (a step that starts etcd needs a quorum); `env` goes
 /// to the member `hooked` only. Returns each member's output.
 fn migrate_all(
@@ -511,25 +535,7 @@ fn cluster_of_three_3_3_25_members_upgrades_through_3_4_23_to_3_5_16() {
         // Each member's step proved itself offline, with the same figures on every member.
         assert_offline_proof(&log, before.live.len());
     }
-    let started: Vec<_> = sites
-        .iter()
-        .map(|s| {
-            let mut spec = EtcdSpec::single(
-                &etcd_bin(V3_5_16),
-                &s.name,
-                &s.data,
-                s.client_port,
-                s.peer_port,
-            );
-            spec.initial_cluster = Some(s.initial_cluster.clone());
-            spec.extra_args = s.extra.split(' ').map(str::to_string).collect();
-            etcdtools::etcd::process::EtcdProcess::start(&spec).unwrap()
-        })
-        .collect();
-    let mut started = started;
-    for p in started.iter_mut() {
-        p.wait_ready(&HttpClient::plain(), READY_TIMEOUT).unwrap();
-    }
+    let started = start_all(&sites, V3_5_16);
     // All run while each is checked: a member alone has no quorum.
     for s in &sites {
         let url = format!("http://127.0.0.1:{}", s.client_port);
@@ -599,24 +605,7 @@ fn cluster_of_three_3_4_23_members_downgrades_to_3_3_25_proving_each_restore() {
             assert!(log.contains(&line), "{line:?} not in {log}");
         }
     }
-    let mut started: Vec<_> = sites
-        .iter()
-        .map(|s| {
-            let mut spec = EtcdSpec::single(
-                &etcd_bin(V3_3),
-                &s.name,
-                &s.data,
-                s.client_port,
-                s.peer_port,
-            );
-            spec.initial_cluster = Some(s.initial_cluster.clone());
-            spec.extra_args = s.extra.split(' ').map(str::to_string).collect();
-            etcdtools::etcd::process::EtcdProcess::start(&spec).unwrap()
-        })
-        .collect();
-    for p in started.iter_mut() {
-        p.wait_ready(&HttpClient::plain(), READY_TIMEOUT).unwrap();
-    }
+    let _started = start_all(&sites, V3_3);
     for s in &sites {
         let url = format!("http://127.0.0.1:{}", s.client_port);
         assert_eq!(
@@ -958,40 +947,26 @@ fn cluster_of_three_3_4_23_members_converts_etcd2_data_proving_each_member() {
         }
         assert!(!log.contains("not verified"), "{log}");
     }
-    let mut started: Vec<_> = sites
-        .iter()
-        .map(|s| {
-            let mut spec = EtcdSpec::single(
-                &etcd_bin(V3_4),
-                &s.name,
-                &s.data,
-                s.client_port,
-                s.peer_port,
-            );
-            spec.initial_cluster = Some(s.initial_cluster.clone());
-            spec.extra_args = s.extra.split(' ').map(str::to_string).collect();
-            etcdtools::etcd::process::EtcdProcess::start(&spec).unwrap()
-        })
-        .collect();
-    for p in started.iter_mut() {
-        p.wait_ready(&HttpClient::plain(), READY_TIMEOUT).unwrap();
-    }
-    let want: BTreeMap<String, String> = files
-        .iter()
-        .map(|(k, (v, _))| (k.clone(), v.clone()))
-        .collect();
+    let _started = start_all(&sites, V3_4);
     for s in &sites {
         let url = format!("http://127.0.0.1:{}", s.client_port);
         let (_, kvs) = range_all(&url, V3_4, 0).unwrap();
-        let got: BTreeMap<String, String> = kvs
-            .iter()
-            .map(|kv| {
-                let s = |b: &[u8]| String::from_utf8(b.to_vec()).unwrap();
-                (s(&kv.key), s(&kv.value))
-            })
-            .collect();
-        assert_eq!(got, want, "member {}", s.name);
+        assert_eq!(texts(&kvs), values(&files), "member {}", s.name);
     }
+}
+
+/// Keys and values as text.
+fn texts(kvs: &[Kv]) -> BTreeMap<String, String> {
+    let s = |b: &[u8]| String::from_utf8(b.to_vec()).unwrap();
+    kvs.iter().map(|kv| (s(&kv.key), s(&kv.value))).collect()
+}
+
+/// The values of [`v2_files`].
+fn values(files: &BTreeMap<String, (String, i64)>) -> BTreeMap<String, String> {
+    files
+        .iter()
+        .map(|(k, (v, _))| (k.clone(), v.clone()))
+        .collect()
 }
 
 /// etcd2 data written through etcd 3.3.25's v2 API (dirs, an empty dir, a TTL key under
@@ -1050,18 +1025,7 @@ fn etcd2_data_written_by_3_3_25_becomes_etcd3_at_3_4_and_3_5() {
                 );
                 let etcd = site.start(target);
                 let (_, kvs) = range_all(&etcd.client_url, target, 0).unwrap();
-                let got: BTreeMap<String, String> = kvs
-                    .iter()
-                    .map(|kv| {
-                        let s = |b: &[u8]| String::from_utf8(b.to_vec()).unwrap();
-                        (s(&kv.key), s(&kv.value))
-                    })
-                    .collect();
-                let want: BTreeMap<String, String> = files
-                    .iter()
-                    .map(|(k, (v, _))| (k.clone(), v.clone()))
-                    .collect();
-                assert_eq!(got, want, "{target}");
+                assert_eq!(texts(&kvs), values(files), "{target}");
                 let leased: Vec<&str> = kvs
                     .iter()
                     .filter(|kv| kv.lease != 0)

@@ -350,13 +350,7 @@ impl Runner<'_> {
         };
         if let Some(before) = &before {
             if let Err(e) = self.changed(before, &after) {
-                self.put_back_backup()?;
-                finish_step(self.data)?;
-                return Err(MigrateError::Other(format!(
-                    "{e}; the data from before the step is back in {}, its backup is kept in {}",
-                    self.data.path().display(),
-                    self.data.backup_path().display()
-                )));
+                return Err(self.undo_step(&e)?);
             }
         }
         Ok(Some(after))
@@ -396,16 +390,22 @@ impl Runner<'_> {
                 .map_err(|e| offline_failure(n, &e))
                 .and_then(|after| self.changed(&before, &after));
             if let Err(e) = proof {
-                self.put_back_backup()?;
-                finish_step(self.data)?;
-                return Err(MigrateError::Other(format!(
-                    "{e}; the data from before the step is back in {}, its backup is kept in {}",
-                    self.data.path().display(),
-                    self.data.backup_path().display()
-                )));
+                return Err(self.undo_step(&e)?);
             }
         }
         Ok(None)
+    }
+
+    /// After a step that changed the data (`why`): its backup put back, its journal gone; the
+    /// error to fail with.
+    fn undo_step(&self, why: &str) -> Result<MigrateError, MigrateError> {
+        self.put_back_backup()?;
+        finish_step(self.data)?;
+        Ok(MigrateError::Other(format!(
+            "{why}; the data from before the step is back in {}, its backup is kept in {}",
+            self.data.path().display(),
+            self.data.backup_path().display()
+        )))
     }
 
     /// Extra etcd starts only get ready with a quorum: only a lone member makes them.
