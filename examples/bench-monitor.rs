@@ -136,6 +136,128 @@ fn verdict(ok: bool) -> &'static str {
     }
 }
 
+/// What one run measured; latencies sorted.
+struct Figures {
+    body_len: usize,
+    direct: Vec<Duration>,
+    monitor: Vec<Duration>,
+    tp_direct: f64,
+    tp_monitor: f64,
+    /// CPU milliseconds per scrape.
+    etcd_cpu_direct: f64,
+    etcd_cpu_via: f64,
+    mon_cpu: f64,
+    /// KiB.
+    rss_idle: u64,
+    rss_1000: u64,
+    rss_after_load: u64,
+    rss_peak: u64,
+}
+
+/// Starts etcd in `temp` and gives it a little traffic, so the exposition has non-zero
+/// counters as in real life. Returns it and its client URL.
+fn start_etcd(o: &Opts, temp: &Path, client_port: u16, peer_port: u16) -> (EtcdProcess, String) {
+    let mut spec = EtcdSpec::single(&o.etcd, "bench", &temp.join("data"), client_port, peer_port);
+    if o.extensive {
+        spec.extra_args.push("--metrics=extensive".into());
+    }
+    let mut etcd = EtcdProcess::start(&spec).expect("start etcd");
+    let client = HttpClient::plain();
+    etcd.wait_ready(&client, Duration::from_secs(30))
+        .expect("etcd ready");
+    for _ in 0..50 {
+        client
+            .post_json(
+                &format!("{}/v3/kv/put", spec.client_url()),
+                &serde_json::json!({"key": "YmVuY2g=", "value": "dg=="}),
+                Duration::from_secs(5),
+            )
+            .expect("put");
+    }
+    (etcd, spec.client_url().to_string())
+}
+
+/// Starts the monitor binary on `port` in front of etcd at `client_url`; returns once it
+/// answers /healthz.
+fn start_monitor(binary: &Path, port: u16, client_url: &str) -> std::process::Child {
+    let mut cmd = clean_command(binary, &[]);
+    cmd.args([
+        format!("--listen-address=127.0.0.1:{port}"),
+        format!("--etcd-metrics-scrape-uri={client_url}/metrics"),
+        format!("--etcd-version-scrape-uri={client_url}/version"),
+        "--log-level=warn".into(),
+    ])
+    .stdout(Stdio::null());
+    let monitor = cmd.spawn().expect("start monitor");
+    let health = format!("http://127.0.0.1:{port}/healthz");
+    let a = agent();
+    let started = Instant::now();
+    while a.get(&health).call().is_err() {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "monitor not up"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    monitor
+}
+
+/// Latency (interleaved sequential scrapes, so both see the same conditions), RSS, then
+/// throughput and CPU per scrape of etcd `etcd_pid` straight and through monitor `pid`.
+fn measure(o: &Opts, etcd_pid: u32, pid: u32, direct: &str, through: &str) -> Figures {
+    std::thread::sleep(Duration::from_millis(200));
+    let rss_idle = rss_kib(pid, "VmRSS:");
+    let a = agent();
+    let body_len = a
+        .get(direct)
+        .call()
+        .unwrap()
+        .body_mut()
+        .read_to_vec()
+        .unwrap()
+        .len();
+    let mut monitor_scrapes = 1;
+    for _ in 0..50 {
+        scrape(&a, direct);
+        scrape(&a, through);
+        monitor_scrapes += 1;
+    }
+    let (mut d, mut m) = (Vec::new(), Vec::new());
+    for _ in 0..o.samples {
+        d.push(scrape(&a, direct));
+        m.push(scrape(&a, through));
+        monitor_scrapes += 1;
+    }
+    while monitor_scrapes < 1000 {
+        scrape(&a, through);
+        monitor_scrapes += 1;
+    }
+    let rss_1000 = rss_kib(pid, "VmRSS:");
+    d.sort();
+    m.sort();
+
+    let etcd_cpu0 = cpu_time(etcd_pid);
+    let (tp_direct, n_direct) = throughput(direct, o.clients, o.seconds);
+    let (etcd_cpu1, mon_cpu1) = (cpu_time(etcd_pid), cpu_time(pid));
+    let (tp_monitor, n_monitor) = throughput(through, o.clients, o.seconds);
+    let (etcd_cpu2, mon_cpu2) = (cpu_time(etcd_pid), cpu_time(pid));
+    let per = |d: Duration, n: u64| ms(d) / n.max(1) as f64;
+    Figures {
+        body_len,
+        direct: d,
+        monitor: m,
+        tp_direct,
+        tp_monitor,
+        etcd_cpu_direct: per(etcd_cpu1 - etcd_cpu0, n_direct),
+        etcd_cpu_via: per(etcd_cpu2 - etcd_cpu1, n_monitor),
+        mon_cpu: per(mon_cpu2 - mon_cpu1, n_monitor),
+        rss_idle,
+        rss_1000,
+        rss_after_load: rss_kib(pid, "VmRSS:"),
+        rss_peak: rss_kib(pid, "VmHWM:"),
+    }
+}
+
 fn main() {
     let o = match opts() {
         Ok(o) if !o.monitor.as_os_str().is_empty() && !o.etcd.as_os_str().is_empty() => o,
@@ -151,113 +273,38 @@ fn main() {
     let temp = std::env::temp_dir().join(format!("bench-monitor-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&temp);
     let ports = free_ports(3).expect("ports");
-    let mut spec = EtcdSpec::single(&o.etcd, "bench", &temp.join("data"), ports[0], ports[1]);
-    if o.extensive {
-        spec.extra_args.push("--metrics=extensive".into());
-    }
-    let mut etcd = EtcdProcess::start(&spec).expect("start etcd");
-    let client = HttpClient::plain();
-    etcd.wait_ready(&client, Duration::from_secs(30))
-        .expect("etcd ready");
-    // A little traffic so the exposition has non-zero counters, as in real life.
-    for _ in 0..50 {
-        client
-            .post_json(
-                &format!("{}/v3/kv/put", spec.client_url()),
-                &serde_json::json!({"key": "YmVuY2g=", "value": "dg=="}),
-                Duration::from_secs(5),
-            )
-            .expect("put");
-    }
-    let direct = format!("{}/metrics", spec.client_url());
-
-    let mut mon_cmd = clean_command(&o.monitor, &[]);
-    mon_cmd
-        .args([
-            format!("--listen-address=127.0.0.1:{}", ports[2]),
-            format!("--etcd-metrics-scrape-uri={direct}"),
-            format!("--etcd-version-scrape-uri={}/version", spec.client_url()),
-            "--log-level=warn".into(),
-        ])
-        .stdout(Stdio::null());
-    let mut monitor = mon_cmd.spawn().expect("start monitor");
-    let pid = monitor.id();
-    let through = format!("http://127.0.0.1:{}/metrics", ports[2]);
-    let health = format!("http://127.0.0.1:{}/healthz", ports[2]);
-    let a = agent();
-    let started = Instant::now();
-    while a.get(&health).call().is_err() {
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "monitor not up"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    std::thread::sleep(Duration::from_millis(200));
-    let rss_idle = rss_kib(pid, "VmRSS:");
-
-    let body_len = a
-        .get(&direct)
-        .call()
-        .unwrap()
-        .body_mut()
-        .read_to_vec()
-        .unwrap()
-        .len();
-    // Warm-up, then interleaved sequential scrapes so both see the same conditions.
-    let mut monitor_scrapes = 1;
-    for _ in 0..50 {
-        scrape(&a, &direct);
-        scrape(&a, &through);
-        monitor_scrapes += 1;
-    }
-    let (mut d, mut m) = (Vec::new(), Vec::new());
-    for _ in 0..o.samples {
-        d.push(scrape(&a, &direct));
-        m.push(scrape(&a, &through));
-        monitor_scrapes += 1;
-    }
-    while monitor_scrapes < 1000 {
-        scrape(&a, &through);
-        monitor_scrapes += 1;
-    }
-    let rss_1000 = rss_kib(pid, "VmRSS:");
-    d.sort();
-    m.sort();
-    let (d50, d99, m50, m99) = (
-        percentile(&d, 0.5),
-        percentile(&d, 0.99),
-        percentile(&m, 0.5),
-        percentile(&m, 0.99),
+    let (etcd, client_url) = start_etcd(&o, &temp, ports[0], ports[1]);
+    let mut monitor = start_monitor(&o.monitor, ports[2], &client_url);
+    let figures = measure(
+        &o,
+        etcd.pid().unwrap_or(0),
+        monitor.id(),
+        &format!("{client_url}/metrics"),
+        &format!("http://127.0.0.1:{}/metrics", ports[2]),
     );
-
-    let etcd_pid = etcd.pid().unwrap_or(0);
-    let etcd_cpu0 = cpu_time(etcd_pid);
-    let (tp_direct, n_direct) = throughput(&direct, o.clients, o.seconds);
-    let (etcd_cpu1, mon_cpu1) = (cpu_time(etcd_pid), cpu_time(pid));
-    let (tp_monitor, n_monitor) = throughput(&through, o.clients, o.seconds);
-    let (etcd_cpu2, mon_cpu2) = (cpu_time(etcd_pid), cpu_time(pid));
-    let per = |d: Duration, n: u64| ms(d) / n.max(1) as f64;
-    let etcd_cpu_direct = per(etcd_cpu1 - etcd_cpu0, n_direct);
-    let etcd_cpu_via = per(etcd_cpu2 - etcd_cpu1, n_monitor);
-    let mon_cpu = per(mon_cpu2 - mon_cpu1, n_monitor);
-    let rss_after_load = rss_kib(pid, "VmRSS:");
-    let rss_peak = rss_kib(pid, "VmHWM:");
-    let size = std::fs::metadata(&o.monitor).map(|m| m.len()).unwrap_or(0);
-
     let _ = monitor.kill();
     let _ = monitor.wait();
     let _ = etcd.stop(Duration::from_secs(10));
     let _ = std::fs::remove_dir_all(&temp);
+    report(&o, &figures);
+}
 
+fn report(o: &Opts, f: &Figures) {
+    let (d50, d99, m50, m99) = (
+        percentile(&f.direct, 0.5),
+        percentile(&f.direct, 0.99),
+        percentile(&f.monitor, 0.5),
+        percentile(&f.monitor, 0.99),
+    );
+    let size = std::fs::metadata(&o.monitor).map(|m| m.len()).unwrap_or(0);
     let lat_ratio = m50.as_secs_f64() / d50.as_secs_f64();
     let added = ms(m50) - ms(d50);
-    let tp_ratio = tp_monitor / tp_direct;
+    let tp_ratio = f.tp_monitor / f.tp_direct;
     println!(
         "etcd {} ({}), /metrics body {} bytes, {} sequential samples each, {} clients x {} s",
         etcd_version(&o.etcd),
         if o.extensive { "extensive" } else { "basic" },
-        body_len,
+        f.body_len,
         o.samples,
         o.clients,
         o.seconds
@@ -278,25 +325,25 @@ fn main() {
     );
     println!(
         "throughput:     direct {:.0} req/s, monitor {:.0} req/s, ratio {:.2}  (target >= 0.80: {})",
-        tp_direct,
-        tp_monitor,
+        f.tp_direct,
+        f.tp_monitor,
         tp_ratio,
         verdict(tp_ratio >= 0.8)
     );
     println!(
         "CPU per scrape: etcd {:.2} ms (direct) / {:.2} ms (via monitor), monitor {:.2} ms ({:.0}% of etcd's)",
-        etcd_cpu_direct,
-        etcd_cpu_via,
-        mon_cpu,
-        100.0 * mon_cpu / etcd_cpu_via.max(1e-9)
+        f.etcd_cpu_direct,
+        f.etcd_cpu_via,
+        f.mon_cpu,
+        100.0 * f.mon_cpu / f.etcd_cpu_via.max(1e-9)
     );
     println!(
         "monitor RSS:    idle {:.1} MB, after 1000 scrapes {:.1} MB, after the throughput run {:.1} MB, peak {:.1} MB  (target <= 5 MB: {})",
-        rss_idle as f64 / 1024.0,
-        rss_1000 as f64 / 1024.0,
-        rss_after_load as f64 / 1024.0,
-        rss_peak as f64 / 1024.0,
-        verdict(rss_1000 <= 5 * 1024)
+        f.rss_idle as f64 / 1024.0,
+        f.rss_1000 as f64 / 1024.0,
+        f.rss_after_load as f64 / 1024.0,
+        f.rss_peak as f64 / 1024.0,
+        verdict(f.rss_1000 <= 5 * 1024)
     );
     println!(
         "binary:         {} {:.2} MB  (target <= 3 MB: {})",

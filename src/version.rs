@@ -148,8 +148,14 @@ pub enum VersionFile {
 
 #[derive(Debug, thiserror::Error)]
 pub enum VersionFileError {
-    #[error("failed to read version file {}: {reason}", path.display())]
-    NotAFile { path: PathBuf, reason: String },
+    /// A directory, FIFO, socket or device where the file should be.
+    #[error(
+        "failed to read version file {}: not a regular file; remove it (migrate then tells \
+         the version from the data) or replace it with a file naming the etcd version that \
+         last ran on this data, e.g. 3.5.1/etcd3",
+        path.display()
+    )]
+    NotAFile { path: PathBuf },
     /// Content that is not `<version>/<storage>`; `content` is quoted as found (lossy UTF-8).
     #[error(
         "{} holds {content:?}, which is not '<major>.<minor>.<patch>/<etcd2|etcd3>' \
@@ -190,10 +196,7 @@ pub fn read_version_file(data_dir: &Path) -> Result<VersionFile, VersionFileErro
         Err(e) => return Err(read_err(e).into()),
     };
     if !meta.is_file() {
-        return Err(VersionFileError::NotAFile {
-            path,
-            reason: "not a regular file".into(),
-        });
+        return Err(VersionFileError::NotAFile { path });
     }
     if meta.len() > MAX_VERSION_FILE {
         return Err(VersionFileError::Malformed {
@@ -348,6 +351,14 @@ mod tests {
         fs::write(d.join(VERSION_FILE), b"\xff\x00\x013.5.1/etcd3").unwrap();
         let e = read_version_file(&d).unwrap_err().to_string();
         assert!(e.contains("not UTF-8") && e.contains("\\0"), "{e}");
+        fs::remove_file(d.join(VERSION_FILE)).unwrap();
+        fs::create_dir(d.join(VERSION_FILE)).unwrap();
+        let e = read_version_file(&d).unwrap_err();
+        assert_eq!(e.kind(), Kind::Refused);
+        assert!(
+            e.to_string().contains("not a regular file; remove it"),
+            "{e}"
+        );
         fs::remove_dir_all(&d).unwrap();
     }
 

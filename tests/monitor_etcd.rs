@@ -17,6 +17,54 @@ const OWN: [&str; 5] = [
     "etcd_version_monitor_scrape_errors_total",
 ];
 
+/// The monitor's series `pm` against etcd's just before (`pa`) and after (`pb`): the same label
+/// sets as etcd; equal values where etcd did not change between A and B, values within [A, B]
+/// for counters that moved (etcd counts our scrapes).
+fn check_series(version: &str, pa: &Plain, pm: &Plain, pb: &Plain) {
+    let mut compared = 0;
+    let mut etcd_series = 0;
+    for (key, value) in &pm.series {
+        let family = family_of(key, &pm.types).unwrap();
+        if OWN.contains(&family) || family == "etcd_grpc_requests_total" {
+            continue;
+        }
+        etcd_series += 1;
+        let (va, vb) = (pa.series[key], pb.series[key]);
+        let kind = pa.types[family].as_str();
+        let name = key.split('{').next().unwrap();
+        // Counters, histograms and summary sums/counts only grow: equal at A and B means
+        // equal in between. Gauges may swing and come back (Go runtime memory gauges do).
+        let monotonic = kind == "counter"
+            || kind == "histogram"
+            || (kind == "summary" && (name.ends_with("_sum") || name.ends_with("_count")));
+        let same = |x: f64, y: f64| x == y || (x.is_nan() && y.is_nan());
+        if same(va, vb) {
+            if monotonic {
+                assert!(
+                    same(*value, va),
+                    "{version}: {key} = {value}, etcd said {va}"
+                );
+                compared += 1;
+            } else if !same(*value, va) {
+                assert!(
+                    family.starts_with("go_") || family.starts_with("process_"),
+                    "{version}: gauge {key} = {value}, etcd said {va} before and after"
+                );
+            }
+        } else if monotonic {
+            assert!(
+                va <= *value && *value <= vb,
+                "{version}: {key} {va} {value} {vb}"
+            );
+        }
+    }
+    assert_eq!(etcd_series, pa.series.len(), "{version}: series missing");
+    assert!(
+        compared * 4 >= etcd_series * 3,
+        "{version}: only {compared} of {etcd_series} series were stable enough to compare"
+    );
+}
+
 /// Starts etcd, loads it, scrapes A / monitor / B and checks everything. Returns the
 /// monitor's answer and etcd's for further checks.
 fn check_against_etcd(version: &str, extensive: bool, via_metrics_port: bool) -> (String, String) {
@@ -64,50 +112,7 @@ fn check_against_etcd(version: &str, extensive: bool, via_metrics_port: bool) ->
         extensive
     );
 
-    // Series: the same label sets as etcd; equal values where etcd did not change between A
-    // and B, values within [A, B] for counters that moved (etcd counts our scrapes).
-    let mut compared = 0;
-    let mut etcd_series = 0;
-    for (key, value) in &pm.series {
-        let family = family_of(key, &pm.types).unwrap();
-        if OWN.contains(&family) || family == "etcd_grpc_requests_total" {
-            continue;
-        }
-        etcd_series += 1;
-        let (va, vb) = (pa.series[key], pb.series[key]);
-        let kind = pa.types[family].as_str();
-        let name = key.split('{').next().unwrap();
-        // Counters, histograms and summary sums/counts only grow: equal at A and B means
-        // equal in between. Gauges may swing and come back (Go runtime memory gauges do).
-        let monotonic = kind == "counter"
-            || kind == "histogram"
-            || (kind == "summary" && (name.ends_with("_sum") || name.ends_with("_count")));
-        let same = |x: f64, y: f64| x == y || (x.is_nan() && y.is_nan());
-        if same(va, vb) {
-            if monotonic {
-                assert!(
-                    same(*value, va),
-                    "{version}: {key} = {value}, etcd said {va}"
-                );
-                compared += 1;
-            } else if !same(*value, va) {
-                assert!(
-                    family.starts_with("go_") || family.starts_with("process_"),
-                    "{version}: gauge {key} = {value}, etcd said {va} before and after"
-                );
-            }
-        } else if monotonic {
-            assert!(
-                va <= *value && *value <= vb,
-                "{version}: {key} {va} {value} {vb}"
-            );
-        }
-    }
-    assert_eq!(etcd_series, pa.series.len(), "{version}: series missing");
-    assert!(
-        compared * 4 >= etcd_series * 3,
-        "{version}: only {compared} of {etcd_series} series were stable enough to compare"
-    );
+    check_series(version, &pa, &pm, &pb);
 
     // The 3.0-style counter equals sums computed here from etcd's own output.
     let sums = unary_sums(&a);

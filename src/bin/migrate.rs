@@ -176,12 +176,13 @@ fn main() -> ExitCode {
     };
     etcdtools::logging::init(level);
     let env = |k: &str| std::env::var(k).ok();
-    // A flag or env value that does not resolve is a usage error, like an unknown flag.
+    // A flag or env value that does not resolve is a usage error, like an unknown flag; a
+    // --bin-dir that cannot be listed is I/O.
     let cfg = match resolve(flags, &env) {
         Ok(cfg) => cfg,
         Err(e) => {
             eprintln!("Migration failed: {e}");
-            return ExitCode::from(2);
+            return ExitCode::from(e.kind().exit_code());
         }
     };
     match run(&cfg) {

@@ -38,7 +38,13 @@ pub struct TlsFiles {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
-    /// A TLS file could not be read or holds no usable PEM item.
+    /// A TLS file the OS would not read.
+    #[error("{}: {source}", path.display())]
+    TlsRead {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// A TLS file that holds no usable PEM item.
     #[error("{}: {reason}", path.display())]
     TlsFile { path: PathBuf, reason: String },
     /// `--cert` without `--key` or the other way round.
@@ -308,7 +314,10 @@ fn read_pem(path: &Path) -> Result<Vec<PemItem<'static>>, ClientError> {
         path: path.to_path_buf(),
         reason,
     };
-    let data = std::fs::read(path).map_err(|e| tls_err(e.to_string()))?;
+    let data = std::fs::read(path).map_err(|source| ClientError::TlsRead {
+        path: path.to_path_buf(),
+        source,
+    })?;
     let items: Result<Vec<_>, _> = ureq::tls::parse_pem(&data).collect();
     items.map_err(|e| tls_err(format!("invalid PEM: {e}")))
 }
@@ -370,6 +379,13 @@ mod tests {
                     reason: "no CERTIFICATE block found".into(),
                 },
                 "/etc/ca.pem: no CERTIFICATE block found",
+            ),
+            (
+                ClientError::TlsRead {
+                    path: "/etc/ca.pem".into(),
+                    source: std::io::Error::from_raw_os_error(libc::ENOENT),
+                },
+                "/etc/ca.pem: No such file or directory (os error 2)",
             ),
             (
                 ClientError::TlsPairing,

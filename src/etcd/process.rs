@@ -17,6 +17,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use super::client::HttpClient;
+use crate::error::{HasKind, Kind};
 
 /// How often readiness is polled. etcd is usually ready within a few hundred ms.
 pub const POLL_INTERVAL: Duration = Duration::from_millis(50);
@@ -84,6 +85,21 @@ pub enum ProcessError {
     /// `stop` or `kill` of an etcd that was already stopped.
     #[error("stop etcd: already stopped")]
     AlreadyStopped,
+}
+
+/// Starting or watching a child is I/O (the OS said no: a binary without the x bit, no
+/// processes left); what the child itself did is a refusal with its output.
+impl HasKind for ProcessError {
+    fn kind(&self) -> Kind {
+        match self {
+            ProcessError::Spawn { .. } | ProcessError::Io { .. } => Kind::Io,
+            ProcessError::ExitedEarly { .. }
+            | ProcessError::NotReady { .. }
+            | ProcessError::ToolFailed { .. }
+            | ProcessError::ToolTimedOut { .. }
+            | ProcessError::AlreadyStopped => Kind::Refused,
+        }
+    }
 }
 
 /// A child's last lines, one an indented line, after the message.

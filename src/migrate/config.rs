@@ -7,10 +7,10 @@
 //!
 //! Resolution is pure: the environment comes in as a function, so tests need no process env.
 
-use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::error::{HasKind, IoError, Kind};
 use crate::version::{EtcdVersion, Storage, VersionPair};
 
 /// Flags exactly as given; empty strings and 0 ports count as unset, as in the original.
@@ -65,17 +65,24 @@ pub struct Config {
     pub allow_member_id_change: bool,
 }
 
-/// A configuration error: which flag (or env var) and why.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigError(pub String);
-
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
+/// A configuration error: which flag (or env var) and why (a usage error, exit 2), or a
+/// `--bin-dir` the OS would not list (I/O, exit 4).
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error(transparent)]
+    Io(#[from] IoError),
 }
 
-impl std::error::Error for ConfigError {}
+impl HasKind for ConfigError {
+    fn kind(&self) -> Kind {
+        match self {
+            ConfigError::Invalid(_) => Kind::Usage,
+            ConfigError::Io(e) => e.kind(),
+        }
+    }
+}
 
 pub const DEFAULT_BIN_DIR: &str = "/usr/local/bin";
 pub const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(60);
@@ -112,7 +119,7 @@ fn resolve_name(
     log::warn!("ETCD_HOSTNAME variable unset - falling back to etcd-HOSTNAME variable");
     match env("HOSTNAME") {
         Some(h) => Ok(format!("etcd-{h}")),
-        None => Err(ConfigError(
+        None => Err(ConfigError::Invalid(
             "defaulting --name failed due to all ETCD_NAME, ETCD_HOSTNAME and HOSTNAME unset"
                 .into(),
         )),
@@ -130,7 +137,7 @@ fn required(
         return Ok(v);
     }
     log::info!("{flag_name} unset - falling back to {var} variable");
-    env(var).ok_or_else(|| ConfigError(format!("{var} variable unset - expected failure")))
+    env(var).ok_or_else(|| ConfigError::Invalid(format!("{var} variable unset - expected failure")))
 }
 
 /// The port the health probe and etcdctl use: etcd must listen on plain
@@ -156,7 +163,7 @@ fn probe_port(listen_client_urls: &str, port: u16, explicit: bool) -> Result<u16
     }
     let probe_url = format!("http://127.0.0.1:{port}");
     if !urls.contains(&probe_url.as_str()) {
-        return Err(ConfigError(format!(
+        return Err(ConfigError::Invalid(format!(
             "--listen-client-urls {listen_client_urls:?} does not include {probe_url}: migrate \
              checks the etcd it starts over plain HTTP on 127.0.0.1:<port> (client TLS during \
              migration is not supported); add {probe_url} to the list"
@@ -172,7 +179,7 @@ fn refuse_client_urls(extra: &[String], probe_url: &str) -> Result<(), ConfigErr
         let flag = a.trim_start_matches('-');
         flag.starts_with("listen-client-urls") || flag.starts_with("advertise-client-urls")
     }) {
-        Some(a) => Err(ConfigError(format!(
+        Some(a) => Err(ConfigError::Invalid(format!(
             "--etcd-server-extra-args / ETCD_CREDS sets {a:?}: migrate sets the client URLs of \
              the etcd it starts itself (plain {probe_url}; client TLS during migration is not \
              supported); put extra plain URLs into --listen-client-urls / LISTEN_CLIENT_URLS"
@@ -186,9 +193,9 @@ fn resolve_bundled(flag: Option<String>, bin_dir: &Path) -> Result<Vec<EtcdVersi
     if let Some(list) = nonempty(flag) {
         return parse_bundled(&list);
     }
-    let found = scan_bin_dir(bin_dir);
+    let found = scan_bin_dir(bin_dir)?;
     if found.is_empty() {
-        return Err(ConfigError(format!(
+        return Err(ConfigError::Invalid(format!(
             "--bundled-versions unset and no etcd-<version> binaries found in --bin-dir '{}'",
             bin_dir.display()
         )));
@@ -209,17 +216,19 @@ fn resolve_target(
 ) -> Result<(EtcdVersion, Storage), ConfigError> {
     let v = required(version, "--target-version", "TARGET_VERSION", env)?
         .parse()
-        .map_err(|e| ConfigError(format!("--target-version: {e}")))?;
+        .map_err(|e| ConfigError::Invalid(format!("--target-version: {e}")))?;
     let s = required(storage, "--target-storage", "TARGET_STORAGE", env)?
         .parse()
-        .map_err(|e| ConfigError(format!("--target-storage: {e} (want etcd2 or etcd3)")))?;
+        .map_err(|e| {
+            ConfigError::Invalid(format!("--target-storage: {e} (want etcd2 or etcd3)"))
+        })?;
     Ok((v, s))
 }
 
 /// Resolves flags against `env` in the original's order. Logs each fallback as it does.
 pub fn resolve(flags: Flags, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
     let env = |k: &str| nonempty(env(k));
-    let fail = |m: String| Err(ConfigError(m));
+    let fail = |m: String| Err(ConfigError::Invalid(m));
 
     // 1. name
     let name = resolve_name(flags.name, &env)?;
@@ -292,7 +301,7 @@ pub fn resolve(flags: Flags, env: &dyn Fn(&str) -> Option<String>) -> Result<Con
         .or_else(|| env("ETCD_CREDS"))
         .unwrap_or_default();
     let etcd_server_extra_args = split_args(&extra)
-        .map_err(|e| ConfigError(format!("--etcd-server-extra-args / ETCD_CREDS: {e}")))?;
+        .map_err(|e| ConfigError::Invalid(format!("--etcd-server-extra-args / ETCD_CREDS: {e}")))?;
     refuse_client_urls(&etcd_server_extra_args, &probe_url)?;
     // 14. bundled versions (default: what --bin-dir holds)
     let bin_dir = PathBuf::from(nonempty(flags.bin_dir).unwrap_or_else(|| DEFAULT_BIN_DIR.into()));
@@ -335,7 +344,7 @@ fn port_or_default(flag: Option<u64>, default: u16, name: &str) -> Result<u16, C
             Ok(default)
         }
         Some(p) => u16::try_from(p)
-            .map_err(|_| ConfigError(format!("{name} {p}: not a TCP port (1-65535)"))),
+            .map_err(|_| ConfigError::Invalid(format!("{name} {p}: not a TCP port (1-65535)"))),
     }
 }
 
@@ -351,13 +360,12 @@ pub fn join(versions: &[EtcdVersion]) -> String {
 pub fn parse_bundled(list: &str) -> Result<Vec<EtcdVersion>, ConfigError> {
     let mut out = Vec::new();
     for item in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-        out.push(
-            item.parse::<EtcdVersion>()
-                .map_err(|e| ConfigError(format!("failed to parse --bundled-versions: {e}")))?,
-        );
+        out.push(item.parse::<EtcdVersion>().map_err(|e| {
+            ConfigError::Invalid(format!("failed to parse --bundled-versions: {e}"))
+        })?);
     }
     if out.is_empty() {
-        return Err(ConfigError(format!(
+        return Err(ConfigError::Invalid(format!(
             "failed to parse --bundled-versions: no version in {list:?}"
         )));
     }
@@ -372,25 +380,29 @@ pub fn bundled_versions(flags: &Flags) -> (PathBuf, Result<Vec<EtcdVersion>, Con
     let bin_dir = PathBuf::from(nonempty(flags.bin_dir.clone()).unwrap_or(DEFAULT_BIN_DIR.into()));
     let versions = match nonempty(flags.bundled_versions.clone()) {
         Some(list) => parse_bundled(&list),
-        None => Ok(scan_bin_dir(&bin_dir)),
+        None => scan_bin_dir(&bin_dir).map_err(ConfigError::from),
     };
     (bin_dir, versions)
 }
 
-/// Versions `v` for which `<bin_dir>/etcd-<v>` exists.
-fn scan_bin_dir(bin_dir: &Path) -> Vec<EtcdVersion> {
-    let mut found: Vec<EtcdVersion> = std::fs::read_dir(bin_dir)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|e| {
-            let name = e.file_name().to_string_lossy().into_owned();
-            name.strip_prefix("etcd-")?.parse().ok()
-        })
-        .collect();
+/// Versions `v` for which `<bin_dir>/etcd-<v>` exists; none when `bin_dir` does not exist.
+fn scan_bin_dir(bin_dir: &Path) -> Result<Vec<EtcdVersion>, IoError> {
+    let entries = match std::fs::read_dir(bin_dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(IoError::new("cannot list --bin-dir", bin_dir, e)),
+    };
+    let mut found = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(IoError::on("cannot list --bin-dir", bin_dir))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if let Some(v) = name.strip_prefix("etcd-").and_then(|v| v.parse().ok()) {
+            found.push(v);
+        }
+    }
     found.sort();
     found.dedup();
-    found
+    Ok(found)
 }
 
 /// Splits like a shell would for words and quotes (`'…'`, `"…"`, backslash); no expansion.
@@ -476,7 +488,11 @@ mod tests {
 
     #[test]
     fn name_fallback_order() {
-        let r = |env: &[(&str, &str)]| resolve(base_flags(), &env_of(env)).map(|c| c.name);
+        let r = |env: &[(&str, &str)]| {
+            resolve(base_flags(), &env_of(env))
+                .map(|c| c.name)
+                .map_err(|e| e.to_string())
+        };
         assert_eq!(
             r(&[
                 ("ETCD_NAME", "n"),
@@ -492,7 +508,7 @@ mod tests {
         assert_eq!(r(&[("HOSTNAME", "x")]), Ok("etcd-x".into()));
         let e = r(&[]).unwrap_err();
         assert_eq!(
-            e.0,
+            e,
             "defaulting --name failed due to all ETCD_NAME, ETCD_HOSTNAME and HOSTNAME unset"
         );
         let mut f = base_flags();
@@ -570,7 +586,7 @@ mod tests {
 
     #[test]
     fn errors_in_order() {
-        let e = |f: Flags, env: &[(&str, &str)]| resolve(f, &env_of(env)).unwrap_err().0;
+        let e = |f: Flags, env: &[(&str, &str)]| resolve(f, &env_of(env)).unwrap_err().to_string();
         let mut f = base_flags();
         f.data_dir = None;
         assert_eq!(
@@ -631,12 +647,38 @@ mod tests {
         f.port = Some(5000);
         let e = resolve(f, &env).unwrap_err();
         assert!(
-            e.0.contains("does not include http://127.0.0.1:5000"),
+            e.to_string()
+                .contains("does not include http://127.0.0.1:5000"),
             "{e}"
         );
         let mut f = base_flags();
         f.port = Some(41234);
         assert_eq!(resolve(f, &env).unwrap().port, 41234);
+    }
+
+    #[test]
+    fn a_bin_dir_the_os_will_not_list_is_io_not_usage() {
+        let dir = std::env::temp_dir().join(format!("config-bin-dir-{}", std::process::id()));
+        std::fs::write(&dir, b"").unwrap();
+        let mut f = base_flags();
+        f.bundled_versions = None;
+        f.bin_dir = Some(dir.to_string_lossy().into_owned());
+        let e = resolve(f, &env_of(&[("HOSTNAME", "h")])).unwrap_err();
+        std::fs::remove_file(&dir).unwrap();
+        assert_eq!(e.kind(), Kind::Io, "{e}");
+        assert!(e
+            .to_string()
+            .starts_with(&format!("cannot list --bin-dir {}: ", dir.display())));
+        // A bin dir that is not there is a usage error: nothing bundled.
+        let mut f = base_flags();
+        f.bundled_versions = None;
+        f.bin_dir = Some(dir.to_string_lossy().into_owned());
+        let e = resolve(f, &env_of(&[("HOSTNAME", "h")])).unwrap_err();
+        assert_eq!(e.kind(), Kind::Usage, "{e}");
+        assert!(
+            e.to_string().contains("no etcd-<version> binaries found"),
+            "{e}"
+        );
     }
 
     #[test]

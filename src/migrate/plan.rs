@@ -136,56 +136,37 @@ impl fmt::Display for Step {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Why no plan takes the data to the target: each message says what would make one.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PlanError {
     /// Downgrade by more than one minor.
+    #[error(
+        "rollback from {current} to {target} not supported, only rollbacks to the previous \
+         minor version are supported"
+    )]
     TooFarDown {
         current: VersionPair,
         target: VersionPair,
     },
     /// No bundled build of a minor the plan must run.
+    #[error(
+        "no etcd {minor}.x is bundled ({why}); bundled versions: {}; add an etcd {minor}.x \
+         to the image's bundle",
+        join(bundled)
+    )]
     MinorNotBundled {
         minor: String,
         why: String,
         bundled: Vec<EtcdVersion>,
     },
     /// No rule covers this move.
+    #[error("cannot migrate from {current} to {target}: {why}")]
     NoRule {
         current: VersionPair,
         target: VersionPair,
         why: String,
     },
 }
-
-impl fmt::Display for PlanError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            PlanError::TooFarDown { current, target } => write!(
-                f,
-                "rollback from {current} to {target} not supported, only rollbacks to the \
-                 previous minor version are supported"
-            ),
-            PlanError::MinorNotBundled {
-                minor,
-                why,
-                bundled,
-            } => write!(
-                f,
-                "no etcd {minor}.x is bundled ({why}); bundled versions: {}",
-                join(bundled)
-            ),
-            PlanError::NoRule {
-                current,
-                target,
-                why,
-            } => {
-                write!(f, "cannot migrate from {current} to {target}: {why}")
-            }
-        }
-    }
-}
-
-impl std::error::Error for PlanError {}
 
 /// The steps that take data at `current` to `target` with the `bundled` binaries (sorted).
 /// Empty when the data is already at the target.
@@ -441,6 +422,14 @@ mod tests {
             storage: Storage::Etcd3,
         }
     }
+    /// A snapshot downgrade of data at `current`, snapshot taken by etcd `run`.
+    fn snapshot_down(current: &str, run: &str, to: &str) -> Step {
+        Step::Downgrade {
+            current: v(current),
+            run: v(run),
+            to: v(to),
+        }
+    }
 
     const BUNDLE: &str = "3.4.23,3.5.0,3.5.1";
 
@@ -492,34 +481,27 @@ mod tests {
         let e = plan(&p("3.2.0/etcd3"), &p("3.5.1/etcd3"), &b(BUNDLE)).unwrap_err();
         assert!(matches!(e, PlanError::MinorNotBundled { ref minor, .. } if minor == "3.3"));
         assert!(e.to_string().contains("no etcd 3.3.x is bundled"), "{e}");
+        assert!(
+            e.to_string()
+                .ends_with("; add an etcd 3.3.x to the image's bundle"),
+            "{e}"
+        );
     }
 
     #[test]
     fn one_minor_down_is_a_snapshot_downgrade() {
         assert_eq!(
             plan(&p("3.5.1/etcd3"), &p("3.4.23/etcd3"), &b(BUNDLE)),
-            Ok(vec![Step::Downgrade {
-                current: v("3.5.1"),
-                run: v("3.5.1"),
-                to: v("3.4.23")
-            }])
+            Ok(vec![snapshot_down("3.5.1", "3.5.1", "3.4.23")])
         );
         // Current patch not bundled: the highest bundled patch of that minor takes the snapshot.
         assert_eq!(
             plan(&p("3.5.3/etcd3"), &p("3.4.23/etcd3"), &b(BUNDLE)),
-            Ok(vec![Step::Downgrade {
-                current: v("3.5.3"),
-                run: v("3.5.1"),
-                to: v("3.4.23")
-            }])
+            Ok(vec![snapshot_down("3.5.3", "3.5.1", "3.4.23")])
         );
         let e = plan(&p("3.6.0/etcd3"), &p("3.5.1/etcd3"), &b(BUNDLE)).unwrap_err();
         assert!(matches!(e, PlanError::MinorNotBundled { ref minor, .. } if minor == "3.6"));
-        let s = Step::Downgrade {
-            current: v("3.5.1"),
-            run: v("3.5.1"),
-            to: v("3.4.23"),
-        };
+        let s = snapshot_down("3.5.1", "3.5.1", "3.4.23");
         assert_eq!(
             s.binaries(),
             vec!["etcd-3.5.1", "etcdctl-3.5.1", "etcdctl-3.4.23"]
@@ -632,10 +614,13 @@ mod tests {
             plan(&p("3.7.0/etcd3"), &p("3.6.5/etcd3"), &b("3.6.5,3.7.0")),
             Ok(vec![down("3.7.0", "3.7.0", "3.6.5")])
         );
-        assert!(matches!(
-            plan(&p("3.6.5/etcd3"), &p("3.4.37/etcd3"), &bundle),
-            Err(PlanError::TooFarDown { .. })
-        ));
+        let e = plan(&p("3.6.5/etcd3"), &p("3.4.37/etcd3"), &bundle).unwrap_err();
+        assert!(matches!(e, PlanError::TooFarDown { .. }));
+        assert_eq!(
+            e.to_string(),
+            "rollback from 3.6.5/etcd3 to 3.4.37/etcd3 not supported, only rollbacks to the \
+             previous minor version are supported"
+        );
         // Up to 3.5 data the snapshot downgrade stays.
         assert!(matches!(
             plan(&p("3.5.30/etcd3"), &p("3.4.37/etcd3"), &bundle).unwrap()[..],

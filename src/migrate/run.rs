@@ -29,7 +29,7 @@ use super::config::{join, Config};
 use super::plan::{plan, restore_tool, PlanError, Step};
 use crate::datadir::leftovers::{Leftovers, View};
 use crate::datadir::{names, remove_tree, set_mode, DataDir, DataDirError};
-use crate::error::{HasKind, Kind};
+use crate::error::{HasKind, IoError, Kind};
 use crate::etcd::client::HttpClient;
 use crate::etcd::process::{run_tool, EtcdProcess, EtcdSpec, ProcessError};
 use crate::inspect::InspectError;
@@ -79,6 +79,21 @@ pub enum MigrateError {
         backup: PathBuf,
         source: Box<RollbackError>,
     },
+    /// A file operation the OS refused.
+    #[error(transparent)]
+    Io(#[from] IoError),
+    /// As `Io`, with another way out than fixing the file system.
+    #[error("{source} ({remedy})")]
+    IoWithRemedy {
+        source: IoError,
+        remedy: &'static str,
+    },
+    /// What migrate was doing when `source` failed; the kind is `source`'s.
+    #[error("{doing}: {source}")]
+    During {
+        doing: String,
+        source: Box<MigrateError>,
+    },
     #[error("{0}")]
     Preflight(String),
     #[error("{0}")]
@@ -95,10 +110,12 @@ impl HasKind for MigrateError {
             MigrateError::Damaged { findings, .. } if torn_only(findings) => Kind::Refused,
             MigrateError::Damaged { .. } => Kind::Corrupt,
             MigrateError::Rollback { source, .. } => source.kind(),
-            MigrateError::Plan(_)
-            | MigrateError::Process(_)
-            | MigrateError::Preflight(_)
-            | MigrateError::Other(_) => Kind::Refused,
+            MigrateError::During { source, .. } => source.kind(),
+            MigrateError::Process(e) => e.kind(),
+            MigrateError::Io(_) | MigrateError::IoWithRemedy { .. } => Kind::Io,
+            MigrateError::Plan(_) | MigrateError::Preflight(_) | MigrateError::Other(_) => {
+                Kind::Refused
+            }
         }
     }
 }
@@ -505,11 +522,9 @@ fn move_binaries(cfg: &Config) -> Result<(), MigrateError> {
         let src = cfg.bin_dir.join(&from);
         let dst = cfg.bin_dir.join(to);
         let tmp = cfg.bin_dir.join(format!(".{to}.migrate-tmp"));
-        let fail = |e: std::io::Error| {
-            MigrateError::Other(format!(
-                "Failed to copy {from} to {}: {e} (set DO_NOT_MOVE_BINARIES=true to skip this)",
-                dst.display()
-            ))
+        let fail = |e: std::io::Error| MigrateError::IoWithRemedy {
+            source: IoError::new(format!("Failed to copy {from} to"), &dst, e),
+            remedy: "set DO_NOT_MOVE_BINARIES=true to skip this",
         };
         fs::copy(&src, &tmp).map_err(fail)?;
         fs::File::open(&tmp)
@@ -883,18 +898,18 @@ impl Runner<'_> {
         // version.txt says etcd3: any etcd2 -> etcd3 journal is stale, and `.bak` is
         // replaced below.
         finish_v2v3_journal(data)?;
-        remove_tree(&snapshot).map_err(|e| {
-            MigrateError::Other(format!(
-                "failed to clean snapshot file before rollback: {e}"
-            ))
+        remove_tree(&snapshot).map_err(|e| MigrateError::During {
+            doing: "failed to clean snapshot file before rollback".into(),
+            source: Box::new(e.into()),
         })?;
         remove_tree(&restore)?;
         log::info!("Starting etcd version {run} to capture rollback snapshot.");
-        let etcd = self.start_etcd(run).map_err(|e| {
-            MigrateError::Other(format!(
+        let etcd = self.start_etcd(run).map_err(|e| MigrateError::During {
+            doing: format!(
                 "Unable to automatically downgrade etcd: starting etcd version {run} to capture \
-                 rollback snapshot failed: {e}"
-            ))
+                 rollback snapshot failed"
+            ),
+            source: Box::new(e),
         })?;
         let before = super::verify::before_downgrade(self, run)?;
         log::info!("Snapshotting etcd {run} to {}", snapshot.display());
@@ -983,7 +998,7 @@ impl Runner<'_> {
         let marker = self.data.restore_marker();
         fs::write(&marker, b"")
             .and_then(|_| sync_dir(self.data.path()))
-            .map_err(|e| MigrateError::Other(format!("cannot write {}: {e}", marker.display())))
+            .map_err(|e| IoError::new("cannot write", &marker, e).into())
     }
 
     /// `member/` (and version.txt) -> `old_to`, `<dir>/.restore` -> `member/`, marker
@@ -1014,9 +1029,7 @@ impl Runner<'_> {
             data.backup_copy()?;
             fs::write(&journal, b"")
                 .and_then(|_| sync_dir(data.path()))
-                .map_err(|e| {
-                    MigrateError::Other(format!("cannot write {}: {e}", journal.display()))
-                })?;
+                .map_err(IoError::on("cannot write", &journal))?;
         }
         crash_point("v2v3-backed-up");
         let before = super::verify::before_v2v3(self)?;
@@ -1206,6 +1219,41 @@ fn prefix_end(prefix: &[u8]) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn io_keeps_its_kind_through_migrates_wrappers() {
+        let eacces = || std::io::Error::from_raw_os_error(libc::EACCES);
+        let spawn = MigrateError::Process(ProcessError::Spawn {
+            binary: "/usr/local/bin/etcd-3.4.23".into(),
+            source: eacces(),
+        });
+        assert_eq!(spawn.kind(), Kind::Io);
+        let during = MigrateError::During {
+            doing: "starting etcd version 3.4.23 failed".into(),
+            source: Box::new(spawn),
+        };
+        assert_eq!(during.kind(), Kind::Io);
+        assert!(during
+            .to_string()
+            .starts_with("starting etcd version 3.4.23 failed: cannot start /usr/local/bin/"));
+        let copy = MigrateError::IoWithRemedy {
+            source: IoError::new(
+                "Failed to copy etcd-3.5.1 to",
+                "/usr/local/bin/etcd",
+                eacces(),
+            ),
+            remedy: "set DO_NOT_MOVE_BINARIES=true to skip this",
+        };
+        assert_eq!(copy.kind(), Kind::Io);
+        assert_eq!(
+            copy.to_string(),
+            "Failed to copy etcd-3.5.1 to /usr/local/bin/etcd: Permission denied; run as the \
+             data dir's owner (or fix the permissions) (set DO_NOT_MOVE_BINARIES=true to skip \
+             this)"
+        );
+        let exited = MigrateError::Process(ProcessError::AlreadyStopped);
+        assert_eq!(exited.kind(), Kind::Refused);
+    }
 
     #[test]
     fn prefix_end_like_etcd() {

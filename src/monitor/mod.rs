@@ -9,7 +9,7 @@
 //! once per scrape. The HTTP protocol is in `http.rs`, sockets and threads in `server.rs`;
 //! `buffers.rs` keeps body buffers between scrapes.
 
-use std::fmt;
+use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -108,48 +108,48 @@ impl Default for MonitorConfig {
     }
 }
 
-/// Bad configuration or a listener that cannot be opened.
-#[derive(Debug)]
+/// Bad configuration or a listener that cannot be opened. The socket errors keep the OS's
+/// error; `during` names the step when it is not the listening socket itself.
+#[derive(Debug, thiserror::Error)]
 pub enum MonitorError {
-    Config {
-        flag: &'static str,
-        reason: String,
-    },
-    Tls(ClientError),
+    #[error("{flag}: {reason}")]
+    Config { flag: &'static str, reason: String },
+    #[error("TLS set-up: {0}")]
+    Tls(#[source] ClientError),
+    #[error("cannot listen on {address}: {during}{source}")]
     Listen {
         address: String,
-        reason: String,
+        during: &'static str,
+        #[source]
+        source: io::Error,
     },
     /// The server stopped accepting connections.
+    #[error("stopped accepting connections on {address}: {during}{source}")]
     Serve {
         address: String,
-        reason: String,
+        during: &'static str,
+        #[source]
+        source: io::Error,
     },
 }
 
-impl fmt::Display for MonitorError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            MonitorError::Config { flag, reason } => write!(f, "{flag}: {reason}"),
-            MonitorError::Tls(e) => write!(f, "TLS set-up: {e}"),
-            MonitorError::Listen { address, reason } => {
-                write!(f, "cannot listen on {address}: {reason}")
-            }
-            MonitorError::Serve { address, reason } => {
-                write!(f, "stopped accepting connections on {address}: {reason}")
-            }
-        }
-    }
-}
-
-impl std::error::Error for MonitorError {}
-
 /// Why one scrape of etcd failed.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub enum ScrapeError {
-    Fetch { error: ClientError, timed_out: bool },
+    #[error("{}{error}", if *timed_out { "timed out: " } else { "" })]
+    Fetch {
+        #[source]
+        error: ClientError,
+        timed_out: bool,
+    },
+    #[error("{url} answered {content_type:?}, not the text format")]
     NotText { url: String, content_type: String },
-    Parse { url: String, error: ParseError },
+    #[error("{url}: malformed metrics: {error}")]
+    Parse {
+        url: String,
+        #[source]
+        error: ParseError,
+    },
 }
 
 impl ScrapeError {
@@ -170,24 +170,6 @@ impl ScrapeError {
         }
     }
 }
-
-impl fmt::Display for ScrapeError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            ScrapeError::Fetch {
-                error,
-                timed_out: true,
-            } => write!(f, "timed out: {error}"),
-            ScrapeError::Fetch { error, .. } => write!(f, "{error}"),
-            ScrapeError::NotText { url, content_type } => {
-                write!(f, "{url} answered {content_type:?}, not the text format")
-            }
-            ScrapeError::Parse { url, error } => write!(f, "{url}: malformed metrics: {error}"),
-        }
-    }
-}
-
-impl std::error::Error for ScrapeError {}
 
 /// One answer for the metrics path: always a valid exposition; `error` says whether etcd
 /// could be scraped.
@@ -606,6 +588,53 @@ impl Monitor {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn errors_keep_their_words_and_the_os_error() {
+        let listen = MonitorError::Listen {
+            address: "127.0.0.1:9101".into(),
+            during: "socket options: ",
+            source: io::Error::from_raw_os_error(libc::EADDRINUSE),
+        };
+        assert_eq!(
+            listen.to_string(),
+            "cannot listen on 127.0.0.1:9101: socket options: Address already in use (os error 98)"
+        );
+        let source = std::error::Error::source(&listen).unwrap();
+        let os = source.downcast_ref::<io::Error>().unwrap().raw_os_error();
+        assert_eq!(os, Some(libc::EADDRINUSE));
+        let serve = MonitorError::Serve {
+            address: "[::]:9101".into(),
+            during: "",
+            source: io::Error::from_raw_os_error(libc::EBADF),
+        };
+        assert_eq!(
+            serve.to_string(),
+            "stopped accepting connections on [::]:9101: Bad file descriptor (os error 9)"
+        );
+        let fetch = |timed_out| ScrapeError::Fetch {
+            error: ClientError::TooLarge {
+                url: "http://e/metrics".into(),
+                limit: 10,
+            },
+            timed_out,
+        };
+        let body = "http://e/metrics: response body larger than 10 bytes";
+        assert_eq!(fetch(false).to_string(), body);
+        assert_eq!(fetch(true).to_string(), format!("timed out: {body}"));
+        let parse = ScrapeError::Parse {
+            url: "http://e/metrics".into(),
+            error: ParseError::at(3, "x{", "unexpected end".into()),
+        };
+        assert_eq!(
+            parse.to_string(),
+            "http://e/metrics: malformed metrics: line 3: unexpected end (in \"x{\")"
+        );
+        assert_eq!(
+            ParseError::at(1, "", "empty".into()).to_string(),
+            "line 1: empty"
+        );
+    }
 
     #[test]
     fn timeout_follows_prometheus_header_minus_a_margin() {

@@ -67,7 +67,8 @@ struct Shared {
     ready_cv: Condvar,
     open: AtomicUsize,
     stopping: AtomicBool,
-    failure: Mutex<Option<String>>,
+    /// Why accepting stopped: the call (when not `accept` itself) and the OS's error.
+    failure: Mutex<Option<(&'static str, io::Error)>>,
 }
 
 /// The running server; dropping it (or [`Server::shutdown`]) stops it.
@@ -80,19 +81,20 @@ pub struct Server {
 impl Server {
     pub fn start(monitor: Arc<Monitor>) -> Result<Server, MonitorError> {
         let address = normalize_listen_address(&monitor.config.listen_address);
-        let listen_error = |reason: String| MonitorError::Listen {
-            address: address.clone(),
-            reason,
+        let listen_error = |during: &'static str| {
+            let address = address.clone();
+            move |source| MonitorError::Listen {
+                address,
+                during,
+                source,
+            }
         };
-        let listener =
-            TcpListener::bind(address.as_str()).map_err(|e| listen_error(e.to_string()))?;
+        let listener = TcpListener::bind(address.as_str()).map_err(listen_error(""))?;
         tune_listener(&listener, monitor.config.write_timeout)
-            .map_err(|e| listen_error(format!("socket options: {e}")))?;
-        let addr = listener
-            .local_addr()
-            .map_err(|e| listen_error(e.to_string()))?;
+            .map_err(listen_error("socket options: "))?;
+        let addr = listener.local_addr().map_err(listen_error(""))?;
         let max_connections = connection_cap(monitor.config.max_connections);
-        let (epoll, wake) = epoll_with_wake(&listener).map_err(|e| listen_error(e.to_string()))?;
+        let (epoll, wake) = epoll_with_wake(&listener).map_err(listen_error(""))?;
         let workers = monitor.config.workers.max(1);
         let shared = Arc::new(Shared {
             monitor,
@@ -122,7 +124,7 @@ impl Server {
             thread::Builder::new()
                 .name(name)
                 .spawn(f)
-                .map_err(|e| listen_error(format!("cannot start a thread: {e}")))
+                .map_err(listen_error("cannot start a thread: "))
         };
         server
             .threads
@@ -148,9 +150,10 @@ impl Server {
             let _ = t.join();
         }
         match lock(&self.shared.failure).take() {
-            Some(reason) => Err(MonitorError::Serve {
+            Some((during, source)) => Err(MonitorError::Serve {
                 address: self.addr.to_string(),
-                reason,
+                during,
+                source,
             }),
             None => Ok(()),
         }
@@ -242,13 +245,13 @@ impl Poller {
             let n = match epoll_wait(&self.shared.epoll, &mut events, timeout) {
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return self.fail(format!("epoll_wait: {e}")),
+                Err(e) => return self.fail("epoll_wait: ", e),
             };
             for ev in &events[..n] {
                 match ev.u64 {
                     LISTENER => {
-                        if let Err(reason) = self.accept_all() {
-                            return self.fail(reason);
+                        if let Err(e) = self.accept_all() {
+                            return self.fail("", e);
                         }
                     }
                     WAKE => {}
@@ -268,13 +271,13 @@ impl Poller {
         }
     }
 
-    fn fail(&self, reason: String) {
-        *lock(&self.shared.failure) = Some(reason);
+    fn fail(&self, during: &'static str, error: io::Error) {
+        *lock(&self.shared.failure) = Some((during, error));
         self.shared.stop();
     }
 
     /// Accepts until none is pending. Err: an error that waiting does not cure.
-    fn accept_all(&mut self) -> Result<(), String> {
+    fn accept_all(&mut self) -> io::Result<()> {
         loop {
             match self.listener.accept() {
                 Ok((stream, _)) => {
@@ -292,7 +295,7 @@ impl Poller {
                             self.pause(&e);
                             Ok(())
                         }
-                        AcceptError::Fatal => Err(e.to_string()),
+                        AcceptError::Fatal => Err(e),
                     }
                 }
             }
@@ -372,8 +375,8 @@ impl Poller {
             .is_ok()
             {
                 self.paused_until = None;
-                if let Err(reason) = self.accept_all() {
-                    self.fail(reason);
+                if let Err(e) = self.accept_all() {
+                    self.fail("", e);
                 }
             }
         }
@@ -469,6 +472,16 @@ impl Worker {
         }
     }
 
+    /// Answers a head we will not serve with `status` and closes the connection.
+    fn refuse(&self, mut conn: Conn, status: u16) {
+        let _ = write_error(
+            &mut conn.stream,
+            status,
+            self.shared.monitor.config.write_timeout,
+        );
+        self.shared.close(conn);
+    }
+
     /// Reads what has arrived and answers one request; the connection then waits in epoll,
     /// goes back in line (more pipelined requests) or is closed.
     fn serve(&mut self, mut conn: Conn) {
@@ -499,22 +512,8 @@ impl Worker {
                 conn.skip = request.content_length;
                 (len, keep && !request.chunked)
             }
-            Head::TooLarge => {
-                let _ = write_error(
-                    &mut conn.stream,
-                    431,
-                    self.shared.monitor.config.write_timeout,
-                );
-                return self.shared.close(conn);
-            }
-            Head::Bad => {
-                let _ = write_error(
-                    &mut conn.stream,
-                    400,
-                    self.shared.monitor.config.write_timeout,
-                );
-                return self.shared.close(conn);
-            }
+            Head::TooLarge => return self.refuse(conn, 431),
+            Head::Bad => return self.refuse(conn, 400),
         };
         conn.input.drain(..consumed);
         let skipped = conn.skip.min(conn.input.len() as u64);

@@ -6,7 +6,6 @@
 
 use std::borrow::Cow;
 use std::collections::HashMap;
-use std::fmt;
 use std::hash::BuildHasherDefault;
 
 use super::lex::{self, same_text, Lexer, Line, RawLabel, SampleLine};
@@ -14,7 +13,8 @@ use super::rewrite::Fnv;
 use super::{Exposition, Family, Label, MetricType, Sample, Suffix, Value};
 
 /// A malformed exposition: which line, and what is wrong with it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("line {line}: {message}{}", quoted(excerpt))]
 pub struct ParseError {
     /// 1-based line number.
     pub line: usize,
@@ -33,17 +33,14 @@ impl ParseError {
     }
 }
 
-impl fmt::Display for ParseError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "line {}: {}", self.line, self.message)?;
-        if !self.excerpt.is_empty() {
-            write!(f, " (in {:?})", self.excerpt)?;
-        }
-        Ok(())
+/// ` (in "<excerpt>")`, or nothing for an empty line.
+fn quoted(excerpt: &str) -> String {
+    if excerpt.is_empty() {
+        String::new()
+    } else {
+        format!(" (in {excerpt:?})")
     }
 }
-
-impl std::error::Error for ParseError {}
 
 /// Parses a whole exposition. Families keep the order in which their names first appear;
 /// samples of a family split apart in the input are gathered under it.

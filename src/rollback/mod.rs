@@ -32,7 +32,7 @@ use crate::storage::v2store::{FlatTree, Store};
 use crate::storage::wal::WalError;
 use crate::storage::{mvcc, snap, wal, Finding};
 use cluster::{Change, WalEntry};
-use convert::{ConvertError, ConvertOptions, KeyScan, TargetVersion};
+use convert::{ConvertError, ConvertOptions, KeyScan, LiveKey, TargetVersion};
 use std::fmt;
 use std::fs;
 use std::io;
@@ -867,22 +867,48 @@ fn wal_covers_db(wal: &Wal, consistent_index: u64) -> Result<HardState, Rollback
 }
 
 /// One backward pass over bucket `key`: the newest state of every key, the live ones
-/// straight into the `/1` tree (keys and values stay borrowed from the db).
+/// straight into the `/1` tree (keys and values stay borrowed from the db). Two stages on two
+/// threads: this one walks the db and finds each key's newest state, a second checks and
+/// measures the live keys (in batches, in order).
 fn scan_keys<'db>(
     paths: &Paths,
     db: &'db BoltDb,
     copts: &ConvertOptions,
 ) -> Result<(KeyScan, Built<'db>), RollbackError> {
+    const BATCH: usize = 4096;
     let mut scan = KeyScan::default();
-    let mut builder = convert::UserTreeBuilder::new(copts);
-    let revisions = mvcc::for_each_newest(db, &mut |e| {
-        if let Some(kv) = scan.add_newest(e) {
-            builder.add(&kv);
-        }
-        Ok(ControlFlow::Continue(()))
-    })
-    .map_err(|e| bolt_err(&db_path(paths), e))?;
-    scan.revisions = revisions;
+    let (revisions, builder) = std::thread::scope(|scope| {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<LiveKey<'db>>>(4);
+        let checker = scope.spawn(move || {
+            let mut builder = convert::UserTreeBuilder::new(copts);
+            for kv in rx.iter().flatten() {
+                builder.add(&kv);
+            }
+            builder
+        });
+        let mut batch = Vec::with_capacity(BATCH);
+        let revisions = mvcc::for_each_newest(db, &mut |e| {
+            if let Some(kv) = scan.add_newest(e) {
+                batch.push(kv);
+                if batch.len() == BATCH {
+                    let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH));
+                    // the checker only stops by panicking, which join reports below
+                    let _ = tx.send(full);
+                }
+            }
+            Ok(ControlFlow::Continue(()))
+        });
+        let _ = tx.send(batch);
+        drop(tx);
+        (revisions, checker.join())
+    });
+    let builder = builder.map_err(|_| {
+        RollbackError::Corrupt(Finding::in_file(
+            db_path(paths),
+            "the key checker thread failed",
+        ))
+    })?;
+    scan.revisions = revisions.map_err(|e| bolt_err(&db_path(paths), e))?;
     let built = builder.finish().map(|mut c| {
         c.keys.borrowed_from(db);
         c

@@ -61,7 +61,7 @@ impl Mapped {
         };
         let bytes = if ptr == libc::MAP_FAILED {
             let mut data = Vec::with_capacity(n);
-            (&*file).take(len).read_to_end(&mut data)?;
+            file.take(len).read_to_end(&mut data)?;
             Bytes::Owned(data)
         } else {
             on_sigbus_name(path);

@@ -3,12 +3,12 @@
 //! against the bytes that are there; damage is a [`Finding`] (file and byte offset), and what
 //! the OS refuses is an [`crate::error::IoError`], never a finding.
 
-use std::fmt;
 use std::path::PathBuf;
 
 /// Something wrong found at a place in a file: what integrity checks report, and what format
-/// errors carry.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// errors carry. Shown as `<file>: offset N: <problem>` (or `<file>: <problem>`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}: {}{problem}", file.display(), offset_prefix(offset))]
 pub struct Finding {
     pub file: PathBuf,
     /// Byte offset in `file`, when the problem has one.
@@ -44,21 +44,9 @@ impl Finding {
     }
 }
 
-impl fmt::Display for Finding {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.offset {
-            Some(offset) => write!(
-                f,
-                "{}: offset {offset}: {}",
-                self.file.display(),
-                self.problem
-            ),
-            None => write!(f, "{}: {}", self.file.display(), self.problem),
-        }
-    }
+fn offset_prefix(offset: &Option<u64>) -> String {
+    offset.map_or(String::new(), |o| format!("offset {o}: "))
 }
-
-impl std::error::Error for Finding {}
 
 impl crate::error::HasKind for Finding {
     fn kind(&self) -> crate::error::Kind {
@@ -78,6 +66,25 @@ pub(crate) fn parse_hex_pair_name(name: &str, suffix: &str) -> Option<(u64, u64)
         }
     };
     Some((hex(a)?, hex(b)?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Finding;
+    use crate::error::{HasKind, Kind};
+
+    #[test]
+    fn a_finding_names_file_then_offset() {
+        let at = Finding::at("/d/member/wal/0.wal", 4096, "crc mismatch");
+        assert_eq!(
+            at.to_string(),
+            "/d/member/wal/0.wal: offset 4096: crc mismatch"
+        );
+        assert_eq!(at.place(), "/d/member/wal/0.wal offset 4096");
+        let whole = Finding::in_file("/d/member/snap/db", "not a bbolt file");
+        assert_eq!(whole.to_string(), "/d/member/snap/db: not a bbolt file");
+        assert_eq!(whole.kind(), Kind::Corrupt);
+    }
 }
 
 /// The never-panic tests' inputs: `rounds` copies of `orig`, each with one byte set at random

@@ -6,6 +6,9 @@
 //! number order. Decoders accept what any protobuf writer may produce (packed or not, any order,
 //! unknown fields skipped) but reject a known field with the wrong wire type, which is also how
 //! a v2 `Request` is told from an `InternalRaftRequest`.
+//!
+//! A message is declared once, its struct with each field's number (`message!`); how a field
+//! of each Rust type is read and written (the gogo rules above) is said once, by `Wire`.
 
 use super::protowire::{nested, put_bool, put_bytes, put_int, put_uint, Field, Fields, WireError};
 
@@ -18,315 +21,246 @@ fn each<'a>(buf: &'a [u8], mut f: impl FnMut(Field<'a>) -> Result<()>) -> Result
     Ok(())
 }
 
+/// How a struct field of one Rust type travels, as etcd's gogo code writes it: integers, bools
+/// and strings always; bytes only when not empty (gogo skips nil, and Go's nil and empty are
+/// not told apart); an `Option` only when set; repeated integers unpacked; a nested message
+/// length-delimited, always.
+trait Wire<'a> {
+    /// Takes the value of field `f` (a repeated field appends to what it has).
+    fn read(&mut self, f: &Field<'a>) -> Result<()>;
+    /// Writes the value as field number `n`, or nothing where etcd writes nothing.
+    fn write(&self, out: &mut Vec<u8>, n: u32);
+}
+
+/// [`Wire`] for a type that a field replaces whole: how to read it from field `f`, and how
+/// to write the value `v` as field `n` into `out`.
+macro_rules! wire {
+    ($t:ty, |$f:ident| $read:expr, |$out:ident, $n:ident, $v:ident| $write:expr) => {
+        impl<'a> Wire<'a> for $t {
+            fn read(&mut self, $f: &Field<'a>) -> Result<()> {
+                *self = $read;
+                Ok(())
+            }
+
+            fn write(&self, $out: &mut Vec<u8>, $n: u32) {
+                let $v = self;
+                $write
+            }
+        }
+    };
+}
+
+wire! { u64, |f| f.varint()?, |out, n, v| put_uint(out, n, *v) }
+wire! { i64, |f| f.i64()?, |out, n, v| put_int(out, n, *v) }
+wire! { u32, |f| f.u32()?, |out, n, v| put_uint(out, n, u64::from(*v)) }
+wire! { bool, |f| f.bool()?, |out, n, v| put_bool(out, n, *v) }
+wire! { String, |f| f.string()?, |out, n, v| put_bytes(out, n, v.as_bytes()) }
+wire! { Option<bool>,
+    |f| Some(f.bool()?),
+    |out, n, v| if let Some(b) = v { put_bool(out, n, *b) }
+}
+wire! { Vec<u8>,
+    |f| f.bytes()?.to_vec(),
+    |out, n, v| if !v.is_empty() { put_bytes(out, n, v) }
+}
+wire! { Option<&'a [u8]>,
+    |f| Some(f.bytes()?),
+    |out, n, v| if let Some(d) = v { put_bytes(out, n, d) }
+}
+
+/// Repeated uint64: packed or not on the way in, unpacked on the way out (etcd 2.3.7 rejects
+/// packed).
+impl Wire<'_> for Vec<u64> {
+    fn read(&mut self, f: &Field<'_>) -> Result<()> {
+        f.repeated_varint(self)
+    }
+
+    fn write(&self, out: &mut Vec<u8>, n: u32) {
+        for &v in self {
+            put_uint(out, n, v);
+        }
+    }
+}
+
+/// A message: its struct, each field with its number, listed in number order (the order etcd
+/// writes them), and its `decode` and `encode`. Each field goes by its type's [`Wire`].
+/// Unknown field numbers are skipped; a known one with the wrong wire type is an error.
+macro_rules! message {
+    (
+        $(#[$attr:meta])*
+        pub struct $name:ident $(<$lt:lifetime>)? {
+            $($(#[$field_attr:meta])* $number:literal => pub $field:ident: $type:ty,)+
+        }
+    ) => {
+        $(#[$attr])*
+        pub struct $name $(<$lt>)? {
+            $($(#[$field_attr])* pub $field: $type,)+
+        }
+
+        impl<$($lt)?> $name $(<$lt>)? {
+            pub fn decode(buf: &$($lt)? [u8]) -> Result<Self> {
+                let mut m = Self::default();
+                each(buf, |f| match f.number {
+                    $($number => m.$field.read(&f),)+
+                    _ => Ok(()),
+                })?;
+                Ok(m)
+            }
+
+            pub fn encode(&self) -> Vec<u8> {
+                let mut out = Vec::new();
+                $(self.$field.write(&mut out, $number);)+
+                out
+            }
+        }
+    };
+}
+
+/// [`Wire`] for a message that is a field of another, and for it as an optional field:
+/// length-delimited; an error's offset counts from the outer message.
+macro_rules! nested_message {
+    ($name:ident) => {
+        wire! { $name,
+            |f| $name::decode(f.bytes()?).map_err(nested(f.value_offset))?,
+            |out, n, v| put_bytes(out, n, &v.encode())
+        }
+        wire! { Option<$name>,
+            |f| Some($name::decode(f.bytes()?).map_err(nested(f.value_offset))?),
+            |out, n, v| if let Some(m) = v { put_bytes(out, n, &m.encode()) }
+        }
+    };
+}
+
 // ---------------------------------------------------------------------------------------------
 // raftpb
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum EntryType {
-    Normal,
-    ConfChange,
-    ConfChangeV2,
-    Other(u64),
-}
-
-impl EntryType {
-    pub fn from_raw(v: u64) -> EntryType {
-        match v {
-            0 => EntryType::Normal,
-            1 => EntryType::ConfChange,
-            2 => EntryType::ConfChangeV2,
-            o => EntryType::Other(o),
+/// A raftpb enum: each known value with its number and etcd's Go name (as `etcd-dump-logs`
+/// prints it), and `Other` for a number this tool does not know (printed `<Type>(<n>)`).
+/// Its zero value is the default, as in Go; it travels as a varint, always written.
+macro_rules! raft_enum {
+    ($name:ident { $($variant:ident = $raw:literal, $go:literal;)+ }) => {
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        pub enum $name {
+            $($variant,)+
+            Other(u64),
         }
-    }
 
-    pub fn raw(self) -> u64 {
-        match self {
-            EntryType::Normal => 0,
-            EntryType::ConfChange => 1,
-            EntryType::ConfChangeV2 => 2,
-            EntryType::Other(o) => o,
-        }
-    }
-
-    /// etcd's Go name, as `etcd-dump-logs` prints it.
-    pub fn name(self) -> String {
-        match self {
-            EntryType::Normal => "EntryNormal".into(),
-            EntryType::ConfChange => "EntryConfChange".into(),
-            EntryType::ConfChangeV2 => "EntryConfChangeV2".into(),
-            EntryType::Other(o) => format!("EntryType({o})"),
-        }
-    }
-}
-
-/// A raft log entry. `data` empty means a leader's no-op (Go nil and empty are not told apart).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Entry {
-    pub entry_type: EntryType,
-    pub term: u64,
-    pub index: u64,
-    pub data: Vec<u8>,
-}
-
-impl Entry {
-    pub fn decode(buf: &[u8]) -> Result<Entry> {
-        let mut e = Entry {
-            entry_type: EntryType::Normal,
-            term: 0,
-            index: 0,
-            data: Vec::new(),
-        };
-        each(buf, |f| {
-            match f.number {
-                1 => e.entry_type = EntryType::from_raw(f.varint()?),
-                2 => e.term = f.varint()?,
-                3 => e.index = f.varint()?,
-                4 => e.data = f.bytes()?.to_vec(),
-                _ => {}
-            }
-            Ok(())
-        })?;
-        Ok(e)
-    }
-
-    pub fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(self.data.len() + 32);
-        put_uint(&mut out, 1, self.entry_type.raw());
-        put_uint(&mut out, 2, self.term);
-        put_uint(&mut out, 3, self.index);
-        if !self.data.is_empty() {
-            put_bytes(&mut out, 4, &self.data);
-        }
-        out
-    }
-}
-
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct HardState {
-    pub term: u64,
-    pub vote: u64,
-    pub commit: u64,
-}
-
-impl HardState {
-    pub fn decode(buf: &[u8]) -> Result<HardState> {
-        let mut h = HardState::default();
-        each(buf, |f| {
-            match f.number {
-                1 => h.term = f.varint()?,
-                2 => h.vote = f.varint()?,
-                3 => h.commit = f.varint()?,
-                _ => {}
-            }
-            Ok(())
-        })?;
-        Ok(h)
-    }
-
-    pub fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(16);
-        put_uint(&mut out, 1, self.term);
-        put_uint(&mut out, 2, self.vote);
-        put_uint(&mut out, 3, self.commit);
-        out
-    }
-}
-
-/// Raft membership. Field 1 is `nodes` up to 3.3 and `voters` from 3.4: the same on the wire.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ConfState {
-    pub voters: Vec<u64>,
-    pub learners: Vec<u64>,
-    pub voters_outgoing: Vec<u64>,
-    pub learners_next: Vec<u64>,
-    /// 3.4+ always writes it (`28 00`); 2.3.7 keeps it as an unknown field.
-    pub auto_leave: Option<bool>,
-}
-
-impl ConfState {
-    pub fn decode(buf: &[u8]) -> Result<ConfState> {
-        let mut c = ConfState::default();
-        each(buf, |f| {
-            match f.number {
-                1 => f.repeated_varint(&mut c.voters)?,
-                2 => f.repeated_varint(&mut c.learners)?,
-                3 => f.repeated_varint(&mut c.voters_outgoing)?,
-                4 => f.repeated_varint(&mut c.learners_next)?,
-                5 => c.auto_leave = Some(f.bool()?),
-                _ => {}
-            }
-            Ok(())
-        })?;
-        Ok(c)
-    }
-
-    pub fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::new();
-        for (n, list) in [
-            (1, &self.voters),
-            (2, &self.learners),
-            (3, &self.voters_outgoing),
-            (4, &self.learners_next),
-        ] {
-            for &id in list.iter() {
-                put_uint(&mut out, n, id); // unpacked, as etcd writes
-            }
-        }
-        if let Some(b) = self.auto_leave {
-            put_bool(&mut out, 5, b);
-        }
-        out
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ConfChangeType {
-    AddNode,
-    RemoveNode,
-    UpdateNode,
-    AddLearnerNode,
-    Other(u64),
-}
-
-impl ConfChangeType {
-    pub fn from_raw(v: u64) -> ConfChangeType {
-        match v {
-            0 => ConfChangeType::AddNode,
-            1 => ConfChangeType::RemoveNode,
-            2 => ConfChangeType::UpdateNode,
-            3 => ConfChangeType::AddLearnerNode,
-            o => ConfChangeType::Other(o),
-        }
-    }
-
-    pub fn raw(self) -> u64 {
-        match self {
-            ConfChangeType::AddNode => 0,
-            ConfChangeType::RemoveNode => 1,
-            ConfChangeType::UpdateNode => 2,
-            ConfChangeType::AddLearnerNode => 3,
-            ConfChangeType::Other(o) => o,
-        }
-    }
-
-    pub fn name(self) -> String {
-        match self {
-            ConfChangeType::AddNode => "ConfChangeAddNode".into(),
-            ConfChangeType::RemoveNode => "ConfChangeRemoveNode".into(),
-            ConfChangeType::UpdateNode => "ConfChangeUpdateNode".into(),
-            ConfChangeType::AddLearnerNode => "ConfChangeAddLearnerNode".into(),
-            ConfChangeType::Other(o) => format!("ConfChangeType({o})"),
-        }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfChange {
-    pub id: u64,
-    pub change_type: ConfChangeType,
-    pub node_id: u64,
-    /// For AddNode/UpdateNode: the member's JSON (`{"id":..,"peerURLs":[..],"name":..}`).
-    pub context: Vec<u8>,
-}
-
-impl ConfChange {
-    pub fn decode(buf: &[u8]) -> Result<ConfChange> {
-        let mut c = ConfChange {
-            id: 0,
-            change_type: ConfChangeType::AddNode,
-            node_id: 0,
-            context: Vec::new(),
-        };
-        each(buf, |f| {
-            match f.number {
-                1 => c.id = f.varint()?,
-                2 => c.change_type = ConfChangeType::from_raw(f.varint()?),
-                3 => c.node_id = f.varint()?,
-                4 => c.context = f.bytes()?.to_vec(),
-                _ => {}
-            }
-            Ok(())
-        })?;
-        Ok(c)
-    }
-
-    pub fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::new();
-        put_uint(&mut out, 1, self.id);
-        put_uint(&mut out, 2, self.change_type.raw());
-        put_uint(&mut out, 3, self.node_id);
-        if !self.context.is_empty() {
-            put_bytes(&mut out, 4, &self.context);
-        }
-        out
-    }
-}
-
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct SnapshotMetadata {
-    pub conf_state: ConfState,
-    pub index: u64,
-    pub term: u64,
-}
-
-impl SnapshotMetadata {
-    pub fn decode(buf: &[u8]) -> Result<SnapshotMetadata> {
-        let mut m = SnapshotMetadata::default();
-        each(buf, |f| {
-            match f.number {
-                1 => {
-                    m.conf_state = ConfState::decode(f.bytes()?).map_err(nested(f.value_offset))?
+        impl $name {
+            pub fn from_raw(v: u64) -> $name {
+                match v {
+                    $($raw => $name::$variant,)+
+                    o => $name::Other(o),
                 }
-                2 => m.index = f.varint()?,
-                3 => m.term = f.varint()?,
-                _ => {}
             }
-            Ok(())
-        })?;
-        Ok(m)
-    }
 
-    pub fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::new();
-        put_bytes(&mut out, 1, &self.conf_state.encode());
-        put_uint(&mut out, 2, self.index);
-        put_uint(&mut out, 3, self.term);
-        out
-    }
-}
-
-/// `raftpb.Snapshot`: in a `.snap` file, `data` is the v2 store JSON.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct RaftSnapshot {
-    pub data: Vec<u8>,
-    pub metadata: SnapshotMetadata,
-}
-
-impl RaftSnapshot {
-    pub fn decode(buf: &[u8]) -> Result<RaftSnapshot> {
-        let mut s = RaftSnapshot::default();
-        each(buf, |f| {
-            match f.number {
-                1 => s.data = f.bytes()?.to_vec(),
-                2 => {
-                    s.metadata =
-                        SnapshotMetadata::decode(f.bytes()?).map_err(nested(f.value_offset))?
+            pub fn raw(self) -> u64 {
+                match self {
+                    $($name::$variant => $raw,)+
+                    $name::Other(o) => o,
                 }
-                _ => {}
             }
-            Ok(())
-        })?;
-        Ok(s)
-    }
 
-    pub fn encode(&self) -> Vec<u8> {
-        let meta = self.metadata.encode();
-        let mut out = Vec::with_capacity(self.data.len() + meta.len() + 16);
-        if !self.data.is_empty() {
-            put_bytes(&mut out, 1, &self.data);
+            pub fn name(self) -> String {
+                match self {
+                    $($name::$variant => $go.into(),)+
+                    $name::Other(o) => format!("{}({o})", stringify!($name)),
+                }
+            }
         }
-        put_bytes(&mut out, 2, &meta);
-        out
+
+        impl Default for $name {
+            fn default() -> $name {
+                $name::from_raw(0)
+            }
+        }
+
+        wire! { $name,
+            |f| $name::from_raw(f.varint()?),
+            |out, n, v| put_uint(out, n, v.raw())
+        }
+    };
+}
+
+raft_enum! {
+    EntryType {
+        Normal = 0, "EntryNormal";
+        ConfChange = 1, "EntryConfChange";
+        ConfChangeV2 = 2, "EntryConfChangeV2";
+    }
+}
+
+message! {
+    /// A raft log entry. `data` empty means a leader's no-op (Go nil and empty are not told apart).
+    #[derive(Debug, Clone, Default, PartialEq, Eq)]
+    pub struct Entry {
+        1 => pub entry_type: EntryType,
+        2 => pub term: u64,
+        3 => pub index: u64,
+        4 => pub data: Vec<u8>,
+    }
+}
+
+message! {
+    #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+    pub struct HardState {
+        1 => pub term: u64,
+        2 => pub vote: u64,
+        3 => pub commit: u64,
+    }
+}
+
+message! {
+    /// Raft membership. Field 1 is `nodes` up to 3.3 and `voters` from 3.4: the same on the wire.
+    #[derive(Debug, Clone, Default, PartialEq, Eq)]
+    pub struct ConfState {
+        1 => pub voters: Vec<u64>,
+        2 => pub learners: Vec<u64>,
+        3 => pub voters_outgoing: Vec<u64>,
+        4 => pub learners_next: Vec<u64>,
+        /// 3.4+ always writes it (`28 00`); 2.3.7 keeps it as an unknown field.
+        5 => pub auto_leave: Option<bool>,
+    }
+}
+
+nested_message!(ConfState);
+
+raft_enum! {
+    ConfChangeType {
+        AddNode = 0, "ConfChangeAddNode";
+        RemoveNode = 1, "ConfChangeRemoveNode";
+        UpdateNode = 2, "ConfChangeUpdateNode";
+        AddLearnerNode = 3, "ConfChangeAddLearnerNode";
+    }
+}
+
+message! {
+    #[derive(Debug, Clone, Default, PartialEq, Eq)]
+    pub struct ConfChange {
+        1 => pub id: u64,
+        2 => pub change_type: ConfChangeType,
+        3 => pub node_id: u64,
+        /// For AddNode/UpdateNode: the member's JSON (`{"id":..,"peerURLs":[..],"name":..}`).
+        4 => pub context: Vec<u8>,
+    }
+}
+
+message! {
+    #[derive(Debug, Clone, Default, PartialEq, Eq)]
+    pub struct SnapshotMetadata {
+        1 => pub conf_state: ConfState,
+        2 => pub index: u64,
+        3 => pub term: u64,
+    }
+}
+
+nested_message!(SnapshotMetadata);
+
+message! {
+    /// `raftpb.Snapshot`: in a `.snap` file, `data` is the v2 store JSON.
+    #[derive(Debug, Clone, Default, PartialEq, Eq)]
+    pub struct RaftSnapshot {
+        1 => pub data: Vec<u8>,
+        2 => pub metadata: SnapshotMetadata,
     }
 }
 
@@ -340,51 +274,25 @@ pub const STATE_TYPE: i64 = 3;
 pub const CRC_TYPE: i64 = 4;
 pub const SNAPSHOT_TYPE: i64 = 5;
 
-/// `walpb.Record`, borrowing its data from the frame it was read from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RecordRef<'a> {
-    pub rec_type: i64,
-    pub crc: u32,
-    /// `None` when the field is absent (crc records), as Go's nil slice.
-    pub data: Option<&'a [u8]>,
-}
-
-impl<'a> RecordRef<'a> {
-    pub fn decode(buf: &'a [u8]) -> Result<RecordRef<'a>> {
-        let mut r = RecordRef {
-            rec_type: 0,
-            crc: 0,
-            data: None,
-        };
-        each(buf, |f| {
-            match f.number {
-                1 => r.rec_type = f.i64()?,
-                2 => r.crc = f.u32()?,
-                3 => r.data = Some(f.bytes()?),
-                _ => {}
-            }
-            Ok(())
-        })?;
-        Ok(r)
-    }
-
-    pub fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(self.data.map_or(0, |d| d.len()) + 20);
-        put_int(&mut out, 1, self.rec_type);
-        put_uint(&mut out, 2, u64::from(self.crc));
-        if let Some(d) = self.data {
-            put_bytes(&mut out, 3, d);
-        }
-        out
+message! {
+    /// `walpb.Record`, borrowing its data from the frame it was read from.
+    #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+    pub struct RecordRef<'a> {
+        1 => pub rec_type: i64,
+        2 => pub crc: u32,
+        /// `None` when the field is absent (crc records), as Go's nil slice.
+        3 => pub data: Option<&'a [u8]>,
     }
 }
 
-/// `walpb.Snapshot`: a snapshot record in the WAL. `conf_state` only since 3.5.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct WalSnapshot {
-    pub index: u64,
-    pub term: u64,
-    pub conf_state: Option<ConfState>,
+message! {
+    /// `walpb.Snapshot`: a snapshot record in the WAL. `conf_state` only since 3.5.
+    #[derive(Debug, Clone, Default, PartialEq, Eq)]
+    pub struct WalSnapshot {
+        1 => pub index: u64,
+        2 => pub term: u64,
+        3 => pub conf_state: Option<ConfState>,
+    }
 }
 
 impl WalSnapshot {
@@ -395,175 +303,52 @@ impl WalSnapshot {
             conf_state: None,
         }
     }
+}
 
-    pub fn decode(buf: &[u8]) -> Result<WalSnapshot> {
-        let mut s = WalSnapshot::default();
-        each(buf, |f| {
-            match f.number {
-                1 => s.index = f.varint()?,
-                2 => s.term = f.varint()?,
-                3 => {
-                    s.conf_state =
-                        Some(ConfState::decode(f.bytes()?).map_err(nested(f.value_offset))?)
-                }
-                _ => {}
-            }
-            Ok(())
-        })?;
-        Ok(s)
-    }
-
-    pub fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::new();
-        put_uint(&mut out, 1, self.index);
-        put_uint(&mut out, 2, self.term);
-        if let Some(cs) = &self.conf_state {
-            put_bytes(&mut out, 3, &cs.encode());
-        }
-        out
+message! {
+    /// `etcdserverpb.Metadata`, the WAL metadata record of an etcd member.
+    #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+    pub struct WalMetadata {
+        1 => pub node_id: u64,
+        2 => pub cluster_id: u64,
     }
 }
 
-/// `etcdserverpb.Metadata`, the WAL metadata record of an etcd member.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct WalMetadata {
-    pub node_id: u64,
-    pub cluster_id: u64,
-}
-
-impl WalMetadata {
-    pub fn decode(buf: &[u8]) -> Result<WalMetadata> {
-        let mut m = WalMetadata::default();
-        each(buf, |f| {
-            match f.number {
-                1 => m.node_id = f.varint()?,
-                2 => m.cluster_id = f.varint()?,
-                _ => {}
-            }
-            Ok(())
-        })?;
-        Ok(m)
-    }
-
-    pub fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(22);
-        put_uint(&mut out, 1, self.node_id);
-        put_uint(&mut out, 2, self.cluster_id);
-        out
-    }
-}
-
-/// `snappb.Snapshot`: the outer message of a `.snap` file.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct SnapFileMessage {
-    pub crc: u32,
-    pub data: Vec<u8>,
-}
-
-impl SnapFileMessage {
-    pub fn decode(buf: &[u8]) -> Result<SnapFileMessage> {
-        let mut s = SnapFileMessage::default();
-        each(buf, |f| {
-            match f.number {
-                1 => s.crc = f.u32()?,
-                2 => s.data = f.bytes()?.to_vec(),
-                _ => {}
-            }
-            Ok(())
-        })?;
-        Ok(s)
-    }
-
-    pub fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(self.data.len() + 16);
-        put_uint(&mut out, 1, u64::from(self.crc));
-        if !self.data.is_empty() {
-            put_bytes(&mut out, 2, &self.data);
-        }
-        out
+message! {
+    /// `snappb.Snapshot`: the outer message of a `.snap` file.
+    #[derive(Debug, Clone, Default, PartialEq, Eq)]
+    pub struct SnapFileMessage {
+        1 => pub crc: u32,
+        2 => pub data: Vec<u8>,
     }
 }
 
 // ---------------------------------------------------------------------------------------------
 // etcdserverpb: v2 Request and InternalRaftRequest
 
-/// The v2 `etcdserverpb.Request` (what the v2 API and 3.4/3.5 membership publishes propose).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct V2Request {
-    pub id: u64,
-    pub method: String,
-    pub path: String,
-    pub val: String,
-    pub dir: bool,
-    pub prev_value: String,
-    pub prev_index: u64,
-    pub prev_exist: Option<bool>,
-    /// Unix nanoseconds; 0 = no TTL.
-    pub expiration: i64,
-    pub wait: bool,
-    pub since: u64,
-    pub recursive: bool,
-    pub sorted: bool,
-    pub quorum: bool,
-    /// Unix nanoseconds (SYNC).
-    pub time: i64,
-    pub stream: bool,
-    pub refresh: Option<bool>,
-}
-
-impl V2Request {
-    pub fn decode(buf: &[u8]) -> Result<V2Request> {
-        let mut r = V2Request::default();
-        each(buf, |f| {
-            match f.number {
-                1 => r.id = f.varint()?,
-                2 => r.method = f.string()?,
-                3 => r.path = f.string()?,
-                4 => r.val = f.string()?,
-                5 => r.dir = f.bool()?,
-                6 => r.prev_value = f.string()?,
-                7 => r.prev_index = f.varint()?,
-                8 => r.prev_exist = Some(f.bool()?),
-                9 => r.expiration = f.i64()?,
-                10 => r.wait = f.bool()?,
-                11 => r.since = f.varint()?,
-                12 => r.recursive = f.bool()?,
-                13 => r.sorted = f.bool()?,
-                14 => r.quorum = f.bool()?,
-                15 => r.time = f.i64()?,
-                16 => r.stream = f.bool()?,
-                17 => r.refresh = Some(f.bool()?),
-                _ => {}
-            }
-            Ok(())
-        })?;
-        Ok(r)
-    }
-
-    pub fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::new();
-        put_uint(&mut out, 1, self.id);
-        put_bytes(&mut out, 2, self.method.as_bytes());
-        put_bytes(&mut out, 3, self.path.as_bytes());
-        put_bytes(&mut out, 4, self.val.as_bytes());
-        put_bool(&mut out, 5, self.dir);
-        put_bytes(&mut out, 6, self.prev_value.as_bytes());
-        put_uint(&mut out, 7, self.prev_index);
-        if let Some(b) = self.prev_exist {
-            put_bool(&mut out, 8, b);
-        }
-        put_int(&mut out, 9, self.expiration);
-        put_bool(&mut out, 10, self.wait);
-        put_uint(&mut out, 11, self.since);
-        put_bool(&mut out, 12, self.recursive);
-        put_bool(&mut out, 13, self.sorted);
-        put_bool(&mut out, 14, self.quorum);
-        put_int(&mut out, 15, self.time);
-        put_bool(&mut out, 16, self.stream);
-        if let Some(b) = self.refresh {
-            put_bool(&mut out, 17, b);
-        }
-        out
+message! {
+    /// The v2 `etcdserverpb.Request` (what the v2 API and 3.4/3.5 membership publishes propose).
+    #[derive(Debug, Clone, Default, PartialEq, Eq)]
+    pub struct V2Request {
+        1 => pub id: u64,
+        2 => pub method: String,
+        3 => pub path: String,
+        4 => pub val: String,
+        5 => pub dir: bool,
+        6 => pub prev_value: String,
+        7 => pub prev_index: u64,
+        8 => pub prev_exist: Option<bool>,
+        /// Unix nanoseconds; 0 = no TTL.
+        9 => pub expiration: i64,
+        10 => pub wait: bool,
+        11 => pub since: u64,
+        12 => pub recursive: bool,
+        13 => pub sorted: bool,
+        14 => pub quorum: bool,
+        /// Unix nanoseconds (SYNC).
+        15 => pub time: i64,
+        16 => pub stream: bool,
+        17 => pub refresh: Option<bool>,
     }
 }
 
@@ -1070,6 +855,114 @@ mod tests {
         assert_eq!(m.conf_state.voters, vec![0x2e1259d415f2a040]);
         assert_eq!(m.conf_state.auto_leave, Some(false));
         assert_eq!(m.encode(), meta);
+    }
+
+    #[test]
+    fn every_message_round_trips_and_writes_what_etcd_writes() {
+        let cs = ConfState {
+            voters: vec![1, 2],
+            learners: vec![3],
+            voters_outgoing: vec![4],
+            learners_next: vec![5, 6],
+            auto_leave: Some(true),
+        };
+        // Unpacked, in field order, auto_leave last.
+        assert_eq!(cs.encode(), hex("0801 0802 1003 1804 2005 2006 2801"));
+        assert_eq!(ConfState::decode(&cs.encode()).unwrap(), cs);
+        // Packed voters are read too; 2.3.7's ConfState has no auto_leave: none written.
+        let packed = ConfState::decode(&hex("0a 02 01 02")).unwrap();
+        assert_eq!(packed.voters, vec![1, 2]);
+        assert_eq!(packed.encode(), hex("0801 0802"));
+
+        let meta = SnapshotMetadata {
+            conf_state: cs.clone(),
+            index: 9,
+            term: 3,
+        };
+        assert_eq!(SnapshotMetadata::decode(&meta.encode()).unwrap(), meta);
+        let snap = RaftSnapshot {
+            data: b"{\"Root\":{}}".to_vec(),
+            metadata: meta.clone(),
+        };
+        assert_eq!(RaftSnapshot::decode(&snap.encode()).unwrap(), snap);
+        // Empty data is not written (gogo skips a nil slice); the metadata always is.
+        let bare = RaftSnapshot::default();
+        assert_eq!(bare.encode(), hex("12 06 0a00 1000 1800"));
+        assert_eq!(RaftSnapshot::decode(&bare.encode()).unwrap(), bare);
+
+        let file = SnapFileMessage {
+            crc: 0xdead_beef,
+            data: snap.encode(),
+        };
+        assert_eq!(SnapFileMessage::decode(&file.encode()).unwrap(), file);
+        assert_eq!(SnapFileMessage::default().encode(), hex("0800"));
+
+        let ws = WalSnapshot {
+            index: 63,
+            term: 2,
+            conf_state: Some(cs.clone()),
+        };
+        assert_eq!(WalSnapshot::decode(&ws.encode()).unwrap(), ws);
+        let crc_record = RecordRef {
+            rec_type: CRC_TYPE,
+            crc: 7,
+            data: None,
+        };
+        assert_eq!(crc_record.encode(), hex("0804 1007"));
+        assert_eq!(RecordRef::decode(&crc_record.encode()).unwrap(), crc_record);
+        let md = WalMetadata {
+            node_id: u64::MAX,
+            cluster_id: 1,
+        };
+        assert_eq!(WalMetadata::decode(&md.encode()).unwrap(), md);
+
+        let req = V2Request {
+            id: 5,
+            method: "PUT".into(),
+            path: "/0/members/1/attributes".into(),
+            val: "{}".into(),
+            prev_exist: Some(false),
+            expiration: -1,
+            time: 1_700_000_000_000_000_000,
+            refresh: Some(true),
+            ..V2Request::default()
+        };
+        assert_eq!(V2Request::decode(&req.encode()).unwrap(), req);
+    }
+
+    #[test]
+    fn raft_enums_keep_unknown_numbers_and_name_them_as_go_does() {
+        for raw in 0..5 {
+            assert_eq!(EntryType::from_raw(raw).raw(), raw);
+            assert_eq!(ConfChangeType::from_raw(raw).raw(), raw);
+        }
+        assert_eq!(EntryType::default(), EntryType::Normal);
+        assert_eq!(EntryType::ConfChangeV2.name(), "EntryConfChangeV2");
+        assert_eq!(EntryType::from_raw(7).name(), "EntryType(7)");
+        assert_eq!(ConfChangeType::default(), ConfChangeType::AddNode);
+        assert_eq!(
+            ConfChangeType::from_raw(3).name(),
+            "ConfChangeAddLearnerNode"
+        );
+        assert_eq!(ConfChangeType::from_raw(9).name(), "ConfChangeType(9)");
+    }
+
+    #[test]
+    fn a_known_field_with_the_wrong_wire_type_is_an_error_at_its_place() {
+        // HardState field 2 as bytes.
+        let e = HardState::decode(&hex("0801 1201 00")).unwrap_err();
+        assert_eq!(e.offset, 2);
+        // In a nested ConfState (SnapshotMetadata field 1 at byte 0, its data from byte 2):
+        // voters as fixed32 at byte 0 of the ConfState.
+        let e = SnapshotMetadata::decode(&hex("0a 05 0d 01000000")).unwrap_err();
+        assert_eq!(e.offset, 2);
+        assert!(
+            e.to_string().contains("field 1 has unexpected wire type 5"),
+            "{e}"
+        );
+        // Unknown fields are skipped.
+        let h = HardState::decode(&hex("0801 f807 05 1803")).unwrap();
+        assert_eq!((h.term, h.commit), (1, 3));
     }
 
     #[test]

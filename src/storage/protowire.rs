@@ -170,6 +170,16 @@ pub fn read_varint(buf: &[u8], pos: usize) -> Result<(u64, usize), WireError> {
     })
 }
 
+/// The `N` bytes of a fixed-width value (fixed64, fixed32) at `pos`.
+fn fixed<const N: usize>(buf: &[u8], pos: usize) -> Result<[u8; N], WireError> {
+    buf.get(pos..pos + N)
+        .and_then(|b| b.try_into().ok())
+        .ok_or(WireError {
+            offset: pos,
+            problem: WireProblem::TruncatedFixed,
+        })
+}
+
 /// Iterates the fields of one message.
 pub struct Fields<'a> {
     buf: &'a [u8],
@@ -203,15 +213,10 @@ impl<'a> Fields<'a> {
                 let (v, end) = read_varint(self.buf, pos)?;
                 (Value::Varint(v), end)
             }
-            1 => {
-                let bytes = self.buf.get(pos..pos + 8).ok_or(WireError {
-                    offset: pos,
-                    problem: WireProblem::TruncatedFixed,
-                })?;
-                let mut a = [0u8; 8];
-                a.copy_from_slice(bytes);
-                (Value::Fixed64(u64::from_le_bytes(a)), pos + 8)
-            }
+            1 => (
+                Value::Fixed64(u64::from_le_bytes(fixed(self.buf, pos)?)),
+                pos + 8,
+            ),
             2 => {
                 let (len, data_start) = read_varint(self.buf, pos)?;
                 let remaining = self.buf.len() - data_start;
@@ -225,15 +230,10 @@ impl<'a> Fields<'a> {
                 value_offset = data_start;
                 (Value::Bytes(&self.buf[data_start..end]), end)
             }
-            5 => {
-                let bytes = self.buf.get(pos..pos + 4).ok_or(WireError {
-                    offset: pos,
-                    problem: WireProblem::TruncatedFixed,
-                })?;
-                let mut a = [0u8; 4];
-                a.copy_from_slice(bytes);
-                (Value::Fixed32(u32::from_le_bytes(a)), pos + 4)
-            }
+            5 => (
+                Value::Fixed32(u32::from_le_bytes(fixed(self.buf, pos)?)),
+                pos + 4,
+            ),
             _ => {
                 return Err(WireError {
                     offset: start,
@@ -372,6 +372,28 @@ mod tests {
         assert!(r[0].is_err());
         let r: Vec<_> = Fields::new(&[0x00, 0x01]).collect();
         assert!(r[0].is_err());
+    }
+
+    #[test]
+    fn fixed_width_fields_are_read_little_endian_and_checked() {
+        let mut buf = vec![0x09]; // field 1, fixed64
+        buf.extend_from_slice(&0x0102_0304_0506_0708u64.to_le_bytes());
+        buf.push(0x15); // field 2, fixed32
+        buf.extend_from_slice(&0x0a0b_0c0du32.to_le_bytes());
+        let values: Vec<_> = Fields::new(&buf).map(|f| f.unwrap().value).collect();
+        assert_eq!(
+            values,
+            [
+                Value::Fixed64(0x0102_0304_0506_0708),
+                Value::Fixed32(0x0a0b_0c0d)
+            ]
+        );
+        for cut in [buf.len() - 1, 8] {
+            let r: Vec<_> = Fields::new(&buf[..cut]).collect();
+            let err = r.last().unwrap().as_ref().unwrap_err();
+            assert_eq!(err.problem, WireProblem::TruncatedFixed);
+            assert_eq!(err.offset, if cut == 8 { 1 } else { 10 });
+        }
     }
 
     #[test]

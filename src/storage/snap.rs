@@ -250,39 +250,106 @@ pub fn write_snap_sized(
     put_varint(&mut outer, head.len() as u64 + json_len + tail.len() as u64);
     outer.extend_from_slice(&head);
     create_snap_file(dir, &path, |file| {
-        let write_err = io_err(&path, "cannot write");
-        let mut w = io::BufWriter::with_capacity(1 << 20, WriteBack::new(file));
-        w.write_all(&outer).map_err(write_err)?;
-        let mut count = CrcCount {
-            crc: crc32c::crc32c(&head),
-            len: 0,
-        };
-        json(&mut Tee {
-            out: &mut w,
-            count: &mut count,
-        })
-        .map_err(io_err(&path, "cannot write"))?;
-        if count.len != json_len {
-            return Err(SnapError::Io(IoError::new(
-                "cannot write",
-                &path,
-                io::Error::other(format!(
-                    "the snapshot data is {} bytes, not the {json_len} announced",
-                    count.len
-                )),
-            )));
-        }
-        let mut crc_field = tail.clone();
-        put_uint(
-            &mut crc_field,
-            1,
-            u64::from(crc32c::crc32c_append(count.crc, &tail)),
-        );
-        w.write_all(&crc_field)
-            .map_err(io_err(&path, "cannot write"))?;
-        w.flush().map_err(io_err(&path, "cannot write"))
+        // The crc covers what follows the outer tag and length: head, JSON, tail.
+        let crc_from = (outer.len() - head.len()) as u64;
+        let crc = on_writer_thread(file, &path, crc_from, &mut |w| {
+            let write_err = || io_err(&path, "cannot write");
+            w.write_all(&outer).map_err(write_err())?;
+            json(w).map_err(write_err())?;
+            let len = w.written - outer.len() as u64;
+            if len != json_len {
+                let e = format!("the snapshot data is {len} bytes, not the {json_len} announced");
+                return Err(write_err()(io::Error::other(e)));
+            }
+            w.write_all(&tail).map_err(write_err())?;
+            w.flush().map_err(write_err())
+        })?;
+        let mut crc_field = Vec::new();
+        put_uint(&mut crc_field, 1, u64::from(crc));
+        file.write_all(&crc_field)
+            .map_err(io_err(&path, "cannot write"))
     })?;
     Ok(path)
+}
+
+/// Buffers handed from the producer to the writer thread.
+const PIPE_BUFFER: usize = 1 << 20;
+
+/// Runs `produce` with a writer whose bytes a second thread writes to `file` (in 1 MB
+/// buffers, at most 4 in flight) and checksums from offset `crc_from` on: making the bytes
+/// and writing them into the page cache then take two cores. Returns the CRC-32C. The
+/// writer thread's error wins over the one the producer saw from it.
+fn on_writer_thread(
+    file: &mut File,
+    path: &Path,
+    crc_from: u64,
+    produce: &mut dyn FnMut(&mut Pipe) -> Result<(), SnapError>,
+) -> Result<u32, SnapError> {
+    use std::sync::mpsc::{channel, sync_channel};
+    std::thread::scope(|scope| {
+        let (full_tx, full_rx) = sync_channel::<Vec<u8>>(2);
+        let (empty_tx, empty_rx) = channel::<Vec<u8>>();
+        let writer = scope.spawn(move || -> io::Result<u32> {
+            let mut out = WriteBack::new(file);
+            let (mut crc, mut at) = (0u32, 0u64);
+            for mut buf in full_rx {
+                out.write_all(&buf)?;
+                let skip = crc_from.saturating_sub(at).min(buf.len() as u64) as usize;
+                crc = crc32c::crc32c_append(crc, &buf[skip..]);
+                at += buf.len() as u64;
+                buf.clear();
+                let _ = empty_tx.send(buf); // the producer may be gone: then nobody needs it
+            }
+            Ok(crc)
+        });
+        let mut pipe = Pipe {
+            buf: Vec::with_capacity(PIPE_BUFFER),
+            written: 0,
+            full: full_tx,
+            empty: empty_rx,
+        };
+        let produced = produce(&mut pipe);
+        drop(pipe); // ends the writer's loop
+        let written = writer
+            .join()
+            .unwrap_or_else(|_| Err(io::Error::other("the writer thread panicked")));
+        let crc = written.map_err(io_err(path, "cannot write"))?;
+        produced.map(|()| crc)
+    })
+}
+
+/// The producer's end of [`on_writer_thread`].
+struct Pipe {
+    buf: Vec<u8>,
+    /// Bytes written so far.
+    written: u64,
+    full: std::sync::mpsc::SyncSender<Vec<u8>>,
+    empty: std::sync::mpsc::Receiver<Vec<u8>>,
+}
+
+impl Pipe {
+    fn send(&mut self) -> io::Result<()> {
+        let next = (self.empty.try_recv()).unwrap_or_else(|_| Vec::with_capacity(PIPE_BUFFER));
+        let full = std::mem::replace(&mut self.buf, next);
+        (self.full.send(full)).map_err(|_| io::Error::other("the writer thread stopped"))
+    }
+}
+
+impl Write for Pipe {
+    fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+        if self.buf.len() + b.len() > PIPE_BUFFER && !self.buf.is_empty() {
+            self.send()?;
+        }
+        self.buf.extend_from_slice(b);
+        self.written += b.len() as u64;
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        self.send()
+    }
 }
 
 /// A file writer that starts the kernel's writeback every few MB (`sync_file_range`), so the
@@ -359,39 +426,6 @@ fn create_snap_file(
     file.sync_all().map_err(io_err(path, "cannot fsync"))?;
     drop(file);
     sync_dir(dir).map_err(io_err(dir, "cannot fsync"))
-}
-
-/// A writer that only counts bytes and their CRC-32C.
-#[derive(Default)]
-struct CrcCount {
-    crc: u32,
-    len: u64,
-}
-
-impl Write for CrcCount {
-    fn write(&mut self, b: &[u8]) -> io::Result<usize> {
-        self.crc = crc32c::crc32c_append(self.crc, b);
-        self.len += b.len() as u64;
-        Ok(b.len())
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
-struct Tee<'a> {
-    out: &'a mut dyn Write,
-    count: &'a mut CrcCount,
-}
-
-impl Write for Tee<'_> {
-    fn write(&mut self, b: &[u8]) -> io::Result<usize> {
-        self.out.write_all(b)?;
-        self.count.write(b)
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        self.out.flush()
-    }
 }
 
 /// Checks every `*.snap` in `dir`: name, CRC, decoding, and that the metadata inside agrees
