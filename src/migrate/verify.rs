@@ -350,7 +350,7 @@ impl Runner<'_> {
         };
         if let Some(before) = &before {
             if let Err(e) = self.changed(before, &after) {
-                return Err(self.undo_step(&e)?);
+                return Err(self.undo_step(MigrateError::Other(e))?);
             }
         }
         Ok(Some(after))
@@ -377,8 +377,8 @@ impl Runner<'_> {
             self.backup_for_step(&step.result())?;
             log::info!("step {n}: backed up in {:?}", t.elapsed());
         }
-        let before = read_db(self, &db, None, "before the step")
-            .map_err(|e| MigrateError::Other(format!("step {n}: {e}")))?;
+        let before =
+            read_db(self, &db, None, "before the step").map_err(|e| offline_failure(n, e))?;
         if !in_place {
             self.offline_before.set(Some(before.clone()));
         }
@@ -387,25 +387,26 @@ impl Runner<'_> {
         if in_place {
             log_applied(self, &self.data.member_path(), "after the step");
             let proof = read_db(self, &db, Some(before.revision), "after the step")
-                .map_err(|e| offline_failure(n, &e))
-                .and_then(|after| self.changed(&before, &after));
+                .map_err(|e| offline_failure(n, e))
+                .and_then(|after| self.changed(&before, &after).map_err(MigrateError::Other));
             if let Err(e) = proof {
-                return Err(self.undo_step(&e)?);
+                return Err(self.undo_step(e)?);
             }
         }
         Ok(None)
     }
 
-    /// After a step that changed the data (`why`): its backup put back, its journal gone; the
-    /// error to fail with.
-    fn undo_step(&self, why: &str) -> Result<MigrateError, MigrateError> {
+    /// After a step that changed the data or cannot show it did not (`why`): its backup put
+    /// back, its journal gone; the error to fail with.
+    fn undo_step(&self, why: MigrateError) -> Result<MigrateError, MigrateError> {
         self.put_back_backup()?;
         finish_step(self.data)?;
-        Ok(MigrateError::Other(format!(
-            "{why}; the data from before the step is back in {}, its backup is kept in {}",
+        let back = format!(
+            "the data from before the step is back in {}, its backup is kept in {}",
             self.data.path().display(),
             self.data.backup_path().display()
-        )))
+        );
+        Ok(noting(why, &back))
     }
 
     /// Extra etcd starts only get ready with a quorum: only a lone member makes them.
@@ -488,11 +489,33 @@ fn log_applied(r: &Runner, member: &Path, when: &str) {
     }
 }
 
-/// The message of an offline read after a step that gave no fingerprint.
-fn offline_failure(n: usize, e: &offline::OfflineError) -> String {
+/// An offline read that gave no fingerprint, as step `n`'s error: a failed read keeps its
+/// kind (I/O is not damage); a db that cannot show revision R says why.
+fn offline_failure(n: usize, e: offline::OfflineError) -> MigrateError {
     match e {
-        offline::OfflineError::Behind { .. } => format!("step {n} changed the data ({e})"),
-        _ => format!("step {n} cannot show it kept the data: {e}"),
+        offline::OfflineError::Read(e) => MigrateError::During {
+            doing: format!("step {n} cannot show it kept the data"),
+            source: Box::new(MigrateError::Inspect(e.into())),
+        },
+        e @ offline::OfflineError::Behind { .. } => {
+            MigrateError::Other(format!("step {n} changed the data ({e})"))
+        }
+        e => MigrateError::Other(format!("step {n} cannot show it kept the data: {e}")),
+    }
+}
+
+/// `e` with what was done about it (`note`), keeping its kind.
+fn noting(e: MigrateError, note: &str) -> MigrateError {
+    match e {
+        MigrateError::Other(why) => MigrateError::Other(format!("{why}; {note}")),
+        MigrateError::During { doing, source } => MigrateError::During {
+            doing: format!("{doing} ({note})"),
+            source,
+        },
+        e => MigrateError::During {
+            doing: note.to_string(),
+            source: Box::new(e),
+        },
     }
 }
 
@@ -518,12 +541,10 @@ pub(super) fn after_downgrade(
     to: &EtcdVersion,
     restored: &Path,
 ) -> Result<(), MigrateError> {
-    let untouched = |e: String| -> Result<(), MigrateError> {
+    let untouched = |e: MigrateError| -> Result<(), MigrateError> {
         remove_tree(restored)?;
-        Err(MigrateError::Other(format!(
-            "{e}; the data dir {} was not changed",
-            r.data.path().display()
-        )))
+        let note = format!("the data dir {} was not changed", r.data.path().display());
+        Err(noting(e, &note))
     };
     let Some(before) = before else {
         let Some(before) = r.offline_before.take() else {
@@ -531,8 +552,8 @@ pub(super) fn after_downgrade(
         };
         let db = restored.join("member/snap/db");
         let proof = read_db(r, &db, Some(before.revision), "after the restore")
-            .map_err(|e| offline_failure(r.step_no.get(), &e))
-            .and_then(|after| r.changed(&before, &after));
+            .map_err(|e| offline_failure(r.step_no.get(), e))
+            .and_then(|after| r.changed(&before, &after).map_err(MigrateError::Other));
         return match proof {
             Ok(()) => Ok(()),
             Err(e) => untouched(e),
@@ -549,7 +570,7 @@ pub(super) fn after_downgrade(
     );
     let after = after?;
     if let Err(e) = r.changed(before, &after) {
-        return untouched(e);
+        return untouched(MigrateError::Other(e));
     }
     r.last_after.set(Some(after));
     Ok(())
@@ -896,31 +917,44 @@ mod tests {
 
     #[test]
     fn an_offline_read_that_cannot_show_revision_r_says_why() {
+        use crate::error::{HasKind, Kind};
         use offline::OfflineError;
-        let compacted = offline_failure(
-            2,
-            &OfflineError::Compacted {
-                at: 57,
-                compacted: 60,
-            },
-        );
+        let compacted = OfflineError::Compacted {
+            at: 57,
+            compacted: 60,
+        };
+        let e = offline_failure(2, compacted).to_string();
         assert!(
-            compacted.starts_with(
+            e.starts_with(
                 "step 2 cannot show it kept the data: the db is compacted at revision 60, past \
                  revision 57 the step started from"
             ),
-            "{compacted}"
+            "{e}"
         );
+        let behind = OfflineError::Behind {
+            at: 57,
+            current: 50,
+        };
         assert_eq!(
-            offline_failure(
-                1,
-                &OfflineError::Behind {
-                    at: 57,
-                    current: 50
-                }
-            ),
+            offline_failure(1, behind).to_string(),
             "step 1 changed the data (the db is at revision 50 after the step, 57 before: \
              revisions were lost)"
+        );
+        // A read the OS refused stays an I/O error through the put-back's note.
+        let eacces = std::io::Error::from_raw_os_error(libc::EACCES);
+        let io = crate::error::IoError::new("cannot open", Path::new("/d/member/snap/db"), eacces);
+        let e = noting(
+            offline_failure(3, OfflineError::Read(io.into())),
+            "the data from before the step is back in /d",
+        );
+        assert_eq!(e.kind(), Kind::Io);
+        let text = e.to_string();
+        assert!(
+            text.starts_with(
+                "step 3 cannot show it kept the data (the data from before the step is back in \
+                 /d): cannot open /d/member/snap/db"
+            ),
+            "{text}"
         );
     }
 

@@ -16,14 +16,15 @@ use std::ops::ControlFlow;
 use std::path::Path;
 
 use super::{Fingerprint, Fnv};
-use crate::storage::bolt::{BoltDb, Direction};
+use crate::storage::bolt::{BoltDb, BoltError, Direction};
 use crate::storage::mvcc::{self, Revision};
+use crate::storage::Finding;
 
 /// Why no fingerprint at the revision asked for.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug)]
 pub enum OfflineError {
-    /// The db cannot be read (I/O, damage, locked by a running etcd).
-    Read(String),
+    /// The db cannot be read (I/O, damage, locked by a running etcd): its kind is the read's.
+    Read(BoltError),
     /// Compacted past `at`: the keyspace at `at` is gone from the history.
     Compacted { at: i64, compacted: i64 },
     /// The db's newest revision is below `at`: revisions were lost.
@@ -33,7 +34,7 @@ pub enum OfflineError {
 impl fmt::Display for OfflineError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            OfflineError::Read(e) => f.write_str(e),
+            OfflineError::Read(e) => write!(f, "{e}"),
             OfflineError::Compacted { at, compacted } => write!(
                 f,
                 "the db is compacted at revision {compacted}, past revision {at} the step \
@@ -60,9 +61,7 @@ pub(super) fn db_fingerprint_losing(
     at: Option<i64>,
     lose_first: bool,
 ) -> Result<Fingerprint, OfflineError> {
-    let read = |e: crate::storage::bolt::BoltError| {
-        OfflineError::Read(format!("reading {}: {e}", path.display()))
-    };
+    let read = OfflineError::Read;
     let db = BoltDb::open(path).map_err(read)?;
     let current = mvcc::current_revision(&db).map_err(read)?;
     let meta = mvcc::read_meta(&db).map_err(read)?;
@@ -92,26 +91,18 @@ pub(super) fn db_fingerprint_losing(
     let bucket = db.require_bucket(mvcc::KEY_BUCKET).map_err(read)?;
     let mut fnv = Fnv::new();
     for (key, rev) in &live {
+        let corrupt = |problem: String| {
+            let at = format!("bucket key, revision {}_{}", rev.main, rev.sub);
+            OfflineError::Read(BoltError::Corrupt(Finding::in_file(
+                path,
+                format!("{at}: {problem}"),
+            )))
+        };
         let bytes = db
             .get(&bucket, &rev.to_key())
             .map_err(read)?
-            .ok_or_else(|| {
-                OfflineError::Read(format!(
-                    "reading {}: revision {}_{} of key {:?} vanished",
-                    path.display(),
-                    rev.main,
-                    rev.sub,
-                    String::from_utf8_lossy(key)
-                ))
-            })?;
-        let kv = mvcc::decode_key_value(&bytes).map_err(|e| {
-            OfflineError::Read(format!(
-                "reading {}: revision {}_{}: {e}",
-                path.display(),
-                rev.main,
-                rev.sub
-            ))
-        })?;
+            .ok_or_else(|| corrupt(format!("key {:?} vanished", String::from_utf8_lossy(key))))?;
+        let kv = mvcc::decode_key_value(&bytes).map_err(corrupt)?;
         // As the gateway shows them: key and value in base64.
         fnv.field(crate::base64::encode(kv.key).as_bytes());
         fnv.field(crate::base64::encode(kv.value).as_bytes());
@@ -130,10 +121,7 @@ pub(super) fn db_fingerprint_losing(
 /// Every key live at `revision` with the revision of its put: one backward scan, the first
 /// entry of a key at or below `revision` is its newest then (a tombstone: deleted then).
 /// Holds each key once (with its revision), never a value.
-fn live_at(
-    db: &BoltDb,
-    revision: i64,
-) -> Result<Vec<(Vec<u8>, Revision)>, crate::storage::bolt::BoltError> {
+fn live_at(db: &BoltDb, revision: i64) -> Result<Vec<(Vec<u8>, Revision)>, BoltError> {
     let mut newest: HashMap<Vec<u8>, Option<Revision>> = HashMap::new();
     mvcc::for_each_revision(db, Direction::Backward, &mut |e| {
         if e.revision.main <= revision && !newest.contains_key(e.kv.key) {

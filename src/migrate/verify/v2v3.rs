@@ -103,8 +103,9 @@ pub(in crate::migrate) fn after_v2v3_offline(
     let n = r.step_no.get();
     let t = Instant::now();
     let path = r.data.member_path().join("snap/db");
-    let read = |e: crate::storage::bolt::BoltError| {
-        MigrateError::Other(format!("step {n}: reading {}: {e}", path.display()))
+    let read = |e: crate::storage::bolt::BoltError| MigrateError::During {
+        doing: format!("step {n} cannot show it kept the data"),
+        source: Box::new(MigrateError::Inspect(e.into())),
     };
     let db = BoltDb::open(&path).map_err(read)?;
     let mut keys = Vec::new();
