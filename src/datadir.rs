@@ -362,6 +362,27 @@ impl DataDir {
         Ok(bak)
     }
 
+    /// Puts the backup `.bak` (kept) back as `member/` and `version.txt`: copied into
+    /// `.restore`, marked complete, then swapped in (what it replaces goes to `.discard`,
+    /// removed). After a crash the leftovers scan drops an unmarked copy, finishes a swap
+    /// that began, and (while a journal says `.bak` is the data before a step, see
+    /// [`leftovers::Leftover::PutBack`]) puts the backup back again.
+    pub fn put_back_backup(&self, hook: &dyn Fn(&str)) -> Result<(), DataDirError> {
+        let restore = self.restore_path();
+        remove_tree(&restore)?;
+        copy_tree(&self.backup_path(), &restore)
+            .map_err(|e| err(&restore, "failed to copy the backup into", e))?;
+        let marker = self.restore_marker();
+        fs::write(&marker, b"")
+            .and_then(|_| sync_dir(&self.path))
+            .map_err(|e| err(&marker, "cannot write", e))?;
+        hook("put-back-marked");
+        let discard = self.entry(names::DISCARD);
+        self.swap_in(&restore, &discard, hook)?;
+        remove_tree(&marker)?;
+        remove_tree(&discard)
+    }
+
     /// Puts the complete `staged/member` (and `staged/version.txt`, if any) in place of
     /// `member/` (and `version.txt`), which go to `backup` (replaced). Each step checks what
     /// is done, so after a crash at any point a second call finishes the swap; `hook` is

@@ -45,11 +45,12 @@ pub fn try_flock(file: &File, lock: Lock) -> io::Result<bool> {
     }
 }
 
-/// Test hook: when the env var `env` names `point`, SIGKILL ourselves there (like a power cut
-/// for us), so tests can check what a crash between two effects leaves. Does nothing otherwise.
+/// Test hook: when the env var `env` names `point` (among `,`-separated names), SIGKILL
+/// ourselves there (like a power cut for us), so tests can check what a crash between two
+/// effects leaves. Does nothing otherwise.
 pub fn crash_point(env: &str, point: &str) {
     log::debug!("crash point {point}");
-    if std::env::var(env).ok().as_deref() == Some(point) {
+    if std::env::var(env).is_ok_and(|v| v.split(',').any(|p| p == point)) {
         log::warn!("{env}={point}: killing myself (test hook)");
         // SAFETY: kill(2) on our own pid.
         unsafe {

@@ -759,14 +759,10 @@ fn etcd3_to_etcd2_converts_with_rollback2_and_refuses_binary_values() {
     assert!(!ran.exists(), "a stand-in 2.2.1 binary ran");
 }
 
-/// The etcd3 -> etcd2 step proves itself: with the test hook ETCDTOOLS_MIGRATE_CRASH_AT=
-/// v3v2-lose-first-key (read by the release binary too, like the crash points) the first key
-/// of the v2 store rollback2 wrote is dropped from what the proof reads back, as if the
-/// conversion had lost it. The step must fail with `step 1 changed the data (...)` naming the
-/// counts and that key, exit 1, and put the data dir back byte for byte (besides `.bak`).
-#[test]
-fn etcd3_to_etcd2_that_loses_a_key_fails_and_puts_the_data_dir_back() {
-    let site = Site::new("v3v2-lossy");
+/// 3.4.23 data that rollback2 converts (the seeded binary value deleted) and stand-ins for
+/// the 2.2.1 binaries, which must exist and never run. Returns the site and its keys.
+fn v3v2_site(label: &str) -> (Site, Kv) {
+    let site = Site::new(label);
     let mut kv = site.seed(V3_4, 3, &[]);
     {
         let etcd = site.start(V3_4);
@@ -774,12 +770,22 @@ fn etcd3_to_etcd2_that_loses_a_key_fails_and_puts_the_data_dir_back() {
         delete(&etcd.client_url, &key);
         kv.remove(&key);
     }
-    // Stand-ins: the 2.2.1 binaries must exist; the step runs neither.
     for tool in ["etcd-2.2.1", "etcdctl-2.2.1"] {
         let p = site.bin.join(tool);
         fs::write(&p, "#!/bin/sh\nexit 1\n").unwrap();
         fs::set_permissions(&p, fs::Permissions::from_mode(0o755)).unwrap();
     }
+    (site, kv)
+}
+
+/// The etcd3 -> etcd2 step proves itself: with the test hook ETCDTOOLS_MIGRATE_CRASH_AT=
+/// v3v2-lose-first-key (read by the release binary too, like the crash points) the first key
+/// of the v2 store rollback2 wrote is dropped from what the proof reads back, as if the
+/// conversion had lost it. The step must fail with `step 1 changed the data (...)` naming the
+/// counts and that key, exit 1, and put the data dir back byte for byte (besides `.bak`).
+#[test]
+fn etcd3_to_etcd2_that_loses_a_key_fails_and_puts_the_data_dir_back() {
+    let (site, kv) = v3v2_site("v3v2-lossy");
     let before = tree(&site.data);
     let first = String::from_utf8(kv.keys().next().unwrap().clone()).unwrap();
     let out = site.migrate_with(
@@ -803,6 +809,63 @@ fn etcd3_to_etcd2_that_loses_a_key_fails_and_puts_the_data_dir_back() {
     assert!(after == before, "the data dir was not put back");
     assert_eq!(site.version_txt(), "3.4.23/etcd3");
     assert!(site.data.join(".bak/member/snap/db").exists());
+}
+
+/// A crash inside the etcd3 -> etcd2 step after rollback2 swapped its output in, before the
+/// proof passed (`v3v2-converted`), after a failed proof (`v3v2-proof-failed`) or anywhere in
+/// the put-back of the backup (`put-back-marked`, `moved-to-backup`, `member-swapped`): the
+/// step journal `.step-backup` makes the rerun put the backup back first (leftovers scan,
+/// `Leftover::PutBack`; the dry run shows it) and redo the step, never taking rollback2's
+/// unproved output. A rerun whose proof fails again (hook `v3v2-lose-first-key`) leaves the
+/// data dir byte for byte as before (besides `.bak`); one without the hook converts.
+#[test]
+fn etcd3_to_etcd2_crash_in_the_put_back_is_finished_by_the_rerun() {
+    let (site, _) = v3v2_site("v3v2-crash");
+    let bundle = ["--bundled-versions", "2.2.1,3.4.23"];
+    let before = tree(&site.data);
+    let hook = "ETCDTOOLS_MIGRATE_CRASH_AT";
+    for point in [
+        "v3v2-converted",
+        "v3v2-proof-failed",
+        "put-back-marked",
+        "moved-to-backup",
+        "member-swapped",
+    ] {
+        let crash = format!("v3v2-lose-first-key,{point}");
+        let out = site.migrate_with("2.2.1/etcd2", &[(hook, &crash)], &bundle);
+        assert_eq!(out.status.signal(), Some(9), "{point}: {}", stderr(&out));
+        assert!(site.data.join(".step-backup").exists(), "{point}");
+        let dry = site.migrate_with("2.2.1/etcd2", &[], &[&bundle[..], &["--dry-run"]].concat());
+        let plan = String::from_utf8_lossy(&dry.stdout).into_owned();
+        assert!(plan.contains("put its backup"), "{point}: {plan}");
+        assert!(
+            plan.contains("current 3.4.23/etcd3"),
+            "{point}: {plan}{}",
+            stderr(&dry)
+        );
+        let out = site.migrate_with("2.2.1/etcd2", &[(hook, "v3v2-lose-first-key")], &bundle);
+        assert_eq!(out.status.code(), Some(1), "{point}: {}", stderr(&out));
+        assert!(
+            failure_line(&out).starts_with("Migration failed: step 1 changed the data"),
+            "{point}: {}",
+            stderr(&out)
+        );
+        let mut after = tree(&site.data);
+        after.retain(|p, _| !p.starts_with(".bak"));
+        assert!(after == before, "{point}: the data dir was not put back");
+    }
+    let out = site.migrate_with("2.2.1/etcd2", &[(hook, "v3v2-converted")], &bundle);
+    assert_eq!(out.status.signal(), Some(9), "{}", stderr(&out));
+    let out = site.migrate_with("2.2.1/etcd2", &[], &bundle);
+    let err = stderr(&out);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("put its backup"), "{err}");
+    assert!(
+        err.contains("every live v3 key is in the v2 store under /1 with its value"),
+        "{err}"
+    );
+    assert_eq!(site.version_txt(), "2.2.1/etcd2");
+    assert!(!site.data.join(".step-backup").exists());
 }
 
 /// Real data of every version without (or with an empty) version.txt: migrate reads the

@@ -430,42 +430,50 @@ fn member_of_3_3_25_upgrades_through_3_4_23_to_3_5_30_keeping_everything() {
     assert_eq!(site.served_by(V3_5_30, f.compacted), f.before);
 }
 
-#[test]
-fn cluster_of_three_3_3_25_members_upgrades_through_3_4_23_to_3_5_16() {
-    let mut cluster = TestCluster::start(V3_3, 3, FAST);
+/// A stopped 3-member cluster of `version` with the workload: one site per member, and what
+/// the cluster served.
+fn cluster_sites(label: &str, version: &str) -> (TestCluster, Vec<Site>, Served, i64) {
+    let mut cluster = TestCluster::start(version, 3, FAST);
     let url0 = cluster.members[0].client_url.clone();
-    let compacted = write_workload(&url0, V3_3);
-    let before = served(&url0, V3_3, compacted);
+    let compacted = write_workload(&url0, version);
+    let before = served(&url0, version, compacted);
     assert_eq!(before.members.len(), 3);
+    let sites = stopped_sites(&mut cluster, label, &format!("{version}/etcd3"));
+    (cluster, sites, before, compacted)
+}
+
+/// Stops every member of `cluster`, writes `version_txt` into its data dir and gives a site
+/// per member (the cluster's ports, names and token).
+fn stopped_sites(cluster: &mut TestCluster, label: &str, version_txt: &str) -> Vec<Site> {
     let port = |u: &str| u.rsplit(':').next().unwrap().parse::<u16>().unwrap();
-    let sites: Vec<Site> = cluster
+    let initial_cluster = cluster.initial_cluster.clone();
+    cluster
         .members
         .iter_mut()
         .enumerate()
         .map(|(i, m)| {
             m.stop();
-            fs::write(m.data_dir.join("version.txt"), "3.3.25/etcd3").unwrap();
-            let mut s = Site::new(&format!("cluster-m{i}"));
+            fs::write(m.data_dir.join("version.txt"), version_txt).unwrap();
+            let mut s = Site::new(&format!("{label}-m{i}"));
             s.data = m.data_dir.clone();
             s.name = format!("m{i}");
             s.client_port = port(&m.client_url);
             s.peer_port = port(&m.peer_url);
-            s.initial_cluster = cluster.initial_cluster.clone();
+            s.initial_cluster = initial_cluster.clone();
             s.extra = format!("{} --initial-cluster-token=test-cluster", FAST.join(" "));
             s
         })
-        .collect();
-    // The 3.4.23 step needs a quorum: every member runs migrate at the same time.
-    std::thread::scope(|scope| {
-        for s in &sites {
-            scope.spawn(move || s.migrate("3.5.16/etcd3"));
-        }
-    });
-    let started: Vec<_> = sites
+        .collect()
+}
+
+/// Starts `version` on every site's data (each as its member of the cluster) and waits until
+/// all are ready (a member alone has no quorum); they stop when dropped.
+fn start_all(sites: &[Site], version: &str) -> Vec<etcdtools::etcd::process::EtcdProcess> {
+    let mut started: Vec<_> = sites
         .iter()
         .map(|s| {
             let mut spec = EtcdSpec::single(
-                &etcd_bin(V3_5_16),
+                &etcd_bin(version),
                 &s.name,
                 &s.data,
                 s.client_port,
@@ -476,10 +484,58 @@ fn cluster_of_three_3_3_25_members_upgrades_through_3_4_23_to_3_5_16() {
             etcdtools::etcd::process::EtcdProcess::start(&spec).unwrap()
         })
         .collect();
-    let mut started = started;
     for p in started.iter_mut() {
         p.wait_ready(&HttpClient::plain(), READY_TIMEOUT).unwrap();
     }
+    started
+}
+
+/// Runs migrate on every site at once (a step that starts etcd needs a quorum); `env` goes
+/// to the member `hooked` only. Returns each member's output.
+fn migrate_all(
+    sites: &[Site],
+    target: &str,
+    hooked: Option<usize>,
+    env: &[(&str, &str)],
+) -> Vec<Output> {
+    std::thread::scope(|scope| {
+        let runs: Vec<_> = sites
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                let env = if hooked == Some(i) { env } else { &[] };
+                scope.spawn(move || s.migrate_with(target, env, &[]))
+            })
+            .collect();
+        runs.into_iter().map(|r| r.join().unwrap()).collect()
+    })
+}
+
+/// The offline proof of a member of several (src/migrate/verify/offline.rs): the db before
+/// the step at its revision R, the db after it at R.
+fn assert_offline_proof(log: &str, keys: usize) {
+    for line in [
+        format!("step 1: before the step, the db holds {keys} keys at revision"),
+        format!("step 1: after the step, the db holds {keys} keys at revision"),
+        "step 1: the data is the same after the step".to_string(),
+    ] {
+        assert!(log.contains(&line), "{line:?} not in {log}");
+    }
+    assert!(!log.contains("not verified"), "{log}");
+}
+
+#[test]
+fn cluster_of_three_3_3_25_members_upgrades_through_3_4_23_to_3_5_16() {
+    let (_cluster, sites, before, compacted) = cluster_sites("cluster", V3_3);
+    let outs = migrate_all(&sites, "3.5.16/etcd3", None, &[]);
+    for (s, out) in sites.iter().zip(&outs) {
+        let log = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "member {}: {log}", s.name);
+        assert_eq!(s.version_txt(), "3.5.16/etcd3");
+        // Each member's step proved itself offline, with the same figures on every member.
+        assert_offline_proof(&log, before.live.len());
+    }
+    let started = start_all(&sites, V3_5_16);
     // All run while each is checked: a member alone has no quorum.
     for s in &sites {
         let url = format!("http://127.0.0.1:{}", s.client_port);
@@ -491,6 +547,111 @@ fn cluster_of_three_3_3_25_members_upgrades_through_3_4_23_to_3_5_16() {
         );
     }
     drop(started);
+}
+
+/// A member of several whose step loses a key fails and puts its data dir back: the test
+/// hook ETCDTOOLS_MIGRATE_CRASH_AT=offline-lose-first-key (read by the release binary too,
+/// like the crash points) drops the first key from the offline read after the step on member
+/// m1 only. m1 must fail with `step 1 changed the data (...)`, exit 1, and hold its data dir
+/// byte for byte as before (besides the backup `.bak`, kept); m0 and m2 prove their step and
+/// finish.
+#[test]
+fn cluster_member_whose_step_loses_a_key_fails_and_puts_its_data_dir_back() {
+    let (_cluster, sites, before, _) = cluster_sites("lossy", V3_3);
+    let keys = before.live.len();
+    let trees: Vec<_> = sites.iter().map(|s| file_tree(&s.data)).collect();
+    let hook = [("ETCDTOOLS_MIGRATE_CRASH_AT", "offline-lose-first-key")];
+    let outs = migrate_all(&sites, "3.5.16/etcd3", Some(1), &hook);
+    let err = String::from_utf8_lossy(&outs[1].stderr);
+    assert_eq!(outs[1].status.code(), Some(1), "{err}");
+    assert!(
+        err.contains(&format!(
+            "Migration failed: step 1 changed the data ({keys} keys before, {} after, keyspace \
+             hash",
+            keys - 1
+        )) && err.contains("the data from before the step is back in"),
+        "{err}"
+    );
+    let mut after = file_tree(&sites[1].data);
+    after.retain(|p, _| !p.starts_with(".bak"));
+    assert!(after == trees[1], "the data dir of m1 was not put back");
+    assert_eq!(sites[1].version_txt(), "3.3.25/etcd3");
+    assert!(sites[1].data.join(".bak/member/snap/db").exists());
+    for i in [0, 2] {
+        let log = String::from_utf8_lossy(&outs[i].stderr);
+        assert!(outs[i].status.success(), "m{i}: {log}");
+        assert_offline_proof(&log, keys);
+    }
+}
+
+/// A 3-member 3.4.23 cluster downgraded to 3.3.25 (each member: snapshot with 3.4.23, restore
+/// with etcdctl-3.3.25): each member proves its restore offline before the swap (its db before
+/// the step at revision R against the restored db at R), and the restored cluster serves
+/// everything it served before.
+#[test]
+fn cluster_of_three_3_4_23_members_downgrades_to_3_3_25_proving_each_restore() {
+    let (_cluster, sites, before, compacted) = cluster_sites("down-cluster", V3_4);
+    let keys = before.live.len();
+    let outs = migrate_all(&sites, "3.3.25/etcd3", None, &[]);
+    for (s, out) in sites.iter().zip(&outs) {
+        let log = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "member {}: {log}", s.name);
+        assert_eq!(s.version_txt(), "3.3.25/etcd3");
+        for line in [
+            format!("step 1: before the step, the db holds {keys} keys at revision"),
+            format!("step 1: after the restore, the db holds {keys} keys at revision"),
+            "step 1: the data is the same after the step".to_string(),
+        ] {
+            assert!(log.contains(&line), "{line:?} not in {log}");
+        }
+    }
+    let _started = start_all(&sites, V3_3);
+    for s in &sites {
+        let url = format!("http://127.0.0.1:{}", s.client_port);
+        assert_eq!(
+            served(&url, V3_3, compacted).without_member_ids(),
+            before.clone().without_member_ids(),
+            "member {}",
+            s.name
+        );
+    }
+}
+
+/// The offline fingerprint (src/migrate/verify/offline.rs) that proves a cluster member's
+/// step is what etcd serves: on real 3.4.23 and 3.5.16 data the gateway's fingerprint (key
+/// count, revision, hash over every field) equals the db's read offline after a clean stop;
+/// after more puts, an overwrite and a delete, the db read at that revision still equals it
+/// (and the newest keyspace does not); below the compaction the read refuses.
+#[test]
+fn the_offline_fingerprint_is_what_etcd_serves_on_3_4_and_3_5_data() {
+    use etcdtools::migrate::verify::offline::{db_fingerprint, OfflineError};
+    for version in [V3_4, V3_5_16] {
+        let (site, f) = Site::with_fixture(&format!("offline-{version}"), version);
+        let mut etcd = site.start(version);
+        let url = etcd.client_url.clone();
+        let v = version.parse().unwrap();
+        let served = etcdtools::migrate::verify::fingerprint(&HttpClient::plain(), &url, &v);
+        let served = served.unwrap();
+        assert_eq!(served.keys as usize, f.before.live.len());
+        gateway_put(&url, gw(version), b"/later/new", b"1");
+        gateway_put(&url, gw(version), &f.before.live[0].key, b"overwritten");
+        let gone = b64::encode(&f.before.live[1].key);
+        post(&url, version, "/kv/deleterange", json!({"key": gone})).unwrap();
+        etcd.stop();
+        let db = site.data.join("member/snap/db");
+        let then = db_fingerprint(&db, Some(served.revision)).unwrap();
+        let same = |a: &etcdtools::migrate::verify::Fingerprint| (a.keys, a.revision, a.hash);
+        assert_eq!(same(&then), same(&served), "{version}");
+        let now = db_fingerprint(&db, None).unwrap();
+        assert_eq!(now.revision, served.revision + 3, "{version}");
+        assert_ne!(now.hash, served.hash, "{version}");
+        let below = db_fingerprint(&db, Some(f.compacted - 1)).unwrap_err();
+        assert!(
+            matches!(below, OfflineError::Compacted { at, compacted }
+                if at == f.compacted - 1 && compacted == f.compacted),
+            "{version}: {below}"
+        );
+    }
 }
 
 #[test]
@@ -713,6 +874,100 @@ fn v2_files(url: &str) -> BTreeMap<String, (String, i64)> {
     out
 }
 
+/// etcd2 data of a 3-member 3.4.23 cluster (v2 API: plain keys, TTL keys under
+/// /registry/events) -> etcd3, all members at once. Each member proves its conversion offline
+/// once its etcd stopped (its v2 files before against the live keys of its converted db).
+/// First with the hook `offline-lose-first-key` on every member: each fails with `step 1
+/// changed the data (...)` and holds its data dir byte for byte as before (besides `.bak`);
+/// then without it: each converts, and the cluster serves every v2 file through v3.
+#[test]
+fn cluster_of_three_3_4_23_members_converts_etcd2_data_proving_each_member() {
+    let extra: Vec<&str> = FAST.iter().copied().chain(["--enable-v2"]).collect();
+    let mut cluster = TestCluster::start(V3_4, 3, &extra);
+    let url0 = cluster.members[0].client_url.clone();
+    let v2 = |args: &[&str]| etcdctl(V3_4, "2", &url0, args);
+    for i in 0..5 {
+        v2(&[
+            "set",
+            &format!("/registry/pods/ns/p{i}"),
+            &format!("pod-{i}"),
+        ]);
+    }
+    for i in 0..20 {
+        v2(&[
+            "set",
+            "--ttl",
+            "3600",
+            &format!("/registry/events/e{i}"),
+            "event",
+        ]);
+    }
+    let files = v2_files(&url0);
+    assert_eq!(files.len(), 25);
+    let sites = stopped_sites(&mut cluster, "v2v3-cluster", "3.4.23/etcd2");
+    let trees: Vec<_> = sites.iter().map(|s| file_tree(&s.data)).collect();
+    let hook = [("ETCDTOOLS_MIGRATE_CRASH_AT", "offline-lose-first-key")];
+    let outs: Vec<Output> = std::thread::scope(|scope| {
+        let runs: Vec<_> = sites
+            .iter()
+            .map(|s| scope.spawn(move || s.migrate_with("3.4.23/etcd3", &hook, &[])))
+            .collect();
+        runs.into_iter().map(|r| r.join().unwrap()).collect()
+    });
+    for ((s, out), before) in sites.iter().zip(&outs).zip(&trees) {
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{}: {err}", s.name);
+        assert!(
+            err.contains(
+                "Migration failed: step 1 changed the data (25 v2 files before, 24 v3 keys \
+                 after, first differing key \"/registry/events/e0\": missing after)"
+            ),
+            "{}: {err}",
+            s.name
+        );
+        let mut after = file_tree(&s.data);
+        after.retain(|p, _| !p.starts_with(".bak"));
+        assert!(
+            after == *before,
+            "{}: the data dir was not put back",
+            s.name
+        );
+    }
+    let outs = migrate_all(&sites, "3.4.23/etcd3", None, &[]);
+    for (s, out) in sites.iter().zip(&outs) {
+        let log = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{}: {log}", s.name);
+        for line in [
+            "step 1: before the step, the v2 store holds 25 files",
+            "step 1: after the step, the db holds 25 keys (20 with a lease)",
+            "every v2 file is served through v3 with its value and revisions",
+        ] {
+            assert!(log.contains(line), "{}: {line:?} not in {log}", s.name);
+        }
+        assert!(!log.contains("not verified"), "{log}");
+    }
+    let _started = start_all(&sites, V3_4);
+    for s in &sites {
+        let url = format!("http://127.0.0.1:{}", s.client_port);
+        let (_, kvs) = range_all(&url, V3_4, 0).unwrap();
+        assert_eq!(texts(&kvs), values(&files), "member {}", s.name);
+    }
+}
+
+/// Keys and values as text.
+fn texts(kvs: &[Kv]) -> BTreeMap<String, String> {
+    let s = |b: &[u8]| String::from_utf8(b.to_vec()).unwrap();
+    kvs.iter().map(|kv| (s(&kv.key), s(&kv.value))).collect()
+}
+
+/// The values of [`v2_files`].
+fn values(files: &BTreeMap<String, (String, i64)>) -> BTreeMap<String, String> {
+    files
+        .iter()
+        .map(|(k, (v, _))| (k.clone(), v.clone()))
+        .collect()
+}
+
 /// etcd2 data written through etcd 3.3.25's v2 API (dirs, an empty dir, a TTL key under
 /// /registry/events, compare-and-swap by value and by index, a deleted key) -> etcd3 at 3.4.23
 /// and at 3.5.30 (etcdctl-3.3.25 migrate, 3.3.25 leases the TTL keys, 3.4.23 started for
@@ -769,18 +1024,7 @@ fn etcd2_data_written_by_3_3_25_becomes_etcd3_at_3_4_and_3_5() {
                 );
                 let etcd = site.start(target);
                 let (_, kvs) = range_all(&etcd.client_url, target, 0).unwrap();
-                let got: BTreeMap<String, String> = kvs
-                    .iter()
-                    .map(|kv| {
-                        let s = |b: &[u8]| String::from_utf8(b.to_vec()).unwrap();
-                        (s(&kv.key), s(&kv.value))
-                    })
-                    .collect();
-                let want: BTreeMap<String, String> = files
-                    .iter()
-                    .map(|(k, (v, _))| (k.clone(), v.clone()))
-                    .collect();
-                assert_eq!(got, want, "{target}");
+                assert_eq!(texts(&kvs), values(files), "{target}");
                 let leased: Vec<&str> = kvs
                     .iter()
                     .filter(|kv| kv.lease != 0)

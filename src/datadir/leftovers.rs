@@ -33,6 +33,13 @@ pub enum Leftover {
     /// An older release's etcd2 -> etcd3 backup and its marker beside the data dir: moved
     /// inside (`.bak`, `.v2v3-backup`), where the conversion step looks for them.
     AdoptLegacyV2V3 { backup: PathBuf, journal: PathBuf },
+    /// migrate's step journal says `backup` is the data before an etcd3 -> etcd2 step that
+    /// did not finish (crashed before its proof passed and `version.txt` said etcd2, or
+    /// while the backup was being put back after a failed proof): `backup` is put back
+    /// ([`DataDir::put_back_backup`], which redoes a put-back from any point: `.restore`
+    /// and its marker are its own), rollback2's `.rollback.backup` and the journal go, and
+    /// the step is redone from that data. Never trusts rollback2's unproved output.
+    PutBack { backup: PathBuf, journal: PathBuf },
     /// Incomplete or superseded work: removed.
     Remove(PathBuf),
 }
@@ -71,6 +78,12 @@ impl fmt::Display for Leftover {
                 f,
                 "an etcd2 -> etcd3 conversion of an older release was interrupted: move its \
                  backup {} into the data dir",
+                backup.display()
+            ),
+            Leftover::PutBack { backup, .. } => write!(
+                f,
+                "an etcd3 -> etcd2 step was interrupted before it proved itself: put its \
+                 backup {} back and redo it",
                 backup.display()
             ),
             Leftover::Remove(p) => write!(f, "remove {}", p.display()),
@@ -132,20 +145,24 @@ impl Leftovers {
             let step_journal = data.entry(names::STEP_JOURNAL);
             let step_live = step_journal_live(data);
             if present(&step_journal) && !step_live {
-                items.push(Leftover::Remove(step_journal));
+                items.push(Leftover::Remove(step_journal.clone()));
             }
             let restore_backup = if journal_live || step_live {
                 data.entry(names::DISCARD)
             } else {
                 data.backup_path()
             };
-            staged(
-                data,
-                &data.restore_path(),
-                Some(data.restore_marker()),
-                &restore_backup,
-                &mut items,
-            );
+            // An etcd3 -> etcd2 step's put-back is redone from any point (`PutBack`, last).
+            let v3v2_live = step_live && step_journal_is_etcd2(data);
+            if !v3v2_live {
+                staged(
+                    data,
+                    &data.restore_path(),
+                    Some(data.restore_marker()),
+                    &restore_backup,
+                    &mut items,
+                );
+            }
             staged(
                 data,
                 &data.entry(names::ROLLBACK_NEW),
@@ -163,6 +180,12 @@ impl Leftovers {
                 if present(&data.entry(name)) {
                     items.push(Leftover::Remove(data.entry(name)));
                 }
+            }
+            if v3v2_live {
+                items.push(Leftover::PutBack {
+                    backup: data.backup_path(),
+                    journal: step_journal,
+                });
             }
             let adopted = items
                 .iter()
@@ -194,6 +217,16 @@ impl Leftovers {
 
     /// The data dir as it will be after [`Leftovers::recover`].
     pub fn view(&self, data: &DataDir) -> View {
+        if let Some(Leftover::PutBack { backup, .. }) = self
+            .items
+            .iter()
+            .find(|l| matches!(l, Leftover::PutBack { .. }))
+        {
+            return View {
+                version_dir: backup.clone(),
+                files_dir: backup.clone(),
+            };
+        }
         for l in &self.items {
             match l {
                 Leftover::FinishSwap { staged, .. } => {
@@ -276,6 +309,11 @@ impl Leftovers {
                     rename_synced(backup, &data.backup_path())?;
                     rename_synced(journal, &data.entry(names::V2V3_JOURNAL))?;
                 }
+                Leftover::PutBack { journal, .. } => {
+                    data.put_back_backup(hook)?;
+                    remove_tree(&data.entry(names::ROLLBACK_BACKUP))?;
+                    remove_tree(journal)?;
+                }
                 Leftover::Remove(p) => remove_tree(p)?,
             }
         }
@@ -293,6 +331,12 @@ fn step_journal_live(data: &DataDir) -> bool {
     let now =
         std::fs::read_to_string(data.path().join(crate::version::VERSION_FILE)).unwrap_or_default();
     pair.trim() != now.trim() && data.backup_path().is_dir()
+}
+
+/// Whether migrate's step journal is of an etcd3 -> etcd2 step (it names an etcd2 pair).
+fn step_journal_is_etcd2(data: &DataDir) -> bool {
+    std::fs::read_to_string(data.entry(names::STEP_JOURNAL))
+        .is_ok_and(|pair| pair.trim().ends_with("/etcd2"))
 }
 
 fn says_etcd3(dir: &Path) -> bool {
@@ -599,6 +643,74 @@ mod tests {
         fs::remove_dir_all(d.entry(names::DISCARD)).unwrap();
         fs::create_dir_all(d.member_path()).unwrap();
         fs::write(d.path().join("version.txt"), "3.4.23/etcd3").unwrap();
+        assert_eq!(
+            Leftovers::scan(&d).items,
+            vec![Leftover::Remove(d.entry(names::STEP_JOURNAL))]
+        );
+        fs::remove_dir_all(&t).unwrap();
+    }
+
+    #[test]
+    fn an_etcd3_to_etcd2_step_journal_puts_the_backup_back() {
+        let t = temp("v3v2-journal");
+        // rollback2 swapped its unproved output in (no version.txt), then the run died.
+        let d = data_with(&t, "3.4.23/etcd3");
+        fs::create_dir_all(d.backup_path().join("member")).unwrap();
+        fs::write(d.backup_path().join("member/db"), "before").unwrap();
+        fs::write(d.backup_path().join(VERSION_FILE), "3.4.23/etcd3").unwrap();
+        fs::write(d.entry(names::STEP_JOURNAL), "2.2.1/etcd2").unwrap();
+        let rb = d.entry(names::ROLLBACK_BACKUP);
+        fs::create_dir_all(&rb).unwrap();
+        fs::rename(d.member_path(), rb.join("member")).unwrap();
+        fs::rename(d.path().join(VERSION_FILE), rb.join(VERSION_FILE)).unwrap();
+        fs::create_dir_all(d.member_path()).unwrap();
+        fs::write(d.member_path().join("v2"), "unproved").unwrap();
+        let l = Leftovers::scan(&d);
+        assert_eq!(
+            l.items,
+            vec![Leftover::PutBack {
+                backup: d.backup_path(),
+                journal: d.entry(names::STEP_JOURNAL)
+            }]
+        );
+        assert_eq!(l.view(&d).files_dir, d.backup_path());
+        l.recover(&d, &|_| {}).unwrap();
+        assert_eq!(read(&d.member_path().join("db")), "before");
+        assert!(!d.member_path().join("v2").exists());
+        assert_eq!(read(&d.path().join(VERSION_FILE)), "3.4.23/etcd3");
+        assert!(!rb.exists() && !d.entry(names::STEP_JOURNAL).exists());
+        assert!(
+            d.backup_path().join("member/db").exists(),
+            "the backup is kept"
+        );
+        assert!(Leftovers::scan(&d).is_empty());
+        // A put-back whose swap began (member/ in .discard) is redone from the backup.
+        fs::write(d.entry(names::STEP_JOURNAL), "2.2.1/etcd2").unwrap();
+        fs::remove_file(d.path().join(VERSION_FILE)).unwrap();
+        fs::create_dir_all(&rb).unwrap();
+        crate::datadir::copy_tree(&d.backup_path(), &d.restore_path()).unwrap();
+        fs::write(d.restore_marker(), "").unwrap();
+        fs::create_dir_all(d.entry(names::DISCARD)).unwrap();
+        fs::rename(d.member_path(), d.entry(names::DISCARD).join("member")).unwrap();
+        let l = Leftovers::scan(&d);
+        assert_eq!(
+            l.items,
+            vec![
+                Leftover::Remove(d.entry(names::DISCARD)),
+                Leftover::PutBack {
+                    backup: d.backup_path(),
+                    journal: d.entry(names::STEP_JOURNAL)
+                },
+            ]
+        );
+        assert_eq!(l.view(&d).files_dir, d.backup_path());
+        l.recover(&d, &|_| {}).unwrap();
+        assert_eq!(read(&d.member_path().join("db")), "before");
+        assert_eq!(read(&d.path().join(VERSION_FILE)), "3.4.23/etcd3");
+        assert!(Leftovers::scan(&d).is_empty());
+        // Once version.txt says etcd2, the step finished: the journal is stale.
+        fs::write(d.entry(names::STEP_JOURNAL), "2.2.1/etcd2").unwrap();
+        fs::write(d.path().join(VERSION_FILE), "2.2.1/etcd2").unwrap();
         assert_eq!(
             Leftovers::scan(&d).items,
             vec![Leftover::Remove(d.entry(names::STEP_JOURNAL))]

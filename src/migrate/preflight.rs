@@ -554,8 +554,14 @@ pub fn check_steps(
         .find(|s| matches!(s, Step::RollbackV3ToV2 { .. }))
     {
         // rollback2's own refusals (etcd2 data, values a v2 store cannot hold) before the
-        // backup is made.
-        crate::rollback::rollback_dry_run_for_migrate(data, to)?;
+        // backup is made, on the files the run will have once its leftovers are dealt with
+        // (a dry run before an interrupted step's backup is put back: that backup).
+        let files = if view.files_dir == data.path() {
+            data.clone()
+        } else {
+            DataDir::new(&view.files_dir).map_err(|e| e.to_string())?
+        };
+        crate::rollback::rollback_dry_run_for_migrate(&files, to)?;
     }
     Ok(())
 }

@@ -259,6 +259,11 @@ fn crash_point(name: &str) {
     crate::fsutil::crash_point(CRASH_POINT_ENV, name);
 }
 
+/// Test hook: whether `ETCDTOOLS_MIGRATE_CRASH_AT` (a `,`-separated list) names `name`.
+pub(super) fn test_hook(name: &str) -> bool {
+    std::env::var(CRASH_POINT_ENV).is_ok_and(|v| v.split(',').any(|p| p == name))
+}
+
 fn v2v3_journal(data: &DataDir) -> PathBuf {
     data.entry(names::V2V3_JOURNAL)
 }
@@ -352,6 +357,7 @@ pub fn run(cfg: &Config) -> Result<Outcome, MigrateError> {
         client: HttpClient::plain(),
         step_no: Default::default(),
         last_after: Default::default(),
+        offline_before: Default::default(),
     };
     let (mut at, mut served) = (current.clone(), None);
     for (i, step) in steps.iter().enumerate() {
@@ -474,18 +480,10 @@ fn preflight(
     }
     // Also before a version.txt-only step: the etcd started next must not meet them either.
     check_paths(&view.files_dir)?;
-    // verify backs a lone member up before an upgrade step (a cluster member's is not verified).
-    let lone = cfg.initial_cluster.split(',').count() == 1;
-    let destructive = steps.iter().any(|s| {
-        (lone && matches!(s, Step::Upgrade { .. }))
-            || matches!(
-                s,
-                Step::Downgrade { .. }
-                    | Step::MigrateV2ToV3 { .. }
-                    | Step::RollbackV3ToV2 { .. }
-                    | Step::SchemaDowngrade { .. }
-            )
-    });
+    // verify backs the data dir up before an upgrade step.
+    let destructive = steps
+        .iter()
+        .any(|s| !matches!(s, Step::WriteVersion { .. }));
     super::preflight::check_steps(cfg, data, view, steps).map_err(MigrateError::Preflight)?;
     if !destructive {
         return Ok(());
@@ -639,7 +637,7 @@ fn step_uses(cfg: &Config, data: &DataDir, step: &Step) -> Vec<String> {
     let d = data.path().display();
     let writes: Vec<String> = match step {
         Step::WriteVersion { .. } => vec![],
-        // A lone member's in-place steps are backed up first (src/migrate/verify.rs).
+        // In-place steps are backed up first (src/migrate/verify.rs).
         Step::Upgrade { .. } | Step::SchemaDowngrade { .. } => vec![
             format!(
                 "{} -> {} (backup, replaced; put back if the step changed the data)",
@@ -678,9 +676,13 @@ fn step_uses(cfg: &Config, data: &DataDir, step: &Step) -> Vec<String> {
         ],
         Step::RollbackV3ToV2 { .. } => vec![
             format!(
-                "{} -> {} (backup, replaced)",
+                "{} -> {} (backup, replaced; put back if the step changed the data)",
                 e(names::BACKUP_TMP),
                 e(names::BACKUP)
+            ),
+            format!(
+                "{} (marker: the backup is of the data before this step)",
+                e(names::STEP_JOURNAL)
             ),
             format!(
                 "{} -> {} (the converted member/)",
@@ -718,6 +720,8 @@ pub(super) struct Runner<'a> {
     pub(super) step_no: std::cell::Cell<usize>,
     /// What the step's target etcd served when the step itself read it (`verify`).
     pub(super) last_after: std::cell::Cell<Option<super::verify::Fingerprint>>,
+    /// A member of several: its db read offline before the step (`verify`).
+    pub(super) offline_before: std::cell::Cell<Option<super::verify::Fingerprint>>,
 }
 
 impl Runner<'_> {
@@ -741,7 +745,9 @@ impl Runner<'_> {
             Step::SchemaDowngrade { run, to, .. } => self.schema_downgrade(run, to),
             Step::RollbackV3ToV2 { from, to } => {
                 log::info!("Backup and remove all existing v2 data (from {from})");
-                self.data.backup_copy()?;
+                // With the step journal: a crash before the proof passed and version.txt
+                // says etcd2 puts this backup back on the rerun (`Leftover::PutBack`).
+                self.backup_for_step(&step.result())?;
                 let before = super::verify::before_v3v2(self)?;
                 crate::rollback::rollback_for_migrate(self.data, to).map_err(|source| {
                     MigrateError::Rollback {
@@ -750,9 +756,12 @@ impl Runner<'_> {
                         source: Box::new(source),
                     }
                 })?;
+                crash_point("v3v2-converted");
                 if let Err(diff) = super::verify::after_v3v2(self, &before)? {
+                    crash_point("v3v2-proof-failed");
                     self.put_back_backup()?;
                     remove_tree(&self.data.entry(names::ROLLBACK_BACKUP))?;
+                    super::verify::finish_step(self.data)?;
                     return Err(MigrateError::Other(format!(
                         "{diff}; the data from before the step is back in {}, its backup is \
                          kept in {}",
@@ -900,11 +909,7 @@ impl Runner<'_> {
             ),
             source: Box::new(e),
         })?;
-        let before = if self.single_member() {
-            Some(super::verify::before_downgrade(self, run)?)
-        } else {
-            None
-        };
+        let before = super::verify::before_downgrade(self, run)?;
         log::info!("Snapshotting etcd {run} to {}", snapshot.display());
         let tool = self.cfg.bin_dir.join(format!("etcdctl-{run}"));
         run_tool(
@@ -950,9 +955,7 @@ impl Runner<'_> {
         crash_point("restored");
         set_mode(&restore, mode)?;
         write_version_file(&restore, &VersionPair::new(to.clone(), Storage::Etcd3))?;
-        if let Some(before) = &before {
-            super::verify::after_downgrade(self, before, to, &restore)?;
-        }
+        super::verify::after_downgrade(self, before.as_ref(), to, &restore)?;
         self.mark_restore_complete()?;
         crash_point("restore-complete");
         log::info!(
@@ -985,14 +988,7 @@ impl Runner<'_> {
 
     /// `<dir>.bak` (kept) copied back into the data dir through the marked swap.
     pub(super) fn put_back_backup(&self) -> Result<(), MigrateError> {
-        let data = self.data;
-        let restore = data.restore_path();
-        remove_tree(&restore)?;
-        copy_dir(&data.backup_path(), &restore)?;
-        self.mark_restore_complete()?;
-        let discard = data.entry(names::DISCARD);
-        self.swap_in_restore(&discard)?;
-        remove_tree(&discard)?;
+        self.data.put_back_backup(&crash_point)?;
         Ok(())
     }
 
@@ -1056,14 +1052,23 @@ impl Runner<'_> {
                 self.cfg.ttl_keys_directory
             );
         }
-        let proof = match (&attached, &before) {
-            (Ok(_), Some(files)) => super::verify::after_v2v3(self, at, files),
+        let lone = self.single_member();
+        let proof = match &attached {
+            Ok(_) if lone => super::verify::after_v2v3(self, at, &before),
             _ => Ok(Ok(())),
         };
+        if !lone && attached.is_ok() {
+            self.wait_for_peers(at);
+        }
         let stopped = self.stop_etcd(etcd);
         attached?;
         stopped?;
-        if let Err(diff) = proof? {
+        // A member of several reads its converted db once its etcd stopped.
+        let proof = match proof? {
+            Ok(()) if !lone => super::verify::after_v2v3_offline(self, &before)?,
+            proof => proof,
+        };
+        if let Err(diff) = proof {
             self.put_back_backup()?;
             finish_v2v3_journal(data)?;
             return Err(MigrateError::Other(format!(
@@ -1207,11 +1212,6 @@ fn prefix_end(prefix: &[u8]) -> Vec<u8> {
         }
     }
     vec![0]
-}
-
-fn copy_dir(from: &Path, to: &Path) -> Result<(), MigrateError> {
-    crate::datadir::copy_tree(from, to)
-        .map_err(|e| IoError::new(format!("cannot copy {} to", from.display()), to, e).into())
 }
 
 #[cfg(test)]

@@ -1,9 +1,9 @@
 //! Every step proves it kept the data. Before a step, what the member serves is recorded: the
 //! key count and a hash over every key, value, create/mod revision, version and lease of the
 //! live keyspace, read through the JSON gateway in pages at one revision, plus `HashKV` at that
-//! revision where the gateway has it (later 3.5 patches). After the step the target etcd must serve the
-//! same, or the migration fails with `step N changed the data (...)` and the data dir is put
-//! back. The figures go to the log.
+//! revision where the gateway has it (later 3.5 patches). After the step the target etcd must
+//! serve the same, or the migration fails with `step N changed the data (...)` and the data dir
+//! is put back. The figures go to the log.
 //!
 //! Which steps: those that change the data dir and have a bundled etcd on both sides:
 //! - `Upgrade`, `SchemaDowngrade` (in place): backup to `<dir>/.bak` and the journal
@@ -14,17 +14,29 @@
 //!   and puts the backup back before redoing the step.
 //! - `Downgrade`: before = read from the etcd that takes the snapshot; after = the target
 //!   started on `<dir>/.restore` before the swap, so a mismatch leaves the data dir untouched.
-//! - A member of several (`--initial-cluster`) is not verified (logged): an extra etcd start
-//!   only gets ready with every member at the same point, and even a read while the step's
-//!   etcd runs lets the first two members stop before the third is ready.
+//! - A member of several (`--initial-cluster`): an extra etcd start only gets ready with every
+//!   member at the same point, and a read while the step's etcd runs races the other members
+//!   stopping theirs, so it is proved OFFLINE from `member/snap/db` ([`offline`]), the same
+//!   fingerprint the gateway gives: before = the db at its revision R (etcd stopped, migrate
+//!   holds the lock); after = the db after the step folded back to R (mvcc keeps history).
+//!   The db may lag its WAL (committed entries not applied when etcd stopped: seen on 3.3.25
+//!   and 3.4.23 members, db index 71 of 72 committed): etcd applies them on its next start as
+//!   revisions after R, as it applies the other members' writes, so they are not part of
+//!   "before" and cannot hide a loss at or below R. A db compacted past R cannot show it and
+//!   fails, as a db behind R does. In place (upgrade): with the backup and journal, put back on
+//!   a mismatch. Downgrade: the restored db, checked before the swap.
 //! - `MigrateV2ToV3`: key by key, not by a hash (the keyspace changes API). Before =
-//!   the v2 files read offline after the step's backup; after = read through v3 while the
-//!   step's etcd runs (after the leases), each key as `etcdctl migrate` maps it
-//!   ([`v2v3_differs`]). A mismatch puts the backup back (in `run.rs`).
+//!   the v2 files read offline after the step's backup (a 16-byte hash per value, not the
+//!   value); after = read through v3 while the step's etcd runs (after the leases), each key
+//!   as `etcdctl migrate` maps it ([`v2v3_differs`]). A mismatch puts the backup back (in
+//!   `run.rs`). A member of several reads its converted db offline instead, once its etcd
+//!   stopped (after waiting for the other members), with the same comparison (`v2v3`).
 //! - `RollbackV3ToV2`: offline, key by key. Before = the live v3 keys read from the db; after
 //!   = the v2 store rollback2 wrote, read back like `etcd-inspect`: each key as `/1<key>` with
 //!   its value, an expiry exactly for leased keys, nothing else ([`v3v2_first_difference`]).
-//!   A mismatch puts the backup back (in `run.rs`).
+//!   A mismatch puts the backup back (in `run.rs`). The backup has the step journal (an
+//!   etcd2 result): a crash before the proof passed, or inside the put-back, is put back by
+//!   the rerun's leftovers scan (`Leftover::PutBack`), never trusting rollback2's output.
 //! - `WriteVersion` changes no data.
 
 use std::fmt;
@@ -39,6 +51,11 @@ use super::run::{MigrateError, Runner};
 use crate::datadir::{remove_tree, DataDir};
 use crate::etcd::client::{gateway_prefix, ClientError, HttpClient};
 use crate::version::{sync_dir, EtcdVersion, VersionPair};
+
+pub mod offline;
+mod v2v3;
+
+pub(super) use v2v3::after_v2v3_offline;
 
 /// Keys per range request; shrunk when a page would exceed the client's body limit.
 const PAGE: u64 = 10_000;
@@ -270,10 +287,8 @@ impl Runner<'_> {
         let (run_before, target) = match step {
             Step::Upgrade { to, .. } => (self.runnable(&current.version), to.clone()),
             Step::SchemaDowngrade { run, to, .. } => (Some(run.clone()), to.clone()),
+            Step::Downgrade { .. } if !self.single_member() => return self.cluster_step(step),
             Step::Downgrade { .. } => {
-                if !self.single_member() {
-                    log::warn!("step {n}: not verified: this member is one of several");
-                }
                 self.step(step)?;
                 return Ok(self.last_after.take());
             }
@@ -296,12 +311,7 @@ impl Runner<'_> {
             }
         };
         if !self.single_member() {
-            log::warn!(
-                "step {n}: not verified: this member is one of several (--initial-cluster); \
-                 reading or starting etcd once more would race the other members' migrate"
-            );
-            self.step(step)?;
-            return Ok(None);
+            return self.cluster_step(step);
         }
         let t = Instant::now();
         self.backup_for_step(&step.result())?;
@@ -340,16 +350,63 @@ impl Runner<'_> {
         };
         if let Some(before) = &before {
             if let Err(e) = self.changed(before, &after) {
-                self.put_back_backup()?;
-                finish_step(self.data)?;
-                return Err(MigrateError::Other(format!(
-                    "{e}; the data from before the step is back in {}, its backup is kept in {}",
-                    self.data.path().display(),
-                    self.data.backup_path().display()
-                )));
+                return Err(self.undo_step(MigrateError::Other(e))?);
             }
         }
         Ok(Some(after))
+    }
+
+    /// A step on a member of several, proved offline (see the module doc): the db before
+    /// the step at its revision R; after it, the db at R (in place: the data dir's, the
+    /// backup put back on a mismatch; a downgrade: the restored one, in `after_downgrade`).
+    fn cluster_step(&self, step: &Step) -> Result<Option<Fingerprint>, MigrateError> {
+        let n = self.step_no.get();
+        let db = self.data.member_path().join("snap/db");
+        if !db.exists() {
+            // etcd 2.x data (etcd2 storage between 2.x minors): no v3 keyspace to compare.
+            log::warn!(
+                "step {n}: not verified: no {} before the step",
+                db.display()
+            );
+            self.step(step)?;
+            return Ok(None);
+        }
+        let in_place = !matches!(step, Step::Downgrade { .. });
+        if in_place {
+            let t = Instant::now();
+            self.backup_for_step(&step.result())?;
+            log::info!("step {n}: backed up in {:?}", t.elapsed());
+        }
+        let before =
+            read_db(self, &db, None, "before the step").map_err(|e| offline_failure(n, e))?;
+        if !in_place {
+            self.offline_before.set(Some(before.clone()));
+        }
+        log_applied(self, &self.data.member_path(), "before the step");
+        self.step(step)?;
+        if in_place {
+            log_applied(self, &self.data.member_path(), "after the step");
+            let proof = read_db(self, &db, Some(before.revision), "after the step")
+                .map_err(|e| offline_failure(n, e))
+                .and_then(|after| self.changed(&before, &after).map_err(MigrateError::Other));
+            if let Err(e) = proof {
+                return Err(self.undo_step(e)?);
+            }
+        }
+        Ok(None)
+    }
+
+    /// After a step that changed the data or cannot show it did not (`why`): its backup put
+    /// back, its journal gone; the error to fail with.
+    fn undo_step(&self, why: MigrateError) -> Result<MigrateError, MigrateError> {
+        self.put_back_backup()?;
+        finish_step(self.data)?;
+        let back = format!(
+            "the data from before the step is back in {}, its backup is kept in {}",
+            self.data.path().display(),
+            self.data.backup_path().display()
+        );
+        Ok(noting(why, &back))
     }
 
     /// Extra etcd starts only get ready with a quorum: only a lone member makes them.
@@ -372,7 +429,7 @@ impl Runner<'_> {
 
     /// Backs up to `<dir>.bak` with the journal; a journal left by a crash inside this same
     /// step puts that backup back first.
-    fn backup_for_step(&self, result: &VersionPair) -> Result<(), MigrateError> {
+    pub(super) fn backup_for_step(&self, result: &VersionPair) -> Result<(), MigrateError> {
         let j = journal(self.data);
         let io = |e: std::io::Error| MigrateError::Other(format!("{}: {e}", j.display()));
         if j.exists() && self.data.backup_path().exists() {
@@ -399,19 +456,109 @@ pub fn finish_step(data: &DataDir) -> Result<(), MigrateError> {
     Ok(())
 }
 
-/// The start of a downgrade (lone members only): read the etcd that takes the snapshot.
-pub(super) fn before_downgrade(r: &Runner, run: &EtcdVersion) -> Result<Fingerprint, MigrateError> {
-    r.record(run, "before the step")
+/// `path`'s db read offline ([`offline`]) at `at` (`None`: its current revision), logged.
+/// The test hook `offline-lose-first-key` drops the first key of a read at a given revision.
+fn read_db(
+    r: &Runner,
+    path: &Path,
+    at: Option<i64>,
+    when: &str,
+) -> Result<Fingerprint, offline::OfflineError> {
+    let t = Instant::now();
+    let lose = at.is_some() && super::run::test_hook("offline-lose-first-key");
+    if lose {
+        log::warn!("test hook: the first key of the db is dropped from what was read");
+    }
+    let fp = offline::db_fingerprint_losing(path, at, lose)?;
+    log::info!(
+        "step {}: {when}, the db holds {fp} (read offline from {} in {:?})",
+        r.step_no.get(),
+        path.display(),
+        t.elapsed()
+    );
+    Ok(fp)
 }
 
-/// The end of a downgrade, before the swap: the target started on `restored` must serve
-/// what `before` recorded; else `restored` is dropped and the data dir stays as it was.
+/// How far the db has applied the WAL, for the log: a db may lag its WAL (entries committed,
+/// not applied yet when etcd stopped); etcd applies them again when it starts, as revisions
+/// after the one the proof compares at, so they are not part of "before".
+fn log_applied(r: &Runner, member: &Path, when: &str) {
+    match offline::applied(member) {
+        Ok(a) => log::info!("step {}: {when}, {a}", r.step_no.get()),
+        Err(e) => log::warn!("step {}: {when}: {e}", r.step_no.get()),
+    }
+}
+
+/// An offline read that gave no fingerprint, as step `n`'s error: a failed read keeps its
+/// kind (I/O is not damage); a db that cannot show revision R says why.
+fn offline_failure(n: usize, e: offline::OfflineError) -> MigrateError {
+    match e {
+        offline::OfflineError::Read(e) => MigrateError::During {
+            doing: format!("step {n} cannot show it kept the data"),
+            source: Box::new(MigrateError::Member(e.into())),
+        },
+        e @ offline::OfflineError::Behind { .. } => {
+            MigrateError::Other(format!("step {n} changed the data ({e})"))
+        }
+        e => MigrateError::Other(format!("step {n} cannot show it kept the data: {e}")),
+    }
+}
+
+/// `e` with what was done about it (`note`), keeping its kind.
+fn noting(e: MigrateError, note: &str) -> MigrateError {
+    match e {
+        MigrateError::Other(why) => MigrateError::Other(format!("{why}; {note}")),
+        MigrateError::During { doing, source } => MigrateError::During {
+            doing: format!("{doing} ({note})"),
+            source,
+        },
+        e => MigrateError::During {
+            doing: note.to_string(),
+            source: Box::new(e),
+        },
+    }
+}
+
+/// The start of a downgrade: a lone member reads the etcd that takes the snapshot; a member
+/// of several was read offline before (`cluster_step`): `None`.
+pub(super) fn before_downgrade(
+    r: &Runner,
+    run: &EtcdVersion,
+) -> Result<Option<Fingerprint>, MigrateError> {
+    if !r.single_member() {
+        return Ok(None);
+    }
+    r.record(run, "before the step").map(Some)
+}
+
+/// The end of a downgrade, before the swap: `restored` must hold what `before` recorded
+/// (a lone member: the target started on it serves it; a member of several: its db read
+/// offline at the revision the db had before the step). Else `restored` is dropped and the
+/// data dir stays as it was.
 pub(super) fn after_downgrade(
     r: &Runner,
-    before: &Fingerprint,
+    before: Option<&Fingerprint>,
     to: &EtcdVersion,
     restored: &Path,
 ) -> Result<(), MigrateError> {
+    let untouched = |e: MigrateError| -> Result<(), MigrateError> {
+        remove_tree(restored)?;
+        let note = format!("the data dir {} was not changed", r.data.path().display());
+        Err(noting(e, &note))
+    };
+    let Some(before) = before else {
+        let Some(before) = r.offline_before.take() else {
+            return Ok(());
+        };
+        let db = restored.join("member/snap/db");
+        let proof = read_db(r, &db, Some(before.revision), "after the restore")
+            .map_err(|e| offline_failure(r.step_no.get(), e))
+            .and_then(|after| r.changed(&before, &after).map_err(MigrateError::Other));
+        return match proof {
+            Ok(()) => Ok(()),
+            Err(e) => untouched(e),
+        };
+    };
     let t = Instant::now();
     let etcd = r.start_etcd_on(to, restored)?;
     let after = r.record(to, "after the restore");
@@ -423,11 +570,7 @@ pub(super) fn after_downgrade(
     );
     let after = after?;
     if let Err(e) = r.changed(before, &after) {
-        remove_tree(restored)?;
-        return Err(MigrateError::Other(format!(
-            "{e}; the data dir {} was not changed",
-            r.data.path().display()
-        )));
+        return untouched(MigrateError::Other(e));
     }
     r.last_after.set(Some(after));
     Ok(())
@@ -435,32 +578,64 @@ pub(super) fn after_downgrade(
 
 /// A v2 file node (dirs become nothing) as `etcdctl migrate` turns it into a v3 key: the
 /// path without the store's `/1`, the value, create/mod revision = created/modified index,
-/// version 1, no lease.
+/// version 1, no lease. The value is kept as its hash ([`value_hash`]): 16 bytes a key
+/// instead of the value, so the proof of a large store holds no second copy of it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct V2File {
     pub key: Vec<u8>,
-    pub value: Vec<u8>,
+    pub value_hash: u128,
     pub created: i64,
     pub modified: i64,
+}
+
+/// FNV-1a 128 of a value: an accidental change (a lost, cut or swapped value) changes it
+/// with probability 1 - 2^-128; no adversary writes the v2 store between our two reads.
+pub fn value_hash(value: &[u8]) -> u128 {
+    const PRIME: u128 = 0x0000_0000_0100_0000_0000_0000_0000_013b;
+    let mut h: u128 = 0x6c62_272e_07bb_0142_62b8_2175_6295_c58d;
+    for b in value {
+        h ^= u128::from(*b);
+        h = h.wrapping_mul(PRIME);
+    }
+    h
+}
+
+/// One v3 key's fields as the etcd2 -> etcd3 proof compares them (the value as its hash).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct V3Fields {
+    pub value_hash: u128,
+    pub create_revision: i64,
+    pub mod_revision: i64,
+    pub version: i64,
+    pub lease: i64,
+}
+
+impl V3Fields {
+    /// A key as the JSON gateway serves it.
+    pub fn of_gateway(kv: &Value) -> V3Fields {
+        let value = crate::base64::decode(kv["value"].as_str().unwrap_or("")).unwrap_or_default();
+        V3Fields {
+            value_hash: value_hash(&value),
+            create_revision: int(&kv["create_revision"]),
+            mod_revision: int(&kv["mod_revision"]),
+            version: int(&kv["version"]),
+            lease: int(&kv["lease"]),
+        }
+    }
 }
 
 /// What one v3 key must be after etcd2 -> etcd3: what `file` maps to, except that a key under
 /// `ttl_dir` was re-put with a lease (a new mod revision and version; same create revision).
 /// `None`: it is; else what differs.
-pub fn v2v3_differs(file: &V2File, kv: &Value, ttl_dir: &[u8]) -> Option<&'static str> {
-    let b = |name: &str| crate::base64::decode(kv[name].as_str().unwrap_or("")).unwrap_or_default();
+pub fn v2v3_differs(file: &V2File, kv: &V3Fields, ttl_dir: &[u8]) -> Option<&'static str> {
     let leased = file.key.starts_with(ttl_dir);
-    if b("value") != file.value {
+    if kv.value_hash != file.value_hash {
         Some("another value after")
-    } else if int(&kv["create_revision"]) != file.created {
+    } else if kv.create_revision != file.created {
         Some("another create revision after")
-    } else if leased && int(&kv["lease"]) == 0 {
+    } else if leased && kv.lease == 0 {
         Some("no lease after")
-    } else if !leased
-        && (int(&kv["mod_revision"]) != file.modified
-            || int(&kv["version"]) != 1
-            || int(&kv["lease"]) != 0)
-    {
+    } else if !leased && (kv.mod_revision != file.modified || kv.version != 1 || kv.lease != 0) {
         Some("another mod revision, version or lease after")
     } else {
         None
@@ -481,6 +656,9 @@ pub fn v2_files(data: &DataDir) -> Result<Vec<V2File>, String> {
     let commit = rec.wal.hard_state.map_or(rec.start().index, |h| h.commit);
     let tail = rec.wal.entries.partition_point(|e| e.index <= commit);
     rec.store.replay_entries(&rec.wal.entries[tail..], now);
+    // Only the store is needed from here: the WAL goes first (the snapshot's raw data went
+    // with the member).
+    rec.wal.entries = Vec::new();
     let mut files = Vec::new();
     if let Some(root) = rec.store.get("/1") {
         root.walk(&mut |n| {
@@ -492,7 +670,7 @@ pub fn v2_files(data: &DataDir) -> Result<Vec<V2File>, String> {
                         .unwrap_or(&n.path)
                         .as_bytes()
                         .to_vec(),
-                    value: n.value.as_bytes().to_vec(),
+                    value_hash: value_hash(n.value.as_bytes()),
                     created: n.created_index as i64,
                     modified: n.modified_index as i64,
                 });
@@ -503,97 +681,55 @@ pub fn v2_files(data: &DataDir) -> Result<Vec<V2File>, String> {
     Ok(files)
 }
 
-/// The start of etcd2 -> etcd3, before `etcdctl migrate`: the v2 files, logged. `None` for a
-/// member of several (not verified, as the other steps).
-pub(super) fn before_v2v3(r: &Runner) -> Result<Option<Vec<V2File>>, MigrateError> {
+/// The start of etcd2 -> etcd3, before `etcdctl migrate`: the v2 files, logged.
+pub(super) fn before_v2v3(r: &Runner) -> Result<Vec<V2File>, MigrateError> {
     let n = r.step_no.get();
-    if !r.single_member() {
-        log::warn!("step {n}: not verified: this member is one of several");
-        return Ok(None);
-    }
     let t = Instant::now();
     let files = v2_files(r.data).map_err(|e| MigrateError::Other(format!("step {n}: {e}")))?;
     let mut fnv = Fnv::new();
     for f in &files {
         fnv.field(&f.key);
-        fnv.field(&f.value);
+        fnv.field(&f.value_hash.to_le_bytes());
     }
     log::info!(
-        "step {n}: before the step, the v2 store holds {} files, hash of keys and values {:016x} \
-         (read in {:?})",
+        "step {n}: before the step, the v2 store holds {} files, hash of keys and value hashes \
+         {:016x} (read in {:?})",
         files.len(),
         fnv.0,
         t.elapsed()
     );
-    Ok(Some(files))
+    Ok(files)
 }
 
-/// The end of etcd2 -> etcd3, while `at` runs on the converted data: every v2 file must be
-/// served as [`v2v3_differs`] says, and nothing else. `Ok(Err(diff))` on a difference.
+/// The end of etcd2 -> etcd3 on a lone member, while `at` runs on the converted data: every
+/// v2 file must be served as [`v2v3_differs`] says, and nothing else. `Ok(Err(diff))` on a
+/// difference.
 pub(super) fn after_v2v3(
     r: &Runner,
     at: &EtcdVersion,
     before: &[V2File],
 ) -> Result<Result<(), String>, MigrateError> {
     let n = r.step_no.get();
-    let mut ttl_dir = r.cfg.ttl_keys_directory.clone().into_bytes();
-    if !ttl_dir.ends_with(b"/") {
-        ttl_dir.push(b'/');
-    }
-    let (mut next, mut first, mut leased) = (0usize, None::<(Vec<u8>, &str)>, 0u64);
-    let (mut fnv, mut served) = (Fnv::new(), 0u64);
+    let mut check = v2v3::Check::new(before, &r.cfg.ttl_keys_directory);
     let t = Instant::now();
     let fp = scan(&r.client, &r.client_url(), at, &mut |kv| {
         let key = crate::base64::decode(kv["key"].as_str().unwrap_or("")).unwrap_or_default();
-        let value = crate::base64::decode(kv["value"].as_str().unwrap_or("")).unwrap_or_default();
-        fnv.field(&key);
-        fnv.field(&value);
-        served += 1;
-        leased += u64::from(int(&kv["lease"]) != 0);
-        if first.is_some() {
-            return;
-        }
-        if next < before.len() && before[next].key < key {
-            first = Some((before[next].key.clone(), "missing after"));
-            return;
-        }
-        match before.get(next) {
-            Some(f) if f.key == key => {
-                next += 1;
-                first = v2v3_differs(f, kv, &ttl_dir).map(|why| (key, why));
-            }
-            _ => first = Some((key, "served after, not a v2 file before")),
-        }
+        check.visit(&key, &V3Fields::of_gateway(kv));
     })
     .map_err(|e| {
         MigrateError::Other(format!(
             "step {n}: cannot read what etcd {at} serves after the step: {e}"
         ))
     })?;
-    if first.is_none() && next < before.len() {
-        first = Some((before[next].key.clone(), "missing after"));
-    }
-    log::info!(
-        "step {n}: after the step, etcd {at} serves {served} keys ({leased} with a lease), \
-         hash of keys and values {:016x}; {fp} (read in {:?})",
-        fnv.0,
-        t.elapsed()
+    let verdict = check.finish(
+        r,
+        &format!("etcd {at} serves"),
+        &format!("{fp} (read in {:?})", t.elapsed()),
     );
-    if let Some((key, why)) = first {
-        return Ok(Err(format!(
-            "step {n} changed the data ({} v2 files before, {served} v3 keys after, first \
-             differing key {:?}: {why})",
-            before.len(),
-            String::from_utf8_lossy(&key)
-        )));
+    if verdict.is_ok() {
+        r.last_after.set(Some(fp));
     }
-    log::info!(
-        "step {n}: every v2 file is served through v3 with its value and revisions \
-         ({leased} keys under {} leased)",
-        String::from_utf8_lossy(&ttl_dir)
-    );
-    r.last_after.set(Some(fp));
-    Ok(Ok(()))
+    Ok(verdict)
 }
 
 /// A live v3 key as rollback2 must leave it in the v2 store: the file `/1<key>`, the same
@@ -719,7 +855,7 @@ pub(super) fn after_v3v2(r: &Runner, before: &[V3Key]) -> Result<Result<(), Stri
     let t = Instant::now();
     let mut after =
         v2_store_keys(r.data).map_err(|e| MigrateError::Other(format!("step {n}: {e}")))?;
-    if std::env::var(super::run::CRASH_POINT_ENV).as_deref() == Ok("v3v2-lose-first-key") {
+    if super::run::test_hook("v3v2-lose-first-key") {
         log::warn!("test hook: the first key of the v2 store is dropped from what was read");
         if !after.is_empty() {
             after.remove(0);
@@ -780,6 +916,49 @@ mod tests {
     }
 
     #[test]
+    fn an_offline_read_that_cannot_show_revision_r_says_why() {
+        use crate::error::{HasKind, Kind};
+        use offline::OfflineError;
+        let compacted = OfflineError::Compacted {
+            at: 57,
+            compacted: 60,
+        };
+        let e = offline_failure(2, compacted).to_string();
+        assert!(
+            e.starts_with(
+                "step 2 cannot show it kept the data: the db is compacted at revision 60, past \
+                 revision 57 the step started from"
+            ),
+            "{e}"
+        );
+        let behind = OfflineError::Behind {
+            at: 57,
+            current: 50,
+        };
+        assert_eq!(
+            offline_failure(1, behind).to_string(),
+            "step 1 changed the data (the db is at revision 50 after the step, 57 before: \
+             revisions were lost)"
+        );
+        // A read the OS refused stays an I/O error through the put-back's note.
+        let eacces = std::io::Error::from_raw_os_error(libc::EACCES);
+        let io = crate::error::IoError::new("cannot open", Path::new("/d/member/snap/db"), eacces);
+        let e = noting(
+            offline_failure(3, OfflineError::Read(io.into())),
+            "the data from before the step is back in /d",
+        );
+        assert_eq!(e.kind(), Kind::Io);
+        let text = e.to_string();
+        assert!(
+            text.starts_with(
+                "step 3 cannot show it kept the data (the data from before the step is back in \
+                 /d): cannot open /d/member/snap/db"
+            ),
+            "{text}"
+        );
+    }
+
+    #[test]
     fn the_hash_sees_every_field_and_where_it_ends() {
         let h = |fields: &[&[u8]]| {
             let mut f = Fnv::new();
@@ -832,15 +1011,15 @@ mod tests {
     fn a_converted_key_keeps_value_and_revisions_and_only_ttl_dir_keys_a_lease() {
         let file = |key: &str| V2File {
             key: key.as_bytes().to_vec(),
-            value: b"v".to_vec(),
+            value_hash: value_hash(b"v"),
             created: 5,
             modified: 7,
         };
         let kv = |key: &str, value: &str, create: i64, modr: i64, version: i64, lease: i64| {
-            json!({"key": crate::base64::encode(key.as_bytes()),
+            V3Fields::of_gateway(&json!({"key": crate::base64::encode(key.as_bytes()),
                    "value": crate::base64::encode(value.as_bytes()),
                    "create_revision": create.to_string(), "mod_revision": modr.to_string(),
-                   "version": version.to_string(), "lease": lease.to_string()})
+                   "version": version.to_string(), "lease": lease.to_string()}))
         };
         let ttl = b"/registry/events/";
         let (pod, ev) = (file("/registry/pods/a"), file("/registry/events/e"));

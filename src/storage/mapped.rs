@@ -153,6 +153,42 @@ mod tests {
     use super::*;
     use std::io::Write;
 
+    /// A file truncated under its map: the read faults (SIGBUS) and the process exits 4 with
+    /// a message naming the file. Runs itself in a child process (the exit ends it).
+    #[test]
+    fn a_truncated_map_exits_with_the_io_code_naming_the_file() {
+        if let Some(path) = std::env::var_os("ETCDTOOLS_SIGBUS_CHILD") {
+            let path = std::path::PathBuf::from(path);
+            std::fs::write(&path, vec![7u8; 3 * 4096]).unwrap();
+            let f = File::open(&path).unwrap();
+            let m = Mapped::new(&f, &path, 3 * 4096).unwrap();
+            std::fs::OpenOptions::new()
+                .write(true)
+                .open(&path)
+                .unwrap()
+                .set_len(0)
+                .unwrap();
+            let byte = std::hint::black_box(m.bytes()[2 * 4096]);
+            panic!("read {byte} from a truncated map without SIGBUS");
+        }
+        let path = std::env::temp_dir().join(format!("etcdtools-sigbus-{}", std::process::id()));
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "storage::mapped::tests::a_truncated_map_exits_with_the_io_code_naming_the_file",
+            ])
+            .env("ETCDTOOLS_SIGBUS_CHILD", &path)
+            .output()
+            .unwrap();
+        std::fs::remove_file(&path).unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(4), "{stderr}");
+        assert!(
+            stderr.contains("I/O error reading") && stderr.contains("etcdtools-sigbus-"),
+            "{stderr}"
+        );
+    }
+
     #[test]
     fn maps_a_file_and_survives_releases() {
         let dir = std::env::temp_dir().join(format!("etcdtools-mapped-{}", std::process::id()));

@@ -1344,7 +1344,7 @@ fn write_go_fields<W: io::Write>(
     path: &[&str],
     index: (u64, u64),
     expire_time: &str,
-    value: &str,
+    value: JsonStr<'_>,
 ) -> io::Result<()> {
     w.write_all(b"{\"Path\":")?;
     write_go_string_parts(w, path)?;
@@ -1355,12 +1355,32 @@ fn write_go_fields<W: io::Write>(
     w.write_all(b",\"ExpireTime\":")?;
     write_go_string(w, expire_time)?;
     w.write_all(b",\"Value\":")?;
-    write_go_string(w, value)
+    match value {
+        JsonStr::Text(s) => write_go_string(w, s),
+        JsonStr::Plain(s) => {
+            w.write_all(b"\"")?;
+            w.write_all(s.as_bytes())?;
+            w.write_all(b"\"")
+        }
+    }
+}
+
+/// A string to write in JSON: any text (escaped as Go does), or one known to need no escaping.
+#[derive(Debug, Clone, Copy)]
+enum JsonStr<'s> {
+    Text(&'s str),
+    Plain(&'s str),
 }
 
 fn write_go_head<W: io::Write>(w: &mut W, n: &Node) -> io::Result<()> {
     let index = (n.created_index, n.modified_index);
-    write_go_fields(w, &[&n.path], index, &n.expire_time, &n.value)
+    write_go_fields(
+        w,
+        &[&n.path],
+        index,
+        &n.expire_time,
+        JsonStr::Text(&n.value),
+    )
 }
 
 /// A node as `#[derive(Serialize)]` + [`GoFormatter`] writes it, faster (the hot path).

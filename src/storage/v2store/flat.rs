@@ -13,7 +13,7 @@ use std::io;
 
 use super::super::mapped::Touch;
 use super::{
-    expire_time_of, go_string_body_len, op_err, write_go_fields, write_go_string, V2Error,
+    expire_time_of, go_string_body_len, op_err, write_go_fields, write_go_string, JsonStr, V2Error,
     V2ErrorCode, Values, ZERO_TIME,
 };
 
@@ -256,7 +256,8 @@ impl<'a> FlatTree<'a> {
                     let index = dirs.next().copied().unwrap_or_default();
                     write_go_string(w, name)?;
                     w.write_all(b":")?;
-                    write_go_fields(w, &[root, path], (index, index), ZERO_TIME, "")?;
+                    let empty = JsonStr::Plain("");
+                    write_go_fields(w, &[root, path], (index, index), ZERO_TIME, empty)?;
                     comma = false;
                     return w.write_all(b",\"Children\":{");
                 }
@@ -270,10 +271,13 @@ impl<'a> FlatTree<'a> {
                     };
                     write_go_string(w, name)?;
                     w.write_all(b":")?;
-                    let value = if values == Values::Write {
-                        &k.value
-                    } else {
-                        ""
+                    // An escaped string is longer than its text: the same length, no escapes.
+                    let value = match values {
+                        Values::Omit => JsonStr::Plain(""),
+                        Values::Write if k.value_len == k.value.len() as u64 => {
+                            JsonStr::Plain(&k.value)
+                        }
+                        Values::Write => JsonStr::Text(&k.value),
                     };
                     write_go_fields(w, &[root, &k.path], (k.index, k.index), expire, value)?;
                     w.write_all(b",\"Children\":null}")?;
