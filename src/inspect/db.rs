@@ -97,48 +97,6 @@ pub fn print_db(path: &Path, opts: &DbOptions, out: &mut dyn Write) -> Result<()
         .map_err(InspectError::Output)
 }
 
-/// What a db says about the member, for `etcd-inspect version` (and anyone who wants the
-/// facts without the keys). Reads only the small buckets and the newest revision.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DbSummary {
-    pub file: PathBuf,
-    pub file_size: u64,
-    pub page_size: u32,
-    /// bbolt transaction id of the meta in use.
-    pub txid: u64,
-    pub buckets: Vec<String>,
-    pub meta: mvcc::MetaInfo,
-    /// `cluster/clusterVersion`.
-    pub cluster_version: Option<String>,
-    /// Highest revision in bucket `key` (at least the finished compaction).
-    pub current_revision: i64,
-    /// Member IDs in bucket `members`.
-    pub member_ids: Vec<u64>,
-    pub removed_member_ids: Vec<u64>,
-}
-
-/// Reads a `DbSummary` from a data dir, db file or snapshot file.
-pub fn summarize_db(path: &Path) -> Result<DbSummary, InspectError> {
-    let file = db_path(path)?;
-    let db = BoltDb::open(&file)?;
-    Ok(DbSummary {
-        file_size: db.file_size(),
-        page_size: db.page_size(),
-        txid: db.meta().txid,
-        buckets: db
-            .bucket_names()?
-            .iter()
-            .map(|n| String::from_utf8_lossy(n).into_owned())
-            .collect(),
-        meta: mvcc::read_meta(&db)?,
-        cluster_version: mvcc::cluster_version(&db)?,
-        current_revision: mvcc::current_revision(&db)?,
-        member_ids: mvcc::members(&db)?.iter().map(|m| m.id).collect(),
-        removed_member_ids: mvcc::removed_members(&db)?,
-        file,
-    })
-}
-
 /// The db part of the check ([`check_db_file`]) on a data dir, db file or snapshot file.
 /// `Err` only for what is not the file's fault (missing, locked, unreadable).
 pub fn check_db(path: &Path) -> Result<Vec<Finding>, InspectError> {
