@@ -664,12 +664,7 @@ pub fn v2_files(data: &DataDir) -> Result<Vec<V2File>, String> {
         root.walk(&mut |n| {
             if !n.is_dir() {
                 files.push(V2File {
-                    key: n
-                        .path
-                        .strip_prefix("/1")
-                        .unwrap_or(&n.path)
-                        .as_bytes()
-                        .to_vec(),
+                    key: v3_key(n),
                     value_hash: value_hash(n.value.as_bytes()),
                     created: n.created_index as i64,
                     modified: n.modified_index as i64,
@@ -776,12 +771,7 @@ pub fn v2_store_keys(data: &DataDir) -> Result<Vec<V3Key>, String> {
             let empty_dir = n.is_dir() && n.children.as_ref().is_none_or(|c| c.is_empty());
             if (!n.is_dir() || empty_dir) && n.path != "/1" {
                 keys.push(V3Key {
-                    key: n
-                        .path
-                        .strip_prefix("/1")
-                        .unwrap_or(&n.path)
-                        .as_bytes()
-                        .to_vec(),
+                    key: v3_key(n),
                     value: n.value.as_bytes().to_vec(),
                     leased: n.expire_unix_nanos().is_some(),
                 });
@@ -883,6 +873,15 @@ pub(super) fn after_v3v2(r: &Runner, before: &[V3Key]) -> Result<Result<(), Stri
          leased keys with an expiry)"
     );
     Ok(Ok(()))
+}
+
+/// The v3 key a v2 node under `/1` stands for (its path without `/1`).
+fn v3_key(n: &crate::storage::v2store::Node) -> Vec<u8> {
+    n.path
+        .strip_prefix("/1")
+        .unwrap_or(&n.path)
+        .as_bytes()
+        .to_vec()
 }
 
 #[cfg(test)]
