@@ -209,14 +209,15 @@ fn fixture_at(mounted: bool) -> (PathBuf, PathBuf, Option<Tmpfs>) {
 
 fn crash_at_every_point(mounted: bool) {
     use etcdtools::rollback::CRASH_POINT_ENV;
-    let run = |dir: &Path, crash: Option<&str>| {
+    let run_with = |dir: &Path, crash: Option<&str>, args: &[&str]| {
         let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_rollback2"));
-        c.arg("--data-dir").arg(dir);
+        c.arg("--data-dir").arg(dir).args(args);
         if let Some(p) = crash {
             c.env(CRASH_POINT_ENV, p);
         }
         c.output().unwrap()
     };
+    let run = |dir: &Path, crash: Option<&str>| run_with(dir, crash, &[]);
     let (base, reference, mnt) = fixture_at(mounted);
     let original = file_tree(&reference);
     let out = run(&reference, None);
@@ -262,8 +263,17 @@ fn crash_at_every_point(mounted: bool) {
         if backup.exists() {
             found_in(&result, &[dir.clone(), ready.clone()], point);
         }
+        // --dry-run on the half-done state: changes nothing and foretells the rerun.
+        let crashed = (file_tree(&base), file_tree(&dir));
+        let dry = run_with(&dir, None, &["--dry-run"]);
+        assert_eq!(
+            (file_tree(&base), file_tree(&dir)),
+            crashed,
+            "{point}: --dry-run wrote"
+        );
         // rerun: finishes (or, after a full swap, refuses because the backup exists)
         let again = run(&dir, None);
+        assert_foretold(&dry, &again, point);
         if point == "swapped" {
             assert!(!again.status.success());
         } else {
@@ -287,6 +297,36 @@ fn crash_at_every_point(mounted: bool) {
         drop(mnt);
         std::fs::remove_dir_all(base).unwrap();
     }
+}
+
+/// `dry` (a `--dry-run`) printed what `real` (the run that followed) then did, line by line:
+/// the same leftovers dealt with, the same plan, the same files, or the same refusal.
+fn assert_foretold(dry: &std::process::Output, real: &std::process::Output, point: &str) {
+    let text = |o: &std::process::Output| String::from_utf8_lossy(&o.stdout).into_owned();
+    let err_line = |o: &std::process::Output| {
+        let e = String::from_utf8_lossy(&o.stderr).into_owned();
+        e.lines().last().unwrap_or_default().to_string()
+    };
+    assert_eq!(dry.status.success(), real.status.success(), "{point}");
+    if !real.status.success() {
+        assert_eq!(err_line(dry), err_line(real), "{point}: another refusal");
+        return;
+    }
+    let dry = text(dry)
+        .replace("would write:", "wrote:")
+        .replace("original would move to:", "original moved to:")
+        .replace("would complete an interrupted", "completed an interrupted")
+        .replace("Dry run: nothing was changed", "Finished successfully");
+    let real: String = text(real)
+        .lines()
+        .filter(|l| !l.starts_with("Rolling "))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    assert!(
+        dry.contains("recover: "),
+        "{point}: no leftover shown: {dry}"
+    );
+    assert_eq!(dry, real, "{point}: the dry run foretold otherwise");
 }
 
 /// rollback2 works on the real directory whatever names it: an absolute and a relative
