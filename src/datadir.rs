@@ -339,12 +339,23 @@ impl DataDir {
         Ok(total)
     }
 
-    /// Copies `member/` and `version.txt` to `.bak`: first into `.bak.tmp` (removed first if
-    /// a crash left one), fsynced, then the old `.bak` is replaced. A crash at any point
-    /// leaves the data untouched and at worst a stale `.bak.tmp`.
+    /// Bytes in the tree at `path` (0 when missing), e.g. `.bak` or `member/snap/db`.
+    pub fn size_of(&self, path: &Path) -> Result<u64, DataDirError> {
+        tree_size(path).or_else(|e| match e.kind() {
+            io::ErrorKind::NotFound => Ok(0),
+            _ => Err(err(path, "cannot measure", e)),
+        })
+    }
+
+    /// Copies `member/` and `version.txt` to `.bak`: the old `.bak` (a copy of data the data
+    /// dir still holds: a caller puts an interrupted step's backup back instead) is removed
+    /// first, so the file system needs room for one copy only; then into `.bak.tmp` (removed
+    /// first if a crash left one), fsynced, renamed. A crash at any point leaves the data
+    /// untouched and at worst a stale `.bak.tmp`.
     pub fn backup_copy(&self) -> Result<PathBuf, DataDirError> {
         let tmp = self.backup_tmp_path();
         let bak = self.backup_path();
+        remove_tree(&bak)?;
         remove_tree(&tmp)?;
         let copy = || -> io::Result<()> {
             fs::DirBuilder::new().mode(0o700).create(&tmp)?;
@@ -367,8 +378,27 @@ impl DataDir {
     /// removed). After a crash the leftovers scan drops an unmarked copy, finishes a swap
     /// that began, and (while a journal says `.bak` is the data before a step, see
     /// [`leftovers::Leftover::PutBack`]) puts the backup back again.
-    pub fn put_back_backup(&self, hook: &dyn Fn(&str)) -> Result<(), DataDirError> {
+    ///
+    /// With `drop_first` (migrate's step journal is live, so a crash with `member/` gone is
+    /// recovered by putting the backup back, see [`leftovers`]) the `member/` being replaced
+    /// is removed before the copy, so the file system needs room for the difference only.
+    pub fn put_back_backup(
+        &self,
+        hook: &dyn Fn(&str),
+        drop_first: bool,
+    ) -> Result<(), DataDirError> {
         let restore = self.restore_path();
+        let discard = self.entry(names::DISCARD);
+        if drop_first && self.member_path().exists() {
+            remove_tree(&discard)?;
+            fs::DirBuilder::new()
+                .mode(0o700)
+                .create(&discard)
+                .map_err(|e| err(&discard, "failed to create", e))?;
+            rename_synced(&self.member_path(), &discard.join("member"))?;
+            hook("member-dropped");
+            remove_tree(&discard)?;
+        }
         remove_tree(&restore)?;
         copy_tree(&self.backup_path(), &restore)
             .map_err(|e| err(&restore, "failed to copy the backup into", e))?;
@@ -377,7 +407,6 @@ impl DataDir {
             .and_then(|_| sync_dir(&self.path))
             .map_err(|e| err(&marker, "cannot write", e))?;
         hook("put-back-marked");
-        let discard = self.entry(names::DISCARD);
         self.swap_in(&restore, &discard, hook)?;
         remove_tree(&marker)?;
         remove_tree(&discard)

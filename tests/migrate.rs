@@ -1884,3 +1884,104 @@ fn dry_run_refuses_what_the_real_run_refuses_with_the_same_message() {
     );
     drop(etcd);
 }
+
+/// Bytes of the regular files under `p` (what a copy of it takes).
+fn bytes_under(p: &Path) -> u64 {
+    let m = fs::symlink_metadata(p).unwrap();
+    if !m.is_dir() {
+        return m.len();
+    }
+    fs::read_dir(p)
+        .unwrap()
+        .map(|e| bytes_under(&e.unwrap().path()))
+        .sum()
+}
+
+/// A tmpfs data dir holding `template`'s data plus `extra` bytes of room; with `old_bak`, a
+/// copy of the data as `.bak` (what an earlier migrate left).
+fn mounted_copy(label: &str, template: &Site, extra: u64, old_bak: bool) -> Mounted {
+    let size = bytes_under(&template.data);
+    let copies = if old_bak { 2 } else { 1 };
+    let m = Mounted::new(label, &format!("{}k", (copies * size + extra) / 1024));
+    m.copy_from(template);
+    if old_bak {
+        let bak = m.site.data.join(".bak");
+        fs::create_dir(&bak).unwrap();
+        let ok = Command::new("cp")
+            .arg("-a")
+            .arg(template.data.join("member"))
+            .arg(template.data.join("version.txt"))
+            .arg(&bak)
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok);
+    }
+    m
+}
+
+/// The free-space pre-flight asks for what the steps write: an upgrade step needs room for one
+/// backup copy, and an old `.bak` is removed first (the old check wanted twice the data
+/// free besides it); a rerun after a crash inside the upgrade on the nearly full file system
+/// drops the changed member/ before putting the backup back, and finishes; data that really
+/// does not fit is refused, saying what each part needs, the data dir byte for byte as before.
+#[test]
+fn free_space_is_what_the_steps_write_and_a_crashed_upgrade_reruns_on_a_full_disk() {
+    // 3.3 -> 3.5: an upgrade step to 3.4, then version.txt.
+    let template = Site::new("space-template");
+    let kv = template.seed(V3_3, 10, &[]);
+    let size = bytes_under(&template.data);
+    let target = "3.5.1/etcd3";
+    // Room for one copy and etcd's preallocated 64 MB WAL segment, not for two copies.
+    let room = 96 << 20;
+    assert!(
+        2 * size > room + (16 << 20),
+        "the seeded data is {size} bytes"
+    );
+
+    // `room` besides the data and an old .bak: the upgrade passes.
+    let m = mounted_copy("space-once", &template, room, true);
+    let out = m.site.migrate(target);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(m.site.version_txt(), target);
+    let etcd = m.site.start(V3_5_1);
+    assert_eq!(all_keys(&etcd.client_url), kv);
+    drop(etcd);
+    drop(m);
+
+    // A crash inside the upgrade (its first etcd is ready, the backup made), then a rerun
+    // with less than `room` left besides the data and that backup: it finishes.
+    let m = mounted_copy("space-rerun", &template, size + room, false);
+    let env = [("ETCDTOOLS_MIGRATE_CRASH_AT", "etcd-ready")];
+    let out = m.site.migrate_with(target, &env, &[]);
+    assert_eq!(out.status.signal(), Some(9), "{}", stderr(&out));
+    assert!(m.site.data.join(".bak/member").is_dir());
+    let out = m.site.migrate(target);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("putting its backup"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(m.site.version_txt(), target);
+    m.check_layout("space-rerun");
+    let etcd = m.site.start(V3_5_1);
+    assert_eq!(all_keys(&etcd.client_url), kv);
+    drop(etcd);
+    drop(m);
+
+    // No room for a backup copy: refused, naming what it needs, nothing changed.
+    let m = mounted_copy("space-none", &template, size / 2, false);
+    let before = tree(m.site.root());
+    let out = m.site.migrate(target);
+    assert_failed_with(&out, "not enough free disk space on the file system of");
+    let line = failure_line(&out);
+    let member = bytes_under(&template.data.join("member"));
+    assert!(
+        line.contains(&format!("backup copy of member/ {member}")),
+        "{line}"
+    );
+    assert!(line.contains("make room there"), "{line}");
+    assert_eq!(tree(m.site.root()), before);
+    assert_dry_run_refuses_alike(&m.site, target, &[], &[], &out);
+}

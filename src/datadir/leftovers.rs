@@ -152,8 +152,10 @@ impl Leftovers {
             } else {
                 data.backup_path()
             };
-            // An etcd3 -> etcd2 step's put-back is redone from any point (`PutBack`, last).
-            let v3v2_live = step_live && step_journal_is_etcd2(data);
+            // An etcd3 -> etcd2 step's put-back is redone from any point (`PutBack`, last),
+            // and so is any step's put-back that dropped `member/` before copying.
+            let v3v2_live =
+                step_live && (step_journal_is_etcd2(data) || !present(&data.member_path()));
             if !v3v2_live {
                 staged(
                     data,
@@ -254,6 +256,18 @@ impl Leftovers {
         View::here(data)
     }
 
+    /// Bytes that recovery frees by removing leftovers (what `--dry-run` adds to the free
+    /// space it measures, as the run measures after recovery).
+    pub fn removed_bytes(&self, data: &DataDir) -> u64 {
+        self.items
+            .iter()
+            .filter_map(|l| match l {
+                Leftover::Remove(p) => data.size_of(p).ok(),
+                _ => None,
+            })
+            .sum()
+    }
+
     /// Whether the data dir holds no data once recovered (see [`DataDir::is_empty`]).
     pub fn data_is_empty(&self, data: &DataDir) -> Result<bool, DataDirError> {
         if self.view(data).files_dir != data.path() {
@@ -310,7 +324,7 @@ impl Leftovers {
                     rename_synced(journal, &data.entry(names::V2V3_JOURNAL))?;
                 }
                 Leftover::PutBack { journal, .. } => {
-                    data.put_back_backup(hook)?;
+                    data.put_back_backup(hook, true)?;
                     remove_tree(&data.entry(names::ROLLBACK_BACKUP))?;
                     remove_tree(journal)?;
                 }
@@ -324,7 +338,7 @@ impl Leftovers {
 /// Whether `dir/version.txt` names etcd3 storage.
 /// migrate's step journal names the pair its step ends at; until `version.txt` holds that
 /// pair, `.bak` is the data before the step.
-fn step_journal_live(data: &DataDir) -> bool {
+pub fn step_journal_live(data: &DataDir) -> bool {
     let Ok(pair) = std::fs::read_to_string(data.entry(names::STEP_JOURNAL)) else {
         return false;
     };

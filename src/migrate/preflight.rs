@@ -496,6 +496,97 @@ pub fn judge_restored_ids(
 pub const ALLOW_MEMBER_ID_CHANGE_ENV: &str = "ALLOW_MEMBER_ID_CHANGE";
 
 // ---------------------------------------------------------------------------------------
+// Free space
+// ---------------------------------------------------------------------------------------
+
+/// What a started etcd preallocates in `member/wal` for its next segment (64 MB, etcd's
+/// `SegmentSizeBytes`). etcd 3.4/3.5 log a failure and serve, but 3.3.25 exits with "read
+/// wal error (no space left on device)" (seen on a tmpfs): counted for every etcd start.
+pub const ETCD_WAL_PREALLOC: u64 = 64_000_000;
+/// Slack for what etcd and the tools write besides (WAL records, a `.snap` file).
+pub const SPACE_MARGIN: u64 = 16 << 20;
+
+/// What the free-space pre-flight needs to know about the data dir (all in bytes).
+#[derive(Debug, Clone, Default)]
+pub struct SpaceFacts {
+    /// `member/` and `version.txt`.
+    pub data: u64,
+    /// `member/snap/db`.
+    pub db: u64,
+    /// The existing `.bak` (0 when none).
+    pub backup: u64,
+    /// The first step puts that `.bak` back (a rerun of a step interrupted after its backup).
+    pub puts_back: bool,
+}
+
+/// The free space the run needs at its worst moment and, for the message, that step's parts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SpaceNeed {
+    pub bytes: u64,
+    pub why: String,
+}
+
+/// Pure: the free space each step needs from what it writes and what it removes first (the
+/// old `.bak` it replaces, or an interrupted step's `member/` it drops before putting the
+/// backup back); the worst step counts, as each frees its temporary copies before the next.
+pub fn space_needed(steps: &[Step], f: &SpaceFacts) -> SpaceNeed {
+    let mut worst = SpaceNeed {
+        bytes: 0,
+        why: String::new(),
+    };
+    let mut bak = f.backup;
+    for (i, step) in steps.iter().enumerate() {
+        let mut adds: Vec<(&str, u64)> = Vec::new();
+        let mut frees: Option<(&str, u64)> = None;
+        let backed_up = !matches!(step, Step::WriteVersion { .. } | Step::Downgrade { .. });
+        if backed_up && i == 0 && f.puts_back {
+            adds.push((
+                "copy of the interrupted step's backup .bak put back",
+                f.backup,
+            ));
+            frees = Some(("its changed member/, dropped first", f.data));
+        } else if backed_up {
+            adds.push(("backup copy of member/", f.data));
+            frees = Some(("the old .bak it replaces, removed first", bak));
+        }
+        match step {
+            Step::WriteVersion { .. } => continue,
+            Step::Downgrade { .. } => {
+                adds.push(("snapshot of the db", f.db));
+                adds.push(("restored member/", f.data));
+            }
+            Step::MigrateV2ToV3 { .. } => adds.push(("converted db", f.data)),
+            Step::RollbackV3ToV2 { .. } => adds.push(("converted member/", f.data)),
+            Step::Upgrade { .. } | Step::SchemaDowngrade { .. } => {}
+        }
+        if !matches!(
+            step,
+            Step::RollbackV3ToV2 { .. } | Step::SchemaDowngrade { .. }
+        ) {
+            adds.push(("etcd's preallocated next WAL segment", ETCD_WAL_PREALLOC));
+        }
+        adds.push(("margin", SPACE_MARGIN));
+        let total: u64 = adds.iter().map(|(_, n)| n).sum();
+        let bytes = total.saturating_sub(frees.map_or(0, |(_, n)| n));
+        if bytes > worst.bytes || worst.why.is_empty() {
+            let why: Vec<String> = adds.iter().map(|(w, n)| format!("{w} {n}")).collect();
+            let freed = match frees {
+                Some((w, n)) if n > 0 => format!(" - {w} {n}"),
+                _ => String::new(),
+            };
+            worst = SpaceNeed {
+                bytes,
+                why: format!("step {} ({step}): {}{freed}", i + 1, why.join(" + ")),
+            };
+        }
+        if backed_up || matches!(step, Step::Downgrade { .. }) {
+            bak = f.data;
+        }
+    }
+    worst
+}
+
+// ---------------------------------------------------------------------------------------
 // A torn last WAL record
 // ---------------------------------------------------------------------------------------
 
@@ -577,6 +668,66 @@ mod tests {
 
     fn pair(s: &str) -> VersionPair {
         s.parse().unwrap()
+    }
+
+    #[test]
+    fn space_is_what_each_step_writes_less_what_it_removes_first() {
+        let v = |s: &str| s.parse::<EtcdVersion>().unwrap();
+        let up = |to: &str| Step::Upgrade {
+            to: v(to),
+            storage: Storage::Etcd3,
+        };
+        let m = SPACE_MARGIN;
+        let w = ETCD_WAL_PREALLOC;
+        let f = SpaceFacts {
+            data: 100,
+            db: 30,
+            backup: 0,
+            puts_back: false,
+        };
+        // An upgrade: one backup copy.
+        let need = space_needed(&[up("3.5.1")], &f);
+        assert_eq!(need.bytes, 100 + w + m);
+        assert!(
+            need.why.starts_with("step 1 (") && need.why.contains("backup copy of member/ 100"),
+            "{}",
+            need.why
+        );
+        // An old .bak is removed first; the second upgrade replaces the first one's.
+        let old = SpaceFacts {
+            backup: 60,
+            ..f.clone()
+        };
+        assert_eq!(space_needed(&[up("3.5.1")], &old).bytes, 40 + w + m);
+        assert_eq!(
+            space_needed(&[up("3.4.23"), up("3.5.1")], &old).bytes,
+            40 + w + m
+        );
+        // A rerun that puts the interrupted step's backup back drops member/ first.
+        let rerun = SpaceFacts {
+            backup: 100,
+            puts_back: true,
+            ..f.clone()
+        };
+        let need = space_needed(&[up("3.5.1")], &rerun);
+        assert_eq!(need.bytes, w + m, "{}", need.why);
+        assert!(need.why.contains("dropped first 100"), "{}", need.why);
+        // A downgrade: snapshot + restored copy; the old .bak goes only at the swap.
+        let down = Step::Downgrade {
+            current: v("3.5.1"),
+            run: v("3.5.1"),
+            to: v("3.4.23"),
+        };
+        assert_eq!(space_needed(&[down], &old).bytes, 30 + 100 + w + m);
+        let v3v2 = Step::RollbackV3ToV2 {
+            from: v("3.4.23"),
+            to: v("2.2.1"),
+        };
+        assert_eq!(space_needed(&[v3v2], &f).bytes, 200 + m);
+        let wv = Step::WriteVersion {
+            to: VersionPair::new(v("3.4.23"), Storage::Etcd3),
+        };
+        assert_eq!(space_needed(&[wv], &f).bytes, 0);
     }
 
     fn cfg(env: &[(&str, &str)]) -> Config {

@@ -349,7 +349,7 @@ pub fn run(cfg: &Config) -> Result<Outcome, MigrateError> {
     for (i, s) in steps.iter().enumerate() {
         log::info!("  step {}: {s}", i + 1);
     }
-    preflight(cfg, &data, &here, &steps)?;
+    preflight(cfg, &data, &here, &steps, 0)?;
     move_binaries(cfg)?;
     let runner = Runner {
         cfg,
@@ -471,6 +471,7 @@ fn preflight(
     data: &DataDir,
     view: &View,
     steps: &[Step],
+    freed: u64,
 ) -> Result<(), MigrateError> {
     for step in steps {
         for name in step.binaries() {
@@ -488,21 +489,45 @@ fn preflight(
     if !destructive {
         return Ok(());
     }
-    // A downgrade writes a snapshot (~db size) and a restored copy; a backup copies the
-    // data. All of them go inside the data dir, so its file system is the one measured.
-    let size = data.size_bytes()?;
-    let need = size.saturating_mul(2).saturating_add(16 << 20);
-    let free = data.free_bytes()?;
-    if free < need {
-        return Err(MigrateError::Preflight(format!(
-            "not enough free disk space on the file system of {}: {free} bytes free, the \
-             backup/snapshot/restore of {size} bytes of data needs about {need}",
-            data.path().display()
-        )));
-    }
+    check_space(data, view, steps, freed)?;
     let files = &view.files_dir;
     check_integrity(files)?;
     log::info!("integrity check of {} passed", files.display());
+    Ok(())
+}
+
+/// Every copy goes inside the data dir, so its file system is the one measured; `freed`:
+/// what recovery will remove first (a dry run measures before it).
+fn check_space(
+    data: &DataDir,
+    view: &View,
+    steps: &[Step],
+    freed: u64,
+) -> Result<(), MigrateError> {
+    let facts = super::preflight::SpaceFacts {
+        data: data.size_of(&view.files_dir.join("member"))?,
+        db: data.size_of(&view.files_dir.join("member/snap/db"))?,
+        backup: data.size_of(&data.backup_path())?,
+        puts_back: steps
+            .first()
+            .is_some_and(|s| super::verify::puts_back(data, &s.result())),
+    };
+    let need = super::preflight::space_needed(steps, &facts);
+    let free = data.free_bytes()?.saturating_add(freed);
+    log::info!(
+        "free space: {free} bytes, the run needs about {}",
+        need.bytes
+    );
+    if free < need.bytes {
+        return Err(MigrateError::Preflight(format!(
+            "not enough free disk space on the file system of {}: {free} bytes free, about {} \
+             needed at the worst moment, {}; make room there (or give the data dir a larger \
+             file system) and rerun",
+            data.path().display(),
+            need.bytes,
+            need.why
+        )));
+    }
     Ok(())
 }
 
@@ -595,7 +620,7 @@ fn dry_run(cfg: &Config, data: &DataDir) -> Result<Outcome, MigrateError> {
             ));
         }
     }
-    preflight(cfg, data, &view, &steps)?;
+    preflight(cfg, data, &view, &steps, left.removed_bytes(data))?;
     for (i, step) in steps.iter().enumerate() {
         out.push(format!("step {}: {step}", i + 1));
         out.extend(
@@ -988,7 +1013,8 @@ impl Runner<'_> {
 
     /// `<dir>.bak` (kept) copied back into the data dir through the marked swap.
     pub(super) fn put_back_backup(&self) -> Result<(), MigrateError> {
-        self.data.put_back_backup(&crash_point)?;
+        let drop_first = crate::datadir::leftovers::step_journal_live(self.data);
+        self.data.put_back_backup(&crash_point, drop_first)?;
         Ok(())
     }
 

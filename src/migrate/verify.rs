@@ -432,22 +432,27 @@ impl Runner<'_> {
     pub(super) fn backup_for_step(&self, result: &VersionPair) -> Result<(), MigrateError> {
         let j = journal(self.data);
         let io = |e: std::io::Error| MigrateError::Other(format!("{}: {e}", j.display()));
-        if j.exists() && self.data.backup_path().exists() {
-            let recorded = fs::read_to_string(&j).map_err(io)?;
-            if recorded.trim() == result.to_string() {
-                log::warn!(
-                    "an earlier run was interrupted inside this step; putting its backup {} back \
-                     before redoing it",
-                    self.data.backup_path().display()
-                );
-                return self.put_back_backup();
-            }
+        if puts_back(self.data, result) {
+            log::warn!(
+                "an earlier run was interrupted inside this step; putting its backup {} back \
+                 before redoing it",
+                self.data.backup_path().display()
+            );
+            return self.put_back_backup();
         }
         self.data.backup_copy()?;
         fs::write(&j, result.to_string())
             .and_then(|_| sync_dir(self.data.path()))
             .map_err(io)
     }
+}
+
+/// Whether the step ending at `result` starts by putting `.bak` back: its journal says an
+/// earlier run was interrupted inside it, after its backup.
+pub(super) fn puts_back(data: &DataDir, result: &VersionPair) -> bool {
+    let j = journal(data);
+    data.backup_path().exists()
+        && fs::read_to_string(&j).is_ok_and(|r| r.trim() == result.to_string())
 }
 
 /// After `version.txt` holds a step's result, its journal is stale.
