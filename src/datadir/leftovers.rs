@@ -82,8 +82,8 @@ impl fmt::Display for Leftover {
             ),
             Leftover::PutBack { backup, .. } => write!(
                 f,
-                "an etcd3 -> etcd2 step was interrupted before it proved itself: put its \
-                 backup {} back and redo it",
+                "a step (etcd3 -> etcd2, or one whose backup was being put back) was \
+                 interrupted before it proved itself: put its backup {} back and redo it",
                 backup.display()
             ),
             Leftover::Remove(p) => write!(f, "remove {}", p.display()),
@@ -153,9 +153,11 @@ impl Leftovers {
                 data.backup_path()
             };
             // An etcd3 -> etcd2 step's put-back is redone from any point (`PutBack`, last),
-            // and so is any step's put-back that dropped `member/` before copying.
-            let v3v2_live =
-                step_live && (step_journal_is_etcd2(data) || !present(&data.member_path()));
+            // and so is any step's put-back that dropped `member/` before its copy was complete.
+            let restore_done =
+                present(&data.restore_marker()) && data.restore_path().join("member").is_dir();
+            let v3v2_live = step_live
+                && (step_journal_is_etcd2(data) || !present(&data.member_path()) && !restore_done);
             if !v3v2_live {
                 staged(
                     data,
@@ -651,6 +653,17 @@ mod tests {
                 marker: Some(d.restore_marker()),
             }
         );
+        // member/ dropped before the copy was complete: the backup is put back again.
+        fs::remove_file(d.restore_marker()).unwrap();
+        assert_eq!(
+            Leftovers::scan(&d).items.last(),
+            Some(&Leftover::PutBack {
+                backup: d.backup_path(),
+                journal: d.entry(names::STEP_JOURNAL),
+            })
+        );
+        assert_eq!(Leftovers::scan(&d).view(&d).files_dir, d.backup_path());
+        fs::write(d.restore_marker(), "").unwrap();
         // Once version.txt holds the step's pair, the journal is stale and goes.
         fs::remove_dir_all(d.restore_path()).unwrap();
         fs::remove_file(d.restore_marker()).unwrap();
