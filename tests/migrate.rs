@@ -813,7 +813,8 @@ fn etcd3_to_etcd2_that_loses_a_key_fails_and_puts_the_data_dir_back() {
 
 /// A crash inside the etcd3 -> etcd2 step after rollback2 swapped its output in, before the
 /// proof passed (`v3v2-converted`), after a failed proof (`v3v2-proof-failed`) or anywhere in
-/// the put-back of the backup (`put-back-marked`, `moved-to-backup`, `member-swapped`): the
+/// the put-back of the backup (`member-dropped`: the changed member/ is removed first,
+/// `put-back-marked`, `member-swapped`): the
 /// step journal `.step-backup` makes the rerun put the backup back first (leftovers scan,
 /// `Leftover::PutBack`; the dry run shows it) and redo the step, never taking rollback2's
 /// unproved output. A rerun whose proof fails again (hook `v3v2-lose-first-key`) leaves the
@@ -827,8 +828,8 @@ fn etcd3_to_etcd2_crash_in_the_put_back_is_finished_by_the_rerun() {
     for point in [
         "v3v2-converted",
         "v3v2-proof-failed",
+        "member-dropped",
         "put-back-marked",
-        "moved-to-backup",
         "member-swapped",
     ] {
         let crash = format!("v3v2-lose-first-key,{point}");
@@ -1964,11 +1965,7 @@ fn free_space_is_what_the_steps_write_and_a_crashed_upgrade_reruns_on_a_full_dis
     assert!(!m.site.data.join("member").exists());
     let out = m.site.migrate(target);
     assert!(out.status.success(), "{}", stderr(&out));
-    assert!(
-        stderr(&out).contains("put its backup"),
-        "{}",
-        stderr(&out)
-    );
+    assert!(stderr(&out).contains("put its backup"), "{}", stderr(&out));
     assert_eq!(m.site.version_txt(), target);
     m.check_layout("space-rerun");
     let etcd = m.site.start(V3_5_1);

@@ -499,6 +499,51 @@ fn a_downgrade_that_changes_member_identity_is_refused_unless_allowed() {
     assert_ne!(ids(&m.data), old_ids, "the IDs were expected to change");
 }
 
+/// A WAL whose member the db does not list (here the WAL of another real member, copied
+/// over): the db and the WAL disagree, so a downgrade is refused naming both IDs and what to
+/// do, nothing changed; --allow-member-id-change lets it pass the pre-flight (a dry run).
+#[test]
+fn a_wal_member_missing_from_the_db_is_refused_naming_both_unless_allowed() {
+    let m = Member::new("unlisted");
+    m.seed(V3_5_1, 2);
+    let other = Member::new("unlisted-other");
+    other.seed(V3_5_1, 1);
+    let id = |dir: &Path| {
+        let o = Command::new(env!("CARGO_BIN_EXE_etcd-inspect"))
+            .arg("version")
+            .arg(dir)
+            .arg("--json")
+            .output()
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        v["member_id"].as_str().unwrap().to_string()
+    };
+    let (own, foreign) = (id(&m.data), id(&other.data));
+    assert_ne!(own, foreign);
+    fs::remove_dir_all(m.data.join("member/wal")).unwrap();
+    copy_tree(&other.data.join("member/wal"), &m.data.join("member/wal"));
+    let before = m.snapshot();
+    let out = m.migrate("3.4.23/etcd3", &[], &[]);
+    assert_refused(
+        &m,
+        &before,
+        &out,
+        &[
+            &format!("the WAL belongs to member {foreign}"),
+            &format!("lists only {own}"),
+            "different members",
+            "ALLOW_MEMBER_ID_CHANGE=true",
+        ],
+    );
+    let dry = m.migrate("3.4.23/etcd3", &[], &["--dry-run"]);
+    assert_refused(&m, &before, &dry, &[&format!("member {foreign}")]);
+    let allowed = [("ALLOW_MEMBER_ID_CHANGE", "true")];
+    let out = m.migrate("3.4.23/etcd3", &allowed, &["--dry-run"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stderr(&out).contains(&format!("the WAL belongs to member {foreign}")));
+    assert!(m.snapshot() == before, "a dry run changed files");
+}
+
 /// A running etcd is named as such with the path once; `member/` as the data dir gets "did
 /// you mean <parent>?" from migrate and rollback2; bad --target-version/--target-storage values
 /// exit 2.

@@ -338,13 +338,13 @@ pub fn check_peer_tls(cfg: &Config) -> Result<(), String> {
 // Member identity across a downgrade
 // ---------------------------------------------------------------------------------------
 
-pub use crate::storage::member::StoredMember;
+pub use crate::storage::member::{Identity, StoredMember};
 
 /// The member ID from the WAL's metadata record, its name and peer URLs from the db's
 /// `members` bucket ([`crate::storage::member::Member::identity`]). `None` when the data holds
 /// no such record or cannot be read (nothing to compare; the integrity check that follows
 /// names any damage with its offset).
-pub fn stored_member(data_dir: &Path) -> Option<StoredMember> {
+pub fn stored_member(data_dir: &Path) -> Option<Identity> {
     crate::storage::member::Member::at(data_dir, None)
         .identity()
         .unwrap_or_else(|e| {
@@ -407,6 +407,52 @@ pub fn judge_identity(stored: &StoredMember, cfg: &Config, allowed: bool) -> Res
         stored.cluster_id,
         stored.name,
         stored.name
+    ))
+}
+
+/// Pure: the WAL's member is not in the db's members: a downgrade would restore the db as
+/// a member with another ID than the WAL's and the cluster's, so refuse unless `allowed`,
+/// naming both sides and what to do.
+pub fn judge_unlisted(found: &Identity, allowed: bool) -> Result<(), String> {
+    let Identity::NotListed {
+        id,
+        cluster_id,
+        listed,
+        removed,
+    } = found
+    else {
+        return Ok(());
+    };
+    let listed: Vec<String> = listed.iter().map(|m| format!("{m:x}")).collect();
+    let what = format!(
+        "the WAL belongs to member {id:x} (cluster {cluster_id:x}), but the db's members \
+         bucket lists {}",
+        if listed.is_empty() {
+            "no member".to_string()
+        } else {
+            format!("only {}", listed.join(", "))
+        }
+    );
+    if allowed {
+        log::warn!("{what} ({ALLOW_MEMBER_ID_CHANGE_ENV} is set)");
+        return Ok(());
+    }
+    let cause = if *removed {
+        format!(
+            "member {id:x} was removed from the cluster (the db lists it as removed): this data \
+             dir is no longer a member's; remove it and add the member again (etcdctl member \
+             add), then let it sync from the cluster"
+        )
+    } else {
+        "the db and the WAL come from different members (a copied or mixed-up member/snap/db \
+         or member/wal), or the member was removed: put back member/ from one member's backup \
+         (the .bak of an earlier migrate, or your own), or remove the data dir and add the \
+         member again (etcdctl member add)"
+            .to_string()
+    };
+    Err(format!(
+        "{what}: {cause}; a downgrade would restore that db as a member with a new ID. To go \
+         on anyway, --allow-member-id-change ({ALLOW_MEMBER_ID_CHANGE_ENV}=true)"
     ))
 }
 
@@ -635,9 +681,13 @@ pub fn check_steps(
         check_peer_tls(cfg)?;
     }
     if steps.iter().any(|s| matches!(s, Step::Downgrade { .. })) {
-        if let Some(stored) = stored_member(&view.files_dir) {
-            judge_identity(&stored, cfg, cfg.allow_member_id_change)?;
-            judge_restored_ids(&stored, cfg, cfg.allow_member_id_change)?;
+        match stored_member(&view.files_dir) {
+            Some(Identity::Listed(stored)) => {
+                judge_identity(&stored, cfg, cfg.allow_member_id_change)?;
+                judge_restored_ids(&stored, cfg, cfg.allow_member_id_change)?;
+            }
+            Some(unlisted) => judge_unlisted(&unlisted, cfg.allow_member_id_change)?,
+            None => {}
         }
     }
     if let Some(Step::RollbackV3ToV2 { to, .. }) = steps
@@ -668,6 +718,38 @@ mod tests {
 
     fn pair(s: &str) -> VersionPair {
         s.parse().unwrap()
+    }
+
+    #[test]
+    fn a_wal_member_the_db_does_not_list_is_refused_naming_both_unless_allowed() {
+        let found = Identity::NotListed {
+            id: 0xabc,
+            cluster_id: 0xdef,
+            listed: vec![0x123, 0x456],
+            removed: false,
+        };
+        let e = judge_unlisted(&found, false).unwrap_err();
+        for want in [
+            "member abc (cluster def)",
+            "lists only 123, 456",
+            "different members",
+            "etcdctl member add",
+            "--allow-member-id-change (ALLOW_MEMBER_ID_CHANGE=true)",
+        ] {
+            assert!(e.contains(want), "{want:?} not in {e}");
+        }
+        assert!(judge_unlisted(&found, true).is_ok());
+        let removed = Identity::NotListed {
+            id: 0xabc,
+            cluster_id: 0xdef,
+            listed: vec![],
+            removed: true,
+        };
+        let e = judge_unlisted(&removed, false).unwrap_err();
+        assert!(
+            e.contains("lists no member") && e.contains("was removed"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -17,10 +17,26 @@ pub struct StoredMember {
     pub peer_urls: Vec<String>,
 }
 
+/// Who the files say this member is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Identity {
+    /// The db's `members` bucket lists the WAL's member.
+    Listed(StoredMember),
+    /// The WAL's member (`id`, `cluster_id`) is not among the db's members (`listed`): the db
+    /// and the WAL come from different members, or the member was removed (`removed`: the
+    /// db's `members_removed` bucket names it).
+    NotListed {
+        id: u64,
+        cluster_id: u64,
+        listed: Vec<u64>,
+        removed: bool,
+    },
+}
+
 impl Member {
-    /// The stored identity; `None` when the WAL has no metadata record near its start, there
-    /// is no db, or the db does not list the member.
-    pub fn identity(&self) -> Result<Option<StoredMember>, MemberError> {
+    /// The stored identity; `None` when the WAL has no metadata record near its start or
+    /// there is no db.
+    pub fn identity(&self) -> Result<Option<Identity>, MemberError> {
         let Some(meta) = self.wal_metadata()? else {
             return Ok(None);
         };
@@ -31,7 +47,13 @@ impl Member {
         let db = BoltDb::open(db_path)?;
         let members = mvcc::members(&db)?;
         let Some(m) = members.iter().find(|m| m.id == meta.node_id) else {
-            return Ok(None);
+            let removed = mvcc::removed_members(&db)?.contains(&meta.node_id);
+            return Ok(Some(Identity::NotListed {
+                id: meta.node_id,
+                cluster_id: meta.cluster_id,
+                listed: members.iter().map(|m| m.id).collect(),
+                removed,
+            }));
         };
         let json: serde_json::Value = serde_json::from_str(&m.json).map_err(|e| {
             let problem = format!("member {:x}: {e}", m.id);
@@ -46,12 +68,12 @@ impl Member {
                     .collect()
             })
             .unwrap_or_default();
-        Ok(Some(StoredMember {
+        Ok(Some(Identity::Listed(StoredMember {
             id: meta.node_id,
             cluster_id: meta.cluster_id,
             name: json["name"].as_str().unwrap_or_default().to_string(),
             peer_urls,
-        }))
+        })))
     }
 
     /// The WAL's metadata record: among the first records of the first segment.

@@ -15,7 +15,7 @@ mod probe;
 mod version;
 
 pub use db::{check_db_file, DbFacts};
-pub use identity::StoredMember;
+pub use identity::{Identity, StoredMember};
 pub use probe::{probe, PathError, Want, WrongKind};
 pub use version::{DataVersion, Note};
 
@@ -322,7 +322,9 @@ mod tests {
         let v = m.version().unwrap();
         assert_eq!(v.storage, Some(Storage::Etcd3), "{:?}", v.notes);
         assert_eq!(v.last_index, Some(r.wal.last_index));
-        let id = m.identity().unwrap().expect("the db lists the member");
+        let Some(Identity::Listed(id)) = m.identity().unwrap() else {
+            panic!("the db lists the member")
+        };
         assert_eq!(Some(id.id), v.member_id);
         assert_eq!(Some(id.cluster_id), v.cluster_id);
         assert!(v.members.contains(&id.id));
