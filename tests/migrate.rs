@@ -1907,16 +1907,8 @@ fn mounted_copy(label: &str, template: &Site, extra: u64, old_bak: bool) -> Moun
     m.copy_from(template);
     if old_bak {
         let bak = m.site.data.join(".bak");
-        fs::create_dir(&bak).unwrap();
-        let ok = Command::new("cp")
-            .arg("-a")
-            .arg(template.data.join("member"))
-            .arg(template.data.join("version.txt"))
-            .arg(&bak)
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok);
+        copy_tree(&template.data.join("member"), &bak.join("member"));
+        fs::copy(template.data.join("version.txt"), bak.join("version.txt")).unwrap();
     }
     m
 }
@@ -1963,6 +1955,12 @@ fn free_space_is_what_the_steps_write_and_a_crashed_upgrade_reruns_on_a_full_dis
     let out = m.site.migrate_with(target, &env, &[]);
     assert_eq!(out.status.signal(), Some(9), "{}", stderr(&out));
     assert!(!m.site.data.join("member").exists());
+    let crashed = tree(m.site.root());
+    let dry = m.site.migrate_with(target, &[], &["--dry-run"]);
+    assert!(dry.status.success(), "{}", stderr(&dry));
+    let plan = String::from_utf8_lossy(&dry.stdout).into_owned();
+    assert!(plan.contains("put its backup"), "{plan}");
+    assert_eq!(tree(m.site.root()), crashed, "--dry-run changed files");
     let out = m.site.migrate(target);
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(stderr(&out).contains("put its backup"), "{}", stderr(&out));

@@ -423,6 +423,18 @@ fn peer_tls_from_etcd_creds_carries_a_real_downgrade() {
     }
 }
 
+/// The member and cluster IDs `etcd-inspect version` reads from the data dir.
+fn ids(dir: &Path) -> (serde_json::Value, serde_json::Value) {
+    let o = Command::new(env!("CARGO_BIN_EXE_etcd-inspect"))
+        .arg("version")
+        .arg(dir)
+        .arg("--json")
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    (v["member_id"].clone(), v["cluster_id"].clone())
+}
+
 /// A downgrade with the default peer URL (http://localhost:<peer-port>) or another name would
 /// give the member new IDs: refused naming the stored name and URL; ALLOW_MEMBER_ID_CHANGE=true
 /// through migrate-if-needed.sh accepts it.
@@ -466,16 +478,6 @@ fn a_downgrade_that_changes_member_identity_is_refused_unless_allowed() {
     );
 
     // Through the wrapper script with the env var: accepted, the IDs change.
-    let ids = |dir: &Path| {
-        let o = Command::new(env!("CARGO_BIN_EXE_etcd-inspect"))
-            .arg("version")
-            .arg(dir)
-            .arg("--json")
-            .output()
-            .unwrap();
-        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-        (v["member_id"].clone(), v["cluster_id"].clone())
-    };
     let old_ids = ids(&m.data);
     let sbin = m.tmp.path().join("sbin");
     fs::create_dir(&sbin).unwrap();
@@ -508,16 +510,7 @@ fn a_wal_member_missing_from_the_db_is_refused_naming_both_unless_allowed() {
     m.seed(V3_5_1, 2);
     let other = Member::new("unlisted-other");
     other.seed(V3_5_1, 1);
-    let id = |dir: &Path| {
-        let o = Command::new(env!("CARGO_BIN_EXE_etcd-inspect"))
-            .arg("version")
-            .arg(dir)
-            .arg("--json")
-            .output()
-            .unwrap();
-        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-        v["member_id"].as_str().unwrap().to_string()
-    };
+    let id = |dir: &Path| ids(dir).0.as_str().unwrap().to_string();
     let (own, foreign) = (id(&m.data), id(&other.data));
     assert_ne!(own, foreign);
     fs::remove_dir_all(m.data.join("member/wal")).unwrap();

@@ -258,14 +258,17 @@ impl Leftovers {
         View::here(data)
     }
 
-    /// Bytes that recovery frees by removing leftovers (what `--dry-run` adds to the free
-    /// space it measures, as the run measures after recovery).
-    pub fn removed_bytes(&self, data: &DataDir) -> u64 {
+    /// Bytes that recovery frees (negative: uses): the leftovers it removes, and a put-back
+    /// that drops `member/` and copies the backup in. `--dry-run` adds this to the free space
+    /// it measures, as the run measures after recovery.
+    pub fn freed_bytes(&self, data: &DataDir) -> i64 {
+        let size = |p: &Path| data.size_of(p).map_or(0, |n| n as i64);
         self.items
             .iter()
-            .filter_map(|l| match l {
-                Leftover::Remove(p) => data.size_of(p).ok(),
-                _ => None,
+            .map(|l| match l {
+                Leftover::Remove(p) => size(p),
+                Leftover::PutBack { backup, .. } => size(&data.member_path()) - size(backup),
+                _ => 0,
             })
             .sum()
     }

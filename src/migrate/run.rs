@@ -471,7 +471,7 @@ fn preflight(
     data: &DataDir,
     view: &View,
     steps: &[Step],
-    freed: u64,
+    freed: i64,
 ) -> Result<(), MigrateError> {
     for step in steps {
         for name in step.binaries() {
@@ -497,12 +497,12 @@ fn preflight(
 }
 
 /// Every copy goes inside the data dir, so its file system is the one measured; `freed`:
-/// what recovery will remove first (a dry run measures before it).
+/// what recovery will free first (a dry run measures before it).
 fn check_space(
     data: &DataDir,
     view: &View,
     steps: &[Step],
-    freed: u64,
+    freed: i64,
 ) -> Result<(), MigrateError> {
     let facts = super::preflight::SpaceFacts {
         data: data.size_of(&view.files_dir.join("member"))?,
@@ -513,7 +513,7 @@ fn check_space(
             .is_some_and(|s| super::verify::puts_back(data, &s.result())),
     };
     let need = super::preflight::space_needed(steps, &facts);
-    let free = data.free_bytes()?.saturating_add(freed);
+    let free = data.free_bytes()?.saturating_add_signed(freed);
     log::info!(
         "free space: {free} bytes, the run needs about {}",
         need.bytes
@@ -620,7 +620,7 @@ fn dry_run(cfg: &Config, data: &DataDir) -> Result<Outcome, MigrateError> {
             ));
         }
     }
-    preflight(cfg, data, &view, &steps, left.removed_bytes(data))?;
+    preflight(cfg, data, &view, &steps, left.freed_bytes(data))?;
     for (i, step) in steps.iter().enumerate() {
         out.push(format!("step {}: {step}", i + 1));
         out.extend(
