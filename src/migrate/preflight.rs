@@ -555,7 +555,7 @@ pub const SPACE_MARGIN: u64 = 16 << 20;
 /// What the free-space pre-flight needs to know about the data dir (all in bytes).
 #[derive(Debug, Clone, Default)]
 pub struct SpaceFacts {
-    /// `member/` and `version.txt`.
+    /// `member/` as the run will find it (a copy of it is what a backup takes).
     pub data: u64,
     /// `member/snap/db`.
     pub db: u64,
