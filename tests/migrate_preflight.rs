@@ -537,6 +537,71 @@ fn a_wal_member_missing_from_the_db_is_refused_naming_both_unless_allowed() {
     assert!(m.snapshot() == before, "a dry run changed files");
 }
 
+/// A real member removed from a real 3-member cluster (`member remove` through the gateway):
+/// its data dir's WAL names it, its db lists it as removed. A downgrade of that data dir is
+/// refused saying the member was removed and what to do, nothing changed.
+#[test]
+fn a_removed_members_data_dir_is_refused_saying_so() {
+    let mut cluster = TestCluster::start(V3_5_1, 3, FAST);
+    let gone = cluster.members.pop().unwrap();
+    let url = &cluster.members[0].client_url;
+    let http = HttpClient::plain();
+    let list = http
+        .post_json(
+            &format!("{url}/v3/cluster/member/list"),
+            &serde_json::json!({}),
+            Duration::from_secs(10),
+        )
+        .unwrap();
+    let id = list["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == "m2")
+        .unwrap()["ID"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // etcd refuses a removal ("unhealthy cluster") until every member was connected 5 s.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while let Err(e) = http.post_json(
+        &format!("{url}/v3/cluster/member/remove"),
+        &serde_json::json!({ "ID": id }),
+        Duration::from_secs(10),
+    ) {
+        assert!(std::time::Instant::now() < deadline, "member remove: {e}");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let dir = gone.data_dir.clone();
+    // The removed member stops by itself once it applied its removal.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while etcdtools::storage::member::Member::at(&dir, None)
+        .locked_by_etcd()
+        .is_some()
+        && std::time::Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    drop(gone);
+    let m = Member::new("removed");
+    copy_tree(&dir, &m.data);
+    fs::write(m.data.join("version.txt"), "3.5.1/etcd3").unwrap();
+    let hex = format!("{:x}", id.parse::<u64>().unwrap());
+    assert_eq!(ids(&m.data).0, hex.as_str());
+    let before = m.snapshot();
+    let out = m.migrate("3.4.23/etcd3", &[], &[]);
+    assert_refused(
+        &m,
+        &before,
+        &out,
+        &[
+            &format!("the WAL belongs to member {hex}"),
+            "was removed from the cluster",
+            "etcdctl member add",
+        ],
+    );
+}
+
 /// A running etcd is named as such with the path once; `member/` as the data dir gets "did
 /// you mean <parent>?" from migrate and rollback2; bad --target-version/--target-storage values
 /// exit 2.
