@@ -36,21 +36,8 @@ struct Site {
 impl Site {
     fn new(label: &str) -> Site {
         let tmp = TempDir::new(&format!("migrate-{label}"));
-        let bin = tmp.path().join("bin");
-        fs::create_dir(&bin).unwrap();
-        for entry in fs::read_dir(etcd_bin_dir()).unwrap() {
-            let entry = entry.unwrap();
-            std::os::unix::fs::symlink(entry.path(), bin.join(entry.file_name())).unwrap();
-        }
-        let sbin = tmp.path().join("sbin");
-        fs::create_dir(&sbin).unwrap();
-        let script = sbin.join("migrate-if-needed.sh");
-        fs::copy(
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/migrate-if-needed.sh"),
-            &script,
-        )
-        .unwrap();
-        std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_migrate"), sbin.join("migrate")).unwrap();
+        let bin = link_etcd_bin_dir(tmp.path());
+        let script = install_migrate_script(tmp.path());
         let ports = free_ports(2).unwrap();
         let data = tmp.path().join("var/etcd/data");
         Site {

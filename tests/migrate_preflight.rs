@@ -37,12 +37,7 @@ struct Member {
 impl Member {
     fn new(label: &str) -> Member {
         let tmp = TempDir::new(&format!("preflight-{label}"));
-        let bin = tmp.path().join("bin");
-        fs::create_dir(&bin).unwrap();
-        for e in fs::read_dir(etcd_bin_dir()).unwrap() {
-            let e = e.unwrap();
-            std::os::unix::fs::symlink(e.path(), bin.join(e.file_name())).unwrap();
-        }
+        let bin = link_etcd_bin_dir(tmp.path());
         let ports = free_ports(2).unwrap();
         Member {
             data: tmp.path().join("data"),
@@ -331,19 +326,6 @@ fn files_newer_than_version_txt_are_refused_and_the_named_fix_works() {
     }
 }
 
-fn openssl(dir: &Path, args: &[&str]) {
-    let out = Command::new("openssl")
-        .current_dir(dir)
-        .args(args)
-        .output()
-        .expect("openssl CLI (scripts/setup.sh installs it)");
-    assert!(
-        out.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 /// A self-signed peer certificate (its own CA) for 127.0.0.1, as the Go original's test used.
 fn peer_certs(dir: &Path) -> Vec<String> {
     fs::create_dir_all(dir).unwrap();
@@ -479,15 +461,7 @@ fn a_downgrade_that_changes_member_identity_is_refused_unless_allowed() {
 
     // Through the wrapper script with the env var: accepted, the IDs change.
     let old_ids = ids(&m.data);
-    let sbin = m.tmp.path().join("sbin");
-    fs::create_dir(&sbin).unwrap();
-    let script = sbin.join("migrate-if-needed.sh");
-    fs::copy(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/migrate-if-needed.sh"),
-        &script,
-    )
-    .unwrap();
-    std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_migrate"), sbin.join("migrate")).unwrap();
+    let script = install_migrate_script(m.tmp.path());
     let mut cmd = Command::new("/bin/sh");
     cmd.arg(&script);
     let mut env = unset.to_vec();

@@ -13,19 +13,6 @@ use etcdtools::etcd::client::{HttpClient, TlsFiles};
 use etcdtools::etcd::process::{free_ports, EtcdProcess, EtcdSpec};
 use monitor_support::*;
 
-fn openssl(dir: &Path, args: &[&str]) {
-    let out = Command::new("openssl")
-        .current_dir(dir)
-        .args(args)
-        .output()
-        .expect("openssl CLI (scripts/setup.sh installs it)");
-    assert!(
-        out.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 /// ca.crt, server.{crt,key} (SAN IP:127.0.0.1), client.{crt,key}; and other-ca.crt, a CA
 /// that signed nothing here.
 fn make_certs(dir: &Path) {

@@ -95,18 +95,20 @@ fn range_all(url: &str, version: &str, revision: i64) -> Result<(i64, Vec<Kv>), 
         json!({"key": "AA==", "range_end": "AA==", "revision": revision.to_string()}),
     )?;
     let kvs = r["kvs"].as_array().cloned().unwrap_or_default();
-    let kvs = kvs
-        .iter()
-        .map(|kv| Kv {
-            key: bytes(&kv["key"]),
-            value: bytes(&kv["value"]),
-            create: num(&kv["create_revision"]),
-            modrev: num(&kv["mod_revision"]),
-            version: num(&kv["version"]),
-            lease: num(&kv["lease"]),
-        })
-        .collect();
+    let kvs = kvs.iter().map(kv_of).collect();
     Ok((num(&r["header"]["revision"]), kvs))
+}
+
+/// A key as the gateway and `etcd-inspect db --json` show it (same field names).
+fn kv_of(kv: &Value) -> Kv {
+    Kv {
+        key: bytes(&kv["key"]),
+        value: bytes(&kv["value"]),
+        create: num(&kv["create_revision"]),
+        modrev: num(&kv["mod_revision"]),
+        version: num(&kv["version"]),
+        lease: num(&kv["lease"]),
+    }
 }
 
 /// What the member at `url` serves; `compacted` is the revision the workload compacted at.
@@ -291,20 +293,8 @@ struct Site {
 impl Site {
     fn new(label: &str) -> Site {
         let tmp = TempDir::new(&format!("versions-{label}"));
-        let bin = tmp.path().join("bin");
-        fs::create_dir(&bin).unwrap();
-        for entry in fs::read_dir(etcd_bin_dir()).unwrap() {
-            let entry = entry.unwrap();
-            std::os::unix::fs::symlink(entry.path(), bin.join(entry.file_name())).unwrap();
-        }
-        let sbin = tmp.path().join("sbin");
-        fs::create_dir(&sbin).unwrap();
-        fs::copy(
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/migrate-if-needed.sh"),
-            sbin.join("migrate-if-needed.sh"),
-        )
-        .unwrap();
-        std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_migrate"), sbin.join("migrate")).unwrap();
+        let bin = link_etcd_bin_dir(tmp.path());
+        install_migrate_script(tmp.path());
         let ports = free_ports(2).unwrap();
         let data = tmp.path().join("var/etcd/data");
         Site {
@@ -757,14 +747,7 @@ fn etcd_inspect_reads_a_data_dir_of_every_version() {
                 assert_eq!(f.before.members[0].2, id.to_string(), "{v}: member ID");
                 let mut db: Vec<Kv> = json_lines(&inspect(&["db", dir, "--json"]).1)
                     .iter()
-                    .map(|kv| Kv {
-                        key: bytes(&kv["key"]),
-                        value: bytes(&kv["value"]),
-                        create: num(&kv["create_revision"]),
-                        modrev: num(&kv["mod_revision"]),
-                        version: num(&kv["version"]),
-                        lease: num(&kv["lease"]),
-                    })
+                    .map(kv_of)
                     .collect();
                 db.sort_by(|a, b| a.key.cmp(&b.key));
                 assert_eq!(db, f.before.live, "{v}: etcd-inspect db");

@@ -53,6 +53,32 @@ pub fn etcd_bin_dir() -> PathBuf {
     dir
 }
 
+/// `root/bin`: a symlink to every real etcd binary (a bin dir of the image's shape).
+pub fn link_etcd_bin_dir(root: &Path) -> PathBuf {
+    let bin = root.join("bin");
+    std::fs::create_dir(&bin).unwrap();
+    for entry in std::fs::read_dir(etcd_bin_dir()).unwrap() {
+        let entry = entry.unwrap();
+        std::os::unix::fs::symlink(entry.path(), bin.join(entry.file_name())).unwrap();
+    }
+    bin
+}
+
+/// `root/sbin`: `migrate-if-needed.sh` beside a `migrate` symlink, as the image has them.
+/// Returns the script's path.
+pub fn install_migrate_script(root: &Path) -> PathBuf {
+    let sbin = root.join("sbin");
+    std::fs::create_dir(&sbin).unwrap();
+    let script = sbin.join("migrate-if-needed.sh");
+    std::fs::copy(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/migrate-if-needed.sh"),
+        &script,
+    )
+    .unwrap();
+    std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_migrate"), sbin.join("migrate")).unwrap();
+    script
+}
+
 pub fn etcd_bin(version: &str) -> PathBuf {
     etcd_bin_dir().join(format!("etcd-{version}"))
 }
@@ -63,6 +89,20 @@ pub fn etcdctl_bin(version: &str) -> PathBuf {
 
 pub fn etcdutl_bin(version: &str) -> PathBuf {
     etcd_bin_dir().join(format!("etcdutl-{version}"))
+}
+
+/// Runs the openssl CLI in `dir` (test certificates), failing with its stderr.
+pub fn openssl(dir: &Path, args: &[&str]) {
+    let out = std::process::Command::new("openssl")
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .expect("openssl CLI (scripts/setup.sh installs it)");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// A directory under the system temp dir, removed on drop (kept when `KEEP_TEST_DIRS` is set).
