@@ -1936,6 +1936,12 @@ fn free_space_is_what_the_steps_write_and_a_crashed_upgrade_reruns_on_a_full_dis
     let out = m.site.migrate_with(target, &env, &[]);
     assert_eq!(out.status.signal(), Some(9), "{}", stderr(&out));
     assert!(m.site.data.join(".bak/member").is_dir());
+    // The killed migrate's etcd dies with it (PDEATHSIG) but may take a moment to exit and
+    // let go of the data dir; the rerun would rightly refuse a running etcd.
+    assert!(
+        port_is_free(m.site.client_port) && port_is_free(m.site.peer_port),
+        "etcd outlived migrate"
+    );
     // The rerun dies again right after it dropped the changed member/: the next one puts
     // the backup back from the scan.
     let env = [("ETCDTOOLS_MIGRATE_CRASH_AT", "member-dropped")];
