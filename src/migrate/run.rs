@@ -660,10 +660,9 @@ fn step_uses(cfg: &Config, data: &DataDir, step: &Step) -> Vec<String> {
     }
     let e = |name: &str| data.entry(name).display().to_string();
     let d = data.path().display();
-    let writes: Vec<String> = match step {
-        Step::WriteVersion { .. } => vec![],
-        // In-place steps are backed up first (src/migrate/verify.rs).
-        Step::Upgrade { .. } | Step::SchemaDowngrade { .. } => vec![
+    // The backup and journal of a step that is put back if it changed the data.
+    let step_backup = || {
+        vec![
             format!(
                 "{} -> {} (backup, replaced; put back if the step changed the data)",
                 e(names::BACKUP_TMP),
@@ -673,7 +672,12 @@ fn step_uses(cfg: &Config, data: &DataDir, step: &Step) -> Vec<String> {
                 "{} (marker: the backup is of the data before this step)",
                 e(names::STEP_JOURNAL)
             ),
-        ],
+        ]
+    };
+    let writes: Vec<String> = match step {
+        Step::WriteVersion { .. } => vec![],
+        // In-place steps are backed up first (src/migrate/verify.rs).
+        Step::Upgrade { .. } | Step::SchemaDowngrade { .. } => step_backup(),
         Step::Downgrade { .. } => vec![
             e(names::SNAPSHOT),
             format!("{} (restored member/ and version.txt)", e(names::RESTORE)),
@@ -699,27 +703,22 @@ fn step_uses(cfg: &Config, data: &DataDir, step: &Step) -> Vec<String> {
             ),
             format!("{d}/member (converted in place)"),
         ],
-        Step::RollbackV3ToV2 { .. } => vec![
-            format!(
-                "{} -> {} (backup, replaced; put back if the step changed the data)",
-                e(names::BACKUP_TMP),
-                e(names::BACKUP)
-            ),
-            format!(
-                "{} (marker: the backup is of the data before this step)",
-                e(names::STEP_JOURNAL)
-            ),
-            format!(
-                "{} -> {} (the converted member/)",
-                e(names::ROLLBACK_TMP),
-                e(names::ROLLBACK_NEW)
-            ),
-            format!(
-                "{} (the old member/ and version.txt)",
-                e(names::ROLLBACK_BACKUP)
-            ),
-            format!("{d}/member (swapped in)"),
-        ],
+        Step::RollbackV3ToV2 { .. } => [
+            step_backup(),
+            vec![
+                format!(
+                    "{} -> {} (the converted member/)",
+                    e(names::ROLLBACK_TMP),
+                    e(names::ROLLBACK_NEW)
+                ),
+                format!(
+                    "{} (the old member/ and version.txt)",
+                    e(names::ROLLBACK_BACKUP)
+                ),
+                format!("{d}/member (swapped in)"),
+            ],
+        ]
+        .concat(),
     };
     out.extend(writes.into_iter().map(|w| format!("writes {w}")));
     out.push(format!(
