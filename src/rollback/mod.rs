@@ -655,7 +655,6 @@ fn read_inputs<'db>(
     db: &'db BoltDb,
     copts: &ConvertOptions,
 ) -> Result<(Wal, KeyScan, Built<'db>), RollbackError> {
-    let wal_dir = &member.paths().wal_dir;
     let t0 = std::time::Instant::now();
     let (wal, scanned) = std::thread::scope(|scope| {
         let reader = scope.spawn(|| {
@@ -665,13 +664,11 @@ fn read_inputs<'db>(
         });
         let scanned = scan_keys(paths, db, copts);
         log::debug!("scanned the db and built the v2 tree in {:?}", t0.elapsed());
-        let wal = match reader.join() {
-            Ok(r) => r.map_err(wal_err),
-            Err(_) => Err(RollbackError::Corrupt(Finding::in_file(
-                wal_dir,
-                "the WAL reader thread failed",
-            ))),
-        };
+        // A panic is a bug, not damage: it goes on as one.
+        let wal = reader
+            .join()
+            .unwrap_or_else(|p| std::panic::resume_unwind(p))
+            .map_err(wal_err);
         (wal, scanned)
     });
     let wal = wal?;
@@ -894,7 +891,7 @@ fn scan_keys<'db>(
                 batch.push(kv);
                 if batch.len() == BATCH {
                     let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH));
-                    // the checker only stops by panicking, which join reports below
+                    // the checker only stops by panicking, which join passes on below
                     let _ = tx.send(full);
                 }
             }
@@ -904,12 +901,7 @@ fn scan_keys<'db>(
         drop(tx);
         (revisions, checker.join())
     });
-    let builder = builder.map_err(|_| {
-        RollbackError::Corrupt(Finding::in_file(
-            db_path(paths),
-            "the key checker thread failed",
-        ))
-    })?;
+    let builder = builder.unwrap_or_else(|p| std::panic::resume_unwind(p));
     scan.revisions = revisions.map_err(|e| bolt_err(&db_path(paths), e))?;
     let built = builder.finish().map(|mut c| {
         c.keys.borrowed_from(db);
