@@ -123,8 +123,8 @@ fn on_sigbus_name(path: &Path) {
          was truncated by another process); nothing was changed\n",
         path.display()
     );
-    let old = SIGBUS_MESSAGE.swap(Box::into_raw(Box::new(msg.into_bytes())), Ordering::SeqCst);
-    let _ = old; // an earlier file's message: leaked, the handler may be reading it
+    // An earlier file's message is leaked, not freed: the handler may be reading it.
+    SIGBUS_MESSAGE.store(Box::into_raw(Box::new(msg.into_bytes())), Ordering::SeqCst);
     static INSTALL: Once = Once::new();
     INSTALL.call_once(|| {
         // SAFETY: installs an async-signal-safe handler (write + _exit only).

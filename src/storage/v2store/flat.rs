@@ -408,6 +408,10 @@ mod tests {
             build(&[("/x", 1), ("/x", 2)]),
             ["/x v2 store: Key already exists (105): /1/x"]
         );
-        assert!(build(&[("/a-b", 1), ("/a/b", 2), ("/a", 3)]).len() == 1);
+        // bytewise `/a-b` would sort between `/a` and `/a/b`; by component it comes after them
+        assert_eq!(
+            build(&[("/a-b", 1), ("/a/b", 2), ("/a", 3)]),
+            ["/a v2 store: Not a file (102): /1/a"]
+        );
     }
 }
